@@ -1,0 +1,97 @@
+"""Kinematic bicycle with identifiable parameters.
+
+State ``[x, y, yaw, v, steer]`` (m, m, rad, m/s, rad), action ``[u_speed, u_steer]``
+normalised to [-1, 1]. Parameters, all identifiable from driving data:
+
+- ``wheelbase`` L and ``rear_axle_to_cg`` l_r: geometry; the slip angle at the
+  centre of gravity is ``beta = atan(l_r / L * tan(steer))``.
+- ``speed_gain``: m/s^2 per unit ``u_speed`` when ``speed_input="acceleration"``
+  (highway-env), or m/s per unit when ``speed_input="velocity"`` (F1TENTH /drive).
+- ``steer_gain``: steering angle (rad) per unit ``u_steer``.
+- ``lag``: first-order actuator time constant (s) of the steering, and of the
+  speed in velocity mode. ``lag <= dt`` means the command is reached in one step.
+
+One step of ``dt`` is integrated with ``substeps`` explicit Euler steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from mbrl_ros.core.models.base import DynamicsModel
+
+SPEED_INPUTS = ("acceleration", "velocity")
+
+
+@dataclass
+class BicycleParams:
+    wheelbase: float = 5.0
+    rear_axle_to_cg: float = 2.5
+    speed_gain: float = 5.0
+    steer_gain: float = 0.7853981633974483  # 45 deg, highway-env's limit
+    lag: float = 0.0
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "bicycle params") -> "BicycleParams":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**{k: float(v) for k, v in values.items()})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class KinematicBicycle(DynamicsModel):
+    """Batched kinematic bicycle; parameters are buffers (or trainable with ``learnable=True``)."""
+
+    def __init__(
+        self,
+        params: BicycleParams | None = None,
+        dt: float = 0.2,
+        substeps: int = 3,
+        speed_input: str = "acceleration",
+        learnable: bool = False,
+    ) -> None:
+        super().__init__(state_dim=5, action_dim=2)
+        if speed_input not in SPEED_INPUTS:
+            raise ValueError(f"speed_input: expected one of {SPEED_INPUTS}, got {speed_input!r}")
+        if dt <= 0 or substeps < 1:
+            raise ValueError(f"dt must be > 0 and substeps >= 1, got dt={dt}, substeps={substeps}")
+        self.params = params or BicycleParams()
+        if self.params.wheelbase <= 0 or not 0 <= self.params.rear_axle_to_cg <= self.params.wheelbase:
+            raise ValueError(
+                f"bicycle params: need wheelbase > 0 and 0 <= rear_axle_to_cg <= wheelbase, got {self.params}"
+            )
+        self.dt = float(dt)
+        self.substeps = int(substeps)
+        self.speed_input = speed_input
+        theta = torch.tensor(
+            [getattr(self.params, f.name) for f in fields(BicycleParams)], dtype=torch.float32
+        )
+        if learnable:
+            self.theta = torch.nn.Parameter(theta)
+        else:
+            self.register_buffer("theta", theta)
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        wheelbase, rear, speed_gain, steer_gain, lag = self.theta.unbind()
+        x, y, yaw, v, steer = states.unbind(-1)
+        u_speed, u_steer = actions.unbind(-1)
+        h = self.dt / self.substeps
+        # Fraction of the gap to the commanded value closed per substep.
+        alpha = torch.clamp(h / torch.clamp(lag, min=1e-6), max=1.0)
+        for _ in range(self.substeps):
+            steer = steer + alpha * (steer_gain * u_steer - steer)
+            beta = torch.atan(rear / wheelbase * torch.tan(steer))
+            x = x + h * v * torch.cos(yaw + beta)
+            y = y + h * v * torch.sin(yaw + beta)
+            yaw = yaw + h * v * torch.cos(beta) * torch.tan(steer) / wheelbase
+            if self.speed_input == "acceleration":
+                v = v + h * speed_gain * u_speed
+            else:
+                v = v + alpha * (speed_gain * u_speed - v)
+        return torch.stack((x, y, yaw, v, steer), dim=-1)
