@@ -14,7 +14,7 @@ fi
 
 # Reinstall only when the dependency list changed.
 stamp="$VENV/.mbrl_ros-installed"
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[setup] installing dependencies (first time: a few minutes)"
     # torch first, pinned, so nothing later pulls a CUDA build.

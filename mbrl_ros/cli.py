@@ -1,16 +1,37 @@
-"""The ``mbrl-ros`` command: one entry point, one subcommand per job."""
+"""The ``mbrl-ros`` command: one entry point, one subcommand per job.
+
+Each subcommand lives in its own module exposing ``add_parser(subparsers)``,
+which registers its arguments and sets ``func``; heavy imports (torch, rclpy,
+simulators) happen inside ``func`` so ``mbrl-ros --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+# Modules that provide a subcommand, in the order `--help` lists them.
+SUBCOMMAND_MODULES = (
+    "mbrl_ros.demo.cli",
+    "mbrl_ros.bench.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mbrl-ros",
+        description="Model-based RL for ROS 2: learn a robot's dynamics, plan through them in real time.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mbrl-ros", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
-    args = parser.parse_args(argv)
-    return 0
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":
