@@ -1,0 +1,1 @@
+"""Files in and out: configs, checkpoints, bags. No rclpy import here either."""

@@ -1,0 +1,84 @@
+"""Reading the ROS parameter YAML files in ``config/`` without ROS.
+
+The nodes get these files through ``--params-file`` (rclpy flattens nested
+keys to ``cost.goal_pose.weight``); pip-only tools (the demo, ``mbrl-ros fit``)
+read the same files here, so every tunable lives in one YAML either way.
+Errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or key is wrong; the message names which."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def node_parameters(path: str | Path, node_name: str) -> dict:
+    """The ``ros__parameters`` a node named ``node_name`` gets from ``path``, nested.
+
+    Like rclpy: the ``/**`` wildcard section applies to every node and the node's
+    own section (by plain name or ``/namespace/name``) overrides it.
+    """
+    data = load_yaml(path)
+    merged: dict = {}
+    found = False
+    for section, body in data.items():
+        if section in ("/**", node_name) or str(section).rsplit("/", 1)[-1] == node_name:
+            if not isinstance(body, dict) or "ros__parameters" not in body:
+                raise ConfigError(f"{path}: section '{section}' has no 'ros__parameters' mapping")
+            _merge(merged, body["ros__parameters"] or {})
+            found = True
+    if not found:
+        raise ConfigError(f"{path}: no parameters for node '{node_name}' (sections: {sorted(data)})")
+    return merged
+
+
+def _merge(into: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def unflatten(flat: dict[str, Any]) -> dict:
+    """``{'cost.goal.weight': 1}`` -> ``{'cost': {'goal': {'weight': 1}}}`` (rclpy's dotted names)."""
+    nested: dict = {}
+    for dotted, value in flat.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def require(section: dict, key: str, source: str, kind: type | tuple = object) -> Any:
+    """``section[key]``, or a ConfigError naming ``source`` and the key."""
+    if key not in section:
+        raise ConfigError(f"{source}: missing key '{key}' (has: {sorted(section)})")
+    value = section[key]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ConfigError(f"{source}: key '{key}' must be {names}, got {value!r}")
+    return value
