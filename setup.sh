@@ -23,3 +23,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 "$VENV/bin/python" -c "import rclpy, torch, casadi; print('[setup] ok: torch', torch.__version__, '| rclpy from', rclpy.__file__.rsplit('/', 2)[0])"
+# The colcon workspace (mbrl_interfaces, the mbrl_ros ament package), from the wheels above.
+VENV="$VENV" scripts/build_ros_ws.sh
