@@ -1,0 +1,124 @@
+"""`mbrl-ros launch FILE [name:=value ...] [--show-args] [--dry-run]`.
+
+Also `mbrl-ros launch PACKAGE FILE_NAME ...` as with `ros2 launch`: the file is
+looked up in the package's share directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .description import (BUILTIN_CONFIGURATIONS, LaunchDescription, discover_arguments,
+                          load_launch_file, parse_cli_arguments)
+from .errors import LaunchError
+from .packages import find_package_share
+from .substitutions import SubstitutionFailure
+
+DESCRIPTION = ("Run a ROS 2 YAML launch file without ros2launch (pip-only installs): each node "
+               "its own process, output prefixed by node name, Ctrl-C stops them all.")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `launch` on the `mbrl-ros` command's subparsers."""
+    parser = subparsers.add_parser("launch", help="run a YAML launch file (like ros2 launch)",
+                                   description=DESCRIPTION)
+    configure_parser(parser)
+    parser.set_defaults(func=run_from_args)
+    return parser
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE",
+                        help="launch file (or a package name, then the file name, as ros2 launch)")
+    parser.add_argument("arguments", nargs="*", metavar="name:=value",
+                        help="launch arguments (see --show-args)")
+    parser.add_argument("-s", "--show-args", action="store_true",
+                        help="list the launch arguments, included files' too, and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each node's resolved command, environment and parameters; "
+                             "start nothing")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    try:
+        path, launch_arguments = _locate(args.file, list(args.arguments))
+        if args.show_args:
+            return _show_arguments(path, parse_cli_arguments(launch_arguments))
+        description = load_launch_file(path, launch_arguments)
+    except LaunchError as err:
+        print(f"mbrl-ros launch: error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        with description:
+            print(format_dry_run(description))
+        return 0
+    from . import make_runner  # here, not at import: keeps `mbrl-ros --help` light
+    return make_runner(description).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mbrl-ros launch", description=DESCRIPTION)
+    configure_parser(parser)
+    return run_from_args(parser.parse_intermixed_args(argv))
+
+
+def _locate(first: str, rest: list[str]) -> tuple[Path, list[str]]:
+    """FILE args... or PACKAGE FILE_NAME args... (the second when FILE is no file)."""
+    if os.path.exists(first) or not rest or ":=" in rest[0]:
+        return Path(first), rest
+    package, file_name = first, rest[0]
+    try:
+        share = Path(find_package_share(package, os.environ))
+    except SubstitutionFailure as err:
+        raise LaunchError(f"'{first}' is neither a file nor a package: {err}") from None
+    candidates = [share / "launch" / file_name, *sorted(share.rglob(file_name))]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate, rest[1:]
+    raise LaunchError(f"no launch file '{file_name}' in package '{package}' ({share})")
+
+
+def _show_arguments(path: Path, given: dict[str, str]) -> int:
+    arguments, notes = discover_arguments(path, given)
+    print("Arguments (pass arguments as '<name>:=<value>'):\n")
+    if not arguments:
+        print("  No arguments.\n")
+    top_file = str(Path(os.path.abspath(path)))
+    for info in arguments:
+        print(f"    '{info.name}':")
+        print(f"        {info.description or 'no description given'}")
+        if info.choices:
+            print(f"        Valid choices are: {info.choices}")
+        print("        (required)" if info.default is None else f"        (default: '{info.default}')")
+        if info.file != top_file:
+            print(f"        (declared in {info.file}:{info.line})")
+        print()
+    print("Also accepted: " + ", ".join(f"{k} ({v})" for k, v in BUILTIN_CONFIGURATIONS.items()))
+    for note in notes:
+        print(f"Note: not fully resolved without launching: {note}")
+    return 0
+
+
+def format_dry_run(description: LaunchDescription) -> str:
+    lines = [f"# {description.path}: {len(description.nodes)} node process(es); nothing started"]
+    for node in description.nodes:
+        lines.append("")
+        lines.append(f"[{node.label}] {node.source} output={node.output} "
+                     f"respawn={str(node.respawn).lower()}"
+                     + (f" respawn_delay={node.respawn_delay:g}" if node.respawn else ""))
+        for name, value in sorted(node.environment_changes.items()):
+            lines.append(f"  env {name}={value}")
+        lines.append("  $ " + shlex.join(node.command))
+        for params_file in node.params_files:
+            if description.params_directory and params_file.startswith(str(description.params_directory)):
+                lines.append(f"  generated {params_file} (deleted when the launch ends):")
+                lines.extend("    " + line for line in Path(params_file).read_text().splitlines())
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
