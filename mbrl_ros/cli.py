@@ -14,6 +14,7 @@ import sys
 # Modules that provide a subcommand, in the order `--help` lists them.
 SUBCOMMAND_MODULES = (
     "mbrl_ros.demo.cli",
+    "mbrl_ros.launcher.cli",
     "mbrl_ros.bench.cli",
 )
 
