@@ -12,6 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from . import make_runner
 from .description import (BUILTIN_CONFIGURATIONS, LaunchDescription, discover_arguments,
                           load_launch_file, parse_cli_arguments)
 from .errors import LaunchError
@@ -27,14 +28,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("launch", help="run a YAML launch file (like ros2 launch)",
                                    description=DESCRIPTION)
     configure_parser(parser)
-    parser.set_defaults(func=run_from_args)
+    parser.set_defaults(func=run_from_args, launch_parser=parser)
     return parser
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE",
                         help="launch file (or a package name, then the file name, as ros2 launch)")
-    parser.add_argument("arguments", nargs="*", metavar="name:=value",
+    # Everything after FILE, options included: argparse cannot interleave
+    # positionals and options under the `mbrl-ros` command's parse_args, and
+    # `FILE --dry-run robot:=car` must work. run_from_args picks the options out.
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, metavar="name:=value",
                         help="launch arguments (see --show-args)")
     parser.add_argument("-s", "--show-args", action="store_true",
                         help="list the launch arguments, included files' too, and exit")
@@ -44,6 +48,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    late = _take_late_options(args)
+    if late is not None:
+        return late
     try:
         path, launch_arguments = _locate(args.file, list(args.arguments))
         if args.show_args:
@@ -52,18 +59,45 @@ def run_from_args(args: argparse.Namespace) -> int:
     except LaunchError as err:
         print(f"mbrl-ros launch: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while reading files: nothing was started
+        return 130
     if args.dry_run:
         with description:
             print(format_dry_run(description))
         return 0
-    from . import make_runner  # here, not at import: keeps `mbrl-ros --help` light
     return make_runner(description).run()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mbrl-ros launch", description=DESCRIPTION)
     configure_parser(parser)
-    return run_from_args(parser.parse_intermixed_args(argv))
+    parser.set_defaults(launch_parser=parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+_LATE_FLAGS = {"-s": "show_args", "--show-args": "show_args", "--dry-run": "dry_run"}
+
+
+def _take_late_options(args: argparse.Namespace) -> int | None:
+    """Move options written after FILE out of `args.arguments`; returns an exit
+    status if the command is already answered (help, or an unknown option)."""
+    remaining = []
+    for item in args.arguments:
+        if item in _LATE_FLAGS:
+            setattr(args, _LATE_FLAGS[item], True)
+        elif item in ("-h", "--help"):
+            parser = getattr(args, "launch_parser", None)
+            if parser is not None:
+                parser.print_help()
+            return 0
+        elif item.startswith("-"):
+            print(f"mbrl-ros launch: error: unknown option '{item}' "
+                  f"(options: {', '.join(_LATE_FLAGS)})", file=sys.stderr)
+            return 2
+        else:
+            remaining.append(item)
+    args.arguments = remaining
+    return None
 
 
 def _locate(first: str, rest: list[str]) -> tuple[Path, list[str]]:

@@ -99,6 +99,7 @@ class _Process:
         self.group_gone = True         # no process is left in its group
         self.stop_stage = 0            # signals sent so far: 0 none, 1 SIGINT, 2 SIGTERM, 3 SIGKILL
         self.next_stage_at: float | None = None
+        self.hurried = False           # a repeated stop request moved the next signal to now
         self.respawn_at: float | None = None
         self.failed = False
         self.partial: dict[int, bytes] = {}
@@ -256,6 +257,7 @@ class LaunchRunner:
             self._close()
             self._started.set()
             self._done.set()
+            atexit.unregister(self._stop_at_exit)
             if self._on_finish is not None:
                 self._on_finish()
 
@@ -298,17 +300,21 @@ class LaunchRunner:
             for process in self._processes:
                 if process.active and 0 < process.stop_stage < 3:
                     process.next_stage_at = now
+                    process.hurried = True
 
     def _next_signal(self, process: _Process, now: float) -> None:
         stage = process.stop_stage
         signum = _STOP_SIGNALS[stage]
         if stage == 2:
             process.failed = True  # it ignored SIGINT and SIGTERM: a node must not need SIGKILL
-        if stage > 0:
+        if stage > 0 and process.hurried:
+            self._event("WARNING", process.label, f"stop requested again: sending '{signum.name}'")
+        elif stage > 0:
             waited = self.sigterm_timeout if stage == 1 else self.sigkill_timeout
             self._event("ERROR", process.label,
                         f"process[{process.label}] failed to terminate {waited:g} seconds after "
                         f"receiving '{_STOP_SIGNALS[stage - 1].name}', escalating to '{signum.name}'")
+        process.hurried = False
         try:
             os.killpg(process.popen.pid, signum)
         except ProcessLookupError:

@@ -67,7 +67,7 @@ def test_package_and_file_name_as_with_ros2_launch(ament_prefix, capsys):
     assert "no launch file 'missing.launch.yaml' in package 'test_pkg'" in capsys.readouterr().err
 
 
-def test_subcommand_of_the_mbrl_ros_command(ament_prefix, tmp_path):
+def test_subcommand_of_the_mbrl_ros_command(ament_prefix, tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="mbrl-ros")
     add_parser(parser.add_subparsers(dest="command", required=True))
     path = write(tmp_path / "one.launch.yaml", """
@@ -76,3 +76,9 @@ def test_subcommand_of_the_mbrl_ros_command(ament_prefix, tmp_path):
         """)
     args = parser.parse_args(["launch", str(path)])
     assert args.func(args) == 0
+    # Options may follow the file and the arguments, as with ros2 launch.
+    args = parser.parse_args(["launch", str(path), "sigterm_timeout:=1", "--dry-run"])
+    assert args.func(args) == 0
+    assert "nothing started" in capsys.readouterr().out
+    args = parser.parse_args(["launch", str(path), "--frobnicate"])
+    assert args.func(args) == 2

@@ -4,6 +4,7 @@ the errors raised before anything starts. Nothing here starts a process."""
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,12 @@ def test_discovery_lists_arguments_in_every_branch(tmp_path, ament_prefix):
     # ... so an argument of an untaken branch is still a known argument.
     with pytest.raises(LaunchFileError, match="missing_arg"):
         load_launch_file(path, {"hand_only": "y"})
+
+
+def test_mbrl_ros_executables_table_is_a_fallback(tmp_path, ament_prefix, monkeypatch):
+    table = types.ModuleType("mbrl_ros.executables")
+    table.EXECUTABLES = {"controller": "mbrl_ros.nodes.controller:main"}
+    monkeypatch.setitem(sys.modules, "mbrl_ros.executables", table)
+    path = write(tmp_path / "t.launch.yaml", "launch:\n- node: {pkg: mbrl_ros, exec: controller}\n")
+    with load_launch_file(path) as description:
+        assert description.nodes[0].command[3:5] == ["mbrl_ros.nodes.controller:main", "controller"]

@@ -3,7 +3,6 @@ them with nothing left behind."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -155,4 +154,28 @@ def test_a_second_stop_request_skips_the_wait(tmp_path, ament_prefix, captured):
     assert runner.wait(timeout=10) == 0
     assert time.monotonic() - started < 10
     assert "got SIGTERM" in captured.of("deaf", "stdout")
-    assert os.path.exists(pid_file)
+    assert "[WARNING] [deaf]: stop requested again: sending 'SIGTERM'" in captured.of("deaf", "launch")
+
+
+def test_node_from_a_python_entry_point(tmp_path, ament_prefix, monkeypatch, captured):
+    site = tmp_path / "site"
+    write(site / "fake_nodes-1.0.dist-info" / "METADATA", "Metadata-Version: 2.1\nName: fake-nodes\nVersion: 1.0\n")
+    write(site / "fake_nodes-1.0.dist-info" / "entry_points.txt", """
+        [mbrl_ros.nodes]
+        other_pkg/talker = fake_talker:main
+        """)
+    write(site / "fake_talker.py", """
+        import sys
+        def main():
+            print(f"argv={sys.argv}")
+            return 4
+        """)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    path = write(tmp_path / "ep.launch.yaml", """
+        launch:
+        - node: {pkg: other_pkg, exec: talker, name: t, output: screen, args: "x"}
+        """)
+    assert launcher.run(path, output=captured) == 1
+    assert captured.of("t", "stdout") == ["argv=['talker', 'x', '--ros-args', '-r', '__node:=t']"]
+    assert any("exit code 4" in line for line in captured.of("t", "launch"))
