@@ -345,7 +345,7 @@ class LaunchRunner:
             elif not process.group_gone and not process.group_alive():
                 process.group_gone = True
             if not process.active and process.action.respawn and not self._shutting_down \
-                    and process.respawn_at is None and process.stop_stage == 0:
+                    and process.respawn_at is None:
                 process.respawn_at = now + process.action.respawn_delay
                 self._event("INFO", process.label,
                             f"respawning in {process.action.respawn_delay:g} s")

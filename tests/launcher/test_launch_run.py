@@ -86,6 +86,24 @@ def test_stop_from_python_signals_the_whole_process_group(tmp_path, ament_prefix
     assert all(process_gone(pid) for pid in pids), "the node's own child was stopped too"
 
 
+def test_children_left_by_an_exited_node_are_stopped_before_it_respawns(tmp_path, ament_prefix, captured):
+    pid_file = tmp_path / "pids"
+    path = write(tmp_path / "leftover.launch.yaml", f"""
+        launch:
+        - node: {{pkg: test_pkg, exec: sleeper, name: careless, respawn: 'true',
+                 args: "--child --after 0.1 --pid-file {pid_file}"}}
+        """)
+    runner = launcher.start(path, output=captured)
+    try:
+        first_node, first_child, *_ = read_pids(pid_file, 4)
+    finally:
+        assert runner.stop(timeout=20) == 0, captured.text()
+    assert process_gone(first_child)
+    assert any("processes it started are still running; stopping them" in line
+               for line in captured.of("careless", "launch"))
+    assert all(process_gone(pid) for pid in read_pids(pid_file, 4))
+
+
 def test_sigint_to_the_launcher_stops_every_node(tmp_path, ament_prefix):
     pid_file = tmp_path / "pids"
     path = write(tmp_path / "sigint.launch.yaml", f"""
