@@ -103,6 +103,8 @@ rm -f "$build_stamp"
     --symlink-install \
     --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF)
 
+# A launch or config file removed from the repository leaves its link behind.
+find "$WS/install/mbrl_ros/share/mbrl_ros" -xtype l -delete 2>/dev/null || true
 # Console scripts were written by colcon's Python: make them run the project's.
 if [ -d "$WS/install/mbrl_ros/lib/mbrl_ros" ]; then
     find "$WS/install/mbrl_ros/lib/mbrl_ros" -maxdepth 1 -type f -exec \

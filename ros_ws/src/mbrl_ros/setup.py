@@ -20,7 +20,10 @@ def share_files(folder):
     pairs = []
     for root, dirs, files in os.walk(folder, followlinks=True):
         dirs[:] = sorted(d for d in dirs if d != '__pycache__' and not d.startswith('.'))
-        files = sorted(os.path.join(root, f) for f in files if not f.startswith('.'))
+        # isfile: with --symlink-install this runs in the build space, where a
+        # file removed from the repository leaves a dangling link behind.
+        files = sorted(p for p in (os.path.join(root, f) for f in files if not f.startswith('.'))
+                       if os.path.isfile(p))
         if files:
             pairs.append((os.path.join('share', PACKAGE, root), files))
     return pairs
