@@ -105,10 +105,22 @@ rm -f "$build_stamp"
 
 # A launch or config file removed from the repository leaves its link behind.
 find "$WS/install/mbrl_ros/share/mbrl_ros" -xtype l -delete 2>/dev/null || true
-# Console scripts were written by colcon's Python: make them run the project's.
-if [ -d "$WS/install/mbrl_ros/lib/mbrl_ros" ]; then
-    find "$WS/install/mbrl_ros/lib/mbrl_ros" -maxdepth 1 -type f -exec \
-        sed -i "1s|^#!.*python.*$|#!$PY|" {} +
-fi
+# The console scripts setuptools wrote (lib/mbrl_ros/<name>, what `ros2 run` and
+# the launcher start) have colcon's Python in their shebang and look their entry
+# point up by distribution name, which is ambiguous here: the venv holds an
+# `mbrl_ros` distribution too (the editable install). Write them again as plain
+# imports from mbrl_ros/executables.py, run by the project's Python.
+"$PY" - "$WS/install/mbrl_ros/lib/mbrl_ros" "$ROOT/mbrl_ros/executables.py" "$PY" <<'PYTHON'
+import os, runpy, sys
+lib, table, python = sys.argv[1:]
+for name, target in runpy.run_path(table)["EXECUTABLES"].items():
+    module, function = target.split(":")
+    os.makedirs(lib, exist_ok=True)
+    path = os.path.join(lib, name)
+    with open(path, "w") as script:
+        script.write(f"#!{python}\n# {name} of mbrl_ros, written by scripts/build_ros_ws.sh\n"
+                     f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n")
+    os.chmod(path, 0o755)
+PYTHON
 echo "$want" > "$build_stamp"
 log "done: source scripts/ros_env.sh (or use mbrl_ros.ros_env) to use it"
