@@ -79,10 +79,10 @@ inputs_hash() {
                 elif [ -f "$f" ]; then echo "file $f $(sha256sum < "$f")"
                 else echo "dir $f"; fi
             done)
-        (cd "$ROOT" && find -L launch config -name __pycache__ -prune -o -type f -print 2>/dev/null | LC_ALL=C sort)
+        (cd "$ROOT" && { find -L launch config -name __pycache__ -prune -o -type f -print 2>/dev/null || true; } | LC_ALL=C sort)
         sha256sum "$ROOT/mbrl_ros/executables.py" "$ROOT/scripts/build_ros_ws.sh"
         echo "$VENV $("$PY" -c 'import sys; print(sys.version)')"
-        ls "$VENV"/lib/python3*/site-packages | grep -E '^ros_.*\.dist-info$'
+        ls "$VENV"/lib/python3*/site-packages | grep -E '^ros_.*\.dist-info$' || true
     } | sha256sum | cut -d' ' -f1
 }
 build_stamp=$WS/build/.mbrl_ros-inputs
@@ -92,7 +92,8 @@ if [ -f "$WS/install/setup.bash" ] && [ "$(cat "$build_stamp" 2>/dev/null)" = "$
     exit 0
 fi
 
-# 4. Build. The venv is the underlay: ament and cmake find the ROS packages there.
+# 4. Build. The venv is the underlay: ament and cmake find the ROS packages there
+#    (colcon warns that it holds no local_setup.* files: expected, it is no colcon prefix).
 log "colcon build in $WS"
 export AMENT_PREFIX_PATH=$VENV
 export CMAKE_PREFIX_PATH=$VENV
