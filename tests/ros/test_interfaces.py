@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from mbrl_ros.io.ros_types import mbrl_typestore
-from mbrl_ros.ros_env import DEFAULT_INSTALL, REPO_ROOT, workspace_env
+from mbrl_ros.ros_env import DEFAULT_INSTALL, REPO_ROOT, WorkspaceNotBuiltError, workspace_env
 
 PEERS = Path(__file__).with_name("interface_peers.py")
 
@@ -169,3 +169,30 @@ def test_ros_env_matches_colcon_setup_bash(ros_env):
     for variable in ("AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH", "PYTHONPATH", "LD_LIBRARY_PATH"):
         assert ours.get(variable, "").split(os.pathsep) == sourced.get(variable, "").split(os.pathsep), variable
     assert str(REPO_ROOT / "ros_ws" / "install" / "mbrl_interfaces") in ours["AMENT_PREFIX_PATH"]
+
+
+def test_package_manifests_pass_catkin_pkg_validation():
+    """colcon quietly builds a package whose package.xml is invalid as plain Python: check it here."""
+    from catkin_pkg.package import parse_package
+
+    for name, build_type in (("mbrl_interfaces", "ament_cmake"), ("mbrl_ros", "ament_python")):
+        warnings: list[str] = []
+        package = parse_package(REPO_ROOT / "ros_ws" / "src" / name, warnings=warnings)
+        package.validate(warnings=warnings)
+        assert (package.name, package.get_build_type(), warnings) == (name, build_type, [])
+        if name == "mbrl_interfaces":
+            assert [g.name for g in package.member_of_groups] == ["rosidl_interface_packages"]
+
+
+def test_ros_env_without_a_workspace(tmp_path):
+    missing = tmp_path / "install"
+    with pytest.raises(WorkspaceNotBuiltError, match="scripts/build_ros_ws.sh"):
+        workspace_env(missing, base={"PATH": "/usr/bin"})
+    # A robot where install/setup.bash was sourced: the environment already has it.
+    prefix = tmp_path / "robot_install"
+    marker = prefix / "share" / "ament_index" / "resource_index" / "packages" / "mbrl_interfaces"
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    base = {"AMENT_PREFIX_PATH": f"{prefix}:/opt/ros/jazzy", "PYTHONPATH": "/somewhere"}
+    env = workspace_env(missing, base=base, domain_id=17)
+    assert env == {**base, "ROS_DOMAIN_ID": "17", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
