@@ -1,0 +1,799 @@
+"""Trajectory costs composed of named, weighted terms, like Nav2's MPPI critics.
+
+A term is a small ``nn.Module`` that scores whole batched trajectories at once::
+
+    term(states[K, H+1, nx], actions[K, H, nu]) -> cost[K]
+
+``states[:, 0]`` is the current (measured) state, the same for every sample, and
+``states[:, t+1]`` is the prediction after ``actions[:, t]``. Scoring whole
+trajectories, instead of one step at a time as pytorch_mppi's ``running_cost``
+does, lets a term see neighbouring steps (smoothness, progress along a path)
+and lets ``torch.compile`` fuse a term over the full [K, H+1] batch.
+
+Per-state terms sum over the predicted states ``t = 1..H`` (times ``stage_weight``)
+and add ``terminal_weight`` times the last state's value; the current state is left
+out because no action can change it.
+
+``TrajectoryCost`` sums the terms with their weights, reports the per-term
+breakdown, and holds the task context that changes at run time (goal, reference
+path, obstacles, the previously applied action, hand targets). Context is set
+through setters that copy into fixed-size buffers in place, so a compiled planner
+keeps its graph when the goal moves or a new path arrives.
+
+``build_cost`` reads a YAML section such as::
+
+    cost:
+      goal_pose: {weight: 1.0, form: parking_reward}
+      effort: {weight: 0.1}
+      left_wall: {type: obstacles, weight: 1.0, margin: 0.5}
+
+A key names a term kind, or any name when ``type`` gives the kind. Errors name the
+source, the term and the key at fault and list what is valid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from mbrl_ros.core.validation import check_tensor
+
+__all__ = [
+    "CostTerm",
+    "GoalPoseTerm",
+    "PathTrackingTerm",
+    "ObstaclesTerm",
+    "EffortTerm",
+    "SmoothnessTerm",
+    "JointTargetTerm",
+    "FingertipTargetTerm",
+    "TrajectoryCost",
+    "TERM_KINDS",
+    "build_cost",
+    "parking_reward",
+]
+
+# Marks a config key that has no default and must be given.
+REQUIRED = object()
+# Added under square roots so gradients stay finite at zero distance.
+_SQRT_EPS = 1e-12
+
+
+# --------------------------------------------------------------------------- config values
+def _number(key: str, value: Any, *, low: float | None = None, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{key}: expected a finite number, got {value!r}")
+    if integer and int(value) != value:
+        raise ValueError(f"{key}: expected an integer, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{key}: expected a value >= {low}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _vector(key: str, value: Any, length: int, *, low: float | None = None) -> list[float]:
+    """A scalar (broadcast) or a list of ``length`` numbers."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [_number(key, value, low=low)] * length
+    if not isinstance(value, (list, tuple)) or len(value) != length:
+        raise ValueError(f"{key}: expected a number or a list of {length} numbers, got {value!r}")
+    return [_number(f"{key}[{i}]", v, low=low) for i, v in enumerate(value)]
+
+
+def _indices(key: str, value: Any, state_dim: int, *, multiple_of: int = 1) -> list[int]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{key}: expected a non-empty list of state indices, got {value!r}")
+    out = [_number(f"{key}[{i}]", v, low=0, integer=True) for i, v in enumerate(value)]
+    if max(out) >= state_dim:
+        raise ValueError(f"{key}: index {max(out)} is out of range for a state of size {state_dim}")
+    if len(out) % multiple_of:
+        raise ValueError(f"{key}: expected a multiple of {multiple_of} indices, got {len(out)}")
+    return out
+
+
+def _index(key: str, value: Any, state_dim: int) -> int:
+    index = _number(key, value, low=0, integer=True)
+    if index >= state_dim:
+        raise ValueError(f"{key}: index {index} is out of range for a state of size {state_dim}")
+    return index
+
+
+def _choice(key: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{key}: expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _as_tensor(name: str, value: Any, like: torch.Tensor) -> torch.Tensor:
+    """Accept tensors, numpy arrays and lists; return a tensor with ``like``'s dtype and device."""
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(value, dtype=like.dtype)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{name}: expected a tensor or a list of numbers, got {type(value).__name__}") from exc
+    return value.to(dtype=like.dtype, device=like.device)
+
+
+def _capacity(n: int, minimum: int = 8) -> int:
+    """Buffer size for ``n`` items: the next power of two, so sizes (and compiled graphs) rarely change."""
+    return max(minimum, 1 << max(0, n - 1).bit_length())
+
+
+def _stage_and_terminal(per_state: torch.Tensor, stage_weight: float, terminal_weight: float) -> torch.Tensor:
+    """``per_state[K, H+1]`` -> [K]: stage sum over predicted states plus the weighted last state."""
+    total = per_state.new_zeros(per_state.shape[0])
+    if stage_weight:
+        total = total + stage_weight * per_state[:, 1:].sum(1)
+    if terminal_weight:
+        total = total + terminal_weight * per_state[:, -1]
+    return total
+
+
+def _wrap_angle(angle: torch.Tensor) -> torch.Tensor:
+    return torch.remainder(angle + math.pi, 2.0 * math.pi) - math.pi
+
+
+# --------------------------------------------------------------------------- terms
+class CostTerm(nn.Module):
+    """One named cost term.
+
+    Subclasses set ``kind`` (the YAML name), ``defaults`` (every config key they
+    accept, with its default, ``REQUIRED`` where there is none) and ``context``
+    (the run-time inputs they read, each with a ``set_<name>`` method), and parse
+    their config in ``configure``. ``config`` keeps the resolved values, so a
+    cost can be written back to YAML.
+    """
+
+    kind: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    context: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, state_dim: int, action_dim: int, **config: Any) -> None:
+        super().__init__()
+        self.state_dim = int(state_dim)
+        self.action_dim = int(action_dim)
+        unknown = sorted(set(config) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown}; valid keys: {sorted(self.defaults)}")
+        missing = sorted(k for k, v in self.defaults.items() if v is REQUIRED and k not in config)
+        if missing:
+            raise ValueError(f"missing required key(s) {missing}")
+        values = {k: v for k, v in self.defaults.items() if v is not REQUIRED}
+        values.update(config)
+        self.config: dict[str, Any] = values
+        self._context_set: set[str] = set()
+        self.configure(values)
+
+    def configure(self, values: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def missing_context(self) -> list[str]:
+        """Context this term reads that has not been set yet."""
+        return [name for name in self.context if name not in self._context_set]
+
+
+class GoalPoseTerm(CostTerm):
+    """Distance of the pose (and speed) to a goal state set with ``set_goal``.
+
+    ``form: quadratic``: ``position_weight * |p - g|^2 + yaw_weight * wrap(yaw - g)^2
+    + speed_weight * (v - g_v)^2``. ``form: parking_reward``: the classic
+    highway-env parking reward, negated into a cost,
+    ``(sum_i w_i |f_i(s) - f_i(g)|) ** parking_power`` with
+    ``f = (x/100, y/100, vx/5, vy/5, cos yaw, sin yaw)``, ``vx = v cos yaw``,
+    ``vy = v sin yaw`` (highway-env's velocity points along the heading).
+    """
+
+    kind = "goal_pose"
+    defaults = {
+        "form": "quadratic",
+        "position_weight": 1.0,
+        "yaw_weight": 1.0,
+        "speed_weight": 0.1,
+        "stage_weight": 1.0,
+        "terminal_weight": 10.0,
+        "x_index": 0,
+        "y_index": 1,
+        "yaw_index": 2,
+        "speed_index": 3,
+        "parking_weights": [1.0, 0.3, 0.0, 0.0, 0.02, 0.02],
+        "parking_scales": [100.0, 100.0, 5.0, 5.0, 1.0, 1.0],
+        "parking_power": 0.5,
+    }
+    context = ("goal",)
+
+    def configure(self, c: dict[str, Any]) -> None:
+        self.form = _choice("form", c["form"], ("quadratic", "parking_reward"))
+        self.position_weight = _number("position_weight", c["position_weight"], low=0)
+        self.yaw_weight = _number("yaw_weight", c["yaw_weight"], low=0)
+        self.speed_weight = _number("speed_weight", c["speed_weight"], low=0)
+        self.stage_weight = _number("stage_weight", c["stage_weight"], low=0)
+        self.terminal_weight = _number("terminal_weight", c["terminal_weight"], low=0)
+        self.ix, self.iy, self.iyaw, self.iv = (
+            _index(k, c[k], self.state_dim) for k in ("x_index", "y_index", "yaw_index", "speed_index")
+        )
+        weights = _vector("parking_weights", c["parking_weights"], 6, low=0)
+        scales = _vector("parking_scales", c["parking_scales"], 6)
+        if any(s <= 0 for s in scales):
+            raise ValueError(f"parking_scales: expected 6 numbers > 0, got {scales}")
+        self.parking_power = _number("parking_power", c["parking_power"], low=0)
+        self.register_buffer("parking_weights", torch.tensor(weights))
+        self.register_buffer("parking_inv_scales", 1.0 / torch.tensor(scales))
+        self.register_buffer("goal", torch.zeros(self.state_dim))
+
+    def set_goal(self, goal: torch.Tensor) -> None:
+        goal = check_tensor("goal", _as_tensor("goal", goal, self.goal), (self.state_dim,))
+        self.goal.copy_(goal)
+        self._context_set.add("goal")
+
+    def per_state(self, states: torch.Tensor) -> torch.Tensor:
+        """[..., nx] -> [...]: the term's value for each state."""
+        x, y, yaw, v = (states[..., i] for i in (self.ix, self.iy, self.iyaw, self.iv))
+        g = self.goal
+        if self.form == "quadratic":
+            dx, dy = x - g[self.ix], y - g[self.iy]
+            dyaw = _wrap_angle(yaw - g[self.iyaw])
+            dv = v - g[self.iv]
+            return (
+                self.position_weight * (dx * dx + dy * dy)
+                + self.yaw_weight * dyaw * dyaw
+                + self.speed_weight * dv * dv
+            )
+        features = _parking_features(x, y, yaw, v) * self.parking_inv_scales
+        goal_features = _parking_features(g[self.ix], g[self.iy], g[self.iyaw], g[self.iv]) * self.parking_inv_scales
+        distance = ((features - goal_features).abs() * self.parking_weights).sum(-1)
+        return torch.clamp(distance, min=_SQRT_EPS) ** self.parking_power
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return _stage_and_terminal(self.per_state(states), self.stage_weight, self.terminal_weight)
+
+
+def _parking_features(x, y, yaw, v) -> torch.Tensor:
+    cos, sin = torch.cos(yaw), torch.sin(yaw)
+    return torch.stack((x, y, v * cos, v * sin, cos, sin), dim=-1)
+
+
+def parking_reward(
+    achieved: torch.Tensor,
+    desired: torch.Tensor,
+    weights: Sequence[float] = (1.0, 0.3, 0.0, 0.0, 0.02, 0.02),
+    power: float = 0.5,
+) -> torch.Tensor:
+    """highway-env's ``ParkingEnv.compute_reward`` on its scaled 6-vector observations."""
+    w = torch.as_tensor(weights, dtype=achieved.dtype)
+    return -(((achieved - desired).abs() * w).sum(-1) ** power)
+
+
+class PathTrackingTerm(CostTerm):
+    """Tracking of a reference polyline ``path[P, 2]`` set with ``set_path``.
+
+    Per state: ``distance_weight * d^2`` (d: distance to the nearest segment),
+    ``heading_weight * (1 - cos(yaw - segment heading))`` and
+    ``speed_weight * (v - target_speed)^2``; per trajectory,
+    ``-progress_weight * (s(x_H) - s(x_0))`` with ``s`` the arc length of the
+    nearest point on the path (the path should not cross itself near the car).
+
+    All K*(H+1) points are measured against all segments in one fused batched
+    computation. ``window_segments > 0`` keeps only that many segments around the
+    one nearest the current state (like Nav2's path pruning), which bounds the
+    work for long paths. The path is padded to a power-of-two capacity with
+    zero-length segments at its end point, which changes no distance, so a new
+    path of similar length keeps the same buffer shapes (and compiled graph).
+    """
+
+    kind = "path_tracking"
+    defaults = {
+        "distance_weight": 1.0,
+        "heading_weight": 0.0,
+        "progress_weight": 0.0,
+        "speed_weight": 0.0,
+        "target_speed": 0.0,
+        "stage_weight": 1.0,
+        "terminal_weight": 0.0,
+        "window_segments": 0,
+        "x_index": 0,
+        "y_index": 1,
+        "yaw_index": 2,
+        "speed_index": 3,
+    }
+    context = ("path",)
+
+    def configure(self, c: dict[str, Any]) -> None:
+        self.distance_weight = _number("distance_weight", c["distance_weight"], low=0)
+        self.heading_weight = _number("heading_weight", c["heading_weight"], low=0)
+        self.progress_weight = _number("progress_weight", c["progress_weight"], low=0)
+        self.speed_weight = _number("speed_weight", c["speed_weight"], low=0)
+        self.target_speed = _number("target_speed", c["target_speed"])
+        self.stage_weight = _number("stage_weight", c["stage_weight"], low=0)
+        self.terminal_weight = _number("terminal_weight", c["terminal_weight"], low=0)
+        self.window_segments = _number("window_segments", c["window_segments"], low=0, integer=True)
+        self.ix, self.iy, self.iyaw, self.iv = (
+            _index(k, c[k], self.state_dim) for k in ("x_index", "y_index", "yaw_index", "speed_index")
+        )
+        self._allocate(_capacity(self.window_segments or 1))
+
+    def _allocate(self, capacity: int) -> None:
+        # Segment table: start (2), direction (2), 1/|d|^2, unit heading (2), arc length at start, length.
+        old = getattr(self, "segments", None)
+        table = torch.zeros(capacity, 9) if old is None else old.new_zeros(capacity, 9)
+        self.register_buffer("segments", table)
+        self.num_segments = 0
+
+    def set_path(self, path: torch.Tensor) -> None:
+        path = check_tensor("path", _as_tensor("path", path, self.segments), (None, 2))
+        if path.shape[0] < 2:
+            raise ValueError(f"path: expected at least 2 points, got {path.shape[0]}")
+        start, end = path[:-1], path[1:]
+        direction = end - start
+        length = direction.norm(dim=-1)
+        heading = direction / length.clamp(min=1e-9)[:, None]
+        arc = torch.cat((length.new_zeros(1), length.cumsum(0)[:-1]))
+        inv_len2 = torch.where(length > 0, 1.0 / (length * length).clamp(min=1e-18), torch.zeros_like(length))
+        table = torch.cat((start, direction, inv_len2[:, None], heading, arc[:, None], length[:, None]), dim=1)
+        count = table.shape[0]
+        capacity = max(self.segments.shape[0], _capacity(count))
+        if capacity != self.segments.shape[0]:
+            self._allocate(capacity)
+        # Padding: zero-length segments at the end point, heading of the last segment.
+        pad = table[-1:].clone()
+        pad[:, 0:2] = path[-1]
+        pad[:, 2:5] = 0.0
+        pad[:, 7] = arc[-1] + length[-1]
+        pad[:, 8] = 0.0
+        self.segments[:count] = table
+        self.segments[count:] = pad
+        self.num_segments = count
+        self._context_set.add("path")
+
+    def _active_segments(self, states: torch.Tensor) -> torch.Tensor:
+        window = self.window_segments
+        capacity = self.segments.shape[0]
+        if not window or window >= capacity:
+            return self.segments
+        # Segments around the one nearest the current state (the same for every sample).
+        current = states.reshape(-1, states.shape[-1])[0]
+        d2, _ = _segment_distances2(current[self.ix], current[self.iy], self.segments)
+        nearest = d2.argmin()
+        first = torch.clamp(nearest - window // 4, min=0, max=capacity - window)
+        index = first + torch.arange(window, device=self.segments.device)
+        return self.segments.index_select(0, index)
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        segments = self._active_segments(states)
+        x, y = states[..., self.ix], states[..., self.iy]
+        per_state = torch.zeros_like(x)
+        need_nearest = self.heading_weight > 0
+        if self.distance_weight or need_nearest:
+            d2, nearest, _ = _point_segment_distance2(x, y, segments, with_index=need_nearest)
+            if self.distance_weight:
+                per_state = per_state + self.distance_weight * d2
+            if need_nearest:
+                yaw = states[..., self.iyaw]
+                hx, hy = segments[nearest, 5], segments[nearest, 6]
+                per_state = per_state + self.heading_weight * (1.0 - (torch.cos(yaw) * hx + torch.sin(yaw) * hy))
+        if self.speed_weight:
+            dv = states[..., self.iv] - self.target_speed
+            per_state = per_state + self.speed_weight * dv * dv
+        total = _stage_and_terminal(per_state, self.stage_weight, self.terminal_weight)
+        if self.progress_weight:
+            total = total - self.progress_weight * (
+                self._arc_length(states[:, -1], segments) - self._arc_length(states[:, 0], segments)
+            )
+        return total
+
+    def _arc_length(self, points: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        _, nearest, t = _point_segment_distance2(points[:, self.ix], points[:, self.iy], segments, with_index=True)
+        return segments[nearest, 7] + t * segments[nearest, 8]
+
+
+def _point_segment_distance2(
+    x: torch.Tensor, y: torch.Tensor, segments: torch.Tensor, with_index: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Squared distance of points ``(x, y)[...]`` to their nearest segment, in one batched pass.
+
+    Written component-wise on a [..., S] broadcast so that a compiler fuses it
+    into one reduction kernel with no [..., S, 2] temporaries. With
+    ``with_index`` also returns the nearest segment and the projection's
+    fraction along it.
+    """
+    d2, t = _segment_distances2(x, y, segments)
+    if not with_index:
+        return d2.min(dim=-1).values, None, None
+    best, nearest = d2.min(dim=-1)
+    return best, nearest, torch.gather(t, -1, nearest.unsqueeze(-1)).squeeze(-1)
+
+
+def _segment_distances2(x: torch.Tensor, y: torch.Tensor, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distances ``[..., S]`` of points to every segment, and the projections' fractions."""
+    ax, ay, dx, dy, inv_len2 = (segments[:, i] for i in range(5))
+    wx = x.unsqueeze(-1) - ax
+    wy = y.unsqueeze(-1) - ay
+    t = torch.clamp((wx * dx + wy * dy) * inv_len2, 0.0, 1.0)
+    ex = wx - t * dx
+    ey = wy - t * dy
+    return ex * ex + ey * ey, t
+
+
+class ObstaclesTerm(CostTerm):
+    """Walls and obstacles: circles, axis-aligned rectangles and a boundary box.
+
+    The robot is a disc of ``robot_radius`` at (x, y). Clearance is the signed
+    distance to the nearest obstacle (negative inside). Per predicted state the
+    soft penalty is ``relu(margin - clearance)^2``; a trajectory that collides at
+    any step also pays ``collision_cost`` once (no gradient: iLQR sees only the
+    soft part). Obstacles are set at run time with ``set_obstacles(circles[M, 3]
+    as (x, y, r), rectangles[R, 4] as (xmin, ymin, xmax, ymax), boundary[4])``;
+    rectangles and circles from config are the initial ones. The boundary is
+    the allowed region (a parking lot's walls): leaving it is a collision.
+    """
+
+    kind = "obstacles"
+    defaults = {
+        "margin": 1.0,
+        "collision_cost": 1000.0,
+        "robot_radius": 0.0,
+        "circles": [],
+        "rectangles": [],
+        "boundary": None,
+        "x_index": 0,
+        "y_index": 1,
+    }
+    context = ()  # obstacles are optional: an empty world is valid
+
+    def configure(self, c: dict[str, Any]) -> None:
+        self.margin = _number("margin", c["margin"], low=0)
+        self.collision_cost = _number("collision_cost", c["collision_cost"], low=0)
+        self.robot_radius = _number("robot_radius", c["robot_radius"], low=0)
+        self.ix = _index("x_index", c["x_index"], self.state_dim)
+        self.iy = _index("y_index", c["y_index"], self.state_dim)
+        circles = self._rows("circles", c["circles"], 3)
+        rectangles = self._rows("rectangles", c["rectangles"], 4)
+        boundary = None if c["boundary"] is None else _vector("boundary", c["boundary"], 4)
+        self.register_buffer("circles", torch.zeros(_capacity(len(circles)), 3))
+        self.register_buffer("circle_active", torch.zeros(self.circles.shape[0], dtype=torch.bool))
+        self.register_buffer("rectangles", torch.zeros(_capacity(len(rectangles)), 4))
+        self.register_buffer("rectangle_active", torch.zeros(self.rectangles.shape[0], dtype=torch.bool))
+        self.register_buffer("boundary", torch.tensor([-1e9, -1e9, 1e9, 1e9]))
+        self.set_obstacles(
+            circles=torch.tensor(circles).reshape(-1, 3),
+            rectangles=torch.tensor(rectangles).reshape(-1, 4),
+            boundary=None if boundary is None else torch.tensor(boundary),
+        )
+
+    @staticmethod
+    def _rows(key: str, value: Any, width: int) -> list[list[float]]:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list of [{width} numbers] rows, got {value!r}")
+        return [_vector(f"{key}[{i}]", row, width) for i, row in enumerate(value)]
+
+    def set_obstacles(
+        self,
+        circles: torch.Tensor | None = None,
+        rectangles: torch.Tensor | None = None,
+        boundary: torch.Tensor | None = None,
+    ) -> None:
+        """Replace the given kinds of obstacles; kinds left as None stay as they are."""
+        if circles is not None:
+            circles = check_tensor("circles", _as_tensor("circles", circles, self.circles), (None, 3))
+            if bool((circles[:, 2] < 0).any()):
+                raise ValueError("circles: radius (column 2) must be >= 0")
+            self._fill("circles", "circle_active", circles)
+        if rectangles is not None:
+            rectangles = check_tensor("rectangles", _as_tensor("rectangles", rectangles, self.rectangles), (None, 4))
+            if bool((rectangles[:, 2:] < rectangles[:, :2]).any()):
+                raise ValueError("rectangles: expected rows (xmin, ymin, xmax, ymax) with max >= min")
+            self._fill("rectangles", "rectangle_active", rectangles)
+        if boundary is not None:
+            boundary = check_tensor("boundary", _as_tensor("boundary", boundary, self.boundary), (4,))
+            if bool((boundary[2:] <= boundary[:2]).any()):
+                raise ValueError("boundary: expected (xmin, ymin, xmax, ymax) with max > min")
+            self.boundary.copy_(boundary)
+
+    def _fill(self, name: str, mask_name: str, rows: torch.Tensor) -> None:
+        table = getattr(self, name)
+        if rows.shape[0] > table.shape[0]:
+            self.register_buffer(name, table.new_zeros(_capacity(rows.shape[0]), table.shape[1]))
+            self.register_buffer(mask_name, torch.zeros(_capacity(rows.shape[0]), dtype=torch.bool, device=table.device))
+            table = getattr(self, name)
+        table.zero_()
+        table[: rows.shape[0]] = rows
+        mask = getattr(self, mask_name)
+        mask.zero_()
+        mask[: rows.shape[0]] = True
+
+    def clearance(self, states: torch.Tensor) -> torch.Tensor:
+        """[..., nx] -> [...]: signed distance from the robot's disc to the nearest obstacle."""
+        x, y = states[..., self.ix], states[..., self.iy]
+        far = torch.finfo(x.dtype).max / 4
+        # Boundary: distance to the nearest wall of the allowed box, negative outside.
+        b = self.boundary
+        nearest = torch.minimum(torch.minimum(x - b[0], b[2] - x), torch.minimum(y - b[1], b[3] - y))
+        # Circles.
+        cx, cy, cr = self.circles[:, 0], self.circles[:, 1], self.circles[:, 2]
+        dx, dy = x.unsqueeze(-1) - cx, y.unsqueeze(-1) - cy
+        to_circle = torch.sqrt(torch.clamp(dx * dx + dy * dy, min=_SQRT_EPS)) - cr
+        to_circle = torch.where(self.circle_active, to_circle, far)
+        nearest = torch.minimum(nearest, to_circle.min(-1).values)
+        # Rectangles: exact signed distance to an axis-aligned box.
+        r = self.rectangles
+        qx = torch.maximum(r[:, 0] - x.unsqueeze(-1), x.unsqueeze(-1) - r[:, 2])
+        qy = torch.maximum(r[:, 1] - y.unsqueeze(-1), y.unsqueeze(-1) - r[:, 3])
+        ox, oy = torch.clamp(qx, min=0.0), torch.clamp(qy, min=0.0)
+        outside2 = ox * ox + oy * oy
+        outside = torch.where(outside2 > 0, torch.sqrt(torch.clamp(outside2, min=_SQRT_EPS)), torch.zeros_like(outside2))
+        to_rectangle = outside + torch.clamp(torch.maximum(qx, qy), max=0.0)
+        to_rectangle = torch.where(self.rectangle_active, to_rectangle, far)
+        nearest = torch.minimum(nearest, to_rectangle.min(-1).values)
+        return nearest - self.robot_radius
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        clearance = self.clearance(states[:, 1:])
+        soft = torch.clamp(self.margin - clearance, min=0.0)
+        collided = (clearance < 0).any(dim=1).to(states.dtype)
+        return (soft * soft).sum(1) + self.collision_cost * collided
+
+
+class EffortTerm(CostTerm):
+    """Quadratic action cost ``sum_t sum_j weights_j (u_tj - reference_j)^2``."""
+
+    kind = "effort"
+    defaults = {"weights": 1.0, "reference": 0.0}
+
+    def configure(self, c: dict[str, Any]) -> None:
+        self.register_buffer("weights", torch.tensor(_vector("weights", c["weights"], self.action_dim, low=0)))
+        self.register_buffer("reference", torch.tensor(_vector("reference", c["reference"], self.action_dim)))
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        du = actions - self.reference
+        return (du * du * self.weights).sum((1, 2))
+
+
+class SmoothnessTerm(CostTerm):
+    """Squared action differences, including the first action against the previously applied one.
+
+    The previous action comes from ``set_previous_action`` (planners call it each
+    cycle); before one is known (``None``) the first difference is left out.
+    """
+
+    kind = "smoothness"
+    defaults = {"weights": 1.0, "include_previous": True}
+    context = ()  # the previous action is optional
+
+    def configure(self, c: dict[str, Any]) -> None:
+        self.register_buffer("weights", torch.tensor(_vector("weights", c["weights"], self.action_dim, low=0)))
+        if not isinstance(c["include_previous"], bool):
+            raise ValueError(f"include_previous: expected true or false, got {c['include_previous']!r}")
+        self.include_previous = c["include_previous"]
+        self.register_buffer("previous_action", torch.zeros(self.action_dim))
+        self.register_buffer("has_previous", torch.zeros(()))
+
+    def set_previous_action(self, action: torch.Tensor | None) -> None:
+        if action is None:
+            self.has_previous.zero_()
+            return
+        action = check_tensor(
+            "previous_action", _as_tensor("previous_action", action, self.previous_action), (self.action_dim,)
+        )
+        self.previous_action.copy_(action)
+        self.has_previous.fill_(1.0 if self.include_previous else 0.0)
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        diff = actions[:, 1:] - actions[:, :-1]
+        total = (diff * diff * self.weights).sum((1, 2))
+        first = actions[:, 0] - self.previous_action
+        return total + self.has_previous * (first * first * self.weights).sum(1)
+
+
+class JointTargetTerm(CostTerm):
+    """Weighted squared error of chosen state entries (hand joints) to a target set at run time."""
+
+    kind = "joint_target"
+    defaults = {"indices": REQUIRED, "weights": 1.0, "stage_weight": 1.0, "terminal_weight": 1.0}
+    context = ("joint_target",)
+
+    def configure(self, c: dict[str, Any]) -> None:
+        indices = _indices("indices", c["indices"], self.state_dim)
+        self.register_buffer("indices", torch.tensor(indices))
+        self.register_buffer("weights", torch.tensor(_vector("weights", c["weights"], len(indices), low=0)))
+        self.register_buffer("target", torch.zeros(len(indices)))
+        self.stage_weight = _number("stage_weight", c["stage_weight"], low=0)
+        self.terminal_weight = _number("terminal_weight", c["terminal_weight"], low=0)
+
+    def set_joint_target(self, target: torch.Tensor) -> None:
+        target = _as_tensor("joint_target", target, self.target)
+        self.target.copy_(check_tensor("joint_target", target, (self.target.shape[0],)))
+        self._context_set.add("joint_target")
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        error = states.index_select(-1, self.indices) - self.target
+        return _stage_and_terminal((error * error * self.weights).sum(-1), self.stage_weight, self.terminal_weight)
+
+
+class FingertipTargetTerm(CostTerm):
+    """Distance of fingertip positions (3 state entries each) to targets set at run time.
+
+    ``form: norm`` is HandReach's goal distance, the Euclidean norm of the whole
+    difference vector; ``form: squared`` is its square (smoother, better for iLQR).
+    """
+
+    kind = "fingertip_target"
+    defaults = {"indices": REQUIRED, "form": "norm", "stage_weight": 1.0, "terminal_weight": 1.0}
+    context = ("fingertip_target",)
+
+    def configure(self, c: dict[str, Any]) -> None:
+        indices = _indices("indices", c["indices"], self.state_dim, multiple_of=3)
+        self.register_buffer("indices", torch.tensor(indices))
+        self.register_buffer("target", torch.zeros(len(indices)))
+        self.form = _choice("form", c["form"], ("norm", "squared"))
+        self.stage_weight = _number("stage_weight", c["stage_weight"], low=0)
+        self.terminal_weight = _number("terminal_weight", c["terminal_weight"], low=0)
+
+    def set_fingertip_target(self, target: torch.Tensor) -> None:
+        target = _as_tensor("fingertip_target", target, self.target)
+        self.target.copy_(check_tensor("fingertip_target", target, (self.target.shape[0],)))
+        self._context_set.add("fingertip_target")
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        error = states.index_select(-1, self.indices) - self.target
+        squared = (error * error).sum(-1)
+        per_state = squared if self.form == "squared" else torch.sqrt(torch.clamp(squared, min=_SQRT_EPS))
+        return _stage_and_terminal(per_state, self.stage_weight, self.terminal_weight)
+
+
+TERM_KINDS: dict[str, type[CostTerm]] = {
+    cls.kind: cls
+    for cls in (
+        GoalPoseTerm,
+        PathTrackingTerm,
+        ObstaclesTerm,
+        EffortTerm,
+        SmoothnessTerm,
+        JointTargetTerm,
+        FingertipTargetTerm,
+    )
+}
+
+# Run-time context: setter name on TrajectoryCost -> the term method it forwards to.
+_CONTEXT_SETTERS = {
+    "goal": "set_goal",
+    "path": "set_path",
+    "obstacles": "set_obstacles",
+    "previous_action": "set_previous_action",
+    "joint_target": "set_joint_target",
+    "fingertip_target": "set_fingertip_target",
+}
+
+
+# --------------------------------------------------------------------------- the sum
+class TrajectoryCost(nn.Module):
+    """A weighted sum of named terms: ``cost(states[K, H+1, nx], actions[K, H, nu]) -> [K]``.
+
+    Weights live in a buffer, so ``set_weight`` (like the context setters) does
+    not change a compiled planner's graph.
+    """
+
+    def __init__(self, terms: dict[str, CostTerm], weights: dict[str, float], state_dim: int, action_dim: int) -> None:
+        super().__init__()
+        if not terms:
+            raise ValueError("a cost needs at least one term")
+        if set(terms) != set(weights):
+            raise ValueError(f"terms {sorted(terms)} and weights {sorted(weights)} name different terms")
+        for name, term in terms.items():
+            if term.state_dim != state_dim or term.action_dim != action_dim:
+                raise ValueError(f"{name}: built for state/action sizes {term.state_dim}/{term.action_dim}, "
+                                 f"cost is for {state_dim}/{action_dim}")
+        self.state_dim = int(state_dim)
+        self.action_dim = int(action_dim)
+        self.terms = nn.ModuleDict(terms)
+        self.names = list(terms)
+        self.register_buffer("weights", torch.tensor([float(weights[n]) for n in self.names]))
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        total = states.new_zeros(states.shape[0])
+        for i, term in enumerate(self.terms.values()):
+            total = total + self.weights[i] * term(states, actions)
+        return total
+
+    def breakdown(self, states: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted cost of each term, ``{name: [K]}``; they sum to ``forward``."""
+        return {n: self.weights[i] * t(states, actions) for i, (n, t) in enumerate(self.terms.items())}
+
+    def set_weight(self, name: str, weight: float) -> None:
+        if name not in self.names:
+            raise ValueError(f"unknown cost term {name!r}; terms: {self.names}")
+        self.weights[self.names.index(name)] = _number(f"{name}: weight", weight, low=0)
+
+    def weight(self, name: str) -> float:
+        return float(self.weights[self.names.index(name)])
+
+    # Run-time context ------------------------------------------------------
+    def _forward_context(self, context: str, *args: Any, **kwargs: Any) -> int:
+        method = _CONTEXT_SETTERS[context]
+        users = [t for t in self.terms.values() if hasattr(t, method)]
+        for term in users:
+            getattr(term, method)(*args, **kwargs)
+        return len(users)
+
+    def set_goal(self, goal: torch.Tensor) -> int:
+        """Set the goal state [nx] of every term that reads one; returns how many do."""
+        goal = _as_tensor("goal", goal, self.weights)
+        check_tensor("goal", goal, (self.state_dim,))
+        return self._forward_context("goal", goal)
+
+    def set_path(self, path: torch.Tensor) -> int:
+        """Set the reference polyline [P, 2] (x, y)."""
+        return self._forward_context("path", path)
+
+    def set_obstacles(self, circles=None, rectangles=None, boundary=None) -> int:
+        return self._forward_context("obstacles", circles=circles, rectangles=rectangles, boundary=boundary)
+
+    def set_previous_action(self, action: torch.Tensor | None) -> int:
+        return self._forward_context("previous_action", action)
+
+    def set_joint_target(self, target: torch.Tensor) -> int:
+        return self._forward_context("joint_target", target)
+
+    def set_fingertip_target(self, target: torch.Tensor) -> int:
+        return self._forward_context("fingertip_target", target)
+
+    def check_ready(self) -> None:
+        """Raise if a term still lacks run-time context (say, no goal was set)."""
+        missing = [f"{n}: {c} (call set_{c})" for n, t in self.terms.items() for c in t.missing_context()]
+        if missing:
+            raise RuntimeError(f"cost context not set: {'; '.join(missing)}")
+
+    def to_config(self) -> dict[str, dict[str, Any]]:
+        """The YAML section this cost was built from, with every default filled in."""
+        section = {}
+        for name, term in self.terms.items():
+            entry: dict[str, Any] = {"weight": self.weight(name)}
+            if name != term.kind:
+                entry["type"] = term.kind
+            entry.update(term.config)
+            section[name] = entry
+        return section
+
+
+def build_cost(
+    section: dict[str, Any], state_dim: int, action_dim: int, source: str = "config: cost"
+) -> TrajectoryCost:
+    """Build a ``TrajectoryCost`` from a YAML section ``{name: {weight: w, key: value, ...}}``.
+
+    ``type`` picks the term kind when the name is not itself a kind, so a cost can
+    hold two terms of one kind. ``weight`` defaults to 1.0.
+    """
+    if not isinstance(section, dict) or not section:
+        raise ValueError(f"{source}: expected a mapping of term names to settings, got {section!r}")
+    terms: dict[str, CostTerm] = {}
+    weights: dict[str, float] = {}
+    for name, settings in section.items():
+        settings = {} if settings is None else settings
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"{source}: term name {name!r} must be an identifier")
+        if not isinstance(settings, dict):
+            raise ValueError(f"{source}: {name}: expected a mapping of settings, got {settings!r}")
+        settings = dict(settings)
+        kind = settings.pop("type", name)
+        if kind not in TERM_KINDS:
+            what = f"unknown term type {kind!r}" if "type" in section[name] else f"unknown term {name!r}"
+            raise ValueError(f"{source}: {what}; valid terms: {sorted(TERM_KINDS)} (or any name with 'type:')")
+        term_cls = TERM_KINDS[kind]
+        unknown = sorted(set(settings) - set(term_cls.defaults) - {"weight"})
+        if unknown:
+            valid = sorted([*term_cls.defaults, "weight", "type"])
+            raise ValueError(f"{source}: {name}: unknown key(s) {unknown}; valid keys: {valid}")
+        try:
+            weights[name] = _number("weight", settings.pop("weight", 1.0), low=0)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {name}: {exc}") from None
+        try:
+            terms[name] = term_cls(state_dim, action_dim, **settings)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {name}: {exc}") from None
+    return TrajectoryCost(terms, weights, state_dim, action_dim)

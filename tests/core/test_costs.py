@@ -1,0 +1,267 @@
+"""Cost terms on hand-computed examples, the parking reward, YAML building and its errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mbrl_ros.core.costs import (
+    TERM_KINDS,
+    EffortTerm,
+    FingertipTargetTerm,
+    GoalPoseTerm,
+    JointTargetTerm,
+    ObstaclesTerm,
+    PathTrackingTerm,
+    SmoothnessTerm,
+    TrajectoryCost,
+    build_cost,
+    parking_reward,
+)
+
+NX, NU = 5, 2
+
+
+def trajectory(*states, actions=None):
+    """One trajectory [1, H+1, nx] from state rows, and zero actions [1, H, nu] unless given."""
+    s = torch.tensor([list(x) for x in states], dtype=torch.float32)[None]
+    a = torch.zeros(1, s.shape[1] - 1, NU) if actions is None else torch.tensor(actions, dtype=torch.float32)[None]
+    return s, a
+
+
+# --------------------------------------------------------------------------- goal pose
+def test_goal_pose_quadratic_wraps_yaw_and_weights_stage_and_terminal():
+    term = GoalPoseTerm(NX, NU, position_weight=2.0, yaw_weight=3.0, speed_weight=0.5,
+                        stage_weight=1.0, terminal_weight=10.0)
+    term.set_goal(torch.tensor([1.0, 2.0, -3.1, 0.0, 0.0]))
+    states, actions = trajectory([9, 9, 9, 9, 9], [2, 4, 0, 1, 0], [1, 2, 3.1, 2, 0])
+    l1 = 2 * (1 + 4) + 3 * 3.1**2 + 0.5 * 1
+    dyaw = 6.2 - 2 * math.pi  # 3.1 - (-3.1), wrapped
+    l2 = 3 * dyaw**2 + 0.5 * 4
+    expected = (l1 + l2) + 10 * l2  # the current state (first row) never counts
+    assert term(states, actions).item() == pytest.approx(expected, rel=1e-5)
+
+
+def highway_env_observation(x, y, yaw, v):
+    """highway-env's scaled KinematicsGoal observation, written out independently."""
+    return np.array([x / 100, y / 100, v * math.cos(yaw) / 5, v * math.sin(yaw) / 5, math.cos(yaw), math.sin(yaw)])
+
+
+def highway_env_reward(achieved, desired, weights=(1, 0.3, 0, 0, 0.02, 0.02), p=0.5):
+    return -np.power(np.dot(np.abs(achieved - desired), np.array(weights)), p)
+
+
+def test_parking_reward_matches_highway_env_formula():
+    term = GoalPoseTerm(NX, NU, form="parking_reward", stage_weight=1.0, terminal_weight=0.0)
+    goal = (3.0, -4.0, 0.5, 0.0)
+    term.set_goal(torch.tensor([*goal, 0.0]))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x, y, yaw, v = rng.uniform(-20, 20), rng.uniform(-20, 20), rng.uniform(-3, 3), rng.uniform(-4, 4)
+        states, actions = trajectory([0, 0, 0, 0, 0], [x, y, yaw, v, 0.2])
+        want = highway_env_reward(highway_env_observation(x, y, yaw, v), highway_env_observation(*goal))
+        assert -term(states, actions).item() == pytest.approx(want, rel=1e-4)
+        achieved = torch.tensor(highway_env_observation(x, y, yaw, v))
+        desired = torch.tensor(highway_env_observation(*goal))
+        assert parking_reward(achieved, desired).item() == pytest.approx(want, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- path tracking
+def test_path_distance_to_segments_heading_speed_and_progress():
+    term = PathTrackingTerm(NX, NU, distance_weight=1.0, stage_weight=1.0)
+    term.set_path(torch.tensor([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0]]))
+    # Points: beside the first segment, before its start, beside the second segment.
+    states, actions = trajectory([0, 0, 0, 0, 0], [5, 2, 0, 0, 0], [-3, 4, 0, 0, 0], [13, 5, 0, 0, 0])
+    assert term(states, actions).item() == pytest.approx(4 + 25 + 9)
+
+    heading = PathTrackingTerm(NX, NU, distance_weight=0.0, heading_weight=2.0, speed_weight=0.5, target_speed=3.0)
+    heading.set_path(torch.tensor([[0.0, 0.0], [10.0, 0.0]]))
+    states, actions = trajectory([0, 0, 0, 0, 0], [5, 1, math.pi / 2, 1, 0], [6, 1, 0, 3, 0])
+    assert heading(states, actions).item() == pytest.approx(2 * 1 + 0.5 * 4 + 0 + 0, abs=1e-5)
+
+    progress = PathTrackingTerm(NX, NU, distance_weight=0.0, progress_weight=0.5)
+    progress.set_path(torch.tensor([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0]]))
+    states, actions = trajectory([1, 0, 0, 0, 0], [5, 1, 0, 0, 0], [11, 4, 0, 0, 0])
+    assert progress(states, actions).item() == pytest.approx(-0.5 * (14 - 1), abs=1e-5)
+
+
+def test_path_padding_and_window_do_not_change_distances():
+    torch.manual_seed(0)
+    s = torch.linspace(0, 30, 31)
+    path = torch.stack((s, 3 * torch.sin(s / 5)), 1)
+    states = torch.cat((torch.zeros(64, 1, NX), torch.randn(64, 8, NX) * 2), 1)
+    states[..., 0] += torch.linspace(0, 6, 9)  # trajectories stay near the path's start
+    actions = torch.zeros(64, 8, NU)
+
+    full = PathTrackingTerm(NX, NU)
+    full.set_path(path)
+    capacity = full.segments.shape[0]
+    assert capacity >= 30
+    # Brute force: distance to every segment, separately, in float64.
+    a, b = path[:-1].double(), path[1:].double()
+    p = states[..., :2].double().reshape(-1, 1, 2)
+    t = (((p - a) * (b - a)).sum(-1) / ((b - a) ** 2).sum(-1)).clamp(0, 1)
+    d2 = ((p - (a + t[..., None] * (b - a))) ** 2).sum(-1).min(-1).values.reshape(64, 9)
+    assert torch.allclose(full(states, actions).double(), d2[:, 1:].sum(1), rtol=1e-4)
+
+    # A shorter path reuses the same buffer (and compiled graph).
+    full.set_path(path[:20])
+    assert full.segments.shape[0] == capacity
+
+    windowed = PathTrackingTerm(NX, NU, window_segments=16)
+    windowed.set_path(path)
+    full.set_path(path)
+    assert torch.allclose(windowed(states, actions), full(states, actions), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- obstacles
+def test_obstacles_circle_rectangle_boundary_soft_and_collision():
+    term = ObstaclesTerm(NX, NU, margin=3.0, collision_cost=1000.0, circles=[[0, 0, 1]])
+    states, actions = trajectory([9, 9, 0, 0, 0], [3, 0, 0, 0, 0])
+    assert term(states, actions).item() == pytest.approx(1.0)  # clearance 2 -> (3 - 2)^2
+    states, actions = trajectory([9, 9, 0, 0, 0], [3, 0, 0, 0, 0], [0.5, 0, 0, 0, 0])
+    assert term(states, actions).item() == pytest.approx(1.0 + 3.5**2 + 1000.0)  # collision paid once
+
+    box = ObstaclesTerm(NX, NU, margin=2.0, rectangles=[[1, 1, 3, 3]])
+    pts = torch.tensor([[0.0, 0.0], [2.0, 2.5], [4.0, 2.0]])
+    states = torch.zeros(3, NX)
+    states[:, :2] = pts
+    assert torch.allclose(box.clearance(states), torch.tensor([math.sqrt(2), -0.5, 1.0]), atol=1e-5)
+
+    walls = ObstaclesTerm(NX, NU, margin=1.0, robot_radius=0.5, boundary=[-10, -5, 10, 5])
+    states = torch.zeros(2, NX)
+    states[0, :2] = torch.tensor([0.0, 4.0])
+    states[1, :2] = torch.tensor([11.0, 0.0])
+    assert torch.allclose(walls.clearance(states), torch.tensor([0.5, -1.5]))
+
+    # Obstacles change at run time without new buffers, and kinds not given stay.
+    term.set_obstacles(circles=torch.tensor([[100.0, 100.0, 1.0]]))
+    states, actions = trajectory([9, 9, 0, 0, 0], [0.5, 0, 0, 0, 0])
+    assert term(states, actions).item() == 0.0
+
+
+# --------------------------------------------------------------------------- effort, smoothness, hand
+def test_effort_and_smoothness():
+    effort = EffortTerm(NX, NU, weights=[1.0, 0.5])
+    states, actions = trajectory([0] * 5, [0] * 5, [0] * 5, actions=[[1, 2], [0, -2]])
+    assert effort(states, actions).item() == pytest.approx(1 + 2 + 2)
+
+    smooth = SmoothnessTerm(NX, NU, weights=1.0)
+    states, actions = trajectory([0] * 5, [0] * 5, [0] * 5, actions=[[1, 0], [2, 1]])
+    assert smooth(states, actions).item() == pytest.approx(2.0)  # no previous action known yet
+    smooth.set_previous_action(torch.tensor([0.0, 0.0]))
+    assert smooth(states, actions).item() == pytest.approx(3.0)
+    smooth.set_previous_action(None)
+    assert smooth(states, actions).item() == pytest.approx(2.0)
+
+
+def test_joint_and_fingertip_targets():
+    joints = JointTargetTerm(6, 2, indices=[1, 3], weights=[1.0, 2.0], stage_weight=1.0, terminal_weight=0.0)
+    joints.set_joint_target([1.0, 2.0])
+    states = torch.zeros(1, 2, 6)
+    states[0, 1, 1], states[0, 1, 3] = 2.0, 0.0
+    assert joints(states, torch.zeros(1, 1, 2)).item() == pytest.approx(1 + 2 * 4)
+
+    tips = FingertipTargetTerm(6, 2, indices=list(range(6)), form="norm", stage_weight=0.0, terminal_weight=1.0)
+    tips.set_fingertip_target(torch.zeros(6))
+    states = torch.zeros(1, 2, 6)
+    states[0, 1, :6] = torch.tensor([3.0, 0, 0, 0, 4.0, 0])
+    assert tips(states, torch.zeros(1, 1, 2)).item() == pytest.approx(5.0)  # HandReach's goal distance
+    with pytest.raises(ValueError, match="joint_target"):
+        joints.set_joint_target([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="multiple of 3"):
+        FingertipTargetTerm(6, 2, indices=[0, 1])
+
+
+# --------------------------------------------------------------------------- the sum and YAML
+SECTION = """
+goal_pose: {weight: 2.0, form: quadratic, terminal_weight: 5.0}
+effort: {weight: 0.1, weights: [1.0, 0.5]}
+smoothness: {weight: 0.2}
+walls: {type: obstacles, weight: 1.0, boundary: [-20, -20, 20, 20], circles: [[5, 0, 1]]}
+"""
+
+
+def test_trajectory_cost_sums_weighted_terms_and_reports_breakdown():
+    cost = build_cost(yaml.safe_load(SECTION), NX, NU, source="car.yaml: cost")
+    cost.set_goal(torch.tensor([3.0, 1.0, 0.0, 0.0, 0.0]))
+    torch.manual_seed(0)
+    states, actions = torch.randn(7, 5, NX), torch.randn(7, 4, NU)
+    parts = cost.breakdown(states, actions)
+    assert list(parts) == ["goal_pose", "effort", "smoothness", "walls"]
+    assert torch.allclose(sum(parts.values()), cost(states, actions))
+    assert torch.allclose(parts["effort"], 0.1 * cost.terms["effort"](states, actions))
+    cost.set_weight("effort", 0.0)
+    assert torch.all(cost.breakdown(states, actions)["effort"] == 0)
+
+
+def test_yaml_round_trip():
+    cost = build_cost(yaml.safe_load(SECTION), NX, NU)
+    text = yaml.safe_dump(cost.to_config())
+    again = build_cost(yaml.safe_load(text), NX, NU)
+    assert again.to_config() == cost.to_config()
+    for c in (cost, again):
+        c.set_goal(torch.tensor([3.0, 1.0, 0.0, 0.0, 0.0]))
+    states, actions = torch.randn(4, 5, NX), torch.randn(4, 4, NU)
+    assert torch.allclose(cost(states, actions), again(states, actions))
+
+
+@pytest.mark.parametrize(
+    "section, words",
+    [
+        ({"goal": {"weight": 1.0}}, ["car.yaml: cost", "unknown term 'goal'", "goal_pose", "path_tracking"]),
+        ({"goal_pose": {"positon_weight": 1.0}}, ["car.yaml: cost", "goal_pose", "positon_weight", "position_weight"]),
+        ({"goal_pose": {"position_weight": "heavy"}}, ["car.yaml: cost", "goal_pose", "position_weight", "heavy"]),
+        ({"goal_pose": {"weight": -1}}, ["goal_pose", "weight", ">= 0"]),
+        ({"goal_pose": {"form": "l2"}}, ["goal_pose", "form", "parking_reward"]),
+        ({"x": {"type": "walls"}}, ["unknown term type 'walls'", "obstacles"]),
+        ({"joint_target": {"weights": 1.0}}, ["joint_target", "missing", "indices"]),
+        ({"effort": {"weights": [1, 2, 3]}}, ["effort", "weights", "2 numbers"]),
+        ({"joint_target": {"indices": [0, 9]}}, ["joint_target", "indices", "out of range"]),
+    ],
+)
+def test_bad_yaml_errors_name_source_term_and_key(section, words):
+    with pytest.raises(ValueError) as info:
+        build_cost(section, NX, NU, source="car.yaml: cost")
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_every_term_declares_its_keys_and_builds_from_defaults():
+    for kind, cls in TERM_KINDS.items():
+        assert cls.kind == kind and "weight" not in cls.defaults
+        required = {"indices": list(range(3))} if kind in ("joint_target", "fingertip_target") else {}
+        build_cost({kind: required}, NX, NU)
+
+
+def test_context_is_validated_and_required():
+    cost = build_cost({"goal_pose": {}, "path_tracking": {}}, NX, NU)
+    with pytest.raises(RuntimeError, match="goal_pose: goal"):
+        cost.check_ready()
+    with pytest.raises(ValueError, match="goal.*non-finite"):
+        cost.set_goal(torch.tensor([0.0, float("nan"), 0.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match=r"goal: expected shape \[5\]"):
+        cost.set_goal(torch.zeros(3))
+    with pytest.raises(ValueError, match="path"):
+        cost.set_path(torch.tensor([[0.0, float("inf")], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match="path: expected at least 2 points"):
+        cost.set_path(torch.zeros(1, 2))
+    cost.set_goal([1.0, 2.0, 0.0, 0.0, 0.0])  # lists are accepted too
+    cost.set_path(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+    cost.check_ready()
+    assert isinstance(cost, TrajectoryCost)
+
+
+def test_terms_are_differentiable_everywhere_they_are_used():
+    cost = build_cost(yaml.safe_load(SECTION), NX, NU)
+    cost.set_goal(torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0]))
+    path = build_cost({"path_tracking": {"heading_weight": 1.0, "progress_weight": 1.0}}, NX, NU)
+    path.set_path(torch.tensor([[0.0, 0.0], [5.0, 0.0]]))
+    states = torch.zeros(2, 4, NX, requires_grad=True)  # exactly at the goal and on the path
+    actions = torch.zeros(2, 3, NU, requires_grad=True)
+    (cost(states, actions).sum() + path(states, actions).sum()).backward()
+    assert torch.isfinite(states.grad).all() and torch.isfinite(actions.grad).all()
