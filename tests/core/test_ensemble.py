@@ -106,7 +106,7 @@ def test_ts1_sends_each_particle_through_one_elite_and_mixes_them(layout):
     model = make_model(num_elites=3, layout=layout)
     model.set_elites([0, 2, 4])
     states, actions = batch(size=300)
-    members = model.member_predictions(states, actions)  # [3, B, 5], elites only
+    members = model.predict_members(states, actions)  # [3, B, 5], elites only
     with torch.no_grad():
         out = model(states, actions)
     assert out.shape == (300, 5)
@@ -117,14 +117,14 @@ def test_ts1_sends_each_particle_through_one_elite_and_mixes_them(layout):
     with torch.no_grad():
         again = model(states, actions)
     assert not torch.allclose(out, again), "members are redrawn every step"
-    assert (model.member_predictions(states, actions, elites_only=False)).shape == (5, 300, 5)
+    assert (model.predict_members(states, actions, elites_only=False)).shape == (5, 300, 5)
 
 
 def test_tsinf_binds_particle_i_to_elite_i_mod_n_for_every_step():
     model = make_model(num_elites=3, propagation="tsinf")
     model.set_elites([4, 1, 3])
     states, actions = batch(size=10)
-    members = model.member_predictions(states, actions)
+    members = model.predict_members(states, actions)
     with torch.no_grad():
         out = model(states, actions)
     for i in range(10):
@@ -143,7 +143,7 @@ def test_tsinf_binds_particle_i_to_elite_i_mod_n_for_every_step():
 def test_mean_propagation_and_predict_spread():
     model = make_model(propagation="mean")
     states, actions = batch()
-    members = model.member_predictions(states, actions)
+    members = model.predict_members(states, actions)
     torch.testing.assert_close(model(states, actions), members.mean(0))
     prediction = model.predict(states, actions)
     torch.testing.assert_close(prediction.mean, members.mean(0))
@@ -165,6 +165,36 @@ def test_layouts_agree_and_small_batches_work():
     for size in (1, 2, 5, 6):  # fewer particles than elites, and uneven groups
         s, a = batch(size=size)
         assert model(s, a).shape == (size, 5)
+
+
+@pytest.mark.parametrize("propagation", ["ts1", "tsinf", "mean"])
+@pytest.mark.parametrize("layout", ["bmm", "loop"])
+@pytest.mark.parametrize("options", [{}, {"hidden_sizes": ()}, {"angle_dims": (), "ignored_input_dims": (0, 1)},
+                                     {"angle_dims": (2, 4), "num_elites": 3}])
+def test_fast_rollout_path_matches_the_differentiable_path(propagation, layout, options):
+    """Without autograd, forward uses weights with the normalisation folded in; it must agree."""
+    model = make_model(propagation=propagation, layout=layout, **options)
+    if model.num_elites == 3:
+        model.set_elites([4, 0, 2])
+    for size in (1, 4, 1027):  # fewer particles than elites, and uneven groups
+        states, actions = batch(size=size)
+        model.seed(5)
+        fast = model._forward_fast(states, actions)
+        model.seed(5)
+        with torch.enable_grad():
+            plain = model(states, actions)
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            fast_members = model.predict_members(states, actions)
+        torch.testing.assert_close(fast_members, model.predict_members(states, actions), rtol=1e-5, atol=1e-5)
+    # The folded weights follow in-place changes (an optimiser step, a checkpoint load).
+    with torch.no_grad():
+        model.layer_biases[-1].add_(0.5)
+        model.output_mean.add_(1.0)
+    model.seed(5)
+    fast = model._forward_fast(states, actions)
+    model.seed(5)
+    torch.testing.assert_close(fast, model(states, actions), rtol=1e-5, atol=1e-5)
 
 
 def test_seeds_make_everything_reproducible():
@@ -237,3 +267,25 @@ def test_bad_configuration_is_named():
         make_model(activation="swish")
     with pytest.raises(ValueError, match="elites: expected 5 distinct"):
         make_model().set_elites([0, 0, 1, 2, 3])
+
+
+def test_training_reports_history_stops_on_request_and_picks_elites_by_validation():
+    train, val = pendulum_episodes(10, 20, seed=0).split_by_episode(0.3, seed=0)
+    model = EnsembleDynamics(2, 1, ensemble_size=4, num_elites=2, hidden_sizes=(8,), angle_dims=(0,), seed=0)
+    seen = []
+    history = train_ensemble(model, train, val, epochs=50, batch_size=64,
+                             progress=lambda epoch, stats: seen.append((epoch, stats)) or epoch == 3)
+    assert [epoch for epoch, _ in seen] == [1, 2, 3] and history.epochs_run == 3 and history.stopped_early
+    assert set(seen[0][1]) >= {"train_loss", "val_loss", "val_mse", "member_val_mse"}
+    assert len(history.train_loss) == len(history.val_loss) == len(history.val_mse) == 3
+    ranking = sorted(range(4), key=lambda m: history.member_val_mse[m])
+    assert history.elites == model.elites == sorted(ranking[:2])
+    assert not model.training
+    # Normalisers were fitted to the training data: inputs are ~zero-mean, unit-std there.
+    inputs = model.normalised_inputs(train.states, train.actions)
+    torch.testing.assert_close(inputs.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
+
+    with pytest.raises(ValueError, match="train: dataset has state_dim=5, action_dim=2; the model expects 2, 1"):
+        train_ensemble(model, TransitionDataset(5, 2), val)
+    with pytest.raises(TypeError, match="expected an EnsembleDynamics or ResidualDynamics, got DampedPendulum"):
+        train_ensemble(DampedPendulum(), train, val)

@@ -74,7 +74,7 @@ def test_propagation_modes_and_spread_come_from_the_residual():
     model = residual_model(hidden_sizes=(8,), num_elites=3)
     g = torch.Generator().manual_seed(0)
     states, actions = torch.randn(30, 5, generator=g), torch.rand(30, 2, generator=g) * 2 - 1
-    members = model.member_predictions(states, actions)
+    members = model.predict_members(states, actions)
     assert members.shape == (3, 30, 5)
     for mode in ("ts1", "tsinf", "mean"):
         model.propagation = mode

@@ -27,10 +27,16 @@ held-out data):
 - ``"mean"``: the average of all elites' means.
 
 The weights are stacked tensors ``[E, in, out]``: training runs all members in
-one batched matmul, propagation loops over members on contiguous slices (the
-faster layout on a 2-core CPU, measured: a Python loop of ``addmm`` beat
-padded ``baddbmm`` on ``[E, K/E, d]``), and a checkpoint's weights transfer
-as a handful of tensors.
+one batched matmul, a checkpoint's weights transfer as a handful of tensors,
+and rollouts can use either layout (``layout=``): ``"bmm"`` gathers the groups
+into ``[n_elites, K/n_elites, d]`` (short groups padded by one repeated row)
+for one ``bmm`` per layer; ``"loop"`` runs one ``addmm`` chain per elite on
+contiguous slices. On the 2-core CPU here, TS1 with 5 members of 2x128 and
+1,024 particles, "bmm" was 10-20 % faster than "loop" (and the default).
+Planner rollouts run without autograd, and then ``forward`` uses the elites'
+weights with the input and output normalisation folded into the first and
+last layers, bias and activation in place: about 20 % fewer passes over
+memory per step than the differentiable path, which is used under autograd.
 """
 
 from __future__ import annotations
@@ -159,6 +165,7 @@ class EnsembleDynamics(DynamicsModel):
         self.register_buffer("elite_indices", torch.arange(num_elites, dtype=torch.long))
         self._elite_list = list(range(num_elites))
         self._layouts: dict[tuple, _GroupLayout] = {}
+        self._folded: _FoldedElites | None = None
         self._tsinf_plans: dict[tuple, _GroupPlan] = {}
         if layout not in LAYOUTS:
             raise ValueError(f"layout: unknown {layout!r}; expected one of {LAYOUTS}")
@@ -289,52 +296,17 @@ class EnsembleDynamics(DynamicsModel):
         mean, raw_logvar = x.split(self.state_dim, dim=-1)
         return mean, self._bounded_logvar(raw_logvar)
 
-    def _member_layers(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Per member, the ``(weight, bias)`` views of every layer (one ``unbind`` per tensor)."""
-        weights = [w.unbind(0) for w in self.layer_weights]
-        biases = [b.unbind(0) for b in self.layer_biases]
-        return [list(zip(w_e, b_e)) for w_e, b_e in zip(zip(*weights), zip(*biases))]
-
-    def _mlp_mean(self, layers: list[tuple[torch.Tensor, torch.Tensor]], inputs: torch.Tensor) -> torch.Tensor:
-        """One member's normalised delta mean for ``inputs[b, in]``."""
-        act = self._act if torch.is_grad_enabled() else _INPLACE_ACTIVATIONS[self.activation]
-        x = inputs
-        for w, b in layers[:-1]:
-            x = act(torch.addmm(b, x, w))
-        w, b = layers[-1]
-        return torch.addmm(b, x, w)[:, : self.state_dim]
-
-    def _grouped_means_loop(self, inputs: torch.Tensor, plan: "_GroupPlan") -> torch.Tensor:
-        """Layout "loop": one ``addmm`` chain per elite on its contiguous chunk of rows."""
-        layers = self._member_layers()
-        grouped = inputs.index_select(0, plan.order).split(plan.sizes)
-        means = torch.cat([self._mlp_mean(layers[e], x) for e, x in zip(self._elite_list, grouped)])
-        return torch.empty_like(means).index_copy_(0, plan.order, means)
-
-    def _grouped_means_bmm(self, inputs: torch.Tensor, plan: "_GroupPlan") -> torch.Tensor:
-        """Layout "bmm": rows as ``[n_elites, per_group, in]`` (short groups padded), one ``baddbmm`` per layer."""
-        x = inputs.index_select(0, plan.padded_order).view(self.num_elites, plan.per_group, -1)
-        n = self.num_elites
-        if self._elite_list == list(range(n)):  # views, no copy
-            weights = [w[:n] for w in self.layer_weights]
-            biases = [b[:n] for b in self.layer_biases]
-        else:
-            weights = [w.index_select(0, self.elite_indices) for w in self.layer_weights]
-            biases = [b.index_select(0, self.elite_indices) for b in self.layer_biases]
-        # Without autograd, bias and activation go in place: fewer passes over memory.
-        inplace = not torch.is_grad_enabled()
-        act = _INPLACE_ACTIVATIONS[self.activation] if inplace else self._act
-        last = len(weights) - 1
-        for layer, (w, b) in enumerate(zip(weights, biases)):
-            x = torch.bmm(x, w)
-            x = x.add_(b.unsqueeze(1)) if inplace else x + b.unsqueeze(1)
-            if layer < last:
-                x = act(x)
-        means = x.view(-1, x.shape[-1])[:, : self.state_dim]
-        if plan.real_rows is not None:  # drop the padding (duplicates would double gradients)
-            means = means.index_select(0, plan.real_rows)
-        else:
-            means = means.contiguous()
+    def _grouped_means(self, inputs: torch.Tensor, plan: "_GroupPlan") -> torch.Tensor:
+        """Differentiable TS1/TS-inf: chunk g of ``plan.order`` through elite g only (normalised units)."""
+        last = len(self.layer_weights) - 1
+        means = []
+        for member, x in zip(self._elite_list, inputs.index_select(0, plan.order).split(plan.sizes)):
+            for layer, (w, b) in enumerate(zip(self.layer_weights, self.layer_biases)):
+                x = torch.addmm(b[member], x, w[member])
+                if layer < last:
+                    x = self._act(x)
+            means.append(x[:, : self.state_dim])
+        means = torch.cat(means)
         return torch.empty_like(means).index_copy_(0, plan.order, means)
 
     def _denormalised_next(self, states: torch.Tensor, delta_mean: torch.Tensor) -> torch.Tensor:
@@ -357,26 +329,68 @@ class EnsembleDynamics(DynamicsModel):
             self._tsinf_plans[key] = plan
         return plan
 
+    def _folded_elites(self) -> "_FoldedElites":
+        """The elites' weights with normalisation folded in, rebuilt only when something changed.
+
+        Parameters and buffers change through in-place ops (optimiser steps,
+        ``load_state_dict``, ``copy_``), which bump their version counters, or by
+        being replaced (``.to()``), which changes their storage: both are in the key.
+        """
+        sources = (*self.layer_weights, *self.layer_biases, self.input_mean, self.input_std,
+                   self.output_mean, self.output_std)
+        key = (tuple(self._elite_list), tuple((t.data_ptr(), t._version) for t in sources))
+        if self._folded is None or self._folded.key != key:
+            self._folded = _FoldedElites(self, key)
+        return self._folded
+
     # ---- the DynamicsModel interface ---------------------------------------------------
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Next states under the propagation mode (see the module docstring).
+
+        Without autograd (planner rollouts under ``torch.no_grad``) this runs the
+        folded fast path; with autograd, a plain differentiable one. They agree to
+        float rounding.
+        """
+        if not torch.is_grad_enabled():
+            return self._forward_fast(states, actions)
         inputs = self.normalised_inputs(states, actions)
         if self._propagation == "mean":
             delta = self.member_outputs(inputs, self._elite_list)[0].mean(0)
-        elif self.num_elites == 1:
-            delta = self._mlp_mean(self._member_layers()[self._elite_list[0]], inputs)
-        elif self.layout == "bmm" and states.shape[0] >= self.num_elites:
-            delta = self._grouped_means_bmm(inputs, self._group_plan(states.shape[0], states.device))
         else:
-            delta = self._grouped_means_loop(inputs, self._group_plan(states.shape[0], states.device))
+            delta = self._grouped_means(inputs, self._group_plan(states.shape[0], states.device))
         return self._denormalised_next(states, delta)
 
-    def member_predictions(
+    def _forward_fast(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        net = self._folded_elites()
+        features = net.features(states, actions)
+        batch, n = states.shape[0], self.num_elites
+        if self._propagation == "mean":
+            delta = net.run_all(features).mean(0)
+        elif n == 1:
+            delta = net.run_member(0, features)
+        else:
+            plan = self._group_plan(batch, states.device)
+            if self.layout == "bmm" and batch >= n:
+                grouped = features.index_select(0, plan.padded_order).view(n, plan.per_group, -1)
+                delta = net.run_grouped(grouped).view(-1, self.state_dim)
+                if plan.real_rows is not None:
+                    delta = delta.index_select(0, plan.real_rows)
+            else:
+                chunks = features.index_select(0, plan.order).split(plan.sizes)
+                delta = torch.cat([net.run_member(e, x) for e, x in enumerate(chunks)])
+            delta = torch.empty_like(delta).index_copy_(0, plan.order, delta)
+        return delta.add_(states)
+
+    def predict_members(
         self, states: torch.Tensor, actions: torch.Tensor, elites_only: bool = True
     ) -> torch.Tensor:
         """Next-state means of each member, ``[M, B, nx]`` (M = elites, or all E members).
 
         Every particle through every member, for disagreement penalties and spread.
         """
+        if elites_only and not torch.is_grad_enabled():
+            net = self._folded_elites()
+            return net.run_all(net.features(states, actions)).add_(states)
         members = self._elite_list if elites_only else None
         delta = self.member_outputs(self.normalised_inputs(states, actions), members)[0]
         return self._denormalised_next(states, delta)
@@ -392,7 +406,7 @@ class EnsembleDynamics(DynamicsModel):
     def predict(self, states: torch.Tensor, actions: torch.Tensor) -> Prediction:
         """Checked: mean over elites, spread = std of the elites' means (epistemic disagreement)."""
         check_state_action_batch(states, actions, self.state_dim, self.action_dim)
-        members = self.member_predictions(states, actions)
+        members = self.predict_members(states, actions)
         return Prediction(members.mean(0), members.std(0, unbiased=False))
 
     def extra_repr(self) -> str:
@@ -438,3 +452,85 @@ class _GroupLayout:
     def plan(self, order: torch.Tensor) -> _GroupPlan:
         padded = order if self.gather is None else order.index_select(0, self.gather)
         return _GroupPlan(order, self.sizes, self.per_group, padded, self.real_rows)
+
+
+class _FoldedElites:
+    """The elites' networks rearranged for fast rollouts (no autograd).
+
+    Input normalisation is folded into the first layer and output
+    de-normalisation into the last, so a step is: build raw features, then
+    matmul/bias/activation per layer, with bias and activation in place. The
+    first layer reads raw features ``[states, actions, sin(angles),
+    cos(angles), 1]``: rows for angle and ignored state dims are zero and the
+    last row is the bias. Weights are ``[n_elites, in, out]``, contiguous.
+    """
+
+    def __init__(self, model: EnsembleDynamics, key: tuple) -> None:
+        self.key = key
+        nx, nu = model.state_dim, model.action_dim
+        self.angle_dims = model._angle_dims
+        self.contiguous_angles = (
+            slice(model.angle_dims[0], model.angle_dims[-1] + 1)
+            if model.angle_dims and list(model.angle_dims) == list(range(model.angle_dims[0], model.angle_dims[-1] + 1))
+            else None
+        )
+        self.activation = _INPLACE_ACTIVATIONS[model.activation]
+        self._ones: dict[tuple, torch.Tensor] = {}
+        with torch.no_grad():
+            elites = model.elite_indices
+            weights = [w.detach().index_select(0, elites) for w in model.layer_weights]
+            biases = [b.detach().index_select(0, elites) for b in model.layer_biases]
+            # Last layer: keep the mean head and output state-unit deltas.
+            weights[-1] = weights[-1][:, :, :nx] * model.output_std
+            biases[-1] = biases[-1][:, :nx] * model.output_std + model.output_mean
+            # First layer: (x - mean) / std @ W + b == x @ (W / std) + (b - (mean / std) @ W).
+            scaled = weights[0] / model.input_std[None, :, None]
+            folded_bias = biases[0] - torch.einsum("i,nio->no", model.input_mean / model.input_std, weights[0])
+            n_angles = len(model.angle_dims)
+            plain = [d for d in range(nx) if d not in model.angle_dims and d not in model.ignored_input_dims]
+            # Normalised-input index -> raw-feature row: plain states, sin, cos, actions (see raw_inputs).
+            rows = plain + [nx + nu + k for k in range(2 * n_angles)] + [nx + a for a in range(nu)]
+            first = scaled.new_zeros(scaled.shape[0], nx + nu + 2 * n_angles + 1, scaled.shape[2])
+            first[:, rows] = scaled
+            first[:, -1] = folded_bias
+            weights[0] = first
+            biases[0] = None
+        self.weights = [w.contiguous() for w in weights]
+        self.biases = [None if b is None else b.unsqueeze(1).contiguous() for b in biases]
+
+    def features(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        key = (states.shape[0], states.dtype, states.device)
+        ones = self._ones.get(key)
+        if ones is None:
+            ones = self._ones[key] = states.new_ones(states.shape[0], 1)
+        if self.angle_dims.numel() == 0:
+            return torch.cat((states, actions, ones), dim=1)
+        if self.contiguous_angles is not None:
+            angles = states[:, self.contiguous_angles]
+        else:
+            angles = states.index_select(1, self.angle_dims)
+        return torch.cat((states, actions, torch.sin(angles), torch.cos(angles), ones), dim=1)
+
+    def run_grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """``x[n, rows, in]``: group g through elite g, one ``bmm`` per layer."""
+        last = len(self.weights) - 1
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.bmm(x, w)
+            if b is not None:
+                x.add_(b)
+            if layer < last:
+                x = self.activation(x)
+        return x
+
+    def run_all(self, x: torch.Tensor) -> torch.Tensor:
+        """``x[B, in]`` through every elite: ``[n, B, nx]``."""
+        return self.run_grouped(x.expand(len(self.weights[0]), *x.shape))
+
+    def run_member(self, member: int, x: torch.Tensor) -> torch.Tensor:
+        """``x[rows, in]`` through elite slot ``member``: one ``mm``/``addmm`` per layer."""
+        last = len(self.weights) - 1
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.mm(x, w[member]) if b is None else torch.addmm(b[member], x, w[member])
+            if layer < last:
+                x = self.activation(x)
+        return x

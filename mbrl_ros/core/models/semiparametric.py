@@ -62,15 +62,15 @@ class ResidualDynamics(DynamicsModel):
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.prior(states, actions) + (self.residual(states, actions) - states)
 
-    def member_predictions(self, states: torch.Tensor, actions: torch.Tensor, elites_only: bool = True) -> torch.Tensor:
+    def predict_members(self, states: torch.Tensor, actions: torch.Tensor, elites_only: bool = True) -> torch.Tensor:
         """Next states under each residual member, ``[M, B, nx]``."""
-        residuals = self.residual.member_predictions(states, actions, elites_only) - states
+        residuals = self.residual.predict_members(states, actions, elites_only) - states
         return self.prior(states, actions) + residuals
 
     def predict(self, states: torch.Tensor, actions: torch.Tensor) -> Prediction:
         """Checked: prior plus the elites' mean residual; spread = disagreement of the residual members."""
         check_state_action_batch(states, actions, self.state_dim, self.action_dim)
-        members = self.member_predictions(states, actions)
+        members = self.predict_members(states, actions)
         return Prediction(members.mean(0), members.std(0, unbiased=False))
 
     def check_finite(self) -> None:
