@@ -1,0 +1,83 @@
+"""Model checkpoints: one file that rebuilds the model anywhere, without the training code.
+
+A checkpoint is a ``torch.save`` of ``{format, config, state_dict, metrics}``:
+the model section of the config rebuilds the architecture (``build_model``) and
+the state dict fills it. The same bytes travel in ``ModelUpdate.weights``, so a
+controller on another machine loads a model from the topic exactly as from a
+file, and the sha256 of those bytes is the model's checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from mbrl_ros.core.models import build_model
+from mbrl_ros.core.models.base import DynamicsModel
+
+FORMAT = "mbrl_ros.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable, of the wrong format, or holds a broken model."""
+
+
+def to_bytes(model: DynamicsModel, config: dict, metrics: dict[str, float] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "config": config, "state_dict": model.state_dict(),
+                "metrics": dict(metrics or {})}, buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(blob: bytes, source: str = "checkpoint") -> tuple[DynamicsModel, dict, dict]:
+    """-> (model in eval mode, model config, metrics). Non-finite weights are refused."""
+    try:
+        payload = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a corrupt file
+        raise CheckpointError(f"{source}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{source}: expected format {FORMAT!r}, found {found!r}")
+    model = build_model(payload["config"], where=f"{source}: config")
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{source}: weights do not fit the config's model: {err}") from None
+    check_finite(model, source)
+    return model.eval(), payload["config"], payload["metrics"]
+
+
+def check_finite(model: DynamicsModel, source: str = "model") -> None:
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{source}: non-finite values in {bad}")
+
+
+def checksum(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def save(path: str | os.PathLike, model: DynamicsModel, config: dict, metrics: dict | None = None) -> str:
+    """Write atomically (temp file + rename) so a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = to_bytes(model, config, metrics)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, path)
+    return checksum(blob)
+
+
+def load(path: str | os.PathLike) -> tuple[DynamicsModel, dict, dict]:
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read: {err.strerror}") from None
+    return from_bytes(blob, source=str(path))
+

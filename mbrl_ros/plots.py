@@ -1,0 +1,99 @@
+"""The plots people look at: trajectories, model error against horizon, latency.
+
+Matplotlib with the Agg backend (no screen needed); each function writes one
+PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_car_trajectories(
+    path: Path,
+    trajectories: Sequence[np.ndarray],
+    goals: Sequence[np.ndarray | None],
+    outcomes: Sequence[str],
+    bounds: tuple[float, float, float, float] | None = None,
+    reference: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """Driven x-y paths (one colour per outcome) against their goal poses."""
+    plt = _pyplot()
+    colours = {"success": "tab:green", "crashed": "tab:red", "timeout": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(9, 6))
+    if reference is not None:
+        ax.plot(reference[:, 0], reference[:, 1], color="0.7", lw=6, zorder=0, label="reference")
+    if bounds is not None:
+        xmin, ymin, xmax, ymax = bounds
+        ax.plot([xmin, xmax, xmax, xmin, xmin], [ymin, ymin, ymax, ymax, ymin], color="k", lw=2)
+    seen = set()
+    for states, goal, outcome in zip(trajectories, goals, outcomes):
+        label = outcome if outcome not in seen else None
+        seen.add(outcome)
+        ax.plot(states[:, 0], states[:, 1], color=colours.get(outcome, "tab:blue"), lw=1, alpha=0.8, label=label)
+        ax.plot(states[0, 0], states[0, 1], "k.", ms=4)
+        if goal is not None:
+            ax.arrow(goal[0], goal[1], 2.5 * np.cos(goal[2]), 2.5 * np.sin(goal[2]), color="tab:blue",
+                     width=0.25, length_includes_head=True)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x [m]")
+    ax.set_ylabel("y [m]")
+    ax.set_title(title or f"{len(trajectories)} episodes (arrows: goal poses)")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_error_vs_horizon(path: Path, errors: Mapping[str, Mapping[int, float]], title: str = "") -> Path:
+    """Open-loop validation RMSE against prediction horizon, one line per model."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, by_horizon in errors.items():
+        horizons = sorted(by_horizon)
+        ax.plot(horizons, [by_horizon[h] for h in horizons], "o-", label=name)
+    ax.set_xlabel("prediction horizon [steps]")
+    ax.set_ylabel("RMSE (scaled state units)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title or "model error against horizon (held-out episodes)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_latency_histogram(path: Path, latencies_ms: Sequence[float], deadline_ms: float | None = None,
+                           title: str = "") -> Path:
+    plt = _pyplot()
+    values = np.asarray(latencies_ms, dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(values, bins=50, color="tab:blue", alpha=0.8)
+    p50, p99 = np.percentile(values, [50, 99]) if len(values) else (np.nan, np.nan)
+    ax.axvline(p50, color="k", ls="--", label=f"p50 {p50:.1f} ms")
+    ax.axvline(p99, color="tab:red", ls="--", label=f"p99 {p99:.1f} ms")
+    if deadline_ms is not None:
+        ax.axvline(deadline_ms, color="tab:orange", lw=2, label=f"deadline {deadline_ms:.0f} ms")
+    ax.set_xlabel("controller latency [ms]")
+    ax.set_ylabel("cycles")
+    ax.set_title(title or f"controller latency ({len(values)} cycles)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
