@@ -373,12 +373,16 @@ class EnsembleDynamics(DynamicsModel):
             if self.layout == "bmm" and batch >= n:
                 grouped = features.index_select(0, plan.padded_order).view(n, plan.per_group, -1)
                 delta = net.run_grouped(grouped).view(-1, self.state_dim)
-                if plan.real_rows is not None:
-                    delta = delta.index_select(0, plan.real_rows)
+                # Padding rows repeat a row of their own group through the same member, so both
+                # copies hold the same value and writing both is harmless (no autograd here).
+                # scatter_ with an expanded index measured faster than index_copy_.
+                rows = plan.padded_order[:, None].expand(-1, self.state_dim)
+                delta = states.new_empty(states.shape).scatter_(0, rows, delta)
             else:
                 chunks = features.index_select(0, plan.order).split(plan.sizes)
                 delta = torch.cat([net.run_member(e, x) for e, x in enumerate(chunks)])
-            delta = torch.empty_like(delta).index_copy_(0, plan.order, delta)
+                rows = plan.order[:, None].expand(-1, self.state_dim)
+                delta = torch.empty_like(delta).scatter_(0, rows, delta)
         return delta.add_(states)
 
     def predict_members(
@@ -413,7 +417,8 @@ class EnsembleDynamics(DynamicsModel):
         return (
             f"state_dim={self.state_dim}, action_dim={self.action_dim}, ensemble_size={self.ensemble_size}, "
             f"hidden_sizes={list(self.hidden_sizes)}, activation={self.activation}, "
-            f"angle_dims={list(self.angle_dims)}, ignored_input_dims={list(self.ignored_input_dims)}, elites={self._elite_list}, propagation={self._propagation}"
+            f"angle_dims={list(self.angle_dims)}, ignored_input_dims={list(self.ignored_input_dims)}, "
+            f"elites={self._elite_list}, propagation={self._propagation}, layout={self.layout}"
         )
 
 
@@ -422,25 +427,20 @@ class _GroupPlan(NamedTuple):
     sizes: list[int]
     per_group: int  # rows per group in the padded [n, per_group] layout
     padded_order: torch.Tensor  # [n * per_group] rows of the padded layout (short groups repeat a row)
-    real_rows: torch.Tensor | None  # [B] positions of the real rows in the padded layout, None if no padding
 
 
 class _GroupLayout:
-    """Balanced group sizes and padding index for a (batch, groups) pair, cached per model."""
+    """Balanced group sizes and the padding index for a (batch, groups) pair, cached per model."""
 
     def __init__(self, batch: int, groups: int, device: torch.device) -> None:
         self.sizes = balanced_group_sizes(batch, groups)
         self.per_group = -(-batch // groups)
-        self.gather = self.real_rows = None
-        if batch < groups or batch == groups * self.per_group:
-            return  # the padded layout needs every group non-empty; without padding it is ``order``
-        starts = torch.tensor([0, *self.sizes[:-1]]).cumsum(0)
-        slot = torch.arange(self.per_group)
-        # Position in ``order`` of each padded slot: past a group's end, repeat its last row.
-        last = torch.tensor(self.sizes) - 1
-        self.gather = (starts[:, None] + torch.minimum(slot[None, :], last[:, None])).flatten().to(device)
-        real = slot[None, :] < torch.tensor(self.sizes)[:, None]
-        self.real_rows = real.flatten().nonzero().flatten().to(device)
+        self.gather = None  # positions in ``order`` of the padded layout's rows; None: ``order`` itself
+        if groups <= batch < groups * self.per_group:  # padding needed, and every group has a row to repeat
+            starts = torch.tensor([0, *self.sizes[:-1]]).cumsum(0)
+            slot = torch.arange(self.per_group)
+            last = torch.tensor(self.sizes) - 1
+            self.gather = (starts[:, None] + torch.minimum(slot[None, :], last[:, None])).flatten().to(device)
 
     @staticmethod
     def get(cache: dict, batch: int, groups: int, device: torch.device) -> "_GroupLayout":
@@ -451,7 +451,7 @@ class _GroupLayout:
 
     def plan(self, order: torch.Tensor) -> _GroupPlan:
         padded = order if self.gather is None else order.index_select(0, self.gather)
-        return _GroupPlan(order, self.sizes, self.per_group, padded, self.real_rows)
+        return _GroupPlan(order, self.sizes, self.per_group, padded)
 
 
 class _FoldedElites:
