@@ -103,8 +103,9 @@ def train_ensemble(
     """Fit ``model`` on ``train``; early-stop and pick elites on ``val`` (held-out episodes).
 
     ``min_improvement``: relative drop in a member's held-out MSE that resets the
-    patience counter. Without ``val`` there is no early stopping and elites are
-    picked by training MSE. ``progress(epoch, stats)`` is called after every
+    patience counter. Without ``val`` there is no early stopping, the history's
+    ``val_*`` entries are measured on the training set, and elites are picked by
+    training MSE. ``progress(epoch, stats)`` is called after every
     epoch; returning True stops training (e.g. a trainer node being shut down).
     ``max_seconds`` bounds wall time. The model ends in eval state with each
     member's best weights and its elites set.

@@ -285,6 +285,9 @@ def test_training_reports_history_stops_on_request_and_picks_elites_by_validatio
     inputs = model.normalised_inputs(train.states, train.actions)
     torch.testing.assert_close(inputs.mean(0), torch.zeros(4), atol=1e-5, rtol=0)
 
+    no_val = train_ensemble(model, train, None, epochs=2, batch_size=64)
+    assert no_val.epochs_run == 2 and not no_val.stopped_early and len(no_val.elites) == 2
+
     with pytest.raises(ValueError, match="train: dataset has state_dim=5, action_dim=2; the model expects 2, 1"):
         train_ensemble(model, TransitionDataset(5, 2), val)
     with pytest.raises(TypeError, match="expected an EnsembleDynamics or ResidualDynamics, got DampedPendulum"):

@@ -47,6 +47,7 @@ def drive(params: BicycleParams, speed_input: str, top_speed: float, seed: int =
             actions.append(action)
     states = torch.stack(trajectory, 1)
     states = states + torch.randn(states.shape, generator=g, dtype=torch.float64) * torch.tensor(noise, dtype=torch.float64)
+    states[..., 2] = torch.atan2(torch.sin(states[..., 2]), torch.cos(states[..., 2]))  # logs wrap the yaw
     return states[:, :-1].reshape(-1, 5), torch.stack(actions, 1).reshape(-1, 2), states[:, 1:].reshape(-1, 5)
 
 
