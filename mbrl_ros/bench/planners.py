@@ -1,0 +1,216 @@
+"""``mbrl-ros bench planners``: planning-step latency, side by side with pytorch_mppi.
+
+Every MPPI case runs the same dynamics (our model's ``forward``), the same cost
+(our ``TrajectoryCost``, handed to pytorch_mppi as its terminal cost over the
+whole trajectory), the same number of samples, horizon, noise and temperature
+through both planners, in the same process, one after the other. Our planner
+runs as configured by default (``compile`` on); pytorch_mppi as its users run it
+by default (eager), and additionally with its own ``compile()`` for reference.
+
+Numbers, not pass/fail: the targets from the issue are printed next to the
+measurements and the JSON carries them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mbrl_ros.bench.timing import Timing, gemm_gflops, time_call
+from mbrl_ros.core.costs import TrajectoryCost, build_cost
+from mbrl_ros.core.models import EnsembleDynamics, KinematicBicycle
+from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.models.bicycle import BicycleParams
+from mbrl_ros.core.planners.base import Planner, build_planner
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[], tuple[Planner, torch.Tensor]]  # -> (planner, start state)
+    flops_per_step: float | None  # model FLOPs per planning step (network cases)
+    baseline: bool  # also run through pytorch_mppi
+    targets: str  # the issue's target, printed beside the numbers
+
+
+def reference_path(points: int = 200) -> torch.Tensor:
+    """A 40 m straight then a 20 m-radius left turn, 0.3 m apart (Nav2-like global plan)."""
+    s = torch.arange(points, dtype=torch.float32) * 0.3
+    straight = s.clamp(max=40.0)
+    arc = (s - 40.0).clamp(min=0.0) / 20.0
+    x = straight + 20.0 * torch.sin(arc)
+    y = 20.0 * (1.0 - torch.cos(arc))
+    return torch.stack((x, y), dim=-1)
+
+
+def mppi_bicycle() -> tuple[Planner, torch.Tensor]:
+    # Nav2's default problem: 2000 samples, 56 steps of 0.05 s; a speed-commanded car.
+    model = KinematicBicycle(BicycleParams(wheelbase=0.33, rear_axle_to_cg=0.17, speed_gain=2.0,
+                                           steer_gain=0.4, lag=0.1), dt=0.05, substeps=1,
+                             speed_input="velocity")
+    cost = build_cost({
+        "path_tracking": {"distance_weight": 5.0, "heading_weight": 1.0, "speed_weight": 0.5,
+                          "target_speed": 1.5, "window_segments": 64},
+        "effort": {"weight": 0.01},
+    }, 5, 2, source="bench mppi_bicycle")
+    cost.set_path(reference_path())
+    planner = build_planner("mppi", model, cost, {"num_samples": 2000, "horizon": 56, "temperature": 0.3,
+                                                 "sigma": [0.2, 0.3]})
+    return planner, torch.tensor([0.0, 0.2, 0.0, 1.0, 0.0])
+
+
+def _goal_cost(state_dim: int, action_dim: int, source: str) -> TrajectoryCost:
+    cost = build_cost({"goal_pose": {"form": "quadratic"}, "effort": {"weight": 0.01}},
+                      state_dim, action_dim, source=source)
+    goal = torch.zeros(state_dim)
+    goal[:2] = torch.tensor([5.0, 3.0])
+    cost.set_goal(goal)
+    return cost
+
+
+def mppi_ensemble() -> tuple[Planner, torch.Tensor]:
+    # The notes' network: 8 -> 128 -> 128 -> 12 (state 6, action 2), 5 members, TS1.
+    model = EnsembleDynamics(6, 2, ensemble_size=5, hidden_sizes=(128, 128), activation="silu",
+                             propagation="ts1", seed=0).eval()
+    planner = build_planner("mppi", model, _goal_cost(6, 2, "bench mppi_ensemble"),
+                            {"num_samples": 1024, "horizon": 30, "temperature": 1.0, "sigma": 0.5})
+    return planner, torch.zeros(6)
+
+
+def mppi_hand() -> tuple[Planner, torch.Tensor]:
+    # The Shadow hand (HandReach): state 63, action 20; 3 members of 250 x 250, TS1.
+    model = EnsembleDynamics(63, 20, ensemble_size=3, hidden_sizes=(250, 250), activation="silu",
+                             propagation="ts1", seed=0).eval()
+    cost = build_cost({"joint_target": {"indices": list(range(24))}, "effort": {"weight": 0.01}},
+                      63, 20, source="bench mppi_hand")
+    cost.set_joint_target(torch.full((24,), 0.1))
+    planner = build_planner("mppi", model, cost, {"num_samples": 1000, "horizon": 7, "temperature": 1.0,
+                                                 "sigma": 0.3})
+    return planner, torch.zeros(63)
+
+
+def ilqr_bicycle() -> tuple[Planner, torch.Tensor]:
+    model = KinematicBicycle(dt=0.1, substeps=1)
+    cost = build_cost({"goal_pose": {"form": "quadratic", "terminal_weight": 50.0, "stage_weight": 0.1},
+                       "effort": {"weight": 0.1}}, 5, 2, source="bench ilqr_bicycle")
+    cost.set_goal(torch.tensor([8.0, 4.0, 0.5, 0.0, 0.0]))
+    planner = build_planner("ilqr", model, cost, {"horizon": 50, "max_iterations": 50})
+    return planner, torch.zeros(5)
+
+
+def ensemble_flops(state_dim: int, action_dim: int, hidden: tuple[int, ...], samples: int, horizon: int) -> float:
+    """Multiply-adds x 2 of one planning step, each particle through one member (TS1)."""
+    sizes = [state_dim + action_dim, *hidden, 2 * state_dim]
+    per_particle = sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return float(per_particle * samples * horizon)
+
+
+CASES = [
+    Case("mppi_bicycle_K2000_H56", mppi_bicycle, None, True, "median <= 3 ms, p99 <= 5 ms, >= 3x pytorch_mppi"),
+    Case("mppi_ensemble_K1024_H30", mppi_ensemble, ensemble_flops(6, 2, (128, 128), 1024, 30), True,
+         "median <= 15 ms, p99 <= 20 ms, >= 2x pytorch_mppi"),
+    Case("mppi_hand_K1000_H7", mppi_hand, ensemble_flops(63, 20, (250, 250), 1000, 7), True, "p99 <= 40 ms"),
+    Case("ilqr_bicycle_H50_cold", ilqr_bicycle, None, False, "report"),
+    Case("ilqr_bicycle_H50_warm", ilqr_bicycle, None, False, "report"),
+]
+
+
+def pytorch_mppi_baseline(planner: Planner, compiled: bool):
+    """The same problem through pytorch_mppi's MPPI: our model as dynamics, our cost as its terminal cost."""
+    from pytorch_mppi import MPPI
+
+    c = planner.config
+    sigma = torch.as_tensor(c.sigma, dtype=torch.float32).expand(planner.action_dim)
+    model, cost = planner.model, planner.cost
+    current = {}
+
+    def dynamics(state, action):
+        return model(state, action)
+
+    def running_cost(state, action):
+        return torch.zeros(state.shape[0], dtype=state.dtype)
+
+    def trajectory_cost(states, actions):  # states [1, K, H, nx] after each action
+        start = current["state"].expand(states.shape[1], 1, -1)
+        return cost(torch.cat((start, states[0]), dim=1), actions[0])
+
+    ctrl = MPPI(dynamics, running_cost, planner.state_dim, torch.diag(sigma**2), num_samples=c.num_samples,
+                horizon=c.horizon, terminal_state_cost=trajectory_cost, lambda_=c.temperature,
+                u_min=planner.action_low, u_max=planner.action_high)
+    if compiled:
+        ctrl.compile()
+
+    def step(state):
+        current["state"] = state
+        return ctrl.command(state)
+
+    return step
+
+
+def run_case(case: Case, repeats: int, warmup: int, with_baseline: bool) -> dict:
+    planner, state = case.build()
+    if case.name.endswith("_cold"):
+        def call():
+            planner.reset()
+            planner.plan(state)
+    else:
+        call = lambda: planner.plan(state)  # noqa: E731  (warm: each solve starts from the shifted last one)
+    ours = time_call(call, repeats, warmup)
+    result = {
+        "name": case.name,
+        "median_ms": ours.median_ms,
+        "p99_ms": ours.p99_ms,
+        "gflops": None if case.flops_per_step is None else case.flops_per_step / (ours.median_ms * 1e-3) / 1e9,
+        "baseline_median_ms": None,
+        "speedup_vs_pytorch_mppi": None,
+        "repeats": repeats,
+        "target": case.targets,
+    }
+    if case.baseline and with_baseline:
+        eager = pytorch_mppi_baseline(planner, compiled=False)
+        base: Timing = time_call(lambda: eager(state), repeats, warmup)
+        result["baseline_median_ms"] = base.median_ms
+        result["baseline_p99_ms"] = base.p99_ms
+        result["speedup_vs_pytorch_mppi"] = base.median_ms / ours.median_ms
+        try:
+            compiled = pytorch_mppi_baseline(planner, compiled=True)
+            base_c = time_call(lambda: compiled(state), repeats, warmup)
+            result["baseline_compiled_median_ms"] = base_c.median_ms
+            result["speedup_vs_pytorch_mppi_compiled"] = base_c.median_ms / ours.median_ms
+        except Exception as err:  # its compile() is optional; report why it did not run
+            result["baseline_compiled_error"] = f"{type(err).__name__}: {err}"[:200]
+    return result
+
+
+def main(quick: bool = False, json_path: str | None = None, cases: list[str] | None = None,
+         threads: int | None = None) -> int:
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    known = [c.name for c in CASES]
+    unknown = sorted(set(cases or []) - set(known))
+    if unknown:
+        raise SystemExit(f"mbrl-ros bench planners: unknown case(s) {unknown}; cases: {known}")
+    selected = [c for c in CASES if not cases or c.name in cases]
+    repeats, warmup = (20, 3) if quick else (100, 10)
+    gflops = gemm_gflops()
+    print(f"torch {torch.__version__}, {threads} threads; fp32 GEMM 1024x512x512: {gflops:.1f} GFLOP/s")
+    print(f"{'case':28s} {'median ms':>10s} {'p99 ms':>8s} {'GFLOP/s':>8s} {'pytorch_mppi':>13s} {'speedup':>8s}  target")
+    results = []
+    for case in selected:
+        r = run_case(case, repeats, warmup, with_baseline=True)
+        results.append(r)
+        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        print(f"{r['name']:28s} {r['median_ms']:10.2f} {r['p99_ms']:8.2f} {fmt(r['gflops'], '8.1f'):>8s} "
+              f"{fmt(r['baseline_median_ms'], '13.2f'):>13s} {fmt(r['speedup_vs_pytorch_mppi'], '7.1f') + 'x' if r['speedup_vs_pytorch_mppi'] else '-':>8s}  {r['target']}",
+              flush=True)
+    report = {"gemm_gflops": gflops, "threads": threads, "torch": torch.__version__, "quick": quick,
+              "cases": results}
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {json_path}")
+    return 0
