@@ -292,3 +292,17 @@ def test_training_reports_history_stops_on_request_and_picks_elites_by_validatio
         train_ensemble(model, TransitionDataset(5, 2), val)
     with pytest.raises(TypeError, match="expected an EnsembleDynamics or ResidualDynamics, got DampedPendulum"):
         train_ensemble(DampedPendulum(), train, val)
+
+
+def test_whole_model_pickles_and_deep_copies_after_rollouts(tmp_path):
+    """A controller keeps its own copy; torch.save(model) must work after the caches filled."""
+    import copy
+
+    model = make_model(propagation="mean")
+    states, actions = batch()
+    with torch.no_grad():
+        expected = model(states, actions)
+    torch.save(model, tmp_path / "model.pt")
+    for clone in (torch.load(tmp_path / "model.pt", weights_only=False), copy.deepcopy(model)):
+        with torch.no_grad():
+            torch.testing.assert_close(clone(states, actions), expected)

@@ -58,10 +58,21 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
     "tanh": torch.tanh,
 }
+
+
+def _silu_(x: torch.Tensor) -> torch.Tensor:
+    return F.silu(x, inplace=True)
+
+
+def _elu_(x: torch.Tensor) -> torch.Tensor:
+    return F.elu(x, inplace=True)
+
+
+# For rollouts without autograd: no new tensor per activation. Named functions, so models pickle.
 _INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "silu": lambda x: F.silu(x, inplace=True),
+    "silu": _silu_,
     "relu": torch.relu_,
-    "elu": lambda x: F.elu(x, inplace=True),
+    "elu": _elu_,
     "gelu": F.gelu,
     "tanh": torch.tanh_,
 }
@@ -208,6 +219,12 @@ class EnsembleDynamics(DynamicsModel):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._elite_list = [int(i) for i in self.elite_indices.tolist()]
+
+    def __getstate__(self) -> dict:
+        """Pickle (``torch.save(model)``, ``deepcopy``) without the rollout caches; they rebuild."""
+        state = self.__dict__.copy()
+        state.update(_folded=None, _layouts={}, _tsinf_plans={})
+        return state
 
     def check_finite(self) -> None:
         """Raise ValueError naming every parameter or buffer holding NaN or inf.
