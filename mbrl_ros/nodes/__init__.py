@@ -1,0 +1,1 @@
+"""Thin rclpy adapters around the core: messages in, tensors through the core, messages out."""
