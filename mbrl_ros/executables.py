@@ -10,10 +10,10 @@ NAME -> "module:function", the function taking no argument (it reads
 """
 
 EXECUTABLES: dict[str, str] = {
-    # "estimator": "mbrl_ros.nodes.estimator:main",
-    # "dynamics_server": "mbrl_ros.nodes.dynamics_server:main",
-    # "controller": "mbrl_ros.nodes.controller:main",
-    # "data_logger": "mbrl_ros.nodes.data_logger:main",
-    # "trainer": "mbrl_ros.nodes.trainer:main",
-    # "sim_car": "mbrl_ros_hardware.sim_car.node:main",
+    "estimator": "mbrl_ros.nodes.estimator:main",
+    "dynamics_server": "mbrl_ros.nodes.dynamics_server:main",
+    "controller": "mbrl_ros.nodes.controller:main",
+    "data_logger": "mbrl_ros.nodes.data_logger:main",
+    "trainer": "mbrl_ros.nodes.trainer:main",
+    "sim_car": "mbrl_ros_hardware.sim_car.node:main",
 }
