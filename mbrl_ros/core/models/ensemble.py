@@ -155,8 +155,12 @@ class EnsembleDynamics(DynamicsModel):
         self.input_dim = len(plain_dims) + 2 * len(angle_dims) + action_dim
         sizes = [self.input_dim, *hidden_sizes, 2 * state_dim]
 
+        # Draws the initial weights, then TS1's member assignments. A fresh Generator always
+        # starts from the same default seed, so without a seed it is seeded from the OS.
         self.generator = torch.Generator()
-        if seed is not None:
+        if seed is None:
+            self.generator.seed()
+        else:
             self.generator.manual_seed(int(seed))
         self.layer_weights = nn.ParameterList()
         self.layer_biases = nn.ParameterList()
