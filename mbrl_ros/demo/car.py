@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mbrl_ros.core.control import ExplorationPolicy
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.fitting import fit_model
@@ -63,23 +64,22 @@ def make_sim(task: str):
 
 
 def collect_random(sim, transitions: int, seed: int, smoothing: float = 0.8) -> TransitionDataset:
-    """Random driving: low-pass filtered uniform actions, new episode whenever one ends."""
-    rng = np.random.default_rng(seed)
+    """Random driving (the controller's exploration policy), new episode whenever one ends."""
+    explore = ExplorationPolicy(-np.ones(sim.action_dim), np.ones(sim.action_dim), smoothing, seed)
     data = TransitionDataset(sim.state_dim, sim.action_dim)
     episode = 0
     bar = tqdm(total=transitions, desc="exploring", unit="step", leave=False, disable=None)
     while len(data) < transitions:
         state = sim.reset(seed=seed + episode)
-        action = np.zeros(sim.action_dim)
+        explore.reset()
         states, actions = [state], []
         while len(data) + len(actions) < transitions:
-            action = smoothing * action + (1 - smoothing) * rng.uniform(-1, 1, sim.action_dim) * 2.0
-            action = np.clip(action, -1, 1)
+            action = explore()
             step = sim.step(action)
             if getattr(step, "crashed", False):
                 break  # a collision is not the car's dynamics: keep it out of the data
             states.append(step.state)
-            actions.append(action.copy())
+            actions.append(action)
             bar.update(1)
             if step.done:
                 break

@@ -1,0 +1,326 @@
+"""controller: the receding-horizon control loop, as a lifecycle node.
+
+configure: read parameters, build the cost and the planner settings, create
+topics. activate: start the loop. deactivate: stop it and send the safe command.
+cleanup: drop the model and planner.
+
+The loop runs either on a wall-clock timer at ``rate_hz`` (``trigger: timer``,
+a real robot) or once per new state (``trigger: state``, lockstep simulation,
+where the simulator waits for the answer to each state). Each cycle hands the
+latest state to the ROS-free RecedingHorizonController and publishes its action
+on ``hw/command`` stamped with the state's stamp, so the command says which
+state it answers. A watchdog on the wall clock sends the safe command when no
+fresh state arrives within ``state_timeout``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Path
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from std_msgs.msg import Bool
+from visualization_msgs.msg import Marker, MarkerArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+from mbrl_interfaces.msg import CommandVector, ModelUpdate, StateVector
+from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
+from mbrl_ros.nodes.params import Param, declare_all, section
+from mbrl_ros.nodes.qos import COMMAND, LATCHED, SENSOR
+
+PARAMS = [
+    Param("rate_hz", 20.0, "control rate in trigger 'timer' mode; the deadline of a cycle is 1/rate_hz", (0.1, 1000.0)),
+    Param("trigger", "timer", "'timer': plan at rate_hz on the wall clock; 'state': plan once per new state (lockstep simulation)"),
+    Param("planner", "mppi", "planner: mppi | cem | ilqr (its settings are the section of that name)"),
+    Param("state_names", ["x", "y", "yaw", "v", "steer"], "names of the state vector's entries, in model order"),
+    Param("action_names", ["u_accel", "u_steer"], "names of the command vector's entries"),
+    Param("action_low", [-1.0, -1.0], "lower action bounds, enforced at the output"),
+    Param("action_high", [1.0, 1.0], "upper action bounds, enforced at the output"),
+    Param("max_rate", [0.0], "largest change of each action per cycle at the output ([0.0]: no rate limit)"),
+    Param("safe_action", [0.0, 0.0], "sent on stale or invalid state, e-stop, missing goal, or deactivation"),
+    Param("state_timeout", 0.5, "wall seconds without a fresh state before the safe command", (0.01, 60.0)),
+    Param("explore_without_model", True, "drive randomly (within limits) until the first model arrives, to collect data"),
+    Param("exploration_smoothing", 0.8, "low-pass factor of the exploration noise", (0.0, 0.99)),
+    Param("needs_goal", True, "require a goal_pose before planning (parking); false for path tracking"),
+    Param("seed", 0, "seed of exploration and planner sampling", (0, 2**31 - 1)),
+    Param("rollouts_rate_hz", 2.0, "rate of sampled-rollout markers (0: off)", (0.0, 100.0)),
+    Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
+]
+
+
+def _stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+class ControllerNode(LifecycleNode):
+    def __init__(self) -> None:
+        super().__init__("controller", automatically_declare_parameters_from_overrides=True,
+                         allow_undeclared_parameters=True)
+        self.core = None
+        self.timers = []
+        self.autostart = declare_all(self, [Param(
+            "autostart", True, "configure and activate on start (false: wait for lifecycle transitions)",
+            read_only=True)])["autostart"]
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        from mbrl_ros.core.control import RecedingHorizonController
+        from mbrl_ros.core.costs import build_cost
+
+        try:
+            self.p = declare_all(self, PARAMS)
+            if self.p["trigger"] not in ("timer", "state"):
+                raise ValueError(f"parameter 'trigger' must be 'timer' or 'state', got {self.p['trigger']!r}")
+            max_rate = None if list(self.p["max_rate"]) == [0.0] else list(self.p["max_rate"])
+            self.core = RecedingHorizonController(self.p["action_low"], self.p["action_high"], self.p["safe_action"],
+                                                  max_rate, self.p["explore_without_model"],
+                                                  self.p["exploration_smoothing"], self.p["seed"])
+            self.state_dim = len(self.p["state_names"])
+            self.action_dim = len(self.p["action_low"])
+            self.planner_config = section(self, self.p["planner"])
+            # Built now so that a bad cost section fails configure, not the first cycle.
+            self.cost = build_cost(section(self, "cost"), self.state_dim, self.action_dim,
+                                   source=f"{self.get_fully_qualified_name()}: parameter 'cost'")
+        except (ValueError, TypeError) as err:
+            self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        self.model_version = 0
+        self.model_kind = ""
+        self.goal = None
+        self.path = None
+        self.e_stop = False
+        self.latest: StateVector | None = None
+        self.latest_received = 0.0
+        self.last_answered_ns = -1
+        self.stats = LoopStats()
+        self.modes = {"plan": 0, "explore": 0, "safe": 0}
+        self.last_reason = ""
+        self.last_rollouts = 0.0
+        self.command_pub = self.create_publisher(CommandVector, "hw/command", COMMAND)
+        self.plan_pub = self.create_publisher(Path, "controller/plan", 1)
+        self.rollouts_pub = self.create_publisher(MarkerArray, "controller/rollouts", 1)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.subs = [
+            self.create_subscription(StateVector, "state", self.on_state, SENSOR),
+            self.create_subscription(PoseStamped, "goal_pose", self.on_goal, LATCHED),
+            self.create_subscription(Path, "reference_path", self.on_path, LATCHED),
+            self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED),
+            self.create_subscription(Bool, "e_stop", self.on_e_stop, 10),
+        ]
+        self.active = False
+        self.get_logger().info(f"configured: planner {self.p['planner']}, trigger {self.p['trigger']}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self.active = True
+        period = 1.0 / self.p["rate_hz"]
+        if self.p["trigger"] == "timer":
+            self.timers.append(self.create_timer(period, self.on_timer))
+        else:
+            self.timers.append(self.create_timer(min(period, self.p["state_timeout"] / 2), self.watchdog))
+        self.timers.append(self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics))
+        self.get_logger().info("active")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self.active = False
+        for timer in self.timers:
+            self.destroy_timer(timer)
+        self.timers = []
+        self.send(self.core.limit(self.core.safe_action), stamp=None)
+        self.get_logger().info("inactive: safe command sent")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        for sub in self.subs:
+            self.destroy_subscription(sub)
+        for pub in (self.command_pub, self.plan_pub, self.rollouts_pub, self.diag_pub):
+            self.destroy_publisher(pub)
+        self.core = None
+        self.get_logger().info("cleaned up")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        return TransitionCallbackReturn.SUCCESS
+
+    # --- inputs ------------------------------------------------------------------------------
+    def on_state(self, msg: StateVector) -> None:
+        if self.core is None:
+            return
+        self.latest = msg
+        self.latest_received = time.monotonic()
+        if self.active and self.p["trigger"] == "state":
+            self.cycle()
+
+    def on_goal(self, msg: PoseStamped) -> None:
+        q = msg.pose.orientation
+        yaw = float(np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z)))
+        goal = np.zeros(self.state_dim)
+        goal[:3] = (msg.pose.position.x, msg.pose.position.y, yaw)
+        if not np.all(np.isfinite(goal)):
+            self.stats.reject(f"goal_pose: non-finite values {goal.tolist()}")
+            return
+        self.goal = goal
+        self.cost.set_goal(goal)
+        if self.core is not None:
+            self.core.reset()  # a new goal is a new episode: no warm start from the old one
+
+    def on_path(self, msg: Path) -> None:
+        points = np.array([[p.pose.position.x, p.pose.position.y] for p in msg.poses], dtype=float)
+        if len(points) < 2 or not np.all(np.isfinite(points)):
+            self.stats.reject(f"reference_path: need >= 2 finite points, got {len(points)}")
+            return
+        self.path = points
+        self.cost.set_path(points)
+
+    def on_e_stop(self, msg: Bool) -> None:
+        if msg.data != self.e_stop:
+            self.get_logger().warn(f"e-stop {'ENGAGED' if msg.data else 'released'}")
+        self.e_stop = bool(msg.data)
+
+    def on_model(self, msg: ModelUpdate) -> None:
+        from mbrl_ros.core.planners.base import build_planner
+        from mbrl_ros.io.checkpoint import CheckpointError, checksum, from_bytes
+
+        blob = bytes(msg.weights)
+        try:
+            if checksum(blob) != msg.checksum:
+                raise CheckpointError("checksum mismatch: the weights were corrupted in transit")
+            model, _config, _metrics = from_bytes(blob, source=f"dynamics/model v{msg.version}")
+            if model.state_dim != self.state_dim or model.action_dim != self.action_dim:
+                raise CheckpointError(f"model is {model.state_dim}x{model.action_dim}, controller needs "
+                                      f"{self.state_dim}x{self.action_dim}")
+        except CheckpointError as err:
+            self.stats.reject(str(err))
+            self.get_logger().error(f"model v{msg.version} refused: {err}")
+            return
+        if self.core.planner is None:
+            self.core.attach_planner(build_planner(self.p["planner"], model, self.cost, self.planner_config,
+                                                   source=f"{self.get_fully_qualified_name()}: {self.p['planner']}"))
+        else:
+            self.core.offer_model(model)  # swapped in at the start of the next cycle
+        self.model_version, self.model_kind = msg.version, msg.model_kind
+        self.get_logger().info(f"model v{msg.version} ({msg.model_kind}) received, checksum {msg.checksum[:12]}")
+
+    # --- the loop ----------------------------------------------------------------------------
+    def on_timer(self) -> None:
+        if self.active:
+            self.cycle()
+
+    def watchdog(self) -> None:
+        """State-triggered mode: nothing drives the loop when states stop, so this does."""
+        if self.active and time.monotonic() - self.latest_received > self.p["state_timeout"]:
+            self.cycle()
+
+    def problem(self) -> str:
+        if self.e_stop:
+            return "e-stop engaged"
+        if self.latest is None:
+            return "no state received yet"
+        age = time.monotonic() - self.latest_received
+        if age > self.p["state_timeout"]:
+            return f"state is stale ({age:.2f} s old, timeout {self.p['state_timeout']} s)"
+        if not self.latest.valid:
+            return f"state invalid: {self.latest.reason}"
+        if len(self.latest.values) != self.state_dim:
+            return f"state has {len(self.latest.values)} values, expected {self.state_dim}"
+        if self.p["needs_goal"] and self.goal is None and self.core.planner is not None:
+            return "no goal_pose received yet"
+        return ""
+
+    def cycle(self) -> None:
+        problem = self.problem()
+        stamp = None
+        if not problem:
+            stamp_ns = _stamp_ns(self.latest.header.stamp)
+            if stamp_ns <= self.last_answered_ns:
+                return  # this state was answered already (a re-published duplicate)
+            self.last_answered_ns = stamp_ns
+            stamp = self.latest.header.stamp
+        state = None if problem else np.asarray(self.latest.values, dtype=float)
+        out = self.core.step(state, problem, has_model=self.core.planner is not None)
+        self.send(out.action, stamp)
+        self.modes[out.mode] += 1
+        if out.reason and out.mode == "safe" and out.reason != self.last_reason:
+            self.get_logger().warn(f"safe command: {out.reason}")
+        self.last_reason = out.reason
+        self.stats.record(out.compute_ms, deadline_ms=1e3 / self.p["rate_hz"])
+        if out.plan is not None:
+            self.publish_plan(out.plan, stamp)
+
+    def send(self, action: np.ndarray, stamp) -> None:
+        msg = CommandVector()
+        msg.header.stamp = stamp if stamp is not None else self.get_clock().now().to_msg()
+        msg.names = list(self.p["action_names"])
+        msg.values = [float(a) for a in action]
+        self.command_pub.publish(msg)
+
+    def publish_plan(self, plan, stamp) -> None:
+        states = plan.predicted_states.detach().cpu().numpy()
+        path = Path()
+        path.header.stamp = stamp
+        path.header.frame_id = "map"
+        for x in states:
+            pose = PoseStamped()
+            pose.header = path.header
+            pose.pose.position.x, pose.pose.position.y = float(x[0]), float(x[1])
+            pose.pose.orientation.w = 1.0
+            path.poses.append(pose)
+        self.plan_pub.publish(path)
+        now = time.monotonic()
+        rate = self.p["rollouts_rate_hz"]
+        if plan.rollouts is None or rate <= 0 or now - self.last_rollouts < 1.0 / rate:
+            return
+        self.last_rollouts = now
+        markers = MarkerArray()
+        for i, rollout in enumerate(plan.rollouts.detach().cpu().numpy()):
+            marker = Marker(type=Marker.LINE_STRIP, action=Marker.ADD, id=i, ns="rollouts")
+            marker.header = path.header
+            marker.scale.x = 0.05
+            marker.color.r, marker.color.g, marker.color.b, marker.color.a = 0.2, 0.4, 1.0, 0.3
+            marker.points = [_point(x) for x in rollout]
+            markers.markers.append(marker)
+        self.rollouts_pub.publish(markers)
+
+    def publish_diagnostics(self) -> None:
+        values = self.stats.as_key_values()
+        values.update({f"cycles_{mode}": str(n) for mode, n in self.modes.items()})
+        values.update({"model_version": str(self.model_version), "model_kind": self.model_kind,
+                       "last_reason": self.last_reason, "e_stop": str(self.e_stop)})
+        level = DiagnosticStatus.WARN if self.last_reason and self.modes["safe"] else DiagnosticStatus.OK
+        self.diag_pub.publish(diagnostic_array(self, f"{self.get_fully_qualified_name()}", values, level,
+                                               self.last_reason or "ok"))
+
+
+def _point(x):
+    from geometry_msgs.msg import Point
+
+    return Point(x=float(x[0]), y=float(x[1]), z=0.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = ControllerNode()
+        if node.autostart:
+            node.trigger_configure()
+            node.trigger_activate()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
