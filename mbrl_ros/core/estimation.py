@@ -1,0 +1,237 @@
+"""The car's model state ``[x, y, yaw, v, steer]`` from odometry and the commands sent.
+
+ROS-free (numpy only): the estimator node feeds it message fields, tests feed it
+numbers. What it adds to the raw odometry:
+
+- yaw from the orientation quaternion, wrapped to (-pi, pi];
+- the steering angle, which odometry does not carry: the commanded steering
+  ``steer_gain * u_steer`` passed through a first-order actuator lag
+  (``steer_lag`` seconds; ``steer_lag <= dt`` means the command is reached
+  within one control period, as in ``KinematicBicycle``), integrated exactly
+  over the intervals between odometry stamps during which each command held;
+- an optional low-pass on the speed (``speed_filter_alpha``, 1.0 = none).
+
+Bad sensor data never raises: ``update`` returns a ``Rejection`` with a reason
+(non-finite field, degenerate quaternion, out-of-order or duplicate stamp) and
+leaves the filter state untouched, and the rejections are counted.
+
+A duplicate stamp is most often an identical re-send (the lockstep simulator
+re-publishes an unanswered state, because the first messages after discovery
+can be lost); such a rejection carries the estimate it repeats
+(``Rejection.repeat_of``) so the node can re-send it downstream too, and a
+lockstep loop whose state got lost on the estimator's output cannot stall.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+STATE_NAMES = ("x", "y", "yaw", "v", "steer")
+STEER_COMMAND = "u_steer"
+
+
+def wrap_to_pi(angle: float) -> float:
+    """``angle`` wrapped to (-pi, pi] (pi stays pi, -pi becomes pi)."""
+    return math.pi - (math.pi - angle) % (2.0 * math.pi)
+
+
+def yaw_from_quaternion(qx: float, qy: float, qz: float, qw: float) -> float:
+    """Rotation about z of a quaternion, in (-pi, pi].
+
+    Written with the squared norm instead of 1 so that a slightly
+    non-normalised quaternion (float32 on the wire, a driver's own integration)
+    still gives the right angle.
+    """
+    return wrap_to_pi(math.atan2(2.0 * (qw * qz + qx * qy), qw * qw + qx * qx - qy * qy - qz * qz))
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    steer_gain: float = 0.7853981633974483  # rad per unit u_steer: highway-env's 45 deg
+    steer_lag: float = 0.0  # s, first-order time constant of the steering actuator
+    dt: float = 0.2  # s, the control period; a lag up to it is treated as instant
+    speed_filter_alpha: float = 1.0  # weight of the newest speed sample; 1.0 = no filter
+    # Consecutive out-of-order samples after which the estimator assumes a new
+    # time line (a restarted simulator, a bag replayed from the start) and
+    # starts over from the next sample; 0 = never.
+    resync_after: int = 10
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"estimator: '{f.name}' must be a finite number, got {value!r}")
+        if self.steer_lag < 0:
+            raise ValueError(f"estimator: 'steer_lag' must be >= 0 s, got {self.steer_lag}")
+        if self.dt <= 0:
+            raise ValueError(f"estimator: 'dt' must be > 0 s, got {self.dt}")
+        if not 0.0 < self.speed_filter_alpha <= 1.0:
+            raise ValueError(f"estimator: 'speed_filter_alpha' must be in (0, 1], got {self.speed_filter_alpha}")
+        if self.resync_after < 0 or int(self.resync_after) != self.resync_after:
+            raise ValueError(f"estimator: 'resync_after' must be an integer >= 0, got {self.resync_after}")
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "estimator") -> "EstimatorConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class StateEstimate:
+    stamp_ns: int
+    values: np.ndarray  # [x, y, yaw, v, steer], float64
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return STATE_NAMES
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    # For an identical re-send of the last accepted sample: the estimate it repeats.
+    repeat_of: StateEstimate | None = None
+
+
+@dataclass
+class _Command:
+    stamp_ns: int
+    u_steer: float
+
+
+@dataclass
+class CarStateEstimator:
+    config: EstimatorConfig = field(default_factory=EstimatorConfig)
+
+    def __post_init__(self) -> None:
+        self.accepted = 0
+        self.rejected = 0
+        self.repeats = 0
+        self.resyncs = 0
+        self.last_rejection = ""
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the filter state and the time line (counters are kept)."""
+        self._last: StateEstimate | None = None
+        self._last_sample: tuple[float, ...] | None = None
+        self._steer = 0.0
+        self._speed = 0.0
+        self._u_steer = 0.0  # the command in effect since the last accepted sample
+        self._pending: list[_Command] = []  # commands received since then
+        self._out_of_order_run = 0
+
+    # ---- inputs ---------------------------------------------------------------------
+    def command(self, stamp_ns: int, u_steer: float) -> Rejection | None:
+        """Record a steering command sent at (or planned for the state stamped) ``stamp_ns``."""
+        if not _finite(stamp_ns, u_steer):
+            return self._reject(f"command: non-finite field (stamp {stamp_ns}, u_steer {u_steer})")
+        # Drivers saturate at the contract's [-1, 1]; so does the actuator.
+        self._pending.append(_Command(int(stamp_ns), min(1.0, max(-1.0, float(u_steer)))))
+        return None
+
+    def update(
+        self,
+        stamp_ns: int,
+        x: float,
+        y: float,
+        orientation: tuple[float, float, float, float],
+        speed: float,
+    ) -> StateEstimate | Rejection:
+        """One odometry sample (``orientation`` as ``(qx, qy, qz, qw)``) -> the model state."""
+        qx, qy, qz, qw = orientation
+        sample = (x, y, qx, qy, qz, qw, speed)
+        if not _finite(stamp_ns, *sample):
+            names = ("stamp", "x", "y", "qx", "qy", "qz", "qw", "speed")
+            bad = [n for n, v in zip(names, (stamp_ns, *sample)) if not _finite(v)]
+            return self._reject(f"odometry: non-finite {', '.join(bad)}")
+        if stamp_ns < 0:
+            return self._reject(f"odometry: negative stamp {stamp_ns} ns")
+        if qx * qx + qy * qy + qz * qz + qw * qw < 1e-12:
+            return self._reject("odometry: zero-length orientation quaternion")
+        stamp_ns = int(stamp_ns)
+        last = self._last
+        if last is not None and stamp_ns == last.stamp_ns:
+            self._out_of_order_run = 0
+            if sample == self._last_sample:
+                self.repeats += 1
+                return self._reject(f"odometry: duplicate stamp {_seconds(stamp_ns)} (a re-send)", repeat_of=last)
+            return self._reject(f"odometry: duplicate stamp {_seconds(stamp_ns)} with different values")
+        if last is not None and stamp_ns < last.stamp_ns:
+            self._out_of_order_run += 1
+            if not self.config.resync_after or self._out_of_order_run < self.config.resync_after:
+                return self._reject(
+                    f"odometry: out-of-order stamp {_seconds(stamp_ns)} before the last one {_seconds(last.stamp_ns)}"
+                )
+            # So many in a row: the time line restarted; start over from this sample.
+            self.resyncs += 1
+            pending = self._pending
+            self.reset()
+            self._pending = pending
+            last = None
+        self._out_of_order_run = 0
+
+        steer = self._propagate_steer(None if last is None else last.stamp_ns, stamp_ns)
+        alpha = self.config.speed_filter_alpha
+        speed = float(speed) if last is None else alpha * float(speed) + (1.0 - alpha) * self._speed
+        yaw = yaw_from_quaternion(qx, qy, qz, qw)
+        estimate = StateEstimate(stamp_ns, np.array([float(x), float(y), yaw, speed, steer]))
+        self._last, self._last_sample = estimate, sample
+        self._steer, self._speed = steer, speed
+        self.accepted += 1
+        return estimate
+
+    # ---- internals -------------------------------------------------------------------
+    def _propagate_steer(self, from_ns: int | None, to_ns: int) -> float:
+        """The steering angle at ``to_ns``, given the commands received since ``from_ns``."""
+        commands = sorted(self._pending, key=lambda c: c.stamp_ns)
+        self._pending = []
+        gain, lag = self.config.steer_gain, self.config.steer_lag
+        if commands:
+            latest = commands[-1].u_steer
+        else:
+            latest = self._u_steer
+        if from_ns is None or lag <= self.config.dt:
+            # Instant actuator, or no history: the last command received holds.
+            # (Before any command, the car is assumed to steer straight.)
+            self._u_steer = latest
+            return gain * latest
+        steer, u, t = self._steer, self._u_steer, from_ns
+        for command in commands:
+            # A command acts from its stamp (the state it answers), but not
+            # before the last sample (its effect then is already measured) nor
+            # after this one (it was received, so it is in effect).
+            start = min(max(command.stamp_ns, from_ns), to_ns)
+            steer = _first_order(steer, gain * u, (start - t) * 1e-9, lag)
+            u, t = command.u_steer, start
+        self._u_steer = u
+        return _first_order(steer, gain * u, (to_ns - t) * 1e-9, lag)
+
+    def _reject(self, reason: str, repeat_of: StateEstimate | None = None) -> Rejection:
+        self.rejected += 1
+        self.last_rejection = reason
+        return Rejection(reason, repeat_of)
+
+
+def _first_order(value: float, target: float, duration_s: float, lag_s: float) -> float:
+    """Exact response of ``lag * dv/dt = target - v`` after ``duration_s`` seconds."""
+    if duration_s <= 0.0:
+        return value
+    return target + (value - target) * math.exp(-duration_s / lag_s)
+
+
+def _finite(*values) -> bool:
+    try:
+        return all(math.isfinite(v) for v in values)
+    except TypeError:
+        return False
+
+
+def _seconds(stamp_ns: int) -> str:
+    return f"{stamp_ns * 1e-9:.9f} s"

@@ -1,0 +1,172 @@
+"""CarStateEstimator: yaw wrapping, steering through the actuator lag, speed filter, rejections."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mbrl_ros.core.estimation import (
+    STATE_NAMES,
+    CarStateEstimator,
+    EstimatorConfig,
+    Rejection,
+    StateEstimate,
+    wrap_to_pi,
+    yaw_from_quaternion,
+)
+
+GAIN = 0.7853981633974483
+DT_NS = 200_000_000
+
+
+def quat(yaw: float) -> tuple[float, float, float, float]:
+    return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
+
+
+def odom(est: CarStateEstimator, k: int, x=0.0, y=0.0, yaw=0.0, v=0.0, stamp_ns=None):
+    return est.update(k * DT_NS if stamp_ns is None else stamp_ns, x, y, quat(yaw), v)
+
+
+def test_state_from_odometry_without_commands():
+    est = CarStateEstimator()
+    out = odom(est, 0, x=1.5, y=-2.0, yaw=0.3, v=-0.7)
+    assert isinstance(out, StateEstimate) and out.names == STATE_NAMES == ("x", "y", "yaw", "v", "steer")
+    np.testing.assert_allclose(out.values, [1.5, -2.0, 0.3, -0.7, 0.0], atol=1e-12)
+    assert out.stamp_ns == 0 and est.accepted == 1 and est.rejected == 0
+
+
+@pytest.mark.parametrize("yaw", [0.0, 1.0, -1.0, 3.0, -3.0, 3.5, -3.5, 7.0, math.pi, -math.pi, 4 * math.pi + 0.1])
+def test_yaw_wrapped_to_half_open_interval(yaw):
+    got = yaw_from_quaternion(*quat(yaw))
+    assert -math.pi < got <= math.pi
+    assert math.isclose(math.cos(got), math.cos(yaw), abs_tol=1e-9)
+    assert math.isclose(math.sin(got), math.sin(yaw), abs_tol=1e-9)
+
+
+def test_wrap_to_pi_edges_and_unnormalised_quaternion():
+    assert wrap_to_pi(math.pi) == math.pi and wrap_to_pi(-math.pi) == math.pi
+    assert math.isclose(wrap_to_pi(3 * math.pi / 2), -math.pi / 2)
+    qx, qy, qz, qw = quat(2.0)
+    assert math.isclose(yaw_from_quaternion(3 * qx, 3 * qy, 3 * qz, 3 * qw), 2.0, abs_tol=1e-12)
+    # A rotation about z written with a flipped-sign quaternion is the same yaw.
+    assert math.isclose(yaw_from_quaternion(-qx, -qy, -qz, -qw), 2.0, abs_tol=1e-12)
+
+
+def test_instant_steering_follows_the_last_command():
+    est = CarStateEstimator(EstimatorConfig(steer_lag=0.1, dt=0.2))  # lag <= dt: instant
+    assert odom(est, 0).values[4] == 0.0
+    est.command(0, 0.5)
+    assert math.isclose(odom(est, 1).values[4], GAIN * 0.5)
+    est.command(DT_NS, -2.0)  # saturates at the contract's -1
+    assert math.isclose(odom(est, 2).values[4], -GAIN)
+    assert math.isclose(odom(est, 3).values[4], -GAIN)  # held without a new command
+
+
+def test_lagged_steering_is_the_exact_first_order_response():
+    lag = 0.5
+    est = CarStateEstimator(EstimatorConfig(steer_gain=0.4, steer_lag=lag, dt=0.2))
+    odom(est, 0)
+    est.command(0, 1.0)
+    expected = 0.4 * (1 - math.exp(-0.2 / lag))
+    assert math.isclose(odom(est, 1).values[4], expected)
+    # Two commands inside one period: each acts from its stamp.
+    est.command(DT_NS, -1.0)
+    est.command(DT_NS + 50_000_000, 0.0)
+    after_first = -0.4 + (expected + 0.4) * math.exp(-0.05 / lag)
+    expected2 = after_first * math.exp(-0.15 / lag)
+    assert math.isclose(odom(est, 2).values[4], expected2)
+    # Long gap: converges to the held command (0).
+    assert abs(odom(est, 100).values[4]) < 1e-9
+
+
+def test_command_stamped_before_the_last_sample_acts_from_that_sample():
+    lag = 1.0
+    est = CarStateEstimator(EstimatorConfig(steer_gain=1.0, steer_lag=lag, dt=0.2))
+    odom(est, 0)
+    odom(est, 1)
+    est.command(0, 1.0)  # answers state 0 but arrived after state 1 was measured
+    assert math.isclose(odom(est, 2).values[4], 1 - math.exp(-0.2 / lag))
+
+
+def test_first_sample_after_a_command_takes_the_command():
+    est = CarStateEstimator(EstimatorConfig(steer_lag=2.0))
+    est.command(0, -0.5)
+    assert math.isclose(odom(est, 3).values[4], -0.5 * GAIN)
+
+
+def test_speed_low_pass():
+    est = CarStateEstimator(EstimatorConfig(speed_filter_alpha=0.25))
+    assert odom(est, 0, v=2.0).values[3] == 2.0  # the first sample initialises the filter
+    assert math.isclose(odom(est, 1, v=6.0).values[3], 0.25 * 6.0 + 0.75 * 2.0)
+    unfiltered = CarStateEstimator()
+    odom(unfiltered, 0, v=2.0)
+    assert odom(unfiltered, 1, v=6.0).values[3] == 6.0
+
+
+@pytest.mark.parametrize(
+    "field, kwargs, word",
+    [
+        ("x", dict(x=float("nan")), "x"),
+        ("speed", dict(v=float("inf")), "speed"),
+        ("qz", dict(yaw=float("nan")), "qz"),
+    ],
+)
+def test_non_finite_odometry_rejected_with_reason(field, kwargs, word):
+    est = CarStateEstimator()
+    odom(est, 0, x=1.0, v=1.0)
+    out = odom(est, 1, **kwargs)
+    assert isinstance(out, Rejection) and "non-finite" in out.reason and word in out.reason
+    assert est.rejected == 1 and est.last_rejection == out.reason
+    # The filter state is untouched: the next good sample continues from sample 0.
+    nxt = odom(est, 2, x=2.0, v=1.0)
+    assert isinstance(nxt, StateEstimate) and nxt.values[0] == 2.0
+
+
+def test_bad_inputs_never_raise():
+    est = CarStateEstimator()
+    assert isinstance(est.update(0, None, 0.0, quat(0), 0.0), Rejection)
+    assert isinstance(est.update(float("nan"), 0.0, 0.0, quat(0), 0.0), Rejection)
+    assert "quaternion" in est.update(0, 0.0, 0.0, (0.0, 0.0, 0.0, 0.0), 0.0).reason
+    assert "negative" in est.update(-5, 0.0, 0.0, quat(0), 0.0).reason
+    assert "non-finite" in est.command(0, float("nan")).reason
+    assert est.rejected == 5 and est.accepted == 0
+
+
+def test_out_of_order_and_duplicate_stamps_rejected():
+    est = CarStateEstimator()
+    first = odom(est, 5, x=1.0)
+    older = odom(est, 4, x=9.0)
+    assert isinstance(older, Rejection) and "out-of-order" in older.reason
+    differs = odom(est, 5, x=2.0)
+    assert isinstance(differs, Rejection) and "duplicate" in differs.reason and differs.repeat_of is None
+    resend = odom(est, 5, x=1.0)
+    assert isinstance(resend, Rejection) and "re-send" in resend.reason
+    assert resend.repeat_of is first  # so the node can re-send the same state
+    assert est.rejected == 3 and est.repeats == 1 and est.accepted == 1
+
+
+def test_resync_after_a_restarted_time_line():
+    est = CarStateEstimator(EstimatorConfig(resync_after=3))
+    odom(est, 100, x=5.0)
+    assert isinstance(odom(est, 0), Rejection)
+    assert isinstance(odom(est, 1), Rejection)
+    restarted = odom(est, 2, x=-1.0)
+    assert isinstance(restarted, StateEstimate) and restarted.values[0] == -1.0 and est.resyncs == 1
+    assert isinstance(odom(est, 3), StateEstimate)
+    never = CarStateEstimator(EstimatorConfig(resync_after=0))
+    odom(never, 100)
+    assert all(isinstance(odom(never, k), Rejection) for k in range(20))
+
+
+def test_config_validation_names_the_key():
+    with pytest.raises(ValueError, match="speed_filter_alpha"):
+        EstimatorConfig(speed_filter_alpha=0.0)
+    with pytest.raises(ValueError, match="steer_lag"):
+        EstimatorConfig(steer_lag=-1.0)
+    with pytest.raises(ValueError, match="dt"):
+        EstimatorConfig(dt=float("nan"))
+    with pytest.raises(ValueError, match="unknown key"):
+        EstimatorConfig.from_dict({"steer_gain": 0.5, "bogus": 1})
+    assert EstimatorConfig.from_dict({"steer_gain": 0.5}).steer_gain == 0.5
