@@ -54,6 +54,7 @@ def cross_track_error(position: np.ndarray, path: np.ndarray) -> float:
 class RaceStep:
     state: np.ndarray
     cross_track_error: float
+    crashed: bool  # left the track
     done: bool
 
 
@@ -71,6 +72,8 @@ class RaceSim:
         steer_gain: float = 0.4,
         steer_lag: float = 0.1,
         episode_steps: int = 600,
+        speed_range: tuple[float, float] = (2.0, 25.0),
+        track_half_width: float = 6.0,
     ) -> None:
         from vehiclemodels.parameters_vehicle2 import parameters_vehicle2
         from vehiclemodels.vehicle_dynamics_st import vehicle_dynamics_st
@@ -83,6 +86,9 @@ class RaceSim:
         self.steer_gain = steer_gain
         self.steer_lag = steer_lag
         self.episode_steps = episode_steps
+        # A race car in drive: no reversing, no standstill (the single-track model is singular at v = 0).
+        self.speed_range = speed_range
+        self.track_half_width = track_half_width
         self.path = stadium_track()
         self.wheelbase = self.params.a + self.params.b
         self._x = np.zeros(7)
@@ -107,8 +113,14 @@ class RaceSim:
             # The steering actuator tracks the command with a first-order lag,
             # limited by the vehicle's steering-rate bounds inside the model.
             steer_rate = (self.steer_gain * u_steer - self._x[2]) / self.steer_lag
-            f = self._dynamics(list(self._x), [steer_rate, self.accel_gain * u_accel], self.params)
+            accel = self.accel_gain * u_accel
+            low, high = self.speed_range
+            if (self._x[3] <= low and accel < 0) or (self._x[3] >= high and accel > 0):
+                accel = 0.0
+            f = self._dynamics(list(self._x), [steer_rate, accel], self.params)
             self._x = self._x + h * np.asarray(f)
         self._steps += 1
         state = self.state
-        return RaceStep(state, cross_track_error(state[:2], self.path), self._steps >= self.episode_steps)
+        error = cross_track_error(state[:2], self.path)
+        off_track = error > self.track_half_width
+        return RaceStep(state, error, off_track, off_track or self._steps >= self.episode_steps)

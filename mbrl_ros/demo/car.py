@@ -21,7 +21,7 @@ from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.fitting import fit_model
 from mbrl_ros.core.planners.base import build_planner
-from mbrl_ros.io.config import ConfigError, node_parameters, require
+from mbrl_ros.io.config import ConfigError, merge, node_parameters, require
 from mbrl_ros.plots import plot_car_trajectories, plot_error_vs_horizon, plot_latency_histogram
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -42,15 +42,12 @@ def load_car_config(task: str, config_dir: str | Path | None = None) -> tuple[di
     """(controller, trainer) parameters: ``car.yaml`` overridden by ``car_<task>.yaml``."""
     folder = Path(config_dir) if config_dir else CONFIG_DIR
     robot, task_file = folder / "car.yaml", folder / f"car_{task}.yaml"
-    controller = node_parameters(robot, "controller")
-    trainer = node_parameters(robot, "trainer")
-    if task_file.exists():
-        from mbrl_ros.io.config import _merge
-
-        _merge(controller, node_parameters(task_file, "controller"))
-    else:
+    if not task_file.exists():
         raise ConfigError(f"{task_file}: no config for task '{task}'")
-    return controller, trainer
+    return tuple(
+        merge(node_parameters(robot, node), node_parameters(task_file, node, required=False))
+        for node in ("controller", "trainer")
+    )
 
 
 def make_sim(task: str):

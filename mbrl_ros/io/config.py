@@ -33,7 +33,7 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def node_parameters(path: str | Path, node_name: str) -> dict:
+def node_parameters(path: str | Path, node_name: str, required: bool = True) -> dict:
     """The ``ros__parameters`` a node named ``node_name`` gets from ``path``, nested.
 
     Like rclpy: the ``/**`` wildcard section applies to every node and the node's
@@ -48,9 +48,15 @@ def node_parameters(path: str | Path, node_name: str) -> dict:
                 raise ConfigError(f"{path}: section '{section}' has no 'ros__parameters' mapping")
             _merge(merged, body["ros__parameters"] or {})
             found = True
-    if not found:
+    if not found and required:
         raise ConfigError(f"{path}: no parameters for node '{node_name}' (sections: {sorted(data)})")
     return merged
+
+
+def merge(into: dict, update: dict) -> dict:
+    """Deep-merge ``update`` into ``into`` (later params files override earlier ones, as in rclpy)."""
+    _merge(into, update)
+    return into
 
 
 def _merge(into: dict, update: dict) -> None:
