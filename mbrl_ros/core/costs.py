@@ -174,6 +174,9 @@ class CostTerm(nn.Module):
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def prepare(self, state: torch.Tensor) -> None:
+        """Per-cycle set-up from the current state ``[nx]``, run once before a planning step."""
+
     def missing_context(self) -> list[str]:
         """Context this term reads that has not been set yet."""
         return [name for name in self.context if name not in self._context_set]
@@ -280,11 +283,15 @@ class PathTrackingTerm(CostTerm):
     nearest point on the path (the path should not cross itself near the car).
 
     All K*(H+1) points are measured against all segments in one fused batched
-    computation. ``window_segments > 0`` keeps only that many segments around the
-    one nearest the current state (like Nav2's path pruning), which bounds the
-    work for long paths. The path is padded to a power-of-two capacity with
-    zero-length segments at its end point, which changes no distance, so a new
-    path of similar length keeps the same buffer shapes (and compiled graph).
+    computation, the term that dominates a path-following planner's cost. Two
+    knobs bound that work, as Nav2 does: ``window_segments > 0`` keeps only that
+    many segments, starting a quarter window behind the one nearest the current
+    state (chosen once per cycle in ``prepare``, like Nav2's path pruning), and
+    ``time_stride > 1`` scores every that many-th state (scaled to keep the sum's
+    size; the last state is always scored for the terminal and progress parts).
+    The path is padded to a power-of-two capacity with zero-length segments at
+    its end point, which changes no distance, so a new path of similar length
+    keeps the same buffer shapes (and compiled graph).
     """
 
     kind = "path_tracking"
@@ -297,6 +304,7 @@ class PathTrackingTerm(CostTerm):
         "stage_weight": 1.0,
         "terminal_weight": 0.0,
         "window_segments": 0,
+        "time_stride": 1,
         "x_index": 0,
         "y_index": 1,
         "yaw_index": 2,
@@ -313,6 +321,7 @@ class PathTrackingTerm(CostTerm):
         self.stage_weight = _number("stage_weight", c["stage_weight"], low=0)
         self.terminal_weight = _number("terminal_weight", c["terminal_weight"], low=0)
         self.window_segments = _number("window_segments", c["window_segments"], low=0, integer=True)
+        self.time_stride = _number("time_stride", c["time_stride"], low=1, integer=True)
         self.ix, self.iy, self.iyaw, self.iv = (
             _index(k, c[k], self.state_dim) for k in ("x_index", "y_index", "yaw_index", "speed_index")
         )
@@ -323,6 +332,9 @@ class PathTrackingTerm(CostTerm):
         old = getattr(self, "segments", None)
         table = torch.zeros(capacity, 9) if old is None else old.new_zeros(capacity, 9)
         self.register_buffer("segments", table)
+        # The segments scored: all of them, or the window chosen in prepare().
+        window = self.window_segments if 0 < self.window_segments < capacity else capacity
+        self.register_buffer("active", table.new_zeros(window, 9))
         self.num_segments = 0
 
     def set_path(self, path: torch.Tensor) -> None:
@@ -349,28 +361,43 @@ class PathTrackingTerm(CostTerm):
         self.segments[:count] = table
         self.segments[count:] = pad
         self.num_segments = count
+        self._select_window(path[0])
         self._context_set.add("path")
 
-    def _active_segments(self, states: torch.Tensor) -> torch.Tensor:
-        window = self.window_segments
-        capacity = self.segments.shape[0]
-        if not window or window >= capacity:
-            return self.segments
-        # Segments around the one nearest the current state (the same for every sample).
-        current = states.reshape(-1, states.shape[-1])[0]
-        d2, _ = _segment_distances2(current[self.ix], current[self.iy], self.segments)
-        nearest = d2.argmin()
-        first = torch.clamp(nearest - window // 4, min=0, max=capacity - window)
-        index = first + torch.arange(window, device=self.segments.device)
-        return self.segments.index_select(0, index)
+    def prepare(self, state: torch.Tensor) -> None:
+        if "path" in self._context_set:
+            self._select_window(state[[self.ix, self.iy]])
+
+    def _select_window(self, position: torch.Tensor) -> None:
+        window = self.active.shape[0]
+        if window == self.segments.shape[0]:
+            self.active.copy_(self.segments)
+            return
+        d2, _ = _segment_distances2(position[0], position[1], self.segments)
+        nearest = int(d2.argmin())
+        first = min(max(nearest - window // 4, 0), self.segments.shape[0] - window)
+        self.active.copy_(self.segments[first : first + window])
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        segments = self._active_segments(states)
-        x, y = states[..., self.ix], states[..., self.iy]
+        segments = self.active
+        stride = self.time_stride
+        total = states.new_zeros(states.shape[0])
+        if self.stage_weight:
+            total = total + self.stage_weight * stride * self._per_state(states[:, stride::stride], segments).sum(1)
+        if self.terminal_weight:
+            total = total + self.terminal_weight * self._per_state(states[:, -1:], segments)[:, 0]
+        if self.progress_weight:
+            total = total - self.progress_weight * (
+                self._arc_length(states[:, -1], segments) - self._arc_length(states[:, 0], segments)
+            )
+        return total
+
+    def _per_state(self, states: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        x = states[..., self.ix]
         per_state = torch.zeros_like(x)
         need_nearest = self.heading_weight > 0
         if self.distance_weight or need_nearest:
-            d2, nearest, _ = _point_segment_distance2(x, y, segments, with_index=need_nearest)
+            d2, nearest, _ = _point_segment_distance2(x, states[..., self.iy], segments, with_index=need_nearest)
             if self.distance_weight:
                 per_state = per_state + self.distance_weight * d2
             if need_nearest:
@@ -380,12 +407,7 @@ class PathTrackingTerm(CostTerm):
         if self.speed_weight:
             dv = states[..., self.iv] - self.target_speed
             per_state = per_state + self.speed_weight * dv * dv
-        total = _stage_and_terminal(per_state, self.stage_weight, self.terminal_weight)
-        if self.progress_weight:
-            total = total - self.progress_weight * (
-                self._arc_length(states[:, -1], segments) - self._arc_length(states[:, 0], segments)
-            )
-        return total
+        return per_state
 
     def _arc_length(self, points: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
         _, nearest, t = _point_segment_distance2(points[:, self.ix], points[:, self.iy], segments, with_index=True)
@@ -741,6 +763,11 @@ class TrajectoryCost(nn.Module):
 
     def set_fingertip_target(self, target: torch.Tensor) -> int:
         return self._forward_context("fingertip_target", target)
+
+    def prepare(self, state: torch.Tensor) -> None:
+        """Per-cycle set-up from the current state ``[nx]`` (say, the path window); planners call it."""
+        for term in self.terms.values():
+            term.prepare(state)
 
     def check_ready(self) -> None:
         """Raise if a term still lacks run-time context (say, no goal was set)."""

@@ -112,10 +112,22 @@ def test_path_padding_and_window_do_not_change_distances():
     full.set_path(path[:20])
     assert full.segments.shape[0] == capacity
 
+    # A window of segments around the current position, chosen once per cycle by prepare().
     windowed = PathTrackingTerm(NX, NU, window_segments=16)
     windowed.set_path(path)
+    windowed.prepare(states[0, 0])
     full.set_path(path)
+    assert windowed.active.shape[0] == 16
     assert torch.allclose(windowed(states, actions), full(states, actions), rtol=1e-5)
+    far = states.clone()
+    far[..., 0] += 20.0  # 20 m further along: the window follows after prepare()
+    windowed.prepare(far[0, 0])
+    assert torch.allclose(windowed(far, actions), full(far, actions), rtol=1e-5)
+
+    # time_stride scores every n-th state, scaled to keep the sum's size.
+    strided = PathTrackingTerm(NX, NU, time_stride=2)
+    strided.set_path(path)
+    assert torch.allclose(strided(states, actions).double(), 2 * d2[:, 2::2].sum(1), rtol=1e-4)
 
 
 # --------------------------------------------------------------------------- obstacles

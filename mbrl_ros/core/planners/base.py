@@ -1,0 +1,481 @@
+"""What every receding-horizon planner shares: config, result, limits, rollout, factory.
+
+A planner plans through one ``DynamicsModel`` and one ``TrajectoryCost``:
+``plan(state[nx]) -> PlanResult``, called once per control cycle. It keeps its
+own warm start (the previous solution, shifted by one step) and the previously
+applied action, which rate limits and the smoothness cost measure against;
+``reset()`` forgets both (a new episode, or after an e-stop).
+
+Action bounds and per-step rate limits are enforced on everything a planner
+returns, not only on the first action, so a controller that falls back to the
+second action of an old plan still obeys them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from mbrl_ros.core.costs import TrajectoryCost
+from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.models.bicycle import KinematicBicycle
+from mbrl_ros.core.validation import check_tensor
+
+__all__ = [
+    "PlannerConfig",
+    "PlanResult",
+    "Planner",
+    "PLANNERS",
+    "build_planner",
+    "limit_actions",
+    "rollout",
+    "time_major_rollout",
+    "counter_gaussian",
+]
+
+
+# --------------------------------------------------------------------------- config
+@dataclass
+class PlannerConfig:
+    """Settings every planner has. Per-dimension values accept a scalar (all dims) or a list."""
+
+    horizon: int = 30
+    action_low: float | list[float] = -1.0
+    action_high: float | list[float] = 1.0
+    # Largest |u[t] - u[t-1]| per step and dimension; None: no rate limit.
+    max_rate: float | list[float] | None = None
+    # Warm start: what fills the last step after shifting the previous solution ("last" or "zero").
+    shift_fill: str = "last"
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None, source: str = "planner") -> "PlannerConfig":
+        """Build from a YAML mapping; unknown keys and bad values raise errors naming them."""
+        values = dict(values or {})
+        valid = sorted(f.name for f in fields(cls))
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; valid keys: {valid}")
+        config = cls(**values)
+        config.validate(source)
+        return config
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self, source: str = "planner") -> None:
+        """Check every value; subclasses extend with their own keys."""
+        _positive_int(source, "horizon", self.horizon)
+        _per_dim_ok(source, "action_low", self.action_low)
+        _per_dim_ok(source, "action_high", self.action_high)
+        if self.max_rate is not None:
+            _per_dim_ok(source, "max_rate", self.max_rate, positive=True)
+        _one_of(source, "shift_fill", self.shift_fill, ("last", "zero"))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"{source}: seed: expected an integer, got {self.seed!r}")
+
+
+def _positive_int(source: str, key: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{source}: {key}: expected an integer >= {minimum}, got {value!r}")
+
+
+def _real(source: str, key: str, value: Any, low: float | None = None, high: float | None = None,
+          open_low: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if open_low else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        rng = "" if low is None else (f" {'>' if open_low else '>='} {low}")
+        rng += "" if high is None else f" and <= {high}"
+        raise ValueError(f"{source}: {key}: expected a finite number{rng}, got {value!r}")
+
+
+def _per_dim_ok(source: str, key: str, value: Any, positive: bool = False) -> None:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise ValueError(f"{source}: {key}: expected a number or a list of numbers, got {value!r}")
+    for item in items:
+        _real(source, key, item, low=0.0 if positive else None, open_low=positive)
+
+
+def _one_of(source: str, key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{source}: {key}: expected one of {list(choices)}, got {value!r}")
+
+
+def per_dim(key: str, value: float | list[float], dim: int, like: torch.Tensor) -> torch.Tensor:
+    """A config value as a [dim] tensor: scalars broadcast, lists must have ``dim`` entries."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != dim:
+            raise ValueError(f"{key}: expected {dim} values (one per action dimension), got {len(value)}")
+        return torch.tensor([float(v) for v in value], dtype=like.dtype, device=like.device)
+    return torch.full((dim,), float(value), dtype=like.dtype, device=like.device)
+
+
+# --------------------------------------------------------------------------- result
+@dataclass
+class PlanResult:
+    """One planning step's output. ``action`` is ``nominal_actions[0]``."""
+
+    action: torch.Tensor  # [nu], to apply now
+    nominal_actions: torch.Tensor  # [H, nu], the plan
+    predicted_states: torch.Tensor  # [H+1, nx], the model's rollout of the plan from the given state
+    cost: float  # the plan's cost under the planner's cost
+    rollouts: torch.Tensor | None = None  # [M, H+1, nx] sampled trajectories, for visualisation
+    info: dict[str, Any] = field(default_factory=dict)  # planner diagnostics, "solve_ms" always
+
+
+# --------------------------------------------------------------------------- pure helpers
+def rollout(model: DynamicsModel, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``state[nx]`` or ``[K, nx]``, ``actions[K, H, nu]`` -> ``states[K, H+1, nx]`` via ``model.forward``."""
+    x = state.expand(actions.shape[0], -1) if state.dim() == 1 else state
+    states = [x]
+    for t in range(actions.shape[1]):
+        x = model(x, actions[:, t])
+        states.append(x)
+    return torch.stack(states, dim=1)
+
+
+def _limit_step(
+    u: torch.Tensor, before: torch.Tensor, rate: torch.Tensor | None, low: torch.Tensor, high: torch.Tensor
+) -> torch.Tensor:
+    if rate is not None:
+        u = torch.maximum(torch.minimum(u, before + rate), before - rate)
+    return torch.maximum(torch.minimum(u, high), low)
+
+
+def limit_actions(
+    actions: torch.Tensor,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    max_rate: torch.Tensor | None,
+    previous: torch.Tensor,
+    has_previous: torch.Tensor,
+    time_major: bool = False,
+) -> torch.Tensor:
+    """Clamp actions to bounds and, if ``max_rate`` is given, to per-step rate limits.
+
+    Layout ``[..., H, nu]``, or ``[H, nu, K]`` with ``time_major``. The rate window
+    of step 0 is centred on ``previous`` (the action applied last cycle) when
+    ``has_previous`` (a 0-d tensor, 0 or 1) is set, else it is unbounded; each
+    later step's window is centred on the step before. Bounds contain the
+    previous action, so clamping to the window and then to the bounds satisfies
+    both. Pure tensor code with no data-dependent branches, so it compiles into
+    the planners' graphs.
+    """
+    if time_major:
+        low, high, previous = low[:, None], high[:, None], previous[:, None]
+        max_rate = None if max_rate is None else max_rate[:, None]
+    if max_rate is None:
+        return torch.maximum(torch.minimum(actions, high), low)
+    first_rate = torch.where(has_previous > 0, max_rate, torch.full_like(max_rate, float("inf")))
+    time_axis = 0 if time_major else actions.dim() - 2
+    steps = []
+    before = previous
+    for t in range(actions.shape[time_axis]):
+        u = actions[t] if time_major else actions[..., t, :]
+        before = _limit_step(u, before, first_rate if t == 0 else max_rate, low, high)
+        steps.append(before)
+    return torch.stack(steps, dim=time_axis)
+
+
+# --------------------------------------------------------------------------- time-major rollouts
+# Sampling planners keep their batch in "time-major, sample-last" layout: actions
+# [H, nu, K], states [H+1, nx, K]. Every per-sample quantity is then a contiguous
+# row of K values, which a compiler vectorises; the [K, nx] layout of a model's
+# forward interleaves state components and forces strided, scalar code. Costs see
+# ``states.permute(2, 0, 1)``, a [K, H+1, nx] view.
+TimeMajorRollout = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def time_major_rollout(model: DynamicsModel) -> tuple[TimeMajorRollout, Callable[[], bool]]:
+    """``(rollout(state[nx], actions[H, nu, K]) -> states[H+1, nx, K], still_valid())`` for a model.
+
+    A model may provide its own ``rollout_time_major(state, actions)``. The kinematic
+    bicycle gets a planner-side fast path (same equations, fewer transcendental
+    functions, see ``_bicycle_time_major``), checked against ``model.forward``
+    when built. Anything else runs ``model.forward`` step by step on transposed
+    views. ``still_valid()`` says whether the rollout still matches the model (a
+    specialisation on the model's parameters may need rebuilding after a change).
+    """
+    own = getattr(model, "rollout_time_major", None)
+    if callable(own):
+        return own, lambda: True
+    if type(model) is KinematicBicycle:
+        fast = _bicycle_time_major(model)
+        if fast is not None:
+            return fast
+    return functools.partial(_generic_time_major, model), lambda: True
+
+
+def _generic_time_major(model: DynamicsModel, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    x = state[:, None].expand(-1, actions.shape[2]) if state.dim() == 1 else state
+    states = [x]
+    for t in range(actions.shape[0]):
+        x = model(x.T, actions[t].T).T
+        states.append(x)
+    return torch.stack(states, dim=0)
+
+
+def _bicycle_time_major(model: KinematicBicycle) -> tuple[TimeMajorRollout, Callable[[], bool]] | None:
+    """``KinematicBicycle.forward`` over a horizon, time-major, with fewer transcendentals.
+
+    The same explicit Euler substeps, rewritten with ``z = l_r / L * tan(steer)``:
+    ``cos(beta) = 1 / sqrt(1 + z^2)``, ``sin(beta) = z cos(beta)`` and
+    ``cos/sin(yaw + beta)`` by the angle-sum identities, so a substep needs
+    ``tan, cos, sin`` instead of ``tan, atan, cos, cos, sin``. When the steering lag
+    is at most one substep (highway-env's car: no lag) the steering reaches its
+    command in the first substep and ``tan(steer)`` is computed once per step.
+    Parameters are read from ``model.theta`` at every call; whether the lag fits
+    in one substep is fixed when built and re-checked by ``still_valid``.
+    Returns None (use the generic path) if it does not match ``model.forward``.
+    """
+    substep = model.dt / model.substeps
+
+    def settles() -> bool:
+        return float(model.theta[4]) <= substep
+
+    steer_settles = settles()
+    acceleration = model.speed_input == "acceleration"
+
+    def rollout_fast(state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        wheelbase, rear, speed_gain, steer_gain, lag = model.theta.unbind()
+        alpha = torch.clamp(substep / torch.clamp(lag, min=1e-6), max=1.0)
+        ratio = rear / wheelbase
+        count = actions.shape[2]
+        x, y, yaw, v, steer = (
+            state[i].expand(count) if state.dim() == 1 else state[i] for i in range(5)
+        )
+        columns: list[list[torch.Tensor]] = [[x], [y], [yaw], [v], [steer]]
+        for t in range(actions.shape[0]):
+            u_speed, u_steer = actions[t, 0], actions[t, 1]
+            steer_command = steer_gain * u_steer
+            speed_command = speed_gain * u_speed
+            if steer_settles:
+                steer = steer_command
+                tan_steer = torch.tan(steer)
+                z = ratio * tan_steer
+                cos_beta = torch.rsqrt(1.0 + z * z)
+                sin_beta = z * cos_beta
+                yaw_rate_per_speed = cos_beta * tan_steer / wheelbase
+            for _ in range(model.substeps):
+                if not steer_settles:
+                    steer = steer + alpha * (steer_command - steer)
+                    tan_steer = torch.tan(steer)
+                    z = ratio * tan_steer
+                    cos_beta = torch.rsqrt(1.0 + z * z)
+                    sin_beta = z * cos_beta
+                    yaw_rate_per_speed = cos_beta * tan_steer / wheelbase
+                cos_yaw, sin_yaw = torch.cos(yaw), torch.sin(yaw)
+                step = substep * v
+                x = x + step * (cos_yaw * cos_beta - sin_yaw * sin_beta)
+                y = y + step * (sin_yaw * cos_beta + cos_yaw * sin_beta)
+                yaw = yaw + step * yaw_rate_per_speed
+                v = v + substep * speed_command if acceleration else v + alpha * (speed_command - v)
+            for column, value in zip(columns, (x, y, yaw, v, steer)):
+                column.append(value)
+        return torch.stack([torch.stack(column) for column in columns], dim=1)
+
+    # Check against the model itself before trusting it.
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        dtype, device = model_dtype_device(model)
+        states = (torch.rand(6, 5, generator=generator, dtype=dtype) * 2 - 1).to(device)
+        actions = (torch.rand(3, 2, 6, generator=generator, dtype=dtype) * 2 - 1).to(device)
+        expected = _generic_time_major(model, states.T, actions)
+        if not torch.allclose(rollout_fast(states.T, actions), expected, atol=1e-4, rtol=1e-4):
+            warnings.warn("kinematic bicycle fast rollout does not match the model; using model.forward",
+                          RuntimeWarning, stacklevel=3)
+            return None
+    return rollout_fast, lambda: settles() == steer_settles
+
+
+# --------------------------------------------------------------------------- noise
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A bijective 32-bit integer hash (int64 holding values < 2**32; products stay < 2**63)."""
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
+    return (x >> 16) ^ x
+
+
+def counter_gaussian(key: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise that is a pure function of an integer ``key`` tensor (0-d int64).
+
+    Counter-based: uniforms are hashes of (element index, key), turned into normals
+    by Box-Muller. No generator state, so it runs inside a compiled graph as plain
+    vectorised arithmetic (inductor's own random kernels are scalar and about 10x
+    slower on a CPU), gives the same numbers eager and compiled, and a planner is
+    reproducible from its seed and step count. Statistically good enough for
+    sampling-based planning (uncorrelated, unit variance), not for cryptography.
+    """
+    count = math.prod(shape)
+    half = (count + 1) // 2
+    index = torch.arange(half, dtype=torch.int64, device=key.device)
+    key = _mix32(key & _MASK32)
+    first = _mix32(index ^ _mix32(key ^ 0x5BD1E995))
+    second = _mix32(index ^ _mix32(key ^ 0x1B873593))
+    u1 = (first.to(dtype) + 1.0) * (1.0 / 4294967296.0)  # (0, 1]: log stays finite
+    angle = second.to(dtype) * (2.0 * math.pi / 4294967296.0)
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    normals = torch.cat((radius * torch.cos(angle), radius * torch.sin(angle)))
+    return normals[:count].reshape(shape)
+
+
+def shift_sequence(actions: torch.Tensor, fill: str, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Warm start: drop the first step of ``actions[..., H, nu]`` and append a last one."""
+    if fill == "last":
+        last = actions[..., -1:, :]
+    else:
+        last = torch.clamp(torch.zeros_like(actions[..., -1:, :]), low, high)
+    return torch.cat((actions[..., 1:, :], last), dim=-2)
+
+
+def model_dtype_device(model: torch.nn.Module) -> tuple[torch.dtype, torch.device]:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype, tensor.device
+    return torch.get_default_dtype(), torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- base class
+class Planner:
+    """Base class: input checks, limits, warm-start bookkeeping and timing around ``_plan``.
+
+    Subclasses implement ``_plan(state) -> PlanResult`` (limits already applied
+    to ``nominal_actions``) and ``_reset()``. The cost is moved to the model's
+    dtype and device.
+    """
+
+    config_class: ClassVar[type[PlannerConfig]] = PlannerConfig
+    name: ClassVar[str] = "planner"
+
+    def __init__(self, model: DynamicsModel, cost: TrajectoryCost, config: PlannerConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise TypeError(f"{type(self).__name__}: expected a {self.config_class.__name__}, "
+                            f"got {type(self.config).__name__}")
+        self.config.validate(self.name)
+        if cost.state_dim != model.state_dim or cost.action_dim != model.action_dim:
+            raise ValueError(
+                f"{self.name}: cost is for state/action sizes {cost.state_dim}/{cost.action_dim}, "
+                f"model has {model.state_dim}/{model.action_dim}"
+            )
+        self.model = model
+        self.cost = cost
+        self.state_dim = model.state_dim
+        self.action_dim = model.action_dim
+        self.horizon = self.config.horizon
+        self.dtype, self.device = model_dtype_device(model)
+        cost.to(dtype=self.dtype, device=self.device)
+        like = torch.empty(0, dtype=self.dtype, device=self.device)
+        nu = self.action_dim
+        try:
+            self.action_low = per_dim("action_low", self.config.action_low, nu, like)
+            self.action_high = per_dim("action_high", self.config.action_high, nu, like)
+            self.max_rate = None if self.config.max_rate is None else per_dim(
+                "max_rate", self.config.max_rate, nu, like)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
+        if bool((self.action_high <= self.action_low).any()):
+            raise ValueError(f"{self.name}: action_high must exceed action_low in every dimension, "
+                             f"got low={self.action_low.tolist()} high={self.action_high.tolist()}")
+        self.previous_action: torch.Tensor | None = None
+        self.reset()
+
+    # Public API --------------------------------------------------------------
+    def plan(self, state: torch.Tensor, previous_action: torch.Tensor | None = None) -> PlanResult:
+        """Plan from ``state[nx]``; returns the action to apply now and the full plan.
+
+        ``previous_action`` overrides the planner's memory of the last applied
+        action (say the controller sent a safe command instead of the plan).
+        """
+        check_tensor("state", state, (self.state_dim,))
+        if previous_action is not None:
+            check_tensor("previous_action", previous_action, (self.action_dim,))
+            self.previous_action = previous_action.to(device=self.device, dtype=self.dtype)
+        self.cost.check_ready()
+        state = state.to(device=self.device, dtype=self.dtype)
+        start = time.perf_counter()
+        self.cost.set_previous_action(self.previous_action)
+        self.cost.prepare(state)
+        result = self._plan(state)
+        result.info["solve_ms"] = (time.perf_counter() - start) * 1e3
+        self.previous_action = result.action.detach().clone()
+        return result
+
+    def reset(self) -> None:
+        """Forget the warm start and the previously applied action."""
+        self.previous_action = None
+        self._reset()
+
+    def set_model(self, model: DynamicsModel) -> None:
+        """Swap in a new model (between cycles, never during one); keeps the warm start."""
+        if model.state_dim != self.state_dim or model.action_dim != self.action_dim:
+            raise ValueError(f"{self.name}: new model has state/action sizes {model.state_dim}/"
+                             f"{model.action_dim}, planner has {self.state_dim}/{self.action_dim}")
+        self.model = model
+
+    # For subclasses -------------------------------------------------------
+    def _plan(self, state: torch.Tensor) -> PlanResult:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        raise NotImplementedError
+
+    def _previous(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The previous action and a 0-d 0/1 flag, as tensors for ``limit_actions``."""
+        if self.previous_action is None:
+            return torch.zeros(self.action_dim, dtype=self.dtype, device=self.device), torch.zeros(
+                (), dtype=self.dtype, device=self.device
+            )
+        return self.previous_action, torch.ones((), dtype=self.dtype, device=self.device)
+
+    def limit(self, actions: torch.Tensor) -> torch.Tensor:
+        """Bounds and rate limits (against the previously applied action) on ``actions[..., H, nu]``."""
+        previous, has_previous = self._previous()
+        return limit_actions(actions, self.action_low, self.action_high, self.max_rate, previous, has_previous)
+
+    def initial_actions(self) -> torch.Tensor:
+        """The cold-start plan: zero actions, moved inside the bounds."""
+        zeros = torch.zeros(self.horizon, self.action_dim, dtype=self.dtype, device=self.device)
+        return torch.clamp(zeros, self.action_low, self.action_high)
+
+
+# --------------------------------------------------------------------------- factory
+PLANNERS: dict[str, type[Planner]] = {}
+
+
+def register_planner(cls: type[Planner]) -> type[Planner]:
+    PLANNERS[cls.name] = cls
+    return cls
+
+
+def build_planner(
+    name: str,
+    model: DynamicsModel,
+    cost: TrajectoryCost,
+    config: dict[str, Any] | None = None,
+    source: str = "planner",
+) -> Planner:
+    """Build a planner by name ('mppi', 'cem', 'ilqr') from a YAML mapping of its settings."""
+    # Importing here registers the planners without an import cycle.
+    from mbrl_ros.core.planners import cem, ilqr, mppi  # noqa: F401
+
+    if name not in PLANNERS:
+        raise ValueError(f"{source}: unknown planner {name!r}; valid planners: {sorted(PLANNERS)}")
+    cls = PLANNERS[name]
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"{source}: expected a mapping of {name} settings, got {config!r}")
+    return cls(model, cost, cls.config_class.from_dict(config, source=f"{source}: {name}"))

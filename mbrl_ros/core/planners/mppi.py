@@ -1,0 +1,281 @@
+"""Model Predictive Path Integral control (MPPI), built for speed on a CPU.
+
+One planning step is a pure function of tensors, ``_step``: sample noise ->
+bound the samples -> roll them out through the model -> cost -> softmax weights
+-> new nominal sequence -> roll out the nominal -> shift for the warm start. It
+has no data-dependent Python branches and no host synchronisation, so
+``torch.compile`` (``compile: true``, the default when the model allows it) turns
+the whole step, including the rollout unrolled over the horizon, into a few fused
+kernels (compiling takes minutes for long horizons; later steps reuse it).
+
+Speed on a CPU comes from three choices: the batch is kept time-major ([H, nu, K]
+actions, [H+1, nx, K] states: see ``base.time_major_rollout``); noise is a
+counter-based hash inside the graph (``base.counter_gaussian``: vectorised,
+reproducible from the seed and the step count, identical eager and compiled);
+and the cost's per-cycle work (path pruning) happens once in ``cost.prepare``.
+
+Noise smoothing (``noise_smoothing``), all scaled by ``sigma`` per action dimension:
+
+- ``none``: white Gaussian noise, std ``sigma``.
+- ``beta``: PDDM's filter ``n[t] = beta * n[t-1] + (1 - beta) * eps[t]``, started
+  in its stationary distribution and rescaled by ``sqrt((1 + beta) / (1 - beta))``
+  so that ``sigma`` stays the marginal std (only the correlation over time changes:
+  ``corr(n[t], n[t+1]) = beta``).
+- ``smppi``: the SMPPI idea of perturbing the action *derivative*: white noise of std
+  ``sigma`` is sampled per step and integrated over the horizon (a random walk),
+  so a sample changes by about ``sigma`` per step instead of jumping. The nominal
+  sequence is still kept in action space; because the weighted update is linear,
+  that equals updating a derivative sequence and integrating it. Combine with
+  ``max_rate`` and the ``smoothness`` cost term for SMPPI-like smooth commands.
+
+Samples are clamped to the action bounds and rate limits before the rollout, so
+every sample (and hence the weighted mean, a convex combination) is feasible.
+``control_cost_weight`` (gamma) adds the information-theoretic
+``gamma * lambda * u^T Sigma^-1 eps`` term. ``zero_noise_fraction`` evaluates that
+share of the samples without noise (the nominal itself). ``disagreement_weight``
+adds ``weight * sum_t mean_j std_e(x[e, t, j])`` over the members' predictions from
+``model.predict_members(states, actions) -> [E, B, nx]``, which steers an ensemble
+controller away from where its members disagree.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mbrl_ros.core.costs import TrajectoryCost
+from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.planners.base import (
+    Planner,
+    PlannerConfig,
+    PlanResult,
+    _one_of,
+    _per_dim_ok,
+    _positive_int,
+    _real,
+    counter_gaussian,
+    limit_actions,
+    per_dim,
+    register_planner,
+    shift_sequence,
+    time_major_rollout,
+)
+
+__all__ = ["MppiConfig", "MppiPlanner", "NOISE_SMOOTHING"]
+
+NOISE_SMOOTHING = ("none", "beta", "smppi")
+
+
+@dataclass
+class MppiConfig(PlannerConfig):
+    num_samples: int = 1000
+    temperature: float = 1.0  # lambda: lower follows the best samples more greedily
+    sigma: float | list[float] = 0.5  # noise std per action dimension
+    noise_smoothing: str = "none"  # none | beta | smppi
+    beta: float = 0.7  # for noise_smoothing: beta
+    control_cost_weight: float = 0.0  # gamma of the u^T Sigma^-1 eps term
+    zero_noise_fraction: float = 0.0  # share of samples evaluated without noise
+    disagreement_weight: float = 0.0  # needs model.predict_members
+    num_rollouts_returned: int = 0  # sampled trajectories in PlanResult.rollouts, for visualisation
+    compile: bool | None = None  # None: compile when the model allows it
+
+    def validate(self, source: str = "mppi") -> None:
+        super().validate(source)
+        _positive_int(source, "num_samples", self.num_samples, minimum=2)
+        _real(source, "temperature", self.temperature, low=0.0, open_low=True)
+        _per_dim_ok(source, "sigma", self.sigma, positive=True)
+        _one_of(source, "noise_smoothing", self.noise_smoothing, NOISE_SMOOTHING)
+        _real(source, "beta", self.beta, low=0.0, high=0.999)
+        _real(source, "control_cost_weight", self.control_cost_weight, low=0.0)
+        _real(source, "zero_noise_fraction", self.zero_noise_fraction, low=0.0, high=1.0)
+        _real(source, "disagreement_weight", self.disagreement_weight, low=0.0)
+        _positive_int(source, "num_rollouts_returned", self.num_rollouts_returned, minimum=0)
+        if self.num_rollouts_returned > self.num_samples:
+            raise ValueError(f"{source}: num_rollouts_returned: at most num_samples ({self.num_samples}), "
+                             f"got {self.num_rollouts_returned}")
+        if self.compile not in (None, True, False):
+            raise ValueError(f"{source}: compile: expected true, false or null (auto), got {self.compile!r}")
+
+
+@register_planner
+class MppiPlanner(Planner):
+    """MPPI with warm start by shifting, smoothed noise, bounds, rate limits and optional compile."""
+
+    config_class = MppiConfig
+    name = "mppi"
+    config: MppiConfig
+
+    # Inductor fuses at most 64 nodes per kernel by default; a rollout is thousands
+    # of pointwise nodes per sample, and each extra kernel is a thread barrier.
+    COMPILE_OPTIONS = {"max_fusion_size": 100_000}
+
+    def __init__(self, model: DynamicsModel, cost: TrajectoryCost, config: MppiConfig | None = None) -> None:
+        super().__init__(model, cost, config)
+        c = self.config
+        try:
+            self.sigma = per_dim("sigma", c.sigma, self.action_dim, self.action_low)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
+        num_zero = int(math.ceil(c.zero_noise_fraction * c.num_samples))
+        self._noise_mask = None
+        if num_zero:
+            mask = torch.ones(c.num_samples, dtype=self.dtype, device=self.device)
+            mask[:num_zero] = 0.0
+            self._noise_mask = mask
+        self._check_disagreement(model)
+        self._build_step()
+
+    # Public -------------------------------------------------------------------
+    @property
+    def nominal(self) -> torch.Tensor:
+        """The warm start the next ``plan`` begins from (the last plan, shifted)."""
+        return self._nominal
+
+    @property
+    def compiled(self) -> bool:
+        """Whether planning steps run through ``torch.compile`` (False after a fallback)."""
+        return self._compiled
+
+    def set_model(self, model: DynamicsModel) -> None:
+        super().set_model(model)
+        self._check_disagreement(model)
+        self._build_step()
+
+    def sample_noise(self, num_samples: int | None = None, key: int = 0) -> torch.Tensor:
+        """Noise as the planner samples it, ``[K, H, nu]``, for a given key (for tests and plots)."""
+        count = num_samples or self.config.num_samples
+        eps = counter_gaussian(torch.tensor(key), (self.horizon, self.action_dim, count), self.dtype)
+        return (self._smooth(eps) * self.sigma[:, None]).permute(2, 0, 1)
+
+    # Internals ----------------------------------------------------------------
+    def _check_disagreement(self, model: DynamicsModel) -> None:
+        if self.config.disagreement_weight > 0 and not callable(getattr(model, "predict_members", None)):
+            raise ValueError(
+                f"{self.name}: disagreement_weight > 0 needs a model with "
+                f"predict_members(states, actions) -> [E, B, nx]; {type(model).__name__} has none"
+            )
+
+    def _build_step(self) -> None:
+        self._rollout_time_major, self._rollout_valid = time_major_rollout(self.model)
+        use_compile = self.config.compile
+        if use_compile is None:
+            use_compile = bool(getattr(self.model, "supports_compile", True))
+        self._compiled = bool(use_compile)
+        self._step_fn = self._step
+        if use_compile:
+            self._step_fn = torch.compile(self._step, fullgraph=True, dynamic=False, options=self.COMPILE_OPTIONS)
+
+    def _reset(self) -> None:
+        self._nominal = self.initial_actions()
+        self._steps = 0
+
+    def _plan(self, state: torch.Tensor) -> PlanResult:
+        if not self._rollout_valid():
+            self._build_step()
+        previous, has_previous = self._previous()
+        # Each step's noise is a pure function of (seed, step count): reproducible, no generator state.
+        key = torch.tensor(self.config.seed * 1_000_003 + self._steps, dtype=torch.int64, device=self.device)
+        self._steps += 1
+        out = self._call_step(state, self._nominal, previous, has_previous, key)
+        plan, next_nominal, predicted, plan_cost, best_cost, ess, rollouts = out
+        self._nominal = next_nominal
+        return PlanResult(
+            action=plan[0],
+            nominal_actions=plan,
+            predicted_states=predicted,
+            cost=float(plan_cost),
+            rollouts=rollouts,
+            info={"best_sample_cost": float(best_cost), "effective_samples": float(ess)},
+        )
+
+    def _call_step(self, *args: torch.Tensor) -> tuple:
+        with torch.no_grad():
+            if not self._compiled:
+                return self._step(*args)
+            try:
+                return self._step_fn(*args)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to eager
+                warnings.warn(
+                    f"{self.name}: torch.compile of the planning step failed ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                self._step_fn = self._step
+                self._compiled = False
+                return self._step(*args)
+
+    def _smooth(self, eps: torch.Tensor) -> torch.Tensor:
+        """Unit white noise ``eps[H, nu, K]`` -> smoothed noise along time (see module docstring)."""
+        mode = self.config.noise_smoothing
+        if mode == "smppi":
+            return torch.cumsum(eps, dim=0)
+        if mode == "beta":
+            beta = self.config.beta
+            # AR(1) with unit marginal variance: the filter n = beta n + (1 - beta) eps,
+            # rescaled by sqrt((1 + beta) / (1 - beta)), started in its stationary state.
+            innovation = math.sqrt(1.0 - beta * beta)
+            n = eps[0]
+            steps = [n]
+            for t in range(1, eps.shape[0]):
+                n = beta * n + innovation * eps[t]
+                steps.append(n)
+            return torch.stack(steps)
+        return eps
+
+    def _rollout_with_spread(self, state: torch.Tensor, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch-first rollout that also sums the members' spread (for the disagreement penalty)."""
+        actions = samples.permute(2, 0, 1)
+        x = state.expand(actions.shape[0], -1)
+        states, spread = [x], x.new_zeros(actions.shape[0])
+        for t in range(actions.shape[1]):
+            members = self.model.predict_members(x, actions[:, t])
+            spread = spread + members.std(dim=0).mean(dim=-1)
+            x = self.model(x, actions[:, t])
+            states.append(x)
+        return torch.stack(states, dim=1), spread
+
+    def _step(
+        self,
+        state: torch.Tensor,
+        nominal: torch.Tensor,
+        previous: torch.Tensor,
+        has_previous: torch.Tensor,
+        key: torch.Tensor,
+    ) -> tuple:
+        """One MPPI iteration, time-major ([H, nu, K] actions); pure tensor code that compiles into one graph."""
+        c = self.config
+        eps = counter_gaussian(key, (self.horizon, self.action_dim, c.num_samples), self.dtype)
+        noise = self._smooth(eps) * self.sigma[:, None]
+        if self._noise_mask is not None:
+            noise = noise * self._noise_mask
+        samples = limit_actions(
+            nominal[:, :, None] + noise, self.action_low, self.action_high, self.max_rate, previous, has_previous,
+            time_major=True,
+        )
+        if c.disagreement_weight > 0:
+            batch_states, spread = self._rollout_with_spread(state, samples)
+        else:
+            batch_states, spread = self._rollout_time_major(state, samples).permute(2, 0, 1), None
+        costs = self.cost(batch_states, samples.permute(2, 0, 1))
+        if c.control_cost_weight > 0:
+            effective_noise = samples - nominal[:, :, None]
+            costs = costs + c.control_cost_weight * c.temperature * (
+                (nominal / (self.sigma * self.sigma))[:, :, None] * effective_noise
+            ).sum((0, 1))
+        if spread is not None:
+            costs = costs + c.disagreement_weight * spread
+        weights = torch.softmax(-costs / c.temperature, dim=0)
+        plan = (samples * weights).sum(-1)
+        # A convex combination of feasible samples is feasible; clamp away rounding only.
+        plan = limit_actions(plan, self.action_low, self.action_high, self.max_rate, previous, has_previous)
+        predicted = self._rollout_time_major(state, plan[:, :, None])[:, :, 0]
+        plan_cost = self.cost(predicted[None], plan[None])[0]
+        next_nominal = shift_sequence(plan, c.shift_fill, self.action_low, self.action_high)
+        effective_samples = 1.0 / (weights * weights).sum()
+        rollouts = batch_states[: c.num_rollouts_returned] if c.num_rollouts_returned else None
+        return plan, next_nominal, predicted, plan_cost, costs.min(), effective_samples, rollouts

@@ -1,0 +1,239 @@
+"""MPPI: closed-loop goal reaching, warm start, limits, noise smoothing, disagreement, errors.
+
+All eager (``compile: false``) to keep the suite fast; one small test checks the
+compiled step gives the same plan as the eager one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mbrl_ros.core.costs import build_cost
+from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.models.bicycle import BicycleParams, KinematicBicycle
+from mbrl_ros.core.planners.base import build_planner
+from mbrl_ros.core.planners.mppi import MppiConfig, MppiPlanner
+
+GOAL = torch.tensor([8.0, 12.0, math.pi / 2, 0.0, 0.0])
+# Goal tolerance of the closed-loop test.
+POSITION_TOL, YAW_TOL_DEG, SPEED_TOL = 0.5, 10.0, 0.5
+
+
+def parking_cost():
+    cost = build_cost(
+        {
+            "goal_pose": {"position_weight": 1.0, "yaw_weight": 30.0, "speed_weight": 2.0,
+                          "stage_weight": 0.1, "terminal_weight": 50.0},
+            "effort": {"weight": 0.01},
+            "smoothness": {"weight": 0.1},
+        },
+        5, 2, source="test: cost",
+    )
+    cost.set_goal(GOAL)
+    return cost
+
+
+def small_planner(**overrides):
+    config = dict(horizon=8, num_samples=64, sigma=0.5, compile=False)
+    config.update(overrides)
+    return MppiPlanner(KinematicBicycle(), parking_cost(), MppiConfig(**config))
+
+
+def within_tolerance(state):
+    error = state - GOAL
+    yaw_error = math.degrees(math.remainder(float(error[2]), 2 * math.pi))
+    return (float(error[:2].norm()) < POSITION_TOL and abs(yaw_error) < YAW_TOL_DEG
+            and abs(float(state[3])) < SPEED_TOL)
+
+
+def test_mppi_drives_bicycle_to_goal_pose_in_closed_loop():
+    """From rest at the origin facing +x to (8, 12) facing +y, stopped: a left turn into a bay."""
+    car = KinematicBicycle()
+    planner = build_planner(
+        "mppi", car, parking_cost(),
+        {"horizon": 30, "num_samples": 1000, "temperature": 10.0, "sigma": [0.3, 0.5],
+         "noise_smoothing": "beta", "beta": 0.6, "zero_noise_fraction": 0.01, "compile": False, "seed": 0},
+    )
+    state = torch.zeros(5)
+    inside = []
+    for _ in range(80):  # 16 s
+        action = planner.plan(state).action
+        state = car(state[None], action[None])[0]
+        inside.append(within_tolerance(state))
+    error = state - GOAL
+    # Arrives, then holds: sampling noise may jitter the speed by a few tenths of m/s.
+    assert inside[-1] and sum(inside[-10:]) >= 9, (
+        f"final state {state.tolist()}: position error {float(error[:2].norm()):.2f} m, "
+        f"yaw error {math.degrees(float(error[2])):.1f} deg, speed {float(state[3]):.2f} m/s"
+    )
+
+
+def test_warm_start_shifts_the_plan():
+    planner = small_planner(shift_fill="last")
+    result = planner.plan(torch.zeros(5))
+    assert torch.equal(planner.nominal[:-1], result.nominal_actions[1:])
+    assert torch.equal(planner.nominal[-1], result.nominal_actions[-1])
+    assert torch.equal(result.action, result.nominal_actions[0])
+    zero_fill = small_planner(shift_fill="zero")
+    zero_fill.plan(torch.zeros(5))
+    assert torch.equal(zero_fill.nominal[-1], torch.zeros(2))
+    planner.reset()
+    assert torch.equal(planner.nominal, torch.zeros(8, 2)) and planner.previous_action is None
+
+
+def test_bounds_and_rate_limits_hold_on_every_output():
+    low, high, rate = torch.tensor([-0.5, -0.3]), torch.tensor([0.8, 0.3]), torch.tensor([0.1, 0.05])
+    for smoothing in ("none", "beta", "smppi"):
+        planner = small_planner(action_low=low.tolist(), action_high=high.tolist(), max_rate=rate.tolist(),
+                                noise_smoothing=smoothing, sigma=2.0, num_rollouts_returned=4)
+        car, state, previous = planner.model, torch.tensor([0.0, 0.0, 0.0, 2.0, 0.0]), None
+        for _ in range(6):
+            result = planner.plan(state)
+            plan = result.nominal_actions
+            assert torch.all(plan >= low) and torch.all(plan <= high)
+            assert torch.all((plan[1:] - plan[:-1]).abs() <= rate + 1e-6)
+            if previous is not None:
+                assert torch.all((plan[0] - previous).abs() <= rate + 1e-6)
+            assert result.rollouts.shape == (4, 9, 5) and result.predicted_states.shape == (9, 5)
+            previous = result.action
+            state = car(state[None], result.action[None])[0]
+
+
+def test_predicted_states_are_the_models_rollout_of_the_plan():
+    planner = small_planner()
+    state = torch.tensor([1.0, -2.0, 0.3, 1.5, 0.0])
+    result = planner.plan(state)
+    assert torch.equal(result.predicted_states[0], state)
+    assert torch.allclose(result.predicted_states, planner.model.rollout(state[None], result.nominal_actions[None])[0])
+    assert result.cost == pytest.approx(float(planner.cost(result.predicted_states[None], result.nominal_actions[None])))
+
+
+def lag1_autocorrelation(noise):
+    """Correlation of consecutive steps, pooled over samples and dimensions."""
+    a, b = noise[:, :-1].flatten(), noise[:, 1:].flatten()
+    return float(torch.corrcoef(torch.stack((a, b)))[0, 1])
+
+
+def test_beta_filtered_noise_is_smoother_than_white_and_keeps_sigma():
+    torch.manual_seed(0)
+    sigma = torch.tensor([0.3, 0.6])
+    white = small_planner(horizon=40, sigma=sigma.tolist()).sample_noise(4000)
+    smooth = small_planner(horizon=40, sigma=sigma.tolist(), noise_smoothing="beta", beta=0.8).sample_noise(4000)
+    # Same marginal spread per dimension ...
+    assert torch.allclose(white.std(dim=(0, 1)), sigma, rtol=0.03)
+    assert torch.allclose(smooth.std(dim=(0, 1)), sigma, rtol=0.05)
+    # ... but consecutive steps are correlated by beta, and the steps are much smaller.
+    assert abs(lag1_autocorrelation(white)) < 0.02
+    assert lag1_autocorrelation(smooth) == pytest.approx(0.8, abs=0.02)
+    def step_size(n):
+        return (n[:, 1:] - n[:, :-1]).pow(2).mean()
+    assert step_size(smooth) < 0.3 * step_size(white)
+    # SMPPI-like: integrated derivative noise; per-step changes have std sigma.
+    integrated = small_planner(horizon=40, sigma=sigma.tolist(), noise_smoothing="smppi").sample_noise(4000)
+    assert torch.allclose((integrated[:, 1:] - integrated[:, :-1]).std(dim=(0, 1)), sigma, rtol=0.03)
+
+
+def test_same_seed_same_plan_and_global_random_state_untouched():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a, b = small_planner(seed=7), small_planner(seed=7)
+    c = small_planner(seed=8)
+    state = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0])
+    plans = [p.plan(state).nominal_actions for p in (a, b, c)]
+    assert torch.equal(plans[0], plans[1]) and not torch.equal(plans[0], plans[2])
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_zero_noise_fraction_evaluates_the_nominal_itself():
+    planner = small_planner(zero_noise_fraction=1.0)
+    result = planner.plan(torch.zeros(5))
+    assert torch.equal(result.nominal_actions, torch.zeros(8, 2))
+
+
+class TwoBicycles(DynamicsModel):
+    """A fake ensemble: two bicycles that disagree on the wheelbase, so they disagree when steering."""
+
+    def __init__(self):
+        super().__init__(5, 2)
+        self.members = torch.nn.ModuleList(
+            KinematicBicycle(BicycleParams(wheelbase=w, rear_axle_to_cg=w / 2)) for w in (3.0, 7.0)
+        )
+
+    def predict_members(self, states, actions):
+        return torch.stack([m(states, actions) for m in self.members])
+
+    def forward(self, states, actions):
+        return self.predict_members(states, actions).mean(0)
+
+
+def test_disagreement_penalty_avoids_where_members_disagree():
+    model = TwoBicycles()
+    state = torch.tensor([0.0, 0.0, 0.0, 3.0, 0.0])
+    # Members agree exactly when driving straight and disagree when steering.
+    straight = model.predict_members(state[None], torch.tensor([[0.5, 0.0]]))
+    turning = model.predict_members(state[None], torch.tensor([[0.5, 1.0]]))
+    assert torch.equal(straight[0], straight[1]) and not torch.allclose(turning[0], turning[1])
+
+    def plan_spread(weight):
+        cost = build_cost({"goal_pose": {"terminal_weight": 1.0}}, 5, 2)
+        cost.set_goal(torch.tensor([15.0, 6.0, 0.0, 3.0, 0.0]))
+        planner = MppiPlanner(model, cost, MppiConfig(horizon=10, num_samples=256, temperature=1.0, sigma=0.5,
+                                                      disagreement_weight=weight, compile=False))
+        for _ in range(5):
+            plan = planner.plan(state).nominal_actions
+            planner._nominal = plan  # keep optimising from the same state
+        # The penalty's own measure, along the final plan.
+        x, spread = state[None], 0.0
+        for u in plan:
+            spread += float(model.predict_members(x, u[None]).std(dim=0).mean())
+            x = model(x, u[None])
+        return spread
+
+    assert plan_spread(1000.0) < 0.5 * plan_spread(0.0)
+
+
+def test_disagreement_needs_predict_members():
+    with pytest.raises(ValueError, match="predict_members"):
+        small_planner(disagreement_weight=1.0)
+
+
+def test_bad_input_and_config_errors_name_what_is_wrong():
+    planner = small_planner()
+    with pytest.raises(ValueError, match=r"state: expected shape \[5\]"):
+        planner.plan(torch.zeros(3))
+    with pytest.raises(ValueError, match="state: contains a non-finite"):
+        planner.plan(torch.tensor([0.0, float("nan"), 0.0, 0.0, 0.0]))
+    with pytest.raises(TypeError, match="state"):
+        planner.plan([0.0] * 5)
+    car, cost = KinematicBicycle(), parking_cost()
+    with pytest.raises(ValueError, match="car.yaml: unknown planner 'mpc'.*mppi"):
+        build_planner("mpc", car, cost, {}, source="car.yaml")
+    with pytest.raises(ValueError, match=r"car.yaml: mppi: unknown key\(s\) \['samples'\].*num_samples"):
+        build_planner("mppi", car, cost, {"samples": 10}, source="car.yaml")
+    with pytest.raises(ValueError, match="mppi: temperature"):
+        build_planner("mppi", car, cost, {"temperature": 0.0})
+    with pytest.raises(ValueError, match="noise_smoothing.*smppi"):
+        build_planner("mppi", car, cost, {"noise_smoothing": "pink"})
+    with pytest.raises(ValueError, match="sigma: expected 2 values"):
+        build_planner("mppi", car, cost, {"sigma": [0.1, 0.2, 0.3]})
+    with pytest.raises(ValueError, match="action_high must exceed action_low"):
+        build_planner("mppi", car, cost, {"action_low": 1.0, "action_high": 0.0})
+    unset = build_cost({"goal_pose": {}}, 5, 2)
+    with pytest.raises(RuntimeError, match="goal"):
+        MppiPlanner(car, unset, MppiConfig(horizon=4, num_samples=8, compile=False)).plan(torch.zeros(5))
+
+
+def test_compiled_step_matches_eager_step():
+    """The compiled step is the same function: with noise off both give the same plan."""
+    eager = small_planner(horizon=3, num_samples=16, zero_noise_fraction=1.0, compile=False)
+    compiled = small_planner(horizon=3, num_samples=16, zero_noise_fraction=1.0, compile=True)
+    warm = torch.tensor([[0.5, 0.2], [0.1, -0.3], [0.0, 0.4]])
+    eager._nominal, compiled._nominal = warm.clone(), warm.clone()
+    state = torch.tensor([0.0, 1.0, 0.2, 2.0, 0.0])
+    a, b = eager.plan(state), compiled.plan(state)
+    assert compiled.compiled, "torch.compile fell back to eager"
+    assert torch.allclose(a.nominal_actions, b.nominal_actions, atol=1e-6)
+    assert torch.allclose(a.predicted_states, b.predicted_states, atol=1e-5)
