@@ -1,0 +1,304 @@
+"""Iterative LQR for any differentiable ``DynamicsModel`` and ``TrajectoryCost``.
+
+Each iteration:
+
+1. **Linearise** the dynamics along the current trajectory: ``A[t] = df/dx``,
+   ``B[t] = df/du`` for all H steps in one batched reverse-mode Jacobian
+   (``torch.func.jacrev`` of the model's batched forward summed over the batch,
+   which is exact because rows of a batch do not interact).
+2. **Quadratise** the cost: the exact gradient (autograd), and the Hessian's
+   diagonal blocks ``l_xx[t], l_uu[t], l_ux[t]`` from ``2 * (nx + nu)`` Hessian
+   columns, each a central difference of exact gradients along a direction that
+   perturbs one coordinate at every other time step at once (graph colouring).
+   That recovers the diagonal blocks whenever the cost couples at most
+   neighbouring steps (true of every term in ``costs.py``), exactly for quadratic
+   terms. All perturbed trajectories are one batch through the cost.
+   *Approximation*: the off-diagonal blocks from the smoothness term (``u[t]``
+   with ``u[t+1]``) are dropped; the gradient keeps them, so the fixed point is
+   the true optimum, only the Newton steps are approximate.
+3. **Backward pass** (float64): Riccati-like recursion for feedforward ``k[t]``
+   and feedback ``K[t]``, with Levenberg-Marquardt regularisation ``Quu + mu I``;
+   a non positive-definite ``Quu`` raises ``mu`` (by ``regularisation_factor``)
+   and restarts the pass; a successful iteration lowers it.
+4. **Forward pass with backtracking line search**: closed-loop rollouts
+   ``u = ubar + alpha k + K (x - xbar)`` for ``alpha = 1, 1/2, 1/4, ...``, all in
+   one batch; the largest alpha whose actual decrease is at least
+   ``sufficient_decrease`` times the predicted one is taken. None: raise ``mu``.
+
+Action bounds and rate limits are enforced by clamping inside the forward pass
+(not the boxed-QP variant), so every iterate is feasible. Stops when the relative
+cost decrease falls below ``tolerance`` or after ``max_iterations``. Warm starts
+from the previous solution shifted by one step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.costs import TrajectoryCost
+from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.planners.base import (
+    Planner,
+    PlannerConfig,
+    PlanResult,
+    _positive_int,
+    _real,
+    register_planner,
+    rollout,
+    shift_sequence,
+)
+
+__all__ = ["IlqrConfig", "IlqrPlanner", "BackwardPass"]
+
+
+@dataclass
+class IlqrConfig(PlannerConfig):
+    max_iterations: int = 50
+    tolerance: float = 1e-6  # stop when (J_old - J_new) < tolerance * max(1, |J_old|)
+    regularisation: float = 1e-6  # initial mu
+    regularisation_min: float = 1e-9  # below this mu becomes 0 (pure Gauss-Newton steps)
+    regularisation_max: float = 1e10  # give up above this
+    regularisation_factor: float = 10.0
+    line_search_steps: int = 10  # alphas 1, 1/2, ..., 2**-(steps - 1)
+    sufficient_decrease: float = 1e-4  # Armijo constant on actual / predicted decrease
+    warm_start: bool = True
+
+    def validate(self, source: str = "ilqr") -> None:
+        super().validate(source)
+        _positive_int(source, "max_iterations", self.max_iterations)
+        _real(source, "tolerance", self.tolerance, low=0.0)
+        _real(source, "regularisation", self.regularisation, low=0.0)
+        _real(source, "regularisation_min", self.regularisation_min, low=0.0)
+        _real(source, "regularisation_max", self.regularisation_max, low=0.0, open_low=True)
+        _real(source, "regularisation_factor", self.regularisation_factor, low=1.0, open_low=True)
+        _positive_int(source, "line_search_steps", self.line_search_steps)
+        _real(source, "sufficient_decrease", self.sufficient_decrease, low=0.0, high=1.0)
+        if not isinstance(self.warm_start, bool):
+            raise ValueError(f"{source}: warm_start: expected true or false, got {self.warm_start!r}")
+
+
+@dataclass
+class BackwardPass:
+    """Gains of one backward pass and the predicted cost change ``alpha * d1 + alpha^2 * d2``."""
+
+    k: np.ndarray  # [H, nu] feedforward
+    K: np.ndarray  # [H, nu, nx] feedback
+    d1: float
+    d2: float
+
+    def expected_change(self, alpha: float) -> float:
+        return alpha * self.d1 + alpha * alpha * self.d2
+
+
+@register_planner
+class IlqrPlanner(Planner):
+    """iLQR with LM regularisation, batched line search and warm start."""
+
+    config_class = IlqrConfig
+    name = "ilqr"
+    config: IlqrConfig
+
+    def __init__(self, model: DynamicsModel, cost: TrajectoryCost, config: IlqrConfig | None = None) -> None:
+        super().__init__(model, cost, config)
+        c = self.config
+        self.alphas = torch.tensor([0.5**i for i in range(c.line_search_steps)], dtype=self.dtype, device=self.device)
+        self._tangents = self._colouring_tangents()
+        self.gains: BackwardPass | None = None
+
+    def _reset(self) -> None:
+        self._warm: torch.Tensor | None = None
+
+    # Derivatives -----------------------------------------------------------
+    def linearise(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``states[H, nx]``, ``actions[H, nu]`` -> ``A[H, nx, nx]``, ``B[H, nx, nu]``."""
+
+        def summed(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            return self.model(x, u).sum(0)
+
+        jx, ju = torch.func.jacrev(summed, argnums=(0, 1))(states, actions)
+        return jx.permute(1, 0, 2), ju.permute(1, 0, 2)
+
+    def _colouring_tangents(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Directions for Hessian columns: coordinate j at every step of one parity, ``2 * (nx + nu)`` of them."""
+        nx, nu, horizon = self.state_dim, self.action_dim, self.horizon
+        n = nx + nu
+        vx = torch.zeros(2, n, horizon + 1, nx, dtype=self.dtype, device=self.device)
+        vu = torch.zeros(2, n, horizon, nu, dtype=self.dtype, device=self.device)
+        for parity in (0, 1):
+            for j in range(nx):
+                vx[parity, j, parity::2, j] = 1.0
+            for j in range(nu):
+                vu[parity, nx + j, parity::2, j] = 1.0
+        return vx.reshape(2 * n, horizon + 1, nx), vu.reshape(2 * n, horizon, nu)
+
+    def quadratise(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Cost derivatives along ``states[H+1, nx]``, ``actions[H, nu]``.
+
+        Returns ``l_x[H+1, nx], l_u[H, nu], l_xx[H+1, nx, nx], l_uu[H, nu, nu], l_ux[H, nu, nx]``.
+        The gradient is exact (autograd). Hessian columns are central differences of
+        exact gradients along the colouring directions; all ``1 + 4 * (nx + nu)``
+        trajectories go through the cost as one batch and one backward pass, which
+        on a CPU is about 20x faster than vmapped forward-over-reverse products
+        and exact for quadratic terms. The step is ``cbrt(machine eps) * (1 + |z|)``.
+        """
+        nx, nu, horizon = self.state_dim, self.action_dim, self.horizon
+        n = nx + nu
+        vx, vu = self._tangents
+        step = torch.finfo(self.dtype).eps ** (1.0 / 3.0)
+        hx_step = step * (1.0 + states.detach().abs())  # [H+1, nx]
+        hu_step = step * (1.0 + actions.detach().abs())
+        dx, du = vx * hx_step, vu * hu_step  # [2n, ...]
+        batch_x = torch.cat((states[None], states + dx, states - dx)).detach().requires_grad_(True)
+        batch_u = torch.cat((actions[None], actions + du, actions - du)).detach().requires_grad_(True)
+        gx, gu = torch.autograd.grad(self.cost(batch_x, batch_u).sum(), (batch_x, batch_u))
+        lx, lu = gx[0], gu[0]
+        count = 2 * n
+        # Column j of the diagonal block at step t, from the direction of t's parity.
+        hx = ((gx[1 : 1 + count] - gx[1 + count :]) / 2.0).reshape(2, n, horizon + 1, nx)
+        hu = ((gu[1 : 1 + count] - gu[1 + count :]) / 2.0).reshape(2, n, horizon, nu)
+        steps_x = torch.arange(horizon + 1, device=self.device)
+        steps_u = steps_x[:-1]
+        blocks_x = hx[steps_x % 2, :, steps_x, :]  # [H+1, n, nx]: [t, j, i], divided below by step_j
+        blocks_u = hu[steps_u % 2, :, steps_u, :]  # [H, n, nu]
+        lxx = (blocks_x[:, :nx, :] / hx_step[:, :, None]).transpose(1, 2)
+        lux = (blocks_u[:, :nx, :] / hx_step[:-1, :, None]).transpose(1, 2)
+        luu = (blocks_u[:, nx:, :] / hu_step[:, :, None]).transpose(1, 2)
+        lxx = 0.5 * (lxx + lxx.transpose(1, 2))
+        luu = 0.5 * (luu + luu.transpose(1, 2))
+        return lx, lu, lxx, luu, lux
+
+    # Backward pass -----------------------------------------------------------
+    @staticmethod
+    def backward_pass(A, B, lx, lu, lxx, luu, lux, mu: float) -> BackwardPass | None:
+        """Riccati-like recursion in float64; None when ``Quu + mu I`` is not positive definite."""
+        horizon, nx, nu = B.shape
+        k = np.zeros((horizon, nu))
+        K = np.zeros((horizon, nu, nx))
+        vx, vxx = lx[horizon], lxx[horizon]
+        d1 = d2 = 0.0
+        eye = np.eye(nu)
+        for t in range(horizon - 1, -1, -1):
+            at, bt = A[t], B[t]
+            qx = lx[t] + at.T @ vx
+            qu = lu[t] + bt.T @ vx
+            vxx_a = vxx @ at
+            qxx = lxx[t] + at.T @ vxx_a
+            quu = luu[t] + bt.T @ vxx @ bt
+            qux = lux[t] + bt.T @ vxx_a
+            quu_reg = quu + mu * eye
+            try:
+                np.linalg.cholesky(quu_reg)
+            except np.linalg.LinAlgError:
+                return None
+            gains = -np.linalg.solve(quu_reg, np.concatenate((qu[:, None], qux), axis=1))
+            k[t], K[t] = gains[:, 0], gains[:, 1:]
+            kt, Kt = k[t], K[t]
+            d1 += float(kt @ qu)
+            d2 += float(0.5 * kt @ quu @ kt)
+            vx = qx + Kt.T @ quu @ kt + Kt.T @ qu + qux.T @ kt
+            vxx = qxx + Kt.T @ quu @ Kt + Kt.T @ qux + qux.T @ Kt
+            vxx = 0.5 * (vxx + vxx.T)
+        return BackwardPass(k, K, d1, d2)
+
+    # Forward pass ------------------------------------------------------------
+    def forward_pass(
+        self, state: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, gains: BackwardPass,
+        alphas: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Closed-loop rollouts for all ``alphas[A]`` at once -> ``(costs[A], states[A, H+1, nx], actions[A, H, nu])``."""
+        k = torch.as_tensor(gains.k, dtype=self.dtype, device=self.device)
+        K = torch.as_tensor(gains.K, dtype=self.dtype, device=self.device)
+        previous, has_previous = self._previous()
+        inf = torch.full_like(self.action_low, float("inf"))
+        rate = self.max_rate
+        x = state.expand(alphas.shape[0], -1)
+        before = previous.expand(alphas.shape[0], -1)
+        xs, us = [x], []
+        for t in range(self.horizon):
+            u = actions[t] + alphas[:, None] * k[t] + (x - states[t]) @ K[t].T
+            if rate is not None:
+                window = torch.where(has_previous > 0, rate, inf) if t == 0 else rate
+                u = torch.maximum(torch.minimum(u, before + window), before - window)
+            u = torch.maximum(torch.minimum(u, self.action_high), self.action_low)
+            x = self.model(x, u)
+            xs.append(x)
+            us.append(u)
+            before = u
+        new_states, new_actions = torch.stack(xs, 1), torch.stack(us, 1)
+        return self.cost(new_states, new_actions), new_states, new_actions
+
+    def line_search(
+        self, state: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, cost: float, gains: BackwardPass
+    ) -> tuple[float, torch.Tensor, torch.Tensor, float] | None:
+        """Largest alpha with sufficient decrease -> ``(alpha, states, actions, cost)``; None rejects the step."""
+        with torch.no_grad():
+            costs, new_states, new_actions = self.forward_pass(state, states, actions, gains, self.alphas)
+        for i, alpha in enumerate(self.alphas.tolist()):
+            new_cost = float(costs[i])
+            expected = -gains.expected_change(alpha)
+            decrease = cost - new_cost
+            if np.isfinite(new_cost) and decrease > 0 and decrease >= self.config.sufficient_decrease * expected:
+                return alpha, new_states[i], new_actions[i], new_cost
+        return None
+
+    # Solve -------------------------------------------------------------------
+    def _plan(self, state: torch.Tensor) -> PlanResult:
+        c = self.config
+        actions = self._warm if (c.warm_start and self._warm is not None) else self.initial_actions()
+        actions = self.limit(actions)
+        with torch.no_grad():
+            states = rollout(self.model, state, actions[None])[0]
+            cost = float(self.cost(states[None], actions[None])[0])
+        history = [cost]
+        mu = c.regularisation
+        converged = False
+        iterations = 0
+        gains = None
+        for iterations in range(1, c.max_iterations + 1):
+            with torch.enable_grad():
+                A, B = self.linearise(states[:-1], actions)
+                derivatives = self.quadratise(states, actions)
+            as64 = [t.detach().to(torch.float64).cpu().numpy() for t in (A, B, *derivatives)]
+            gains = None
+            while gains is None and mu <= c.regularisation_max:
+                gains = self.backward_pass(*as64, mu=mu)
+                if gains is None:
+                    mu = max(mu * c.regularisation_factor, c.regularisation_min or 1e-9)
+            if gains is None:
+                break
+            if -gains.expected_change(1.0) < c.tolerance * max(1.0, abs(cost)):
+                converged = True  # no predicted improvement left: at a (local) minimum
+                break
+            step = self.line_search(state, states, actions, cost, gains)
+            if step is None:
+                mu = max(mu * c.regularisation_factor, c.regularisation_min or 1e-9)
+                if mu > c.regularisation_max:
+                    break
+                continue
+            _, states, actions, new_cost = step
+            decrease = cost - new_cost
+            cost = new_cost
+            history.append(cost)
+            mu = mu / c.regularisation_factor
+            if mu < c.regularisation_min:
+                mu = 0.0
+            if decrease < c.tolerance * max(1.0, abs(history[-2])):
+                converged = True
+                break
+        self.gains = gains
+        self._warm = shift_sequence(actions, c.shift_fill, self.action_low, self.action_high)
+        return PlanResult(
+            action=actions[0],
+            nominal_actions=actions,
+            predicted_states=states,
+            cost=cost,
+            info={
+                "iterations": iterations,
+                "converged": converged,
+                "cost_history": history,
+                "regularisation": mu,
+            },
+        )

@@ -1,0 +1,155 @@
+"""iLQR: the LQR solution on a linear-quadratic problem, line search, regularisation, a bicycle to a goal."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_ros.core.costs import build_cost
+from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.models.bicycle import KinematicBicycle
+from mbrl_ros.core.planners.base import build_planner, rollout
+from mbrl_ros.core.planners.ilqr import BackwardPass, IlqrConfig, IlqrPlanner
+
+A = np.array([[1.0, 0.1, 0.0], [0.0, 1.0, 0.1], [0.05, 0.0, 0.98]])
+B = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.2]])
+Q = np.array([1.0, 0.5, 2.0])
+R = np.array([0.1, 0.3])
+TERMINAL = 4.0  # the last state costs (1 + TERMINAL) * Q
+HORIZON = 12
+
+
+class LinearModel(DynamicsModel):
+    """x[t+1] = A x[t] + B u[t], in float64."""
+
+    def __init__(self):
+        super().__init__(3, 2)
+        self.register_buffer("A", torch.tensor(A))
+        self.register_buffer("B", torch.tensor(B))
+
+    def forward(self, states, actions):
+        return states @ self.A.T + actions @ self.B.T
+
+
+def quadratic_cost():
+    """sum_{t=1..H} x'Qx + TERMINAL x_H'Q x_H + sum_{t=0..H-1} u'Ru, from the YAML terms."""
+    return build_cost(
+        {
+            "state": {"type": "joint_target", "indices": [0, 1, 2], "weights": Q.tolist(),
+                      "stage_weight": 1.0, "terminal_weight": TERMINAL},
+            "effort": {"weights": R.tolist()},
+        },
+        3, 2,
+    )
+
+
+def riccati(x0):
+    """Finite-horizon discrete LQR: feedback gains K[t] (u = -K x) and the optimal open-loop actions."""
+    q, r = np.diag(Q), np.diag(R)
+    p = q * (1.0 + TERMINAL)
+    gains = [None] * HORIZON
+    for t in range(HORIZON - 1, -1, -1):
+        gains[t] = np.linalg.solve(r + B.T @ p @ B, B.T @ p @ A)
+        p = q + A.T @ p @ (A - B @ gains[t])  # x_t's own cost (unused at t = 0)
+    x, actions = x0, []
+    for t in range(HORIZON):
+        actions.append(-gains[t] @ x)
+        x = A @ x + B @ actions[-1]
+    return gains, np.array(actions)
+
+
+def lq_planner(**overrides):
+    cost = quadratic_cost()
+    cost.set_joint_target(torch.zeros(3))
+    config = dict(horizon=HORIZON, action_low=-1e3, action_high=1e3, tolerance=1e-12, max_iterations=20)
+    config.update(overrides)
+    return IlqrPlanner(LinearModel(), cost, IlqrConfig(**config))
+
+
+def test_ilqr_on_linear_quadratic_problem_matches_riccati():
+    x0 = np.array([1.0, -0.5, 0.8])
+    gains, optimal_actions = riccati(x0)
+    planner = lq_planner()
+    result = planner.plan(torch.tensor(x0))
+    assert result.info["converged"] and result.info["iterations"] <= 3
+    np.testing.assert_allclose(result.nominal_actions.numpy(), optimal_actions, atol=1e-5)
+    # iLQR's feedback is u = ubar + K (x - xbar): K = -K_lqr.
+    np.testing.assert_allclose(planner.gains.K[0], -gains[0], atol=1e-5)
+    np.testing.assert_allclose(planner.gains.K[HORIZON // 2], -gains[HORIZON // 2], atol=1e-5)
+
+
+def test_line_search_rejects_increases_and_costs_never_rise():
+    planner = lq_planner()
+    state = torch.tensor([1.0, -0.5, 0.8], dtype=torch.float64)
+    actions = planner.initial_actions()
+    states = rollout(planner.model, state, actions[None])[0]
+    cost = float(planner.cost(states[None], actions[None])[0])
+    as64 = [t.detach().numpy() for t in (*planner.linearise(states[:-1], actions), *planner.quadratise(states, actions))]
+    good = planner.backward_pass(*as64, mu=0.0)
+    assert planner.line_search(state, states, actions, cost, good) is not None
+    # The same step, reversed, only increases the cost: every alpha is rejected.
+    uphill = BackwardPass(-good.k, np.zeros_like(good.K), -good.d1, good.d2)
+    assert planner.line_search(state, states, actions, cost, uphill) is None
+    history = planner.plan(state).info["cost_history"]
+    assert all(b <= a for a, b in zip(history, history[1:]))
+
+
+def test_backward_pass_needs_regularisation_for_non_convex_steps():
+    # One step, one state, one action: Quu = luu + B' Vxx B = -2 + 1 < 0.
+    A1, B1 = np.ones((1, 1, 1)), np.ones((1, 1, 1))
+    lx, lu = np.zeros((2, 1)), np.zeros((1, 1))
+    lxx, luu, lux = np.ones((2, 1, 1)), -2.0 * np.ones((1, 1, 1)), np.zeros((1, 1, 1))
+    assert IlqrPlanner.backward_pass(A1, B1, lx, lu, lxx, luu, lux, mu=0.0) is None
+    assert IlqrPlanner.backward_pass(A1, B1, lx, lu, lxx, luu, lux, mu=10.0) is not None
+
+
+def test_ilqr_drives_bicycle_to_goal_pose():
+    """From rest at the origin facing +x to (8, 12) facing +y, stopped; closed loop with warm starts."""
+    goal = torch.tensor([8.0, 12.0, math.pi / 2, 0.0, 0.0])
+    cost = build_cost(
+        {
+            "goal_pose": {"position_weight": 1.0, "yaw_weight": 30.0, "speed_weight": 2.0,
+                          "stage_weight": 0.1, "terminal_weight": 50.0},
+            "effort": {"weight": 0.01},
+            "smoothness": {"weight": 0.1},
+        },
+        5, 2,
+    )
+    cost.set_goal(goal)
+    car = KinematicBicycle()
+    planner = build_planner("ilqr", car, cost, {"horizon": 40, "tolerance": 1e-4, "max_iterations": 60})
+    state = torch.zeros(5)
+    iterations = []
+    for _ in range(40):
+        result = planner.plan(state)
+        iterations.append(result.info["iterations"])
+        assert torch.all(result.nominal_actions.abs() <= 1.0)
+        state = car(state[None], result.action[None])[0]
+    error = state - goal
+    assert float(error[:2].norm()) < 0.5, state
+    assert abs(math.degrees(float(error[2]))) < 10.0, state
+    assert abs(float(state[3])) < 0.5, state
+    # Warm starts: later solves need far fewer iterations than the cold one.
+    assert max(iterations[5:]) < iterations[0]
+
+
+def test_rate_limits_hold_and_warm_start_shifts():
+    planner = lq_planner(max_rate=0.05, action_low=-0.5, action_high=0.5)
+    state = torch.tensor([1.0, -0.5, 0.8], dtype=torch.float64)
+    first = planner.plan(state)
+    plan = first.nominal_actions
+    assert torch.all(plan.abs() <= 0.5) and torch.all((plan[1:] - plan[:-1]).abs() <= 0.05 + 1e-9)
+    second = planner.plan(first.predicted_states[1])
+    assert torch.all((second.action - first.action).abs() <= 0.05 + 1e-9)
+    with pytest.raises(ValueError, match="state: expected shape"):
+        planner.plan(torch.zeros(5, dtype=torch.float64))
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"ilqr: unknown key\(s\) \['mu'\].*regularisation"):
+        build_planner("ilqr", LinearModel(), quadratic_cost(), {"mu": 1.0})
+    with pytest.raises(ValueError, match="ilqr: regularisation_factor"):
+        build_planner("ilqr", LinearModel(), quadratic_cost(), {"regularisation_factor": 1.0})
