@@ -1,0 +1,195 @@
+"""The dynamics_server's models, without ROS: what is deployed, what came before, versions.
+
+``ModelRegistry.offer`` checks a candidate ModelUpdate (checksum, loadable,
+finite weights, the expected dimensions, finite test predictions) and, if it
+passes, makes it the current model under the next version number. The models
+it replaced are kept, newest first, so ``rollback`` can re-deploy the previous
+one (under a new version: versions only increase, so a controller that
+ignores versions it has seen still swaps). ``predict_flat`` answers a batched
+PredictBatch request with the current model.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.data import as_rows
+from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.io.checkpoint import CheckpointError
+from mbrl_ros.io.model_update import MAX_VERSION, as_fields, metrics_of, summary, unpack, with_version
+
+PROBE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class DeployedModel:
+    """A model the server publishes: its ModelUpdate fields (version included) and the loaded model."""
+
+    fields: dict[str, Any]
+    model: DynamicsModel
+    config: dict
+    metrics: dict[str, float]
+
+    @property
+    def version(self) -> int:
+        return self.fields["version"]
+
+    @property
+    def checksum(self) -> str:
+        return self.fields["checksum"]
+
+    def describe(self) -> str:
+        return summary(self.fields)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``offer`` did: ``status`` is accepted, rejected (a broken model) or ignored (already current)."""
+
+    status: str
+    reason: str
+    deployed: DeployedModel | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+
+class NoPreviousModel(RuntimeError):
+    """Rollback asked for, but no earlier good model is kept."""
+
+
+@dataclass
+class ModelRegistry:
+    """The current model, the good ones before it (up to ``history_size``), and the counters."""
+
+    state_dim: int | None = None  # the dims a model must have (None: any)
+    action_dim: int | None = None
+    history_size: int = 5
+    current: DeployedModel | None = None
+    accepted: int = 0
+    rejected: int = 0
+    last_reason: str = ""
+    _history: collections.deque = field(default_factory=collections.deque, repr=False)
+    _last_version: int = 0
+
+    def __post_init__(self) -> None:
+        if self.history_size < 1:
+            raise ValueError(f"history_size: expected >= 1, got {self.history_size}")
+        self._history = collections.deque(maxlen=self.history_size)
+
+    @property
+    def previous(self) -> list[DeployedModel]:
+        """The models rollback can return to, newest first."""
+        return list(self._history)
+
+    def offer(self, update: Mapping[str, Any] | Any, source: str = "candidate") -> Verdict:
+        """Check a candidate (message or fields); if good, deploy it as the next version."""
+        try:
+            fields = as_fields(update)
+            if self.current is not None and fields["checksum"] == self.current.checksum:
+                return self._note(Verdict("ignored", f"same checksum as the current model v{self.current.version}"))
+            model, config, _ = unpack(fields, source=source)
+            self._check_dims(model)
+            check_predictions_finite(model, source)
+            metrics = metrics_of(fields, source)
+        except (CheckpointError, ValueError, KeyError, TypeError) as err:
+            self.rejected += 1
+            return self._note(Verdict("rejected", str(err)))
+        deployed = DeployedModel(with_version(fields, self._next_version()), model, config, metrics)
+        if self.current is not None:
+            self._history.appendleft(self.current)
+        self.current = deployed
+        self.accepted += 1
+        return self._note(Verdict("accepted", f"passed checks (candidate {summary(fields)})", deployed))
+
+    def rollback(self) -> DeployedModel:
+        """Re-deploy the previous good model as a new version; the current one is dropped."""
+        if not self._history:
+            raise NoPreviousModel(
+                "no previous model to roll back to" if self.current is not None
+                else "no model deployed yet, nothing to roll back"
+            )
+        previous = self._history.popleft()
+        self.current = DeployedModel(with_version(previous.fields, self._next_version()),
+                                     previous.model, previous.config, previous.metrics)
+        self.last_reason = f"rolled back to the model of v{previous.version} as v{self.current.version}"
+        return self.current
+
+    def _next_version(self) -> int:
+        if self._last_version >= MAX_VERSION:
+            raise ValueError("version numbers exhausted (uint32)")
+        self._last_version += 1
+        return self._last_version
+
+    def _check_dims(self, model: DynamicsModel) -> None:
+        want = (self.state_dim, self.action_dim)
+        got = (model.state_dim, model.action_dim)
+        if any(w is not None and w != g for w, g in zip(want, got)):
+            raise ValueError(f"model has (state_dim, action_dim) = {got}, this server expects {want}")
+
+    def _note(self, verdict: Verdict) -> Verdict:
+        self.last_reason = verdict.reason
+        return verdict
+
+
+@torch.no_grad()
+def check_predictions_finite(model: DynamicsModel, source: str = "model", seed: int = 0) -> None:
+    """Predict a fixed batch (the zero state and seeded random states and actions); all outputs must be finite."""
+    g = torch.Generator().manual_seed(seed)
+    dtype = _float_dtype(model)
+    states = torch.randn(PROBE_BATCH, model.state_dim, generator=g, dtype=dtype)
+    actions = torch.rand(PROBE_BATCH, model.action_dim, generator=g, dtype=dtype) * 2 - 1
+    states[0], actions[0] = 0, 0
+    prediction = model.predict(states, actions)
+    for name, value in (("next states", prediction.mean), ("spread", prediction.spread)):
+        if value is not None and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{source}: test prediction gives non-finite {name}")
+
+
+class PredictRequestError(ValueError):
+    """A PredictBatch request the current model cannot answer; the message says why."""
+
+
+@torch.no_grad()
+def predict_flat(model: DynamicsModel, state_dim: int, action_dim: int, states, actions,
+                 max_batch: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """PredictBatch with flat row-major float64 buffers -> (next_states, spread or None), flat float64."""
+    if (state_dim, action_dim) != (model.state_dim, model.action_dim):
+        raise PredictRequestError(
+            f"bad dimensions: request has state_dim={state_dim}, action_dim={action_dim}; "
+            f"the model has state_dim={model.state_dim}, action_dim={model.action_dim}"
+        )
+    states = np.asarray(states, dtype=np.float64).ravel()
+    actions = np.asarray(actions, dtype=np.float64).ravel()
+    batch = states.size // state_dim
+    if states.size == 0 or states.size % state_dim or actions.size != batch * action_dim:
+        raise PredictRequestError(
+            f"bad dimensions: {states.size} state values (state_dim={state_dim}) and "
+            f"{actions.size} action values (action_dim={action_dim}) are not the same whole number of rows"
+        )
+    if max_batch is not None and batch > max_batch:
+        raise PredictRequestError(f"batch of {batch} rows is over the limit of {max_batch}")
+    dtype = _float_dtype(model)
+    try:
+        s = as_rows("states", states.reshape(batch, state_dim), state_dim, dtype=dtype)
+        a = as_rows("actions", actions.reshape(batch, action_dim), action_dim, dtype=dtype, rows=batch)
+    except ValueError as err:
+        raise PredictRequestError(str(err)) from None
+    prediction = model.predict(s, a)
+    next_states = prediction.mean.to(torch.float64).numpy().ravel()
+    spread = None if prediction.spread is None else prediction.spread.to(torch.float64).numpy().ravel()
+    return next_states, spread
+
+
+def _float_dtype(model: DynamicsModel) -> torch.dtype:
+    """The dtype a model computes in: that of its first float parameter or buffer."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.get_default_dtype()

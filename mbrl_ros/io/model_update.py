@@ -1,0 +1,137 @@
+"""ModelUpdate messages <-> (model, config, metrics), without ROS.
+
+A model travels between processes as an ``mbrl_interfaces/ModelUpdate``: the
+trainer sends candidates on ``dynamics/candidate``, the dynamics_server
+publishes accepted ones on ``dynamics/model``. This module builds and reads the
+message's fields as a plain dict, so the nodes only do ``ModelUpdate(**fields)``
+and everything else is testable without DDS:
+
+    fields = pack(model, config, metrics, version=3, kind="parametric")
+    model, config, metrics = unpack(msg_or_fields)      # checksum verified first
+
+``weights`` are the bytes of ``mbrl_ros.io.checkpoint.to_bytes``; ``checksum``
+is their sha256; ``config_yaml`` is a human-readable copy of the model config
+(the config that rebuilds the model travels inside the weights).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+from mbrl_ros.core.models import MODEL_TYPES
+from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.io import checkpoint
+from mbrl_ros.io.checkpoint import CheckpointError
+
+FIELDS = ("model_kind", "version", "checksum", "metric_names", "metric_values", "config_yaml", "weights")
+MAX_VERSION = 2**32 - 1  # ModelUpdate.version is a uint32
+
+
+class ModelUpdateError(CheckpointError):
+    """A ModelUpdate is malformed, fails its checksum, or holds a broken model."""
+
+
+def pack(model: DynamicsModel, config: Mapping[str, Any], metrics: Mapping[str, float] | None,
+         version: int, kind: str) -> dict[str, Any]:
+    """The fields of a ModelUpdate carrying ``model`` (everything but the header)."""
+    if kind not in MODEL_TYPES:
+        raise ValueError(f"model kind: expected one of {list(MODEL_TYPES)}, got {kind!r}")
+    if not 0 <= int(version) <= MAX_VERSION:
+        raise ValueError(f"version: expected 0..{MAX_VERSION}, got {version}")
+    config = plain_data(config)
+    if config.get("type") != kind:
+        raise ValueError(f"model kind {kind!r} differs from the config's type {config.get('type')!r}")
+    metrics = {str(name): float(value) for name, value in (metrics or {}).items()}
+    weights = checkpoint.to_bytes(model, config, metrics)
+    return {
+        "model_kind": kind,
+        "version": int(version),
+        "checksum": checkpoint.checksum(weights),
+        "metric_names": list(metrics),
+        "metric_values": list(metrics.values()),
+        "config_yaml": yaml.safe_dump(config, sort_keys=False),
+        "weights": weights,
+    }
+
+
+def unpack(update: Mapping[str, Any] | Any, source: str = "ModelUpdate") -> tuple[DynamicsModel, dict, dict[str, float]]:
+    """-> (model in eval mode, model config, metrics) from a ModelUpdate message or its fields.
+
+    Refuses (ModelUpdateError, naming ``source``) a checksum that does not match
+    the weights, non-finite weights, and a model kind that is not the config's.
+    """
+    fields = as_fields(update)
+    weights = fields["weights"]
+    if not weights:
+        raise ModelUpdateError(f"{source}: no weights")
+    actual = checkpoint.checksum(weights)
+    if fields["checksum"] != actual:
+        raise ModelUpdateError(
+            f"{source}: checksum mismatch: message says {fields['checksum'][:12] or '(empty)'}..., "
+            f"the {len(weights)} bytes of weights hash to {actual[:12]}..."
+        )
+    model, config, _ = checkpoint.from_bytes(weights, source=source)
+    if config.get("type") != fields["model_kind"]:
+        raise ModelUpdateError(
+            f"{source}: model_kind {fields['model_kind']!r} differs from the weights' config type {config.get('type')!r}"
+        )
+    return model, config, metrics_of(fields, source)
+
+
+def as_fields(update: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """The ModelUpdate fields of a message (or a dict of them), weights as bytes."""
+    if isinstance(update, Mapping):
+        missing = [name for name in FIELDS if name not in update]
+        if missing:
+            raise ModelUpdateError(f"ModelUpdate fields: missing {missing}")
+        fields = {name: update[name] for name in FIELDS}
+    else:
+        fields = {name: getattr(update, name) for name in FIELDS}
+    weights = fields["weights"]
+    # rclpy gives uint8[] as array.array('B'): tobytes() copies once, bytes() would iterate.
+    fields["weights"] = weights.tobytes() if hasattr(weights, "tobytes") else bytes(weights)
+    fields["version"] = int(fields["version"])
+    fields["metric_names"] = [str(n) for n in fields["metric_names"]]
+    fields["metric_values"] = [float(v) for v in fields["metric_values"]]
+    return fields
+
+
+def metrics_of(fields: Mapping[str, Any], source: str = "ModelUpdate") -> dict[str, float]:
+    names, values = list(fields["metric_names"]), list(fields["metric_values"])
+    if len(names) != len(values):
+        raise ModelUpdateError(f"{source}: {len(names)} metric_names but {len(values)} metric_values")
+    return {str(n): float(v) for n, v in zip(names, values)}
+
+
+def with_version(fields: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """The same model under another version number (the weights, hence the checksum, unchanged)."""
+    if not 0 <= int(version) <= MAX_VERSION:
+        raise ValueError(f"version: expected 0..{MAX_VERSION}, got {version}")
+    return {**fields, "version": int(version)}
+
+
+def summary(fields: Mapping[str, Any]) -> str:
+    """One log line: ``v3 parametric 1a2b3c4d5e6f val_rmse_h1=0.0123 ...``."""
+    metrics = " ".join(f"{n}={_short(v)}" for n, v in zip(fields["metric_names"], fields["metric_values"]))
+    return f"v{fields['version']} {fields['model_kind']} {str(fields['checksum'])[:12]}" + (f" {metrics}" if metrics else "")
+
+
+def plain_data(value: Any) -> Any:
+    """``value`` with numpy scalars, tuples and mappings made plain Python (YAML- and torch.load-safe)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain_data(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _short(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else str(value)

@@ -1,0 +1,188 @@
+"""ModelUpdate fields <-> models, and the dynamics_server's registry (versions, checks, rollback), without ROS."""
+
+from __future__ import annotations
+
+import hashlib
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mbrl_ros.core.models import build_model
+from mbrl_ros.io import checkpoint
+from mbrl_ros.io.model_registry import (
+    ModelRegistry,
+    NoPreviousModel,
+    PredictRequestError,
+    check_predictions_finite,
+    predict_flat,
+)
+from mbrl_ros.io.model_update import FIELDS, ModelUpdateError, as_fields, pack, summary, unpack
+
+BICYCLE = {"type": "parametric", "dt": 0.2, "substeps": 2, "speed_input": "acceleration",
+           "params": {"wheelbase": 2.5, "rear_axle_to_cg": 1.2, "speed_gain": 4.0, "steer_gain": 0.6, "lag": 0.0}}
+ENSEMBLE = {"type": "ensemble", "state_dim": 5, "action_dim": 2, "ensemble_size": 2, "hidden_sizes": [8],
+            "angle_dims": [2]}
+
+
+def bicycle(wheelbase: float = 2.5):
+    config = {**BICYCLE, "params": {**BICYCLE["params"], "wheelbase": wheelbase}}
+    return build_model(config), config
+
+
+def candidate(wheelbase: float = 2.5, version: int = 1, metrics=None) -> dict:
+    model, config = bicycle(wheelbase)
+    return pack(model, config, metrics or {"val_rmse_h1": 0.01, "val_rmse_h10": 0.2}, version, "parametric")
+
+
+def test_pack_fills_every_field_and_unpack_rebuilds_the_model():
+    model, config = bicycle()
+    fields = pack(model, config, {"val_rmse_h1": np.float32(0.5)}, version=7, kind="parametric")
+    assert set(fields) == set(FIELDS)
+    assert fields["checksum"] == hashlib.sha256(fields["weights"]).hexdigest()
+    assert (fields["version"], fields["model_kind"]) == (7, "parametric")
+    assert fields["metric_names"] == ["val_rmse_h1"] and fields["metric_values"] == [0.5]
+    assert yaml.safe_load(fields["config_yaml"]) == config
+    rebuilt, rebuilt_config, metrics = unpack(fields)
+    assert rebuilt_config == config and metrics == {"val_rmse_h1": 0.5}
+    s, a = torch.randn(4, 5), torch.rand(4, 2)
+    torch.testing.assert_close(rebuilt(s, a), model(s, a))
+    assert summary(fields).startswith(f"v7 parametric {fields['checksum'][:12]} val_rmse_h1=0.5")
+
+
+def test_pack_makes_numpy_and_tuples_plain_so_the_checkpoint_loads():
+    model, config = bicycle()
+    config = {**config, "params": {k: np.float64(v) for k, v in config["params"].items()}, "dt": np.float32(0.2)}
+    _, rebuilt_config, _ = unpack(pack(model, config, None, 1, "parametric"))
+    assert type(rebuilt_config["params"]["wheelbase"]) is float
+
+
+def test_unpack_reads_a_message_object_with_array_weights():
+    import array
+
+    fields = candidate()
+    message = SimpleNamespace(**{**fields, "weights": array.array("B", fields["weights"]),
+                                 "metric_values": array.array("d", fields["metric_values"])})
+    model, _, metrics = unpack(message)
+    assert metrics == {"val_rmse_h1": 0.01, "val_rmse_h10": 0.2}
+    assert as_fields(message)["weights"] == fields["weights"]
+
+
+def test_unpack_refuses_a_wrong_checksum_and_non_finite_weights():
+    fields = candidate()
+    with pytest.raises(ModelUpdateError, match="checksum mismatch"):
+        unpack({**fields, "checksum": "0" * 64}, source="dynamics/candidate")
+    model, config = bicycle()
+    model.theta[0] = float("nan")
+    weights = checkpoint.to_bytes(model, config)
+    broken = {**fields, "weights": weights, "checksum": checkpoint.checksum(weights)}
+    with pytest.raises(checkpoint.CheckpointError, match="non-finite values in \\['theta'\\]"):
+        unpack(broken)
+    with pytest.raises(ModelUpdateError, match="model_kind 'ensemble' differs"):
+        unpack({**fields, "model_kind": "ensemble"})
+    with pytest.raises(ModelUpdateError, match="no weights"):
+        unpack({**fields, "weights": b""})
+
+
+def test_pack_rejects_a_kind_that_is_not_the_config_type():
+    model, config = bicycle()
+    with pytest.raises(ValueError, match="differs from the config's type"):
+        pack(model, config, None, 1, "ensemble")
+    with pytest.raises(ValueError, match="version"):
+        pack(model, config, None, -1, "parametric")
+
+
+# ---- the registry --------------------------------------------------------------------------
+
+def test_registry_versions_accepted_models_and_keeps_the_candidate_checksum():
+    registry = ModelRegistry(state_dim=5, action_dim=2)
+    first, second = candidate(2.5, version=40), candidate(3.0, version=41)
+    v1 = registry.offer(first)
+    assert v1.accepted and v1.deployed.version == 1 and v1.deployed.checksum == first["checksum"]
+    v2 = registry.offer(second)
+    assert v2.accepted and v2.deployed.version == 2 and v2.deployed.fields["weights"] == second["weights"]
+    assert [m.version for m in registry.previous] == [1]
+    assert (registry.accepted, registry.rejected) == (2, 0)
+
+
+def test_registry_rejects_broken_candidates_and_keeps_the_current_model():
+    registry = ModelRegistry(state_dim=5, action_dim=2)
+    good = registry.offer(candidate()).deployed
+    model, config = bicycle()
+    model.theta[2] = float("inf")
+    weights = checkpoint.to_bytes(model, config)
+    nan_weights = {**candidate(), "weights": weights, "checksum": checkpoint.checksum(weights)}
+    verdict = registry.offer(nan_weights)
+    assert verdict.status == "rejected" and "non-finite" in verdict.reason
+    assert registry.offer({**candidate(3.0), "checksum": "ab" * 32}).status == "rejected"
+    assert registry.current is good and (registry.accepted, registry.rejected) == (1, 2)
+    assert "checksum mismatch" in registry.last_reason
+    same = registry.offer(candidate())
+    assert same.status == "ignored" and registry.rejected == 2
+
+
+def test_registry_rejects_a_model_of_other_dims():
+    registry = ModelRegistry(state_dim=4, action_dim=2)
+    verdict = registry.offer(candidate())
+    assert verdict.status == "rejected" and "(5, 2)" in verdict.reason and "(4, 2)" in verdict.reason
+
+
+def test_registry_rejects_finite_weights_with_non_finite_predictions():
+    model = build_model(ENSEMBLE)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1e30)  # finite weights, but every output overflows
+    with pytest.raises(checkpoint.CheckpointError, match="test prediction gives non-finite"):
+        check_predictions_finite(model)
+    verdict = ModelRegistry().offer(pack(model, ENSEMBLE, None, 1, "ensemble"))
+    assert verdict.status == "rejected" and "non-finite" in verdict.reason
+
+
+def test_rollback_redeploys_the_previous_model_as_a_new_version():
+    registry = ModelRegistry(history_size=2)  # keeps b and a behind c
+    with pytest.raises(NoPreviousModel, match="no model deployed yet"):
+        registry.rollback()
+    a, b, c = candidate(2.0), candidate(2.5), candidate(3.0)
+    for update in (a, b, c):
+        assert registry.offer(update).accepted
+    back = registry.rollback()
+    assert (back.version, back.checksum) == (4, b["checksum"])
+    back = registry.rollback()
+    assert (back.version, back.checksum) == (5, a["checksum"])
+    with pytest.raises(NoPreviousModel, match="no previous model"):
+        registry.rollback()
+    assert registry.offer(c).accepted and registry.current.version == 6
+
+
+# ---- predict -------------------------------------------------------------------------------
+
+def test_predict_flat_matches_the_model_and_names_bad_fields():
+    model, _ = bicycle()
+    states = np.random.default_rng(0).normal(size=(3, 5))
+    actions = np.full((3, 2), 0.5)
+    next_states, spread = predict_flat(model, 5, 2, states.ravel(), actions.ravel())
+    expected = model(torch.as_tensor(states, dtype=torch.float32), torch.as_tensor(actions, dtype=torch.float32))
+    np.testing.assert_allclose(next_states.reshape(3, 5), expected.double().numpy())
+    assert spread is None and next_states.dtype == np.float64
+    with pytest.raises(PredictRequestError, match="bad dimensions: request has state_dim=4"):
+        predict_flat(model, 4, 2, states.ravel()[:12], actions.ravel())
+    with pytest.raises(PredictRequestError, match="bad dimensions: 14 state values"):
+        predict_flat(model, 5, 2, states.ravel()[:14], actions.ravel())
+    with pytest.raises(PredictRequestError, match="bad dimensions"):
+        predict_flat(model, 5, 2, states.ravel(), actions.ravel()[:5])
+    with pytest.raises(PredictRequestError, match="bad dimensions"):
+        predict_flat(model, 5, 2, [], [])
+    bad = actions.copy()
+    bad[1, 1] = np.nan
+    with pytest.raises(PredictRequestError, match="actions: non-finite value nan at row 1, column 1"):
+        predict_flat(model, 5, 2, states.ravel(), bad.ravel())
+    with pytest.raises(PredictRequestError, match="over the limit of 2"):
+        predict_flat(model, 5, 2, states.ravel(), actions.ravel(), max_batch=2)
+
+
+def test_predict_flat_returns_the_ensemble_spread():
+    model = build_model(ENSEMBLE)
+    next_states, spread = predict_flat(model, 5, 2, np.zeros(10), np.zeros(4))
+    assert next_states.shape == spread.shape == (10,) and np.all(spread >= 0)
