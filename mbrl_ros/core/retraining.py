@@ -1,0 +1,155 @@
+"""Online retraining, without ROS: when to train, how to validate, whether to deploy.
+
+The trainer node calls these; they only need the core.
+
+- ``RetrainSchedule``: the first model once ``first_at`` transitions exist,
+  then a new one every ``every`` new transitions.
+- ``validation_split``: whole episodes go to validation by a hash of their id,
+  so an episode stays on the same side as the dataset grows. A random
+  re-split each round would put episodes the deployed model was fitted on into
+  validation, flattering it against every candidate.
+- ``train_candidate``: fit with ``fit_model`` (the one fitting function), then
+  score the candidate and the currently deployed model with the same
+  open-loop multi-step error on the same validation episodes, and ``decide``.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from mbrl_ros.core.data import MultiStepError, TransitionDataset, multistep_error
+from mbrl_ros.core.fitting import FitResult, fit_model
+from mbrl_ros.core.models.base import DynamicsModel
+
+
+@dataclass(frozen=True)
+class RetrainSchedule:
+    first_at: int  # transitions before the first model (the random exploration budget)
+    every: int  # new transitions between later models
+
+    def __post_init__(self) -> None:
+        if self.first_at < 1 or self.every < 1:
+            raise ValueError(f"RetrainSchedule: first_at and every must be >= 1, got {self.first_at}, {self.every}")
+
+    def due(self, transitions: int, trained_at: int | None) -> bool:
+        """Is a training round due with ``transitions`` now, the last round having seen ``trained_at``?"""
+        if trained_at is None:
+            return transitions >= self.first_at
+        return transitions - trained_at >= self.every
+
+
+def validation_split(dataset: TransitionDataset, val_fraction: float, seed: int = 0
+                     ) -> tuple[TransitionDataset, TransitionDataset]:
+    """(train, validation) by whole episodes, each episode's side fixed by a hash of (seed, id).
+
+    At least one episode on each side; with few episodes the fraction is only
+    approximate. Needs 2+ episodes.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction: expected a value in (0, 1), got {val_fraction}")
+    ids = [episode for episode, _, _ in dataset.episodes()]
+    if len(ids) < 2:
+        raise ValueError(f"validation needs at least 2 episodes, the data has {len(ids)}")
+    draw = {e: zlib.crc32(f"{seed}:{e}".encode()) / 2**32 for e in ids}
+    val = [e for e in ids if draw[e] < val_fraction]
+    if not val:  # the episode whose draw came closest
+        val = [min(ids, key=draw.get)]
+    elif len(val) == len(ids):
+        val.remove(max(val, key=draw.get))
+    val_set = set(val)
+    return dataset.select_episodes([e for e in ids if e not in val_set]), dataset.select_episodes(val)
+
+
+def error_score(error: MultiStepError) -> float:
+    """One number to compare models: mean RMSE over the horizons that had windows; non-finite -> inf."""
+    scored = [e if math.isfinite(e) else math.inf for h, e in error.rmse.items() if error.num_windows[h] > 0]
+    return sum(scored) / len(scored) if scored else math.inf
+
+
+@dataclass(frozen=True)
+class Decision:
+    accept: bool
+    reason: str
+    candidate_score: float
+    current_score: float | None
+
+
+def decide(candidate: MultiStepError, current: MultiStepError | None, min_improvement: float = 0.0) -> Decision:
+    """Deploy the candidate only if its score beats the current model's by ``min_improvement`` (relative)."""
+    if not 0.0 <= min_improvement < 1.0:
+        raise ValueError(f"min_improvement: expected a value in [0, 1), got {min_improvement}")
+    ours = error_score(candidate)
+    if not math.isfinite(ours):
+        return Decision(False, "candidate's validation error is not finite", ours, None)
+    if current is None:
+        return Decision(True, f"no current model; candidate scores {ours:.4g}", ours, None)
+    theirs = error_score(current)
+    if not math.isfinite(theirs):
+        return Decision(True, f"candidate scores {ours:.4g}, the current model's error is not finite", ours, theirs)
+    change = f"{(ours - theirs) / theirs:+.1%}" if theirs > 0 else "n/a"
+    if ours < theirs * (1.0 - min_improvement):
+        return Decision(True, f"better: candidate scores {ours:.4g} vs current {theirs:.4g} ({change})", ours, theirs)
+    needed = f" (needs {min_improvement:.0%} better)" if min_improvement else ""
+    return Decision(False, f"not better: candidate scores {ours:.4g} vs current {theirs:.4g} ({change}){needed}",
+                    ours, theirs)
+
+
+@dataclass
+class TrainingRound:
+    """One round's outcome: the fit, both models' validation errors, and the decision."""
+
+    fit: FitResult
+    current_error: MultiStepError | None
+    decision: Decision
+    train_transitions: int
+    val_transitions: int
+    val_episodes: list[int] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        """The candidate's metrics as a ModelUpdate carries them."""
+        metrics = dict(self.fit.metrics())
+        metrics["val_score"] = self.decision.candidate_score
+        metrics["train_transitions"] = float(self.train_transitions)
+        metrics["val_transitions"] = float(self.val_transitions)
+        return metrics
+
+    def current_metrics(self) -> dict[str, float]:
+        if self.current_error is None:
+            return {}
+        return {f"val_rmse_h{h}": float(e) for h, e in self.current_error.rmse.items()}
+
+
+def train_candidate(
+    dataset: TransitionDataset,
+    model_config: Mapping[str, Any],
+    current: DynamicsModel | None = None,
+    *,
+    val_fraction: float = 0.2,
+    training: Mapping[str, Any] | None = None,
+    horizons: Sequence[int] = (1, 5, 10, 20),
+    angle_dims: Sequence[int] = (),
+    error_scale: Sequence[float] | None = None,
+    min_improvement: float = 0.0,
+    split_seed: int = 0,
+    source: str = "trainer",
+) -> TrainingRound:
+    """Fit a candidate on the training episodes and judge it against ``current`` on the validation ones."""
+    train, val = validation_split(dataset, val_fraction, split_seed)
+    fit = fit_model(model_config, train, val, training=training, horizons=horizons, angle_dims=angle_dims,
+                    error_scale=error_scale, source=source)
+    current_error = None
+    note = ""
+    if current is not None:
+        if (current.state_dim, current.action_dim) == (dataset.state_dim, dataset.action_dim):
+            current_error = multistep_error(current, val, horizons, angle_dims=angle_dims, scale=error_scale)
+        else:
+            note = (f"; the current model's dims ({current.state_dim}, {current.action_dim}) do not fit the data's "
+                    f"({dataset.state_dim}, {dataset.action_dim}), so it was not scored")
+    decision = decide(fit.val_error, current_error, min_improvement)
+    if note:
+        decision = Decision(decision.accept, decision.reason + note, decision.candidate_score, decision.current_score)
+    val_ids = [episode for episode, _, _ in val.episodes()]
+    return TrainingRound(fit, current_error, decision, len(train), len(val), val_ids)
