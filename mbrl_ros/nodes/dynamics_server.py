@@ -1,0 +1,190 @@
+"""dynamics_server: owns the current dynamics model, deploys checked candidates, answers predictions.
+
+- On start, loads the ``checkpoint`` parameter's file if given, else waits for
+  the first model.
+- ``dynamics/candidate`` (ModelUpdate, latched; from the trainer): each
+  candidate goes through ``ModelRegistry.offer`` (checksum, finite weights,
+  dimensions, finite test predictions). An accepted one is published on
+  ``dynamics/model`` (latched) under the next version number, with the
+  candidate's weights, checksum and metrics unchanged. Every accept and reject is
+  logged with version, metrics and reason.
+- ``dynamics/rollback`` (std_srvs/Trigger): re-publishes the previous good model
+  as a new version; fails with a message when there is none.
+- ``dynamics/predict`` (mbrl_interfaces/PredictBatch): batched one-step
+  predictions with the current model; a bad request gets ``success=false`` and a
+  message naming the field.
+- ``/diagnostics`` about once a second: version, checksum prefix, accepted and
+  rejected counts, last reason, predict latency p50/p99.
+"""
+
+from __future__ import annotations
+
+import array
+import sys
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+
+from mbrl_interfaces.msg import ModelUpdate
+from mbrl_interfaces.srv import PredictBatch
+from mbrl_ros.io import checkpoint
+from mbrl_ros.io.model_registry import ModelRegistry, NoPreviousModel, PredictRequestError, predict_flat
+from mbrl_ros.io.model_update import pack
+from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
+from mbrl_ros.nodes.params import Param, declare_all
+from mbrl_ros.nodes.qos import LATCHED
+
+PARAMS = [
+    Param("checkpoint", "", "model checkpoint (.pt) to serve from the start; empty: wait for the first candidate",
+          read_only=True),
+    Param("history_size", 5, "earlier good models kept for dynamics/rollback", (1, 100), read_only=True),
+    Param("max_batch", 100_000, "largest batch dynamics/predict answers", (1, 10_000_000)),
+    Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
+]
+
+
+def declare_parameters(node: Node, params: list[Param]) -> dict:
+    """``declare_all`` for a node that also auto-declares its overrides (for the shared ``/**`` keys).
+
+    rclpy's automatic declaration already declared any of ``params`` given in a
+    params file, and declaring again raises; undeclared first, they are declared
+    with description and range, and the override is still applied.
+    """
+    for p in params:
+        if node.has_parameter(p.name):
+            node.undeclare_parameter(p.name)
+    return declare_all(node, params)
+
+
+class DynamicsServerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("dynamics_server", automatically_declare_parameters_from_overrides=True)
+        self.p = declare_parameters(self, PARAMS)
+        # The robot's state and action names (the params file's '/**' section), if given: models must fit them.
+        dims = [len(self.get_parameter(n).value) if self.has_parameter(n) else None
+                for n in ("state_names", "action_names")]
+        self.registry = ModelRegistry(state_dim=dims[0], action_dim=dims[1], history_size=self.p["history_size"])
+        self.predict_stats = LoopStats()
+        self.model_pub = self.create_publisher(ModelUpdate, "dynamics/model", LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(ModelUpdate, "dynamics/candidate", self.on_candidate, LATCHED)
+        self.create_service(PredictBatch, "dynamics/predict", self.on_predict)
+        self.create_service(Trigger, "dynamics/rollback", self.on_rollback)
+        self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics)
+        if self.p["checkpoint"]:
+            self.load_checkpoint(self.p["checkpoint"])
+        else:
+            self.get_logger().info("no checkpoint given: waiting for the first model on dynamics/candidate")
+
+    def load_checkpoint(self, path: str) -> None:
+        model, config, metrics = checkpoint.load(path)  # a bad file stops the node: it was asked for
+        self.consider(pack(model, config, metrics, version=0, kind=config["type"]), source=path)
+
+    # --- models ------------------------------------------------------------------------------
+    def on_candidate(self, msg: ModelUpdate) -> None:
+        self.consider(msg, source=f"candidate v{msg.version} on dynamics/candidate")
+
+    def consider(self, update, source: str) -> None:
+        verdict = self.registry.offer(update, source=source)
+        if verdict.status == "accepted":
+            self.publish(verdict.deployed.fields)
+            self.get_logger().info(f"accepted {source}: now serving {verdict.deployed.describe()}")
+        elif verdict.status == "ignored":
+            self.get_logger().info(f"ignored {source}: {verdict.reason}")
+        else:
+            version = self.registry.current.version if self.registry.current else "none"
+            # The reason names the source already.
+            self.get_logger().warn(f"rejected: {verdict.reason} (still serving version {version})")
+
+    def publish(self, fields: dict) -> None:
+        msg = ModelUpdate(**fields)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.model_pub.publish(msg)
+
+    def on_rollback(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            deployed = self.registry.rollback()
+        except NoPreviousModel as err:
+            response.success, response.message = False, str(err)
+            self.get_logger().warn(f"rollback refused: {err}")
+            return response
+        self.publish(deployed.fields)
+        response.success, response.message = True, f"{self.registry.last_reason}: {deployed.describe()}"
+        self.get_logger().info(f"rollback: {response.message}")
+        return response
+
+    # --- predictions ---------------------------------------------------------------------------
+    def on_predict(self, request: PredictBatch.Request, response: PredictBatch.Response) -> PredictBatch.Response:
+        started = time.perf_counter()
+        current = self.registry.current
+        if current is None:
+            response.success, response.message = False, "no model yet: the dynamics_server has not received one"
+            return response
+        try:
+            next_states, spread = predict_flat(current.model, request.state_dim, request.action_dim,
+                                               request.states, request.actions, self.p["max_batch"])
+        except PredictRequestError as err:
+            response.success, response.message = False, str(err)
+            self.predict_stats.reject(str(err))
+            return response
+        response.next_states = array.array("d", next_states.tobytes())
+        if spread is not None:
+            response.spread = array.array("d", spread.tobytes())
+        response.model_version = current.version
+        response.success = True
+        self.predict_stats.record((time.perf_counter() - started) * 1e3)
+        return response
+
+    # --- diagnostics ---------------------------------------------------------------------------
+    def publish_diagnostics(self) -> None:
+        current = self.registry.current
+        p50, p99 = self.predict_stats.percentiles()
+        values = {
+            "model_version": str(current.version) if current else "none",
+            "model_kind": current.fields["model_kind"] if current else "",
+            "checksum": current.checksum[:12] if current else "",
+            "accepted": str(self.registry.accepted),
+            "rejected": str(self.registry.rejected),
+            "last_reason": self.registry.last_reason,
+            "rollback_available": str(len(self.registry.previous)),
+            "predict_calls": str(self.predict_stats.cycles),
+            "predict_latency_p50_ms": f"{p50:.3f}",
+            "predict_latency_p99_ms": f"{p99:.3f}",
+            "predict_rejected": str(self.predict_stats.rejected),
+        }
+        if current is not None:
+            values.update({name: f"{value:.6g}" for name, value in current.metrics.items()})
+        level, message = (DiagnosticStatus.OK, f"serving {current.describe()}") if current else \
+            (DiagnosticStatus.WARN, "no model yet")
+        self.diag_pub.publish(diagnostic_array(self, f"{self.get_fully_qualified_name()}", values, level, message))
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = DynamicsServerNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RCLError:
+        if rclpy.ok():
+            raise  # after SIGINT/SIGTERM shut the context down, a callback's publish may fail: that is the end
+    except (ValueError, ParameterException) as err:  # a bad parameter or checkpoint; the message names it
+        print(f"dynamics_server: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

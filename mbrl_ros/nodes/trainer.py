@@ -1,0 +1,308 @@
+"""trainer: retrains the dynamics model from the data_logger's bags and offers better models.
+
+A separate, niced process with bounded torch threads, so it never competes
+with the control loop for long. A worker thread does the slow work; the node
+keeps spinning for the service, the model subscription and diagnostics.
+
+Every ``poll_period`` the worker lists the closed bags under ``bag_dir``; when
+there are new ones it rebuilds the transitions from all of them
+(``mbrl_ros.io.bags``, the same code as ``mbrl-ros fit``). A round of training
+runs once there are ``random_transitions`` transitions, then after every
+``retrain_every`` new ones, and whenever ``trainer/train`` (std_srvs/Trigger) is
+called. A round fits the ``model_kind`` model with ``fit_model``, scores it and
+the deployed model (the latest on ``dynamics/model``) by multi-step error on the
+same held-out episodes, and, only if the candidate is better (or nothing is
+deployed), saves it as ``<checkpoint_dir>/model_v<N>.pt`` and publishes it on
+``dynamics/candidate`` for the dynamics_server. The checkpoints stay on disk:
+each earlier one is a model to roll back to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from std_srvs.srv import Trigger
+
+from mbrl_interfaces.msg import ModelUpdate
+from mbrl_ros.core.data import TransitionDataset
+from mbrl_ros.core.fitting import check_training_options
+from mbrl_ros.core.models import MODEL_TYPES, build_model
+from mbrl_ros.core.retraining import RetrainSchedule, TrainingRound, train_candidate
+from mbrl_ros.io import checkpoint
+from mbrl_ros.io.bags import list_bags, transitions_from_bags
+from mbrl_ros.io.model_update import pack, unpack
+from mbrl_ros.nodes.diagnostics import diagnostic_array
+from mbrl_ros.nodes.dynamics_server import declare_parameters
+from mbrl_ros.nodes.params import Param, section
+from mbrl_ros.nodes.qos import LATCHED
+
+PARAMS = [
+    Param("model_kind", "parametric", "model to train: parametric | ensemble | semiparametric (settings: the section of that name)"),
+    Param("bag_dir", "bags", "folder of the data_logger's bags; closed bags (with metadata.yaml) are read"),
+    Param("state_topic", "state", "StateVector topic in the bags (relative names resolve in this node's namespace)"),
+    Param("command_topic", "hw/command", "CommandVector topic in the bags"),
+    Param("dt", 0.2, "control period (s): a transition's next state is stamped dt after its state", (1e-3, 10.0)),
+    Param("max_stamp_error", 0.05, "tolerance (s) on the next state's stamp; must be < dt/2", (0.0, 5.0)),
+    Param("max_jump", 2.0, "a position change (m) larger than this in one step is a reset, not motion", (0.0, 1e6)),
+    Param("random_transitions", 2000, "transitions before the first model (random exploration)", (2, 100_000_000)),
+    Param("retrain_every", 1000, "new transitions between training rounds", (1, 100_000_000)),
+    Param("poll_period", 5.0, "seconds between looks at bag_dir", (0.05, 3600.0)),
+    Param("val_fraction", 0.2, "fraction of the episodes held out for validation", (0.01, 0.99)),
+    Param("horizons", [1, 5, 10, 20], "horizons (steps) of the multi-step validation error"),
+    Param("min_improvement", 0.0, "relative improvement of the validation score a candidate needs", (0.0, 0.99)),
+    Param("split_seed", 0, "seed of the episode-stable validation split", (0, 2**31 - 1)),
+    Param("checkpoint_dir", "checkpoints", "where accepted models are saved as model_v<N>.pt"),
+    Param("threads", 1, "torch threads for training", (1, 256), read_only=True),
+    Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
+]
+CHECKPOINT_NAME = re.compile(r"model_v(\d+)\.pt$")
+
+
+def save_numbered_checkpoint(folder: str | os.PathLike, model, config: dict, metrics: dict) -> tuple[int, Path]:
+    """Save as ``model_v<N>.pt`` with N one past the highest already there (so a restart never overwrites)."""
+    folder = Path(folder)
+    taken = [int(m.group(1)) for f in folder.glob("model_v*.pt") if (m := CHECKPOINT_NAME.search(f.name))]
+    number = max(taken, default=0) + 1
+    path = folder / f"model_v{number}.pt"
+    checkpoint.save(path, model, config, metrics)
+    return number, path
+
+
+class TrainerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("trainer", automatically_declare_parameters_from_overrides=True)
+        self.p = declare_parameters(self, PARAMS)
+        torch.set_num_threads(self.p["threads"])
+        kind = self.p["model_kind"]
+        if kind not in MODEL_TYPES:
+            raise ValueError(f"parameter 'model_kind': expected one of {list(MODEL_TYPES)}, got {kind!r}")
+        self.model_config = section(self, kind)
+        if not self.model_config:
+            raise ValueError(f"parameter '{kind}': no model section of that name in the parameters")
+        build_model(self.model_config, where=f"trainer parameter '{kind}'")  # fail now, not in the first round
+        model_dt = self.model_config.get("dt", (self.model_config.get("prior") or {}).get("dt"))
+        if model_dt is not None and abs(float(model_dt) - self.p["dt"]) > 1e-9:
+            raise ValueError(f"the model's dt ({kind}.dt = {model_dt}) differs from parameter 'dt' "
+                             f"({self.p['dt']}), the control period the transitions are read at")
+        self.training = check_training_options(section(self, "training"), source="trainer parameter 'training'")
+        self.angle_dims = list(self.optional("angle_dims", []))
+        self.error_scale = self.optional("error_scale", None)
+        self.state_names = self.optional("state_names", None)
+        self.action_names = self.optional("action_names", None)
+        self.state_topic = self.resolve_topic_name(self.p["state_topic"])
+        self.command_topic = self.resolve_topic_name(self.p["command_topic"])
+        self.schedule = RetrainSchedule(self.p["random_transitions"], self.p["retrain_every"])
+
+        self.lock = threading.Lock()  # guards what the worker and the callbacks share below
+        self.deployed = None  # (version, model) from dynamics/model
+        self.train_requested = False
+        self.training_now = False
+        self.bags: list[Path] = []
+        self.dataset: TransitionDataset | None = None
+        self.data_error = ""
+        self.trained_at: int | None = None
+        self.rounds = self.accepted = self.rejected = self.failed = 0
+        self.last_round: dict[str, str] = {}
+
+        self.candidate_pub = self.create_publisher(ModelUpdate, "dynamics/candidate", LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED)
+        self.create_service(Trigger, "trainer/train", self.on_train)
+        self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics)
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.worker = threading.Thread(target=self.work, name="trainer-worker", daemon=True)
+        self.worker.start()
+        self.get_logger().info(
+            f"training '{kind}' from {self.state_topic} and {self.command_topic} in {self.p['bag_dir']}: first model "
+            f"at {self.p['random_transitions']} transitions, then every {self.p['retrain_every']}"
+        )
+
+    def read_transitions(self, bags: list[Path]) -> TransitionDataset:
+        """The data source: all closed bags as one dataset (episodes continue across split bags)."""
+        return transitions_from_bags(bags, self.state_topic, self.command_topic, self.p["dt"],
+                                     self.p["max_stamp_error"], self.p["max_jump"],
+                                     state_names=self.state_names, action_names=self.action_names)
+
+    def optional(self, name: str, default):
+        return list(self.get_parameter(name).value) if self.has_parameter(name) else default
+
+    # --- callbacks (executor thread) ---------------------------------------------------------
+    def on_model(self, msg: ModelUpdate) -> None:
+        try:
+            model, _, _ = unpack(msg, source=f"dynamics/model v{msg.version}")
+        except ValueError as err:
+            self.get_logger().error(f"ignoring the deployed model: {err}")
+            return
+        with self.lock:
+            self.deployed = (msg.version, model)
+        self.get_logger().info(f"deployed model is now v{msg.version}: candidates are compared with it")
+
+    def on_train(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self.lock:
+            self.train_requested = True
+            busy, transitions, bags = self.training_now, len(self.dataset or ()), len(self.bags)
+        self.wake.set()
+        response.success = True
+        response.message = (f"queued a training round ({'after the round in progress; ' if busy else ''}"
+                            f"last look: {bags} bags, {transitions} transitions)")
+        self.get_logger().info(f"trainer/train: {response.message}")
+        return response
+
+    # --- the worker --------------------------------------------------------------------------
+    def work(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.look_at_bags()
+                with self.lock:
+                    requested, self.train_requested = self.train_requested, False
+                    transitions = len(self.dataset) if self.dataset is not None else 0
+                    due = requested or self.schedule.due(transitions, self.trained_at)
+                if due and self.dataset is not None:
+                    self.train_round(self.dataset, "requested" if requested else "scheduled")
+                elif requested:
+                    self.get_logger().warn(f"training requested but there is no data: {self.data_error or 'no bags'}")
+            except Exception as err:  # the worker must survive anything one round does
+                self.get_logger().error(f"trainer worker: {type(err).__name__}: {err}\n{traceback.format_exc()}")
+            self.wake.wait(self.p["poll_period"])
+            self.wake.clear()
+
+    def look_at_bags(self) -> None:
+        bags = list_bags(self.p["bag_dir"])
+        if bags == self.bags:
+            return
+        try:
+            dataset, error = self.read_transitions(bags), ""
+        except ValueError as err:  # BagError: a bag without the topics, a corrupt file, no transitions yet
+            dataset, error = None, str(err)
+            self.get_logger().warn(f"cannot use the bags in {self.p['bag_dir']}: {err}")
+        with self.lock:
+            self.bags, self.dataset, self.data_error = bags, dataset, error
+        if dataset is not None:
+            self.get_logger().info(f"{len(bags)} bags: {len(dataset)} transitions in {len(dataset.episodes())} episodes")
+
+    def train_round(self, dataset: TransitionDataset, why: str) -> None:
+        with self.lock:
+            self.training_now = True
+            deployed = self.deployed
+            self.trained_at = len(dataset)
+        started = time.perf_counter()
+        try:
+            result = train_candidate(
+                dataset, self.model_config, deployed[1] if deployed else None,
+                val_fraction=self.p["val_fraction"], training=self.training, horizons=list(self.p["horizons"]),
+                angle_dims=self.angle_dims, error_scale=self.error_scale,
+                min_improvement=self.p["min_improvement"], split_seed=self.p["split_seed"],
+                source=f"trainer '{self.p['model_kind']}'",
+            )
+        except (ValueError, RuntimeError) as err:  # too few episodes, identification did not converge, ...
+            self.note_round(why, started, f"failed: {err}", failed=True)
+            self.get_logger().error(f"{why} training round on {len(dataset)} transitions failed: {err}")
+            return
+        finally:
+            with self.lock:
+                self.training_now = False
+        against = f"deployed v{deployed[0]}" if deployed else "no deployed model"
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in result.metrics().items() if k.startswith("val_rmse"))
+        if not result.decision.accept:
+            self.note_round(why, started, f"rejected: {result.decision.reason}", result)
+            self.get_logger().info(f"{why} round: candidate rejected against {against}: {result.decision.reason} "
+                                   f"[{metrics}]")
+            return
+        number, path = save_numbered_checkpoint(self.p["checkpoint_dir"], result.fit.model, result.fit.config,
+                                                result.metrics())
+        fields = pack(result.fit.model, result.fit.config, result.metrics(), number, self.p["model_kind"])
+        msg = ModelUpdate(**fields)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.candidate_pub.publish(msg)
+        self.note_round(why, started, f"accepted as candidate v{number}: {result.decision.reason}", result)
+        self.get_logger().info(f"{why} round: candidate v{number} accepted against {against}: "
+                               f"{result.decision.reason} [{metrics}]; saved {path}, published on dynamics/candidate")
+
+    def note_round(self, why: str, started: float, outcome: str, result: TrainingRound | None = None,
+                   failed: bool = False) -> None:
+        summary = {
+            "last_round": why,
+            "last_round_outcome": outcome,
+            "last_round_seconds": f"{time.perf_counter() - started:.2f}",
+            "last_round_wall_time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        if result is not None:
+            summary.update({f"candidate_{k}": f"{v:.6g}" for k, v in result.metrics().items()})
+            summary.update({f"deployed_{k}": f"{v:.6g}" for k, v in result.current_metrics().items()})
+        with self.lock:
+            self.rounds += 1
+            self.failed += failed
+            if result is not None:
+                self.accepted += result.decision.accept
+                self.rejected += not result.decision.accept
+            self.last_round = summary
+
+    # --- diagnostics ---------------------------------------------------------------------------
+    def publish_diagnostics(self) -> None:
+        with self.lock:
+            values = {
+                "model_kind": self.p["model_kind"],
+                "bags": str(len(self.bags)),
+                "transitions": str(len(self.dataset) if self.dataset is not None else 0),
+                "episodes": str(len(self.dataset.episodes()) if self.dataset is not None else 0),
+                "data_error": self.data_error,
+                "training_now": str(self.training_now),
+                "trained_at_transitions": str(self.trained_at if self.trained_at is not None else "never"),
+                "rounds": str(self.rounds),
+                "accepted": str(self.accepted),
+                "rejected": str(self.rejected),
+                "failed": str(self.failed),
+                "deployed_version": str(self.deployed[0]) if self.deployed else "none",
+                **self.last_round,
+            }
+        outcome = values.get("last_round_outcome", "")
+        level = DiagnosticStatus.WARN if values["data_error"] or outcome.startswith("failed") else DiagnosticStatus.OK
+        message = "training" if values["training_now"] == "True" else (outcome or "waiting for data")
+        self.diag_pub.publish(diagnostic_array(self, self.get_fully_qualified_name(), values, level, message))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        # A round in progress is not interrupted; the thread is a daemon, so the process still exits.
+        self.worker.join(timeout=1.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    os.nice(10)  # below the control loop whenever the two compete for a core
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = TrainerNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RCLError:
+        if rclpy.ok():
+            raise  # after SIGINT/SIGTERM shut the context down, a callback's publish may fail: that is the end
+    except (ValueError, ParameterException) as err:  # a bad parameter or checkpoint; the message names it
+        print(f"trainer: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

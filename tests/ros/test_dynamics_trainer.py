@@ -1,0 +1,300 @@
+"""dynamics_server and trainer as real processes over DDS: deploy, reject, predict, roll back, retrain.
+
+Every test runs its processes in a ROS domain of its own, discovery kept on this
+host. The test's own hands on DDS are tests/ros/dynamics_peers.py (this process
+cannot import mbrl_interfaces); the models it sends are built here, ROS-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import pickle
+import selectors
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_ros.core.models import build_model
+from mbrl_ros.io import checkpoint
+from mbrl_ros.io.config import node_parameters
+from mbrl_ros.io.model_update import pack
+from mbrl_ros.ros_env import REPO_ROOT, workspace_env
+
+PEER = Path(__file__).with_name("dynamics_peers.py")
+NAMESPACE = "/car"
+STATE_NAMES = ["x", "y", "yaw", "v", "steer"]
+ACTION_NAMES = ["u_accel", "u_steer"]
+DT = 0.2
+BICYCLE = {"type": "parametric", "dt": DT, "substeps": 3, "speed_input": "acceleration",
+           "params": {"wheelbase": 2.5, "rear_axle_to_cg": 1.2, "speed_gain": 5.0, "steer_gain": 0.7, "lag": 0.3}}
+
+
+class Peer:
+    """dynamics_peers.py: one JSON command in, one result out."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.expect("ready", timeout=60)
+
+    def do(self, op: str, timeout: float = 60.0, **args) -> dict:
+        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.expect("result ", timeout))
+
+    def expect(self, prefix: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                    line = self.proc.stdout.readline()
+                    if line.startswith(prefix):
+                        return line[len(prefix):].strip()
+                    if not line:
+                        break
+        self.proc.kill()
+        pytest.fail(f"dynamics_peers.py: no '{prefix}' line within {timeout} s; stderr:\n{self.proc.stderr.read()}")
+
+
+@pytest.fixture
+def stack(request, tmp_path):
+    """Start nodes and the peer in a domain of this test; stop them all at the end."""
+    domain = 1 + zlib.crc32(f"{os.getpid()}:{request.node.nodeid}".encode()) % 200
+    env = workspace_env(domain_id=domain)
+    env["ROS_LOG_DIR"] = str(tmp_path / "ros_log")
+    procs: list[tuple[subprocess.Popen, Path]] = []
+
+    class Stack:
+        def node(self, name: str, params: dict) -> subprocess.Popen:
+            """Start mbrl_ros.nodes.<name> with ``params`` (a ROS params file's content)."""
+            params_file = tmp_path / f"{name}.params.yaml"
+            # As JSON, which is YAML with every string quoted: rcl reads a bare `y` as a bool.
+            params_file.write_text(json.dumps(params, indent=1))
+            log = tmp_path / f"{name}.log"
+            code = f"import sys; from mbrl_ros.nodes.{name} import main; sys.exit(main())"
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code, "--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file", str(params_file)],
+                env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT,
+            )
+            procs.append((proc, log))
+            return proc
+
+        def peer(self) -> Peer:
+            proc = subprocess.Popen([sys.executable, str(PEER), NAMESPACE], env=env, cwd=REPO_ROOT, text=True,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            procs.append((proc, None))
+            return Peer(proc)
+
+        def logs(self) -> str:
+            return "\n".join(f"--- {log.name}:\n{log.read_text()[-3000:]}" for _, log in procs if log is not None)
+
+    yield Stack()
+    for proc, _ in procs:
+        if proc.stdin is not None:
+            proc.stdin.close()  # the peer ends at the end of its input
+        elif proc.poll() is None:
+            proc.terminate()
+    for proc, log in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"{proc.args[:3]} did not end within 10 s of SIGTERM")
+        if log is not None:
+            assert proc.returncode == 0, f"{log.name}: exit code {proc.returncode}\n{log.read_text()[-3000:]}"
+
+
+def robot_params(**nodes) -> dict:
+    """A params file: the robot's shared names, and a section per node (in any namespace: rcl reads a
+    plain ``name:`` section as ``/name``)."""
+    return {"/**": {"ros__parameters": {"state_names": STATE_NAMES, "action_names": ACTION_NAMES}},
+            **{f"/**/{name}": {"ros__parameters": p} for name, p in nodes.items()}}
+
+
+def bicycle_fields(tmp_path: Path, wheelbase: float, version: int = 1, nan: bool = False) -> tuple[dict, Path]:
+    """ModelUpdate fields of a bicycle model (with a NaN weight if asked), pickled for the peer."""
+    config = {**BICYCLE, "params": {**BICYCLE["params"], "wheelbase": wheelbase}}
+    model = build_model(config)
+    metrics = {"val_rmse_h1": 0.01 * wheelbase, "val_rmse_h10": 0.1 * wheelbase}
+    if nan:
+        fields = pack(model, config, metrics, version, "parametric")
+        model.theta[0] = float("nan")
+        weights = checkpoint.to_bytes(model, config, metrics)
+        fields.update(weights=weights, checksum=hashlib.sha256(weights).hexdigest())
+    else:
+        fields = pack(model, config, metrics, version, "parametric")
+    path = tmp_path / f"candidate_{wheelbase}_{'nan' if nan else 'ok'}.pkl"
+    path.write_bytes(pickle.dumps(fields))
+    return fields, path
+
+
+def test_dynamics_server_deploys_candidates_rejects_nan_weights_and_rolls_back(stack, tmp_path):
+    stack.node("dynamics_server", robot_params(dynamics_server={"diagnostics_period": 0.2}))
+    peer = stack.peer()
+    first, first_file = bicycle_fields(tmp_path, 2.5, version=41)
+    broken, broken_file = bicycle_fields(tmp_path, 2.7, version=42, nan=True)
+    second, second_file = bicycle_fields(tmp_path, 3.0, version=43)
+
+    peer.do("publish_candidate", fields=str(first_file))
+    model = peer.do("wait_model", checksum=first["checksum"], timeout=45)
+    assert model["received"], stack.logs()
+    assert model["version"] == 1 and model["sha256"] == model["checksum"] == first["checksum"]
+    assert model["model_kind"] == "parametric" and model["metrics"] == pytest.approx({"val_rmse_h1": 0.025, "val_rmse_h10": 0.25})
+
+    peer.do("publish_candidate", fields=str(broken_file))
+    diagnostics = peer.do("wait_diagnostics", node="dynamics_server", key="rejected", value="1", timeout=20)
+    assert diagnostics["found"], diagnostics
+    assert "non-finite values" in diagnostics["values"]["last_reason"]
+    assert diagnostics["values"]["model_version"] == "1" and diagnostics["values"]["accepted"] == "1"
+
+    peer.do("publish_candidate", fields=str(second_file))
+    assert peer.do("wait_model", checksum=second["checksum"], version=2, timeout=20)["received"], stack.logs()
+    rollback = peer.do("trigger", service="dynamics/rollback")
+    assert rollback["answered"] and rollback["success"], rollback
+    assert "rolled back to the model of v1 as v3" in rollback["message"]
+    assert peer.do("wait_model", checksum=first["checksum"], version=3, timeout=20)["received"]
+    again = peer.do("trigger", service="dynamics/rollback")
+    assert again["answered"] and not again["success"] and "no previous model" in again["message"]
+
+    seen = [(m["version"], m["checksum"]) for m in peer.do("models")["models"]]
+    assert seen == [(1, first["checksum"]), (2, second["checksum"]), (3, first["checksum"])]
+    assert broken["checksum"] not in {checksum for _, checksum in seen}
+
+
+def test_predict_across_processes_with_a_model_loaded_from_a_checkpoint(stack, tmp_path):
+    torch.manual_seed(0)
+    config = node_parameters(REPO_ROOT / "config" / "car.yaml", "trainer")["ensemble"]  # the car's, ~1 MB
+    model = build_model(config)
+    path = tmp_path / "ensemble.pt"
+    checkpoint.save(path, model, config, {"val_rmse_h1": 0.5})
+    stack.node("dynamics_server", robot_params(dynamics_server={"checkpoint": str(path), "diagnostics_period": 0.2}))
+    peer = stack.peer()
+    published = peer.do("wait_model", version=1, timeout=45)
+    assert published["received"], stack.logs()
+    assert published["num_bytes"] > 500_000 and published["sha256"] == published["checksum"]
+
+    states = np.random.default_rng(0).normal(size=(32, 5))
+    actions = np.random.default_rng(1).uniform(-1, 1, size=(32, 2))
+    reply = peer.do("predict", request={"state_dim": 5, "action_dim": 2, "states": states.ravel().tolist(),
+                                        "actions": actions.ravel().tolist()})
+    assert reply["answered"] and reply["success"], reply
+    assert reply["model_version"] == 1
+    with torch.no_grad():
+        expected = model.eval().predict(torch.as_tensor(states, dtype=torch.float32),
+                                        torch.as_tensor(actions, dtype=torch.float32))
+    np.testing.assert_allclose(np.reshape(reply["next_states"], (32, 5)), expected.mean.double().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.reshape(reply["spread"], (32, 5)), expected.spread.double().numpy(), rtol=1e-5, atol=1e-5)
+
+    bad_dims = peer.do("predict", request={"state_dim": 4, "action_dim": 2, "states": [0.0] * 8, "actions": [0.0] * 4})
+    assert not bad_dims["success"] and "bad dimensions" in bad_dims["message"] and "state_dim=5" in bad_dims["message"]
+    ragged = peer.do("predict", request={"state_dim": 5, "action_dim": 2, "states": [0.0] * 7, "actions": [0.0] * 2})
+    assert not ragged["success"] and "bad dimensions" in ragged["message"]
+    nan_states = states.copy()
+    nan_states[3, 2] = math.nan
+    not_finite = peer.do("predict", request={"state_dim": 5, "action_dim": 2, "states": nan_states.ravel().tolist(),
+                                             "actions": actions.ravel().tolist()})
+    assert not not_finite["success"] and "states: non-finite value nan at row 3, column 2" in not_finite["message"]
+
+    diagnostics = peer.do("wait_diagnostics", node="dynamics_server", key="predict_rejected", value="3", timeout=20)
+    assert diagnostics["found"], diagnostics
+    values = diagnostics["values"]
+    assert values["predict_calls"] == "1" and float(values["predict_latency_p99_ms"]) > 0
+    assert values["model_kind"] == "ensemble" and values["val_rmse_h1"] == "0.5"
+
+
+# ---- the trainer ---------------------------------------------------------------------------
+
+def drive_bicycle(episodes: int, steps: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """States [E, T+1, 5] and actions [E, T, 2] of the BICYCLE car under held random commands, lightly noisy."""
+    g = torch.Generator().manual_seed(seed)
+    car = build_model(BICYCLE)
+    state = torch.zeros(episodes, 5)
+    state[:, 2] = torch.rand(episodes, generator=g) * 6.28
+    held = torch.zeros(episodes, 2)
+    trajectory, actions = [state], []
+    with torch.no_grad():
+        for _ in range(steps):
+            held = torch.where(torch.rand(episodes, 2, generator=g) < 0.15, torch.rand(episodes, 2, generator=g) * 2 - 1, held)
+            action = held.clone()
+            action[:, 0] = (2.0 * (held[:, 0] * 4.0 - state[:, 3]) / 5.0).clamp(-1, 1)
+            state = car(state, action)
+            trajectory.append(state)
+            actions.append(action)
+    noise = torch.randn(episodes, steps + 1, 5, generator=g) * torch.tensor([.01, .01, .005, .03, .005])
+    return torch.stack(trajectory, 1) + noise, torch.stack(actions, 1)
+
+
+def write_driving_bag(path: Path, states: torch.Tensor, actions: torch.Tensor) -> None:
+    """A bag as the data_logger records it: state and command (stamped as the state it answers), per step."""
+    from mbrl_ros.io.bags import COMMAND_TYPE, STATE_TYPE, BagRecorder, default_typestore
+
+    store = default_typestore()
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+
+    def header(ns: int):
+        return Header(stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9), frame_id="map")
+
+    dt_ns = int(DT * 1e9)
+    stamp = 100 * 10**9
+    with BagRecorder(path, typestore=store) as bag:
+        bag.add_topic(f"{NAMESPACE}/state", STATE_TYPE)
+        bag.add_topic(f"{NAMESPACE}/hw/command", COMMAND_TYPE)
+        for episode_states, episode_actions in zip(states.double().numpy(), actions.double().numpy()):
+            for k, values in enumerate(episode_states):
+                state = store.types[STATE_TYPE](header=header(stamp), names=STATE_NAMES, values=values, valid=True, reason="")
+                bag.write(f"{NAMESPACE}/state", stamp + 1_000_000, bytes(store.serialize_cdr(state, STATE_TYPE)))
+                if k < len(episode_actions):
+                    command = store.types[COMMAND_TYPE](header=header(stamp), names=ACTION_NAMES, values=episode_actions[k])
+                    bag.write(f"{NAMESPACE}/hw/command", stamp + 2_000_000, bytes(store.serialize_cdr(command, COMMAND_TYPE)))
+                stamp += dt_ns
+            stamp += 50 * dt_ns  # the next episode starts after a pause: no transition across it
+
+
+def test_trainer_trains_on_bags_and_the_dynamics_server_deploys_its_candidate(stack, tmp_path):
+    episodes, steps = 10, 40
+    states, actions = drive_bicycle(episodes, steps)
+    write_driving_bag(tmp_path / "bags" / "run_0000", states, actions)
+    trainer = node_parameters(REPO_ROOT / "config" / "car.yaml", "trainer")
+    trainer.pop("state_names", None)
+    trainer.pop("action_names", None)
+    trainer.update(model_kind="parametric", parametric={**trainer["parametric"], "dt": DT},
+                   bag_dir=str(tmp_path / "bags"), checkpoint_dir=str(tmp_path / "checkpoints"),
+                   random_transitions=episodes * steps // 2, retrain_every=100_000, poll_period=0.3,
+                   horizons=[1, 5, 10], dt=DT, diagnostics_period=0.2)
+    stack.node("dynamics_server", robot_params(dynamics_server={"diagnostics_period": 0.2}))
+    stack.node("trainer", robot_params(trainer=trainer))
+    peer = stack.peer()
+
+    model = peer.do("wait_model", version=1, timeout=60)
+    assert model["received"], stack.logs()
+    assert model["model_kind"] == "parametric"
+    assert {"val_rmse_h1", "val_rmse_h5", "val_rmse_h10", "val_score"} <= set(model["metrics"])
+    assert model["metrics"]["train_transitions"] + model["metrics"]["val_transitions"] == episodes * steps
+    saved = tmp_path / "checkpoints" / "model_v1.pt"
+    _, config, metrics = checkpoint.load(saved)
+    assert config["params"]["wheelbase"] == pytest.approx(2.5, rel=0.05)
+    assert metrics == pytest.approx(model["metrics"])
+
+    # The trainer now compares with the deployed model: the same data gives no better candidate.
+    deployed = peer.do("wait_diagnostics", node="trainer", key="deployed_version", value="1", timeout=20)
+    assert deployed["found"], deployed
+    assert deployed["values"]["accepted"] == "1" and deployed["values"]["transitions"] == str(episodes * steps)
+    queued = peer.do("trigger", service="trainer/train")
+    assert queued["answered"] and queued["success"] and "queued" in queued["message"]
+    second = peer.do("wait_diagnostics", node="trainer", key="rounds", value="2", timeout=30)
+    assert second["found"], (second, stack.logs())
+    assert second["values"]["last_round"] == "requested"
+    assert second["values"]["last_round_outcome"].startswith("rejected: not better"), second["values"]
+    assert second["values"]["rejected"] == "1"
+    assert [m["version"] for m in peer.do("models")["models"]] == [1]
+    assert not (tmp_path / "checkpoints" / "model_v2.pt").exists()
