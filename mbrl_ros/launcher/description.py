@@ -115,7 +115,16 @@ def load_launch_file(path: str | os.PathLike,
 
 
 def _environment(environment: Mapping[str, str] | None) -> dict[str, str]:
-    return dict(os.environ if environment is None else environment)
+    """The nodes' base environment: given, else this process's with the colcon workspace
+    (``ros_ws/install``) added the way sourcing its setup.bash would, when it is built."""
+    if environment is not None:
+        return dict(environment)
+    from mbrl_ros.ros_env import WorkspaceNotBuiltError, workspace_env
+
+    try:
+        return workspace_env()
+    except WorkspaceNotBuiltError:
+        return dict(os.environ)  # a node that needs mbrl_interfaces says so when it imports it
 
 
 def _check_given_arguments(given: Mapping[str, str], declared: list[ArgumentInfo],
