@@ -54,6 +54,7 @@ class Verdict:
     status: str
     reason: str
     deployed: DeployedModel | None = None
+    candidate: str = ""  # the candidate as it described itself (version, kind, checksum, metrics), if readable
 
     @property
     def accepted(self) -> bool:
@@ -90,23 +91,26 @@ class ModelRegistry:
 
     def offer(self, update: Mapping[str, Any] | Any, source: str = "candidate") -> Verdict:
         """Check a candidate (message or fields); if good, deploy it as the next version."""
+        described = ""
         try:
             fields = as_fields(update)
+            described = summary(fields)
             if self.current is not None and fields["checksum"] == self.current.checksum:
-                return self._note(Verdict("ignored", f"same checksum as the current model v{self.current.version}"))
+                return self._note(Verdict("ignored", f"same checksum as the current model v{self.current.version}",
+                                          candidate=described))
             model, config, _ = unpack(fields, source=source)
             self._check_dims(model)
             check_predictions_finite(model, source)
             metrics = metrics_of(fields, source)
         except (CheckpointError, ValueError, KeyError, TypeError) as err:
             self.rejected += 1
-            return self._note(Verdict("rejected", str(err)))
+            return self._note(Verdict("rejected", str(err), candidate=described))
         deployed = DeployedModel(with_version(fields, self._next_version()), model, config, metrics)
         if self.current is not None:
             self._history.appendleft(self.current)
         self.current = deployed
         self.accepted += 1
-        return self._note(Verdict("accepted", f"passed checks (candidate {summary(fields)})", deployed))
+        return self._note(Verdict("accepted", "passed every check", deployed, described))
 
     def rollback(self) -> DeployedModel:
         """Re-deploy the previous good model as a new version; the current one is dropped."""

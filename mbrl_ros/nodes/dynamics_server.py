@@ -100,7 +100,8 @@ class DynamicsServerNode(Node):
         else:
             version = self.registry.current.version if self.registry.current else "none"
             # The reason names the source already.
-            self.get_logger().warn(f"rejected: {verdict.reason} (still serving version {version})")
+            self.get_logger().warn(f"rejected: {verdict.reason} (candidate: {verdict.candidate or 'unreadable'}; "
+                                   f"still serving version {version})")
 
     def publish(self, fields: dict) -> None:
         msg = ModelUpdate(**fields)

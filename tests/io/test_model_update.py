@@ -116,6 +116,7 @@ def test_registry_rejects_broken_candidates_and_keeps_the_current_model():
     nan_weights = {**candidate(), "weights": weights, "checksum": checkpoint.checksum(weights)}
     verdict = registry.offer(nan_weights)
     assert verdict.status == "rejected" and "non-finite" in verdict.reason
+    assert verdict.candidate.startswith("v1 parametric") and "val_rmse_h1=0.01" in verdict.candidate
     assert registry.offer({**candidate(3.0), "checksum": "ab" * 32}).status == "rejected"
     assert registry.current is good and (registry.accepted, registry.rejected) == (1, 2)
     assert "checksum mismatch" in registry.last_reason
