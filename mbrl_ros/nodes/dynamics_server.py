@@ -49,23 +49,10 @@ PARAMS = [
 ]
 
 
-def declare_parameters(node: Node, params: list[Param]) -> dict:
-    """``declare_all`` for a node that also auto-declares its overrides (for the shared ``/**`` keys).
-
-    rclpy's automatic declaration already declared any of ``params`` given in a
-    params file, and declaring again raises; undeclared first, they are declared
-    with description and range, and the override is still applied.
-    """
-    for p in params:
-        if node.has_parameter(p.name):
-            node.undeclare_parameter(p.name)
-    return declare_all(node, params)
-
-
 class DynamicsServerNode(Node):
     def __init__(self) -> None:
         super().__init__("dynamics_server", automatically_declare_parameters_from_overrides=True)
-        self.p = declare_parameters(self, PARAMS)
+        self.p = declare_all(self, PARAMS)
         # The robot's state and action names (the params file's '/**' section), if given: models must fit them.
         dims = [len(self.get_parameter(n).value) if self.has_parameter(n) else None
                 for n in ("state_names", "action_names")]

@@ -40,12 +40,10 @@ def declare_all(node: Node, params: list[Param]) -> dict[str, Any]:
             else:
                 descriptor.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
         if node.has_parameter(p.name):
-            # Declared already from the params file (automatically_declare_parameters_from_overrides):
-            # attach the description and range, which also checks the file's value against them.
-            node.set_descriptor(p.name, descriptor)
-            values[p.name] = node.get_parameter(p.name).value
-        else:
-            values[p.name] = node.declare_parameter(p.name, p.default, descriptor).value
+            # Declared already from the params file (automatically_declare_parameters_from_overrides);
+            # declared again with its description and range, the file's value still applies.
+            node.undeclare_parameter(p.name)
+        values[p.name] = node.declare_parameter(p.name, p.default, descriptor).value
     return values
 
 

@@ -45,8 +45,7 @@ from mbrl_ros.io import checkpoint
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
 from mbrl_ros.io.model_update import pack, unpack
 from mbrl_ros.nodes.diagnostics import diagnostic_array
-from mbrl_ros.nodes.dynamics_server import declare_parameters
-from mbrl_ros.nodes.params import Param, section
+from mbrl_ros.nodes.params import Param, declare_all, section
 from mbrl_ros.nodes.qos import LATCHED
 
 PARAMS = [
@@ -84,7 +83,7 @@ def save_numbered_checkpoint(folder: str | os.PathLike, model, config: dict, met
 class TrainerNode(Node):
     def __init__(self) -> None:
         super().__init__("trainer", automatically_declare_parameters_from_overrides=True)
-        self.p = declare_parameters(self, PARAMS)
+        self.p = declare_all(self, PARAMS)
         torch.set_num_threads(self.p["threads"])
         kind = self.p["model_kind"]
         if kind not in MODEL_TYPES:

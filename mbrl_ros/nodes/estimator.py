@@ -1,0 +1,159 @@
+"""estimator: hw/odom (nav_msgs/Odometry) + hw/command -> state (mbrl_interfaces/StateVector).
+
+A thin adapter around ``mbrl_ros.core.estimation.CarStateEstimator``: it takes
+the fields out of the messages, and publishes each accepted estimate stamped
+with the odometry's stamp (the controller copies that stamp into the command
+that answers it). Rejected odometry (non-finite, out of order, duplicate) gives
+no state, only a throttled warning and a count in /diagnostics; a consumer sees
+the stream stop and falls back on its own watchdog. The one exception is an
+identical re-send of the last odometry (the lockstep simulator re-publishes an
+unanswered state): the same state is re-sent, so a state lost between here and
+the controller cannot stall the loop.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from nav_msgs.msg import Odometry
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+
+from mbrl_interfaces.msg import CommandVector, StateVector
+from mbrl_ros.core.estimation import STATE_NAMES, STEER_COMMAND, CarStateEstimator, EstimatorConfig, Rejection, StateEstimate
+from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
+from mbrl_ros.nodes.params import Param, declare_all
+from mbrl_ros.nodes.qos import COMMAND, SENSOR
+
+PARAMS = [
+    Param("steer_gain", 0.7853981633974483, "steering angle (rad) per unit u_steer command", (0.0, 10.0)),
+    Param("steer_lag", 0.0, "first-order time constant (s) of the steering actuator; <= dt means instant", (0.0, 10.0)),
+    Param("dt", 0.2, "control period (s); a steer_lag up to it is treated as instant, as the model does", (0.001, 10.0)),
+    Param("speed_filter_alpha", 1.0, "weight of the newest speed sample in a low-pass (1.0: no filter)", (0.001, 1.0)),
+    Param("resync_after", 10, "consecutive out-of-order odometry stamps after which the time line is taken as "
+          "restarted (a restarted simulator, a replayed bag); 0: never", (0, 1_000_000)),
+    Param("state_names", list(STATE_NAMES), "names of the state entries; must be what this estimator produces",
+          read_only=True),
+    Param("action_names", ["u_accel", "u_steer"], "names of hw/command's entries, used when a command carries none",
+          read_only=True),
+    Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.05, 60.0)),
+    Param("log_throttle", 5.0, "wall seconds between repeated warnings about rejected input", (0.0, 3600.0)),
+]
+
+
+def _stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+class EstimatorNode(Node):
+    def __init__(self) -> None:
+        super().__init__("estimator")
+        self.p = declare_all(self, PARAMS)
+        source = f"{self.get_fully_qualified_name()}: parameter"
+        if list(self.p["state_names"]) != list(STATE_NAMES):
+            raise ValueError(f"{source} 'state_names' is {list(self.p['state_names'])}, but the car's estimator "
+                             f"produces {list(STATE_NAMES)}")
+        if STEER_COMMAND not in self.p["action_names"]:
+            raise ValueError(f"{source} 'action_names' {list(self.p['action_names'])} has no '{STEER_COMMAND}'")
+        config = EstimatorConfig.from_dict(
+            {k: self.p[k] for k in ("steer_gain", "steer_lag", "dt", "speed_filter_alpha", "resync_after")},
+            source=self.get_fully_qualified_name(),
+        )
+        self.core = CarStateEstimator(config)
+        self.stats = LoopStats()  # latency: odometry stamp -> state published, on the node's clock
+        self.processing = LoopStats()  # wall time spent in the odometry callback
+        self.faults_reported = 0
+        self.state_pub = self.create_publisher(StateVector, "state", SENSOR)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Commands first: when both are waiting, the executor takes them in creation order, and a
+        # command received before an odometry was (nearly always) sent before it was measured.
+        self.create_subscription(CommandVector, "hw/command", self.on_command, COMMAND)
+        self.create_subscription(Odometry, "hw/odom", self.on_odom, SENSOR)
+        # Diagnostics on the wall clock: under sim time they go on when the simulation stalls.
+        self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    # --- inputs ------------------------------------------------------------------------------
+    def on_command(self, msg: CommandVector) -> None:
+        names = list(msg.names) or list(self.p["action_names"])
+        if STEER_COMMAND not in names or len(names) != len(msg.values):
+            self.reject(f"hw/command: no '{STEER_COMMAND}' in names {names} with values {list(msg.values)}")
+            return
+        rejection = self.core.command(_stamp_ns(msg.header.stamp), msg.values[names.index(STEER_COMMAND)])
+        if rejection is not None:
+            self.reject(rejection.reason)
+
+    def on_odom(self, msg: Odometry) -> None:
+        started = time.perf_counter()
+        pose, q = msg.pose.pose.position, msg.pose.pose.orientation
+        out = self.core.update(_stamp_ns(msg.header.stamp), pose.x, pose.y, (q.x, q.y, q.z, q.w),
+                               msg.twist.twist.linear.x)
+        if isinstance(out, Rejection):
+            if out.repeat_of is not None:
+                # Not a fault (counted as "repeats", not as rejected input): pass the re-send on.
+                self.publish(out.repeat_of, msg.header.frame_id)
+            else:
+                self.reject(out.reason)
+            return
+        self.publish(out, msg.header.frame_id)
+        self.stats.record((self.get_clock().now().nanoseconds - out.stamp_ns) * 1e-6)
+        self.processing.record((time.perf_counter() - started) * 1e3)
+
+    # --- outputs ---------------------------------------------------------------------------
+    def publish(self, estimate: StateEstimate, frame_id: str) -> None:
+        msg = StateVector()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(estimate.stamp_ns, 1_000_000_000)
+        msg.header.frame_id = frame_id
+        msg.names = list(STATE_NAMES)
+        msg.values = [float(v) for v in estimate.values]
+        msg.valid = True
+        msg.reason = ""
+        self.state_pub.publish(msg)
+
+    def reject(self, reason: str) -> None:
+        self.stats.reject(reason)
+        self.warn(reason)
+
+    def warn(self, reason: str) -> None:
+        # Bad input tends to come in bursts (a broken sensor): say it, but not 50 times a second.
+        self.get_logger().warning(f"rejected: {reason}", throttle_duration_sec=self.p["log_throttle"])
+
+    def publish_diagnostics(self) -> None:
+        values = self.stats.as_key_values()
+        p50, p99 = self.processing.percentiles()
+        values.update({
+            "processing_p50_ms": f"{p50:.3f}",
+            "processing_p99_ms": f"{p99:.3f}",
+            "accepted": str(self.core.accepted),
+            "repeats": str(self.core.repeats),
+            "resyncs": str(self.core.resyncs),
+        })
+        level, message = DiagnosticStatus.OK, "ok"
+        if self.stats.rejected > self.faults_reported:
+            level = DiagnosticStatus.WARN
+            message = f"{self.stats.rejected - self.faults_reported} input(s) rejected; last: {self.stats.last_rejection}"
+        self.faults_reported = self.stats.rejected
+        self.diag_pub.publish(diagnostic_array(self, self.get_fully_qualified_name(), values, level, message))
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = EstimatorNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
