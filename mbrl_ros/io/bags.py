@@ -1,6 +1,6 @@
 """The stack's rosbag2 recordings, written and read with ``rosbags`` (no rclpy).
 
-One data path: the data_logger node records through ``BagRecorder``; the
+One data path: the data_logger node records through ``BagSequence``; the
 online trainer and ``mbrl-ros fit`` turn the same bags into transitions with
 ``transitions_from_bags``.
 
@@ -8,6 +8,9 @@ online trainer and ``mbrl-ros fit`` turn the same bags into transitions with
   messages already serialised as CDR (as rclpy's raw subscriptions deliver
   them, so nothing is decoded and re-encoded on the way to disk) and writes
   ``metadata.yaml`` when closed. A directory with ``metadata.yaml`` is complete.
+- ``BagSequence``: a recording split by duration into ``<prefix>_<NNNN>`` bags,
+  each closed when its time is up, so the trainer reads closed ones while the
+  logger goes on.
 - ``list_bags``: the complete bag directories under a folder, in recording order.
 - ``transitions_from_bags``: StateVector and CommandVector messages ->
   ``TransitionDataset``. Per the stack's contract a command's header stamp is
@@ -27,7 +30,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
@@ -35,8 +38,10 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys.store import Typestore
 
-from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.io.ros_types import mbrl_typestore
+
+if TYPE_CHECKING:  # torch is imported only to build a dataset, not to record one
+    from mbrl_ros.core.data import TransitionDataset
 
 STATE_TYPE = "mbrl_interfaces/msg/StateVector"
 COMMAND_TYPE = "mbrl_interfaces/msg/CommandVector"
@@ -165,6 +170,107 @@ class BagRecorder:
         self.close()
 
 
+class BagSequence:
+    """A recording split into bags of ``split_duration_ns`` each: ``<output_dir>/<prefix>_<NNNN>/``.
+
+    Each bag is closed (metadata.yaml written) once the time passed to
+    ``write``/``tick`` is ``split_duration_ns`` past its first message, so the
+    closed ones can be read while the recording goes on. A bag opens with the
+    next message; time going backwards (a restarted simulation clock) also
+    starts a new bag. Numbering continues after the highest ``<prefix>_NNNN``
+    already in ``output_dir``, so a restarted logger never overwrites.
+
+    ``latched`` topics (goal, episode results: published once, transient-local)
+    have their last message repeated at the start of every new bag, so each
+    bag is complete on its own, as ``ros2 bag record --repeat-transient-local``
+    does. The copies are logged at the bag's start time.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        *,
+        prefix: str = "bag",
+        storage: str = "mcap",
+        split_duration_ns: int = 60 * 10**9,
+        repeat_latched: bool = True,
+        typestore: Typestore | None = None,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        if storage not in STORAGES:
+            raise BagError(f"{self.output_dir}: storage must be one of {sorted(STORAGES)}, got {storage!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", prefix):
+            raise BagError(f"{self.output_dir}: bag prefix {prefix!r} must be a plain file name")
+        if split_duration_ns <= 0:
+            raise BagError(f"{self.output_dir}: split duration must be > 0, got {split_duration_ns} ns")
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BagError(f"{self.output_dir}: cannot create the bag folder: {error.strerror}") from None
+        self.prefix, self.storage = prefix, storage
+        self.split_duration_ns = int(split_duration_ns)
+        self.repeat_latched = repeat_latched
+        self.typestore = typestore or default_typestore()
+        numbers = [int(m.group(1)) for p in self.output_dir.iterdir()
+                   if (m := re.fullmatch(re.escape(prefix) + r"_(\d+)", p.name))]
+        self.next_index = max(numbers, default=-1) + 1
+        self._topics: dict[str, tuple[str, list[Qos], bool]] = {}  # topic -> (type, qos, latched)
+        self._last_latched: dict[str, bytes] = {}
+        self.bag: BagRecorder | None = None
+        self.bag_start_ns = 0
+        self.counts: Counter[str] = Counter()  # messages written per topic, over all bags
+        self.closed_paths: list[Path] = []
+
+    def add_topic(self, topic: str, msgtype: str, qos: Qos | None = None, *, latched: bool = False) -> None:
+        if msgtype not in self.typestore.types:
+            raise BagError(f"{self.output_dir}: topic '{topic}': type {msgtype} is not in the bag's typestore")
+        self._topics[topic] = (msgtype, [] if qos is None else [qos], latched)
+        if self.bag is not None:
+            self.bag.add_topic(topic, msgtype, qos)
+
+    def write(self, topic: str, time_ns: int, data: bytes | memoryview) -> None:
+        """Write one serialised message received at ``time_ns`` (closing and opening bags as due)."""
+        if topic not in self._topics:
+            raise BagError(f"{self.output_dir}: topic '{topic}' was not added before writing")
+        self.tick(time_ns)
+        if self.bag is None:
+            self._open(time_ns, skip=topic)
+        self.bag.write(topic, time_ns, data)
+        self.counts[topic] += 1
+        if self._topics[topic][2]:
+            self._last_latched[topic] = bytes(data)
+
+    def tick(self, time_ns: int) -> Path | None:
+        """Close the current bag if its time is up (or time went backwards); the closed bag's path."""
+        if self.bag is not None and (time_ns - self.bag_start_ns >= self.split_duration_ns or time_ns < self.bag_start_ns):
+            return self.close()
+        return None
+
+    def close(self) -> Path | None:
+        bag, self.bag = self.bag, None
+        if bag is None:
+            return None
+        bag.close()
+        self.closed_paths.append(bag.path)
+        return bag.path
+
+    @property
+    def current_path(self) -> Path | None:
+        return None if self.bag is None else self.bag.path
+
+    def _open(self, time_ns: int, skip: str) -> None:
+        path = self.output_dir / f"{self.prefix}_{self.next_index:04d}"
+        self.next_index += 1
+        bag = BagRecorder(path, storage=self.storage, typestore=self.typestore)
+        for topic, (msgtype, qos, _latched) in self._topics.items():
+            bag.add_topic(topic, msgtype, qos)
+        if self.repeat_latched:
+            for topic, data in self._last_latched.items():
+                if topic != skip:
+                    bag.write(topic, time_ns, data)
+        self.bag, self.bag_start_ns = bag, int(time_ns)
+
+
 # ---- finding -------------------------------------------------------------------------------
 def list_bags(root: str | os.PathLike) -> list[Path]:
     """The complete bag directories (with ``metadata.yaml``) at or under ``root``.
@@ -200,7 +306,7 @@ def transitions_from_bags(
     jump_names: Sequence[str] = ("x", "y"),
     typestore: Typestore | None = None,
     report: dict | None = None,
-) -> TransitionDataset:
+) -> "TransitionDataset":
     """Transitions (state, command, next state) from the stack's bags, split into episodes.
 
     ``paths``: bag directories in recording order (``list_bags`` gives them);
@@ -326,6 +432,8 @@ def transitions_from_bags(
         report["state_names"], report["action_names"] = list(state_names), list(action_names)
     if not rows_s:
         raise _no_transitions(paths, state_topic, command_topic, counts)
+    from mbrl_ros.core.data import TransitionDataset
+
     dataset = TransitionDataset(len(state_names), len(action_names))
     dataset.append(np.stack(rows_s), np.stack(rows_a), np.stack(rows_ns), np.asarray(episode_ids))
     return dataset

@@ -13,6 +13,7 @@ from mbrl_ros.io.bags import (
     STATE_TYPE,
     BagError,
     BagRecorder,
+    BagSequence,
     bag_qos,
     default_typestore,
     list_bags,
@@ -265,3 +266,53 @@ def test_no_transitions_says_what_was_found(store, tmp_path):
         transitions_from_bags([], "state", "hw/command", DT)
     with pytest.raises(BagError, match="max_stamp_error"):
         transitions_from_bags(bag, "state", "hw/command", DT, max_stamp_error=0.15)
+
+
+# ---- BagSequence ----------------------------------------------------------------------------
+def test_sequence_splits_by_duration_and_repeats_latched(store, tmp_path):
+    (tmp_path / "rec_0003").mkdir()  # left by an earlier run: numbering continues after it
+    seq = BagSequence(tmp_path, prefix="rec", split_duration_ns=1_000_000_000, typestore=store)
+    seq.add_topic("/car/state", STATE_TYPE, bag_qos(reliable=False, transient_local=False, depth=5))
+    seq.add_topic("/car/hw/command", COMMAND_TYPE, bag_qos(reliable=True, transient_local=False))
+    seq.add_topic("/car/goal_pose", "geometry_msgs/msg/PoseStamped", bag_qos(reliable=True, transient_local=True),
+                  latched=True)
+    goal = store.types["geometry_msgs/msg/PoseStamped"](
+        header=header(store, 0),
+        pose=store.types["geometry_msgs/msg/Pose"](
+            position=store.types["geometry_msgs/msg/Point"](x=1.0, y=2.0, z=0.0),
+            orientation=store.types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
+        ),
+    )
+    seq.write("/car/goal_pose", 0, bytes(store.serialize_cdr(goal, "geometry_msgs/msg/PoseStamped")))
+    for k in range(26):  # 5.2 s at dt 0.2
+        t = k * DT_NS
+        seq.write("/car/state", t + 1, state_cdr(store, t, state_at(k)))
+        seq.write("/car/hw/command", t + 2, command_cdr(store, t, action_at(k)))
+        if k == 7:
+            assert [p.name for p in list_bags(tmp_path)] == ["rec_0004"]  # closed while recording goes on
+    assert seq.tick(6 * 10**9 + 1) is not None  # the last bag's time is up without a message
+    assert seq.current_path is None and seq.close() is None
+    names = [p.name for p in list_bags(tmp_path)]
+    assert names == [f"rec_{i:04d}" for i in range(4, 10)]
+    assert seq.counts == {"/car/state": 26, "/car/hw/command": 26, "/car/goal_pose": 1}
+    for bag in list_bags(tmp_path):  # every bag has the goal, written once or repeated
+        with Reader(bag) as reader:
+            counts = {c.topic: c.msgcount for c in reader.connections}
+        assert counts["/car/goal_pose"] == 1, bag
+    data = transitions_from_bags(list_bags(tmp_path), "state", "hw/command", DT)
+    assert episodes_of(data) == [list(range(25))]
+
+
+def test_sequence_starts_a_new_bag_when_time_goes_back(store, tmp_path):
+    seq = BagSequence(tmp_path, split_duration_ns=10 * 10**9, storage="sqlite3", typestore=store)
+    seq.add_topic("/s", STATE_TYPE)
+    seq.write("/s", 5 * 10**9, state_cdr(store, 0, state_at(0)))
+    seq.write("/s", 1 * 10**9, state_cdr(store, 0, state_at(0)))  # a restarted sim clock
+    seq.close()
+    assert [p.name for p in list_bags(tmp_path)] == ["bag_0000", "bag_0001"]
+    with pytest.raises(BagError, match="'/t' was not added"):
+        seq.write("/t", 0, b"")
+    with pytest.raises(BagError, match="prefix"):
+        BagSequence(tmp_path, prefix="../x")
+    with pytest.raises(BagError, match="not in the bag's typestore"):
+        seq.add_topic("/u", "nope/msg/Nope")
