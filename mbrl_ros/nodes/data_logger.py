@@ -174,8 +174,12 @@ class DataLoggerNode(Node):
 
     def close(self) -> None:
         closed = self.bags.close()
-        if closed is not None:
+        if closed is None:
+            return
+        if self.context.ok():
             self.get_logger().info(f"closed {closed}")
+        else:  # shut down by a signal: /rosout is gone, the console is still there
+            print(f"[data_logger] closed {closed}", file=sys.stderr, flush=True)
 
     def publish_diagnostics(self) -> None:
         values = self.stats.as_key_values()
