@@ -1,0 +1,176 @@
+"""The estimator and the data_logger as real processes over DDS, against a stand-in simulator/controller.
+
+Needs the workspace built (setup.sh runs scripts/build_ros_ws.sh). The processes
+run in a ROS domain of their own, discovery kept on this host, in sim time
+driven by the stand-in's /clock (estimator_logger_peers.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from rosbags.rosbag2 import Reader
+
+from mbrl_ros.io.bags import list_bags, transitions_from_bags
+from mbrl_ros.ros_env import workspace_env
+
+PEERS = Path(__file__).with_name("estimator_logger_peers.py")
+STEPS, NAN_STEP, JUMP_STEP = 24, 8, 16
+DT_NS, T0_NS = 200_000_000, 1_000_000_000
+STEER_GAIN = 0.7853981633974483
+
+
+@pytest.fixture
+def ros_env(request) -> dict[str, str]:
+    """The workspace environment, in a ROS domain (1..200) derived from the pid and test name."""
+    domain = 1 + zlib.crc32(f"{os.getpid()}:{request.node.nodeid}".encode()) % 200
+    return workspace_env(domain_id=domain)
+
+
+@pytest.fixture
+def spawn(ros_env):
+    """Start processes with the workspace environment; whatever still runs at the end is stopped."""
+    procs: list[subprocess.Popen] = []
+
+    def start(*argv: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, *argv], env=ros_env, text=True, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def node(module: str, *ros_args: str) -> list[str]:
+    return ["-c", f"import sys; from mbrl_ros.nodes.{module} import main; sys.exit(main())",
+            "--ros-args", "-r", "__ns:=/car", "-p", "use_sim_time:=true", *ros_args]
+
+
+def wait_for_line(proc: subprocess.Popen, prefix: str, timeout: float, others=()) -> str:
+    """The first stdout line of proc starting with prefix; fails with the stderr of all if none in time."""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                line = proc.stdout.readline()
+                if line.startswith(prefix):
+                    return line[len(prefix):].strip()
+                if not line:
+                    break
+    report = []
+    for p in (proc, *others):
+        if p.poll() is None:
+            p.kill()
+        report.append(f"--- {' '.join(p.args[-6:])} (rc {p.wait()}):\n{p.stderr.read()}")
+    pytest.fail(f"no '{prefix}' line in {timeout} s\n" + "\n".join(report))
+
+
+def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str]:
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"{proc.args[-6:]} did not stop on signal {sig}")
+    return proc.returncode, proc.stderr.read()
+
+
+def wrap(angle: float) -> float:
+    return math.pi - (math.pi - angle) % (2 * math.pi)
+
+
+def steer_command(k: int) -> float:
+    return round(math.sin(0.7 * k), 6)
+
+
+def test_estimator_states_and_logged_transitions(spawn, tmp_path):
+    out_dir = tmp_path / "bags"
+    estimator = spawn(*node("estimator", "-p", "log_throttle:=0.0"))
+    logger = spawn(*node("data_logger", "-p", f"output_dir:={out_dir}", "-p", "prefix:=log",
+                         "-p", "split_duration:=1.0"))
+    driver = spawn(str(PEERS), "drive", str(STEPS), str(NAN_STEP), str(JUMP_STEP))
+    wait_for_line(driver, "ready", timeout=90, others=(estimator, logger))
+    got = json.loads(wait_for_line(driver, "result ", timeout=90, others=(estimator, logger)))
+    assert "error" not in got, got
+    assert got["missing"] == [], f"states never came for steps {got['missing']}"
+
+    # --- the estimator's states: values, yaw wrapped, steering from the last command ---
+    states = {int(stamp): value for stamp, value in got["states"].items()}
+    assert T0_NS + NAN_STEP * DT_NS not in states, "the NaN odometry gave a state"
+    assert len(states) == STEPS - 1
+    last_steer_command = 0.0
+    for k in range(STEPS):
+        if k == NAN_STEP:
+            continue
+        names, values, valid, frame_id = states[T0_NS + k * DT_NS]
+        assert names == ["x", "y", "yaw", "v", "steer"] and valid and frame_id == "map"
+        yaw = wrap(0.4 * k)
+        assert -math.pi < values[2] <= math.pi
+        expected = [0.5 * k + (50.0 if k >= JUMP_STEP else 0.0), -0.25 * k, yaw, 1.0 + 0.1 * k,
+                    STEER_GAIN * last_steer_command]
+        np.testing.assert_allclose(values, expected, atol=1e-9, err_msg=f"step {k}")
+        last_steer_command = steer_command(k)
+    diagnostics = got["diagnostics"]
+    assert diagnostics is not None, "no /diagnostics from /car/estimator"
+    assert int(diagnostics["rejected_inputs"]) >= 1 and "non-finite x" in diagnostics["last_rejection"]
+    assert got["warned"], "no WARN diagnostics after the rejected odometry"
+
+    # --- the logger: bags closed while it runs, the last one on SIGTERM ---
+    logger_diagnostics = got["logger"]
+    assert logger_diagnostics is not None, "no /diagnostics from /car/data_logger"
+    written = {k: v for k, v in logger_diagnostics.items() if k.startswith(("written", "publishers"))}
+    assert int(written["written /car/state"]) == len(states), written
+    assert int(written["written /car/hw/command"]) == len(got["commands"]), written
+    closed_while_running = list_bags(out_dir)
+    assert len(closed_while_running) >= 2
+    rc, logger_err = stop(logger, signal.SIGTERM)
+    assert rc == 0, logger_err
+    bags = list_bags(out_dir)
+    assert len(bags) > len(closed_while_running)
+    assert sorted(p for p in out_dir.iterdir()) == bags, "a bag was left without metadata.yaml"
+    for bag in bags:
+        info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        assert info["storage_identifier"] == "mcap"
+        with Reader(bag) as reader:
+            types = {c.topic: c.msgtype for c in reader.connections}
+            counts = {c.topic: c.msgcount for c in reader.connections}
+        assert types == {
+            "/car/hw/odom": "nav_msgs/msg/Odometry", "/car/hw/command": "mbrl_interfaces/msg/CommandVector",
+            "/car/state": "mbrl_interfaces/msg/StateVector", "/car/goal_pose": "geometry_msgs/msg/PoseStamped",
+            "/car/sim/episodes": "diagnostic_msgs/msg/DiagnosticArray",
+        }
+        assert counts["/car/goal_pose"] == 1, f"{bag}: the latched goal is not repeated in every bag"
+
+    # --- the bags read back as the transitions that happened ---
+    report = {}
+    data = transitions_from_bags(bags, "state", "hw/command", dt=0.2, report=report)
+    steps_of = [(-4 * data.states[first:end, 1]).round().int().tolist() for _, first, end in data.episodes()]
+    assert steps_of == [list(range(0, NAN_STEP - 1)), list(range(NAN_STEP + 1, JUMP_STEP - 1)),
+                        list(range(JUMP_STEP, STEPS - 1))], report
+    ks = (-4 * data.states[:, 1]).round().int().tolist()
+    np.testing.assert_allclose(data.actions.numpy(), [[0.1, steer_command(k)] for k in ks], atol=1e-6)
+    np.testing.assert_allclose(data.next_states[:, 4].numpy(), [STEER_GAIN * steer_command(k) for k in ks], atol=1e-6)
+
+    rc, estimator_err = stop(estimator, signal.SIGINT)
+    assert rc == 0, estimator_err
