@@ -184,8 +184,8 @@ def test_episodes_split_at_gaps_invalid_late_states_and_resets(store, tmp_path):
 
 def test_episodes_continue_across_split_bags(store, tmp_path):
     steps = run(20)
-    first = record(store, tmp_path / "log_0000", steps[:8])
-    second = record(store, tmp_path / "log_0001", steps[8:])
+    record(store, tmp_path / "log_0000", steps[:8])
+    record(store, tmp_path / "log_0001", steps[8:])
     data = transitions_from_bags(list_bags(tmp_path), "state", "hw/command", DT)
     assert episodes_of(data) == [list(range(19))]
 
