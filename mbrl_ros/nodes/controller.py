@@ -22,6 +22,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -49,6 +50,7 @@ PARAMS = [
     Param("exploration_smoothing", 0.8, "low-pass factor of the exploration noise", (0.0, 0.99)),
     Param("needs_goal", True, "require a goal_pose before planning (parking); false for path tracking"),
     Param("seed", 0, "seed of exploration and planner sampling", (0, 2**31 - 1)),
+    Param("threads", 1, "torch threads for planning (more threads than free cores makes latency jitter)", (1, 256)),
     Param("rollouts_rate_hz", 2.0, "rate of sampled-rollout markers (0: off)", (0.0, 100.0)),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
 ]
@@ -63,7 +65,7 @@ class ControllerNode(LifecycleNode):
         super().__init__("controller", automatically_declare_parameters_from_overrides=True,
                          allow_undeclared_parameters=True)
         self.core = None
-        self.timers = []
+        self.loop_timers = []
         self.autostart = declare_all(self, [Param(
             "autostart", True, "configure and activate on start (false: wait for lifecycle transitions)",
             read_only=True)])["autostart"]
@@ -75,6 +77,9 @@ class ControllerNode(LifecycleNode):
 
         try:
             self.p = declare_all(self, PARAMS)
+            import torch
+
+            torch.set_num_threads(self.p["threads"])
             if self.p["trigger"] not in ("timer", "state"):
                 raise ValueError(f"parameter 'trigger' must be 'timer' or 'state', got {self.p['trigger']!r}")
             max_rate = None if list(self.p["max_rate"]) == [0.0] else list(self.p["max_rate"])
@@ -120,20 +125,25 @@ class ControllerNode(LifecycleNode):
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         self.active = True
         period = 1.0 / self.p["rate_hz"]
+        # The loop, watchdog and diagnostics run on the steady clock: under sim time a stalled
+        # simulation stops the ROS clock, which is exactly when the watchdog must still fire.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
         if self.p["trigger"] == "timer":
-            self.timers.append(self.create_timer(period, self.on_timer))
+            self.loop_timers.append(self.create_timer(period, self.on_timer, clock=steady))
         else:
-            self.timers.append(self.create_timer(min(period, self.p["state_timeout"] / 2), self.watchdog))
-        self.timers.append(self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics))
+            self.loop_timers.append(self.create_timer(min(period, self.p["state_timeout"] / 2), self.watchdog,
+                                                      clock=steady))
+        self.loop_timers.append(self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics,
+                                                  clock=steady))
         self.get_logger().info("active")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self.active = False
-        for timer in self.timers:
+        for timer in self.loop_timers:
             self.destroy_timer(timer)
-        self.timers = []
-        self.send(self.core.limit(self.core.safe_action), stamp=None)
+        self.loop_timers = []
+        self.send(self.core.limit(self.core.safe_action), stamp=self.answered_stamp())
         self.get_logger().info("inactive: safe command sent")
         return TransitionCallbackReturn.SUCCESS
 
@@ -236,7 +246,7 @@ class ControllerNode(LifecycleNode):
 
     def cycle(self) -> None:
         problem = self.problem()
-        stamp = None
+        stamp = self.answered_stamp()
         if not problem:
             stamp_ns = _stamp_ns(self.latest.header.stamp)
             if stamp_ns <= self.last_answered_ns:
@@ -253,6 +263,11 @@ class ControllerNode(LifecycleNode):
         self.stats.record(out.compute_ms, deadline_ms=1e3 / self.p["rate_hz"])
         if out.plan is not None:
             self.publish_plan(out.plan, stamp)
+
+    def answered_stamp(self):
+        """The stamp a command carries: the latest state's, so a lockstep simulator never takes
+        a watchdog's safe command as the answer to a state it has not sent yet."""
+        return None if self.latest is None else self.latest.header.stamp
 
     def send(self, action: np.ndarray, stamp) -> None:
         msg = CommandVector()
