@@ -69,6 +69,21 @@ class ControllerNode(LifecycleNode):
         self.autostart = declare_all(self, [Param(
             "autostart", True, "configure and activate on start (false: wait for lifecycle transitions)",
             read_only=True)])["autostart"]
+        # Topics live as long as the node: messages that arrive while unconfigured are kept
+        # (the latched model, goal and path) and applied at the next configure.
+        self.active = False
+        self.last_messages: dict[str, object] = {}
+        self.command_pub = self.create_publisher(CommandVector, "hw/command", COMMAND)
+        self.plan_pub = self.create_publisher(Path, "controller/plan", 1)
+        self.rollouts_pub = self.create_publisher(MarkerArray, "controller/rollouts", 1)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.subs = [
+            self.create_subscription(StateVector, "state", self.on_state, SENSOR),
+            self.create_subscription(PoseStamped, "goal_pose", self.on_goal, LATCHED),
+            self.create_subscription(Path, "reference_path", self.on_path, LATCHED),
+            self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED),
+            self.create_subscription(Bool, "e_stop", self.on_e_stop, 10),
+        ]
 
     # --- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -107,18 +122,10 @@ class ControllerNode(LifecycleNode):
         self.modes = {"plan": 0, "explore": 0, "safe": 0}
         self.last_reason = ""
         self.last_rollouts = 0.0
-        self.command_pub = self.create_publisher(CommandVector, "hw/command", COMMAND)
-        self.plan_pub = self.create_publisher(Path, "controller/plan", 1)
-        self.rollouts_pub = self.create_publisher(MarkerArray, "controller/rollouts", 1)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.subs = [
-            self.create_subscription(StateVector, "state", self.on_state, SENSOR),
-            self.create_subscription(PoseStamped, "goal_pose", self.on_goal, LATCHED),
-            self.create_subscription(Path, "reference_path", self.on_path, LATCHED),
-            self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED),
-            self.create_subscription(Bool, "e_stop", self.on_e_stop, 10),
-        ]
         self.active = False
+        for name, handler in (("goal", self.on_goal), ("path", self.on_path), ("model", self.on_model)):
+            if name in self.last_messages:
+                handler(self.last_messages[name])
         self.get_logger().info(f"configured: planner {self.p['planner']}, trigger {self.p['trigger']}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -148,10 +155,6 @@ class ControllerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        for sub in self.subs:
-            self.destroy_subscription(sub)
-        for pub in (self.command_pub, self.plan_pub, self.rollouts_pub, self.diag_pub):
-            self.destroy_publisher(pub)
         self.core = None
         self.get_logger().info("cleaned up")
         return TransitionCallbackReturn.SUCCESS
@@ -169,6 +172,9 @@ class ControllerNode(LifecycleNode):
             self.cycle()
 
     def on_goal(self, msg: PoseStamped) -> None:
+        self.last_messages["goal"] = msg
+        if self.core is None:
+            return
         q = msg.pose.orientation
         yaw = float(np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z)))
         goal = np.zeros(self.state_dim)
@@ -178,10 +184,12 @@ class ControllerNode(LifecycleNode):
             return
         self.goal = goal
         self.cost.set_goal(goal)
-        if self.core is not None:
-            self.core.reset()  # a new goal is a new episode: no warm start from the old one
+        self.core.reset()  # a new goal is a new episode: no warm start from the old one
 
     def on_path(self, msg: Path) -> None:
+        self.last_messages["path"] = msg
+        if self.core is None:
+            return
         points = np.array([[p.pose.position.x, p.pose.position.y] for p in msg.poses], dtype=float)
         if len(points) < 2 or not np.all(np.isfinite(points)):
             self.stats.reject(f"reference_path: need >= 2 finite points, got {len(points)}")
@@ -198,6 +206,9 @@ class ControllerNode(LifecycleNode):
         from mbrl_ros.core.planners.base import build_planner
         from mbrl_ros.io.checkpoint import CheckpointError, checksum, from_bytes
 
+        self.last_messages["model"] = msg
+        if self.core is None:
+            return
         blob = bytes(msg.weights)
         try:
             if checksum(blob) != msg.checksum:
