@@ -3,6 +3,7 @@ the errors raised before anything starts. Nothing here starts a process."""
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from pathlib import Path
@@ -232,7 +233,8 @@ def test_executables_from_entry_points_and_not_found(tmp_path, ament_prefix, mon
         - node: {pkg: other_pkg, exec: talker}
         - node: {pkg: mbrl_ros, exec: estimator}
         """)
-    with load_launch_file(path) as description:
+    # This process's environment only: the built colcon workspace would provide mbrl_ros's executables.
+    with load_launch_file(path, environment=dict(os.environ)) as description:
         talker, estimator = description.nodes
         assert talker.command[:5] == [sys.executable, "-m", "mbrl_ros.launcher.entry_point",
                                       "fake_module:main", "talker"]
@@ -327,5 +329,5 @@ def test_mbrl_ros_executables_table_is_a_fallback(tmp_path, ament_prefix, monkey
     table.EXECUTABLES = {"controller": "mbrl_ros.nodes.controller:main"}
     monkeypatch.setitem(sys.modules, "mbrl_ros.executables", table)
     path = write(tmp_path / "t.launch.yaml", "launch:\n- node: {pkg: mbrl_ros, exec: controller}\n")
-    with load_launch_file(path) as description:
+    with load_launch_file(path, environment=dict(os.environ)) as description:
         assert description.nodes[0].command[3:5] == ["mbrl_ros.nodes.controller:main", "controller"]
