@@ -18,7 +18,7 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -35,7 +35,8 @@ __all__ = [
     "build_planner",
     "limit_actions",
     "rollout",
-    "time_major_rollout",
+    "TimeMajorDynamics",
+    "time_major_dynamics",
     "counter_gaussian",
 ]
 
@@ -188,46 +189,46 @@ def limit_actions(
     return torch.stack(steps, dim=time_axis)
 
 
-# --------------------------------------------------------------------------- time-major rollouts
-# Sampling planners keep their batch in "time-major, sample-last" layout: actions
-# [H, nu, K], states [H+1, nx, K]. Every per-sample quantity is then a contiguous
-# row of K values, which a compiler vectorises; the [K, nx] layout of a model's
-# forward interleaves state components and forces strided, scalar code. Costs see
-# ``states.permute(2, 0, 1)``, a [K, H+1, nx] view.
-TimeMajorRollout = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# --------------------------------------------------------------------------- time-major dynamics
+class TimeMajorDynamics:
+    """A model seen in "time-major, sample-last" layout: states ``[nx, B]``, actions ``[nu, B]``.
 
+    Sampling planners keep their batch as actions ``[H, nu, K]`` and states
+    ``[H+1, nx, K]``: every per-sample quantity is a contiguous row of K values,
+    which a compiler vectorises, whereas a model's ``[K, nx]`` layout interleaves
+    the state components and forces strided, scalar code. Costs see
+    ``states.permute(2, 0, 1)``, a ``[K, H+1, nx]`` view.
 
-def time_major_rollout(model: DynamicsModel) -> tuple[TimeMajorRollout, Callable[[], bool]]:
-    """``(rollout(state[nx], actions[H, nu, K]) -> states[H+1, nx, K], still_valid())`` for a model.
-
-    A model may provide its own ``rollout_time_major(state, actions)``. The kinematic
-    bicycle gets a planner-side fast path (same equations, fewer transcendental
-    functions, see ``_bicycle_time_major``), checked against ``model.forward``
-    when built. Anything else runs ``model.forward`` step by step on transposed
-    views. ``still_valid()`` says whether the rollout still matches the model (a
-    specialisation on the model's parameters may need rebuilding after a change).
+    The default runs ``model.forward`` on transposed views. A model may provide its
+    own ``step_time_major(states[nx, B], actions[nu, B])``; the kinematic bicycle
+    gets a planner-side fast path (see ``BicycleTimeMajor``).
     """
-    own = getattr(model, "rollout_time_major", None)
-    if callable(own):
-        return own, lambda: True
-    if type(model) is KinematicBicycle:
-        fast = _bicycle_time_major(model)
-        if fast is not None:
-            return fast
-    return functools.partial(_generic_time_major, model), lambda: True
+
+    def __init__(self, model: DynamicsModel) -> None:
+        self.model = model
+
+    def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        own = getattr(self.model, "step_time_major", None)
+        if callable(own):
+            return own(states, actions)
+        return self.model(states.T, actions.T).T
+
+    def rollout(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``state[nx]`` (or ``[nx, K]``), ``actions[H, nu, K]`` -> ``states[H+1, nx, K]``."""
+        x = state[:, None].expand(-1, actions.shape[2]) if state.dim() == 1 else state
+        states = [x]
+        for t in range(actions.shape[0]):
+            x = self.step(x, actions[t])
+            states.append(x)
+        return torch.stack(states)
+
+    def still_valid(self) -> bool:
+        """Whether a specialisation made when built still matches the model's parameters."""
+        return True
 
 
-def _generic_time_major(model: DynamicsModel, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    x = state[:, None].expand(-1, actions.shape[2]) if state.dim() == 1 else state
-    states = [x]
-    for t in range(actions.shape[0]):
-        x = model(x.T, actions[t].T).T
-        states.append(x)
-    return torch.stack(states, dim=0)
-
-
-def _bicycle_time_major(model: KinematicBicycle) -> tuple[TimeMajorRollout, Callable[[], bool]] | None:
-    """``KinematicBicycle.forward`` over a horizon, time-major, with fewer transcendentals.
+class BicycleTimeMajor(TimeMajorDynamics):
+    """``KinematicBicycle.forward``, time-major, with fewer transcendental functions.
 
     The same explicit Euler substeps, rewritten with ``z = l_r / L * tan(steer)``:
     ``cos(beta) = 1 / sqrt(1 + z^2)``, ``sin(beta) = z cos(beta)`` and
@@ -235,68 +236,85 @@ def _bicycle_time_major(model: KinematicBicycle) -> tuple[TimeMajorRollout, Call
     ``tan, cos, sin`` instead of ``tan, atan, cos, cos, sin``. When the steering lag
     is at most one substep (highway-env's car: no lag) the steering reaches its
     command in the first substep and ``tan(steer)`` is computed once per step.
-    Parameters are read from ``model.theta`` at every call; whether the lag fits
-    in one substep is fixed when built and re-checked by ``still_valid``.
-    Returns None (use the generic path) if it does not match ``model.forward``.
+    Parameters are read from ``model.theta`` at every call; whether the lag fits in
+    one substep is fixed when built and re-checked by ``still_valid``. The rollout
+    keeps each state component in its own list and stacks once at the end, so a
+    compiler writes every output row directly (no per-step [nx, K] copies).
+    Proposed home: ``KinematicBicycle.step_time_major`` in bicycle.py.
     """
-    substep = model.dt / model.substeps
 
-    def settles() -> bool:
-        return float(model.theta[4]) <= substep
+    def __init__(self, model: KinematicBicycle) -> None:
+        super().__init__(model)
+        self.substep = model.dt / model.substeps
+        self.acceleration = model.speed_input == "acceleration"
+        self.steer_settles = self._settles()
 
-    steer_settles = settles()
-    acceleration = model.speed_input == "acceleration"
+    def _settles(self) -> bool:
+        return float(self.model.theta[4]) <= self.substep
 
-    def rollout_fast(state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        wheelbase, rear, speed_gain, steer_gain, lag = model.theta.unbind()
-        alpha = torch.clamp(substep / torch.clamp(lag, min=1e-6), max=1.0)
-        ratio = rear / wheelbase
+    def still_valid(self) -> bool:
+        return self._settles() == self.steer_settles
+
+    def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return torch.stack(self._step(tuple(states.unbind(0)), actions[0], actions[1]))
+
+    def rollout(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         count = actions.shape[2]
-        x, y, yaw, v, steer = (
-            state[i].expand(count) if state.dim() == 1 else state[i] for i in range(5)
-        )
-        columns: list[list[torch.Tensor]] = [[x], [y], [yaw], [v], [steer]]
+        current = tuple(state[i].expand(count) if state.dim() == 1 else state[i] for i in range(5))
+        columns: list[list[torch.Tensor]] = [[value] for value in current]
         for t in range(actions.shape[0]):
-            u_speed, u_steer = actions[t, 0], actions[t, 1]
-            steer_command = steer_gain * u_steer
-            speed_command = speed_gain * u_speed
-            if steer_settles:
-                steer = steer_command
-                tan_steer = torch.tan(steer)
-                z = ratio * tan_steer
-                cos_beta = torch.rsqrt(1.0 + z * z)
-                sin_beta = z * cos_beta
-                yaw_rate_per_speed = cos_beta * tan_steer / wheelbase
-            for _ in range(model.substeps):
-                if not steer_settles:
-                    steer = steer + alpha * (steer_command - steer)
-                    tan_steer = torch.tan(steer)
-                    z = ratio * tan_steer
-                    cos_beta = torch.rsqrt(1.0 + z * z)
-                    sin_beta = z * cos_beta
-                    yaw_rate_per_speed = cos_beta * tan_steer / wheelbase
-                cos_yaw, sin_yaw = torch.cos(yaw), torch.sin(yaw)
-                step = substep * v
-                x = x + step * (cos_yaw * cos_beta - sin_yaw * sin_beta)
-                y = y + step * (sin_yaw * cos_beta + cos_yaw * sin_beta)
-                yaw = yaw + step * yaw_rate_per_speed
-                v = v + substep * speed_command if acceleration else v + alpha * (speed_command - v)
-            for column, value in zip(columns, (x, y, yaw, v, steer)):
+            current = self._step(current, actions[t, 0], actions[t, 1])
+            for column, value in zip(columns, current):
                 column.append(value)
         return torch.stack([torch.stack(column) for column in columns], dim=1)
 
-    # Check against the model itself before trusting it.
+    def _step(self, current: tuple[torch.Tensor, ...], u_speed: torch.Tensor, u_steer: torch.Tensor) -> tuple:
+        wheelbase, rear, speed_gain, steer_gain, lag = self.model.theta.unbind()
+        h = self.substep
+        alpha = torch.clamp(h / torch.clamp(lag, min=1e-6), max=1.0)
+        ratio = rear / wheelbase
+        x, y, yaw, v, steer = current
+        steer_command = steer_gain * u_steer
+        speed_command = speed_gain * u_speed
+
+        def steering(steer: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            tan_steer = torch.tan(steer)
+            z = ratio * tan_steer
+            cos_beta = torch.rsqrt(1.0 + z * z)
+            return cos_beta, z * cos_beta, cos_beta * tan_steer / wheelbase
+
+        if self.steer_settles:
+            steer = steer_command
+            cos_beta, sin_beta, yaw_rate_per_speed = steering(steer)
+        for _ in range(self.model.substeps):
+            if not self.steer_settles:
+                steer = steer + alpha * (steer_command - steer)
+                cos_beta, sin_beta, yaw_rate_per_speed = steering(steer)
+            cos_yaw, sin_yaw = torch.cos(yaw), torch.sin(yaw)
+            distance = h * v
+            x = x + distance * (cos_yaw * cos_beta - sin_yaw * sin_beta)
+            y = y + distance * (sin_yaw * cos_beta + cos_yaw * sin_beta)
+            yaw = yaw + distance * yaw_rate_per_speed
+            v = v + h * speed_command if self.acceleration else v + alpha * (speed_command - v)
+        return x, y, yaw, v, steer
+
+
+def time_major_dynamics(model: DynamicsModel) -> TimeMajorDynamics:
+    """The fastest time-major view of ``model``; a specialised one is first checked against ``model.forward``."""
+    if type(model) is not KinematicBicycle:
+        return TimeMajorDynamics(model)
+    fast = BicycleTimeMajor(model)
     with torch.no_grad():
         generator = torch.Generator().manual_seed(0)
         dtype, device = model_dtype_device(model)
         states = (torch.rand(6, 5, generator=generator, dtype=dtype) * 2 - 1).to(device)
         actions = (torch.rand(3, 2, 6, generator=generator, dtype=dtype) * 2 - 1).to(device)
-        expected = _generic_time_major(model, states.T, actions)
-        if not torch.allclose(rollout_fast(states.T, actions), expected, atol=1e-4, rtol=1e-4):
-            warnings.warn("kinematic bicycle fast rollout does not match the model; using model.forward",
-                          RuntimeWarning, stacklevel=3)
-            return None
-    return rollout_fast, lambda: settles() == steer_settles
+        expected = TimeMajorDynamics(model).rollout(states.T, actions)
+        if not torch.allclose(fast.rollout(states.T, actions), expected, atol=1e-4, rtol=1e-4):
+            warnings.warn("kinematic bicycle fast path does not match the model; using model.forward",
+                          RuntimeWarning, stacklevel=2)
+            return TimeMajorDynamics(model)
+    return fast
 
 
 # --------------------------------------------------------------------------- noise
@@ -313,21 +331,21 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
 def counter_gaussian(key: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard normal noise that is a pure function of an integer ``key`` tensor (0-d int64).
 
-    Counter-based: uniforms are hashes of (element index, key), turned into normals
-    by Box-Muller. No generator state, so it runs inside a compiled graph as plain
-    vectorised arithmetic (inductor's own random kernels are scalar and about 10x
-    slower on a CPU), gives the same numbers eager and compiled, and a planner is
-    reproducible from its seed and step count. Statistically good enough for
-    sampling-based planning (uncorrelated, unit variance), not for cryptography.
+    Counter-based: each pair of normals is one 32-bit hash of (element index, key),
+    split into two 16-bit uniforms and turned into normals by Box-Muller. No
+    generator state, so it runs inside a compiled graph as plain vectorised
+    arithmetic (inductor's own random kernels are scalar and about 10x slower on a
+    CPU, and eager ``torch.randn`` is serial), gives the same numbers eager and
+    compiled, and makes a planner reproducible from its seed and step count. The
+    16-bit uniforms cap |z| at 4.7 (a 3e-6 tail), harmless for sampling-based
+    planning; this is not a general-purpose random number generator.
     """
     count = math.prod(shape)
     half = (count + 1) // 2
     index = torch.arange(half, dtype=torch.int64, device=key.device)
-    key = _mix32(key & _MASK32)
-    first = _mix32(index ^ _mix32(key ^ 0x5BD1E995))
-    second = _mix32(index ^ _mix32(key ^ 0x1B873593))
-    u1 = (first.to(dtype) + 1.0) * (1.0 / 4294967296.0)  # (0, 1]: log stays finite
-    angle = second.to(dtype) * (2.0 * math.pi / 4294967296.0)
+    bits = _mix32(index ^ _mix32((key & _MASK32) ^ 0x5BD1E995))
+    u1 = ((bits >> 16).to(dtype) + 1.0) * (1.0 / 65536.0)  # (0, 1]: log stays finite
+    angle = (bits & 0xFFFF).to(dtype) * (2.0 * math.pi / 65536.0)
     radius = torch.sqrt(-2.0 * torch.log(u1))
     normals = torch.cat((radius * torch.cos(angle), radius * torch.sin(angle)))
     return normals[:count].reshape(shape)
@@ -404,9 +422,9 @@ class Planner:
         check_tensor("state", state, (self.state_dim,))
         if previous_action is not None:
             check_tensor("previous_action", previous_action, (self.action_dim,))
-            self.previous_action = previous_action.to(device=self.device, dtype=self.dtype)
+            self.previous_action = previous_action.to(device=self.device, dtype=self.dtype).contiguous()
         self.cost.check_ready()
-        state = state.to(device=self.device, dtype=self.dtype)
+        state = state.to(device=self.device, dtype=self.dtype).contiguous()
         start = time.perf_counter()
         self.cost.set_previous_action(self.previous_action)
         self.cost.prepare(state)
@@ -437,10 +455,17 @@ class Planner:
     def _previous(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The previous action and a 0-d 0/1 flag, as tensors for ``limit_actions``."""
         if self.previous_action is None:
-            return torch.zeros(self.action_dim, dtype=self.dtype, device=self.device), torch.zeros(
-                (), dtype=self.dtype, device=self.device
-            )
-        return self.previous_action, torch.ones((), dtype=self.dtype, device=self.device)
+            return self._no_previous
+        return self.previous_action, self._one
+
+    @functools.cached_property
+    def _no_previous(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.zeros(self.action_dim, dtype=self.dtype, device=self.device),
+                torch.zeros((), dtype=self.dtype, device=self.device))
+
+    @functools.cached_property
+    def _one(self) -> torch.Tensor:
+        return torch.ones((), dtype=self.dtype, device=self.device)
 
     def limit(self, actions: torch.Tensor) -> torch.Tensor:
         """Bounds and rate limits (against the previously applied action) on ``actions[..., H, nu]``."""

@@ -43,6 +43,7 @@ from mbrl_ros.core.planners.base import (
     register_planner,
     rollout,
     shift_sequence,
+    time_major_dynamics,
 )
 
 __all__ = ["CemConfig", "CemPlanner", "coloured_noise"]
@@ -130,16 +131,26 @@ class CemPlanner(Planner):
         except ValueError as exc:
             raise ValueError(f"{self.name}: {exc}") from None
         self.generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        self._build_evaluate()
+
+    def set_model(self, model: DynamicsModel) -> None:
+        super().set_model(model)
+        self._build_evaluate()
+
+    def _build_evaluate(self) -> None:
+        self._dynamics = time_major_dynamics(self.model)
         self._evaluate_fn = self._evaluate
         if self.config.compile:
-            self._evaluate_fn = torch.compile(self._evaluate, fullgraph=True, dynamic=False)
+            self._evaluate_fn = torch.compile(self._evaluate, fullgraph=True, dynamic=False,
+                                              options={"max_fusion_size": 100_000, "cpp_wrapper": True})
 
     def _reset(self) -> None:
         self._mean = self.initial_actions()
         self._kept: torch.Tensor | None = None
 
     def _evaluate(self, state: torch.Tensor, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        states = rollout(self.model, state, samples)
+        """Costs ``[N]`` and states ``[N, H+1, nx]`` of ``samples[N, H, nu]``, rolled out time-major."""
+        states = self._dynamics.rollout(state, samples.permute(1, 2, 0)).permute(2, 0, 1)
         return self.cost(states, samples), states
 
     def _sample(self, count: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -153,6 +164,8 @@ class CemPlanner(Planner):
     @torch.no_grad()
     def _plan(self, state: torch.Tensor) -> PlanResult:
         c = self.config
+        if not self._dynamics.still_valid():
+            self._build_evaluate()
         mean = self._mean
         std = self.initial_std.expand(self.horizon, -1).clone()
         kept = self._kept

@@ -3,9 +3,8 @@
 Each iteration:
 
 1. **Linearise** the dynamics along the current trajectory: ``A[t] = df/dx``,
-   ``B[t] = df/du`` for all H steps in one batched reverse-mode Jacobian
-   (``torch.func.jacrev`` of the model's batched forward summed over the batch,
-   which is exact because rows of a batch do not interact).
+   ``B[t] = df/du`` for all H steps from one batched forward and one backward
+   pass (each step repeated nx times, one output row kept per copy).
 2. **Quadratise** the cost: the exact gradient (autograd), and the Hessian's
    diagonal blocks ``l_xx[t], l_uu[t], l_ux[t]`` from ``2 * (nx + nu)`` Hessian
    columns, each a central difference of exact gradients along a direction that
@@ -27,8 +26,10 @@ Each iteration:
 
 Action bounds and rate limits are enforced by clamping inside the forward pass
 (not the boxed-QP variant), so every iterate is feasible. Stops when the relative
-cost decrease falls below ``tolerance`` or after ``max_iterations``. Warm starts
-from the previous solution shifted by one step.
+cost decrease (or the predicted one) falls below ``tolerance`` or after
+``max_iterations``. Warm starts from the previous solution shifted by one step.
+``compile: true`` compiles the closed-loop forward pass, which in eager mode is
+most of an iteration's time (H sequential model calls of tiny batches).
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ from mbrl_ros.core.planners.base import (
     _positive_int,
     _real,
     register_planner,
-    rollout,
     shift_sequence,
+    time_major_dynamics,
 )
 
 __all__ = ["IlqrConfig", "IlqrPlanner", "BackwardPass"]
@@ -65,6 +66,9 @@ class IlqrConfig(PlannerConfig):
     line_search_steps: int = 10  # alphas 1, 1/2, ..., 2**-(steps - 1)
     sufficient_decrease: float = 1e-4  # Armijo constant on actual / predicted decrease
     warm_start: bool = True
+    # Compile the closed-loop forward pass (all rollouts of a solve). Much faster
+    # per iteration, but the first solve pays minutes of compilation.
+    compile: bool = False
 
     def validate(self, source: str = "ilqr") -> None:
         super().validate(source)
@@ -76,8 +80,9 @@ class IlqrConfig(PlannerConfig):
         _real(source, "regularisation_factor", self.regularisation_factor, low=1.0, open_low=True)
         _positive_int(source, "line_search_steps", self.line_search_steps)
         _real(source, "sufficient_decrease", self.sufficient_decrease, low=0.0, high=1.0)
-        if not isinstance(self.warm_start, bool):
-            raise ValueError(f"{source}: warm_start: expected true or false, got {self.warm_start!r}")
+        for key in ("warm_start", "compile"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{source}: {key}: expected true or false, got {getattr(self, key)!r}")
 
 
 @dataclass
@@ -107,19 +112,36 @@ class IlqrPlanner(Planner):
         self.alphas = torch.tensor([0.5**i for i in range(c.line_search_steps)], dtype=self.dtype, device=self.device)
         self._tangents = self._colouring_tangents()
         self.gains: BackwardPass | None = None
+        self._dynamics = time_major_dynamics(model)
+        self._closed_loop_fn = self._closed_loop
+        if c.compile:
+            self._closed_loop_fn = torch.compile(self._closed_loop, fullgraph=True, dynamic=False,
+                                                 options={"max_fusion_size": 100_000})
 
     def _reset(self) -> None:
         self._warm: torch.Tensor | None = None
 
+    def set_model(self, model: DynamicsModel) -> None:
+        super().set_model(model)
+        self._dynamics = time_major_dynamics(model)
+
     # Derivatives -----------------------------------------------------------
     def linearise(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``states[H, nx]``, ``actions[H, nu]`` -> ``A[H, nx, nx]``, ``B[H, nx, nu]``."""
+        """``states[H, nx]``, ``actions[H, nu]`` -> ``A[H, nx, nx]``, ``B[H, nx, nu]``.
 
-        def summed(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-            return self.model(x, u).sum(0)
-
-        jx, ju = torch.func.jacrev(summed, argnums=(0, 1))(states, actions)
-        return jx.permute(1, 0, 2), ju.permute(1, 0, 2)
+        Autograd over one batch: every (x[t], u[t]) is repeated nx times, copy j
+        keeps only output j, and one backward pass through the batched forward
+        gives all H Jacobians (rows of a batch do not interact). Plain autograd
+        works for any differentiable model, including ones torch.func's vmap
+        cannot trace (in-place updates, random member choice).
+        """
+        horizon, nx = states.shape
+        nu = actions.shape[1]
+        x = states.detach().repeat_interleave(nx, dim=0).requires_grad_(True)
+        u = actions.detach().repeat_interleave(nx, dim=0).requires_grad_(True)
+        select = torch.eye(nx, dtype=self.dtype, device=self.device).repeat(horizon, 1)
+        gx, gu = torch.autograd.grad((self.model(x, u) * select).sum(), (x, u))
+        return gx.reshape(horizon, nx, nx), gu.reshape(horizon, nx, nu)
 
     def _colouring_tangents(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Directions for Hessian columns: coordinate j at every step of one parity, ``2 * (nx + nu)`` of them."""
@@ -212,30 +234,49 @@ class IlqrPlanner(Planner):
         k = torch.as_tensor(gains.k, dtype=self.dtype, device=self.device)
         K = torch.as_tensor(gains.K, dtype=self.dtype, device=self.device)
         previous, has_previous = self._previous()
-        inf = torch.full_like(self.action_low, float("inf"))
-        rate = self.max_rate
-        x = state.expand(alphas.shape[0], -1)
-        before = previous.expand(alphas.shape[0], -1)
+        with torch.no_grad():
+            return self._closed_loop_fn(state, states, actions, k, K, alphas, previous, has_previous)
+
+    def _closed_loop(
+        self, state: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, k: torch.Tensor, K: torch.Tensor,
+        alphas: torch.Tensor, previous: torch.Tensor, has_previous: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``u = ubar + alpha k + K (x - xbar)``, clamped to rate limits and bounds; pure tensor code.
+
+        Time-major (``x[nx, A]``, ``u[nu, A]``) so that the model step is the
+        planners' fast one (``TimeMajorDynamics``).
+        """
+        low, high = self.action_low[:, None], self.action_high[:, None]
+        rate = None if self.max_rate is None else self.max_rate[:, None]
+        x = state[:, None].expand(-1, alphas.shape[0])
+        before = previous[:, None].expand(-1, alphas.shape[0])
         xs, us = [x], []
         for t in range(self.horizon):
-            u = actions[t] + alphas[:, None] * k[t] + (x - states[t]) @ K[t].T
+            u = actions[t][:, None] + k[t][:, None] * alphas + K[t] @ (x - states[t][:, None])
             if rate is not None:
-                window = torch.where(has_previous > 0, rate, inf) if t == 0 else rate
+                window = torch.where(has_previous > 0, rate, torch.full_like(rate, float("inf"))) if t == 0 else rate
                 u = torch.maximum(torch.minimum(u, before + window), before - window)
-            u = torch.maximum(torch.minimum(u, self.action_high), self.action_low)
-            x = self.model(x, u)
+            u = torch.maximum(torch.minimum(u, high), low)
+            x = self._dynamics.step(x, u)
             xs.append(x)
             us.append(u)
             before = u
-        new_states, new_actions = torch.stack(xs, 1), torch.stack(us, 1)
+        new_states, new_actions = torch.stack(xs).permute(2, 0, 1), torch.stack(us).permute(2, 0, 1)
         return self.cost(new_states, new_actions), new_states, new_actions
+
+    def open_loop(self, state: torch.Tensor, actions: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """Cost, states and (limited) actions of ``actions[H, nu]`` from ``state``, via the forward pass."""
+        nx, nu = self.state_dim, self.action_dim
+        zero = BackwardPass(np.zeros((self.horizon, nu)), np.zeros((self.horizon, nu, nx)), 0.0, 0.0)
+        anchor = torch.zeros(self.horizon + 1, nx, dtype=self.dtype, device=self.device)
+        costs, states, limited = self.forward_pass(state, anchor, actions, zero, self.alphas)
+        return float(costs[0]), states[0], limited[0]
 
     def line_search(
         self, state: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, cost: float, gains: BackwardPass
     ) -> tuple[float, torch.Tensor, torch.Tensor, float] | None:
         """Largest alpha with sufficient decrease -> ``(alpha, states, actions, cost)``; None rejects the step."""
-        with torch.no_grad():
-            costs, new_states, new_actions = self.forward_pass(state, states, actions, gains, self.alphas)
+        costs, new_states, new_actions = self.forward_pass(state, states, actions, gains, self.alphas)
         for i, alpha in enumerate(self.alphas.tolist()):
             new_cost = float(costs[i])
             expected = -gains.expected_change(alpha)
@@ -247,11 +288,10 @@ class IlqrPlanner(Planner):
     # Solve -------------------------------------------------------------------
     def _plan(self, state: torch.Tensor) -> PlanResult:
         c = self.config
+        if not self._dynamics.still_valid():
+            self._dynamics = time_major_dynamics(self.model)
         actions = self._warm if (c.warm_start and self._warm is not None) else self.initial_actions()
-        actions = self.limit(actions)
-        with torch.no_grad():
-            states = rollout(self.model, state, actions[None])[0]
-            cost = float(self.cost(states[None], actions[None])[0])
+        cost, states, actions = self.open_loop(state, actions)
         history = [cost]
         mu = c.regularisation
         converged = False

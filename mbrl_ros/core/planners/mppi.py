@@ -9,7 +9,7 @@ the whole step, including the rollout unrolled over the horizon, into a few fuse
 kernels (compiling takes minutes for long horizons; later steps reuse it).
 
 Speed on a CPU comes from three choices: the batch is kept time-major ([H, nu, K]
-actions, [H+1, nx, K] states: see ``base.time_major_rollout``); noise is a
+actions, [H+1, nx, K] states: see ``base.TimeMajorDynamics``); noise is a
 counter-based hash inside the graph (``base.counter_gaussian``: vectorised,
 reproducible from the seed and the step count, identical eager and compiled);
 and the cost's per-cycle work (path pruning) happens once in ``cost.prepare``.
@@ -43,7 +43,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -62,7 +61,7 @@ from mbrl_ros.core.planners.base import (
     per_dim,
     register_planner,
     shift_sequence,
-    time_major_rollout,
+    time_major_dynamics,
 )
 
 __all__ = ["MppiConfig", "MppiPlanner", "NOISE_SMOOTHING"]
@@ -110,8 +109,12 @@ class MppiPlanner(Planner):
     config: MppiConfig
 
     # Inductor fuses at most 64 nodes per kernel by default; a rollout is thousands
-    # of pointwise nodes per sample, and each extra kernel is a thread barrier.
-    COMPILE_OPTIONS = {"max_fusion_size": 100_000}
+    # of pointwise nodes per sample, and each extra kernel is a thread barrier. The
+    # C++ wrapper saves ~1-2 ms of Python per call: the unrolled rollout leaves
+    # hundreds of buffer views for a Python wrapper to create.
+    COMPILE_OPTIONS = {"max_fusion_size": 100_000, "cpp_wrapper": True}
+    # Tests swap in "aot_eager" to check graph capture (no graph breaks) without minutes of codegen.
+    COMPILE_BACKEND = "inductor"
 
     def __init__(self, model: DynamicsModel, cost: TrajectoryCost, config: MppiConfig | None = None) -> None:
         super().__init__(model, cost, config)
@@ -160,21 +163,23 @@ class MppiPlanner(Planner):
             )
 
     def _build_step(self) -> None:
-        self._rollout_time_major, self._rollout_valid = time_major_rollout(self.model)
+        self._dynamics = time_major_dynamics(self.model)
         use_compile = self.config.compile
         if use_compile is None:
             use_compile = bool(getattr(self.model, "supports_compile", True))
         self._compiled = bool(use_compile)
         self._step_fn = self._step
         if use_compile:
-            self._step_fn = torch.compile(self._step, fullgraph=True, dynamic=False, options=self.COMPILE_OPTIONS)
+            inductor = self.COMPILE_BACKEND == "inductor"
+            self._step_fn = torch.compile(self._step, fullgraph=True, dynamic=False, backend=self.COMPILE_BACKEND,
+                                          options=self.COMPILE_OPTIONS if inductor else None)
 
     def _reset(self) -> None:
         self._nominal = self.initial_actions()
         self._steps = 0
 
     def _plan(self, state: torch.Tensor) -> PlanResult:
-        if not self._rollout_valid():
+        if not self._dynamics.still_valid():
             self._build_step()
         previous, has_previous = self._previous()
         # Each step's noise is a pure function of (seed, step count): reproducible, no generator state.
@@ -260,7 +265,7 @@ class MppiPlanner(Planner):
         if c.disagreement_weight > 0:
             batch_states, spread = self._rollout_with_spread(state, samples)
         else:
-            batch_states, spread = self._rollout_time_major(state, samples).permute(2, 0, 1), None
+            batch_states, spread = self._dynamics.rollout(state, samples).permute(2, 0, 1), None
         costs = self.cost(batch_states, samples.permute(2, 0, 1))
         if c.control_cost_weight > 0:
             effective_noise = samples - nominal[:, :, None]
@@ -273,7 +278,7 @@ class MppiPlanner(Planner):
         plan = (samples * weights).sum(-1)
         # A convex combination of feasible samples is feasible; clamp away rounding only.
         plan = limit_actions(plan, self.action_low, self.action_high, self.max_rate, previous, has_previous)
-        predicted = self._rollout_time_major(state, plan[:, :, None])[:, :, 0]
+        predicted = self._dynamics.rollout(state, plan[:, :, None])[:, :, 0]
         plan_cost = self.cost(predicted[None], plan[None])[0]
         next_nominal = shift_sequence(plan, c.shift_fill, self.action_low, self.action_high)
         effective_samples = 1.0 / (weights * weights).sum()
