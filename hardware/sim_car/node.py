@@ -25,15 +25,14 @@ import math
 import sys
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 
 from mbrl_interfaces.msg import CommandVector
+from mbrl_ros.nodes.run import run_node
 from mbrl_ros.nodes.params import Param, declare_all
 from mbrl_ros.nodes.qos import COMMAND, LATCHED, SENSOR
 
@@ -208,18 +207,7 @@ class SimCarNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = SimCarNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(SimCarNode, "sim_car", args)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,9 @@ import sys
 import time
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from std_msgs.msg import Bool
@@ -32,6 +30,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
 from mbrl_interfaces.msg import CommandVector, ModelUpdate, StateVector
 from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
+from mbrl_ros.nodes.run import run_node
 from mbrl_ros.nodes.params import Param, declare_all, section
 from mbrl_ros.nodes.qos import COMMAND, LATCHED, SENSOR
 
@@ -84,6 +83,11 @@ class ControllerNode(LifecycleNode):
             self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED),
             self.create_subscription(Bool, "e_stop", self.on_e_stop, 10),
         ]
+
+    def start(self) -> None:
+        if self.autostart:
+            self.trigger_configure()
+            self.trigger_activate()
 
     # --- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -331,21 +335,7 @@ def _point(x):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = ControllerNode()
-        if node.autostart:
-            node.trigger_configure()
-            node.trigger_activate()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(ControllerNode, "controller", args)
 
 
 if __name__ == "__main__":

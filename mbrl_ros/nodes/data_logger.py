@@ -23,15 +23,14 @@ import importlib
 import sys
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from mbrl_ros.io.bags import STORAGES, BagError, BagSequence, bag_qos
 from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
+from mbrl_ros.nodes.run import run_node
 from mbrl_ros.nodes.params import Param, declare_all
 from mbrl_ros.nodes.qos import COMMAND, LATCHED, SENSOR
 
@@ -198,19 +197,7 @@ class DataLoggerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = DataLoggerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()  # before anything else: the open bag is the one thing to save
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(DataLoggerNode, "data_logger", args)
 
 
 if __name__ == "__main__":

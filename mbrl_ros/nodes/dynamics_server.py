@@ -23,11 +23,7 @@ import array
 import sys
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy._rclpy_pybind11 import RCLError
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -37,6 +33,7 @@ from mbrl_ros.io import checkpoint
 from mbrl_ros.io.model_registry import ModelRegistry, NoPreviousModel, PredictRequestError, predict_flat
 from mbrl_ros.io.model_update import pack
 from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
+from mbrl_ros.nodes.run import run_node
 from mbrl_ros.nodes.params import Param, declare_all
 from mbrl_ros.nodes.qos import LATCHED
 
@@ -154,24 +151,7 @@ class DynamicsServerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = DynamicsServerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RCLError:
-        if rclpy.ok():
-            raise  # after SIGINT/SIGTERM shut the context down, a callback's publish may fail: that is the end
-    except (ValueError, ParameterException) as err:  # a bad parameter or checkpoint; the message names it
-        print(f"dynamics_server: {err}", file=sys.stderr)
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(DynamicsServerNode, "dynamics_server", args)
 
 
 if __name__ == "__main__":

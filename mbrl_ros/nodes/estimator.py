@@ -16,16 +16,15 @@ from __future__ import annotations
 import sys
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from mbrl_interfaces.msg import CommandVector, StateVector
 from mbrl_ros.core.estimation import STATE_NAMES, STEER_COMMAND, CarStateEstimator, EstimatorConfig, Rejection, StateEstimate
 from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
+from mbrl_ros.nodes.run import run_node
 from mbrl_ros.nodes.params import Param, declare_all
 from mbrl_ros.nodes.qos import COMMAND, SENSOR
 
@@ -141,18 +140,7 @@ class EstimatorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = EstimatorNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(EstimatorNode, "estimator", args)
 
 
 if __name__ == "__main__":

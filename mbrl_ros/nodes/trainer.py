@@ -27,12 +27,8 @@ import time
 import traceback
 from pathlib import Path
 
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy._rclpy_pybind11 import RCLError
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -45,6 +41,7 @@ from mbrl_ros.io import checkpoint
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
 from mbrl_ros.io.model_update import pack, unpack
 from mbrl_ros.nodes.diagnostics import diagnostic_array
+from mbrl_ros.nodes.run import run_node
 from mbrl_ros.nodes.params import Param, declare_all, section
 from mbrl_ros.nodes.qos import LATCHED
 
@@ -273,7 +270,7 @@ class TrainerNode(Node):
         message = "training" if values["training_now"] == "True" else (outcome or "waiting for data")
         self.diag_pub.publish(diagnostic_array(self, self.get_fully_qualified_name(), values, level, message))
 
-    def stop(self) -> None:
+    def close(self) -> None:
         self.stopping.set()
         self.wake.set()
         # A round in progress is not interrupted; the thread is a daemon, so the process still exits.
@@ -282,25 +279,7 @@ class TrainerNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     os.nice(10)  # below the control loop whenever the two compete for a core
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = None
-    try:
-        node = TrainerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RCLError:
-        if rclpy.ok():
-            raise  # after SIGINT/SIGTERM shut the context down, a callback's publish may fail: that is the end
-    except (ValueError, ParameterException) as err:  # a bad parameter or checkpoint; the message names it
-        print(f"trainer: {err}", file=sys.stderr)
-        return 1
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(TrainerNode, "trainer", args)
 
 
 if __name__ == "__main__":
