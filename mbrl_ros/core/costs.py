@@ -365,7 +365,7 @@ class PathTrackingTerm(CostTerm):
         self._context_set.add("path")
 
     def prepare(self, state: torch.Tensor) -> None:
-        if "path" in self._context_set:
+        if "path" in self._context_set and self.active.shape[0] < self.segments.shape[0]:
             self._select_window(state[[self.ix, self.iy]])
 
     def _select_window(self, position: torch.Tensor) -> None:

@@ -238,8 +238,8 @@ class BicycleTimeMajor(TimeMajorDynamics):
     command in the first substep and ``tan(steer)`` is computed once per step.
     Parameters are read from ``model.theta`` at every call; whether the lag fits in
     one substep is fixed when built and re-checked by ``still_valid``. The rollout
-    keeps each state component in its own list and stacks once at the end, so a
-    compiler writes every output row directly (no per-step [nx, K] copies).
+    stacks all (H+1) * nx rows once at the end, so a compiler writes every row
+    straight into the output (no per-step [nx, K] copies).
     Proposed home: ``KinematicBicycle.step_time_major`` in bicycle.py.
     """
 
@@ -261,12 +261,11 @@ class BicycleTimeMajor(TimeMajorDynamics):
     def rollout(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         count = actions.shape[2]
         current = tuple(state[i].expand(count) if state.dim() == 1 else state[i] for i in range(5))
-        columns: list[list[torch.Tensor]] = [[value] for value in current]
+        rows = list(current)
         for t in range(actions.shape[0]):
             current = self._step(current, actions[t, 0], actions[t, 1])
-            for column, value in zip(columns, current):
-                column.append(value)
-        return torch.stack([torch.stack(column) for column in columns], dim=1)
+            rows.extend(current)
+        return torch.stack(rows).view(actions.shape[0] + 1, 5, count)
 
     def _step(self, current: tuple[torch.Tensor, ...], u_speed: torch.Tensor, u_steer: torch.Tensor) -> tuple:
         wheelbase, rear, speed_gain, steer_gain, lag = self.model.theta.unbind()

@@ -159,7 +159,7 @@ class CemPlanner(Planner):
             (count, self.action_dim, self.horizon), self.config.noise_exponent, self.generator,
             dtype=self.dtype, device=self.device,
         ).transpose(1, 2)
-        return self.limit(mean + std * noise)
+        return self.limit(mean + std * noise).contiguous()
 
     @torch.no_grad()
     def _plan(self, state: torch.Tensor) -> PlanResult:

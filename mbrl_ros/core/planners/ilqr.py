@@ -270,7 +270,7 @@ class IlqrPlanner(Planner):
         zero = BackwardPass(np.zeros((self.horizon, nu)), np.zeros((self.horizon, nu, nx)), 0.0, 0.0)
         anchor = torch.zeros(self.horizon + 1, nx, dtype=self.dtype, device=self.device)
         costs, states, limited = self.forward_pass(state, anchor, actions, zero, self.alphas)
-        return float(costs[0]), states[0], limited[0]
+        return float(costs[0]), states[0].contiguous(), limited[0].contiguous()
 
     def line_search(
         self, state: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, cost: float, gains: BackwardPass
@@ -282,7 +282,8 @@ class IlqrPlanner(Planner):
             expected = -gains.expected_change(alpha)
             decrease = cost - new_cost
             if np.isfinite(new_cost) and decrease > 0 and decrease >= self.config.sufficient_decrease * expected:
-                return alpha, new_states[i], new_actions[i], new_cost
+                # Contiguous copies: the next forward pass sees the same strides (one compiled graph).
+                return alpha, new_states[i].contiguous(), new_actions[i].contiguous(), new_cost
         return None
 
     # Solve -------------------------------------------------------------------
