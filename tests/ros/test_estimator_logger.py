@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import selectors
 import signal
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,41 +22,11 @@ import yaml
 from rosbags.rosbag2 import Reader
 
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
-from mbrl_ros.ros_env import workspace_env
 
 PEERS = Path(__file__).with_name("estimator_logger_peers.py")
 STEPS, NAN_STEP, JUMP_STEP = 24, 8, 16
 DT_NS, T0_NS = 200_000_000, 1_000_000_000
 STEER_GAIN = 0.7853981633974483
-
-
-@pytest.fixture
-def ros_env(request) -> dict[str, str]:
-    """The workspace environment, in a ROS domain (1..200) derived from the pid and test name."""
-    domain = 1 + zlib.crc32(f"{os.getpid()}:{request.node.nodeid}".encode()) % 200
-    return workspace_env(domain_id=domain)
-
-
-@pytest.fixture
-def spawn(ros_env):
-    """Start processes with the workspace environment; whatever still runs at the end is stopped."""
-    procs: list[subprocess.Popen] = []
-
-    def start(*argv: str) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, *argv], env=ros_env, text=True, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def node(module: str, *ros_args: str) -> list[str]:

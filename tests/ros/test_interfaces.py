@@ -13,7 +13,6 @@ import selectors
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,34 +25,9 @@ PEERS = Path(__file__).with_name("interface_peers.py")
 
 
 @pytest.fixture
-def ros_env(request) -> dict[str, str]:
-    """The workspace environment, in a ROS domain (1..200) derived from the pid and test name."""
-    domain = 1 + zlib.crc32(f"{os.getpid()}:{request.node.nodeid}".encode()) % 200
-    return workspace_env(domain_id=domain)
-
-
-@pytest.fixture
-def spawn(ros_env):
-    """Start interface_peers.py roles; whatever is still running at the end is stopped."""
-    procs: list[subprocess.Popen] = []
-
-    def start(*args: str, stdin=subprocess.DEVNULL) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, str(PEERS), *args], env=ros_env, text=True,
-            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def spawn(spawn):
+    """Start interface_peers.py roles (the conftest's spawn stops them at the end)."""
+    return lambda *args, **kwargs: spawn(str(PEERS), *args, **kwargs)
 
 
 def wait_for_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
