@@ -28,7 +28,8 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from mbrl_ros.io.bags import STORAGES, BagError, BagSequence, bag_qos
+from mbrl_ros.io.bags import STORAGES, BagError
+from mbrl_ros.io.recording import BagSequence, bag_qos
 from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
 from mbrl_ros.nodes.run import run_node
 from mbrl_ros.nodes.params import Param, declare_all

@@ -12,13 +12,11 @@ from mbrl_ros.io.bags import (
     COMMAND_TYPE,
     STATE_TYPE,
     BagError,
-    BagRecorder,
-    BagSequence,
-    bag_qos,
     default_typestore,
     list_bags,
     transitions_from_bags,
 )
+from mbrl_ros.io.recording import BagRecorder, BagSequence, bag_qos
 
 DT = 0.2
 DT_NS = 200_000_000

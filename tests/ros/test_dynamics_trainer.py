@@ -236,7 +236,8 @@ def drive_bicycle(episodes: int, steps: int, seed: int = 0) -> tuple[torch.Tenso
 
 def write_driving_bag(path: Path, states: torch.Tensor, actions: torch.Tensor) -> None:
     """A bag as the data_logger records it: state and command (stamped as the state it answers), per step."""
-    from mbrl_ros.io.bags import COMMAND_TYPE, STATE_TYPE, BagRecorder, default_typestore
+    from mbrl_ros.io.bags import COMMAND_TYPE, STATE_TYPE, default_typestore
+    from mbrl_ros.io.recording import BagRecorder
 
     store = default_typestore()
     Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
