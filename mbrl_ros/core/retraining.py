@@ -11,14 +11,23 @@ The trainer node calls these; they only need the core.
 - ``train_candidate``: fit with ``fit_model`` (the one fitting function), then
   score the candidate and the currently deployed model with the same
   open-loop multi-step error on the same validation episodes, and ``decide``.
+  A candidate with non-finite weights or predictions (``non_finite_problem``)
+  is rejected whatever its score.
+- ``PerBagTransitions``: the transitions of each closed bag, read once. A
+  closed bag (one with metadata.yaml) never changes, so each training round
+  only reads the bags that are new since the last look.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
 
 from mbrl_ros.core.data import MultiStepError, TransitionDataset, multistep_error
 from mbrl_ros.core.fitting import FitResult, fit_model
@@ -67,6 +76,44 @@ def error_score(error: MultiStepError) -> float:
     """One number to compare models: mean RMSE over the horizons that had windows; non-finite -> inf."""
     scored = [e if math.isfinite(e) else math.inf for h, e in error.rmse.items() if error.num_windows[h] > 0]
     return sum(scored) / len(scored) if scored else math.inf
+
+
+PROBE_ROWS = 64
+
+
+@torch.no_grad()
+def non_finite_problem(model: DynamicsModel, states: torch.Tensor | None = None,
+                       actions: torch.Tensor | None = None, seed: int = 0) -> str:
+    """What is non-finite about ``model`` ('' if nothing): its weights, or its predictions.
+
+    Predictions are probed on a fixed batch (the zero state and action, seeded
+    random ones) and, if given, on ``states``/``actions`` (e.g. the validation
+    data, at most ``PROBE_ROWS`` rows): finite weights can still give NaN (a
+    log of a negative number, an overflow), and no such model may be deployed.
+    """
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        return f"non-finite values in the weights {bad}"
+    dtype = next((t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()),
+                 torch.get_default_dtype())
+    g = torch.Generator().manual_seed(seed)
+    probe_s = torch.randn(PROBE_ROWS, model.state_dim, generator=g, dtype=dtype)
+    probe_a = torch.rand(PROBE_ROWS, model.action_dim, generator=g, dtype=dtype) * 2 - 1
+    probe_s[0], probe_a[0] = 0, 0
+    if states is not None and actions is not None and len(states):
+        probe_s = torch.cat([probe_s, states[:PROBE_ROWS].to(dtype)])
+        probe_a = torch.cat([probe_a, actions[:PROBE_ROWS].to(dtype)])
+    was_training = model.training
+    model.eval()
+    try:
+        prediction = model.predict(probe_s, probe_a)
+    finally:
+        model.train(was_training)
+    for name, value in (("next states", prediction.mean), ("spread", prediction.spread)):
+        if value is not None and not bool(torch.isfinite(value).all()):
+            row = int((~torch.isfinite(value)).any(dim=-1).nonzero()[0])
+            return f"test prediction gives non-finite {name} (probe row {row} of {len(probe_s)})"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -149,7 +196,82 @@ def train_candidate(
             note = (f"; the current model's dims ({current.state_dim}, {current.action_dim}) do not fit the data's "
                     f"({dataset.state_dim}, {dataset.action_dim}), so it was not scored")
     decision = decide(fit.val_error, current_error, min_improvement)
+    problem = non_finite_problem(fit.model, val.states, val.actions)
+    if problem:  # never deployed, whatever its score says
+        decision = Decision(False, f"candidate not deployable: {problem}", decision.candidate_score,
+                            decision.current_score)
     if note:
         decision = Decision(decision.accept, decision.reason + note, decision.candidate_score, decision.current_score)
     val_ids = [episode for episode, _, _ in val.episodes()]
     return TrainingRound(fit, current_error, decision, len(train), len(val), val_ids)
+
+
+class PerBagTransitions:
+    """The transitions of each closed bag, read once; together as one dataset.
+
+    ``read(bag)`` turns one bag into a TransitionDataset (the trainer passes the
+    same reader ``mbrl-ros fit`` uses). A bag is re-read only if its
+    metadata.yaml changed (a repaired bag); a bag that cannot be read is
+    remembered with its error and skipped, so one bad bag loses no other data.
+    Reading bag by bag, an episode that runs across a split into the next bag
+    becomes two episodes, and the one transition that straddles the split is
+    lost; the price of never re-parsing old bags.
+    """
+
+    def __init__(self, read: Callable[[Path], TransitionDataset]) -> None:
+        self.read = read
+        self.bags: list[Path] = []
+        self.errors: dict[Path, str] = {}
+        self._read: dict[Path, tuple[int, TransitionDataset | None]] = {}  # bag -> (metadata mtime, data)
+        self.dataset: TransitionDataset | None = None
+        self.reads = 0  # bags read so far (each new or changed bag once)
+
+    def update(self, bags: Sequence[os.PathLike | str]) -> list[Path]:
+        """Look at the closed ``bags`` (in recording order); read the new ones. -> the bags read now."""
+        bags = [Path(b) for b in bags]
+        fresh = []
+        for bag in bags:
+            stamp = _metadata_mtime(bag)
+            if bag in self._read and self._read[bag][0] == stamp:
+                continue
+            fresh.append(bag)
+            self.reads += 1
+            self.errors.pop(bag, None)
+            try:
+                data = self.read(bag)
+            except ValueError as err:  # BagError: a bag without the topics, a corrupt file, no transitions
+                data = None
+                self.errors[bag] = str(err)
+            self._read[bag] = (stamp, data)
+        for gone in set(self._read) - set(bags):
+            del self._read[gone]
+            self.errors.pop(gone, None)
+        if fresh or bags != self.bags:
+            self.dataset = self._join(bags)
+        self.bags = bags
+        return fresh
+
+    def _join(self, bags: list[Path]) -> TransitionDataset | None:
+        parts = [(bag, self._read[bag][1]) for bag in bags if self._read[bag][1] is not None]
+        if not parts:
+            return None
+        first = parts[0][1]
+        joined = TransitionDataset(first.state_dim, first.action_dim, first.dtype)
+        offset = 0
+        for bag, part in parts:
+            if (part.state_dim, part.action_dim) != (joined.state_dim, joined.action_dim):
+                self.errors[bag] = (f"{bag}: {part.state_dim} state and {part.action_dim} action values, the bags "
+                                    f"before it have {joined.state_dim} and {joined.action_dim}; left out")
+                continue
+            ids = part.episode_ids
+            # Episodes keep their ids as long as bags are only added after them: validation stays stable.
+            joined.append(part.states, part.actions, part.next_states, ids - int(ids.min()) + offset)
+            offset += int(ids.max()) - int(ids.min()) + 1
+        return joined
+
+
+def _metadata_mtime(bag: Path) -> int:
+    try:
+        return (bag / "metadata.yaml").stat().st_mtime_ns
+    except OSError:
+        return -1

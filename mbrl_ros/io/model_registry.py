@@ -20,11 +20,9 @@ import torch
 
 from mbrl_ros.core.data import as_rows
 from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.retraining import non_finite_problem
 from mbrl_ros.io.checkpoint import CheckpointError
 from mbrl_ros.io.model_update import MAX_VERSION, as_fields, metrics_of, summary, unpack, with_version
-
-PROBE_BATCH = 64
-
 
 @dataclass(frozen=True)
 class DeployedModel:
@@ -100,7 +98,7 @@ class ModelRegistry:
                                           candidate=described))
             model, config, _ = unpack(fields, source=source)
             self._check_dims(model)
-            check_predictions_finite(model, source)
+            check_model_finite(model, source)
             metrics = metrics_of(fields, source)
         except (CheckpointError, ValueError, KeyError, TypeError) as err:
             self.rejected += 1
@@ -142,18 +140,11 @@ class ModelRegistry:
         return verdict
 
 
-@torch.no_grad()
-def check_predictions_finite(model: DynamicsModel, source: str = "model", seed: int = 0) -> None:
-    """Predict a fixed batch (the zero state and seeded random states and actions); all outputs must be finite."""
-    g = torch.Generator().manual_seed(seed)
-    dtype = _float_dtype(model)
-    states = torch.randn(PROBE_BATCH, model.state_dim, generator=g, dtype=dtype)
-    actions = torch.rand(PROBE_BATCH, model.action_dim, generator=g, dtype=dtype) * 2 - 1
-    states[0], actions[0] = 0, 0
-    prediction = model.predict(states, actions)
-    for name, value in (("next states", prediction.mean), ("spread", prediction.spread)):
-        if value is not None and not bool(torch.isfinite(value).all()):
-            raise CheckpointError(f"{source}: test prediction gives non-finite {name}")
+def check_model_finite(model: DynamicsModel, source: str = "model") -> None:
+    """Raise CheckpointError naming ``source`` if the model's weights or test predictions are non-finite."""
+    problem = non_finite_problem(model)
+    if problem:
+        raise CheckpointError(f"{source}: {problem}")
 
 
 class PredictRequestError(ValueError):

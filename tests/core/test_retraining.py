@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import math
+import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from mbrl_ros.core.data import MultiStepError, TransitionDataset
 from mbrl_ros.core.models import build_model
+from mbrl_ros.core import retraining
 from mbrl_ros.core.retraining import (
+    PerBagTransitions,
     RetrainSchedule,
     decide,
     error_score,
+    non_finite_problem,
     train_candidate,
     validation_split,
 )
@@ -124,3 +129,91 @@ def test_train_candidate_does_not_score_a_current_model_of_other_dims():
     other = build_model({"type": "ensemble", "state_dim": 4, "action_dim": 2, "ensemble_size": 1, "hidden_sizes": [4]})
     round_ = train_candidate(driving(episodes=6, steps=30), START, other, val_fraction=0.3, horizons=(1,))
     assert round_.decision.accept and "do not fit the data" in round_.decision.reason
+
+
+ENSEMBLE = {"type": "ensemble", "state_dim": 5, "action_dim": 2, "ensemble_size": 2, "hidden_sizes": [8]}
+
+
+def test_non_finite_problem_names_weights_and_predictions():
+    assert non_finite_problem(build_model(START)) == ""
+    nan_weight = build_model(START)
+    with torch.no_grad():
+        nan_weight.theta[1] = math.nan
+    assert "non-finite values in the weights ['theta']" in non_finite_problem(nan_weight)
+    overflow = build_model(ENSEMBLE)
+    with torch.no_grad():
+        for p in overflow.parameters():
+            p.fill_(1e30)  # finite weights, every output overflows
+    assert "test prediction gives non-finite" in non_finite_problem(overflow)
+    # Finite on the fixed probe, NaN on the data it is given: the data rows are probed too.
+    data = driving(episodes=2, steps=3)
+    huge = data.states.clone()
+    huge[1, 3] = 1e38
+    assert non_finite_problem(build_model(ENSEMBLE), data.states, data.actions) == ""
+    assert "probe row 65" in non_finite_problem(_Squares(), huge, data.actions)
+
+
+class _Squares(torch.nn.Module):
+    """A model whose prediction overflows float32 for large states (next = state ** 2)."""
+
+    state_dim, action_dim = 5, 2
+
+    def predict(self, states, actions):
+        return SimpleNamespace(mean=states ** 2, spread=None)
+
+
+def test_train_candidate_never_accepts_a_model_with_non_finite_weights(monkeypatch):
+    def poisoned_fit(*args, **kwargs):
+        fit = real_fit(*args, **kwargs)  # scored while still finite: the score alone would accept it
+        with torch.no_grad():
+            fit.model.theta[0] = math.nan
+        return fit
+
+    real_fit = retraining.fit_model
+    monkeypatch.setattr(retraining, "fit_model", poisoned_fit)
+    round_ = train_candidate(driving(episodes=6, steps=30), START, build_model(START), val_fraction=0.3,
+                             horizons=(1, 5))
+    assert math.isfinite(round_.decision.candidate_score)
+    assert not round_.decision.accept
+    assert round_.decision.reason.startswith("candidate not deployable: non-finite values in the weights")
+
+
+def test_per_bag_transitions_reads_each_closed_bag_once_and_keeps_episode_ids(tmp_path):
+    bags = []
+    for i in range(3):
+        bag = tmp_path / f"run_{i}"
+        bag.mkdir()
+        (bag / "metadata.yaml").write_text("closed")
+        bags.append(bag)
+    data_of = {bags[0]: driving(episodes=2, steps=5, seed=0), bags[1]: driving(episodes=3, steps=4, seed=1)}
+    calls = []
+
+    def read(bag):
+        calls.append(bag.name)
+        if bag not in data_of:
+            raise ValueError(f"{bag}: no transitions")
+        return data_of[bag]
+
+    cache = PerBagTransitions(read)
+    assert cache.update(bags[:2]) == bags[:2]
+    assert len(cache.dataset) == 2 * 5 + 3 * 4
+    assert [e for e, _, _ in cache.dataset.episodes()] == [0, 1, 2, 3, 4]
+    first_ids = cache.dataset.episode_ids.clone()
+    assert cache.update(bags[:2]) == [] and calls == ["run_0", "run_1"]  # nothing new: nothing read
+
+    # A bad bag is remembered (not re-read every look) and loses no other data.
+    assert cache.update(bags) == [bags[2]]
+    assert "no transitions" in cache.errors[bags[2]] and len(cache.dataset) == 22
+    cache.update(bags)
+    assert calls == ["run_0", "run_1", "run_2"]
+    assert torch.equal(cache.dataset.episode_ids, first_ids)
+    torch.testing.assert_close(cache.dataset.states[:10], data_of[bags[0]].states)
+
+    # Repaired (metadata rewritten): read again; a bag that vanished is dropped.
+    data_of[bags[2]] = driving(episodes=1, steps=6, seed=2)
+    (bags[2] / "metadata.yaml").write_text("repaired")
+    os.utime(bags[2] / "metadata.yaml", ns=(1, 10**18))
+    assert cache.update(bags) == [bags[2]] and not cache.errors
+    assert len(cache.dataset) == 28 and cache.dataset.episodes()[-1][0] == 5
+    cache.update(bags[1:])
+    assert len(cache.dataset) == 18 and cache.reads == 4

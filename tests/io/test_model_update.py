@@ -16,7 +16,7 @@ from mbrl_ros.io.model_registry import (
     ModelRegistry,
     NoPreviousModel,
     PredictRequestError,
-    check_predictions_finite,
+    check_model_finite,
     predict_flat,
 )
 from mbrl_ros.io.model_update import FIELDS, ModelUpdateError, as_fields, pack, summary, unpack
@@ -136,7 +136,7 @@ def test_registry_rejects_finite_weights_with_non_finite_predictions():
         for p in model.parameters():
             p.fill_(1e30)  # finite weights, but every output overflows
     with pytest.raises(checkpoint.CheckpointError, match="test prediction gives non-finite"):
-        check_predictions_finite(model)
+        check_model_finite(model)
     verdict = ModelRegistry().offer(pack(model, ENSEMBLE, None, 1, "ensemble"))
     assert verdict.status == "rejected" and "non-finite" in verdict.reason
 
