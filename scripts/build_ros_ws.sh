@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the colcon workspace ros_ws/ (mbrl_interfaces, the mbrl_ros ament
-# package) from the ROS 2 Kilted wheels in the venv: no system ROS 2 needed.
+# Build the colcon workspace ros_ws/ (mbrl_interfaces, ackermann_msgs, the mbrl_ros
+# ament package) from the ROS 2 Kilted wheels in the venv: no system ROS 2 needed.
 # setup.sh runs it; safe to re-run: it skips the build when nothing changed.
 #
 # On a robot with a system ROS 2 do not use this: `source /opt/ros/jazzy/setup.bash
@@ -100,8 +100,12 @@ export CMAKE_PREFIX_PATH=$VENV
 export PATH=$VENV/bin:$PATH
 unset PYTHONPATH
 rm -f "$build_stamp"
+# ros_ws/src/ackermann_msgs stands in for the upstream package where no wheel has it;
+# an underlay that provides ackermann_msgs keeps its own (same type hash either way).
+skip=()
+if [ -d "$VENV/share/ackermann_msgs" ]; then skip=(--packages-skip ackermann_msgs); fi
 (cd "$WS" && "$COLCON_VENV/bin/colcon" build \
-    --symlink-install \
+    --symlink-install "${skip[@]}" \
     --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF)
 
 # A launch or config file removed from the repository leaves its link behind.
