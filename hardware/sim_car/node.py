@@ -90,6 +90,8 @@ class SimCarNode(Node):
         self.seed = self.p["seed"] + self.episode
         self.state = self.sim.reset(seed=self.seed)
         self.steps = 0
+        self.cross_track_errors: list[float] = []
+        self.episode_start_ns = self.stamp_ns()
         self.publish_task()
         self.publish_state()
 
@@ -101,7 +103,17 @@ class SimCarNode(Node):
             "crashed": crashed,
             "steps": self.steps,
             "final_position_error_m": float(np.linalg.norm(self.state[:2] - self.goal[:2])) if self.goal is not None else float("nan"),
+            # Odometry stamped in [start, end) belongs to this episode; the final pose is never
+            # published as odometry (the next episode starts at once), so it is reported here.
+            "start_stamp_ns": self.episode_start_ns,
+            "end_stamp_ns": self.stamp_ns(),
+            "final_x": float(self.state[0]),
+            "final_y": float(self.state[1]),
+            "final_yaw": float(self.state[2]),
         }
+        if self.cross_track_errors:
+            result["mean_cross_track_error_m"] = float(np.mean(self.cross_track_errors))
+            result["max_cross_track_error_m"] = float(np.max(self.cross_track_errors))
         self.results.append(result)
         self.get_logger().info(f"episode {self.episode} done: {result}")
         array = DiagnosticArray()
@@ -146,6 +158,8 @@ class SimCarNode(Node):
         step = self.sim.step(action)
         self.state = step.state
         self.steps += 1
+        if hasattr(step, "cross_track_error"):
+            self.cross_track_errors.append(float(step.cross_track_error))
         self.sim_time_ns += int(round(self.dt * 1e9))
         success = bool(getattr(step, "success", False))
         crashed = bool(getattr(step, "crashed", False))
@@ -155,6 +169,10 @@ class SimCarNode(Node):
             self.publish_state()
 
     # --- publishing -----------------------------------------------------
+    def stamp_ns(self) -> int:
+        stamp = self.stamp()
+        return stamp.sec * 1_000_000_000 + stamp.nanosec
+
     def stamp(self):
         if self.lockstep:
             from builtin_interfaces.msg import Time

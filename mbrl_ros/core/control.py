@@ -5,7 +5,8 @@ cycle between receiving a state and publishing a command:
 
 - a new model, if one arrived, is swapped in first: between cycles, never during one;
 - no usable state (stale, invalid, non-finite), an e-stop, or no goal -> the safe action;
-- no model yet -> exploration (smoothed random actions), when enabled, else the safe action;
+- no model yet -> exploration (smoothed random actions), when enabled and while the
+  exploration budget lasts, else the safe action;
 - otherwise the planner's first action.
 
 Whatever the source, the action is clamped to the bounds and rate-limited
@@ -62,7 +63,9 @@ class ControlOutput:
 
 class RecedingHorizonController:
     def __init__(self, action_low, action_high, safe_action, max_rate=None, explore: bool = True,
-                 exploration_smoothing: float = 0.8, seed: int = 0) -> None:
+                 exploration_smoothing: float = 0.8, seed: int = 0, exploration_steps: int = 0) -> None:
+        """``exploration_steps``: most random actions sent before the first model (0: no limit).
+        A bounded budget keeps 'N random transitions, then learn' honest while training runs."""
         self.low = np.asarray(action_low, dtype=float)
         self.high = np.asarray(action_high, dtype=float)
         self.safe_action = np.asarray(safe_action, dtype=float)
@@ -72,6 +75,10 @@ class RecedingHorizonController:
         self.max_rate = None if max_rate is None else np.broadcast_to(np.asarray(max_rate, float), self.low.shape)
         self.explore = explore
         self.exploration = ExplorationPolicy(self.low, self.high, exploration_smoothing, seed)
+        if exploration_steps < 0:
+            raise ValueError(f"exploration_steps must be >= 0, got {exploration_steps}")
+        self.exploration_steps = exploration_steps
+        self.explored = 0
         self.planner: Planner | None = None
         self.pending_model: DynamicsModel | None = None
         self.last_action: np.ndarray | None = None
@@ -106,8 +113,12 @@ class RecedingHorizonController:
         if problem:
             action, mode, reason = self.safe_action, "safe", problem
         elif not has_model or self.planner is None:
-            if self.explore:
+            budget_left = not self.exploration_steps or self.explored < self.exploration_steps
+            if self.explore and budget_left:
                 action, mode, reason = self.exploration(), "explore", "no model yet"
+                self.explored += 1
+            elif self.explore:
+                action, mode, reason = self.safe_action, "safe", "exploration budget spent; waiting for a model"
             else:
                 action, mode, reason = self.safe_action, "safe", "no model yet"
         else:

@@ -19,7 +19,7 @@ from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 from rosbags.typesys.store import Typestore
 
 PACKAGE = "mbrl_interfaces"
-MESSAGES = ("StateVector", "CommandVector", "ModelUpdate")
+MESSAGES = ("StateVector", "CommandVector", "ModelUpdate", "CycleTiming")
 # The robots' release (docker/Dockerfile); the standard messages we use are the
 # same in Kilted, which the pip-only install runs.
 DEFAULT_STORE = Stores.ROS2_JAZZY

@@ -24,11 +24,11 @@ from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, Header
 from visualization_msgs.msg import Marker, MarkerArray
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
-from mbrl_interfaces.msg import CommandVector, ModelUpdate, StateVector
+from mbrl_interfaces.msg import CommandVector, CycleTiming, ModelUpdate, StateVector
 from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
 from mbrl_ros.nodes.run import run_node
 from mbrl_ros.nodes.params import Param, declare_all, section
@@ -46,6 +46,7 @@ PARAMS = [
     Param("safe_action", [0.0, 0.0], "sent on stale or invalid state, e-stop, missing goal, or deactivation"),
     Param("state_timeout", 0.5, "wall seconds without a fresh state before the safe command", (0.01, 60.0)),
     Param("explore_without_model", True, "drive randomly (within limits) until the first model arrives, to collect data"),
+    Param("exploration_steps", 0, "most random actions before the first model (0: no limit); then the safe command until a model arrives", (0, 100_000_000)),
     Param("exploration_smoothing", 0.8, "low-pass factor of the exploration noise", (0.0, 0.99)),
     Param("needs_goal", True, "require a goal_pose before planning (parking); false for path tracking"),
     Param("seed", 0, "seed of exploration and planner sampling", (0, 2**31 - 1)),
@@ -74,6 +75,7 @@ class ControllerNode(LifecycleNode):
         self.last_messages: dict[str, object] = {}
         self.command_pub = self.create_publisher(CommandVector, "hw/command", COMMAND)
         self.plan_pub = self.create_publisher(Path, "controller/plan", 1)
+        self.timing_pub = self.create_publisher(CycleTiming, "controller/timing", 50)
         self.rollouts_pub = self.create_publisher(MarkerArray, "controller/rollouts", 1)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.subs = [
@@ -104,7 +106,8 @@ class ControllerNode(LifecycleNode):
             max_rate = None if list(self.p["max_rate"]) == [0.0] else list(self.p["max_rate"])
             self.core = RecedingHorizonController(self.p["action_low"], self.p["action_high"], self.p["safe_action"],
                                                   max_rate, self.p["explore_without_model"],
-                                                  self.p["exploration_smoothing"], self.p["seed"])
+                                                  self.p["exploration_smoothing"], self.p["seed"],
+                                                  self.p["exploration_steps"])
             self.state_dim = len(self.p["state_names"])
             self.action_dim = len(self.p["action_low"])
             self.planner_config = section(self, self.p["planner"])
@@ -275,7 +278,11 @@ class ControllerNode(LifecycleNode):
         if out.reason and out.mode == "safe" and out.reason != self.last_reason:
             self.get_logger().warn(f"safe command: {out.reason}")
         self.last_reason = out.reason
-        self.stats.record(out.compute_ms, deadline_ms=1e3 / self.p["rate_hz"])
+        deadline_ms = 1e3 / self.p["rate_hz"]
+        self.stats.record(out.compute_ms, deadline_ms=deadline_ms)
+        self.timing_pub.publish(CycleTiming(header=self.command_header(stamp), mode=out.mode,
+                                            compute_ms=float(out.compute_ms), deadline_ms=deadline_ms,
+                                            model_version=int(self.model_version)))
         if out.plan is not None:
             self.publish_plan(out.plan, stamp)
 
@@ -284,9 +291,12 @@ class ControllerNode(LifecycleNode):
         a watchdog's safe command as the answer to a state it has not sent yet."""
         return None if self.latest is None else self.latest.header.stamp
 
+    def command_header(self, stamp) -> Header:
+        return Header(stamp=stamp if stamp is not None else self.get_clock().now().to_msg())
+
     def send(self, action: np.ndarray, stamp) -> None:
         msg = CommandVector()
-        msg.header.stamp = stamp if stamp is not None else self.get_clock().now().to_msg()
+        msg.header = self.command_header(stamp)
         msg.names = list(self.p["action_names"])
         msg.values = [float(a) for a in action]
         self.command_pub.publish(msg)

@@ -40,6 +40,19 @@ def test_without_a_model_it_explores_within_bounds_or_stays_safe():
     assert still.mode == "safe" and still.reason == "no model yet"
 
 
+def test_exploration_stops_when_its_budget_is_spent_and_planning_starts_with_a_model():
+    controller = make_controller(exploration_steps=30)
+    modes = [controller.step(np.zeros(5), has_model=False).mode for _ in range(40)]
+    assert modes == ["explore"] * 30 + ["safe"] * 10
+    waiting = controller.step(np.zeros(5), has_model=False)
+    assert "budget" in waiting.reason
+    np.testing.assert_array_equal(waiting.action, [0.0, 0.0])
+    attach_mppi(controller, KinematicBicycle())
+    assert controller.step(np.zeros(5)).mode == "plan"
+    with pytest.raises(ValueError, match="exploration_steps"):
+        make_controller(exploration_steps=-1)
+
+
 def test_rate_limit_holds_for_every_kind_of_output():
     controller = make_controller(max_rate=[0.1, 0.1])
     attach_mppi(controller, KinematicBicycle())
