@@ -4,9 +4,22 @@
   messages already serialised as CDR (as rclpy's raw subscriptions deliver
   them, so nothing is decoded and re-encoded on the way to disk) and writes
   ``metadata.yaml`` when closed. A directory with ``metadata.yaml`` is complete.
-- ``BagSequence``: a recording split by duration into ``<prefix>_<NNNN>`` bags,
-  each closed when its time is up, so the trainer reads closed ones while the
-  logger goes on.
+  ``flush`` makes what was written so far survive a SIGKILL (see below).
+- ``BagSequence``: a recording split by duration and/or size into
+  ``<prefix>_<NNNN>`` bags, each closed when its time or size is up, so the
+  trainer reads closed ones while the logger goes on.
+
+Crash safety. rosbags' writers keep messages in memory until they close: the
+MCAP writer builds a chunk in a BytesIO and writes it only when it passes 1 MiB
+(or on close), through a buffered file; the sqlite3 writer runs every INSERT in
+one implicit transaction that is committed only on close. A SIGKILL before
+close loses every message of the bag. ``flush`` ends that: MCAP -> the pending
+chunk is closed and written (a complete Chunk record plus its MessageIndex
+records) and the file buffer handed to the OS; sqlite3 -> the transaction is
+committed. What the OS holds survives the death of the process (not a power
+cut: no fsync, that would cost a disk sync per flush). A killed bag has no
+metadata.yaml and no MCAP summary; ``mbrl-ros bag repair`` (``bag_tools``)
+turns it into a complete bag.
 
 Reading is ``mbrl_ros.io.bags``.
 """
@@ -15,12 +28,15 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Writer
+from rosbags.rosbag2.storage_mcap import McapWriter
+from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
 from rosbags.typesys.store import Typestore
 
 from mbrl_ros.io.bags import BAG_VERSION, STORAGES, BagError, default_typestore
@@ -40,6 +56,28 @@ def bag_qos(*, reliable: bool, transient_local: bool, depth: int = 1) -> Qos:
         liveliness_lease_duration=unspecified,
         avoid_ros_namespace_conventions=False,
     )
+
+
+def flush_storage(writer: Writer) -> None:
+    """Put what ``writer`` holds in memory into its file, so a SIGKILL does not lose it.
+
+    rosbags (0.11) has no flush API; this uses its storage writers' public
+    attributes (``Writer.storage``, ``McapWriter.chunk/close_chunk/bio``,
+    ``Sqlite3Writer.conn``), which is why it is the one place that knows them,
+    checked by tests/io/test_recording.py against a killed process.
+    """
+    storage = writer.storage
+    if isinstance(storage, McapWriter):
+        # Only a chunk with messages is closed: a chunk of schemas and channels
+        # alone would have an empty time range in the chunk index. They stay
+        # in the pending chunk and are written with the first message.
+        if storage.chunk.msgs:
+            storage.close_chunk()
+        storage.bio.flush()
+    elif isinstance(storage, Sqlite3Writer):
+        storage.conn.commit()
+    elif storage is not None:
+        raise BagError(f"{writer.path}: cannot flush storage {type(storage).__name__}")
 
 
 class BagRecorder:
@@ -77,6 +115,8 @@ class BagRecorder:
         self.counts: Counter[str] = Counter()
         self.first_ns: int | None = None
         self.last_ns: int | None = None
+        self.bytes_written = 0  # serialised message bytes (the storage adds a few % of framing)
+        self.unflushed = 0  # messages written since the last flush
 
     @property
     def closed(self) -> bool:
@@ -111,9 +151,22 @@ class BagRecorder:
             raise BagError(f"{self.path}: topic '{topic}' was not added before writing")
         self._writer.write(connection, int(timestamp_ns), data)
         self.counts[topic] += 1
+        self.bytes_written += len(data)
+        self.unflushed += 1
         if self.first_ns is None:
             self.first_ns = int(timestamp_ns)
         self.last_ns = int(timestamp_ns)
+
+    def flush(self) -> int:
+        """Make everything written so far survive a crash of this process; the number of messages flushed."""
+        if self._writer is None or not self.unflushed:
+            return 0
+        try:
+            flush_storage(self._writer)
+        except (OSError, sqlite3.Error) as error:
+            raise BagError(f"{self.path}: cannot flush bag: {error}") from error
+        flushed, self.unflushed = self.unflushed, 0
+        return flushed
 
     def close(self) -> None:
         writer, self._writer = self._writer, None
@@ -138,7 +191,8 @@ class BagSequence:
     """A recording split into bags of ``split_duration_ns`` each: ``<output_dir>/<prefix>_<NNNN>/``.
 
     Each bag is closed (metadata.yaml written) once the time passed to
-    ``write``/``tick`` is ``split_duration_ns`` past its first message, so the
+    ``write``/``tick`` is ``split_duration_ns`` past its first message, or once
+    it holds ``split_size_bytes`` of serialised messages (if given), so the
     closed ones can be read while the recording goes on. A bag opens with the
     next message; time going backwards (a restarted simulation clock) also
     starts a new bag. Numbering continues after the highest ``<prefix>_NNNN``
@@ -157,6 +211,7 @@ class BagSequence:
         prefix: str = "bag",
         storage: str = "mcap",
         split_duration_ns: int = 60 * 10**9,
+        split_size_bytes: int | None = None,
         repeat_latched: bool = True,
         typestore: Typestore | None = None,
     ) -> None:
@@ -167,12 +222,16 @@ class BagSequence:
             raise BagError(f"{self.output_dir}: bag prefix {prefix!r} must be a plain file name")
         if split_duration_ns <= 0:
             raise BagError(f"{self.output_dir}: split duration must be > 0, got {split_duration_ns} ns")
+        if split_size_bytes is not None and split_size_bytes <= 0:
+            raise BagError(f"{self.output_dir}: split size must be > 0 bytes (or None: no size split), "
+                           f"got {split_size_bytes}")
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise BagError(f"{self.output_dir}: cannot create the bag folder: {error.strerror}") from None
         self.prefix, self.storage = prefix, storage
         self.split_duration_ns = int(split_duration_ns)
+        self.split_size_bytes = None if split_size_bytes is None else int(split_size_bytes)
         self.repeat_latched = repeat_latched
         self.typestore = typestore or default_typestore()
         numbers = [int(m.group(1)) for p in self.output_dir.iterdir()
@@ -203,6 +262,12 @@ class BagSequence:
         self.counts[topic] += 1
         if self._topics[topic][2]:
             self._last_latched[topic] = bytes(data)
+        if self.split_size_bytes is not None and self.bag.bytes_written >= self.split_size_bytes:
+            self.close()
+
+    def flush(self) -> int:
+        """Flush the open bag (``BagRecorder.flush``); the number of messages flushed."""
+        return 0 if self.bag is None else self.bag.flush()
 
     def tick(self, time_ns: int) -> Path | None:
         """Close the current bag if its time is up (or time went backwards); the closed bag's path."""
