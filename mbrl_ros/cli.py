@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "mbrl_ros.demo.cli",
     "mbrl_ros.launcher.cli",
     "mbrl_ros.bench.cli",
+    "mbrl_ros.offline.cli",
 )
 
 

@@ -97,3 +97,44 @@ def plot_latency_histogram(path: Path, latencies_ms: Sequence[float], deadline_m
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_predicted_trajectories(
+    path: Path,
+    episodes: Sequence[tuple[str, np.ndarray]],
+    predictions: Sequence[Mapping[str, np.ndarray]],
+    state_names: Sequence[str],
+    dt: float,
+    restart_every: int | None = None,
+    title: str = "",
+) -> Path:
+    """Recorded states against each model's predictions: one row per state, one column per episode.
+
+    ``episodes``: (label, recorded states [T+1, nx]); ``predictions[i]``: model name ->
+    predicted states [T+1, nx] for episode i. ``restart_every``: the steps at which the
+    predictions were restarted from the recording, marked with dotted lines.
+    """
+    plt = _pyplot()
+    rows, cols = len(state_names), max(1, len(episodes))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 1.8 * rows + 0.8), sharex="col", squeeze=False)
+    for col, ((label, recorded), predicted) in enumerate(zip(episodes, predictions)):
+        t = np.arange(len(recorded)) * dt
+        for row, name in enumerate(state_names):
+            ax = axes[row, col]
+            ax.plot(t, recorded[:, row], color="k", lw=2, label="recorded")
+            for model_name, states in predicted.items():
+                ax.plot(t, states[:, row], lw=1, label=model_name)
+            if restart_every:
+                for start in range(restart_every, len(recorded) - 1, restart_every):
+                    ax.axvline(start * dt, color="0.8", ls=":", lw=1)
+            if col == 0:
+                ax.set_ylabel(name)
+            if row == 0:
+                ax.set_title(label, fontsize=9)
+        axes[-1, col].set_xlabel("time [s]")
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.suptitle(title or "recorded vs predicted states", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,70 @@
+"""``mbrl-ros fit`` and ``mbrl-ros replay``: working with recorded bags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mbrl_ros.offline import MODEL_KINDS, ROBOTS
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    fit = subparsers.add_parser(
+        "fit",
+        help="fit a dynamics model to recorded bags; checkpoint + report",
+        description="Read transitions from bags (the trainer's code and config), hold out whole episodes, "
+        "fit the model (and, for the comparison table, the other two kinds) and write DIR/model.pt (the "
+        "dynamics_server's 'checkpoint' parameter loads it), DIR/report.md, DIR/errors.csv, "
+        "DIR/error_vs_horizon.png and DIR/trajectories.png.",
+    )
+    fit.add_argument("bags", nargs="*", metavar="BAG", help="bag directories, or folders of bags")
+    fit.add_argument("--robot", required=True, choices=ROBOTS, help="reads config/<robot>.yaml")
+    fit.add_argument("--model", choices=MODEL_KINDS, default=None,
+                     help="model kind to save in DIR/model.pt (default: the config's trainer.model_kind)")
+    fit.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    fit.add_argument("--json", metavar="FILE", help="also write the held-out errors per horizon of each model as JSON")
+    fit.add_argument("--config-dir", metavar="DIR", default=None,
+                     help="folder of <robot>.yaml and <robot>_<task>.yaml (default: the repository's config/)")
+    fit.add_argument("--task", default=None, help="also read <robot>_<task>.yaml (e.g. parking, race)")
+    fit.add_argument("--only", action="store_true",
+                     help="fit only the requested model (default: also the other two kinds, for the comparison)")
+    fit.set_defaults(func=_run_fit)
+
+    replay = subparsers.add_parser(
+        "replay",
+        help="republish a bag with its original timing and /clock",
+        description="Publish a bag's messages as recorded (serialised bytes, any type) at their recorded times "
+        "scaled by --rate, each topic with the QoS it was recorded with, and /clock from the bag's time, so "
+        "nodes with use_sim_time run against recorded data. Ctrl-C stops.",
+    )
+    replay.add_argument("bag", metavar="BAG", help="a bag directory, or a folder of bags (played in order)")
+    replay.add_argument("--rate", type=float, default=1.0, help="speed factor (default 1.0: recorded timing)")
+    replay.add_argument("--topics", nargs="+", metavar="T", default=None,
+                        help="replay only these topics (full names, or names relative to the robot namespace)")
+    replay.add_argument("--loop", action="store_true", help="start again at the end (until Ctrl-C)")
+    replay.add_argument("--no-clock", action="store_true", help="do not publish /clock")
+    replay.add_argument("--clock-rate", type=float, default=100.0,
+                        help="/clock messages per second of wall time between messages (default 100)")
+    replay.add_argument("--delay", type=float, default=0.0,
+                        help="wall seconds between creating the publishers and the first message "
+                        "(time for subscribers to discover them)")
+    replay.set_defaults(func=_run_replay)
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from mbrl_ros.offline.fit import is_user_error, run_fit
+
+    try:
+        return run_fit(args.bags, args.robot, args.model, args.out, json_path=args.json,
+                       config_dir=args.config_dir, task=args.task, compare=not args.only)
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        print(f"mbrl-ros fit: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from mbrl_ros.offline.replay import main
+
+    return main(args)

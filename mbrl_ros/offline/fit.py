@@ -1,0 +1,257 @@
+"""``mbrl-ros fit``: dynamics models from recorded bags, the trainer's data path run offline.
+
+The same steps as one round of the online trainer (``mbrl_ros/nodes/trainer.py``),
+with the same code: the robot's ``trainer`` parameters from ``config/``, the bags
+read by ``transitions_from_bags``, whole episodes held out by ``validation_split``
+(the trainer's hash-stable split), every model fitted by ``fit_model`` and scored
+by open-loop multi-step error on the same held-out episodes. The requested model is
+saved in the checkpoint format the dynamics_server loads (``mbrl_ros.io.checkpoint``).
+
+By default the other two model kinds are fitted too, so the report compares the
+three on the same validation episodes (``compare=False`` fits only the requested
+one). A compared model that fails to fit is reported as failed; the requested one
+failing is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from mbrl_ros.core.data import TransitionDataset
+from mbrl_ros.core.fitting import FitResult, check_training_options, fit_model
+from mbrl_ros.core.retraining import error_score, validation_split
+from mbrl_ros.io import checkpoint
+from mbrl_ros.io.bags import BagError, list_bags, transitions_from_bags
+from mbrl_ros.io.config import ConfigError, merge, node_parameters, require
+from mbrl_ros.offline import MODEL_KINDS, ROBOTS
+from mbrl_ros.ros_env import REPO_ROOT
+
+DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
+CHECKPOINT_NAME = "model.pt"
+# The trainer node's defaults (its PARAMS) for the keys read here, for a config that leaves them out.
+TRAINER_DEFAULTS = {
+    "state_topic": "state",
+    "command_topic": "hw/command",
+    "dt": 0.2,
+    "max_stamp_error": 0.05,
+    "max_jump": 2.0,
+    "val_fraction": 0.2,
+    "horizons": [1, 5, 10, 20],
+    "split_seed": 0,
+}
+
+
+class FitError(ValueError):
+    """The bags or options cannot give a model; the message names the bag, file or option."""
+
+
+@dataclass
+class ModelFit:
+    """One model kind's outcome on the shared validation episodes."""
+
+    kind: str
+    fit: FitResult | None = None
+    error: str = ""  # why it could not be fitted
+    checkpoint: Path | None = None
+
+    @property
+    def score(self) -> float:
+        return error_score(self.fit.val_error) if self.fit is not None else math.inf
+
+
+@dataclass
+class FitRun:
+    """Everything ``mbrl-ros fit`` produced: the data, each model, where the files are."""
+
+    bags: list[Path]
+    robot: str
+    task: str | None
+    requested: str
+    config_files: list[Path]
+    params: dict  # the trainer section, with the trainer's defaults filled in
+    dataset: TransitionDataset
+    train: TransitionDataset
+    val: TransitionDataset
+    read_report: dict  # counts from transitions_from_bags (why episodes ended, names)
+    models: dict[str, ModelFit] = field(default_factory=dict)
+    out: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def horizons(self) -> list[int]:
+        return sorted({int(h) for h in self.params["horizons"]})
+
+    @property
+    def state_names(self) -> list[str]:
+        return list(self.read_report.get("state_names") or [f"x{i}" for i in range(self.dataset.state_dim)])
+
+
+def trainer_parameters(robot: str, task: str | None = None, config_dir: str | Path | None = None
+                       ) -> tuple[dict, list[Path]]:
+    """The ``trainer`` node's parameters for ``robot``: ``<robot>.yaml``, then ``<robot>_<task>.yaml``.
+
+    As the launch file gives them to the trainer; keys the files leave out get the trainer's defaults.
+    """
+    if robot not in ROBOTS:
+        raise ConfigError(f"--robot: expected one of {list(ROBOTS)}, got {robot!r}")
+    folder = Path(config_dir) if config_dir else DEFAULT_CONFIG_DIR
+    robot_file = folder / f"{robot}.yaml"
+    if not robot_file.is_file():
+        hint = ""
+        if robot == "hand":
+            hint = (" Fitting hand bags needs the hand's config: state and action names, the topics of its "
+                    "state and command vectors, and the model sections, in a 'trainer' section of hand.yaml. "
+                    "It arrives with the hand robot; until then pass --config-dir with a folder that has one.")
+        raise ConfigError(f"{robot_file}: no config for robot '{robot}' (not found).{hint}")
+    files = [robot_file]
+    params = node_parameters(robot_file, "trainer")
+    if task:
+        task_file = folder / f"{robot}_{task}.yaml"
+        if not task_file.is_file():
+            raise ConfigError(f"{task_file}: no config for task '{task}' of robot '{robot}' (not found)")
+        merge(params, node_parameters(task_file, "trainer", required=False))
+        files.append(task_file)
+    return {**TRAINER_DEFAULTS, **params}, files
+
+
+def find_bags(paths: Sequence[str | Path]) -> list[Path]:
+    """Every complete bag at or under each path, in the order given (a folder's in natural order)."""
+    if not paths:
+        raise FitError("no bags given: name a bag directory or a folder of bags")
+    bags: list[Path] = []
+    for path in paths:
+        found = list_bags(path)
+        if not found:
+            what = "does not exist" if not Path(path).exists() else "holds no bag (a directory with metadata.yaml)"
+            raise FitError(f"{path}: {what}")
+        bags += [bag for bag in found if bag not in bags]
+    return bags
+
+
+def model_section(params: dict, kind: str, source: str) -> dict:
+    """The model's section, checked as the trainer checks it (its dt is the control period)."""
+    if kind not in MODEL_KINDS:
+        raise FitError(f"--model: unknown model kind {kind!r}; expected one of {list(MODEL_KINDS)}")
+    config = require(params, kind, source, dict)
+    model_dt = config.get("dt", (config.get("prior") or {}).get("dt"))
+    if model_dt is not None and abs(float(model_dt) - float(params["dt"])) > 1e-9:
+        raise ConfigError(f"{source}: the model's dt ({kind}.dt = {model_dt}) differs from 'dt' ({params['dt']}), "
+                          "the control period the transitions are read at")
+    return config
+
+
+def read_transitions(bags: list[Path], params: dict, report: dict) -> TransitionDataset:
+    """The trainer's ``read_transitions``: the same function with the same parameters."""
+    return transitions_from_bags(
+        bags, params["state_topic"], params["command_topic"], float(params["dt"]),
+        float(params["max_stamp_error"]), float(params["max_jump"]),
+        state_names=params.get("state_names"), action_names=params.get("action_names"), report=report)
+
+
+def fit_bags(
+    bag_paths: Sequence[str | Path],
+    robot: str,
+    model: str | None,
+    out: str | Path,
+    *,
+    config_dir: str | Path | None = None,
+    task: str | None = None,
+    compare: bool = True,
+) -> FitRun:
+    """Fit the ``model`` kind (default: the config's ``model_kind``) to the bags; save it in ``out``."""
+    params, files = trainer_parameters(robot, task, config_dir)
+    source = f"{files[0]} (trainer)"
+    requested = model or require(params, "model_kind", source, str)
+    kinds = [requested] + ([k for k in MODEL_KINDS if k != requested] if compare else [])
+    sections = {kind: model_section(params, kind, source) for kind in kinds}
+    training = check_training_options(params.get("training") or {}, source=f"{source}: training")
+    bags = find_bags(bag_paths)
+
+    print(f"[fit] reading {len(bags)} bag(s): {params['state_topic']} + {params['command_topic']} at "
+          f"dt {params['dt']} s", flush=True)
+    read_report: dict = {}
+    dataset = read_transitions(bags, params, read_report)
+    try:
+        train, val = validation_split(dataset, float(params["val_fraction"]), int(params["split_seed"]))
+    except ValueError as err:
+        raise FitError(f"{', '.join(map(str, bags))}: {err} (episodes end at resets and gaps in the recording; "
+                       "record more, or several runs)") from None
+    run = FitRun(bags, robot, task, requested, files, params, dataset, train, val, read_report)
+    print(f"[fit] {len(dataset)} transitions in {len(dataset.episodes())} episodes: {len(train)} for training, "
+          f"{len(val)} in {len(val.episodes())} held-out episodes", flush=True)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run.out = out
+    for kind in kinds:
+        run.models[kind] = _fit_one(run, kind, sections[kind], training, required=kind == requested)
+        result = run.models[kind]
+        if result.fit is not None:
+            path = out / CHECKPOINT_NAME if kind == requested else out / "compared" / f"{kind}.pt"
+            checkpoint.save(path, result.fit.model, result.fit.config, _metrics(run, result))
+            result.checkpoint = path
+    run.files["checkpoint"] = run.models[requested].checkpoint
+    return run
+
+
+def _fit_one(run: FitRun, kind: str, config: dict, training: dict, required: bool) -> ModelFit:
+    epochs = int(training.get("epochs", 100))
+    learned = kind != "parametric"
+    what = f"training {kind} (up to {epochs} epochs, early stop on held-out episodes)" if learned \
+        else f"identifying {kind} (least squares)"
+    print(f"[fit] {what}", flush=True)
+    bar = tqdm(total=epochs, desc=kind, unit="epoch", leave=False, disable=None) if learned else None
+
+    def progress(epoch: int, stats: dict) -> None:
+        bar.update(epoch - bar.n)
+        bar.set_postfix(val_mse=f"{stats['val_mse']:.4g}")
+
+    try:
+        fit = fit_model(config, run.train, run.val, training=training, horizons=run.horizons,
+                        angle_dims=run.params.get("angle_dims", ()), error_scale=run.params.get("error_scale"),
+                        progress=progress if learned else None, source=f"{run.config_files[0]} trainer.{kind}")
+    except (ValueError, RuntimeError) as err:  # sysid not converging, a bad section, a diverging loss
+        if required:
+            raise FitError(f"fitting the requested '{kind}' model failed: {err}") from err
+        print(f"[fit] {kind} failed: {err}", flush=True)
+        return ModelFit(kind, error=f"{type(err).__name__}: {err}")
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"[fit] {kind}: {fit.seconds:.1f} s; held-out error {fit.val_error}", flush=True)
+    return ModelFit(kind, fit)
+
+
+def _metrics(run: FitRun, result: ModelFit) -> dict[str, float]:
+    """What the trainer stores with a checkpoint (``TrainingRound.metrics``)."""
+    metrics = dict(result.fit.metrics())
+    metrics["val_score"] = result.score
+    metrics["train_transitions"] = float(len(run.train))
+    metrics["val_transitions"] = float(len(run.val))
+    return metrics
+
+
+def run_fit(bag_paths: Sequence[str], robot: str, model: str | None, out: str | None, *,
+            json_path: str | None = None, config_dir: str | None = None, task: str | None = None,
+            compare: bool = True) -> int:
+    """The ``mbrl-ros fit`` command: fit, write the report, print the table."""
+    from mbrl_ros.offline.report import write_report
+
+    out = Path(out) if out else Path("runs") / time.strftime("fit-%Y%m%d-%H%M%S")
+    run = fit_bags(bag_paths, robot, model, out, config_dir=config_dir, task=task, compare=compare)
+    table = write_report(run, json_path)
+    print(table)
+    print(f"[fit] checkpoint ({run.requested}): {run.files['checkpoint']}")
+    print(f"[fit] report: {run.files['report']}" + (f"; JSON: {json_path}" if json_path else ""))
+    return 0
+
+
+def is_user_error(err: Exception) -> bool:
+    """Errors that come from the input (bags, config, options), reported as one line, not a traceback."""
+    return isinstance(err, (FitError, BagError, ConfigError, checkpoint.CheckpointError))
