@@ -17,6 +17,8 @@ SUBCOMMAND_MODULES = (
     "mbrl_ros.launcher.cli",
     "mbrl_ros.bench.cli",
     "mbrl_ros.offline.cli",
+    "mbrl_ros.bag.cli",
+    "mbrl_ros.bag.record",
 )
 
 

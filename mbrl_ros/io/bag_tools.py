@@ -192,7 +192,7 @@ def _count_messages(bag: Path, reader: Reader, counts: Counter, problems: list[P
     first, last = None, None
     topic = "(any)"
     messages = reader.messages()
-    with tqdm(total=reader.message_count, desc=bag.name, unit="msg", disable=not progress, leave=False) as bar:
+    with tqdm(total=reader.message_count, desc=bag.name, unit="msg", disable=None if progress else True, leave=False) as bar:
         while True:
             try:
                 conn, time_ns, data = next(messages)
@@ -486,7 +486,7 @@ def _rewrite(files: list[Path], storage: str, target: Path, workdir: Path,
             connections: dict[int, object] = {}
             orphans: Counter[int] = Counter()
             for topic_id, time_ns, data in tqdm(messages, desc=f"repair {file.name}", unit="msg",
-                                                 disable=not progress, leave=False):
+                                                 disable=None if progress else True, leave=False):
                 conn = connections.get(topic_id)
                 if conn is None:
                     topic = salvage.topics.get(topic_id)

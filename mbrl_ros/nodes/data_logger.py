@@ -2,11 +2,17 @@
 
 Messages are taken as they arrive on the wire (rclpy's raw, serialised
 subscriptions) and written as they are, with their receive time on the node's
-clock (sim time under ``use_sim_time``), through ``mbrl_ros.io.bags.BagSequence``:
+clock (sim time under ``use_sim_time``), through ``mbrl_ros.io.recording.BagSequence``:
 ``<output_dir>/<prefix>_<NNNN>/``, each bag closed after ``split_duration``
-seconds of that clock so the trainer can read closed bags while logging goes on.
-The open bag is closed on shutdown (SIGINT, SIGTERM). Crash safety (periodic
-flushing, repair of a killed recording) is the data-path issue's work.
+seconds of that clock (or ``split_size`` MB of messages) so the trainer can read
+closed bags while logging goes on. The open bag is closed on shutdown (SIGINT,
+SIGTERM).
+
+Crash safety: every ``flush_period`` wall seconds what was written is flushed
+(MCAP: a closed chunk in the file; sqlite3: a committed transaction), so a
+SIGKILL or a crash loses at most the messages of the last period; wall time,
+not ROS time, because that is what a crash is measured in (sim time may stall
+or race). ``mbrl-ros bag repair`` turns the killed bag into a complete one.
 
 Each topic is subscribed with the QoS its publisher offers (sensor streams best
 effort, commands reliable, goal and episodes transient-local), so the logger
@@ -55,6 +61,10 @@ PARAMS = [
     Param("storage", "mcap", "rosbag2 storage: mcap | sqlite3", read_only=True),
     Param("split_duration", 60.0, "seconds of ROS time (sim time under use_sim_time) after which a bag is closed "
           "and the next one starts", (0.01, 86400.0), read_only=True),
+    Param("split_size", 0.0, "MB of serialised messages after which a bag is closed and the next one starts; "
+          "0: split by duration only", (0.0, 1e6), read_only=True),
+    Param("flush_period", 0.5, "wall seconds between flushes of the open bag (a SIGKILL loses at most this much "
+          "of the recording)", (0.01, 10.0), read_only=True),
     Param("repeat_latched", True, "write the last message of each transient-local topic at the start of every "
           "bag, so each bag holds its goal", read_only=True),
     Param("queue_depth", 100, "subscription queue depth (publishers' QoS policies, deeper history)", (1, 100_000),
@@ -74,9 +84,11 @@ class DataLoggerNode(Node):
                              f"{sorted(STORAGES)}, got {self.p['storage']!r}")
         self.bags = BagSequence(
             self.p["output_dir"], prefix=self.p["prefix"], storage=self.p["storage"],
-            split_duration_ns=int(self.p["split_duration"] * 1e9), repeat_latched=self.p["repeat_latched"],
+            split_duration_ns=int(self.p["split_duration"] * 1e9),
+            split_size_bytes=int(self.p["split_size"] * 1e6) or None, repeat_latched=self.p["repeat_latched"],
         )
         self.stats = LoopStats()  # per written message: wall ms spent writing it
+        self.flushed = 0  # messages flushed to disk (safe from a crash), over all bags
         self.subscriptions_by_topic: dict[str, object] = {}
         self.pending: list[str] = []  # resolved names whose type is not known yet
         stack = {self.resolve_topic_name(name): entry for name, entry in STACK_TOPICS.items()}
@@ -91,12 +103,15 @@ class DataLoggerNode(Node):
                 self.pending.append(topic)
         self.get_logger().info(
             f"recording {sorted(self.subscriptions_by_topic)} to {self.bags.output_dir}/{self.p['prefix']}_NNNN "
-            f"({self.p['storage']}, split every {self.p['split_duration']} s)"
+            f"({self.p['storage']}, split every {self.p['split_duration']} s"
+            + (f" or {self.p['split_size']} MB" if self.p["split_size"] else "")
+            + f", flushed every {self.p['flush_period']} s)"
             + (f"; waiting for publishers of {self.pending}" if self.pending else "")
         )
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics, clock=wall)
+        self.create_timer(self.p["flush_period"], self.flush, clock=wall)
         if self.pending:
             self.discovery_timer = self.create_timer(self.p["discovery_period"], self.discover, clock=wall)
         # On the node's clock: a bag closes when its ROS time is up even if no message arrives.
@@ -162,6 +177,13 @@ class DataLoggerNode(Node):
             self.get_logger().debug(f"recording to {self.bags.current_path}")
         self.stats.record((time.perf_counter() - started) * 1e3)
 
+    def flush(self) -> None:
+        try:
+            self.flushed += self.bags.flush()
+        except (BagError, OSError) as error:
+            self.stats.reject(str(error))
+            self.get_logger().error(str(error), throttle_duration_sec=5.0)
+
     def on_tick(self) -> None:
         try:
             closed = self.bags.tick(self.get_clock().now().nanoseconds)
@@ -189,6 +211,7 @@ class DataLoggerNode(Node):
             values[f"publishers {topic}"] = str(self.subscriptions_by_topic[topic].get_publisher_count())
         values.update({
             "bags_closed": str(len(self.bags.closed_paths)),
+            "messages_flushed": str(self.flushed),
             "current_bag": str(self.bags.current_path or ""),
             "waiting_for": ", ".join(self.pending),
         })
