@@ -1,0 +1,274 @@
+"""``mbrl-ros replay``: republish a bag as it was recorded, with ``/clock``, for nodes on sim time.
+
+Messages go out as the serialised bytes stored in the bag (rclpy publishers take
+``bytes``), so any message type replays without being decoded. Each message is
+published at its recorded log time, scaled by ``--rate``, and ``/clock`` carries
+that bag time (before every message, and ``--clock-rate`` times a second in
+between), so nodes with ``use_sim_time`` see the recording's time line.
+
+Each topic is offered with the QoS it was recorded with (``offered_qos_profiles``
+in metadata.yaml; with several publishers, the weakest, as the data_logger
+subscribes): sensor streams stay best effort, the stack's latched topics
+(goal, episodes, model) stay transient-local.
+
+A publisher still needs the message's Python class, and the stack's own types
+(``mbrl_interfaces``) come from the colcon workspace, whose libraries must be on
+the environment when the process starts. So when a type cannot be imported the
+command re-executes itself once in ``workspace_env()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from rosbags.interfaces import QosDurability, QosReliability
+from rosbags.rosbag2 import Reader
+from tqdm import tqdm
+
+from mbrl_ros.io.bags import BagError, list_bags
+
+CLOCK_TOPIC = "/clock"
+# Set in the re-executed process so a type still missing there is an error, not another re-exec.
+REEXEC_MARK = "MBRL_ROS_REPLAY_IN_WORKSPACE"
+
+
+class ReplayError(ValueError):
+    """The bag or the options cannot be replayed; the message names the bag or topic."""
+
+
+@dataclass
+class TopicPlan:
+    """One topic to replay: its type and the QoS its recording publishers offered."""
+
+    name: str
+    msgtype: str
+    reliable: bool
+    transient_local: bool
+    depth: int
+
+
+def plan_topics(bags: list[Path], wanted: list[str] | None) -> dict[str, TopicPlan]:
+    """The topics to publish, by full name, checked across all ``bags``."""
+    found: dict[str, TopicPlan] = {}
+    for bag in bags:
+        with opened(bag) as reader:
+            for conn in reader.connections:
+                plan = _plan(conn)
+                known = found.setdefault(conn.topic, plan)
+                if known.msgtype != plan.msgtype:
+                    raise ReplayError(f"{bag}: topic '{conn.topic}' has type {plan.msgtype}, "
+                                      f"an earlier bag has {known.msgtype}")
+                known.reliable &= plan.reliable
+                known.transient_local &= plan.transient_local
+                known.depth = max(known.depth, plan.depth)
+    if wanted is None:
+        return found
+    chosen = {}
+    for query in wanted:
+        matches = [t for t in found if t == query] or \
+            ([t for t in found if t.endswith("/" + query)] if not query.startswith("/") else [])
+        if not matches:
+            raise ReplayError(f"{bags[0]}: no topic '{query}' in the bag (topics: {sorted(found)})")
+        if len(matches) > 1:
+            raise ReplayError(f"{bags[0]}: topic '{query}' is ambiguous, it matches {matches}; give the full name")
+        chosen[matches[0]] = found[matches[0]]
+    return chosen
+
+
+def _plan(conn) -> TopicPlan:
+    profiles = list(getattr(conn.ext, "offered_qos_profiles", None) or [])
+    if not profiles:  # not recorded: the ROS default (reliable, volatile, depth 10)
+        return TopicPlan(conn.topic, conn.msgtype, True, False, 10)
+    return TopicPlan(
+        conn.topic, conn.msgtype,
+        reliable=all(p.reliability == QosReliability.RELIABLE for p in profiles),
+        transient_local=all(p.durability == QosDurability.TRANSIENT_LOCAL for p in profiles),
+        depth=max(1, max(int(p.depth) for p in profiles)),
+    )
+
+
+@contextlib.contextmanager
+def opened(bag: Path) -> Iterator[Reader]:
+    """A rosbags Reader whose opening errors name the bag."""
+    reader = Reader(bag)
+    try:
+        reader.open()
+    except Exception as error:  # rosbags raises its own errors, and OSError, KeyError on bad metadata
+        raise BagError(f"{bag}: cannot read bag: {error}") from error
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def message_class(msgtype: str):
+    """The Python class of ``pkg/msg/Name``; ImportError if its package is not importable here."""
+    package, _, name = msgtype.split("/")
+    module = importlib.import_module(f"{package}.msg")
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise ImportError(f"{package}.msg has no message {name}") from None
+
+
+def missing_types(plans: dict[str, TopicPlan]) -> list[str]:
+    missing = []
+    for plan in plans.values():
+        try:
+            message_class(plan.msgtype)
+        except ImportError:
+            missing.append(plan.msgtype)
+    return sorted(set(missing))
+
+
+def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, loop: bool = False,
+           clock: bool = True, clock_rate: float = 100.0, delay: float = 0.0) -> dict:
+    """Publish the planned topics of ``bags`` in time; returns counts. Ctrl-C (or SIGTERM) stops it."""
+    import rclpy
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
+    from rosgraph_msgs.msg import Clock
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C stays a KeyboardInterrupt here
+    node = rclpy.create_node("bag_replay")
+    publishers = {}
+    for topic, plan in plans.items():
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=plan.depth,
+                         reliability=ReliabilityPolicy.RELIABLE if plan.reliable else ReliabilityPolicy.BEST_EFFORT,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL if plan.transient_local
+                         else DurabilityPolicy.VOLATILE)
+        publishers[topic] = node.create_publisher(message_class(plan.msgtype), topic, qos)
+    clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, 10) if clock else None
+    counts = {"messages": 0, "passes": 0, "bag_seconds": 0.0, "wall_seconds": 0.0}
+    last_clock = [None]
+
+    def publish_clock(bag_ns: int) -> None:
+        if clock_pub is not None and bag_ns != last_clock[0]:
+            sec, nanosec = divmod(int(bag_ns), 1_000_000_000)
+            msg = Clock()
+            msg.clock.sec, msg.clock.nanosec = sec, nanosec
+            clock_pub.publish(msg)
+            last_clock[0] = bag_ns
+
+    start_ns, end_ns = _time_span(bags)
+    tick = 1.0 / clock_rate
+    bar = tqdm(total=round((end_ns - start_ns) * 1e-9, 1), unit="s", desc="replay", disable=None,
+               bar_format="{desc}: {n:.1f}/{total} s of bag time [{elapsed}{postfix}]")
+    started_wall = time.monotonic()
+    try:
+        if delay > 0:
+            time.sleep(delay)
+        while True:
+            counts["passes"] += 1
+            pass_wall = time.monotonic()
+            for bag in bags:
+                with opened(bag) as reader:
+                    connections = [c for c in reader.connections if c.topic in publishers]
+                    for conn, log_ns, data in reader.messages(connections=connections):
+                        target = pass_wall + (log_ns - start_ns) * 1e-9 / rate
+                        while (now := time.monotonic()) < target:
+                            publish_clock(start_ns + int((now - pass_wall) * rate * 1e9))
+                            time.sleep(min(target - now, tick))
+                        publish_clock(log_ns)
+                        publishers[conn.topic].publish(bytes(data))
+                        counts["messages"] += 1
+                        bag_s = (log_ns - start_ns) * 1e-9
+                        if bar.n + 0.1 <= bag_s:
+                            bar.update(round(bag_s - bar.n, 1))
+                            wall = time.monotonic() - pass_wall
+                            bar.set_postfix_str(f"rate {bag_s / wall:.2f}x, {counts['messages']} msgs"
+                                                if wall > 0 else "")
+            counts["bag_seconds"] += (end_ns - start_ns) * 1e-9
+            if not loop:
+                break
+            bar.reset()
+    except KeyboardInterrupt:
+        print(f"[replay] stopped after {counts['messages']} messages", file=sys.stderr, flush=True)
+        counts["interrupted"] = True
+    finally:
+        bar.close()
+        counts["wall_seconds"] = time.monotonic() - started_wall
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return counts
+
+
+def _time_span(bags: list[Path]) -> tuple[int, int]:
+    starts, ends = [], []
+    for bag in bags:
+        with opened(bag) as reader:
+            if reader.message_count:
+                starts.append(reader.start_time)
+                ends.append(reader.end_time)
+    if not starts:
+        raise ReplayError(f"{', '.join(map(str, bags))}: no messages to replay")
+    return min(starts), max(ends)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def argv_of(args: argparse.Namespace) -> list[str]:
+    """The ``mbrl-ros replay`` arguments that give ``args`` (for the re-executed process)."""
+    argv = ["replay", str(args.bag), "--rate", repr(args.rate), "--clock-rate", repr(args.clock_rate),
+            "--delay", repr(args.delay)]
+    if args.topics:
+        argv += ["--topics", *args.topics]
+    argv += ["--loop"] * bool(args.loop) + ["--no-clock"] * bool(args.no_clock)
+    return argv
+
+
+def main(args: argparse.Namespace) -> int:
+    if not args.rate > 0:
+        print(f"mbrl-ros replay: error: --rate must be > 0, got {args.rate}", file=sys.stderr)
+        return 2
+    if not args.clock_rate > 0:
+        print(f"mbrl-ros replay: error: --clock-rate must be > 0, got {args.clock_rate}", file=sys.stderr)
+        return 2
+    try:
+        bags = list_bags(args.bag)
+        if not bags:
+            raise ReplayError(f"{args.bag}: no bag there (a bag is a directory with metadata.yaml)")
+        plans = plan_topics(bags, args.topics)
+        if not args.no_clock and CLOCK_TOPIC in plans:
+            print(f"[replay] not replaying the bag's {CLOCK_TOPIC}: the replay publishes its own "
+                  "(--no-clock replays the recorded one)", file=sys.stderr)
+            del plans[CLOCK_TOPIC]
+        missing = missing_types(plans)
+        if missing:
+            if os.environ.get(REEXEC_MARK):
+                raise ReplayError(f"cannot import the message type(s) {missing} even in the workspace "
+                                  "environment: is their package built (scripts/build_ros_ws.sh)?")
+            from mbrl_ros.ros_env import WorkspaceNotBuiltError, workspace_env
+
+            try:
+                env = workspace_env()
+            except WorkspaceNotBuiltError as error:
+                raise ReplayError(f"the bag has {missing}, which need the colcon workspace: {error}") from None
+            env[REEXEC_MARK] = "1"
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.execve(sys.executable, [sys.executable, "-m", "mbrl_ros.cli", *argv_of(args)], env)
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # stop as cleanly as on Ctrl-C
+        topics = ", ".join(f"{t} ({'latched' if p.transient_local else 'reliable' if p.reliable else 'best effort'})"
+                           for t, p in sorted(plans.items()))
+        print(f"[replay] {len(bags)} bag(s) at rate {args.rate}: {topics}"
+              + ("" if args.no_clock else f"; publishing {CLOCK_TOPIC}"), flush=True)
+        counts = replay(bags, plans, rate=args.rate, loop=args.loop, clock=not args.no_clock,
+                        clock_rate=args.clock_rate, delay=args.delay)
+    except (ReplayError, BagError) as error:
+        print(f"mbrl-ros replay: error: {error}", file=sys.stderr)
+        return 2
+    print(f"[replay] published {counts['messages']} messages: {counts['bag_seconds']:.1f} s of bag time in "
+          f"{counts['wall_seconds']:.1f} s", flush=True)
+    return 0
