@@ -16,4 +16,6 @@ EXECUTABLES: dict[str, str] = {
     "data_logger": "mbrl_ros.nodes.data_logger:main",
     "trainer": "mbrl_ros.nodes.trainer:main",
     "sim_car": "mbrl_ros_hardware.sim_car.node:main",
+    "real_car": "mbrl_ros_hardware.real_car.node:main",
+    "car_emulator": "mbrl_ros_hardware.real_car.emulator:main",
 }
