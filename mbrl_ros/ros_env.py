@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import typing
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +81,29 @@ def workspace_env(
             for op, variable, value in _read_dsv(dsv, prefix):
                 _apply(env, op, variable, value)
     return env
+
+
+# Set in a process that reexec_in_workspace started, so that it never re-executes again.
+REEXEC_MARK = "MBRL_ROS_IN_WORKSPACE"
+
+
+def reexec_in_workspace(cli_args: list[str], why: str) -> "typing.NoReturn":
+    """Replace this process by ``python -m mbrl_ros.cli *cli_args`` in ``workspace_env()``.
+
+    For commands that need the workspace's message types (``why`` says which are
+    missing) in a process started without its environment; ``LD_LIBRARY_PATH``
+    only counts at process start, hence a new process. Raises
+    WorkspaceNotBuiltError when there is no workspace, or when this process was
+    itself started this way (the types are missing from the built workspace).
+    """
+    if os.environ.get(REEXEC_MARK):
+        raise WorkspaceNotBuiltError(f"{why}, even in the workspace's environment: rebuild it with "
+                                     "scripts/build_ros_ws.sh (or source ros_ws/install/setup.bash)")
+    env = workspace_env()
+    env[REEXEC_MARK] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "mbrl_ros.cli", *cli_args], env)
 
 
 def _installed_packages(install: Path) -> dict[str, set[str]]:

@@ -14,7 +14,7 @@ subscribes): sensor streams stay best effort, the stack's latched topics
 A publisher still needs the message's Python class, and the stack's own types
 (``mbrl_interfaces``) come from the colcon workspace, whose libraries must be on
 the environment when the process starts. So when a type cannot be imported the
-command re-executes itself once in ``workspace_env()``.
+command re-executes itself once in ``workspace_env()`` (``ros_env.reexec_in_workspace``).
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ from tqdm import tqdm
 from mbrl_ros.io.bags import BagError, list_bags
 
 CLOCK_TOPIC = "/clock"
-# Set in the re-executed process so a type still missing there is an error, not another re-exec.
-REEXEC_MARK = "MBRL_ROS_REPLAY_IN_WORKSPACE"
 
 
 class ReplayError(ValueError):
@@ -246,19 +244,12 @@ def main(args: argparse.Namespace) -> int:
             del plans[CLOCK_TOPIC]
         missing = missing_types(plans)
         if missing:
-            if os.environ.get(REEXEC_MARK):
-                raise ReplayError(f"cannot import the message type(s) {missing} even in the workspace "
-                                  "environment: is their package built (scripts/build_ros_ws.sh)?")
-            from mbrl_ros.ros_env import WorkspaceNotBuiltError, workspace_env
+            from mbrl_ros.ros_env import WorkspaceNotBuiltError, reexec_in_workspace
 
             try:
-                env = workspace_env()
+                reexec_in_workspace(argv_of(args), f"cannot import the bag's message type(s) {missing}")
             except WorkspaceNotBuiltError as error:
-                raise ReplayError(f"the bag has {missing}, which need the colcon workspace: {error}") from None
-            env[REEXEC_MARK] = "1"
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.execve(sys.executable, [sys.executable, "-m", "mbrl_ros.cli", *argv_of(args)], env)
+                raise ReplayError(str(error)) from None
         signal.signal(signal.SIGTERM, _raise_interrupt)  # stop as cleanly as on Ctrl-C
         topics = ", ".join(f"{t} ({'latched' if p.transient_local else 'reliable' if p.reliable else 'best effort'})"
                            for t, p in sorted(plans.items()))
