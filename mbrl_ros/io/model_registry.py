@@ -73,7 +73,10 @@ class ModelRegistry:
     current: DeployedModel | None = None
     accepted: int = 0
     rejected: int = 0
+    rollbacks: int = 0
+    last_decision: str = ""  # accepted | rejected | ignored | rolled back
     last_reason: str = ""
+    last_candidate: str = ""  # the last offered candidate as it described itself
     _history: collections.deque = field(default_factory=collections.deque, repr=False)
     _last_version: int = 0
 
@@ -117,10 +120,13 @@ class ModelRegistry:
                 "no previous model to roll back to" if self.current is not None
                 else "no model deployed yet, nothing to roll back"
             )
-        previous = self._history.popleft()
+        previous, replaced = self._history.popleft(), self.current
         self.current = DeployedModel(with_version(previous.fields, self._next_version()),
                                      previous.model, previous.config, previous.metrics)
-        self.last_reason = f"rolled back to the model of v{previous.version} as v{self.current.version}"
+        self.rollbacks += 1
+        self.last_decision = "rolled back"
+        self.last_reason = (f"rolled back to the model of v{previous.version} as v{self.current.version} "
+                            f"(replacing v{replaced.version} {replaced.checksum[:12]})")
         return self.current
 
     def _next_version(self) -> int:
@@ -136,7 +142,7 @@ class ModelRegistry:
             raise ValueError(f"model has (state_dim, action_dim) = {got}, this server expects {want}")
 
     def _note(self, verdict: Verdict) -> Verdict:
-        self.last_reason = verdict.reason
+        self.last_decision, self.last_reason, self.last_candidate = verdict.status, verdict.reason, verdict.candidate
         return verdict
 
 

@@ -1,7 +1,10 @@
 """dynamics_server: owns the current dynamics model, deploys checked candidates, answers predictions.
 
 - On start, loads the ``checkpoint`` parameter's file if given, else waits for
-  the first model.
+  the first model. The file goes through the same checks as a candidate; one
+  that fails them (unreadable, non-finite weights or predictions, other
+  dimensions) ends the node with exit code 1 and a message naming the file:
+  it was asked for by name, and serving nothing silently would hide that.
 - ``dynamics/candidate`` (ModelUpdate, latched; from the trainer): each
   candidate goes through ``ModelRegistry.offer`` (checksum, finite weights,
   dimensions, finite test predictions). An accepted one is published on
@@ -9,12 +12,16 @@
   candidate's weights, checksum and metrics unchanged. Every accept and reject is
   logged with version, metrics and reason.
 - ``dynamics/rollback`` (std_srvs/Trigger): re-publishes the previous good model
-  as a new version; fails with a message when there is none.
+  on ``dynamics/model`` under a new version (so every controller swaps), and
+  answers which model it restored and which it replaced; fails with a message
+  when there is none. The rollback service lives here, not in the trainer,
+  because this node owns the deployed models and their history.
 - ``dynamics/predict`` (mbrl_interfaces/PredictBatch): batched one-step
   predictions with the current model; a bad request gets ``success=false`` and a
   message naming the field.
-- ``/diagnostics`` about once a second: version, checksum prefix, accepted and
-  rejected counts, last reason, predict latency p50/p99.
+- ``/diagnostics`` about once a second: version, checksum prefix, accepted,
+  rejected and rollback counts, the last decision, its reason and candidate,
+  predict latency p50/p99.
 """
 
 from __future__ import annotations
@@ -67,14 +74,17 @@ class DynamicsServerNode(Node):
             self.get_logger().info("no checkpoint given: waiting for the first model on dynamics/candidate")
 
     def load_checkpoint(self, path: str) -> None:
-        model, config, metrics = checkpoint.load(path)  # a bad file stops the node: it was asked for
-        self.consider(pack(model, config, metrics, version=0, kind=config["type"]), source=path)
+        # A bad file stops the node (run_node: exit 1 with the message): it was asked for by name.
+        model, config, metrics = checkpoint.load(path)  # refuses non-finite weights
+        if not self.consider(pack(model, config, metrics, version=0, kind=config["type"]), source=path):
+            raise ValueError(f"parameter 'checkpoint': refused {path}: {self.registry.last_reason}")
 
     # --- models ------------------------------------------------------------------------------
     def on_candidate(self, msg: ModelUpdate) -> None:
         self.consider(msg, source=f"candidate v{msg.version} on dynamics/candidate")
 
-    def consider(self, update, source: str) -> None:
+    def consider(self, update, source: str) -> bool:
+        """Offer a model to the registry; publish it if accepted. -> whether it is served now."""
         verdict = self.registry.offer(update, source=source)
         if verdict.status == "accepted":
             self.publish(verdict.deployed.fields)
@@ -86,6 +96,7 @@ class DynamicsServerNode(Node):
             # The reason names the source already.
             self.get_logger().warn(f"rejected: {verdict.reason} (candidate: {verdict.candidate or 'unreadable'}; "
                                    f"still serving version {version})")
+        return verdict.status != "rejected"
 
     def publish(self, fields: dict) -> None:
         msg = ModelUpdate(**fields)
@@ -136,7 +147,10 @@ class DynamicsServerNode(Node):
             "checksum": current.checksum[:12] if current else "",
             "accepted": str(self.registry.accepted),
             "rejected": str(self.registry.rejected),
+            "rollbacks": str(self.registry.rollbacks),
+            "last_decision": self.registry.last_decision,
             "last_reason": self.registry.last_reason,
+            "last_candidate": self.registry.last_candidate,
             "rollback_available": str(len(self.registry.previous)),
             "predict_calls": str(self.predict_stats.cycles),
             "predict_latency_p50_ms": f"{p50:.3f}",

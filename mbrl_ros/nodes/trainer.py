@@ -4,21 +4,33 @@ A separate, niced process with bounded torch threads, so it never competes
 with the control loop for long. A worker thread does the slow work; the node
 keeps spinning for the service, the model subscription and diagnostics.
 
-Every ``poll_period`` the worker lists the closed bags under ``bag_dir``; when
-there are new ones it rebuilds the transitions from all of them
-(``mbrl_ros.io.bags``, the same code as ``mbrl-ros fit``). A round of training
+Every ``poll_period`` the worker lists the closed bags under ``bag_dir`` and
+reads only the new ones (``PerBagTransitions``: a closed bag never changes, so
+none is parsed twice), with ``mbrl_ros.io.bags``, the same code as
+``mbrl-ros fit``. A bag that cannot be read is reported and skipped. A round of training
 runs once there are ``random_transitions`` transitions, then after every
 ``retrain_every`` new ones, and whenever ``trainer/train`` (std_srvs/Trigger) is
 called. A round fits the ``model_kind`` model with ``fit_model``, scores it and
 the deployed model (the latest on ``dynamics/model``) by multi-step error on the
 same held-out episodes, and, only if the candidate is better (or nothing is
 deployed), saves it as ``<checkpoint_dir>/model_v<N>.pt`` and publishes it on
-``dynamics/candidate`` for the dynamics_server. The checkpoints stay on disk:
-each earlier one is a model to roll back to.
+``dynamics/candidate`` for the dynamics_server. A candidate with non-finite
+weights or predictions is rejected whatever its score.
+
+Every round's decision (accepted, rejected or failed) is logged with the round,
+the candidate's version (if accepted), the deployed version it was compared
+with, the validation error per horizon of both, and the reason; it is appended
+to ``<checkpoint_dir>/decisions.jsonl`` and shown in /diagnostics (``last_*``,
+``candidate_val_rmse_h<H>``, ``deployed_val_rmse_h<H>``, counts).
+``trainer/train`` only queues a round (a service callback must not block the
+executor for a minute): its outcome is in the log, the file and diagnostics.
+Rollback is the dynamics_server's (``dynamics/rollback``): it owns the models
+that were deployed; the trainer then compares candidates with the restored one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -36,7 +48,7 @@ from mbrl_interfaces.msg import ModelUpdate
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.fitting import check_training_options
 from mbrl_ros.core.models import MODEL_TYPES, build_model
-from mbrl_ros.core.retraining import RetrainSchedule, TrainingRound, train_candidate
+from mbrl_ros.core.retraining import PerBagTransitions, RetrainSchedule, TrainingRound, train_candidate
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
 from mbrl_ros.io.model_update import pack, unpack
@@ -106,12 +118,14 @@ class TrainerNode(Node):
         self.deployed = None  # (version, model) from dynamics/model
         self.train_requested = False
         self.training_now = False
+        self.bag_cache = PerBagTransitions(lambda bag: self.read_transitions([bag]))
         self.bags: list[Path] = []
         self.dataset: TransitionDataset | None = None
         self.data_error = ""
         self.trained_at: int | None = None
         self.rounds = self.accepted = self.rejected = self.failed = 0
         self.last_round: dict[str, str] = {}
+        self.decision_log = Path(self.p["checkpoint_dir"]) / "decisions.jsonl"
 
         self.candidate_pub = self.create_publisher(ModelUpdate, "dynamics/candidate", LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -128,7 +142,7 @@ class TrainerNode(Node):
         )
 
     def read_transitions(self, bags: list[Path]) -> TransitionDataset:
-        """The data source: all closed bags as one dataset (episodes continue across split bags)."""
+        """The data source: closed bags as one dataset (the worker passes one bag at a time)."""
         return transitions_from_bags(bags, self.state_topic, self.command_topic, self.p["dt"],
                                      self.p["max_stamp_error"], self.p["max_jump"],
                                      state_names=self.state_names, action_names=self.action_names)
@@ -177,25 +191,28 @@ class TrainerNode(Node):
             self.wake.clear()
 
     def look_at_bags(self) -> None:
-        bags = list_bags(self.p["bag_dir"])
-        if bags == self.bags:
+        fresh = self.bag_cache.update(list_bags(self.p["bag_dir"]))
+        if not fresh and self.bag_cache.bags == self.bags:
             return
-        try:
-            dataset, error = self.read_transitions(bags), ""
-        except ValueError as err:  # BagError: a bag without the topics, a corrupt file, no transitions yet
-            dataset, error = None, str(err)
-            self.get_logger().warn(f"cannot use the bags in {self.p['bag_dir']}: {err}")
+        dataset, errors = self.bag_cache.dataset, self.bag_cache.errors
+        for bag in fresh:
+            if bag in errors:
+                self.get_logger().warn(f"skipping bag {bag}: {errors[bag]}")
+        error = "; ".join(errors.values()) if dataset is None or errors else ""
         with self.lock:
-            self.bags, self.dataset, self.data_error = bags, dataset, error
+            self.bags, self.dataset, self.data_error = list(self.bag_cache.bags), dataset, error
         if dataset is not None:
-            self.get_logger().info(f"{len(bags)} bags: {len(dataset)} transitions in {len(dataset.episodes())} episodes")
+            self.get_logger().info(f"read {len(fresh)} new bag(s): {len(dataset)} transitions in "
+                                   f"{len(dataset.episodes())} episodes from {len(self.bags) - len(errors)} bags")
 
     def train_round(self, dataset: TransitionDataset, why: str) -> None:
         with self.lock:
             self.training_now = True
             deployed = self.deployed
             self.trained_at = len(dataset)
+            round_number = self.rounds + 1
         started = time.perf_counter()
+        against = f"deployed v{deployed[0]}" if deployed else "no deployed model"
         try:
             result = train_candidate(
                 dataset, self.model_config, deployed[1] if deployed else None,
@@ -205,18 +222,14 @@ class TrainerNode(Node):
                 source=f"trainer '{self.p['model_kind']}'",
             )
         except (ValueError, RuntimeError) as err:  # too few episodes, identification did not converge, ...
-            self.note_round(why, started, f"failed: {err}", failed=True)
-            self.get_logger().error(f"{why} training round on {len(dataset)} transitions failed: {err}")
+            self.record_decision(round_number, why, started, "failed", str(err), against, len(dataset))
             return
         finally:
             with self.lock:
                 self.training_now = False
-        against = f"deployed v{deployed[0]}" if deployed else "no deployed model"
-        metrics = " ".join(f"{k}={v:.4g}" for k, v in result.metrics().items() if k.startswith("val_rmse"))
         if not result.decision.accept:
-            self.note_round(why, started, f"rejected: {result.decision.reason}", result)
-            self.get_logger().info(f"{why} round: candidate rejected against {against}: {result.decision.reason} "
-                                   f"[{metrics}]")
+            self.record_decision(round_number, why, started, "rejected", result.decision.reason, against,
+                                 len(dataset), result)
             return
         number, path = save_numbered_checkpoint(self.p["checkpoint_dir"], result.fit.model, result.fit.config,
                                                 result.metrics())
@@ -224,27 +237,54 @@ class TrainerNode(Node):
         msg = ModelUpdate(**fields)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.candidate_pub.publish(msg)
-        self.note_round(why, started, f"accepted as candidate v{number}: {result.decision.reason}", result)
-        self.get_logger().info(f"{why} round: candidate v{number} accepted against {against}: "
-                               f"{result.decision.reason} [{metrics}]; saved {path}, published on dynamics/candidate")
+        self.record_decision(round_number, why, started, "accepted", result.decision.reason, against, len(dataset),
+                             result, version=number, note=f"saved {path}, published on dynamics/candidate")
 
-    def note_round(self, why: str, started: float, outcome: str, result: TrainingRound | None = None,
-                   failed: bool = False) -> None:
+    def record_decision(self, round_number: int, why: str, started: float, decision: str, reason: str,
+                        against: str, transitions: int, result: TrainingRound | None = None,
+                        version: int | None = None, note: str = "") -> None:
+        """Log one round's decision, append it to decisions.jsonl, and show it in diagnostics."""
+        seconds = time.perf_counter() - started
+        candidate = result.metrics() if result is not None else {}
+        current = result.current_metrics() if result is not None else {}
+        record = {
+            "round": round_number, "why": why, "decision": decision, "reason": reason,
+            "candidate_version": version, "compared_with": against, "transitions": transitions,
+            "seconds": round(seconds, 3), "wall_time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "candidate": candidate, "deployed": current,
+        }
+        errors = " ".join(f"val_rmse_h{h}={candidate.get(f'val_rmse_h{h}', float('nan')):.4g}"
+                          f"{f' (deployed {current[k]:.4g})' if (k := f'val_rmse_h{h}') in current else ''}"
+                          for h in self.p["horizons"]) if result is not None else ""
+        named = f"candidate v{version}" if version is not None else "candidate"
+        line = (f"round {round_number} ({why}, {transitions} transitions, {seconds:.1f} s): {named} {decision} "
+                f"against {against}: {reason}" + (f" [{errors}]" if errors else "") + (f"; {note}" if note else ""))
+        log = self.get_logger()
+        (log.error if decision == "failed" else log.info)(line)
+        try:
+            self.decision_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.decision_log.open("a") as f:
+                f.write(json.dumps(record, allow_nan=True) + "\n")
+        except OSError as err:  # the decision is still in the log and diagnostics
+            log.error(f"cannot append to {self.decision_log}: {err}")
         summary = {
             "last_round": why,
-            "last_round_outcome": outcome,
-            "last_round_seconds": f"{time.perf_counter() - started:.2f}",
-            "last_round_wall_time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "last_round_number": str(round_number),
+            "last_decision": decision,
+            "last_reason": reason,
+            "last_round_outcome": f"{decision}: {reason}",
+            "last_candidate_version": str(version) if version is not None else "none",
+            "last_compared_with": against,
+            "last_round_seconds": f"{seconds:.2f}",
+            "last_round_wall_time": record["wall_time"],
+            **{f"candidate_{k}": f"{v:.6g}" for k, v in candidate.items()},
+            **{f"deployed_{k}": f"{v:.6g}" for k, v in current.items()},
         }
-        if result is not None:
-            summary.update({f"candidate_{k}": f"{v:.6g}" for k, v in result.metrics().items()})
-            summary.update({f"deployed_{k}": f"{v:.6g}" for k, v in result.current_metrics().items()})
         with self.lock:
             self.rounds += 1
-            self.failed += failed
-            if result is not None:
-                self.accepted += result.decision.accept
-                self.rejected += not result.decision.accept
+            self.accepted += decision == "accepted"
+            self.rejected += decision == "rejected"
+            self.failed += decision == "failed"
             self.last_round = summary
 
     # --- diagnostics ---------------------------------------------------------------------------
@@ -253,6 +293,8 @@ class TrainerNode(Node):
             values = {
                 "model_kind": self.p["model_kind"],
                 "bags": str(len(self.bags)),
+                "bags_read": str(self.bag_cache.reads),
+                "bags_skipped": str(len(self.bag_cache.errors)),
                 "transitions": str(len(self.dataset) if self.dataset is not None else 0),
                 "episodes": str(len(self.dataset.episodes()) if self.dataset is not None else 0),
                 "data_error": self.data_error,
@@ -266,7 +308,8 @@ class TrainerNode(Node):
                 **self.last_round,
             }
         outcome = values.get("last_round_outcome", "")
-        level = DiagnosticStatus.WARN if values["data_error"] or outcome.startswith("failed") else DiagnosticStatus.OK
+        level = DiagnosticStatus.WARN if values["data_error"] or values.get("last_decision") == "failed" \
+            else DiagnosticStatus.OK
         message = "training" if values["training_now"] == "True" else (outcome or "waiting for data")
         self.diag_pub.publish(diagnostic_array(self, self.get_fully_qualified_name(), values, level, message))
 

@@ -74,19 +74,26 @@ def stack(request, tmp_path):
     procs: list[tuple[subprocess.Popen, Path]] = []
 
     class Stack:
-        def node(self, name: str, params: dict) -> subprocess.Popen:
-            """Start mbrl_ros.nodes.<name> with ``params`` (a ROS params file's content)."""
-            params_file = tmp_path / f"{name}.params.yaml"
+        def argv(self, name: str, params: dict, tag: str = "") -> list[str]:
+            """The command line of mbrl_ros.nodes.<name> with ``params`` (a ROS params file's content)."""
+            params_file = tmp_path / f"{name}{tag}.params.yaml"
             # As JSON, which is YAML with every string quoted: rcl reads a bare `y` as a bool.
             params_file.write_text(json.dumps(params, indent=1))
-            log = tmp_path / f"{name}.log"
             code = f"import sys; from mbrl_ros.nodes.{name} import main; sys.exit(main())"
-            proc = subprocess.Popen(
-                [sys.executable, "-c", code, "--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file", str(params_file)],
-                env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT,
-            )
+            return [sys.executable, "-c", code, "--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file",
+                    str(params_file)]
+
+        def node(self, name: str, params: dict) -> subprocess.Popen:
+            log = tmp_path / f"{name}.log"
+            proc = subprocess.Popen(self.argv(name, params), env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                    stdout=log.open("w"), stderr=subprocess.STDOUT)
             procs.append((proc, log))
             return proc
+
+        def run_to_end(self, name: str, params: dict, tag: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+            """Run a node that is expected to end by itself (a refused checkpoint)."""
+            return subprocess.run(self.argv(name, params, tag), env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=timeout)
 
         def peer(self) -> Peer:
             proc = subprocess.Popen([sys.executable, str(PEER), NAMESPACE], env=env, cwd=REPO_ROOT, text=True,
@@ -138,12 +145,24 @@ def bicycle_fields(tmp_path: Path, wheelbase: float, version: int = 1, nan: bool
     return fields, path
 
 
+def overflowing_ensemble() -> tuple[torch.nn.Module, dict]:
+    """An ensemble with finite weights whose every prediction overflows to inf/NaN."""
+    config = {"type": "ensemble", "state_dim": 5, "action_dim": 2, "ensemble_size": 2, "hidden_sizes": [8]}
+    model = build_model(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1e30)
+    return model, config
+
+
 def test_dynamics_server_deploys_candidates_rejects_nan_weights_and_rolls_back(stack, tmp_path):
     stack.node("dynamics_server", robot_params(dynamics_server={"diagnostics_period": 0.2}))
     peer = stack.peer()
     first, first_file = bicycle_fields(tmp_path, 2.5, version=41)
     broken, broken_file = bicycle_fields(tmp_path, 2.7, version=42, nan=True)
     second, second_file = bicycle_fields(tmp_path, 3.0, version=43)
+    overflowing = pack(*overflowing_ensemble(), {"val_rmse_h1": 0.001}, 44, "ensemble")
+    (overflow_file := tmp_path / "overflow.pkl").write_bytes(pickle.dumps(overflowing))
 
     peer.do("publish_candidate", fields=str(first_file))
     model = peer.do("wait_model", checksum=first["checksum"], timeout=45)
@@ -155,20 +174,49 @@ def test_dynamics_server_deploys_candidates_rejects_nan_weights_and_rolls_back(s
     diagnostics = peer.do("wait_diagnostics", node="dynamics_server", key="rejected", value="1", timeout=20)
     assert diagnostics["found"], diagnostics
     assert "non-finite values" in diagnostics["values"]["last_reason"]
+    assert diagnostics["values"]["last_decision"] == "rejected"
+    assert diagnostics["values"]["last_candidate"].startswith("v42 parametric")
     assert diagnostics["values"]["model_version"] == "1" and diagnostics["values"]["accepted"] == "1"
+
+    # Finite weights, non-finite outputs (the weights pass; the test predictions do not).
+    peer.do("publish_candidate", fields=str(overflow_file))
+    diagnostics = peer.do("wait_diagnostics", node="dynamics_server", key="rejected", value="2", timeout=20)
+    assert diagnostics["found"], diagnostics
+    assert "test prediction gives non-finite next states" in diagnostics["values"]["last_reason"]
+    assert diagnostics["values"]["model_version"] == "1"
 
     peer.do("publish_candidate", fields=str(second_file))
     assert peer.do("wait_model", checksum=second["checksum"], version=2, timeout=20)["received"], stack.logs()
     rollback = peer.do("trigger", service="dynamics/rollback")
     assert rollback["answered"] and rollback["success"], rollback
-    assert "rolled back to the model of v1 as v3" in rollback["message"]
+    assert "rolled back to the model of v1 as v3 (replacing v2 " in rollback["message"]
+    assert first["checksum"][:12] in rollback["message"]  # and says which model it restored
     assert peer.do("wait_model", checksum=first["checksum"], version=3, timeout=20)["received"]
+    diagnostics = peer.do("wait_diagnostics", node="dynamics_server", key="rollbacks", value="1", timeout=20)
+    assert diagnostics["found"] and diagnostics["values"]["model_version"] == "3", diagnostics
+    assert diagnostics["values"]["last_decision"] == "rolled back"
     again = peer.do("trigger", service="dynamics/rollback")
     assert again["answered"] and not again["success"] and "no previous model" in again["message"]
 
     seen = [(m["version"], m["checksum"]) for m in peer.do("models")["models"]]
     assert seen == [(1, first["checksum"]), (2, second["checksum"]), (3, first["checksum"])]
-    assert broken["checksum"] not in {checksum for _, checksum in seen}
+    assert {broken["checksum"], overflowing["checksum"]}.isdisjoint({checksum for _, checksum in seen})
+
+
+def test_dynamics_server_refuses_to_serve_a_poisoned_checkpoint(stack, tmp_path):
+    config = dict(BICYCLE)
+    nan_weight = build_model(config)
+    with torch.no_grad():
+        nan_weight.theta[1] = float("nan")
+    checkpoint.save(nan_file := tmp_path / "nan_weight.pt", nan_weight, config)  # saving does not check
+    overflow_file = tmp_path / "nan_output.pt"
+    checkpoint.save(overflow_file, *overflowing_ensemble())
+    for path, why in ((nan_file, "non-finite values in ['theta']"),
+                      (overflow_file, "test prediction gives non-finite next states")):
+        ended = stack.run_to_end("dynamics_server", robot_params(dynamics_server={"checkpoint": str(path)}),
+                                 tag=path.stem)
+        assert ended.returncode == 1, (ended.stdout, ended.stderr)
+        assert str(path) in ended.stderr and why in ended.stderr, ended.stderr
 
 
 def test_predict_across_processes_with_a_model_loaded_from_a_checkpoint(stack, tmp_path):
@@ -261,41 +309,78 @@ def write_driving_bag(path: Path, states: torch.Tensor, actions: torch.Tensor) -
             stamp += 50 * dt_ns  # the next episode starts after a pause: no transition across it
 
 
-def test_trainer_trains_on_bags_and_the_dynamics_server_deploys_its_candidate(stack, tmp_path):
+def test_trainer_train_service_accepts_rejects_a_worse_candidate_and_rollback_restores(stack, tmp_path):
+    """train -> accepted -> latched for a late subscriber; a worse candidate rejected with its reason; rollback."""
     episodes, steps = 10, 40
     states, actions = drive_bicycle(episodes, steps)
     write_driving_bag(tmp_path / "bags" / "run_0000", states, actions)
     trainer = node_parameters(REPO_ROOT / "config" / "car.yaml", "trainer")
     trainer.pop("state_names", None)
     trainer.pop("action_names", None)
-    trainer.update(model_kind="parametric", parametric={**trainer["parametric"], "dt": DT},
+    # A small, briefly trained ensemble: quick, and clearly worse than the car's true model.
+    trainer.update(model_kind="ensemble", ensemble={**trainer["ensemble"], "hidden_sizes": [32, 32], "ensemble_size": 2,
+                                                    "num_elites": 2},
+                   training={**trainer["training"], "epochs": 20},
                    bag_dir=str(tmp_path / "bags"), checkpoint_dir=str(tmp_path / "checkpoints"),
-                   random_transitions=episodes * steps // 2, retrain_every=100_000, poll_period=0.3,
-                   horizons=[1, 5, 10], dt=DT, diagnostics_period=0.2)
+                   random_transitions=10**8, poll_period=0.3, horizons=[1, 5, 10], dt=DT, diagnostics_period=0.2)
     stack.node("dynamics_server", robot_params(dynamics_server={"diagnostics_period": 0.2}))
     stack.node("trainer", robot_params(trainer=trainer))
     peer = stack.peer()
+    read = peer.do("wait_diagnostics", node="trainer", key="transitions", value=str(episodes * steps), timeout=60)
+    assert read["found"], (read, stack.logs())
+    assert read["values"]["rounds"] == "0"  # the schedule's first round is far away: only the service trains
 
+    queued = peer.do("trigger", service="trainer/train")
+    assert queued["answered"] and queued["success"] and "queued" in queued["message"], queued
     model = peer.do("wait_model", version=1, timeout=60)
     assert model["received"], stack.logs()
-    assert model["model_kind"] == "parametric"
+    assert model["model_kind"] == "ensemble"
     assert {"val_rmse_h1", "val_rmse_h5", "val_rmse_h10", "val_score"} <= set(model["metrics"])
     assert model["metrics"]["train_transitions"] + model["metrics"]["val_transitions"] == episodes * steps
-    saved = tmp_path / "checkpoints" / "model_v1.pt"
-    _, config, metrics = checkpoint.load(saved)
-    assert config["params"]["wheelbase"] == pytest.approx(2.5, rel=0.05)
-    assert metrics == pytest.approx(model["metrics"])
+    _, _, saved_metrics = checkpoint.load(tmp_path / "checkpoints" / "model_v1.pt")
+    assert saved_metrics == pytest.approx(model["metrics"])
+    # What a controller starting now sees: the latched model, without anything re-published.
+    late = stack.peer()
+    assert late.do("wait_model", checksum=model["checksum"], version=1, timeout=20)["received"]
+    accepted = peer.do("wait_diagnostics", node="trainer", key="deployed_version", value="1", timeout=20)
+    assert accepted["found"], accepted
+    values = accepted["values"]
+    assert (values["last_decision"], values["last_candidate_version"], values["accepted"]) == ("accepted", "1", "1")
+    assert values["last_reason"].startswith("no current model") and values["last_compared_with"] == "no deployed model"
+    assert float(values["candidate_val_rmse_h10"]) == pytest.approx(model["metrics"]["val_rmse_h10"], rel=1e-5)
 
-    # The trainer now compares with the deployed model: the same data gives no better candidate.
-    deployed = peer.do("wait_diagnostics", node="trainer", key="deployed_version", value="1", timeout=20)
-    assert deployed["found"], deployed
-    assert deployed["values"]["accepted"] == "1" and deployed["values"]["transitions"] == str(episodes * steps)
+    # A second bag arrives: only it is read (the first is cached), then the car's true model is deployed.
+    more_states, more_actions = drive_bicycle(episodes, steps, seed=1)
+    write_driving_bag(tmp_path / "bags" / "run_0001", more_states, more_actions)
+    grown = peer.do("wait_diagnostics", node="trainer", key="transitions", value=str(2 * episodes * steps), timeout=30)
+    assert grown["found"], grown
+    assert (grown["values"]["bags"], grown["values"]["bags_read"], grown["values"]["bags_skipped"]) == ("2", "2", "0")
+    truth, truth_file = bicycle_fields(tmp_path, 2.5, version=7)
+    peer.do("publish_candidate", fields=str(truth_file))
+    assert peer.do("wait_model", checksum=truth["checksum"], version=2, timeout=20)["received"]
+    assert peer.do("wait_diagnostics", node="trainer", key="deployed_version", value="2", timeout=20)["found"]
+
     queued = peer.do("trigger", service="trainer/train")
-    assert queued["answered"] and queued["success"] and "queued" in queued["message"]
-    second = peer.do("wait_diagnostics", node="trainer", key="rounds", value="2", timeout=30)
-    assert second["found"], (second, stack.logs())
-    assert second["values"]["last_round"] == "requested"
-    assert second["values"]["last_round_outcome"].startswith("rejected: not better"), second["values"]
-    assert second["values"]["rejected"] == "1"
-    assert [m["version"] for m in peer.do("models")["models"]] == [1]
+    assert queued["answered"] and queued["success"], queued
+    rejected = peer.do("wait_diagnostics", node="trainer", key="rounds", value="2", timeout=60)
+    assert rejected["found"], (rejected, stack.logs())
+    values = rejected["values"]
+    assert (values["last_decision"], values["last_round"], values["rejected"]) == ("rejected", "requested", "1")
+    assert values["last_reason"].startswith("not better: candidate scores"), values
+    assert values["last_compared_with"] == "deployed v2" and values["last_candidate_version"] == "none"
+    for h in (1, 5, 10):  # both models' errors on the same episodes, per horizon
+        assert float(values[f"deployed_val_rmse_h{h}"]) < float(values[f"candidate_val_rmse_h{h}"])
     assert not (tmp_path / "checkpoints" / "model_v2.pt").exists()
+    decisions = [json.loads(line) for line in (tmp_path / "checkpoints" / "decisions.jsonl").read_text().splitlines()]
+    assert [(d["round"], d["decision"], d["candidate_version"], d["compared_with"]) for d in decisions] == [
+        (1, "accepted", 1, "no deployed model"), (2, "rejected", None, "deployed v2")]
+    assert decisions[1]["reason"] == values["last_reason"] and set(decisions[1]["deployed"]) == {
+        "val_rmse_h1", "val_rmse_h5", "val_rmse_h10"}
+
+    # Rollback (the dynamics_server's service) restores the trainer's model as v3, for every subscriber.
+    rollback = peer.do("trigger", service="dynamics/rollback")
+    assert rollback["answered"] and rollback["success"], rollback
+    assert "rolled back to the model of v1 as v3 (replacing v2" in rollback["message"]
+    assert late.do("wait_model", checksum=model["checksum"], version=3, timeout=20)["received"]
+    assert peer.do("wait_diagnostics", node="trainer", key="deployed_version", value="3", timeout=20)["found"]
+    assert [m["version"] for m in peer.do("models")["models"]] == [1, 2, 3]
