@@ -1,35 +1,76 @@
-"""Reading the stack's rosbag2 recordings with ``rosbags`` (no rclpy).
+"""Reading rosbag2 bags into the model's transitions with ``rosbags`` (no rclpy).
 
-One data path: the data_logger node records through
-``mbrl_ros.io.recording``; the online trainer and ``mbrl-ros fit`` turn the
-same bags into transitions with ``transitions_from_bags``.
+One data path: the data_logger node records through ``mbrl_ros.io.recording``;
+the online trainer and ``mbrl-ros fit`` turn bags into transitions with
+``load_transitions``, for the stack's own bags and for bags ``ros2 bag record``
+wrote of a robot's raw topics alike.
 
 - ``list_bags``: the complete bag directories under a folder, in recording order.
-- ``transitions_from_bags``: StateVector and CommandVector messages ->
-  ``TransitionDataset``. Per the stack's contract a command's header stamp is
-  the stamp of the state it answers, so the pair (state, command) is found by
-  identical stamps, and the transition's next state is the state ``dt`` later.
-  An episode ends wherever that next state is missing, late, invalid, or jumps
-  (a simulator reset teleports the car).
+- ``TransitionMapping`` (``mapping_from_config``): per robot, which topic and
+  which message fields give each entry of the model's state and action, in
+  which units. Config (ROS parameter YAML, the ``transitions`` key of
+  config/car.yaml)::
 
-Errors are ``BagError`` and name the bag and the topic at fault.
+      transitions:
+        state:
+          topic: hw/odom                       # relative names match the bag's topic ending in it
+          type: nav_msgs/msg/Odometry
+          fields:                              # model name -> message field
+            x: pose.pose.position.x
+            "y": pose.pose.position.y
+            yaw: {field: pose.pose.orientation, convert: yaw}   # a quaternion's yaw
+            v: {field: twist.twist.linear.x, scale: 1.0}        # scale: to the model's unit
+        command:
+          topic: drive
+          type: ackermann_msgs/msg/AckermannDriveStamped
+          match: latest                        # exact (default) | latest
+          fields: {u_speed: drive.speed, u_steer: drive.steering_angle}
+
+  ``array[name]`` picks an array entry by the names beside it
+  (``position[FFJ1]`` of a sensor_msgs/JointState, ``points[0].positions[FFJ1]``
+  of a trajectory_msgs/JointTrajectory). Without ``fields``, a message with
+  ``names``/``values`` (StateVector, CommandVector) is read by the model's names.
+  A message with a bool ``valid`` field that is false, or any non-finite value,
+  is invalid.
+- ``load_transitions(bags, mapping, dt)``: a ``TransitionDataset``. A state's
+  command is the one stamped with the state's stamp (``match: exact``: the
+  stack's contract, the controller stamps a command with the state it answers)
+  or the latest one stamped at or before it, at most ``max_command_age`` older
+  (``match: latest``: a vendor driver's commands at their own rate). The next
+  state is the one stamped ``dt`` later. An episode ends wherever that next
+  state is missing, late, invalid, or jumps (a simulator reset teleports the
+  car). States faster than ``dt`` are read every ``dt``.
+- ``transitions_from_bags``: the earlier API (StateVector/CommandVector topics
+  by name), kept for callers and tests; it builds the mapping and calls
+  ``load_transitions``.
+
+Messages are decoded by column (``mbrl_ros.io.cdr_columns``), not one Python
+object per message; MCAP files are read chunk by chunk here (zstd, lz4 or
+uncompressed chunks), anything else through rosbags' Reader. Errors are
+``BagError`` and name the bag, the topic and the field at fault; config errors
+are ``ConfigError`` naming the source and key. Reading never writes to a bag.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
+import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
-
+from rosbags.interfaces import MessageDefinitionFormat, Nodetype
 from rosbags.rosbag2 import Reader, StoragePlugin
+from rosbags.typesys import get_types_from_msg
 from rosbags.typesys.store import Typestore
 
+from mbrl_ros.io.cdr_columns import ColumnReader, LayoutError, walk
+from mbrl_ros.io.config import ConfigError
 from mbrl_ros.io.ros_types import mbrl_typestore
 
 if TYPE_CHECKING:  # torch is imported only to build a dataset, not to record one
@@ -41,15 +82,17 @@ STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 METADATA = "metadata.yaml"
 # rosbag2 metadata version 9 (type description hashes); what Jazzy and Kilted write.
 BAG_VERSION = 9
+MATCHES = ("exact", "latest")
+CONVERSIONS = ("", "yaw")
 
 
 class BagError(ValueError):
-    """A bag cannot be written or read as asked; the message names the bag and the topic."""
+    """A bag cannot be written or read as asked; the message names the bag, the topic and the field."""
 
 
 @functools.lru_cache(maxsize=1)
 def default_typestore() -> Typestore:
-    """Standard messages plus mbrl_interfaces, built once (building parses the .msg files)."""
+    """Standard messages plus mbrl_interfaces and ackermann_msgs, built once (building parses .msg files)."""
     return mbrl_typestore()
 
 
@@ -74,7 +117,191 @@ def _natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
-# ---- reading ------------------------------------------------------------------------------
+# ---- the mapping -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FieldMap:
+    """One entry of the model's state or action: ``scale * convert(message field)``."""
+
+    name: str
+    field: str  # "pose.pose.position.x", "values[x]", "position[FFJ1]"
+    scale: float = 1.0
+    convert: str = ""  # "" or "yaw" (the field is a geometry_msgs/Quaternion)
+
+
+@dataclass(frozen=True)
+class TopicMap:
+    """Where one side (state or command) comes from: a topic, its type, and the fields read."""
+
+    topic: str
+    type: str
+    # None: read a names/values message (StateVector, CommandVector) by the model's names.
+    fields: tuple[FieldMap, ...] | None = None
+    stamp: str = "header.stamp"  # a builtin_interfaces/Time field, or "log_time" (when the bag got it)
+
+
+@dataclass(frozen=True)
+class TransitionMapping:
+    state: TopicMap
+    command: TopicMap
+    match: str = "exact"  # how a state finds its command: see the module docstring
+    max_command_age: float | None = None  # s, for match "latest" (default: dt)
+
+
+def stack_mapping(state_topic: str = "state", command_topic: str = "hw/command") -> TransitionMapping:
+    """The stack's own topics: StateVector and CommandVector read by name, matched by identical stamp."""
+    return TransitionMapping(TopicMap(state_topic, STATE_TYPE), TopicMap(command_topic, COMMAND_TYPE))
+
+
+def mapping_from_config(
+    config: Mapping[str, Any],
+    source: str,
+    state_names: Sequence[str] | None = None,
+    action_names: Sequence[str] | None = None,
+) -> TransitionMapping:
+    """A TransitionMapping from the ``transitions`` config (see the module docstring).
+
+    ``source`` names where ``config`` came from (``config/car.yaml: transitions``)
+    for the errors. Given ``state_names``/``action_names``, a side with
+    ``fields`` must map every one of them.
+    """
+    if not isinstance(config, Mapping) or not config:
+        raise ConfigError(f"{source}: expected a mapping with keys 'state' and 'command', got {config!r}")
+    unknown = sorted(set(config) - {"state", "command"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown keys {unknown} (expected 'state' and 'command')")
+    state = _topic_map(config, "state", source, state_names)
+    command_config = config.get("command")
+    command = _topic_map(config, "command", source, action_names)
+    match = command_config.get("match", "exact")
+    if match not in MATCHES:
+        raise ConfigError(f"{source}: key 'command.match' must be one of {list(MATCHES)}, got {match!r}")
+    age = command_config.get("max_command_age")
+    if age is not None and not (isinstance(age, (int, float)) and age > 0):
+        raise ConfigError(f"{source}: key 'command.max_command_age' must be a number of seconds > 0, got {age!r}")
+    return TransitionMapping(state, command, match, None if age is None else float(age))
+
+
+def _topic_map(config: Mapping, side: str, source: str, names: Sequence[str] | None) -> TopicMap:
+    body = config.get(side)
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"{source}: key '{side}' must be a mapping with 'topic' and 'type', got {body!r}")
+    allowed = {"topic", "type", "fields", "stamp"} | ({"match", "max_command_age"} if side == "command" else set())
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}: unknown keys {[f'{side}.{k}' for k in unknown]} (allowed: {sorted(allowed)})")
+    for key in ("topic", "type"):
+        if not isinstance(body.get(key), str) or not body.get(key):
+            raise ConfigError(f"{source}: key '{side}.{key}' must be a non-empty string, got {body.get(key)!r}")
+    if body["type"].count("/") != 2:
+        raise ConfigError(f"{source}: key '{side}.type' must be a full type name like nav_msgs/msg/Odometry, got {body['type']!r}")
+    stamp = body.get("stamp", "header.stamp")
+    if not isinstance(stamp, str) or not stamp:
+        raise ConfigError(f"{source}: key '{side}.stamp' must be a field name or 'log_time', got {stamp!r}")
+    fields = body.get("fields")
+    if fields is None:
+        return TopicMap(body["topic"], body["type"], None, stamp)
+    if not isinstance(fields, Mapping) or not fields:
+        raise ConfigError(f"{source}: key '{side}.fields' must map model names to message fields, got {fields!r}")
+    maps = {}
+    for name, spec in fields.items():
+        key = f"{side}.fields.{name}"
+        if isinstance(spec, str):
+            spec = {"field": spec}
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("field"), str):
+            raise ConfigError(f"{source}: key '{key}' must be a field path or {{field: ..., scale: ..., convert: ...}}, got {spec!r}")
+        extra = sorted(set(spec) - {"field", "scale", "convert"})
+        if extra:
+            raise ConfigError(f"{source}: unknown keys {[f'{key}.{k}' for k in extra]} (allowed: field, scale, convert)")
+        scale = spec.get("scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale == 0:
+            raise ConfigError(f"{source}: key '{key}.scale' must be a finite non-zero number, got {scale!r}")
+        convert = spec.get("convert", "")
+        if convert not in CONVERSIONS:
+            raise ConfigError(f"{source}: key '{key}.convert' must be one of {list(CONVERSIONS)}, got {convert!r}")
+        maps[str(name)] = FieldMap(str(name), spec["field"], float(scale), convert)
+    if names is not None:
+        missing = [n for n in names if n not in maps]
+        if missing:
+            raise ConfigError(f"{source}: key '{side}.fields' maps {list(maps)} but not {missing} of {list(names)}")
+        maps = {n: maps[n] for n in names}  # the model's column order
+    return TopicMap(body["topic"], body["type"], tuple(maps.values()), stamp)
+
+
+# ---- bags to transitions ---------------------------------------------------------------------
+def load_transitions(
+    bags: str | os.PathLike | Iterable[str | os.PathLike],
+    mapping: TransitionMapping | Mapping[str, Any],
+    dt: float,
+    *,
+    max_stamp_error: float | None = None,
+    max_jump: float = 2.0,
+    jump_names: Sequence[str] = ("x", "y"),
+    state_names: Sequence[str] | None = None,
+    action_names: Sequence[str] | None = None,
+    namespace: str | None = None,
+    source: str = "transitions",
+    typestore: Typestore | None = None,
+    report: dict | None = None,
+    progress: bool = False,
+) -> "TransitionDataset":
+    """Transitions (state, command, next state) from bags, split into episodes.
+
+    ``bags``: bag directories in recording order (``list_bags`` gives them);
+    consecutive bags of one recording continue each other's episodes.
+    ``mapping``: a TransitionMapping or its config (checked, errors naming
+    ``source``). ``dt``: the model's step (s); the next state is the one
+    stamped ``dt`` later within ``max_stamp_error`` (default ``dt / 4``).
+    ``max_jump``: a larger change (m) of the ``jump_names`` entries in one step
+    is a reset, not motion. ``state_names``/``action_names``: the columns, in
+    order (default: the mapping's fields, or the names in the first message).
+    ``namespace``: where relative topics resolve (``/car``); without it a
+    relative topic matches the bag's one topic ending in it. ``report``, if
+    given, gets counts of what was found and why episodes ended. ``progress``:
+    a tqdm bar over the bags.
+    """
+    if not isinstance(mapping, TransitionMapping):
+        mapping = mapping_from_config(mapping, source, state_names, action_names)
+    if isinstance(bags, (str, os.PathLike)):
+        bags = [bags]
+    paths = [Path(p) for p in bags]
+    if not paths:
+        raise BagError("load_transitions: no bags given")
+    if not dt > 0:
+        raise BagError(f"load_transitions: dt must be > 0 s, got {dt}")
+    max_stamp_error = dt / 4.0 if max_stamp_error is None else float(max_stamp_error)
+    if not 0 <= max_stamp_error < dt / 2:
+        # Beyond dt / 2 the window around t + dt would also hold t or t + 2 dt.
+        raise BagError(f"load_transitions: max_stamp_error must be in [0, dt/2), got {max_stamp_error}")
+    store = typestore or default_typestore()
+    sides = {"state": _Side(mapping.state, state_names), "command": _Side(mapping.command, action_names)}
+
+    from tqdm import tqdm
+
+    for bag_index, path in enumerate(tqdm(paths, desc="reading bags", unit="bag", disable=not progress)):
+        for side, raw in zip(sides.values(), _read_raw(path, [s.topic for s in sides.values()], namespace, store)):
+            side.decode(path, bag_index, raw, store)
+    states, commands = sides["state"].rows(), sides["command"].rows()
+    counts = Counter(states=len(states.stamps), commands=len(commands.stamps))
+    if sides["state"].names is None or sides["command"].names is None or not len(states.stamps):
+        raise _no_transitions(paths, mapping, counts)
+    state_names, action_names = sides["state"].names, sides["command"].names
+    jump_idx = [state_names.index(n) for n in jump_names if n in state_names]
+    max_age = mapping.max_command_age if mapping.max_command_age is not None else dt
+    s, a, ns, episodes = _align(states, commands, mapping.match, dt, max_stamp_error, max_age, max_jump, jump_idx, counts)
+    counts["transitions"] = len(s)
+    counts["episodes"] = int(episodes[-1]) + 1 if len(episodes) else 0
+    if report is not None:
+        report.update(counts)
+        report["state_names"], report["action_names"] = list(state_names), list(action_names)
+    if not len(s):
+        raise _no_transitions(paths, mapping, counts)
+    from mbrl_ros.core.data import TransitionDataset
+
+    dataset = TransitionDataset(len(state_names), len(action_names))
+    dataset.append(s, a, ns, episodes)
+    return dataset
+
+
 def transitions_from_bags(
     paths: str | os.PathLike | Iterable[str | os.PathLike],
     state_topic: str,
@@ -89,243 +316,285 @@ def transitions_from_bags(
     typestore: Typestore | None = None,
     report: dict | None = None,
 ) -> "TransitionDataset":
-    """Transitions (state, command, next state) from the stack's bags, split into episodes.
-
-    ``paths``: bag directories in recording order (``list_bags`` gives them);
-    consecutive bags of one recording continue each other's episodes.
-    ``state_topic``/``command_topic``: full names (``/car/state``) or names
-    relative to the robot namespace (``state``), which match the one topic of
-    the bag ending in them. ``dt``: the control period (s); the next state is
-    the one stamped ``dt`` after the state the command answers, within
-    ``max_stamp_error`` seconds (default ``dt / 4``). ``max_jump``: a larger
-    change (m) of the ``jump_names`` entries (position) within one step is a
-    reset, not motion. ``state_names``/``action_names``: the order of the
-    columns (default: the names in the first message); messages are reordered
-    by name. ``report``, if given, is filled with counts of what was found and
-    why episodes ended.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise BagError("transitions_from_bags: no bags given")
-    if not dt > 0:
-        raise BagError(f"transitions_from_bags: dt must be > 0 s, got {dt}")
-    max_stamp_error = dt / 4.0 if max_stamp_error is None else float(max_stamp_error)
-    if not 0 <= max_stamp_error < dt / 2:
-        # Beyond dt / 2 the window around t + dt would also hold t or t + 2 dt.
-        raise BagError(f"transitions_from_bags: max_stamp_error must be in [0, dt/2), got {max_stamp_error}")
-    store = typestore or default_typestore()
-
-    # Read every bag. Values are kept with their names until the column order is known.
-    state_rows: list[tuple[int, tuple, bool]] = []  # (stamp, (names, values), valid)
-    command_rows: list[tuple[int, tuple]] = []  # (stamp, (names, values))
-    events: list[tuple[int, int, int, int]] = []  # (bag, log time, kind 0 state / 1 command, row)
-    for bag_index, path in enumerate(paths):
-        states, commands = _read_vectors(path, [(state_topic, STATE_TYPE), (command_topic, COMMAND_TYPE)], store)
-        if state_names is None and states.names_seen:
-            state_names = states.names_seen[0]
-        if action_names is None and commands.names_seen:
-            action_names = commands.names_seen[0]
-        for stamp, values, valid, log_ns in zip(states.stamps_ns, states.values, states.valid, states.log_ns):
-            events.append((bag_index, log_ns, 0, len(state_rows)))
-            state_rows.append((stamp, values, valid))
-        for stamp, values, log_ns in zip(commands.stamps_ns, commands.values, commands.log_ns):
-            events.append((bag_index, log_ns, 1, len(command_rows)))
-            command_rows.append((stamp, values))
-        states.check_names(state_names, path, state_topic)
-        commands.check_names(action_names, path, command_topic)
-    counts = Counter(states=len(state_rows), commands=len(command_rows))
-    if state_names is None or action_names is None:
-        raise _no_transitions(paths, state_topic, command_topic, counts)
-
-    # Order states and commands as they were logged; a state stamped before the
-    # previous one starts a new time line (a restarted simulator or clock), so
-    # that equal stamps of two runs are never paired.
-    events.sort()
-    stamps: list[int] = []
-    timeline_of: list[int] = []
-    state_values: list[np.ndarray] = []
-    state_valid: list[bool] = []
-    command_at: dict[tuple[int, int], np.ndarray] = {}
-    timeline = 0
-    for _bag, _log, kind, row in events:
-        if kind == 0:
-            stamp, values, valid = state_rows[row]
-            if stamps:
-                if stamp == stamps[-1]:
-                    counts["repeated_states"] += 1  # the same state re-sent; keep the first
-                    continue
-                if stamp < stamps[-1]:
-                    timeline += 1
-            stamps.append(stamp)
-            timeline_of.append(timeline)
-            state_values.append(_reorder(values[0], values[1], state_names))
-            state_valid.append(valid)
-        else:
-            stamp, values = command_rows[row]
-            if not np.all(np.isfinite(values[1])):
-                counts["invalid_commands"] += 1
-                continue
-            # The first command answering a state is the one the driver applied
-            # (a lockstep driver ignores later answers to a state it has left).
-            command_at.setdefault((timeline, stamp), _reorder(values[0], values[1], action_names))
-
-    stamps_arr = np.asarray(stamps, dtype=np.int64)
-    timelines = np.asarray(timeline_of, dtype=np.int64)
-    # Time lines are contiguous runs of rows: where each row's run ends.
-    run_ends = np.flatnonzero(np.diff(timelines)) + 1
-    timeline_end = np.append(run_ends, len(stamps))[timelines] if len(stamps) else timelines
-    dt_ns = int(round(dt * 1e9))
-    err_ns = int(round(max_stamp_error * 1e9))
-    jump_idx = [state_names.index(n) for n in jump_names if n in state_names]
-
-    rows_s, rows_a, rows_ns, episode_ids = [], [], [], []
-    episode, previous_next = -1, None
-    for i, stamp in enumerate(stamps):
-        if not state_valid[i]:
-            counts["invalid_states"] += 1
-            continue
-        action = command_at.get((int(timelines[i]), stamp))
-        if action is None:
-            counts["states_without_command"] += 1
-            continue
-        j = _state_near(stamps_arr, i, int(timeline_end[i]), stamp + dt_ns, err_ns)
-        if j is None:
-            counts["ended_next_state_missing"] += 1
-            continue
-        if not state_valid[j]:
-            counts["ended_next_state_invalid"] += 1
-            continue
-        if jump_idx and float(np.linalg.norm(state_values[j][jump_idx] - state_values[i][jump_idx])) > max_jump:
-            counts["ended_jump"] += 1
-            continue
-        if previous_next != i:
-            episode += 1
-        previous_next = j
-        rows_s.append(state_values[i])
-        rows_a.append(action)
-        rows_ns.append(state_values[j])
-        episode_ids.append(episode)
-    counts["transitions"] = len(rows_s)
-    counts["episodes"] = episode + 1
-    if report is not None:
-        report.update(counts)
-        report["state_names"], report["action_names"] = list(state_names), list(action_names)
-    if not rows_s:
-        raise _no_transitions(paths, state_topic, command_topic, counts)
-    from mbrl_ros.core.data import TransitionDataset
-
-    dataset = TransitionDataset(len(state_names), len(action_names))
-    dataset.append(np.stack(rows_s), np.stack(rows_a), np.stack(rows_ns), np.asarray(episode_ids))
-    return dataset
-
-
-def _state_near(stamps: np.ndarray, i: int, end: int, target: int, err: int) -> int | None:
-    """Index in ``(i, end)`` of the state stamped closest to ``target``, if within ``err``.
-
-    ``stamps[i:end]`` is one time line, where stamps rise.
-    """
-    j = int(np.searchsorted(stamps[i + 1:end], target)) + i + 1
-    candidates = [k for k in (j - 1, j) if i < k < end and abs(int(stamps[k]) - target) <= err]
-    return min(candidates, key=lambda k: abs(int(stamps[k]) - target), default=None)
-
-
-def _reorder(names: tuple[str, ...], values: np.ndarray, wanted: Sequence[str]) -> np.ndarray:
-    if tuple(names) == tuple(wanted):
-        return values
-    index = {n: k for k, n in enumerate(names)}
-    return values[[index[n] for n in wanted]]
-
-
-def _no_transitions(paths: list[Path], state_topic: str, command_topic: str, counts: Counter) -> BagError:
-    found = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items() if v)
-    bags = ", ".join(str(p) for p in paths)
-    return BagError(
-        f"{bags}: no transitions from '{state_topic}' and '{command_topic}' ({found or 'no messages'}); "
-        "a transition needs a valid state, a command with the same header stamp, and a valid state dt later"
+    """``load_transitions`` of the stack's StateVector ``state_topic`` and CommandVector ``command_topic``."""
+    return load_transitions(
+        paths, stack_mapping(state_topic, command_topic), dt, max_stamp_error=max_stamp_error, max_jump=max_jump,
+        jump_names=jump_names, state_names=state_names, action_names=action_names, typestore=typestore, report=report,
     )
 
 
+def _no_transitions(paths: list[Path], mapping: TransitionMapping, counts: Counter) -> BagError:
+    found = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items() if v)
+    bags = ", ".join(str(p) for p in paths)
+    return BagError(
+        f"{bags}: no transitions from '{mapping.state.topic}' and '{mapping.command.topic}' "
+        f"({found or 'no messages'}); a transition needs a valid state, its command "
+        f"(match: {mapping.match}), and a valid state dt later"
+    )
+
+
+# ---- decoding: messages -> stamped rows ------------------------------------------------------
 @dataclass
-class _TopicVectors:
-    """One topic's StateVector or CommandVector messages, in log order."""
+class _Raw:
+    """One topic's serialised messages in one bag, in log order, packed in one buffer."""
 
-    stamps_ns: list[int]
-    values: list[tuple[tuple[str, ...], np.ndarray]]
-    valid: list[bool]
-    log_ns: list[int]
-    names_seen: list[tuple[str, ...]]
+    topic: str  # the bag's full name
+    msgtype: str
+    buffer: np.ndarray  # uint8
+    offsets: np.ndarray  # int64
+    lengths: np.ndarray  # int64
+    log_ns: np.ndarray  # int64
 
-    def check_names(self, wanted: Sequence[str] | None, path: Path, topic: str) -> None:
-        """Every message must name every wanted entry (their order may differ)."""
-        if wanted is None:
+
+@dataclass
+class _Rows:
+    bags: np.ndarray  # bag index of each row
+    log_ns: np.ndarray
+    stamps: np.ndarray  # ns
+    values: np.ndarray  # [N, k] float64
+    valid: np.ndarray  # bool
+
+
+class _Side:
+    """The rows of one side (state or command), decoded bag by bag."""
+
+    def __init__(self, topic: TopicMap, names: Sequence[str] | None) -> None:
+        self.topic = topic
+        if topic.fields is not None:
+            names = [f.name for f in topic.fields] if names is None else list(names)
+        self.names = None if names is None else list(names)
+        self.parts: list[_Rows] = []
+
+    def decode(self, path: Path, bag_index: int, raw: _Raw, store: Typestore) -> None:
+        if not len(raw.offsets):
             return
-        for names in self.names_seen:
-            if len(set(names)) != len(names):
-                raise BagError(f"{path}: topic '{topic}': repeated names in {list(names)}")
-            missing = [n for n in wanted if n not in names]
-            if missing:
-                raise BagError(f"{path}: topic '{topic}': messages name {list(names)}, missing {missing} of {list(wanted)}")
+        where = f"{path}: topic '{raw.topic}' ({raw.msgtype})"
+        if self.names is None:  # a names/values message read by the names of its first message
+            try:
+                self.names = walk(raw.buffer[raw.offsets[0]:raw.offsets[0] + raw.lengths[0]], raw.msgtype, store).names_of("values")
+            except LayoutError as error:
+                raise BagError(f"{where}: {error}; give the topic's fields in the mapping") from None
+            if len(set(self.names)) != len(self.names):
+                raise BagError(f"{where}: repeated names in {self.names}")
+        fields = self.topic.fields or tuple(FieldMap(n, f"values[{n}]") for n in self.names)
+        paths = []
+        for f in fields:
+            paths += [f"{f.field}.{c}" for c in "xyzw"] if f.convert == "yaw" else [f.field]
+        stamp_paths = [] if self.topic.stamp == "log_time" else [f"{self.topic.stamp}.sec", f"{self.topic.stamp}.nanosec"]
+        valid_path = ["valid"] if _has_bool(store, raw.msgtype, "valid") else []
+        try:
+            columns = ColumnReader(store, raw.msgtype).read(raw.buffer, raw.offsets, raw.lengths,
+                                                            paths + stamp_paths + valid_path)
+        except LayoutError as error:
+            raise BagError(f"{where}: {error}") from None
+        values = np.empty((len(raw.offsets), len(fields)), dtype=np.float64)
+        for k, f in enumerate(fields):
+            if f.convert == "yaw":
+                x, y, z, w = (columns[f"{f.field}.{c}"].astype(np.float64) for c in "xyzw")
+                column = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+            else:
+                column = columns[f.field].astype(np.float64)
+            values[:, k] = column * f.scale
+        if stamp_paths:
+            stamps = columns[stamp_paths[0]].astype(np.int64) * 1_000_000_000 + columns[stamp_paths[1]].astype(np.int64)
+        else:
+            stamps = raw.log_ns
+        valid = np.all(np.isfinite(values), axis=1)
+        if valid_path:
+            valid &= columns["valid"] != 0
+        self.parts.append(_Rows(np.full(len(stamps), bag_index), raw.log_ns, stamps, values, valid))
+
+    def rows(self) -> _Rows:
+        if not self.parts:
+            width = len(self.names or ())
+            return _Rows(*(np.zeros(0, dtype=np.int64) for _ in range(3)), np.zeros((0, width)), np.zeros(0, dtype=bool))
+        return _Rows(*(np.concatenate([getattr(p, f) for p in self.parts]) for f in _Rows.__dataclass_fields__))
 
 
-def _read_vectors(path: Path, wanted: list[tuple[str, str]], store: Typestore) -> list[_TopicVectors]:
-    """The messages of each ``(topic, type)`` in ``wanted`` from the bag at ``path``."""
+def _has_bool(store: Typestore, msgtype: str, name: str) -> bool:
+    return any(n == name and kind == Nodetype.BASE and detail[0] == "bool"
+               for n, (kind, detail) in store.fielddefs[msgtype][1])
+
+
+# ---- aligning: rows -> transitions ------------------------------------------------------------
+def _align(states: _Rows, commands: _Rows, match: str, dt: float, max_stamp_error: float, max_age: float,
+           max_jump: float, jump_idx: list[int], counts: Counter):
+    """(states, actions, next states, episode ids) from the decoded rows; counts what was dropped and why."""
+    # Log order over all bags; a state stamped before the previous one starts a new
+    # time line (a restarted simulator or clock), so that equal stamps of two runs
+    # are never paired. A state stamped like the previous one is the same state re-sent.
+    order = np.lexsort((states.log_ns, states.bags))
+    stamps, values, valid = states.stamps[order], states.values[order], states.valid[order]
+    step = np.diff(stamps)
+    timeline = np.concatenate([[0], np.cumsum(step < 0)])
+    keep = np.concatenate([[True], step != 0])
+    counts["repeated_states"] += int((~keep).sum())
+
+    # Each command belongs to the time line of the state logged last before it.
+    corder = np.lexsort((commands.log_ns, commands.bags))
+    cstamps, cvalues, cvalid = commands.stamps[corder], commands.values[corder], commands.valid[corder]
+    state_keys = np.stack([states.bags[order], states.log_ns[order]], axis=1)
+    command_keys = np.stack([commands.bags[corder], commands.log_ns[corder]], axis=1)
+    before = _count_at_or_before(state_keys, command_keys)
+    ctimeline = np.where(before > 0, timeline[np.maximum(before - 1, 0)], 0)
+    counts["invalid_commands"] += int((~cvalid).sum())
+
+    stamps, values, valid, timeline = stamps[keep], values[keep], valid[keep], timeline[keep]
+    n = len(stamps)
+    action_row = np.full(n, -1, dtype=np.int64)
+    good = np.flatnonzero(cvalid)
+    if match == "exact":
+        # The first command answering a state is the one the driver applied
+        # (a lockstep driver ignores later answers to a state it has left).
+        first: dict[tuple[int, int], int] = {}
+        for key, row in zip(zip(ctimeline[good].tolist(), cstamps[good].tolist()), good.tolist()):
+            first.setdefault(key, row)
+        action_row[:] = [first.get(key, -1) for key in zip(timeline.tolist(), stamps.tolist())]
+    else:
+        max_age_ns = int(round(max_age * 1e9))
+        for line in np.unique(timeline):
+            mine = good[ctimeline[good] == line]
+            mine = mine[np.argsort(cstamps[mine], kind="stable")]
+            at = np.flatnonzero(timeline == line)
+            pos = np.searchsorted(cstamps[mine], stamps[at], side="right") - 1
+            ok = pos >= 0
+            ok[ok] &= stamps[at][ok] - cstamps[mine[pos[ok]]] <= max_age_ns
+            action_row[at[ok]] = mine[pos[ok]]
+
+    next_row = _next_state(stamps, timeline, int(round(dt * 1e9)), int(round(max_stamp_error * 1e9)))
+    has_command = valid & (action_row >= 0)
+    has_next = has_command & (next_row >= 0)
+    next_valid = has_next & valid[np.maximum(next_row, 0)]
+    ok = next_valid.copy()
+    if jump_idx:
+        moved = values[np.maximum(next_row, 0)][:, jump_idx] - values[:, jump_idx]
+        jumped = next_valid & (np.linalg.norm(moved, axis=1) > max_jump)
+        ok &= ~jumped
+        counts["ended_jump"] += int(jumped.sum())
+    counts["invalid_states"] += int((~valid).sum())
+    counts["states_without_command"] += int((valid & ~has_command).sum())
+    counts["ended_next_state_missing"] += int((has_command & ~has_next).sum())
+    counts["ended_next_state_invalid"] += int((has_next & ~next_valid).sum())
+
+    # Episodes: a transition continues the episode when it starts where the previous
+    # one ended. A state inside a step already taken (states faster than dt) is skipped.
+    rows, episode_ids = [], []
+    episode, previous_next, inside = -1, -1, 0
+    for i, j in zip(np.flatnonzero(ok).tolist(), next_row[ok].tolist()):
+        if i < previous_next:
+            inside += 1
+            continue
+        if i != previous_next:
+            episode += 1
+        previous_next = j
+        rows.append(i)
+        episode_ids.append(episode)
+    if inside:
+        counts["states_within_a_step"] += inside
+    rows = np.asarray(rows, dtype=np.int64)
+    return (values[rows], cvalues[action_row[rows]], values[next_row[rows]], np.asarray(episode_ids, dtype=np.int64))
+
+
+def _count_at_or_before(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """For each (bag, log time) query, how many of the lexicographically sorted keys are <= it."""
+    out = np.zeros(len(queries), dtype=np.int64)
+    if not len(sorted_keys):
+        return out
+    for bag in np.unique(queries[:, 0]):
+        lo, hi = np.searchsorted(sorted_keys[:, 0], [bag, bag + 1])
+        mine = queries[:, 0] == bag
+        out[mine] = lo + np.searchsorted(sorted_keys[lo:hi, 1], queries[mine, 1], side="right")
+    return out
+
+
+def _next_state(stamps: np.ndarray, timeline: np.ndarray, dt_ns: int, err_ns: int) -> np.ndarray:
+    """For each state, the later state of its time line stamped closest to ``stamp + dt``, within ``err``; else -1."""
+    n = len(stamps)
+    out = np.full(n, -1, dtype=np.int64)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(timeline)) + 1, [n]])
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        seg = stamps[start:end]  # rising within a time line
+        target = seg + dt_ns
+        after = np.searchsorted(seg, target)
+        best = np.full(end - start, -1, dtype=np.int64)
+        best_err = np.full(end - start, err_ns + 1, dtype=np.int64)
+        own = np.arange(end - start)
+        for cand in (after - 1, after):
+            usable = (cand > own) & (cand < end - start)
+            error = np.where(usable, np.abs(seg[np.clip(cand, 0, end - start - 1)] - target), err_ns + 1)
+            better = error < best_err
+            best[better], best_err[better] = cand[better], error[better]
+        out[start:end] = np.where(best >= 0, best + start, -1)
+    return out
+
+
+# ---- reading: bag -> raw messages of the wanted topics ----------------------------------------
+def _read_raw(path: Path, wanted: list[TopicMap], namespace: str | None, store: Typestore) -> list[_Raw]:
+    """The messages of each wanted topic of the bag at ``path``; BagError naming the bag and topic."""
     try:
         reader = Reader(path)
         reader.open()
     except Exception as error:  # rosbags raises its own errors, and OSError, KeyError on bad metadata
         raise BagError(f"{path}: cannot read bag: {error}") from error
     try:
-        topics, connections = [], []
-        for query, msgtype in wanted:
-            found = _find_connections(reader.connections, query, path)
-            if found[0].msgtype != msgtype:
-                raise BagError(f"{path}: topic '{found[0].topic}' has type {found[0].msgtype}, expected {msgtype}")
-            if found[0].topic in topics:
-                raise BagError(f"{path}: '{query}' names the same topic '{found[0].topic}' as another input")
-            topics.append(found[0].topic)
-            connections += found
-        out = {topic: _TopicVectors([], [], [], [], []) for topic in topics}
-        names_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+        connections, topics = [], []
+        for topic_map in wanted:
+            found = _find_connections(reader.connections, topic_map.topic, namespace, path)
+            topic, msgtype = found[0].topic, found[0].msgtype
+            if msgtype != topic_map.type:
+                raise BagError(f"{path}: topic '{topic}' has type {msgtype}, expected {topic_map.type}")
+            if topic in topics:
+                raise BagError(f"{path}: '{topic_map.topic}' names the same topic '{topic}' as another input")
+            _ensure_type(store, found[0], path)
+            topics.append(topic)
+            connections.append(found)
         try:
-            for conn, log_ns, raw in reader.messages(connections=connections):
-                try:
-                    msg = store.deserialize_cdr(raw, conn.msgtype)
-                except Exception as error:
-                    raise BagError(
-                        f"{path}: topic '{conn.topic}': cannot decode the {conn.msgtype} logged at {log_ns} ns: {error}"
-                    ) from error
-                vectors = out[conn.topic]
-                names = names_cache.setdefault(tuple(msg.names), tuple(msg.names))
-                values = np.asarray(msg.values, dtype=np.float64)
-                if len(names) != len(values):
-                    raise BagError(
-                        f"{path}: topic '{conn.topic}': a message logged at {log_ns} ns has "
-                        f"{len(names)} names but {len(values)} values"
-                    )
-                if not vectors.names_seen or vectors.names_seen[-1] != names:
-                    if names not in vectors.names_seen:
-                        vectors.names_seen.append(names)
-                stamp = msg.header.stamp
-                vectors.stamps_ns.append(int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec))
-                vectors.values.append((names, values))
-                # Commands have no validity flag; a non-finite one is not a usable action.
-                valid = bool(getattr(msg, "valid", True)) and bool(np.all(np.isfinite(values)))
-                vectors.valid.append(valid)
-                vectors.log_ns.append(int(log_ns))
+            return _read_storage(reader, path, connections, topics)
         except BagError:
             raise
         except Exception as error:  # a truncated or corrupt storage file
-            raise BagError(f"{path}: cannot read messages of {topics}: {error}") from error
-        return [out[topic] for topic in topics]
+            raise BagError(f"{path}: cannot read messages of {topics}: {type(error).__name__}: {error}") from error
     finally:
         reader.close()
 
 
-def _find_connections(connections, query: str, path: Path) -> list:
+def _read_storage(reader: Reader, path: Path, connections: list[list], topics: list[str]) -> list[_Raw]:
+    by_id = {c.id: k for k, found in enumerate(connections) for c in found}
+    chunks: list[list[bytes]] = [[] for _ in topics]
+    logs: list[list[int]] = [[] for _ in topics]
+    for conn, log_ns, raw in reader.messages(connections=[c for found in connections for c in found]):
+        k = by_id[conn.id]
+        chunks[k].append(raw)
+        logs[k].append(log_ns)
+    out = []
+    for k, topic in enumerate(topics):
+        lengths = np.fromiter((len(m) for m in chunks[k]), dtype=np.int64, count=len(chunks[k]))
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+        buffer = np.frombuffer(b"".join(chunks[k]), dtype=np.uint8)
+        out.append(_Raw(topic, connections[k][0].msgtype, buffer, offsets, lengths, np.asarray(logs[k], dtype=np.int64)))
+    return out
+
+
+def _ensure_type(store: Typestore, connection, path: Path) -> None:
+    """Register a type the typestore lacks from the definition the bag carries (MCAP schemas, metadata v9)."""
+    if connection.msgtype in store.fielddefs:
+        return
+    msgdef = getattr(connection, "msgdef", None)
+    if msgdef is None or msgdef.format != MessageDefinitionFormat.MSG or not msgdef.data:
+        raise BagError(f"{path}: topic '{connection.topic}' has type {connection.msgtype}, which is neither "
+                       "known here nor defined in the bag")
+    try:
+        store.register(get_types_from_msg(msgdef.data, connection.msgtype))
+    except Exception as error:  # rosbags' own parse errors
+        raise BagError(f"{path}: topic '{connection.topic}': cannot parse the bag's definition of "
+                       f"{connection.msgtype}: {error}") from error
+
+
+def _find_connections(connections, query: str, namespace: str | None, path: Path) -> list:
     """The bag's connections of ``query``: an exact full name, or the one topic ending in ``/query``."""
     topics = sorted({c.topic for c in connections})
+    if namespace is not None and not query.startswith("/"):
+        query = namespace.rstrip("/") + "/" + query
     exact = [c for c in connections if c.topic == query]
     if not exact and not query.startswith("/"):
         exact = [c for c in connections if c.topic.endswith("/" + query)]

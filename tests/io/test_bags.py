@@ -203,7 +203,7 @@ def test_columns_reordered_by_name(store, tmp_path):
     np.testing.assert_allclose(data.states[:, 0].numpy(), [0, 1, 2])
     as_recorded = transitions_from_bags(bag, "state", "hw/command", DT)
     np.testing.assert_allclose(as_recorded.states[:, 4].numpy(), [0, 1, 2])
-    with pytest.raises(BagError, match=r"'state'.*missing \['speed'\]"):
+    with pytest.raises(BagError, match=r"'/car/state'.*'values\[speed\]'.*no 'speed' in names \['steer'"):
         transitions_from_bags(bag, "state", "hw/command", DT, state_names=["x", "speed"])
 
 
