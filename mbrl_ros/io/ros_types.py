@@ -26,6 +26,16 @@ DEFAULT_STORE = Stores.ROS2_JAZZY
 
 _CHECKOUT_MSG_DIR = Path(__file__).resolve().parents[2] / "ros_ws" / "src" / PACKAGE / "msg"
 
+# ackermann_msgs is in no ROS 2 wheel, yet F1TENTH-style car drivers speak it, so
+# their bags need it: upstream's definitions (ros-drivers/ackermann_msgs), field for
+# field, which fixes the CDR layout and the RIHS01 hash.
+ACKERMANN_DEFINITIONS = {
+    "ackermann_msgs/msg/AckermannDrive": (
+        "float32 steering_angle\nfloat32 steering_angle_velocity\nfloat32 speed\nfloat32 acceleration\nfloat32 jerk\n"
+    ),
+    "ackermann_msgs/msg/AckermannDriveStamped": "std_msgs/Header header\nAckermannDrive drive\n",
+}
+
 
 def msg_dir_candidates() -> list[Path]:
     """Where the .msg files are looked for, in order: this checkout, then ``AMENT_PREFIX_PATH``."""
@@ -69,6 +79,15 @@ def register_mbrl_types(store: Typestore, msg_dir: str | os.PathLike | None = No
     return store
 
 
+def register_ackermann_types(store: Typestore) -> Typestore:
+    """Add ackermann_msgs' AckermannDrive and AckermannDriveStamped to ``store`` (in place) and return it."""
+    types = {}
+    for typename, text in ACKERMANN_DEFINITIONS.items():
+        types.update(get_types_from_msg(text, typename))
+    store.register(types)
+    return store
+
+
 def mbrl_typestore(store: Stores = DEFAULT_STORE, msg_dir: str | os.PathLike | None = None) -> Typestore:
-    """A fresh typestore of ``store``'s standard messages plus mbrl_interfaces."""
-    return register_mbrl_types(get_typestore(store), msg_dir)
+    """A fresh typestore of ``store``'s standard messages plus mbrl_interfaces and ackermann_msgs."""
+    return register_ackermann_types(register_mbrl_types(get_typestore(store), msg_dir))
