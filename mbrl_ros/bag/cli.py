@@ -84,8 +84,8 @@ def run_repair(args: argparse.Namespace) -> int:
         if result.was_complete:
             print(f"{result.path}: complete ({result.message_count} messages); nothing to repair")
             continue
-        if not result.storage:  # nothing survived: left as it was
-            print(f"{result.path}: {'; '.join(result.lost)}")
+        if not result.storage:  # nothing survived: left as it was (the note names the bag)
+            print("; ".join(result.lost))
             continue
         print(f"{result.path}: repaired ({result.storage}), recovered {result.message_count} messages"
               + (f"; damaged original kept as {result.damaged_copy}" if result.damaged_copy else ""))
