@@ -27,14 +27,14 @@ def main() -> None:
     bag.add_topic("/count", "std_msgs/msg/Int32", bag_qos(reliable=True, transient_local=False, depth=10))
     bag.add_topic("/blob", "std_msgs/msg/String", bag_qos(reliable=False, transient_local=False))
     for i in range(flushed + unflushed):
-        if i == flushed:
-            bag.flush()
         if i % 2 == 0:
             data = store.serialize_cdr(Int32(data=i // 2), "std_msgs/msg/Int32")
             bag.write("/count", 10**9 + i * 10**6, data)
         else:
             data = store.serialize_cdr(String(data="x" * payload), "std_msgs/msg/String")
             bag.write("/blob", 10**9 + i * 10**6, data)
+        if i + 1 == flushed:
+            bag.flush()
     print("written", flushed, unflushed, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 
