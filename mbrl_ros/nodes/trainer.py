@@ -50,7 +50,7 @@ from mbrl_ros.core.fitting import check_training_options
 from mbrl_ros.core.models import MODEL_TYPES, build_model
 from mbrl_ros.core.retraining import PerBagTransitions, RetrainSchedule, TrainingRound, train_candidate
 from mbrl_ros.io import checkpoint
-from mbrl_ros.io.bags import list_bags, transitions_from_bags
+from mbrl_ros.io.bags import list_bags, load_transitions
 from mbrl_ros.io.model_update import pack, unpack
 from mbrl_ros.nodes.diagnostics import diagnostic_array
 from mbrl_ros.nodes.run import run_node
@@ -143,9 +143,10 @@ class TrainerNode(Node):
 
     def read_transitions(self, bags: list[Path]) -> TransitionDataset:
         """The data source: closed bags as one dataset (the worker passes one bag at a time)."""
-        return transitions_from_bags(bags, self.state_topic, self.command_topic, self.p["dt"],
-                                     self.p["max_stamp_error"], self.p["max_jump"],
-                                     state_names=self.state_names, action_names=self.action_names)
+        return load_transitions(bags, section(self, "transitions"), self.p["dt"],
+                                max_stamp_error=self.p["max_stamp_error"], max_jump=self.p["max_jump"],
+                                state_names=self.state_names, action_names=self.action_names,
+                                namespace=self.get_namespace(), source="trainer parameter 'transitions'")
 
     def optional(self, name: str, default):
         return list(self.get_parameter(name).value) if self.has_parameter(name) else default
