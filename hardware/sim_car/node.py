@@ -41,10 +41,13 @@ PARAMS = [
     Param("lockstep", True, "step when a command arrives and publish /clock (true), or run in real time (false)", read_only=True),
     Param("seed", 0, "seed of the first episode; episode k uses seed + k", (0, 2**31 - 1), read_only=True),
     Param("episodes", 0, "stop after this many episodes (0: run forever)", (0, 1_000_000)),
-    Param("max_episode_steps", 100, "time limit of an episode, in control steps", (1, 100_000)),
+    Param("max_episode_steps", 0, "time limit of an episode, in control steps (0: the task's own: parking 100 = 20 s, race 600 = 30 s)", (0, 100_000)),
     Param("frame_id", "map", "frame of the odometry and goal"),
     Param("republish_period", 0.2, "lockstep: wall seconds between re-publishing an unanswered state", (0.01, 5.0)),
 ]
+
+
+TASK_EPISODE_STEPS = {"parking": 100, "race": 600}
 
 
 def yaw_to_quaternion(yaw: float) -> tuple[float, float, float, float]:
@@ -55,16 +58,17 @@ class SimCarNode(Node):
     def __init__(self) -> None:
         super().__init__("sim_car")
         self.p = declare_all(self, PARAMS)
+        if self.p["task"] not in TASK_EPISODE_STEPS:
+            raise ValueError(f"sim_car: parameter 'task' must be 'parking' or 'race', got {self.p['task']!r}")
+        self.max_steps = self.p["max_episode_steps"] or TASK_EPISODE_STEPS[self.p["task"]]
         if self.p["task"] == "parking":
             from mbrl_ros_hardware.sim_car.parking import ParkingSim
 
-            self.sim = ParkingSim(max_episode_steps=self.p["max_episode_steps"])
-        elif self.p["task"] == "race":
+            self.sim = ParkingSim(max_episode_steps=self.max_steps)
+        else:
             from mbrl_ros_hardware.sim_car.race import RaceSim
 
-            self.sim = RaceSim(episode_steps=self.p["max_episode_steps"])
-        else:
-            raise ValueError(f"sim_car: parameter 'task' must be 'parking' or 'race', got {self.p['task']!r}")
+            self.sim = RaceSim(episode_steps=self.max_steps)
         self.dt = self.sim.dt
         self.odom_pub = self.create_publisher(Odometry, "hw/odom", SENSOR)
         self.goal_pub = self.create_publisher(PoseStamped, "goal_pose", LATCHED)
@@ -161,9 +165,11 @@ class SimCarNode(Node):
         if hasattr(step, "cross_track_error"):
             self.cross_track_errors.append(float(step.cross_track_error))
         self.sim_time_ns += int(round(self.dt * 1e9))
-        success = bool(getattr(step, "success", False))
         crashed = bool(getattr(step, "crashed", False))
-        if success or crashed or step.done or self.steps >= self.p["max_episode_steps"]:
+        over = step.done or self.steps >= self.max_steps
+        # Parking succeeds at the goal; a race episode succeeds by staying on the track to the end.
+        success = bool(step.success) if hasattr(step, "success") else (over and not crashed)
+        if success or crashed or over:
             self.finish_episode(success, crashed)
         else:
             self.publish_state()

@@ -1,4 +1,4 @@
-"""``mbrl-ros demo car``: the simulated car learning and parking (or racing)."""
+"""``mbrl-ros demo car``: the simulated car learning and parking (or racing), through the stack."""
 
 from __future__ import annotations
 
@@ -8,33 +8,48 @@ import argparse
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="the main job: a simulated robot collects data, learns, and is controlled",
-        description="Collect random driving data in simulation, fit a dynamics model, then control "
-        "the car with a planner through that model, episode after episode. Prints a live progress "
-        "line and a summary; writes plots to runs/<time>/.",
+        help="the main job: the whole stack in simulation collects data, learns, and controls",
+        description="Bring up the stack (launch/bringup.launch.yaml) with the simulated car: it drives "
+        "randomly, the trainer fits a model from the logged bags, the controller plans through it, "
+        "episode after episode. Prints a live progress line and a summary; writes bags, checkpoints, "
+        "logs and plots to runs/<time>/.",
     )
-    parser.add_argument("robot", choices=["car"], help="which robot (the hand comes in a later release)")
+    parser.add_argument("robot", choices=["car"], help="which robot (the hand has no demo yet)")
     parser.add_argument("--task", choices=["parking", "race"], default="parking", help="default: parking")
-    parser.add_argument("--episodes", type=int, default=20, help="controlled episodes (default: 20)")
+    parser.add_argument("--episodes", type=int, default=20,
+                        help="evaluated episodes, counted from the first one that starts with a model (default: 20)")
     parser.add_argument("--model", choices=["parametric", "ensemble", "semiparametric"], default=None,
-                        help="model kind (default: the config's trainer.model_kind)")
+                        help="model kind the trainer fits (default: the config's trainer.model_kind)")
+    parser.add_argument("--controller", choices=["mppi", "cem", "ilqr"], default="mppi", help="default: mppi")
     parser.add_argument("--random-transitions", type=int, default=None,
                         help="random exploration before the first model (default: from config)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data collection and evaluation")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode and of exploration")
+    parser.add_argument("--real-time", action="store_true",
+                        help="run the simulator in real time instead of lockstep (slower; latency as on a robot)")
     parser.add_argument("--config-dir", default=None, help="folder with car.yaml and car_<task>.yaml "
                         "(default: the package's config/)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/<time>)")
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE")
+    parser.add_argument("--domain-id", type=int, default=None,
+                        help="ROS domain of the stack (default: $ROS_DOMAIN_ID, else one derived from the pid)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds per phase")
+    parser.add_argument("--show-logs", action="store_true", help="print the nodes' output (always in stack.log)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mbrl_ros.demo.car import run_demo
-
     if args.episodes < 1:
         raise SystemExit("mbrl-ros demo: --episodes must be >= 1")
+    if args.random_transitions is not None and args.random_transitions < 1:
+        raise SystemExit("mbrl-ros demo: --random-transitions must be >= 1")
+    from mbrl_ros.demo.stack import reexec_in_workspace
+
+    reexec_in_workspace(args.argv)  # the demo watches mbrl_interfaces topics
+    from mbrl_ros.demo.car import run_demo
+
     return run_demo(
-        task=args.task, episodes=args.episodes, model_kind=args.model,
+        task=args.task, episodes=args.episodes, model_kind=args.model, controller=args.controller,
         random_transitions=args.random_transitions, seed=args.seed, config_dir=args.config_dir,
-        out_dir=args.out, json_path=args.json,
+        out_dir=args.out, json_path=args.json, lockstep=not args.real_time, domain_id=args.domain_id,
+        timeout_s=args.timeout, show_logs=args.show_logs,
     )

@@ -1,0 +1,258 @@
+"""Run the whole stack through its launch file and watch it from this process.
+
+``StackRun`` is what ``mbrl-ros demo`` and the stack benchmarks use: it copies
+the parameter files into the run folder (with the run's overrides merged in, so
+the folder records exactly what ran), starts ``launch/bringup.launch.yaml`` with
+the pip-only launcher in a ROS domain of its own, and watches the robot with a
+plain rclpy node: episode reports (``sim/episodes``), ``/diagnostics``, the
+controller's per-cycle timing, odometry and goals.
+
+Watching ``controller/timing`` needs ``mbrl_interfaces``, which only a process
+started with the workspace environment can import (``ros_env.workspace_env``);
+``reexec_in_workspace`` restarts the current command that way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from mbrl_ros.io.config import ConfigError, merge
+from mbrl_ros.ros_env import REPO_ROOT, workspace_env
+
+REEXEC_MARK = "MBRL_ROS_IN_WORKSPACE"
+
+
+def reexec_in_workspace(argv: list[str]) -> None:
+    """Replace this process by ``python -m mbrl_ros.cli argv`` in the workspace environment,
+    unless ``mbrl_interfaces`` can be imported already. Returns only in that case."""
+    if importlib.util.find_spec("mbrl_interfaces") is not None:
+        return
+    if os.environ.get(REEXEC_MARK):
+        raise RuntimeError("mbrl_interfaces cannot be imported even in the workspace environment: "
+                           "rebuild the workspace with scripts/build_ros_ws.sh")
+    env = workspace_env()
+    env[REEXEC_MARK] = "1"
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "mbrl_ros.cli", *argv], env)
+
+
+def default_domain_id(label: str) -> int:
+    """A ROS domain for a run: ROS_DOMAIN_ID if set, else one derived from the pid (1..200),
+    so a demo does not talk to robots or other runs on the default domain 0."""
+    if os.environ.get("ROS_DOMAIN_ID", "").strip().isdigit():
+        return int(os.environ["ROS_DOMAIN_ID"])
+    return 1 + zlib.crc32(f"{os.getpid()}:{label}".encode()) % 200
+
+
+def prepare_config(source: Path, target: Path, robot: str, task: str,
+                   overrides: dict[str, dict] | None = None) -> Path:
+    """Copy the parameter files to ``target`` and merge ``overrides`` ({node: {param: value}})
+    into ``<robot>_<task>.yaml``, the file the launch file loads last."""
+    source, target = Path(source), Path(target)
+    for name in (f"{robot}.yaml", f"{robot}_{task}.yaml"):
+        if not (source / name).is_file():
+            raise ConfigError(f"{source / name}: not found (the parameter files of robot '{robot}', task '{task}')")
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    if overrides:
+        task_file = target / f"{robot}_{task}.yaml"
+        data = yaml.safe_load(task_file.read_text()) or {}
+        for node, params in overrides.items():
+            section = data.setdefault(f"/**/{node}", {}).setdefault("ros__parameters", {})
+            section.update(merge(section, params))
+        # Strings are quoted on the way out: rcl's YAML parser reads a bare y/n as a boolean.
+        task_file.write_text(f"# {source / task_file.name} with this run's overrides\n"
+                             + yaml.dump(data, Dumper=_QuotingDumper, sort_keys=False))
+    return target
+
+
+class _QuotingDumper(yaml.SafeDumper):
+    pass
+
+
+_QuotingDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style="'" if not value.startswith("/**") else None))
+
+
+@dataclass
+class EpisodeTrace:
+    """One finished episode as the simulator reported it, with the odometry that fell in it."""
+
+    report: dict[str, str]
+    poses: list[tuple[float, float, float]] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.report.get("success") == "True"
+
+    @property
+    def outcome(self) -> str:
+        if self.success:
+            return "success"
+        return "crashed" if self.report.get("crashed") == "True" else "timeout"
+
+    def number(self, key: str, default: float = float("nan")) -> float:
+        try:
+            return float(self.report[key])
+        except (KeyError, ValueError):
+            return default
+
+
+class StackWatcher:
+    """A plain rclpy node in the stack's domain collecting what the demo and benchmarks need."""
+
+    def __init__(self, domain_id: int, namespace: str = "car", timing: bool = True) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseStamped
+        from nav_msgs.msg import Odometry
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+        self.rclpy = rclpy
+        ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("stack_watcher", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        self.reports: list[dict[str, str]] = []
+        self.odometry: list[tuple[int, float, float, float]] = []  # (stamp ns, x, y, yaw)
+        self.goals: list[tuple[int, float, float, float]] = []
+        self.timings: list[tuple[int, str, float, float, int]] = []  # (stamp ns, mode, compute, deadline, model)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self.node.create_subscription(DiagnosticArray, f"{ns}/sim/episodes", self._on_episodes, latched)
+        self.node.create_subscription(Odometry, f"{ns}/hw/odom", self._on_odometry, qos_profile_sensor_data)
+        self.node.create_subscription(PoseStamped, f"{ns}/goal_pose", self._on_goal, latched)
+        if timing:
+            from mbrl_interfaces.msg import CycleTiming
+
+            self.node.create_subscription(CycleTiming, f"{ns}/controller/timing", self._on_timing, 200)
+        self.namespace = ns
+
+    # --- callbacks ------------------------------------------------------------------------
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+
+    def _on_episodes(self, msg) -> None:
+        # The simulator re-sends every result so far (latched): the newest array is complete.
+        self.reports = [{kv.key: kv.value for kv in s.values} for s in msg.status]
+
+    def _on_odometry(self, msg) -> None:
+        q = msg.pose.pose.orientation
+        yaw = _yaw(q)
+        self.odometry.append((_ns(msg.header.stamp), msg.pose.pose.position.x, msg.pose.pose.position.y, yaw))
+
+    def _on_goal(self, msg) -> None:
+        self.goals.append((_ns(msg.header.stamp), msg.pose.position.x, msg.pose.position.y,
+                           _yaw(msg.pose.orientation)))
+
+    def _on_timing(self, msg) -> None:
+        self.timings.append((_ns(msg.header.stamp), msg.mode, msg.compute_ms, msg.deadline_ms, msg.model_version))
+
+    # --- queries --------------------------------------------------------------------------
+    def node_status(self, node: str) -> dict[str, str]:
+        """The latest diagnostics of ``<namespace>/<node>``."""
+        return next((v for k, v in self.diagnostics.items() if k.endswith(f"{self.namespace}/{node}")), {})
+
+    def model_version(self) -> int:
+        return int(self.node_status("controller").get("model_version", "0") or 0)
+
+    def episodes(self) -> list[EpisodeTrace]:
+        """Finished episodes with their odometry (by stamp: [start, end) of each episode)."""
+        traces = []
+        odometry = sorted(self.odometry)
+        for report in self.reports:
+            start, end = int(report.get("start_stamp_ns", 0)), int(report.get("end_stamp_ns", 0))
+            poses = [(x, y, yaw) for stamp, x, y, yaw in odometry if start <= stamp < end]
+            if "final_x" in report:
+                poses.append((float(report["final_x"]), float(report["final_y"]), float(report["final_yaw"])))
+            traces.append(EpisodeTrace(report, poses))
+        return traces
+
+    def goal_at(self, stamp_ns: int) -> tuple[float, float, float] | None:
+        """The goal published last at or before ``stamp_ns`` (each episode publishes its own)."""
+        before = [g for g in self.goals if g[0] <= stamp_ns]
+        return tuple(max(before)[1:]) if before else None
+
+    def spin(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=max(0.0, min(0.1, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.shutdown(context=self.context)
+
+
+class StackRun:
+    """``bringup.launch.yaml`` started in its own domain, its output in ``out/stack.log``."""
+
+    def __init__(self, out: Path, launch_args: dict[str, str], domain_id: int, namespace: str = "car",
+                 echo: Callable[[str], None] | None = None) -> None:
+        from mbrl_ros import launcher
+
+        self.out, self.domain_id = Path(out), domain_id
+        self.env = workspace_env(domain_id=domain_id)
+        description = launcher.load_launch_file(REPO_ROOT / "launch" / "bringup.launch.yaml",
+                                                {"namespace": namespace, **launch_args}, environment=self.env)
+        self.log = open(self.out / "stack.log", "a", buffering=1)
+        self.echo = echo
+
+        def output(label: str, stream: str, text: str) -> None:
+            line = f"[{label}] {text}"
+            self.log.write(line + ("" if line.endswith("\n") else "\n"))
+            if self.echo is not None:
+                self.echo(line)
+
+        self.runner = launcher.make_runner(description, output=output, log_directory=self.out / "log").start()
+        self.watcher = StackWatcher(domain_id, namespace)
+
+    def failed_nodes(self) -> dict[str, list]:
+        return {name: codes for name, codes in self.runner.exit_codes.items() if any(codes)}
+
+    def wait_for(self, condition: Callable[[], object], timeout: float, what: str, tick: Callable[[], None] = None):
+        """Spin until ``condition()`` is truthy; a node exiting or the timeout is a RuntimeError."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.watcher.spin(0.2)
+            failed = self.failed_nodes()
+            if failed:
+                raise RuntimeError(f"node(s) exited {failed} while waiting for {what}; see {self.out / 'stack.log'}")
+            if tick is not None:
+                tick()
+            result = condition()
+            if result:
+                return result
+        raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}; see {self.out / 'stack.log'}")
+
+    def stop(self) -> None:
+        try:
+            self.watcher.close()
+        finally:
+            self.runner.stop(timeout=30)
+            self.log.close()
+
+
+def _ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def _yaw(q) -> float:
+    import math
+
+    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
