@@ -42,9 +42,12 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit("mbrl-ros demo: --episodes must be >= 1")
     if args.random_transitions is not None and args.random_transitions < 1:
         raise SystemExit("mbrl-ros demo: --random-transitions must be >= 1")
-    from mbrl_ros.demo.stack import reexec_in_workspace
+    import importlib.util
 
-    reexec_in_workspace(args.argv)  # the demo watches mbrl_interfaces topics
+    if importlib.util.find_spec("mbrl_interfaces") is None:  # the demo watches mbrl_interfaces topics
+        from mbrl_ros.ros_env import reexec_in_workspace
+
+        reexec_in_workspace(args.argv, "mbrl_interfaces cannot be imported")
     from mbrl_ros.demo.car import run_demo
 
     return run_demo(

@@ -9,15 +9,13 @@ controller's per-cycle timing, odometry and goals.
 
 Watching ``controller/timing`` needs ``mbrl_interfaces``, which only a process
 started with the workspace environment can import (``ros_env.workspace_env``);
-``reexec_in_workspace`` restarts the current command that way.
+``ros_env.reexec_in_workspace`` restarts the current command that way.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -29,21 +27,6 @@ import yaml
 from mbrl_ros.io.config import ConfigError, merge
 from mbrl_ros.ros_env import REPO_ROOT, workspace_env
 
-REEXEC_MARK = "MBRL_ROS_IN_WORKSPACE"
-
-
-def reexec_in_workspace(argv: list[str]) -> None:
-    """Replace this process by ``python -m mbrl_ros.cli argv`` in the workspace environment,
-    unless ``mbrl_interfaces`` can be imported already. Returns only in that case."""
-    if importlib.util.find_spec("mbrl_interfaces") is not None:
-        return
-    if os.environ.get(REEXEC_MARK):
-        raise RuntimeError("mbrl_interfaces cannot be imported even in the workspace environment: "
-                           "rebuild the workspace with scripts/build_ros_ws.sh")
-    env = workspace_env()
-    env[REEXEC_MARK] = "1"
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "mbrl_ros.cli", *argv], env)
 
 
 def default_domain_id(label: str) -> int:
