@@ -20,8 +20,47 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     planners.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     planners.set_defaults(func=_run_planners)
 
+    trainer = which.add_parser(
+        "trainer-latency",
+        help="controller p99 planning latency with the trainer training vs idle (real processes over DDS)",
+        description="Alternating idle and training phases in one run; per phase the controller's own "
+        "latency p50/p99 over a full diagnostics window; the ratio training p99 / idle p99 (target <= 1.25).",
+    )
+    trainer.add_argument("--phases", type=int, default=3, help="idle and training phases, each (default 3)")
+    trainer.add_argument("--model", default="ensemble", choices=["parametric", "ensemble", "semiparametric"],
+                         help="what the trainer trains (default ensemble: the most CPU)")
+    trainer.add_argument("--epochs", type=int, default=30, help="training epochs per round (default 30)")
+    trainer.add_argument("--trainer-cpu", type=int, default=None, metavar="N",
+                         help="pin the trainer to CPU N and the other nodes to the remaining CPUs")
+    trainer.add_argument("--sched-idle", action="store_true", help="run the trainer under SCHED_IDLE")
+    trainer.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    trainer.add_argument("--keep", metavar="DIR", help="work in DIR (bags, logs) and keep it")
+    trainer.set_defaults(func=_run_trainer_latency)
+
+    recording = which.add_parser(
+        "recording", help="bag write throughput with and without the logger's crash-safety flushes",
+        description="msgs/s through BagRecorder (mcap, sqlite3) with no flush, a flush every 0.5 s and every "
+        "10 ms, interleaved in one run; median and p99 over the repeats.")
+    recording.add_argument("--messages", type=int, default=100_000, help="messages per run (default 100000)")
+    recording.add_argument("--repeats", type=int, default=5, help="runs per case (default 5)")
+    recording.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    recording.set_defaults(func=_run_recording)
+
 
 def _run_planners(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.planners import main
 
     return main(quick=args.quick, json_path=args.json, cases=args.cases, threads=args.threads)
+
+
+def _run_trainer_latency(args: argparse.Namespace) -> int:
+    from mbrl_ros.bench.trainer_latency import main
+
+    return main(phases=args.phases, model=args.model, epochs=args.epochs, trainer_cpu=args.trainer_cpu,
+                sched_idle=args.sched_idle, json_path=args.json, keep=args.keep)
+
+
+def _run_recording(args: argparse.Namespace) -> int:
+    from mbrl_ros.bag.bench import main
+
+    return main(messages=args.messages, repeats=args.repeats, json_path=args.json)
