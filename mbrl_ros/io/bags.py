@@ -57,7 +57,6 @@ import functools
 import math
 import os
 import re
-import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -568,6 +567,12 @@ def _read_storage(reader: Reader, path: Path, connections: list[list], topics: l
         logs[k].append(log_ns)
     out = []
     for k, topic in enumerate(topics):
+        expected = sum(c.msgcount for c in connections[k])
+        if len(chunks[k]) != expected:
+            # rosbags pairs metadata.yaml's topics with the storage file's; when they
+            # disagree (another QoS or type), messages would be dropped without a word.
+            raise BagError(f"{path}: topic '{topic}': metadata.yaml counts {expected} messages but the storage "
+                           f"files yield {len(chunks[k])}; the bag's metadata and storage disagree")
         lengths = np.fromiter((len(m) for m in chunks[k]), dtype=np.int64, count=len(chunks[k]))
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
         buffer = np.frombuffer(b"".join(chunks[k]), dtype=np.uint8)
