@@ -46,15 +46,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     recording.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     recording.set_defaults(func=_run_recording)
 
-    recording = which.add_parser(
-        "recording", help="bag write throughput with and without the logger's crash-safety flushes",
-        description="msgs/s through BagRecorder (mcap, sqlite3) with no flush, a flush every 0.5 s and every "
-        "10 ms, interleaved in one run; median and p99 over the repeats.")
-    recording.add_argument("--messages", type=int, default=100_000, help="messages per run (default 100000)")
-    recording.add_argument("--repeats", type=int, default=5, help="runs per case (default 5)")
-    recording.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    recording.set_defaults(func=_run_recording)
-
 
 def _run_planners(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.planners import main
@@ -67,12 +58,6 @@ def _run_trainer_latency(args: argparse.Namespace) -> int:
 
     return main(phases=args.phases, model=args.model, epochs=args.epochs, trainer_cpu=args.trainer_cpu,
                 sched_idle=args.sched_idle, json_path=args.json, keep=args.keep)
-
-
-def _run_recording(args: argparse.Namespace) -> int:
-    from mbrl_ros.bag.bench import main
-
-    return main(messages=args.messages, repeats=args.repeats, json_path=args.json)
 
 
 def _run_recording(args: argparse.Namespace) -> int:
