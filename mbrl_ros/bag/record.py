@@ -9,17 +9,15 @@ The logger imports the message classes of what it records, mbrl_interfaces
 among them, which needs the colcon workspace's environment, and part of that
 (LD_LIBRARY_PATH) only counts when a process starts. So when mbrl_interfaces
 cannot be imported, the command runs itself again with the workspace's
-environment (``mbrl_ros.ros_env.workspace_env``), once.
+environment (``mbrl_ros.ros_env.reexec_in_workspace``), once.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-REEXEC_MARK = "MBRL_ROS_RECORD_REEXEC"
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "car.yaml"
 
 
@@ -75,20 +73,13 @@ def run_record(args: argparse.Namespace) -> int:
         print(f"mbrl-ros record: error: {args.config}: no such parameter file", file=sys.stderr)
         return 1
     if not _mbrl_interfaces_usable():
-        if os.environ.get(REEXEC_MARK):
-            print("mbrl-ros record: error: mbrl_interfaces cannot be imported even with the workspace's "
-                  "environment; run scripts/build_ros_ws.sh (or source ros_ws/install/setup.bash)", file=sys.stderr)
-            return 1
-        from mbrl_ros.ros_env import WorkspaceNotBuiltError, workspace_env
+        from mbrl_ros.ros_env import WorkspaceNotBuiltError, reexec_in_workspace
 
         try:
-            env = workspace_env()
+            reexec_in_workspace(args.argv, "mbrl_interfaces cannot be imported")
         except WorkspaceNotBuiltError as error:
             print(f"mbrl-ros record: error: {error}", file=sys.stderr)
             return 1
-        env[REEXEC_MARK] = "1"
-        sys.stdout.flush()
-        os.execve(sys.executable, [sys.executable, "-m", "mbrl_ros.cli", *sys.argv[1:]], env)
     from mbrl_ros.nodes.data_logger import main
 
     return main(["mbrl-ros-record", *ros_arguments(args)])

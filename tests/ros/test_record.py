@@ -23,7 +23,7 @@ from test_logger_crash import PEERS, wait_for
 
 
 def test_record_without_workspace_environment(spawn, ros_env, tmp_path):
-    plain = {k: v for k, v in os.environ.items() if k not in ("AMENT_PREFIX_PATH", "MBRL_ROS_RECORD_REEXEC")}
+    plain = {k: v for k, v in os.environ.items() if k not in ("AMENT_PREFIX_PATH", "MBRL_ROS_IN_WORKSPACE")}
     plain.update(ROS_DOMAIN_ID=ros_env["ROS_DOMAIN_ID"], ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     check = subprocess.run([sys.executable, "-c", "import mbrl_interfaces"], env=plain, capture_output=True)
     assert check.returncode != 0, "the plain environment can import mbrl_interfaces: the test would prove nothing"
