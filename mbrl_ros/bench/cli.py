@@ -37,6 +37,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     trainer.add_argument("--keep", metavar="DIR", help="work in DIR (bags, logs) and keep it")
     trainer.set_defaults(func=_run_trainer_latency)
 
+    latency = which.add_parser(
+        "latency",
+        help="end-to-end latency of the running stack in real time (state stamp -> command received)",
+        description="Brings up the car stack in real-time simulation with a model served from the start and "
+        "measures, per planning cycle, the controller's planning time and the time from the state's stamp "
+        "to the command's arrival. Target: end-to-end p99 <= planning p99 + 3 ms at 20 Hz.",
+    )
+    latency.add_argument("--duration", type=float, default=60.0, help="seconds measured (default: 60)")
+    latency.add_argument("--task", choices=["race", "parking"], default="race",
+                         help="race runs at 20 Hz, parking at 5 Hz (default: race)")
+    latency.add_argument("--out", default=None, help="run folder (default: a temporary one)")
+    latency.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    latency.set_defaults(func=_run_latency)
+
     recording = which.add_parser(
         "recording", help="bag write throughput with and without the logger's crash-safety flushes",
         description="msgs/s through BagRecorder (mcap, sqlite3) with no flush, a flush every 0.5 s and every "
@@ -46,11 +60,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     recording.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     recording.set_defaults(func=_run_recording)
 
+    bags = which.add_parser(
+        "bags", help="bag to transition tensors: messages per second (target >= 100,000)",
+        description="Writes the stack's bags (mcap, sqlite3) and an F1TENTH-style odometry + Ackermann bag, "
+        "times load_transitions on each (median and p99 of the runs) beside rosbags' per-message decode.")
+    bags.add_argument("--steps", type=int, default=50_000, help="control steps per stack bag, 2 messages each")
+    bags.add_argument("--runs", type=int, default=7, help="timed runs per case after one warm-up (default 7)")
+    bags.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    bags.add_argument("--keep", metavar="DIR", help="write the bags to DIR and reuse them next time")
+    bags.set_defaults(func=_run_bags)
+
 
 def _run_planners(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.planners import main
 
     return main(quick=args.quick, json_path=args.json, cases=args.cases, threads=args.threads)
+
+
+def _run_latency(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("mbrl_interfaces") is None:  # it watches mbrl_interfaces topics
+        from mbrl_ros.ros_env import reexec_in_workspace
+
+        reexec_in_workspace(args.argv, "mbrl_interfaces cannot be imported")
+    from mbrl_ros.bench.latency import run
+
+    run(duration_s=args.duration, task=args.task, out=args.out, json_path=args.json)
+    return 0
 
 
 def _run_trainer_latency(args: argparse.Namespace) -> int:
@@ -64,3 +101,9 @@ def _run_recording(args: argparse.Namespace) -> int:
     from mbrl_ros.bag.bench import main
 
     return main(messages=args.messages, repeats=args.repeats, json_path=args.json)
+
+
+def _run_bags(args: argparse.Namespace) -> int:
+    from mbrl_ros.bench.bags import main
+
+    return main(steps=args.steps, runs=args.runs, json_path=args.json, keep=args.keep)

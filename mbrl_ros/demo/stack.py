@@ -14,6 +14,7 @@ started with the workspace environment can import (``ros_env.workspace_env``);
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import time
@@ -93,7 +94,7 @@ class EpisodeTrace:
 class StackWatcher:
     """A plain rclpy node in the stack's domain collecting what the demo and benchmarks need."""
 
-    def __init__(self, domain_id: int, namespace: str = "car", timing: bool = True) -> None:
+    def __init__(self, domain_id: int, namespace: str = "car", timing: bool = True, commands: bool = False) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseStamped
@@ -113,6 +114,7 @@ class StackWatcher:
         self.odometry: list[tuple[int, float, float, float]] = []  # (stamp ns, x, y, yaw)
         self.goals: list[tuple[int, float, float, float]] = []
         self.timings: list[tuple[int, str, float, float, int]] = []  # (stamp ns, mode, compute, deadline, model)
+        self.commands: list[tuple[int, int]] = []  # (stamp ns = the answered state's, system time received ns)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
@@ -123,6 +125,12 @@ class StackWatcher:
             from mbrl_interfaces.msg import CycleTiming
 
             self.node.create_subscription(CycleTiming, f"{ns}/controller/timing", self._on_timing, 200)
+        if commands:  # received here as the hardware driver receives them: latency from the state's stamp
+            from mbrl_interfaces.msg import CommandVector
+
+            from mbrl_ros.nodes.qos import COMMAND
+
+            self.node.create_subscription(CommandVector, f"{ns}/hw/command", self._on_command, COMMAND)
         self.namespace = ns
 
     # --- callbacks ------------------------------------------------------------------------
@@ -142,6 +150,9 @@ class StackWatcher:
     def _on_goal(self, msg) -> None:
         self.goals.append((_ns(msg.header.stamp), msg.pose.position.x, msg.pose.position.y,
                            _yaw(msg.pose.orientation)))
+
+    def _on_command(self, msg) -> None:
+        self.commands.append((_ns(msg.header.stamp), time.time_ns()))
 
     def _on_timing(self, msg) -> None:
         self.timings.append((_ns(msg.header.stamp), msg.mode, msg.compute_ms, msg.deadline_ms, msg.model_version))
@@ -171,6 +182,20 @@ class StackWatcher:
         before = [g for g in self.goals if g[0] <= stamp_ns]
         return tuple(max(before)[1:]) if before else None
 
+    def call(self, srv_type, name: str, request, timeout: float = 20.0):
+        """Call service ``name`` and wait for its answer (AssertionError if none comes)."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise AssertionError(f"service {name} not available after {timeout:.0f} s")
+            future = client.call_async(request)
+            self.executor.spin_until_future_complete(future, timeout_sec=timeout)
+            if not future.done():
+                raise AssertionError(f"no answer from {name} within {timeout:.0f} s")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
     def spin(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -186,10 +211,13 @@ class StackRun:
     """``bringup.launch.yaml`` started in its own domain, its output in ``out/stack.log``."""
 
     def __init__(self, out: Path, launch_args: dict[str, str], domain_id: int, namespace: str = "car",
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, watch_timing: bool = True,
+                 watch_commands: bool = False) -> None:
         from mbrl_ros import launcher
 
         self.out, self.domain_id = Path(out), domain_id
+        self.expect_exits = False  # set when stopping a node is the point (tests)
+        self.lines: collections.deque[str] = collections.deque(maxlen=200)  # the latest output (all in stack.log)
         self.env = workspace_env(domain_id=domain_id)
         description = launcher.load_launch_file(REPO_ROOT / "launch" / "bringup.launch.yaml",
                                                 {"namespace": namespace, **launch_args}, environment=self.env)
@@ -198,12 +226,13 @@ class StackRun:
 
         def output(label: str, stream: str, text: str) -> None:
             line = f"[{label}] {text}"
+            self.lines.append(line.rstrip("\n"))
             self.log.write(line + ("" if line.endswith("\n") else "\n"))
             if self.echo is not None:
                 self.echo(line)
 
         self.runner = launcher.make_runner(description, output=output, log_directory=self.out / "log").start()
-        self.watcher = StackWatcher(domain_id, namespace)
+        self.watcher = StackWatcher(domain_id, namespace, timing=watch_timing, commands=watch_commands)
 
     def failed_nodes(self) -> dict[str, list]:
         return {name: codes for name, codes in self.runner.exit_codes.items() if any(codes)}
@@ -214,14 +243,16 @@ class StackRun:
         while time.monotonic() < deadline:
             self.watcher.spin(0.2)
             failed = self.failed_nodes()
-            if failed:
-                raise RuntimeError(f"node(s) exited {failed} while waiting for {what}; see {self.out / 'stack.log'}")
+            if failed and not self.expect_exits:
+                raise RuntimeError(f"node(s) exited {failed} while waiting for {what}; see {self.out / 'stack.log'}:\n"
+                                   + "\n".join(list(self.lines)[-30:]))
             if tick is not None:
                 tick()
             result = condition()
             if result:
                 return result
-        raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}; see {self.out / 'stack.log'}")
+        raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}; see {self.out / 'stack.log'}:\n"
+                           + "\n".join(list(self.lines)[-30:]))
 
     def stop(self) -> None:
         try:

@@ -1,0 +1,113 @@
+"""End-to-end latency of the running stack in real time: state stamp -> command received.
+
+The whole car stack is brought up through the launch file (real-time simulation,
+``lockstep:=false``, the controller planning once per new state) with a model
+served from the start, so every cycle plans. A watcher process receives
+``hw/command`` as the hardware driver does; each command carries the stamp of
+the state it answers, which the simulator set from the system clock when it
+published the odometry, so ``received - stamp`` is the whole path: simulator ->
+estimator -> controller (planning) -> DDS. The controller's own per-cycle
+planning time (``controller/timing``, same stamp) is measured in the same
+cycles, so the two distributions are side by side.
+
+Target (issue 3): end-to-end p99 <= planning p99 + 3 ms at 20 Hz.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mbrl_ros.demo.stack import StackRun, default_domain_id, prepare_config
+from mbrl_ros.io.config import merge, node_parameters
+from mbrl_ros.ros_env import REPO_ROOT
+
+TARGET_MARGIN_MS = 3.0
+
+
+def prior_checkpoint(config: Path, task: str, path: Path) -> Path:
+    """The trainer's parametric model as configured (no data needed), saved for the dynamics_server."""
+    from mbrl_ros.core.models import build_model
+    from mbrl_ros.io import checkpoint
+
+    trainer = merge(node_parameters(config / "car.yaml", "trainer"),
+                    node_parameters(config / f"car_{task}.yaml", "trainer", required=False))
+    model_config = trainer["parametric"]
+    checkpoint.save(path, build_model(model_config), model_config, {})
+    return path
+
+
+def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out: str | None = None,
+        json_path: str | None = None) -> dict:
+    folder = Path(out) if out else Path(tempfile.mkdtemp(prefix="mbrl_latency_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    # The trainer stays idle (its first round needs more data than the run collects): this
+    # measures the control path alone; `mbrl-ros bench trainer-latency` measures it training.
+    config = prepare_config(REPO_ROOT / "config", folder / "config", "car", task,
+                            {"trainer": {"random_transitions": 1_000_000_000}})
+    checkpoint = prior_checkpoint(config, task, folder / "prior.pt")
+    rate_hz = float(merge(node_parameters(config / "car.yaml", "controller"),
+                          node_parameters(config / f"car_{task}.yaml", "controller", required=False))["rate_hz"])
+    print(f"[latency] car/{task} in real time at {rate_hz:g} Hz, {duration_s:g} s after {warmup_s:g} s warm-up "
+          f"-> {folder}/", flush=True)
+    run = StackRun(folder, {"robot": "car", "hardware": "sim", "task": task, "lockstep": "false",
+                            "trigger": "state", "checkpoint": str(checkpoint), "run_dir": str(folder),
+                            "config_dir": str(config)},
+                   default_domain_id("latency"), watch_commands=True)
+    watcher = run.watcher
+    try:
+        run.wait_for(lambda: sum(t[1] == "plan" for t in watcher.timings) > 10, 300, "planning cycles")
+        watcher.spin(warmup_s)
+        watcher.timings.clear()
+        watcher.commands.clear()
+        started = time.monotonic()
+        run.wait_for(lambda: time.monotonic() - started >= duration_s, duration_s + 60, "the measurement")
+    finally:
+        run.stop()
+
+    result = analyse(watcher.timings, watcher.commands, rate_hz, duration_s)
+    result["task"] = task
+    print(f"[latency] {result['cycles']} planning cycles: planning p50 {result['planning_ms']['p50']:.2f} / p99 "
+          f"{result['planning_ms']['p99']:.2f} ms; end-to-end p50 {result['end_to_end_ms']['p50']:.2f} / p99 "
+          f"{result['end_to_end_ms']['p99']:.2f} ms; overhead p50 {result['overhead_ms']['p50']:.2f} / p99 "
+          f"{result['overhead_ms']['p99']:.2f} ms; target e2e p99 <= planning p99 + {TARGET_MARGIN_MS:g} ms: "
+          f"{'met' if result['target_met'] else 'MISSED'}", flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def analyse(timings: list[tuple], commands: list[tuple[int, int]], rate_hz: float, duration_s: float) -> dict:
+    """Pair each planning cycle with the first command received for the same state stamp."""
+    received: dict[int, int] = {}
+    for stamp, arrival in commands:
+        received.setdefault(stamp, arrival)
+    planning, end_to_end = [], []
+    for stamp, mode, compute_ms, _deadline, _model in timings:
+        if mode == "plan" and stamp in received:
+            planning.append(compute_ms)
+            end_to_end.append((received[stamp] - stamp) / 1e6)
+    if not planning:
+        raise RuntimeError("no planning cycle was matched with a received command")
+    planning, end_to_end = np.array(planning), np.array(end_to_end)
+
+    def stats(values: np.ndarray) -> dict[str, float]:
+        return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99)),
+                "max": float(values.max())}
+
+    result = {
+        "rate_hz": rate_hz,
+        "duration_s": duration_s,
+        "cycles": int(len(planning)),
+        "expected_cycles": int(rate_hz * duration_s),
+        "planning_ms": stats(planning),
+        "end_to_end_ms": stats(end_to_end),
+        "overhead_ms": stats(end_to_end - planning),
+        "deadline_miss_rate": float(np.mean(end_to_end > 1e3 / rate_hz)),
+    }
+    result["target_met"] = bool(result["end_to_end_ms"]["p99"] <= result["planning_ms"]["p99"] + TARGET_MARGIN_MS)
+    return result
