@@ -48,7 +48,7 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
     # The trainer stays idle (its first round needs more data than the run collects): this
     # measures the control path alone; `mbrl-ros bench trainer-latency` measures it training.
     config = prepare_config(REPO_ROOT / "config", folder / "config", "car", task,
-                            {"trainer": {"random_transitions": 1_000_000_000}})
+                            {"trainer": {"random_transitions": 100_000_000}})
     checkpoint = prior_checkpoint(config, task, folder / "prior.pt")
     rate_hz = float(merge(node_parameters(config / "car.yaml", "controller"),
                           node_parameters(config / f"car_{task}.yaml", "controller", required=False))["rate_hz"])
