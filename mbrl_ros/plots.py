@@ -138,3 +138,25 @@ def plot_predicted_trajectories(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_learning_curve(path: Path, points: Sequence[Mapping], window: int, target_success: float,
+                        target_transitions: int, title: str = "") -> Path:
+    """Windowed success rate (and each episode's outcome) against transitions collected."""
+    plt = _pyplot()
+    x = [p["transitions"] for p in points]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(x, [p["success_rate"] for p in points], "-", color="tab:blue", label=f"success, last {window} episodes")
+    ax.plot(x, [float(p["success"]) for p in points], "|", color="0.4", ms=8, label="episode outcome")
+    ax.axhline(target_success, color="tab:green", ls="--", lw=1, label=f"{target_success:.0%}")
+    ax.axvline(target_transitions, color="tab:orange", ls="--", lw=1, label=f"{target_transitions} transitions")
+    ax.set_xlabel("transitions collected (random + controlled)")
+    ax.set_ylabel("success")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(title or "learning curve")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -51,6 +51,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     latency.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     latency.set_defaults(func=_run_latency)
 
+    curve = which.add_parser(
+        "learning-curve",
+        help="parking success against transitions collected, online retraining from zero data",
+        description="Brings up the car stack (lockstep parking) with no data: random driving for a small budget, "
+        "then the trainer retrains online; every episode counts. Prints and writes the curve (JSON) and a plot. "
+        "Target: >= 90%% success within 2,000 transitions.",
+    )
+    curve.add_argument("--episodes", type=int, default=60, help="episodes from the first (default: 60)")
+    curve.add_argument("--random-transitions", type=int, default=200, help="random budget (default: 200)")
+    curve.add_argument("--retrain-every", type=int, default=200, help="new transitions per round (default: 200)")
+    curve.add_argument("--window", type=int, default=10, help="episodes per success-rate point (default: 10)")
+    curve.add_argument("--model", choices=["parametric", "ensemble", "semiparametric"], default="parametric")
+    curve.add_argument("--seed", type=int, default=0)
+    curve.add_argument("--out", default=None, help="run folder (default: a temporary one)")
+    curve.add_argument("--json", metavar="FILE", help="also write the curve as JSON to FILE")
+    curve.set_defaults(func=_run_learning_curve)
+
     recording = which.add_parser(
         "recording", help="bag write throughput with and without the logger's crash-safety flushes",
         description="msgs/s through BagRecorder (mcap, sqlite3) with no flush, a flush every 0.5 s and every "
@@ -78,15 +95,23 @@ def _run_planners(args: argparse.Namespace) -> int:
 
 
 def _run_latency(args: argparse.Namespace) -> int:
-    import importlib.util
+    from mbrl_ros.demo.stack import restart_in_workspace_if_needed
 
-    if importlib.util.find_spec("mbrl_interfaces") is None:  # it watches mbrl_interfaces topics
-        from mbrl_ros.ros_env import reexec_in_workspace
-
-        reexec_in_workspace(args.argv, "mbrl_interfaces cannot be imported")
+    restart_in_workspace_if_needed(args.argv)  # it watches mbrl_interfaces topics
     from mbrl_ros.bench.latency import run
 
     run(duration_s=args.duration, task=args.task, out=args.out, json_path=args.json)
+    return 0
+
+
+def _run_learning_curve(args: argparse.Namespace) -> int:
+    from mbrl_ros.demo.stack import restart_in_workspace_if_needed
+
+    restart_in_workspace_if_needed(args.argv)  # it watches mbrl_interfaces topics
+    from mbrl_ros.bench.learning_curve import run
+
+    run(episodes=args.episodes, random_transitions=args.random_transitions, retrain_every=args.retrain_every,
+        window=args.window, model=args.model, seed=args.seed, out=args.out, json_path=args.json)
     return 0
 
 

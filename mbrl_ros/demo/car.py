@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mbrl_ros.demo.stack import EpisodeTrace, StackRun, default_domain_id, prepare_config
+from mbrl_ros.demo.stack import EpisodeTrace, StackRun, default_domain_id, prepare_config, progress_options
 from mbrl_ros.io.config import merge, node_parameters
 from mbrl_ros.plots import plot_car_trajectories, plot_error_vs_horizon, plot_latency_histogram
 from mbrl_ros.ros_env import REPO_ROOT
@@ -55,7 +55,7 @@ def run_demo(task: str = "parking", episodes: int = 20, model_kind: str | None =
     started = time.monotonic()
     try:
         # 1. Explore until the first model reaches the controller.
-        bar = tqdm(total=budget or None, desc="exploring", unit="step", disable=None)
+        bar = tqdm(total=budget or None, desc="exploring", unit="step", **progress_options())
 
         def exploring() -> None:
             explored = sum(t[1] == "explore" for t in watcher.timings)
@@ -71,7 +71,7 @@ def run_demo(task: str = "parking", episodes: int = 20, model_kind: str | None =
               f"deployed after {time.monotonic() - started:.0f} s; evaluating episodes from #{first}", flush=True)
 
         # 2. Episodes under the learned model (retrained online as data comes in).
-        bar = tqdm(total=episodes, desc=task, unit="episode", disable=None)
+        bar = tqdm(total=episodes, desc=task, unit="episode", **progress_options())
 
         def evaluating() -> None:
             done = watcher.reports[first:first + episodes]

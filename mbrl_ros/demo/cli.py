@@ -42,12 +42,9 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit("mbrl-ros demo: --episodes must be >= 1")
     if args.random_transitions is not None and args.random_transitions < 1:
         raise SystemExit("mbrl-ros demo: --random-transitions must be >= 1")
-    import importlib.util
+    from mbrl_ros.demo.stack import restart_in_workspace_if_needed
 
-    if importlib.util.find_spec("mbrl_interfaces") is None:  # the demo watches mbrl_interfaces topics
-        from mbrl_ros.ros_env import reexec_in_workspace
-
-        reexec_in_workspace(args.argv, "mbrl_interfaces cannot be imported")
+    restart_in_workspace_if_needed(args.argv)  # the demo watches mbrl_interfaces topics
     from mbrl_ros.demo.car import run_demo
 
     return run_demo(

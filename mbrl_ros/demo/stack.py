@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import os
 import shutil
+import sys
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -28,6 +29,22 @@ import yaml
 from mbrl_ros.io.config import ConfigError, merge
 from mbrl_ros.ros_env import REPO_ROOT, workspace_env
 
+
+
+def restart_in_workspace_if_needed(argv: list[str]) -> None:
+    """Commands that watch mbrl_interfaces topics: restart ``mbrl-ros argv`` in the workspace
+    environment unless this process can import mbrl_interfaces already."""
+    import importlib.util
+
+    if importlib.util.find_spec("mbrl_interfaces") is None:
+        from mbrl_ros.ros_env import reexec_in_workspace
+
+        reexec_in_workspace(argv, "mbrl_interfaces cannot be imported")
+
+
+def progress_options() -> dict:
+    """tqdm options: live on a terminal; in a log file (CI, nohup) a line every 10 s instead of silence."""
+    return {"mininterval": 0.5} if sys.stderr.isatty() else {"mininterval": 10.0, "ascii": True}
 
 
 def default_domain_id(label: str) -> int:
