@@ -265,3 +265,32 @@ def test_metadata_that_disagrees_with_the_storage_is_an_error(store, messages, t
     with pytest.raises(BagError, match=rf"^{bag}: topic '/car/state': metadata.yaml counts 40 messages but the "
                                        "storage files yield 0"):
         transitions_from_bags(bag, "state", "hw/command", DT)
+
+
+@pytest.mark.parametrize("make", ["rosbags", "rosbags file-compressed", "upstream zstd split", "upstream lz4",
+                                  "upstream uncompressed"])
+def test_indexed_mcap_reading_yields_what_rosbags_yields(store, messages, tmp_path, make):
+    """The fast MCAP path (chunk and message indexes, or a walk of unindexed chunks) against rosbags' own reading."""
+    from rosbags.rosbag2 import Reader
+
+    from mbrl_ros.io import bags as bag_reading
+
+    path = tmp_path / "bag"
+    if make.startswith("rosbags"):
+        rosbags_bag(store, path, messages, "mcap", 9, "file" if "file" in make else None)
+    else:
+        kind = {"upstream zstd split": CompressionType.ZSTD, "upstream lz4": CompressionType.LZ4,
+                "upstream uncompressed": CompressionType.NONE}[make]
+        upstream_mcap_bag(store, path, messages, 9, n_files=2 if "split" in make else 1, compression=kind)
+    topics = list(TOPICS)
+    with Reader(path) as reader:
+        fast = bag_reading._read_mcap_indexed(reader, topics)
+        slow = bag_reading._read_messages(reader, [[c for c in reader.connections if c.topic == t] for t in topics], topics)
+    assert fast is not None
+    for ours, theirs in zip(fast, slow):
+        assert len(ours.offsets) == 40
+        np.testing.assert_array_equal(ours.log_ns, theirs.log_ns)
+        for k in range(len(ours.offsets)):
+            a = ours.buffer[ours.offsets[k]:ours.offsets[k] + ours.lengths[k]].tobytes()
+            b = theirs.buffer[theirs.offsets[k]:theirs.offsets[k] + theirs.lengths[k]].tobytes()
+            assert a == b, (ours.topic, k)
