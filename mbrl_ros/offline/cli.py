@@ -48,6 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("--delay", type=float, default=0.0,
                         help="wall seconds between creating the publishers and the first message "
                         "(time for subscribers to discover them)")
+    replay.add_argument("--wait-for-subscribers", type=int, default=0, metavar="N",
+                        help="before the first message, wait until every replayed topic has N matched "
+                        "subscriptions (then --delay)")
     replay.set_defaults(func=_run_replay)
 
 

@@ -128,8 +128,12 @@ def missing_types(plans: dict[str, TopicPlan]) -> list[str]:
 
 
 def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, loop: bool = False,
-           clock: bool = True, clock_rate: float = 100.0, delay: float = 0.0) -> dict:
-    """Publish the planned topics of ``bags`` in time; returns counts. Ctrl-C (or SIGTERM) stops it."""
+           clock: bool = True, clock_rate: float = 100.0, delay: float = 0.0, wait_for_subscribers: int = 0) -> dict:
+    """Publish the planned topics of ``bags`` in time; returns counts. Ctrl-C (or SIGTERM) stops it.
+
+    ``wait_for_subscribers``: first wait until each topic has that many matched
+    subscriptions; then ``delay`` wall seconds; then the first message.
+    """
     import rclpy
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
@@ -162,8 +166,10 @@ def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, 
                bar_format="{desc}: {n:.1f}/{total} s of bag time [{elapsed}{postfix}]")
     started_wall = time.monotonic()
     try:
+        _wait_for_subscribers(publishers, wait_for_subscribers)
         if delay > 0:
             time.sleep(delay)
+        started_wall = time.monotonic()  # the replay's own time, without the delay
         while True:
             counts["passes"] += 1
             pass_wall = time.monotonic()
@@ -199,6 +205,15 @@ def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, 
     return counts
 
 
+def _wait_for_subscribers(publishers: dict, count: int) -> None:
+    said = 0.0
+    while count and (waiting := [t for t, p in publishers.items() if p.get_subscription_count() < count]):
+        if time.monotonic() - said > 5.0:
+            print(f"[replay] waiting for {count} subscriber(s) on {waiting}", file=sys.stderr, flush=True)
+            said = time.monotonic()
+        time.sleep(0.05)
+
+
 def _time_span(bags: list[Path]) -> tuple[int, int]:
     starts, ends = [], []
     for bag in bags:
@@ -218,7 +233,7 @@ def _raise_interrupt(signum, frame) -> None:
 def argv_of(args: argparse.Namespace) -> list[str]:
     """The ``mbrl-ros replay`` arguments that give ``args`` (for the re-executed process)."""
     argv = ["replay", str(args.bag), "--rate", repr(args.rate), "--clock-rate", repr(args.clock_rate),
-            "--delay", repr(args.delay)]
+            "--delay", repr(args.delay), "--wait-for-subscribers", str(args.wait_for_subscribers)]
     if args.topics:
         argv += ["--topics", *args.topics]
     argv += ["--loop"] * bool(args.loop) + ["--no-clock"] * bool(args.no_clock)
@@ -255,10 +270,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"[replay] {len(bags)} bag(s) at rate {args.rate}: {topics}"
               + ("" if args.no_clock else f"; publishing {CLOCK_TOPIC}"), flush=True)
         counts = replay(bags, plans, rate=args.rate, loop=args.loop, clock=not args.no_clock,
-                        clock_rate=args.clock_rate, delay=args.delay)
+                        clock_rate=args.clock_rate, delay=args.delay, wait_for_subscribers=args.wait_for_subscribers)
     except (ReplayError, BagError) as error:
         print(f"mbrl-ros replay: error: {error}", file=sys.stderr)
         return 2
-    print(f"[replay] published {counts['messages']} messages: {counts['bag_seconds']:.1f} s of bag time in "
-          f"{counts['wall_seconds']:.1f} s", flush=True)
+    print(f"[replay] published {counts['messages']} messages: {counts['bag_seconds']:.2f} s of bag time in "
+          f"{counts['wall_seconds']:.2f} s", flush=True)
     return 0

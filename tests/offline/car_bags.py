@@ -1,0 +1,86 @@
+"""Bags of simulated car driving, written without ROS, for the offline tests.
+
+The parking simulator driven by the controller's exploration policy, written
+as the data_logger would: a
+StateVector per step and the CommandVector that answers it, with the same header
+stamp, on the stack's topic names.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from mbrl_ros.core.control import ExplorationPolicy
+from mbrl_ros_hardware.sim_car.parking import ParkingSim
+from mbrl_ros.io.bags import COMMAND_TYPE, STATE_TYPE, default_typestore
+from mbrl_ros.io.recording import BagRecorder, bag_qos
+from mbrl_ros.ros_env import REPO_ROOT
+
+DT_NS = 200_000_000
+STATE_NAMES = ["x", "y", "yaw", "v", "steer"]
+ACTION_NAMES = ["u_accel", "u_steer"]
+
+
+def _stamped(store, typename: str, stamp_ns: int, names, values) -> bytes:
+    header = store.types["std_msgs/msg/Header"](
+        stamp=store.types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9),
+        frame_id="map")
+    fields = dict(header=header, names=list(names), values=np.asarray(values, dtype=np.float64))
+    if typename == STATE_TYPE:
+        fields.update(valid=True, reason="")
+    return bytes(store.serialize_cdr(store.types[typename](**fields), typename))
+
+
+def explore(transitions: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Episodes of random driving as (visited states [T+1, 5], actions [T, 2]); crashes end them uncounted."""
+    sim = ParkingSim()
+    policy = ExplorationPolicy(-np.ones(2), np.ones(2), 0.8, seed)
+    episodes, total = [], 0
+    while total < transitions:
+        states, actions = [sim.reset(seed=seed + len(episodes))], []
+        policy.reset()
+        while total + len(actions) < transitions:
+            action = policy()
+            step = sim.step(action)
+            if step.crashed:
+                break  # a collision is not the car's dynamics
+            states.append(step.state)
+            actions.append(action)
+            if step.done:
+                break
+        total += len(actions)
+        episodes.append((np.array(states), np.array(actions).reshape(-1, 2)))
+    return [e for e in episodes if len(e[1])]
+
+
+def write_car_bag(path: Path, transitions: int, seed: int = 0, topics=("state", "hw/command")) -> Path:
+    """A bag of ``transitions`` simulated parking steps; episodes are separated by a 10 s gap."""
+    store = default_typestore()
+    with BagRecorder(path, typestore=store) as bag:
+        for topic, typename in (("state", STATE_TYPE), ("hw/command", COMMAND_TYPE)):
+            if topic in topics:
+                bag.add_topic(f"/car/{topic}", typename, bag_qos(reliable=topic != "state", transient_local=False))
+        stamp = 10**9
+        for states, actions in explore(transitions, seed):
+            for k, state in enumerate(states):
+                if "state" in topics:
+                    bag.write("/car/state", stamp + 1_000, _stamped(store, STATE_TYPE, stamp, STATE_NAMES, state))
+                if "hw/command" in topics and k < len(actions):
+                    bag.write("/car/hw/command", stamp + 2_000,
+                              _stamped(store, COMMAND_TYPE, stamp, ACTION_NAMES, actions[k]))
+                stamp += DT_NS
+            stamp += 10 * 10**9
+    return path
+
+
+def quick_config(folder: Path, epochs: int = 8) -> Path:
+    """The repository's config with few training epochs (edited as text: a YAML round trip unquotes "y")."""
+    shutil.copytree(REPO_ROOT / "config", folder)
+    car = folder / "car.yaml"
+    text = car.read_text()
+    assert "epochs: 200" in text, "config/car.yaml no longer has 'epochs: 200'"
+    car.write_text(text.replace("epochs: 200", f"epochs: {epochs}"))
+    return folder

@@ -1,0 +1,120 @@
+"""``mbrl-ros fit`` on bags of simulated driving: checkpoint, report, JSON, and clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+
+import pytest
+from car_bags import write_car_bag
+
+from mbrl_ros.cli import main
+from mbrl_ros.core.data import multistep_error
+from mbrl_ros.core.retraining import validation_split
+from mbrl_ros.io import checkpoint
+from mbrl_ros.io.model_registry import ModelRegistry
+from mbrl_ros.io.model_update import pack
+from mbrl_ros.offline.fit import FitError, fit_bags, read_transitions, trainer_parameters
+
+
+@pytest.fixture(scope="module")
+def fitted(car_bag, fast_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit")
+    code = main(["fit", str(car_bag.parent), "--robot", "car", "--model", "ensemble", "--out", str(out / "report"),
+                 "--json", str(out / "errors.json"), "--config-dir", str(fast_config), "--task", "parking"])
+    assert code == 0
+    return out / "report", json.loads((out / "errors.json").read_text())
+
+
+def test_the_checkpoint_loads_as_the_dynamics_server_loads_it(fitted):
+    out, _ = fitted
+    model, config, metrics = checkpoint.load(out / "model.pt")  # DynamicsServerNode.load_checkpoint
+    registry = ModelRegistry(state_dim=5, action_dim=2)
+    verdict = registry.offer(pack(model, config, metrics, version=0, kind=config["type"]), source="model.pt")
+    assert verdict.status == "accepted", verdict.reason
+    assert config["type"] == "ensemble" and metrics["val_transitions"] > 0
+    assert {"parametric.pt", "semiparametric.pt"} == {p.name for p in (out / "compared").iterdir()}
+
+
+def test_the_json_holds_each_models_held_out_error_as_recomputed_from_its_checkpoint(fitted, car_bag, fast_config):
+    out, document = fitted
+    assert document["requested_model"] == "ensemble"
+    assert set(document["models"]) == {"parametric", "ensemble", "semiparametric"}
+    params, _ = trainer_parameters("car", "parking", fast_config)
+    _, val = validation_split(read_transitions([car_bag], params, {}), params["val_fraction"], params["split_seed"])
+    assert document["val_episodes"] == [e for e, _, _ in val.episodes()]
+    for kind, path in (("ensemble", out / "model.pt"), ("parametric", out / "compared" / "parametric.pt")):
+        model, _, _ = checkpoint.load(path)
+        expected = multistep_error(model, val, document["horizons"], angle_dims=params["angle_dims"],
+                                   scale=params["error_scale"])
+        # The ensemble propagates each start state through a randomly drawn member (TS1): close, not equal.
+        tolerance = 1e-4 if kind == "parametric" else 0.05
+        for h in document["horizons"]:
+            assert document["models"][kind]["val_rmse"][str(h)] == pytest.approx(expected.rmse[h], rel=tolerance)
+            assert document["models"][kind]["windows"][str(h)] == expected.num_windows[h]
+
+
+def test_the_report_has_the_table_and_the_plots(fitted):
+    out, document = fitted
+    with open(out / "errors.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["ensemble (requested)", "parametric", "semiparametric"]
+    for row in rows:
+        assert all(math.isfinite(float(row[f"h{h}"])) for h in document["horizons"]), row
+    report = (out / "report.md").read_text()
+    assert "| ensemble (requested) |" in report and "trajectories.png" in report
+    for plot in ("error_vs_horizon.png", "trajectories.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    code = main(["fit", *args])
+    return code, capsys.readouterr().err
+
+
+def test_no_bags_is_a_clear_error(capsys, tmp_path, fast_config):
+    common = ["--robot", "car", "--out", str(tmp_path / "out"), "--config-dir", str(fast_config)]
+    code, err = run_cli(capsys, *common)
+    assert code == 2 and "no bags given" in err
+    (tmp_path / "empty").mkdir()
+    code, err = run_cli(capsys, str(tmp_path / "empty"), *common)
+    assert code == 2 and f"{tmp_path / 'empty'}: holds no bag" in err
+    code, err = run_cli(capsys, str(tmp_path / "missing"), *common)
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "out").exists(), "an error must leave no half-written output"
+
+
+def test_a_bag_without_the_command_topic_names_the_bag_and_topic(capsys, tmp_path, fast_config):
+    bag = write_car_bag(tmp_path / "states_only", 60, topics=("state",))
+    code, err = run_cli(capsys, str(bag), "--robot", "car", "--out", str(tmp_path / "out"),
+                        "--config-dir", str(fast_config))
+    assert code == 2
+    assert str(bag) in err and "no topic 'hw/command'" in err and "/car/state" in err
+
+
+def test_an_unknown_model_is_refused_with_the_known_ones(capsys, tmp_path, car_bag, fast_config):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(car_bag), "--robot", "car", "--model", "gaussian_process", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'gaussian_process'" in capsys.readouterr().err
+    with pytest.raises(FitError, match=r"unknown model kind 'gaussian_process'.*'parametric', 'ensemble'"):
+        fit_bags([car_bag], "car", "gaussian_process", tmp_path, config_dir=fast_config)
+
+
+def test_one_episode_cannot_be_split_for_validation(capsys, tmp_path, fast_config):
+    bag = write_car_bag(tmp_path / "short", 20)  # 20 steps: one episode
+    code, err = run_cli(capsys, str(bag), "--robot", "car", "--out", str(tmp_path / "out"),
+                        "--config-dir", str(fast_config))
+    assert code == 2 and str(bag) in err and "at least 2 episodes" in err
+
+
+def test_the_hand_without_its_config_says_what_is_missing(capsys, tmp_path, car_bag, fast_config):
+    only_car = tmp_path / "config"
+    only_car.mkdir()
+    shutil.copy(fast_config / "car.yaml", only_car)
+    code, err = run_cli(capsys, str(car_bag), "--robot", "hand", "--out", str(tmp_path / "out"),
+                        "--config-dir", str(only_car))
+    assert code == 2
+    assert f"{only_car / 'hand.yaml'}: no config for robot 'hand'" in err and "--config-dir" in err
