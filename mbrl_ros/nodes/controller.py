@@ -19,7 +19,7 @@ import sys
 import time
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseArray, PoseStamped
 from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import Node as LifecycleNode
@@ -81,6 +81,7 @@ class ControllerNode(LifecycleNode):
         self.subs = [
             self.create_subscription(StateVector, "state", self.on_state, SENSOR),
             self.create_subscription(PoseStamped, "goal_pose", self.on_goal, LATCHED),
+            self.create_subscription(PoseArray, "goal_fingertips", self.on_fingertip_goal, LATCHED),  # the hand
             self.create_subscription(Path, "reference_path", self.on_path, LATCHED),
             self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED),
             self.create_subscription(Bool, "e_stop", self.on_e_stop, 10),
@@ -130,7 +131,8 @@ class ControllerNode(LifecycleNode):
         self.last_reason = ""
         self.last_rollouts = 0.0
         self.active = False
-        for name, handler in (("goal", self.on_goal), ("path", self.on_path), ("model", self.on_model)):
+        for name, handler in (("goal", self.on_goal), ("fingertip_goal", self.on_fingertip_goal),
+                              ("path", self.on_path), ("model", self.on_model)):
             if name in self.last_messages:
                 handler(self.last_messages[name])
         self.get_logger().info(f"configured: planner {self.p['planner']}, trigger {self.p['trigger']}")
@@ -191,6 +193,23 @@ class ControllerNode(LifecycleNode):
             return
         self.goal = goal
         self.cost.set_goal(goal)
+        self.core.reset()  # a new goal is a new episode: no warm start from the old one
+
+    def on_fingertip_goal(self, msg: PoseArray) -> None:
+        """The hand's goal: fingertip targets, for the cost's fingertip_target term."""
+        self.last_messages["fingertip_goal"] = msg
+        if self.core is None:
+            return
+        goal = np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses], dtype=float).reshape(-1)
+        try:
+            if not np.all(np.isfinite(goal)):
+                raise ValueError(f"non-finite values {goal.tolist()}")
+            if self.cost.set_fingertip_target(goal) == 0:
+                raise ValueError("the cost has no fingertip_target term")
+        except (ValueError, TypeError) as err:
+            self.stats.reject(f"goal_fingertips: {err}")
+            return
+        self.goal = goal
         self.core.reset()  # a new goal is a new episode: no warm start from the old one
 
     def on_path(self, msg: Path) -> None:
