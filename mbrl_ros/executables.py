@@ -18,4 +18,5 @@ EXECUTABLES: dict[str, str] = {
     "sim_car": "mbrl_ros_hardware.sim_car.node:main",
     "real_car": "mbrl_ros_hardware.real_car.node:main",
     "car_emulator": "mbrl_ros_hardware.real_car.emulator:main",
+    "sim_hand": "mbrl_ros_hardware.sim_hand.node:main",
 }

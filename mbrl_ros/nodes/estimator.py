@@ -1,5 +1,9 @@
 """estimator: hw/odom (nav_msgs/Odometry) + hw/command -> state (mbrl_interfaces/StateVector).
 
+(``robot: hand``: hw/joint_states (sensor_msgs/JointState) + hw/fingertips
+(geometry_msgs/PoseArray) of one stamp -> state, via ``HandStateEstimator``;
+everything else below holds for both.)
+
 A thin adapter around ``mbrl_ros.core.estimation.CarStateEstimator``: it takes
 the fields out of the messages, and publishes each accepted estimate stamped
 with the odometry's stamp (the controller copies that stamp into the command
@@ -17,18 +21,23 @@ import sys
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseArray
 from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
+from sensor_msgs.msg import JointState
 
 from mbrl_interfaces.msg import CommandVector, StateVector
-from mbrl_ros.core.estimation import STATE_NAMES, STEER_COMMAND, CarStateEstimator, EstimatorConfig, Rejection, StateEstimate
+from mbrl_ros.core.estimation import (STATE_NAMES, STEER_COMMAND, CarStateEstimator, EstimatorConfig, HandStateEstimator,
+                                      Rejection, StateEstimate)
 from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
 from mbrl_ros.nodes.run import run_node
 from mbrl_ros.nodes.params import Param, declare_all
 from mbrl_ros.nodes.qos import COMMAND, SENSOR
 
 PARAMS = [
+    Param("robot", "car", "'car': state from hw/odom and hw/command; 'hand': from hw/joint_states and hw/fingertips",
+          read_only=True),
     Param("steer_gain", 0.7853981633974483, "steering angle (rad) per unit u_steer command", (0.0, 10.0)),
     Param("steer_lag", 0.0, "first-order time constant (s) of the steering actuator; <= dt means instant", (0.0, 10.0)),
     Param("dt", 0.2, "control period (s); a steer_lag up to it is treated as instant, as the model does", (0.001, 10.0)),
@@ -39,6 +48,9 @@ PARAMS = [
           read_only=True),
     Param("action_names", ["u_accel", "u_steer"], "names of hw/command's entries, used when a command carries none",
           read_only=True),
+    Param("joint_names", [""], "hand: the joints of the state, in state order (names in hw/joint_states)",
+          read_only=True),
+    Param("fingertips", 5, "hand: fingertip positions in hw/fingertips (0: joints only)", (0, 100), read_only=True),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.05, 60.0)),
     Param("log_throttle", 5.0, "wall seconds between repeated warnings about rejected input", (0.0, 3600.0)),
 ]
@@ -52,6 +64,23 @@ class EstimatorNode(Node):
     def __init__(self) -> None:
         super().__init__("estimator")
         self.p = declare_all(self, PARAMS)
+        self.stats = LoopStats()  # latency: sensor stamp -> state published, on the node's clock
+        self.processing = LoopStats()  # wall time spent in the sensor callback
+        self.faults_reported = 0
+        self.state_pub = self.create_publisher(StateVector, "state", SENSOR)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Diagnostics on the wall clock: under sim time they go on when the simulation stalls.
+        self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        if self.p["robot"] == "hand":
+            self.setup_hand()
+        elif self.p["robot"] == "car":
+            self.setup_car()
+        else:
+            raise ValueError(f"{self.get_fully_qualified_name()}: parameter 'robot' must be 'car' or 'hand', "
+                             f"got {self.p['robot']!r}")
+
+    def setup_car(self) -> None:
         source = f"{self.get_fully_qualified_name()}: parameter"
         if list(self.p["state_names"]) != list(STATE_NAMES):
             raise ValueError(f"{source} 'state_names' is {list(self.p['state_names'])}, but the car's estimator "
@@ -63,18 +92,22 @@ class EstimatorNode(Node):
             source=self.get_fully_qualified_name(),
         )
         self.core = CarStateEstimator(config)
-        self.stats = LoopStats()  # latency: odometry stamp -> state published, on the node's clock
-        self.processing = LoopStats()  # wall time spent in the odometry callback
-        self.faults_reported = 0
-        self.state_pub = self.create_publisher(StateVector, "state", SENSOR)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.state_names = list(STATE_NAMES)
         # Commands first: when both are waiting, the executor takes them in creation order, and a
         # command received before an odometry was (nearly always) sent before it was measured.
         self.create_subscription(CommandVector, "hw/command", self.on_command, COMMAND)
         self.create_subscription(Odometry, "hw/odom", self.on_odom, SENSOR)
-        # Diagnostics on the wall clock: under sim time they go on when the simulation stalls.
-        self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def setup_hand(self) -> None:
+        joints = [n for n in self.p["joint_names"] if n]
+        self.core = HandStateEstimator(joints, self.p["fingertips"], self.p["resync_after"])
+        self.state_names = list(self.p["state_names"])
+        if len(self.state_names) != self.core.state_dim:
+            raise ValueError(f"{self.get_fully_qualified_name()}: parameter 'state_names' has "
+                             f"{len(self.state_names)} names, but {len(joints)} joints (positions, velocities) and "
+                             f"{self.p['fingertips']} fingertips make {self.core.state_dim}")
+        self.create_subscription(JointState, "hw/joint_states", self.on_joint_states, SENSOR)
+        self.create_subscription(PoseArray, "hw/fingertips", self.on_fingertips, SENSOR)
 
     # --- inputs ------------------------------------------------------------------------------
     def on_command(self, msg: CommandVector) -> None:
@@ -91,14 +124,31 @@ class EstimatorNode(Node):
         pose, q = msg.pose.pose.position, msg.pose.pose.orientation
         out = self.core.update(_stamp_ns(msg.header.stamp), pose.x, pose.y, (q.x, q.y, q.z, q.w),
                                msg.twist.twist.linear.x)
+        self.on_estimate(out, msg.header.frame_id, started)
+
+    def on_joint_states(self, msg: JointState) -> None:
+        started = time.perf_counter()
+        self.on_estimate(self.core.joints(_stamp_ns(msg.header.stamp), msg.name, msg.position, msg.velocity),
+                    msg.header.frame_id, started)
+
+    def on_fingertips(self, msg: PoseArray) -> None:
+        started = time.perf_counter()
+        points = [(p.position.x, p.position.y, p.position.z) for p in msg.poses]
+        self.on_estimate(self.core.fingertip_positions(_stamp_ns(msg.header.stamp), points), msg.header.frame_id,
+                    started)
+
+    def on_estimate(self, out, frame_id: str, started: float) -> None:
+        """A sensor callback's outcome: an estimate to publish, a rejection, or None (half a stamp)."""
+        if out is None:
+            return
         if isinstance(out, Rejection):
             if out.repeat_of is not None:
                 # Not a fault (counted as "repeats", not as rejected input): pass the re-send on.
-                self.publish(out.repeat_of, msg.header.frame_id)
+                self.publish(out.repeat_of, frame_id)
             else:
                 self.reject(out.reason)
             return
-        self.publish(out, msg.header.frame_id)
+        self.publish(out, frame_id)
         self.stats.record((self.get_clock().now().nanoseconds - out.stamp_ns) * 1e-6)
         self.processing.record((time.perf_counter() - started) * 1e3)
 
@@ -107,7 +157,7 @@ class EstimatorNode(Node):
         msg = StateVector()
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(estimate.stamp_ns, 1_000_000_000)
         msg.header.frame_id = frame_id
-        msg.names = list(STATE_NAMES)
+        msg.names = self.state_names
         msg.values = [float(v) for v in estimate.values]
         msg.valid = True
         msg.reason = ""

@@ -20,6 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from mbrl_ros import launcher
 from mbrl_ros.ros_env import REPO_ROOT, workspace_env
@@ -70,7 +71,17 @@ class Watcher:
         self.executor.add_node(self.node)
         self.diagnostics: dict[str, dict[str, str]] = {}
         self.history: dict[str, list[dict[str, str]]] = {}
+        self.episodes: list[dict[str, str]] = []
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+
+    def watch_episodes(self, topic: str) -> None:
+        """Keep the simulator's latched episode reports (every episode so far) in ``self.episodes``."""
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(DiagnosticArray, topic, self._on_episodes, latched)
+
+    def _on_episodes(self, msg: DiagnosticArray) -> None:
+        self.episodes = [{kv.key: kv.value for kv in s.values} for s in msg.status]
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:

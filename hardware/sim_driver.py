@@ -1,0 +1,167 @@
+"""What every simulated hardware driver shares: lockstep or real-time stepping, episodes, reports.
+
+A driver subclasses ``SimDriverNode`` and provides the simulator (``reset(seed)``
+and ``step(action)``, whose result has ``done`` and optionally ``success`` and
+``crashed``), what to publish (``publish_state``, ``publish_task``) and what an
+episode's report adds (``episode_result``). The base does the rest, the same
+way for every robot:
+
+- ``lockstep: true``: the node owns ``/clock``. It publishes a state, waits for
+  the command that answers it (header stamp >= the state's), steps by ``dt``
+  and advances the clock. While waiting it re-publishes the state, since the
+  first messages after discovery can be lost.
+- ``lockstep: false``: a wall-clock timer steps at ``1/dt`` with the latest
+  command held (zero-order hold), like a real robot.
+- Each finished episode is reported on ``sim/episodes`` (diagnostic_msgs/
+  DiagnosticArray, latched, every episode so far); the next starts with the
+  next seed, after ``reset_gap`` seconds of simulated time so that the data
+  path splits episodes at the gap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+
+from mbrl_interfaces.msg import CommandVector
+from mbrl_ros.nodes.params import Param, declare_all
+from mbrl_ros.nodes.qos import COMMAND, LATCHED
+
+SIM_PARAMS = [
+    Param("lockstep", True, "step when a command arrives and publish /clock (true), or run in real time (false)",
+          read_only=True),
+    Param("seed", 0, "seed of the first episode; episode k uses seed + k", (0, 2**31 - 1), read_only=True),
+    Param("episodes", 0, "stop after this many episodes (0: run forever)", (0, 1_000_000)),
+    Param("max_episode_steps", 0, "time limit of an episode, in control steps (0: the task's own)", (0, 100_000)),
+    Param("frame_id", "map", "frame of the published poses"),
+    Param("republish_period", 0.2, "lockstep: wall seconds between re-publishing an unanswered state", (0.01, 5.0)),
+]
+
+
+class SimDriverNode(Node):
+    """Base of the simulated drivers; see the module docstring."""
+
+    reset_gap = 0.0  # seconds of simulated time between episodes
+
+    def __init__(self, name: str, params: list[Param]) -> None:
+        super().__init__(name)
+        self.p = declare_all(self, [*params, *SIM_PARAMS])
+        self.sim = self.make_sim()
+        self.dt = float(self.sim.dt)
+        self.max_steps = self.p["max_episode_steps"] or self.default_episode_steps()
+        self.lockstep = bool(self.p["lockstep"])
+        self.episode_pub = self.create_publisher(DiagnosticArray, "sim/episodes", LATCHED)
+        self.create_subscription(CommandVector, "hw/command", self.on_command, COMMAND)
+        if self.lockstep:
+            self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.sim_time_ns = 0
+        self.episode = 0
+        self.results: list[dict] = []
+        self.finished = False
+
+    def start(self) -> None:
+        """Called by run_node once the subclass has made its publishers."""
+        self.start_episode()
+        if self.lockstep:
+            self.create_timer(self.p["republish_period"], self.publish_current)
+        else:
+            self.create_timer(self.dt, self.step_real_time)
+
+    # --- what a driver provides ------------------------------------------
+    def make_sim(self):
+        raise NotImplementedError
+
+    def default_episode_steps(self) -> int:
+        raise NotImplementedError
+
+    def publish_state(self, stamp: Time) -> None:
+        raise NotImplementedError
+
+    def publish_task(self, stamp: Time) -> None:
+        """The goal of the episode (latched topics); called at each episode start."""
+
+    def episode_result(self) -> dict:
+        """What an episode's report adds to episode, seed, success, crashed and steps."""
+        return {}
+
+    # --- episodes --------------------------------------------------------
+    def start_episode(self) -> None:
+        if self.episode and self.lockstep:
+            self.sim_time_ns += int(round(self.reset_gap * 1e9))
+        self.seed = self.p["seed"] + self.episode
+        self.state = self.sim.reset(seed=self.seed)
+        self.steps = 0
+        self.publish_task(self.stamp())
+        self.publish_current()
+
+    def finish_episode(self, success: bool, crashed: bool) -> None:
+        result = {"episode": self.episode, "seed": self.seed, "success": success, "crashed": crashed,
+                  "steps": self.steps, **self.episode_result()}
+        self.results.append(result)
+        self.get_logger().info(f"episode {self.episode} done: {result}")
+        array = DiagnosticArray()
+        array.header.stamp = self.stamp()
+        array.status = [
+            DiagnosticStatus(
+                level=DiagnosticStatus.OK if r["success"] else DiagnosticStatus.WARN,
+                name=f"episode {r['episode']}",
+                message="success" if r["success"] else ("crashed" if r["crashed"] else "time limit"),
+                values=[KeyValue(key=k, value=str(v)) for k, v in r.items()],
+            )
+            for r in self.results
+        ]
+        self.episode_pub.publish(array)
+        self.episode += 1
+        if self.p["episodes"] and self.episode >= self.p["episodes"]:
+            self.finished = True
+            return
+        self.start_episode()
+
+    # --- stepping ----------------------------------------------------------
+    def on_command(self, msg: CommandVector) -> None:
+        if self.finished:
+            return
+        values = np.asarray(msg.values, dtype=float)
+        if values.shape != (self.sim.action_dim,) or not np.all(np.isfinite(values)):
+            self.get_logger().warning(f"hw/command: expected {self.sim.action_dim} finite values, got "
+                                      f"{list(msg.values)}; ignored", throttle_duration_sec=5.0)
+            return
+        self.last_action = values
+        if not self.lockstep:
+            return
+        if msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec < self.sim_time_ns:
+            return  # answers an older state; the controller will answer the current one
+        self.advance(values)
+
+    def step_real_time(self) -> None:
+        if not self.finished:
+            self.advance(getattr(self, "last_action", np.zeros(self.sim.action_dim)))
+
+    def advance(self, action: np.ndarray) -> None:
+        step = self.sim.step(action)
+        self.state = step.state
+        self.steps += 1
+        self.sim_time_ns += int(round(self.dt * 1e9))
+        crashed = bool(getattr(step, "crashed", False))
+        success = bool(getattr(step, "success", False))
+        if crashed or step.done or self.steps >= self.max_steps:
+            self.finish_episode(success, crashed)
+        else:
+            self.publish_current()
+
+    # --- publishing --------------------------------------------------------
+    def stamp(self) -> Time:
+        if self.lockstep:
+            return Time(sec=self.sim_time_ns // 1_000_000_000, nanosec=self.sim_time_ns % 1_000_000_000)
+        return self.get_clock().now().to_msg()
+
+    def publish_current(self) -> None:
+        if self.finished:
+            return
+        stamp = self.stamp()
+        if self.lockstep:
+            self.clock_pub.publish(Clock(clock=stamp))
+        self.publish_state(stamp)

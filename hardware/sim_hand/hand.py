@@ -1,0 +1,87 @@
+"""The Shadow hand of gymnasium-robotics (MuJoCo), ROS-free: ``HandReach-v3``.
+
+The state a driver publishes is what a real hand's stack gives: the 24 joint
+positions and velocities (by name, without the model's ``robot0:`` prefix) and
+the five fingertip positions (thumb last, in the world frame, as HandReach's
+``achieved_goal``). The goal is five fingertip targets; an episode succeeds
+when the fingertips are within ``distance_threshold`` (1 cm, the norm over
+all 15 coordinates, as HandReach counts it) at its end. Actions are the 20
+actuators' normalised position targets in [-1, 1].
+
+Nothing is rendered (``render_mode=None``), so no GL context is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FINGERTIPS = ("ff", "mf", "rf", "lf", "th")  # HandReach's order of fingertip sites
+TASKS = {"reach": "HandReach-v3"}
+
+
+def fingertip_state_names() -> list[str]:
+    return [f"{tip}_tip_{axis}" for tip in FINGERTIPS for axis in "xyz"]
+
+
+@dataclass
+class HandStep:
+    state: "HandState"
+    goal_distance: float
+    success: bool
+    done: bool
+
+
+@dataclass
+class HandState:
+    positions: np.ndarray  # [24] rad
+    velocities: np.ndarray  # [24] rad/s
+    fingertips: np.ndarray  # [5, 3] m, world frame
+
+
+class HandSim:
+    def __init__(self, task: str = "reach") -> None:
+        if task not in TASKS:
+            raise ValueError(f"sim_hand: task must be one of {sorted(TASKS)}, got {task!r}")
+        import gymnasium as gym
+        import gymnasium_robotics
+        import mujoco
+
+        gym.register_envs(gymnasium_robotics)
+        self.env = gym.make(TASKS[task])
+        self.unwrapped = self.env.unwrapped
+        self.dt = float(self.unwrapped.dt)
+        self.max_episode_steps = int(self.env.spec.max_episode_steps)
+        self.action_dim = int(self.env.action_space.shape[0])
+        model = self.unwrapped.model
+        joint_names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, i) for i in range(model.njnt)]
+        # robot_get_obs (the observation's first 48 entries) reads the robot's joints in model order.
+        self.joint_names = [n.split(":", 1)[1] for n in joint_names if n.startswith("robot")]
+        self.actuator_names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, i).split(":", 1)[1]
+                               for i in range(model.nu)]
+        self.distance_threshold = float(self.unwrapped.distance_threshold)
+        self.goal = np.zeros((5, 3))
+
+    def reset(self, seed: int | None = None) -> HandState:
+        obs, _ = self.env.reset(seed=seed)
+        self.goal = obs["desired_goal"].reshape(5, 3).copy()
+        return self._state(obs)
+
+    def step(self, action: np.ndarray) -> HandStep:
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        obs, _reward, terminated, truncated, _info = self.env.step(action)
+        distance = float(np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]))
+        # The time limit is the driver's (max_episode_steps), not gymnasium's TimeLimit.
+        return HandStep(self._state(obs), distance, distance < self.distance_threshold, bool(terminated))
+
+    def goal_distance(self, state: HandState) -> float:
+        return float(np.linalg.norm(state.fingertips - self.goal))
+
+    def _state(self, obs: dict) -> HandState:
+        n = len(self.joint_names)
+        o = obs["observation"]
+        return HandState(o[:n].copy(), o[n:2 * n].copy(), obs["achieved_goal"].reshape(5, 3).copy())
+
+    def close(self) -> None:
+        self.env.close()

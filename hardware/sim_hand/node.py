@@ -1,0 +1,85 @@
+"""sim_hand: the simulated Shadow hand (gymnasium-robotics, MuJoCo) as a ROS 2 hardware driver.
+
+Publishes what a real hand's driver stack would: ``hw/joint_states``
+(sensor_msgs/JointState: 24 joints by name, positions and velocities) and
+``hw/fingertips`` (geometry_msgs/PoseArray: the five fingertip positions,
+thumb last, same stamp as the joint states), plus the task: the fingertip
+targets on ``goal_fingertips`` (PoseArray, latched). Takes ``hw/command``
+(mbrl_interfaces/CommandVector, the 20 actuators' normalised targets).
+Lockstep or real time, episodes and reports: see ``mbrl_ros_hardware.sim_driver``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Pose, PoseArray
+from sensor_msgs.msg import JointState
+
+from mbrl_ros.nodes.params import Param
+from mbrl_ros.nodes.qos import LATCHED, SENSOR
+from mbrl_ros.nodes.run import run_node
+from mbrl_ros_hardware.sim_driver import SimDriverNode
+
+PARAMS = [Param("task", "reach", "simulated task: 'reach' (HandReach-v3)", read_only=True)]
+
+
+def pose_array(points: np.ndarray, stamp: Time, frame_id: str) -> PoseArray:
+    msg = PoseArray()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    for x, y, z in points:
+        pose = Pose()
+        pose.position.x, pose.position.y, pose.position.z = float(x), float(y), float(z)
+        pose.orientation.w = 1.0
+        msg.poses.append(pose)
+    return msg
+
+
+def joint_state(names: list[str], positions, velocities, stamp: Time) -> JointState:
+    msg = JointState()
+    msg.header.stamp = stamp
+    msg.name = list(names)
+    msg.position = [float(v) for v in positions]
+    msg.velocity = [float(v) for v in velocities]
+    return msg
+
+
+class SimHandNode(SimDriverNode):
+    reset_gap = 1.0  # s of sim time between episodes: the data path splits episodes there
+
+    def __init__(self) -> None:
+        super().__init__("sim_hand", PARAMS)
+        self.joint_pub = self.create_publisher(JointState, "hw/joint_states", SENSOR)
+        self.tips_pub = self.create_publisher(PoseArray, "hw/fingertips", SENSOR)
+        self.goal_pub = self.create_publisher(PoseArray, "goal_fingertips", LATCHED)
+
+    def make_sim(self):
+        os.environ.setdefault("MUJOCO_GL", "egl")  # nothing is rendered; never ask for a display
+        from mbrl_ros_hardware.sim_hand.hand import HandSim
+
+        return HandSim(self.p["task"])
+
+    def default_episode_steps(self) -> int:
+        return self.sim.max_episode_steps
+
+    def publish_state(self, stamp: Time) -> None:
+        self.joint_pub.publish(joint_state(self.sim.joint_names, self.state.positions, self.state.velocities, stamp))
+        self.tips_pub.publish(pose_array(self.state.fingertips, stamp, self.p["frame_id"]))
+
+    def publish_task(self, stamp: Time) -> None:
+        self.goal_pub.publish(pose_array(self.sim.goal, stamp, self.p["frame_id"]))
+
+    def episode_result(self) -> dict:
+        return {"final_goal_distance_m": round(self.sim.goal_distance(self.state), 5)}
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(SimHandNode, "sim_hand", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

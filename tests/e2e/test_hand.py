@@ -1,0 +1,89 @@
+"""robot:=hand in simulation: the whole stack through bringup.launch.yaml over DDS, in lockstep.
+
+sim_hand (HandReach-v3, MuJoCo) -> estimator (joint states + fingertips -> 63-entry state) ->
+controller (explores, then MPPI on the learned ensemble) -> sim_hand; the data_logger records,
+the trainer fits an ensemble from the bags and the dynamics_server deploys it. One stack for the
+module, with a small exploration budget and short training so that it fits in about a minute.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from hardware_stack import Watcher, domain_for, start_stack
+from mbrl_ros.io.bags import list_bags, transitions_from_bags
+from mbrl_ros.ros_env import REPO_ROOT
+
+NODES = ("sim_hand", "estimator", "dynamics_server", "controller", "data_logger", "trainer")
+
+
+def small_config(folder):
+    """The repository's config with less exploration and training, so a model comes within ~30 s."""
+    shutil.copytree(REPO_ROOT / "config", folder)
+    hand = folder / "hand.yaml"
+    text = hand.read_text()
+    for old, new in (("random_transitions: 1000", "random_transitions: 200"),
+                     ("exploration_steps: 1000", "exploration_steps: 200"),
+                     ("poll_period: 5.0", "poll_period: 0.5"),
+                     ("split_duration: 20.0", "split_duration: 2.0"),
+                     ("ensemble_size: 5", "ensemble_size: 2"),
+                     ("num_elites: 5", "num_elites: 2"),
+                     ("hidden_sizes: [200, 200]", "hidden_sizes: [64, 64]"),
+                     ("epochs: 100", "epochs: 10")):
+        assert old in text, f"config/hand.yaml no longer has '{old}'"
+        text = text.replace(old, new)
+    hand.write_text(text)
+    reach = folder / "hand_reach.yaml"
+    reach.write_text(reach.read_text().replace("num_samples: 300", "num_samples: 100"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory):
+    domain = domain_for("e2e-hand")
+    folder = tmp_path_factory.mktemp("hand")
+    config = small_config(folder / "config")
+    lines: list[str] = []
+    runner = start_stack(domain, folder, {"robot": "hand", "hardware": "sim", "lockstep": "true",
+                                          "run_dir": str(folder / "run"), "config_dir": str(config)}, lines)
+    watcher = Watcher(domain, runner, lines, {})
+    watcher.watch_episodes("/hand/sim/episodes")
+    try:
+        yield runner, watcher, folder
+    finally:
+        watcher.close()
+        runner.stop(timeout=60)
+
+
+def test_the_hand_explores_learns_and_plans_with_the_learned_model(hand):
+    runner, watcher, folder = hand
+    assert set(runner.pids) == set(NODES), runner.pids
+    watcher.spin_until(lambda: int(watcher.of("/hand/controller").get("cycles_explore", "0")) > 20, 120,
+                       "the controller to explore on the hand's state")
+    watcher.spin_until(lambda: int(watcher.of("/hand/controller").get("model_version", "0")) >= 1, 180,
+                       "the first trained ensemble to reach the controller")
+    cycles = int(watcher.of("/hand/controller").get("cycles_plan", "0"))
+    watcher.spin_until(lambda: int(watcher.of("/hand/controller").get("cycles_plan", "0")) > cycles + 20, 60,
+                       "the controller to plan with the learned model")
+    assert watcher.of("/hand/controller")["model_kind"] == "ensemble"
+    assert list((folder / "run" / "checkpoints").glob("model_v*.pt")), "the trainer saved no checkpoint"
+    assert len(watcher.episodes) >= 3, watcher.episodes
+    assert all(float(e["final_goal_distance_m"]) < 0.5 for e in watcher.episodes)
+
+
+def test_the_logger_records_joint_states_that_read_back_as_hand_transitions(hand):
+    runner, watcher, folder = hand
+    bags = [b for b in list_bags(folder / "run" / "bags") if (b / "metadata.yaml").exists()]
+    assert bags, "no closed bag"
+    report: dict = {}
+    data = transitions_from_bags(bags, "/hand/state", "/hand/hw/command", 0.04, report=report)
+    assert data.state_dim == 63 and data.action_dim == 20 and len(data) >= 100, report
+    assert report["episodes"] >= 2, report  # the simulator's gap between episodes splits them
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader(bags) as reader:
+        joint_states = [c for c in reader.connections if c.topic == "/hand/hw/joint_states"]
+        assert joint_states and joint_states[0].msgtype == "sensor_msgs/msg/JointState"
+        assert sum(c.msgcount for c in joint_states) >= 100
