@@ -1,0 +1,61 @@
+"""The hand's ROS-free parts: the MuJoCo HandReach wrapper and the hand's state estimator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mbrl_ros.core.estimation import HandStateEstimator, Rejection
+from mbrl_ros_hardware.sim_hand.hand import HandSim, fingertip_state_names
+
+JOINTS = ["J0", "J1", "J2"]
+
+
+def test_hand_sim_state_goal_and_success_are_handreachs():
+    sim = HandSim("reach")
+    state = sim.reset(seed=3)
+    assert len(sim.joint_names) == 24 and "robot0" not in sim.joint_names[0] and sim.action_dim == 20
+    assert state.positions.shape == (24,) and state.velocities.shape == (24,) and state.fingertips.shape == (5, 3)
+    assert sim.dt == pytest.approx(0.04) and sim.goal.shape == (5, 3)
+    step = sim.step(np.zeros(20))
+    assert step.goal_distance == pytest.approx(np.linalg.norm(step.state.fingertips - sim.goal))
+    assert step.success == (step.goal_distance < 0.01)
+    again = HandSim("reach")
+    again.reset(seed=3)
+    assert np.array_equal(again.goal, sim.goal)  # seeded goals
+    assert len(fingertip_state_names()) == 15
+    with pytest.raises(ValueError, match="task must be one of"):
+        HandSim("juggle")
+
+
+def test_hand_estimator_orders_joints_by_name_and_joins_fingertips_of_the_same_stamp():
+    est = HandStateEstimator(JOINTS, fingertips=2)
+    tips = np.arange(6.0).reshape(2, 3)
+    assert est.joints(10, ["J2", "J0", "J1", "extra"], [2.0, 0.0, 1.0, 9.0], [20.0, 0.5, 10.0, 9.0]) is None
+    out = est.fingertip_positions(10, tips)
+    assert out.stamp_ns == 10 and est.state_dim == 12
+    assert out.values.tolist() == [0.0, 1.0, 2.0, 0.5, 10.0, 20.0, *tips.reshape(-1).tolist()]
+    # The other order of arrival, and a fingertip message of an older stamp waiting to be replaced.
+    assert est.fingertip_positions(15, tips) is None
+    assert est.joints(20, JOINTS, [0, 0, 0], [0, 0, 0]) is None
+    assert est.fingertip_positions(20, tips).stamp_ns == 20
+
+
+def test_hand_estimator_differentiates_positions_without_velocities_and_rejects_bad_input():
+    est = HandStateEstimator(JOINTS, fingertips=0)
+    first = est.joints(0, JOINTS, [0.0, 0.0, 0.0], [])
+    assert first.values.tolist() == [0, 0, 0, 0, 0, 0]
+    second = est.joints(500_000_000, JOINTS, [1.0, 0.5, 0.0], [])
+    assert second.values[3:].tolist() == pytest.approx([2.0, 1.0, 0.0])
+    for bad, reason in (((1, ["J0", "J1"], [0, 0], []), "missing joint"),
+                        ((1, JOINTS, [0, np.nan, 0], []), "non-finite J1"),
+                        ((1, JOINTS, [0, 0], []), "3 names, 2 positions"),
+                        ((100, JOINTS, [0, 0, 0], []), "out-of-order")):
+        out = est.joints(*bad)
+        assert isinstance(out, Rejection) and reason in out.reason, (bad, out)
+    repeat = est.joints(500_000_000, JOINTS, [1.0, 0.5, 0.0], [])
+    assert isinstance(repeat, Rejection) and repeat.repeat_of is second and est.repeats == 1
+    with pytest.raises(ValueError, match="joint_names"):
+        HandStateEstimator([])
+    tips = HandStateEstimator(JOINTS, fingertips=5)
+    assert "expected 5 positions" in tips.fingertip_positions(0, np.zeros((4, 3))).reason
