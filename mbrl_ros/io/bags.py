@@ -559,8 +559,10 @@ def _read_raw(path: Path, wanted: list[TopicMap], namespace: str | None, store: 
 
 
 def _read_storage(reader: Reader, path: Path, connections: list[list], topics: list[str]) -> list[_Raw]:
-    out = _read_mcap_indexed(reader, topics) if reader.compression_mode != "message" else None
-    if out is None:  # sqlite3, or MCAP without chunk and message indexes: rosbags reads it message by message
+    out = None
+    if reader.compression_mode != "message":
+        out = _read_mcap_indexed(reader, topics) or _read_sqlite_rows(reader, topics)
+    if out is None:  # anything else: rosbags reads it message by message
         out = _read_messages(reader, connections, topics)
     for k, raw in enumerate(out):
         raw.msgtype = connections[k][0].msgtype
@@ -587,6 +589,41 @@ def _read_messages(reader: Reader, connections: list[list], topics: list[str]) -
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
         buffer = np.frombuffer(b"".join(chunks[k]), dtype=np.uint8)
         out.append(_Raw(topic, "", buffer, offsets, lengths, np.asarray(logs[k], dtype=np.int64)))
+    return out
+
+
+def _read_sqlite_rows(reader: Reader, topics: list[str]) -> list[_Raw] | None:
+    """The wanted topics' messages from sqlite3 storage files with one query each, in log order.
+
+    rosbags yields them one by one through Python; one SELECT of the rows is
+    ~4x cheaper. Opened read-only and immutable, as rosbags does. None when a
+    file is not sqlite3.
+    """
+    import sqlite3
+
+    files = _storage_files(reader)
+    if not files or any(f.suffix != ".db3" for f in files):
+        return None
+    found: list[list[tuple[int, bytes]]] = [[] for _ in topics]
+    for file in files:
+        db = sqlite3.connect(f"file:{file}?immutable=1", uri=True)
+        try:
+            ids = {topic_id: topics.index(name) for topic_id, name in db.execute("SELECT id, name FROM topics")
+                   if name in topics}
+            if not ids:
+                continue
+            rows = db.execute(f"SELECT topic_id, timestamp, data FROM messages WHERE topic_id IN "
+                              f"({', '.join('?' * len(ids))}) ORDER BY timestamp, id", list(ids)).fetchall()
+        finally:
+            db.close()
+        for topic_id, log_ns, data in rows:
+            found[ids[topic_id]].append((log_ns, data))
+    out = []
+    for topic, rows in zip(topics, found):
+        lengths = np.fromiter((len(d) for _, d in rows), dtype=np.int64, count=len(rows))
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(rows) else lengths
+        buffer = np.frombuffer(b"".join(d for _, d in rows), dtype=np.uint8)
+        out.append(_Raw(topic, "", buffer, offsets, lengths, np.fromiter((t for t, _ in rows), np.int64, len(rows))))
     return out
 
 

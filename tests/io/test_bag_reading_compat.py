@@ -255,28 +255,37 @@ def test_a_recording_split_over_bag_dirs_of_different_formats(store, messages, r
     assert_same(transitions_from_bags(bags, "state", "hw/command", DT), reference)
 
 
-def test_metadata_that_disagrees_with_the_storage_is_an_error(store, messages, tmp_path):
-    """metadata.yaml's QoS differs from the database's: rosbags would yield nothing; we say so."""
+def test_metadata_that_disagrees_with_the_storage(store, messages, reference, tmp_path):
+    """Another QoS in metadata.yaml than in the database still reads every message (rosbags' own
+    pairing would yield none); a message count the storage cannot give is an error, not silent loss."""
     bag = upstream_sqlite_bag(store, tmp_path / "bag", messages, 9)
     meta = yaml.safe_load((bag / "metadata.yaml").read_text())
     for topic in meta["rosbag2_bagfile_information"]["topics_with_message_count"]:
         topic["topic_metadata"]["offered_qos_profiles"] = QOS_V8
     (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
-    with pytest.raises(BagError, match=rf"^{bag}: topic '/car/state': metadata.yaml counts 40 messages but the "
-                                       "storage files yield 0"):
+    assert_same(transitions_from_bags(bag, "state", "hw/command", DT), reference)
+    meta["rosbag2_bagfile_information"]["topics_with_message_count"][0]["message_count"] = 45
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(BagError, match=rf"^{bag}: topic '/car/state': metadata.yaml counts 45 messages but the "
+                                       "storage files yield 40"):
         transitions_from_bags(bag, "state", "hw/command", DT)
 
 
 @pytest.mark.parametrize("make", ["rosbags", "rosbags file-compressed", "upstream zstd split", "upstream lz4",
-                                  "upstream uncompressed"])
-def test_indexed_mcap_reading_yields_what_rosbags_yields(store, messages, tmp_path, make):
-    """The fast MCAP path (chunk and message indexes, or a walk of unindexed chunks) against rosbags' own reading."""
+                                  "upstream uncompressed", "sqlite3 rosbags", "sqlite3 foxy"])
+def test_fast_reading_yields_what_rosbags_yields(store, messages, tmp_path, make):
+    """The fast paths (MCAP chunk and message indexes or a walk of unindexed chunks; one sqlite3
+    query) against rosbags' own message-by-message reading."""
     from rosbags.rosbag2 import Reader
 
     from mbrl_ros.io import bags as bag_reading
 
     path = tmp_path / "bag"
-    if make.startswith("rosbags"):
+    if make == "sqlite3 rosbags":
+        rosbags_bag(store, path, messages, "sqlite3", 9, None)
+    elif make == "sqlite3 foxy":
+        upstream_sqlite_bag(store, path, messages, 4)
+    elif make.startswith("rosbags"):
         rosbags_bag(store, path, messages, "mcap", 9, "file" if "file" in make else None)
     else:
         kind = {"upstream zstd split": CompressionType.ZSTD, "upstream lz4": CompressionType.LZ4,
@@ -284,7 +293,7 @@ def test_indexed_mcap_reading_yields_what_rosbags_yields(store, messages, tmp_pa
         upstream_mcap_bag(store, path, messages, 9, n_files=2 if "split" in make else 1, compression=kind)
     topics = list(TOPICS)
     with Reader(path) as reader:
-        fast = bag_reading._read_mcap_indexed(reader, topics)
+        fast = (bag_reading._read_sqlite_rows if make.startswith("sqlite3") else bag_reading._read_mcap_indexed)(reader, topics)
         slow = bag_reading._read_messages(reader, [[c for c in reader.connections if c.topic == t] for t in topics], topics)
     assert fast is not None
     for ours, theirs in zip(fast, slow):
