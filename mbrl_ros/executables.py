@@ -19,4 +19,6 @@ EXECUTABLES: dict[str, str] = {
     "real_car": "mbrl_ros_hardware.real_car.node:main",
     "car_emulator": "mbrl_ros_hardware.real_car.emulator:main",
     "sim_hand": "mbrl_ros_hardware.sim_hand.node:main",
+    "real_hand": "mbrl_ros_hardware.real_hand.node:main",
+    "hand_emulator": "mbrl_ros_hardware.real_hand.emulator:main",
 }

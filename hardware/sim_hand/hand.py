@@ -63,6 +63,32 @@ class HandSim:
         self.distance_threshold = float(self.unwrapped.distance_threshold)
         self.goal = np.zeros((5, 3))
 
+    # --- the robot description, for the real hand's bridge and emulator -----------------
+    def actuator_targets(self, action: np.ndarray) -> np.ndarray:
+        """Normalised actions [-1, 1] -> the actuators' position targets (rad), as HandReach maps them."""
+        low, high = self.unwrapped.model.actuator_ctrlrange.T
+        return (low + high) / 2.0 + np.clip(action, -1.0, 1.0) * (high - low) / 2.0
+
+    def actions_for(self, targets: np.ndarray) -> np.ndarray:
+        """The inverse of ``actuator_targets``."""
+        low, high = self.unwrapped.model.actuator_ctrlrange.T
+        return np.clip((np.asarray(targets, float) - (low + high) / 2.0) / ((high - low) / 2.0), -1.0, 1.0)
+
+    def fingertips_at(self, positions: np.ndarray) -> np.ndarray:
+        """Forward kinematics: the five fingertip positions [5, 3] for joint positions [24] (own data, not the sim's)."""
+        import mujoco
+
+        model = self.unwrapped.model
+        if not hasattr(self, "_kinematics"):
+            self._kinematics = mujoco.MjData(model)
+            self._qpos_index = [model.jnt_qposadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"robot0:{n}")]
+                                for n in self.joint_names]
+            self._tip_sites = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, f"robot0:S_{tip}tip")
+                               for tip in FINGERTIPS]
+        self._kinematics.qpos[self._qpos_index] = positions
+        mujoco.mj_kinematics(model, self._kinematics)
+        return self._kinematics.site_xpos[self._tip_sites].copy()
+
     def reset(self, seed: int | None = None) -> HandState:
         obs, _ = self.env.reset(seed=seed)
         self.goal = obs["desired_goal"].reshape(5, 3).copy()

@@ -1,9 +1,14 @@
-"""robot:=hand in simulation: the whole stack through bringup.launch.yaml over DDS, in lockstep.
+"""robot:=hand: the whole stack through bringup.launch.yaml over DDS, simulated and real.
 
+hardware:=sim, in lockstep:
 sim_hand (HandReach-v3, MuJoCo) -> estimator (joint states + fingertips -> 63-entry state) ->
 controller (explores, then MPPI on the learned ensemble) -> sim_hand; the data_logger records,
 the trainer fits an ensemble from the bags and the dynamics_server deploys it. One stack for the
 module, with a small exploration budget and short training so that it fits in about a minute.
+
+hardware:=real: real_hand bridges to hand_emulator (the MuJoCo hand behind a Shadow-style driver,
+its own process, with latency, noise and drops): the controller's exploration commands must reach
+it as JointTrajectory, and its joint states must come back as the estimator's state.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import shutil
 
 import pytest
 
-from hardware_stack import Watcher, domain_for, start_stack
+from hardware_stack import Watcher, domain_for, start_emulator, start_stack, stop_process
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
 from mbrl_ros.ros_env import REPO_ROOT
 
@@ -87,3 +92,43 @@ def test_the_logger_records_joint_states_that_read_back_as_hand_transitions(hand
         joint_states = [c for c in reader.connections if c.topic == "/hand/hw/joint_states"]
         assert joint_states and joint_states[0].msgtype == "sensor_msgs/msg/JointState"
         assert sum(c.msgcount for c in joint_states) >= 100
+
+
+@pytest.fixture(scope="module")
+def real_hand(tmp_path_factory):
+    domain = domain_for("e2e-real-hand")
+    folder = tmp_path_factory.mktemp("real_hand")
+    emulator = start_emulator(domain, "mbrl_ros_hardware.real_hand.emulator",
+                              {"latency": 0.03, "joint_states_drop_rate": 0.1, "trajectory_drop_rate": 0.05,
+                               "seed": 2}, folder / "hand_emulator.log")
+    lines: list[str] = []
+    runner = start_stack(domain, folder, {"robot": "hand", "hardware": "real", "run_dir": str(folder / "run")}, lines)
+    watcher = Watcher(domain, runner, lines, {"hand_emulator": emulator})
+    try:
+        yield runner, watcher
+    finally:
+        watcher.close()
+        runner.stop(timeout=60)
+        stop_process(emulator)
+
+
+def test_real_hand_commands_reach_the_emulator_and_joint_states_come_back_as_state(real_hand):
+    runner, watcher = real_hand
+    assert "real_hand" in runner.pids and "sim_hand" not in runner.pids, runner.pids
+    actions_seen: set[str] = set()
+
+    def flowing() -> bool:
+        emulator, bridge = watcher.of("hand_emulator"), watcher.of("/hand/real_hand")
+        estimator, controller = watcher.of("/hand/estimator"), watcher.of("/hand/controller")
+        if emulator:
+            actions_seen.add(emulator["action_in_effect"])
+        return (int(emulator.get("trajectories_received", "0")) > 30 and int(bridge.get("commands", "0")) > 30
+                and int(bridge.get("joint_states", "0")) > 30 and int(estimator.get("accepted", "0")) > 30
+                and int(controller.get("cycles_explore", "0")) > 30 and len(actions_seen) > 3)
+    watcher.spin_until(flowing, 120, "exploration commands to reach the emulated hand and its joint states to "
+                                     "become the estimator's state")
+    emulator = watcher.of("hand_emulator")
+    assert emulator["trajectories_rejected"] == "0", emulator["last_rejection"]
+    assert int(emulator["joint_states_dropped"]) > 0
+    assert watcher.of("/hand/real_hand")["rejected_joint_states"] == "0"
+    assert "stale" not in watcher.of("/hand/controller").get("last_reason", "")
