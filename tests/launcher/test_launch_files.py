@@ -331,3 +331,38 @@ def test_mbrl_ros_executables_table_is_a_fallback(tmp_path, ament_prefix, monkey
     path = write(tmp_path / "t.launch.yaml", "launch:\n- node: {pkg: mbrl_ros, exec: controller}\n")
     with load_launch_file(path, environment=dict(os.environ)) as description:
         assert description.nodes[0].command[3:5] == ["mbrl_ros.nodes.controller:main", "controller"]
+
+
+# --- the repository's bringup: robot and hardware choices ------------------------------------------
+BRINGUP = Path(__file__).resolve().parents[2] / "launch" / "bringup.launch.yaml"
+
+
+@pytest.mark.parametrize("args, driver, task, model", [
+    ({}, "sim_car", "parking", "parametric"),
+    ({"hardware": "real"}, "real_car", "parking", "parametric"),
+    ({"robot": "hand"}, "sim_hand", "reach", "ensemble"),
+    ({"robot": "hand", "hardware": "real"}, "real_hand", "reach", "ensemble"),
+])
+def test_bringup_picks_the_driver_and_the_robots_default_task_and_model(args, driver, task, model):
+    from mbrl_ros.ros_env import workspace_env
+
+    with load_launch_file(BRINGUP, args, environment=workspace_env()) as description:
+        names = [n.name for n in description.nodes]
+        assert names == [driver, "estimator", "dynamics_server", "controller", "data_logger", "trainer"]
+        assert (description.configurations["task"], description.configurations["model"]) == (task, model)
+        trainer = next(n for n in description.nodes if n.name == "trainer").command
+        inline = yaml.safe_load(Path(trainer[-1]).read_text())  # the inline params, written for --params-file
+        assert [section["ros__parameters"]["model_kind"] for section in inline.values()] == [model]
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"robot": "car", "task": "reach"}, "car_reach.yaml' does not exist"),
+    ({"robot": "hand", "task": "parking"}, "hand_parking.yaml' does not exist"),
+    ({"hardware": "hil"}, "'hil', which is not one of its choices: sim, real"),
+    ({"robot": "drone"}, "'drone', which is not one of its choices: car, hand"),
+])
+def test_bringup_refuses_a_task_of_another_robot_and_unknown_choices(args, message):
+    from mbrl_ros.ros_env import workspace_env
+
+    with pytest.raises((LaunchFileError, LaunchArgumentError), match=message.replace("(", r"\(")):
+        load_launch_file(BRINGUP, args, environment=workspace_env())
