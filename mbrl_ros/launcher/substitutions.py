@@ -101,6 +101,10 @@ class _Parser:
         return self.text.startswith(s, self.pos)
 
     def template(self) -> tuple[Part, ...]:
+        return self.parts_until("")
+
+    def parts_until(self, stop: str, quote: str | None = None, in_argument: bool = False) -> tuple[Part, ...]:
+        """Text and substitutions up to the end or a character in ``stop`` (left unread)."""
         parts: list[Part] = []
         text: list[str] = []
         while self.pos < len(self.text):
@@ -110,7 +114,13 @@ class _Parser:
                 self.pos += 2
             elif self.at("$("):
                 _flush(text, parts)
-                parts.append(self.substitution(quote=None))
+                parts.append(self.substitution(quote))
+            elif ch in stop:
+                break
+            elif in_argument and ch == "(":
+                self.fail("unescaped '(' in a substitution argument: quote the argument or write '\\('")
+            elif in_argument and ch in "'\"":
+                self.fail("a quote may only open an argument: quote the whole argument")
             else:
                 text.append(ch)
                 self.pos += 1
@@ -151,56 +161,22 @@ class _Parser:
     def argument(self, quote: str | None) -> tuple[Part, ...]:
         if quote is None and self.pos < len(self.text) and self.text[self.pos] in "'\"":
             return self.quoted(self.text[self.pos])
-        parts: list[Part] = []
-        text: list[str] = []
-        while self.pos < len(self.text):
-            ch = self.text[self.pos]
-            if ch == "\\" and self.pos + 1 < len(self.text):
-                text.append(self.text[self.pos + 1])
-                self.pos += 2
-            elif self.at("$("):
-                _flush(text, parts)
-                parts.append(self.substitution(quote))
-            elif ch in " )" or ch == quote:
-                break
-            elif ch == "(":
-                self.fail("unescaped '(' in a substitution argument: quote the argument or write '\\('")
-            elif ch in "'\"":
-                self.fail("a quote may only open an argument: quote the whole argument")
-            else:
-                text.append(ch)
-                self.pos += 1
-        _flush(text, parts)
+        parts = self.parts_until(" )" + (quote or ""), quote, in_argument=True)
         if not parts:
             self.fail("empty substitution argument (arguments are separated by exactly one space)")
-        return tuple(parts)
+        return parts
 
     def quoted(self, quote: str) -> tuple[Part, ...]:
         opening = self.pos
         self.pos += 1
-        parts: list[Part] = []
-        text: list[str] = []
-        while True:
-            if self.pos >= len(self.text):
-                self.pos = opening
-                self.fail(f"unterminated {quote} quote")
-            ch = self.text[self.pos]
-            if ch == "\\" and self.pos + 1 < len(self.text):
-                text.append(self.text[self.pos + 1])
-                self.pos += 2
-            elif ch == quote:
-                self.pos += 1
-                break
-            elif self.at("$("):
-                _flush(text, parts)
-                parts.append(self.substitution(quote))
-            else:
-                text.append(ch)
-                self.pos += 1
-        _flush(text, parts)
+        parts = self.parts_until(quote, quote)
+        if self.pos >= len(self.text):
+            self.pos = opening
+            self.fail(f"unterminated {quote} quote")
+        self.pos += 1  # the closing quote
         if self.pos < len(self.text) and self.text[self.pos] not in " )":
             self.fail(f"text after a closing {quote} quote: quote the whole argument")
-        return tuple(parts)
+        return parts
 
 
 def _flush(text: list[str], parts: list[Part]) -> None:
