@@ -272,8 +272,10 @@ def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu
             procs[name] = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
                                            stdout=(work / f"{name}.log").open("w"), stderr=subprocess.STDOUT)
         watcher = Watcher(domain)
-        watcher.wait(lambda: watcher.values("trainer").get("bags_read") == "4", 180, "trainer reading the bags")
+        watcher.wait(lambda: watcher.values("trainer").get("bags") == "4", 180, "trainer reading the bags")
         read = int(watcher.values("trainer")["transitions"])
+        if read == 0:
+            raise RuntimeError(f"trainer-latency: the trainer read no transitions from the bags; see {work}/trainer.log")
         watcher.wait(lambda: int(watcher.values("controller").get("cycles_plan", "0")) > 10, 180,
                      "controller planning cycles")
         levers = apply_levers(procs, trainer_cpu, sched_idle)
