@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ import yaml
 from rosbags.rosbag2 import Reader
 
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
+from child_output import wait_for_line
 
 PEERS = Path(__file__).with_name("estimator_logger_peers.py")
 STEPS, NAN_STEP, JUMP_STEP = 24, 8, 16
@@ -32,26 +31,6 @@ STEER_GAIN = 0.7853981633974483
 def node(module: str, *ros_args: str) -> list[str]:
     return ["-c", f"import sys; from mbrl_ros.nodes.{module} import main; sys.exit(main())",
             "--ros-args", "-r", "__ns:=/car", "-p", "use_sim_time:=true", *ros_args]
-
-
-def wait_for_line(proc: subprocess.Popen, prefix: str, timeout: float, others=()) -> str:
-    """The first stdout line of proc starting with prefix; fails with the stderr of all if none in time."""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                line = proc.stdout.readline()
-                if line.startswith(prefix):
-                    return line[len(prefix):].strip()
-                if not line:
-                    break
-    report = []
-    for p in (proc, *others):
-        if p.poll() is None:
-            p.kill()
-        report.append(f"--- {' '.join(p.args[-6:])} (rc {p.wait()}):\n{p.stderr.read()}")
-    pytest.fail(f"no '{prefix}' line in {timeout} s\n" + "\n".join(report))
 
 
 def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import selectors
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from mbrl_ros.io.ros_types import mbrl_typestore
 from mbrl_ros.ros_env import DEFAULT_INSTALL, REPO_ROOT, WorkspaceNotBuiltError, workspace_env
+from child_output import wait_for_line
 
 PEERS = Path(__file__).with_name("interface_peers.py")
 
@@ -28,23 +28,6 @@ PEERS = Path(__file__).with_name("interface_peers.py")
 def spawn(spawn):
     """Start interface_peers.py roles (the conftest's spawn stops them at the end)."""
     return lambda *args, **kwargs: spawn(str(PEERS), *args, **kwargs)
-
-
-def wait_for_line(proc: subprocess.Popen, prefix: str, timeout: float) -> str:
-    """The first stdout line of proc starting with prefix; fails with its stderr if none in time."""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                line = proc.stdout.readline()
-                if line.startswith(prefix):
-                    return line[len(prefix):].strip()
-                if not line:  # EOF: the process ended
-                    break
-    proc.kill()
-    _, err = proc.communicate()
-    pytest.fail(f"{' '.join(proc.args[-2:])}: no '{prefix}' line in {timeout} s; stderr:\n{err}")
 
 
 def result_of(proc: subprocess.Popen, timeout: float = 30.0) -> dict:
