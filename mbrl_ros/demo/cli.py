@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,10 +47,18 @@ def _run(args: argparse.Namespace) -> int:
 
     restart_in_workspace_if_needed(args.argv)  # the demo watches mbrl_interfaces topics
     from mbrl_ros.demo.car import run_demo
+    from mbrl_ros.launcher.errors import LaunchError
 
-    return run_demo(
-        task=args.task, episodes=args.episodes, model_kind=args.model, controller=args.controller,
-        random_transitions=args.random_transitions, seed=args.seed, config_dir=args.config_dir,
-        out_dir=args.out, json_path=args.json, lockstep=not args.real_time, domain_id=args.domain_id,
-        timeout_s=args.timeout, show_logs=args.show_logs,
-    )
+    try:
+        return run_demo(
+            task=args.task, episodes=args.episodes, model_kind=args.model, controller=args.controller,
+            random_transitions=args.random_transitions, seed=args.seed, config_dir=args.config_dir,
+            out_dir=args.out, json_path=args.json, lockstep=not args.real_time, domain_id=args.domain_id,
+            timeout_s=args.timeout, show_logs=args.show_logs,
+        )
+    except (ValueError, LaunchError, RuntimeError) as error:  # config, launch file, a node that died
+        print(f"mbrl-ros demo: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mbrl-ros demo: interrupted; the stack was stopped", file=sys.stderr)
+        return 130

@@ -55,3 +55,10 @@ def test_demo_rejects_bad_arguments_before_starting_anything(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mbrl_ros.cli", "demo", "car", "--task", "fly"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "invalid choice: 'fly'" in done.stderr
+    (tmp_path / "config").mkdir()
+    done = subprocess.run([sys.executable, "-m", "mbrl_ros.cli", "demo", "car", "--config-dir",
+                           str(tmp_path / "config"), "--out", str(tmp_path / "run")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "car.yaml: not found" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
