@@ -2,15 +2,16 @@
 
 The same steps as one round of the online trainer (``mbrl_ros/nodes/trainer.py``),
 with the same code: the robot's ``trainer`` parameters from ``config/``, the bags
-read by ``transitions_from_bags``, whole episodes held out by ``validation_split``
+read by ``load_transitions`` with the config's ``transitions`` mapping, whole episodes held out by ``validation_split``
 (the trainer's hash-stable split), every model fitted by ``fit_model`` and scored
 by open-loop multi-step error on the same held-out episodes. The requested model is
 saved in the checkpoint format the dynamics_server loads (``mbrl_ros.io.checkpoint``).
 
 By default the other two model kinds are fitted too, so the report compares the
 three on the same validation episodes (``compare=False`` fits only the requested
-one). A compared model that fails to fit is reported as failed; the requested one
-failing is an error.
+one). A compared model that fails to fit, or that the robot's config has no
+section for (the hand has no parametric model), is reported as such; the
+requested one failing is an error.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.fitting import FitResult, check_training_options, fit_model
 from mbrl_ros.core.retraining import error_score, validation_split
 from mbrl_ros.io import checkpoint
-from mbrl_ros.io.bags import BagError, list_bags, transitions_from_bags
+from mbrl_ros.io.bags import BagError, list_bags, load_transitions
 from mbrl_ros.io.config import ConfigError, merge, node_parameters, require
 from mbrl_ros.offline import MODEL_KINDS, ROBOTS
 from mbrl_ros.ros_env import REPO_ROOT
@@ -36,8 +37,6 @@ DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
 CHECKPOINT_NAME = "model.pt"
 # The trainer node's defaults (its PARAMS) for the keys read here, for a config that leaves them out.
 TRAINER_DEFAULTS = {
-    "state_topic": "state",
-    "command_topic": "hw/command",
     "dt": 0.2,
     "max_stamp_error": 0.05,
     "max_jump": 2.0,
@@ -146,12 +145,17 @@ def model_section(params: dict, kind: str, source: str) -> dict:
     return config
 
 
-def read_transitions(bags: list[Path], params: dict, report: dict) -> TransitionDataset:
-    """The trainer's ``read_transitions``: the same function with the same parameters."""
-    return transitions_from_bags(
-        bags, params["state_topic"], params["command_topic"], float(params["dt"]),
-        float(params["max_stamp_error"]), float(params["max_jump"]),
-        state_names=params.get("state_names"), action_names=params.get("action_names"), report=report)
+def read_transitions(bags: list[Path], params: dict, report: dict, source: str = "transitions",
+                     progress: bool = False) -> TransitionDataset:
+    """The trainer's ``read_transitions``: the same function with the same parameters.
+
+    Relative topics match the bag's one topic ending in them (the trainer resolves them in its namespace).
+    """
+    return load_transitions(
+        bags, require(params, "transitions", source, dict), float(params["dt"]),
+        max_stamp_error=float(params["max_stamp_error"]), max_jump=float(params["max_jump"]),
+        state_names=params.get("state_names"), action_names=params.get("action_names"),
+        source=f"{source}: transitions", report=report, progress=progress)
 
 
 def fit_bags(
@@ -168,15 +172,21 @@ def fit_bags(
     params, files = trainer_parameters(robot, task, config_dir)
     source = f"{files[0]} (trainer)"
     requested = model or require(params, "model_kind", source, str)
-    kinds = [requested] + ([k for k in MODEL_KINDS if k != requested] if compare else [])
-    sections = {kind: model_section(params, kind, source) for kind in kinds}
+    sections = {requested: model_section(params, requested, source)}
+    unconfigured = {}
+    for kind in MODEL_KINDS if compare else ():
+        if kind == requested:
+            continue
+        if kind in params:
+            sections[kind] = model_section(params, kind, source)
+        else:
+            unconfigured[kind] = f"not compared: the config has no '{kind}' section"
     training = check_training_options(params.get("training") or {}, source=f"{source}: training")
     bags = find_bags(bag_paths)
 
-    print(f"[fit] reading {len(bags)} bag(s): {params['state_topic']} + {params['command_topic']} at "
-          f"dt {params['dt']} s", flush=True)
+    print(f"[fit] reading {len(bags)} bag(s) at dt {params['dt']} s", flush=True)
     read_report: dict = {}
-    dataset = read_transitions(bags, params, read_report)
+    dataset = read_transitions(bags, params, read_report, source, progress=True)
     try:
         train, val = validation_split(dataset, float(params["val_fraction"]), int(params["split_seed"]))
     except ValueError as err:
@@ -189,13 +199,14 @@ def fit_bags(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run.out = out
-    for kind in kinds:
-        run.models[kind] = _fit_one(run, kind, sections[kind], training, required=kind == requested)
+    for kind, config in sections.items():
+        run.models[kind] = _fit_one(run, kind, config, training, required=kind == requested)
         result = run.models[kind]
         if result.fit is not None:
             path = out / CHECKPOINT_NAME if kind == requested else out / "compared" / f"{kind}.pt"
             checkpoint.save(path, result.fit.model, result.fit.config, _metrics(run, result))
             result.checkpoint = path
+    run.models.update({kind: ModelFit(kind, error=why) for kind, why in unconfigured.items()})
     run.files["checkpoint"] = run.models[requested].checkpoint
     return run
 

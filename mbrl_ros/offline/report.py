@@ -52,7 +52,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def _cell(value) -> str:
     if isinstance(value, float):
-        return "failed" if math.isnan(value) or math.isinf(value) else f"{value:.4g}"
+        return "-" if math.isnan(value) or math.isinf(value) else f"{value:.4g}"
     return str(value)
 
 

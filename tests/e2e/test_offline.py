@@ -3,7 +3,7 @@
 One recording per module (the costly part): the car stack through the launch
 file in lockstep (sim_car, estimator, controller exploring, data_logger; the
 trainer is told to wait for more data than the run has, so no model is involved)
-until about 750 states are logged. Then:
+until its closed bags hold 600 transitions. Then:
 
 - ``mbrl-ros fit`` on those bags gives a checkpoint; a second stack whose
   dynamics_server loads it through its ``checkpoint`` parameter parks the car;
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,68 +24,55 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_stack import Watcher
 
-from mbrl_ros import launcher
-from mbrl_ros.io.bags import list_bags
+from mbrl_ros.demo.stack import StackRun, StackWatcher, prepare_config
+from mbrl_ros.io.bags import BagError, list_bags
 from mbrl_ros.offline.fit import read_transitions, trainer_parameters
 from mbrl_ros.ros_env import REPO_ROOT, workspace_env
 
-STATES_TO_RECORD = 750
+TRANSITIONS_TO_RECORD = 600
+# The models here come from `mbrl-ros fit`: the trainer waits for more data than any run here has.
+NO_TRAINING = {"trainer": {"random_transitions": 100_000_000}}
 
 
 def domain_for(label: str) -> int:
     return 1 + zlib.crc32(f"{os.getpid()}:{label}".encode()) % 200
 
 
-def config_copy(folder: Path, extra: str = "") -> Path:
-    """config/ with a trainer that never trains (the models here come from `mbrl-ros fit`), plus ``extra``."""
-    shutil.copytree(REPO_ROOT / "config", folder)
-    car = folder / "car.yaml"
-    text = car.read_text()  # edited as text: a YAML round trip would unquote "y"
-    assert "random_transitions: 2000" in text, "config/car.yaml no longer has 'random_transitions: 2000'"
-    car.write_text(text.replace("random_transitions: 2000", "random_transitions: 100000000") + extra)
-    return folder
-
-
-def start_stack(folder: Path, config: Path, domain: int, lines: list[str]):
-    description = launcher.load_launch_file(
-        REPO_ROOT / "launch" / "bringup.launch.yaml",
-        {"robot": "car", "hardware": "sim", "task": "parking", "lockstep": "true",
-         "run_dir": str(folder / "run"), "config_dir": str(config)},
-        environment=workspace_env(domain_id=domain))
-    runner = launcher.make_runner(description, output=lambda label, stream, text: lines.append(f"[{label}] {text}"),
-                                  log_directory=folder / "log").start()
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    return runner, Watcher(domain, runner, lines)
-
-
-def logged_states(watcher: Watcher) -> int:
-    logger = next((v for k, v in watcher.diagnostics.items() if k.endswith("/car/data_logger")), {})
-    return int(logger.get("written /car/state", "0"))
+def start_stack(folder: Path, overrides: dict, label: str) -> StackRun:
+    config = prepare_config(REPO_ROOT / "config", folder / "config", "car", "parking", overrides)
+    # Standard messages only in this process (it cannot import mbrl_interfaces): no timing topic.
+    return StackRun(folder, {"robot": "car", "hardware": "sim", "task": "parking", "lockstep": "true",
+                             "run_dir": str(folder / "run"), "config_dir": str(config)},
+                    domain_for(label), watch_timing=False)
 
 
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     """(folder of the recorded bags, the config used) from the stack exploring in lockstep."""
     folder = tmp_path_factory.mktemp("recording")
-    config = config_copy(folder / "config")
-    lines: list[str] = []
-    runner, watcher = start_stack(folder, config, domain_for("offline-recording"), lines)
+    stack = start_stack(folder, NO_TRAINING, "offline-recording")
+    bags, config = folder / "run" / "bags", folder / "config"
+    closed: dict[int, int] = {}  # closed bags -> transitions in them
+
+    def enough() -> bool:
+        count = len(list_bags(bags))
+        if count and count not in closed:
+            try:
+                closed[count] = len(recorded_transitions(bags, config))
+            except BagError:  # the first bag may end before a whole transition
+                closed[count] = 0
+        return closed.get(count, 0) >= TRANSITIONS_TO_RECORD
     try:
-        watcher.spin_until(lambda: logged_states(watcher) >= STATES_TO_RECORD, 300,
-                           f"{STATES_TO_RECORD} states in the data_logger's bags")
+        stack.wait_for(enough, 400, f"{TRANSITIONS_TO_RECORD} transitions in the data_logger's closed bags")
     finally:
-        watcher.close()
-        runner.stop(timeout=60)  # the data_logger closes its bag on the way out
-    bags = folder / "run" / "bags"
-    assert list_bags(bags), f"no closed bag in {bags}:\n" + "\n".join(lines[-30:])
+        stack.stop()  # the data_logger closes its last bag on the way out
     return bags, config
 
 
-def recorded_transitions(bags: Path, config: Path):
+def recorded_transitions(bags: Path, config: Path, report: dict | None = None):
     params, _ = trainer_parameters("car", "parking", config)
-    return read_transitions(list_bags(bags), params, {})
+    return read_transitions(list_bags(bags), params, {} if report is None else report)
 
 
 def mbrl_ros(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -96,7 +82,6 @@ def mbrl_ros(*args: str, env: dict | None = None, timeout: float = 600) -> subpr
 
 def test_a_model_fitted_offline_parks_the_car(recording, tmp_path):
     bags, config = recording
-    assert len(recorded_transitions(bags, config)) >= 600
     out = tmp_path / "fit"
     fitted = mbrl_ros("fit", str(bags), "--robot", "car", "--model", "parametric", "--only", "--task", "parking",
                       "--config-dir", str(config), "--out", str(out), "--json", str(tmp_path / "fit.json"))
@@ -104,21 +89,19 @@ def test_a_model_fitted_offline_parks_the_car(recording, tmp_path):
     errors = json.loads((tmp_path / "fit.json").read_text())["models"]["parametric"]["val_rmse"]
     assert errors["1"] is not None and errors["1"] < 0.05, errors
 
-    # The dynamics_server loads the checkpoint through its parameter (set in the params file the launch gives it).
-    serve = f"\n/**/dynamics_server:\n  ros__parameters:\n    checkpoint: {out / 'model.pt'}\n"
-    lines: list[str] = []
-    runner, watcher = start_stack(tmp_path, config_copy(tmp_path / "config", serve), domain_for("offline-park"), lines)
+    # The dynamics_server loads the checkpoint through its parameter (in the params file the launch gives it).
+    serve = {**NO_TRAINING, "dynamics_server": {"checkpoint": str(out / "model.pt")}}
+    stack = start_stack(tmp_path, serve, "offline-park")
+    watcher = stack.watcher
     try:
-        watcher.spin_until(lambda: int(watcher.controller().get("model_version", "0")) >= 1, 120,
-                           "the fitted model to reach the controller")
-        first_controlled = len(watcher.episodes) + 1  # the episode running now may have started without it
-        watcher.spin_until(lambda: any(e["success"] == "True" for e in watcher.episodes[first_controlled:]), 300,
-                           "a parked episode under the offline-fitted model")
-        server = next(v for k, v in watcher.diagnostics.items() if k.endswith("/car/dynamics_server"))
+        stack.wait_for(lambda: watcher.model_version() >= 1, 120, "the fitted model to reach the controller")
+        first_controlled = len(watcher.reports) + 1  # the episode running now may have started without it
+        stack.wait_for(lambda: any(e["success"] == "True" for e in watcher.reports[first_controlled:]), 300,
+                       "a parked episode under the offline-fitted model")
+        server = watcher.node_status("dynamics_server")
         assert server["model_kind"] == "parametric" and server["model_version"] == "1", server
     finally:
-        watcher.close()
-        runner.stop(timeout=60)
+        stack.stop()
     assert not list((tmp_path / "run" / "checkpoints").glob("*.pt")), "the trainer trained: the model was not ours"
 
 
@@ -134,10 +117,13 @@ def test_replaying_the_raw_topics_reproduces_the_recorded_transitions(recording,
     nodes = {name: subprocess.Popen([sys.executable, "-m", f"mbrl_ros.nodes.{name}", *args], env=env,
                                     stdout=logs[name].open("w"), stderr=subprocess.STDOUT)
              for name, args in commands.items()}
-    watcher = Watcher(domain, None, [])
+    watcher = StackWatcher(domain, "car", timing=False)
     try:
-        watcher.spin_until(lambda: sum(k.endswith(("/car/estimator", "/car/data_logger"))
-                                       for k in watcher.diagnostics) == 2, 60, "the estimator and data_logger")
+        deadline = time.monotonic() + 60
+        while not (watcher.node_status("estimator") and watcher.node_status("data_logger")):
+            assert time.monotonic() < deadline, "no diagnostics from the estimator and data_logger in 60 s: " + \
+                " ".join(log.read_text()[-1500:] for log in logs.values())
+            watcher.spin(0.2)
         played = mbrl_ros("replay", str(bags), "--rate", "8", "--wait-for-subscribers", "1", "--delay", "1",
                           "--topics", "hw/odom", "hw/command", "goal_pose", env=env, timeout=300)
         assert played.returncode == 0, played.stdout + played.stderr
@@ -150,9 +136,10 @@ def test_replaying_the_raw_topics_reproduces_the_recorded_transitions(recording,
         for proc in nodes.values():
             proc.wait(timeout=30)
 
-    original = recorded_transitions(bags, config)
-    again = recorded_transitions(replayed, config)
-    assert len(again) == len(original), (len(again), len(original), logs["data_logger"].read_text()[-2000:])
+    reports = {"recorded": {}, "replayed": {}}
+    original = recorded_transitions(bags, config, reports["recorded"])
+    again = recorded_transitions(replayed, config, reports["replayed"])
+    assert len(again) == len(original), (reports, logs["data_logger"].read_text()[-2000:])
     np.testing.assert_allclose(again.states.numpy(), original.states.numpy(), atol=1e-6)
     np.testing.assert_allclose(again.actions.numpy(), original.actions.numpy(), atol=1e-6)
     np.testing.assert_allclose(again.next_states.numpy(), original.next_states.numpy(), atol=1e-6)

@@ -56,31 +56,40 @@ def explore(transitions: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [e for e in episodes if len(e[1])]
 
 
-def write_car_bag(path: Path, transitions: int, seed: int = 0, topics=("state", "hw/command")) -> Path:
-    """A bag of ``transitions`` simulated parking steps; episodes are separated by a 10 s gap."""
+def write_vector_bag(path: Path, episodes, state_names, action_names, *, namespace: str = "/car",
+                     dt_ns: int = DT_NS, topics=("state", "hw/command")) -> Path:
+    """Episodes ``(states [T+1, nx], actions [T, nu])`` as the stack logs them; a 10 s gap between episodes."""
     store = default_typestore()
     with BagRecorder(path, typestore=store) as bag:
         for topic, typename in (("state", STATE_TYPE), ("hw/command", COMMAND_TYPE)):
             if topic in topics:
-                bag.add_topic(f"/car/{topic}", typename, bag_qos(reliable=topic != "state", transient_local=False))
+                bag.add_topic(f"{namespace}/{topic}", typename,
+                              bag_qos(reliable=topic != "state", transient_local=False))
         stamp = 10**9
-        for states, actions in explore(transitions, seed):
+        for states, actions in episodes:
             for k, state in enumerate(states):
                 if "state" in topics:
-                    bag.write("/car/state", stamp + 1_000, _stamped(store, STATE_TYPE, stamp, STATE_NAMES, state))
+                    bag.write(f"{namespace}/state", stamp + 1_000,
+                              _stamped(store, STATE_TYPE, stamp, state_names, state))
                 if "hw/command" in topics and k < len(actions):
-                    bag.write("/car/hw/command", stamp + 2_000,
-                              _stamped(store, COMMAND_TYPE, stamp, ACTION_NAMES, actions[k]))
-                stamp += DT_NS
+                    bag.write(f"{namespace}/hw/command", stamp + 2_000,
+                              _stamped(store, COMMAND_TYPE, stamp, action_names, actions[k]))
+                stamp += dt_ns
             stamp += 10 * 10**9
     return path
+
+
+def write_car_bag(path: Path, transitions: int, seed: int = 0, topics=("state", "hw/command")) -> Path:
+    """A bag of ``transitions`` simulated parking steps."""
+    return write_vector_bag(path, explore(transitions, seed), STATE_NAMES, ACTION_NAMES, topics=topics)
 
 
 def quick_config(folder: Path, epochs: int = 8) -> Path:
     """The repository's config with few training epochs (edited as text: a YAML round trip unquotes "y")."""
     shutil.copytree(REPO_ROOT / "config", folder)
-    car = folder / "car.yaml"
-    text = car.read_text()
-    assert "epochs: 200" in text, "config/car.yaml no longer has 'epochs: 200'"
-    car.write_text(text.replace("epochs: 200", f"epochs: {epochs}"))
+    for robot, configured in (("car", "epochs: 200"), ("hand", "epochs: 100")):
+        path = folder / f"{robot}.yaml"
+        text = path.read_text()
+        assert configured in text, f"config/{robot}.yaml no longer has '{configured}'"
+        path.write_text(text.replace(configured, f"epochs: {epochs}"))
     return folder

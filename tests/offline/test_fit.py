@@ -7,14 +7,16 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
-from car_bags import write_car_bag
+from car_bags import write_car_bag, write_vector_bag
 
 from mbrl_ros.cli import main
 from mbrl_ros.core.data import multistep_error
 from mbrl_ros.core.retraining import validation_split
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.model_registry import ModelRegistry
+from mbrl_ros.io.config import node_parameters
 from mbrl_ros.io.model_update import pack
 from mbrl_ros.offline.fit import FitError, fit_bags, read_transitions, trainer_parameters
 
@@ -118,3 +120,28 @@ def test_the_hand_without_its_config_says_what_is_missing(capsys, tmp_path, car_
                         "--config-dir", str(only_car))
     assert code == 2
     assert f"{only_car / 'hand.yaml'}: no config for robot 'hand'" in err and "--config-dir" in err
+
+
+def test_hand_bags_fit_the_hands_ensemble_and_say_what_is_not_compared(tmp_path, fast_config):
+    hand = node_parameters(fast_config / "hand.yaml", "trainer")
+    states, actions = hand["state_names"], hand["action_names"]
+    rng = np.random.default_rng(0)
+    episodes = []
+    for _ in range(5):  # joint states drifting with the commands: something an ensemble can fit
+        u = rng.uniform(-1, 1, (40, len(actions)))
+        x = np.zeros((41, len(states)))
+        for t in range(40):
+            x[t + 1] = x[t] + 0.01 * np.resize(u[t], len(states))
+        episodes.append((x, u))
+    bag = write_vector_bag(tmp_path / "hand_0000", episodes, states, actions, namespace="/hand",
+                           dt_ns=int(hand["dt"] * 1e9))
+    code = main(["fit", str(bag), "--robot", "hand", "--out", str(tmp_path / "out"), "--json", str(tmp_path / "e.json"),
+                 "--config-dir", str(fast_config)])
+    assert code == 0
+    document = json.loads((tmp_path / "e.json").read_text())
+    assert document["requested_model"] == "ensemble" and document["transitions"] == 200
+    assert all(math.isfinite(document["models"]["ensemble"]["val_rmse"][str(h)]) for h in document["horizons"])
+    for kind in ("parametric", "semiparametric"):
+        assert document["models"][kind] == {"error": f"not compared: the config has no '{kind}' section"}
+    model, config, _ = checkpoint.load(tmp_path / "out" / "model.pt")
+    assert (model.state_dim, model.action_dim) == (len(states), len(actions))
