@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import rclpy
@@ -127,3 +128,21 @@ class Watcher:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
+
+
+@contextmanager
+def emulated_robot(folder: Path, name: str, emulator_module: str, emulator_params: dict[str, object],
+                   args: dict[str, str]):
+    """A device emulator (its own process, started first, as a vendor driver would be) and the stack
+    with ``args`` talking to it; yields (runner, watcher) and stops everything at the end."""
+    domain = domain_for(name)
+    emulator = start_emulator(domain, emulator_module, emulator_params, folder / f"{name}-emulator.log")
+    lines: list[str] = []
+    runner = start_stack(domain, folder, {**args, "run_dir": str(folder / "run")}, lines)
+    watcher = Watcher(domain, runner, lines, {"emulator": emulator})
+    try:
+        yield runner, watcher
+    finally:
+        watcher.close()
+        runner.stop(timeout=60)
+        stop_process(emulator)

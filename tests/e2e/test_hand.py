@@ -17,7 +17,7 @@ import shutil
 
 import pytest
 
-from hardware_stack import Watcher, domain_for, start_emulator, start_stack, stop_process
+from hardware_stack import Watcher, domain_for, emulated_robot, start_stack
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
 from mbrl_ros.ros_env import REPO_ROOT
 
@@ -96,20 +96,10 @@ def test_the_logger_records_joint_states_that_read_back_as_hand_transitions(hand
 
 @pytest.fixture(scope="module")
 def real_hand(tmp_path_factory):
-    domain = domain_for("e2e-real-hand")
-    folder = tmp_path_factory.mktemp("real_hand")
-    emulator = start_emulator(domain, "mbrl_ros_hardware.real_hand.emulator",
-                              {"latency": 0.03, "joint_states_drop_rate": 0.1, "trajectory_drop_rate": 0.05,
-                               "seed": 2}, folder / "hand_emulator.log")
-    lines: list[str] = []
-    runner = start_stack(domain, folder, {"robot": "hand", "hardware": "real", "run_dir": str(folder / "run")}, lines)
-    watcher = Watcher(domain, runner, lines, {"hand_emulator": emulator})
-    try:
-        yield runner, watcher
-    finally:
-        watcher.close()
-        runner.stop(timeout=60)
-        stop_process(emulator)
+    with emulated_robot(tmp_path_factory.mktemp("real_hand"), "e2e-real-hand", "mbrl_ros_hardware.real_hand.emulator",
+                        {"latency": 0.03, "joint_states_drop_rate": 0.1, "trajectory_drop_rate": 0.05, "seed": 2},
+                        {"robot": "hand", "hardware": "real"}) as running:
+        yield running
 
 
 def test_real_hand_commands_reach_the_emulator_and_joint_states_come_back_as_state(real_hand):

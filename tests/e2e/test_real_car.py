@@ -12,28 +12,18 @@ from __future__ import annotations
 import pytest
 from lifecycle_msgs.msg import Transition
 
-from hardware_stack import Watcher, domain_for, start_emulator, start_stack, stop_process
+from hardware_stack import emulated_robot
 
 MAX_STEER = 0.4189  # config/car_real.yaml
 
 
 @pytest.fixture(scope="module")
 def real_car(tmp_path_factory):
-    domain = domain_for("e2e-real-car")
-    folder = tmp_path_factory.mktemp("real_car")
-    emulator = start_emulator(domain, "mbrl_ros_hardware.real_car.emulator",
-                              {"latency": 0.03, "odom_drop_rate": 0.1, "drive_drop_rate": 0.05,
-                               "position_noise": 0.01, "seed": 3}, folder / "car_emulator.log")
-    lines: list[str] = []
-    runner = start_stack(domain, folder, {"robot": "car", "hardware": "real", "task": "parking",
-                                          "run_dir": str(folder / "run")}, lines)
-    watcher = Watcher(domain, runner, lines, {"car_emulator": emulator})
-    try:
-        yield runner, watcher
-    finally:
-        watcher.close()
-        runner.stop(timeout=60)
-        stop_process(emulator)
+    with emulated_robot(tmp_path_factory.mktemp("real_car"), "e2e-real-car", "mbrl_ros_hardware.real_car.emulator",
+                        {"latency": 0.03, "odom_drop_rate": 0.1, "drive_drop_rate": 0.05, "position_noise": 0.01,
+                         "seed": 3},
+                        {"robot": "car", "hardware": "real", "task": "parking"}) as running:
+        yield running
 
 
 def test_commands_reach_the_emulator_and_odometry_comes_back_as_state(real_car):
