@@ -13,9 +13,11 @@ way for every robot:
 - ``lockstep: false``: a wall-clock timer steps at ``1/dt`` with the latest
   command held (zero-order hold), like a real robot.
 - Each finished episode is reported on ``sim/episodes`` (diagnostic_msgs/
-  DiagnosticArray, latched, every episode so far); the next starts with the
-  next seed, after ``reset_gap`` seconds of simulated time so that the data
-  path splits episodes at the gap.
+  DiagnosticArray, latched, every episode so far) with the stamps it spans
+  (states stamped in [start_stamp_ns, end_stamp_ns) belong to it); the next
+  starts with the next seed, after ``reset_gap`` seconds of simulated time so
+  that the data path splits episodes at the gap. A simulator whose steps say
+  nothing about success succeeds by reaching the time limit without a crash.
 """
 
 from __future__ import annotations
@@ -84,8 +86,11 @@ class SimDriverNode(Node):
         """The goal of the episode (latched topics); called at each episode start."""
 
     def episode_result(self) -> dict:
-        """What an episode's report adds to episode, seed, success, crashed and steps."""
+        """What an episode's report adds to episode, seed, success, crashed, steps and stamps."""
         return {}
+
+    def observe_step(self, step) -> None:
+        """Called with every simulator step (to accumulate what ``episode_result`` reports)."""
 
     # --- episodes --------------------------------------------------------
     def start_episode(self) -> None:
@@ -94,12 +99,14 @@ class SimDriverNode(Node):
         self.seed = self.p["seed"] + self.episode
         self.state = self.sim.reset(seed=self.seed)
         self.steps = 0
+        self.episode_start_ns = self.stamp_ns()
         self.publish_task(self.stamp())
         self.publish_current()
 
     def finish_episode(self, success: bool, crashed: bool) -> None:
         result = {"episode": self.episode, "seed": self.seed, "success": success, "crashed": crashed,
-                  "steps": self.steps, **self.episode_result()}
+                  "steps": self.steps, "start_stamp_ns": self.episode_start_ns, "end_stamp_ns": self.stamp_ns(),
+                  **self.episode_result()}
         self.results.append(result)
         self.get_logger().info(f"episode {self.episode} done: {result}")
         array = DiagnosticArray()
@@ -144,15 +151,21 @@ class SimDriverNode(Node):
         step = self.sim.step(action)
         self.state = step.state
         self.steps += 1
+        self.observe_step(step)
         self.sim_time_ns += int(round(self.dt * 1e9))
         crashed = bool(getattr(step, "crashed", False))
-        success = bool(getattr(step, "success", False))
-        if crashed or step.done or self.steps >= self.max_steps:
+        over = step.done or self.steps >= self.max_steps
+        success = bool(step.success) if hasattr(step, "success") else (over and not crashed)
+        if crashed or over:
             self.finish_episode(success, crashed)
         else:
             self.publish_current()
 
     # --- publishing --------------------------------------------------------
+    def stamp_ns(self) -> int:
+        stamp = self.stamp()
+        return stamp.sec * 1_000_000_000 + stamp.nanosec
+
     def stamp(self) -> Time:
         if self.lockstep:
             return Time(sec=self.sim_time_ns // 1_000_000_000, nanosec=self.sim_time_ns % 1_000_000_000)

@@ -5,18 +5,10 @@ would (``hw/odom``, nav_msgs/Odometry) and takes ``hw/command``
 (mbrl_interfaces/CommandVector ``[u_accel, u_steer]``), plus the task: the goal
 pose (parking) or the reference path (race), latched.
 
-Two clock modes:
-- ``lockstep: true``: the node owns ``/clock``. It publishes a state, waits for
-  the command that answers it (header stamp >= the state's), steps the
-  simulator by ``dt`` and advances the clock. Deterministic, and as fast as the
-  controller answers. While waiting it re-publishes the state, since the first
-  messages after discovery can be lost.
-- ``lockstep: false``: a wall-clock timer steps the simulator at ``1/dt`` with
-  the latest command held (zero-order hold), like a real car.
-
-Each finished episode (success, crash, or time limit) is reported on
-``sim/episodes`` (diagnostic_msgs/DiagnosticArray) and the next one starts with
-the next seed.
+Lockstep or real time, episodes and their reports on ``sim/episodes``: see
+``mbrl_ros_hardware.sim_driver``. A car episode's report adds the final pose
+(never published as odometry: the next episode starts at once), the final
+distance to the goal, and on the race track the cross-track error.
 """
 
 from __future__ import annotations
@@ -25,28 +17,19 @@ import math
 import sys
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
-from rclpy.node import Node
-from rosgraph_msgs.msg import Clock
 
-from mbrl_interfaces.msg import CommandVector
+from mbrl_ros.nodes.params import Param
+from mbrl_ros.nodes.qos import LATCHED, SENSOR
 from mbrl_ros.nodes.run import run_node
-from mbrl_ros.nodes.params import Param, declare_all
-from mbrl_ros.nodes.qos import COMMAND, LATCHED, SENSOR
+from mbrl_ros_hardware.sim_driver import SimDriverNode
 
 PARAMS = [
     Param("task", "parking", "simulated task: 'parking' (highway-env parking-v0) or 'race' (single-track car on a track)", read_only=True),
-    Param("lockstep", True, "step when a command arrives and publish /clock (true), or run in real time (false)", read_only=True),
-    Param("seed", 0, "seed of the first episode; episode k uses seed + k", (0, 2**31 - 1), read_only=True),
-    Param("episodes", 0, "stop after this many episodes (0: run forever)", (0, 1_000_000)),
-    Param("max_episode_steps", 0, "time limit of an episode, in control steps (0: the task's own: parking 100 = 20 s, race 600 = 30 s)", (0, 100_000)),
-    Param("frame_id", "map", "frame of the odometry and goal"),
-    Param("republish_period", 0.2, "lockstep: wall seconds between re-publishing an unanswered state", (0.01, 5.0)),
 ]
-
-
+# The time limit of an episode when max_episode_steps is 0: parking 20 s, race 30 s.
 TASK_EPISODE_STEPS = {"parking": 100, "race": 600}
 
 
@@ -54,144 +37,48 @@ def yaw_to_quaternion(yaw: float) -> tuple[float, float, float, float]:
     return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
 
 
-class SimCarNode(Node):
+class SimCarNode(SimDriverNode):
     def __init__(self) -> None:
-        super().__init__("sim_car")
-        self.p = declare_all(self, PARAMS)
-        if self.p["task"] not in TASK_EPISODE_STEPS:
-            raise ValueError(f"sim_car: parameter 'task' must be 'parking' or 'race', got {self.p['task']!r}")
-        self.max_steps = self.p["max_episode_steps"] or TASK_EPISODE_STEPS[self.p["task"]]
-        if self.p["task"] == "parking":
-            from mbrl_ros_hardware.sim_car.parking import ParkingSim
-
-            self.sim = ParkingSim(max_episode_steps=self.max_steps)
-        else:
-            from mbrl_ros_hardware.sim_car.race import RaceSim
-
-            self.sim = RaceSim(episode_steps=self.max_steps)
-        self.dt = self.sim.dt
+        super().__init__("sim_car", PARAMS)
         self.odom_pub = self.create_publisher(Odometry, "hw/odom", SENSOR)
         self.goal_pub = self.create_publisher(PoseStamped, "goal_pose", LATCHED)
         self.path_pub = self.create_publisher(Path, "reference_path", LATCHED)
-        self.episode_pub = self.create_publisher(DiagnosticArray, "sim/episodes", LATCHED)
-        self.create_subscription(CommandVector, "hw/command", self.on_command, COMMAND)
-        self.lockstep = bool(self.p["lockstep"])
-        if self.lockstep:
-            self.clock_pub = self.create_publisher(Clock, "/clock", 10)
-        self.sim_time_ns = 0
-        self.episode = 0
-        self.results: list[dict] = []
-        self.last_action = np.zeros(2)
-        self.finished = False
-        self.start_episode()
-        if self.lockstep:
-            self.create_timer(self.p["republish_period"], self.publish_state)
-        else:
-            self.create_timer(self.dt, self.step_real_time)
+        self.cross_track_errors: list[float] = []
+
+    def make_sim(self):
+        task = self.p["task"]
+        if task not in TASK_EPISODE_STEPS:
+            raise ValueError(f"sim_car: parameter 'task' must be 'parking' or 'race', got {task!r}")
+        steps = self.p["max_episode_steps"] or TASK_EPISODE_STEPS[task]
+        if task == "parking":
+            from mbrl_ros_hardware.sim_car.parking import ParkingSim
+
+            return ParkingSim(max_episode_steps=steps)
+        from mbrl_ros_hardware.sim_car.race import RaceSim
+
+        return RaceSim(episode_steps=steps)
+
+    def default_episode_steps(self) -> int:
+        return TASK_EPISODE_STEPS[self.p["task"]]
 
     # --- episodes -------------------------------------------------------
-    def start_episode(self) -> None:
-        self.seed = self.p["seed"] + self.episode
-        self.state = self.sim.reset(seed=self.seed)
-        self.steps = 0
-        self.cross_track_errors: list[float] = []
-        self.episode_start_ns = self.stamp_ns()
-        self.publish_task()
-        self.publish_state()
+    def observe_step(self, step) -> None:
+        if hasattr(step, "cross_track_error"):
+            self.cross_track_errors.append(float(step.cross_track_error))
 
-    def finish_episode(self, success: bool, crashed: bool) -> None:
-        result = {
-            "episode": self.episode,
-            "seed": self.seed,
-            "success": success,
-            "crashed": crashed,
-            "steps": self.steps,
-            "final_position_error_m": float(np.linalg.norm(self.state[:2] - self.goal[:2])) if self.goal is not None else float("nan"),
-            # Odometry stamped in [start, end) belongs to this episode; the final pose is never
-            # published as odometry (the next episode starts at once), so it is reported here.
-            "start_stamp_ns": self.episode_start_ns,
-            "end_stamp_ns": self.stamp_ns(),
-            "final_x": float(self.state[0]),
-            "final_y": float(self.state[1]),
-            "final_yaw": float(self.state[2]),
-        }
+    def episode_result(self) -> dict:
+        x, y, yaw = (float(v) for v in self.state[:3])
+        result = {"final_x": x, "final_y": y, "final_yaw": yaw,
+                  "final_position_error_m": float(np.hypot(x - self.goal[0], y - self.goal[1]))
+                  if self.goal is not None else float("nan")}
         if self.cross_track_errors:
             result["mean_cross_track_error_m"] = float(np.mean(self.cross_track_errors))
             result["max_cross_track_error_m"] = float(np.max(self.cross_track_errors))
-        self.results.append(result)
-        self.get_logger().info(f"episode {self.episode} done: {result}")
-        array = DiagnosticArray()
-        array.header.stamp = self.stamp()
-        array.status = [
-            DiagnosticStatus(
-                level=DiagnosticStatus.OK if r["success"] else DiagnosticStatus.WARN,
-                name=f"episode {r['episode']}",
-                message="success" if r["success"] else ("crashed" if r["crashed"] else "time limit"),
-                values=[KeyValue(key=k, value=str(v)) for k, v in r.items()],
-            )
-            for r in self.results
-        ]
-        self.episode_pub.publish(array)
-        self.episode += 1
-        if self.p["episodes"] and self.episode >= self.p["episodes"]:
-            self.finished = True
-            return
-        self.start_episode()
-
-    # --- stepping -------------------------------------------------------
-    def on_command(self, msg: CommandVector) -> None:
-        if self.finished:
-            return
-        values = np.asarray(msg.values, dtype=float)
-        if values.shape != (2,) or not np.all(np.isfinite(values)):
-            self.get_logger().warn(f"hw/command: expected 2 finite values [u_accel, u_steer], got {list(msg.values)}; ignored")
-            return
-        self.last_action = values
-        if not self.lockstep:
-            return
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        if stamp_ns < self.sim_time_ns:
-            return  # answers an older state; the controller will answer the current one
-        self.advance(values)
-
-    def step_real_time(self) -> None:
-        if not self.finished:
-            self.advance(self.last_action)
-
-    def advance(self, action: np.ndarray) -> None:
-        step = self.sim.step(action)
-        self.state = step.state
-        self.steps += 1
-        if hasattr(step, "cross_track_error"):
-            self.cross_track_errors.append(float(step.cross_track_error))
-        self.sim_time_ns += int(round(self.dt * 1e9))
-        crashed = bool(getattr(step, "crashed", False))
-        over = step.done or self.steps >= self.max_steps
-        # Parking succeeds at the goal; a race episode succeeds by staying on the track to the end.
-        success = bool(step.success) if hasattr(step, "success") else (over and not crashed)
-        if success or crashed or over:
-            self.finish_episode(success, crashed)
-        else:
-            self.publish_state()
+        self.cross_track_errors = []
+        return result
 
     # --- publishing -----------------------------------------------------
-    def stamp_ns(self) -> int:
-        stamp = self.stamp()
-        return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-    def stamp(self):
-        if self.lockstep:
-            from builtin_interfaces.msg import Time
-
-            return Time(sec=self.sim_time_ns // 1_000_000_000, nanosec=self.sim_time_ns % 1_000_000_000)
-        return self.get_clock().now().to_msg()
-
-    def publish_state(self) -> None:
-        if self.finished:
-            return
-        stamp = self.stamp()
-        if self.lockstep:
-            self.clock_pub.publish(Clock(clock=stamp))
+    def publish_state(self, stamp: Time) -> None:
         x, y, yaw, v, _steer = self.state
         odom = Odometry()
         odom.header.stamp = stamp
@@ -205,8 +92,7 @@ class SimCarNode(Node):
         odom.twist.twist.linear.x = float(v)  # body frame, signed
         self.odom_pub.publish(odom)
 
-    def publish_task(self) -> None:
-        stamp = self.stamp()
+    def publish_task(self, stamp: Time) -> None:
         self.goal = getattr(self.sim, "goal", None)
         if self.goal is not None:
             goal = PoseStamped()
