@@ -8,8 +8,10 @@ numbers. What it adds to the raw odometry:
 - the steering angle, which odometry does not carry: the commanded steering
   ``steer_gain * u_steer`` passed through a first-order actuator lag
   (``steer_lag`` seconds; ``steer_lag <= dt`` means the command is reached
-  within one control period, as in ``KinematicBicycle``), integrated exactly
-  over the intervals between odometry stamps during which each command held;
+  within one control period, as in ``KinematicBicycle``) whose rate is
+  limited to ``steer_rate_limit`` rad/s (0: no limit; a real steering servo
+  has one), integrated exactly over the intervals between odometry stamps
+  during which each command held;
 - an optional low-pass on the speed (``speed_filter_alpha``, 1.0 = none).
 
 Bad sensor data never raises: ``update`` returns a ``Rejection`` with a reason
@@ -53,6 +55,7 @@ def yaw_from_quaternion(qx: float, qy: float, qz: float, qw: float) -> float:
 class EstimatorConfig:
     steer_gain: float = 0.7853981633974483  # rad per unit u_steer: highway-env's 45 deg
     steer_lag: float = 0.0  # s, first-order time constant of the steering actuator
+    steer_rate_limit: float = 0.0  # rad/s, largest steering rate of the actuator; 0 = no limit
     dt: float = 0.2  # s, the control period; a lag up to it is treated as instant
     speed_filter_alpha: float = 1.0  # weight of the newest speed sample; 1.0 = no filter
     # Consecutive out-of-order samples after which the estimator assumes a new
@@ -67,6 +70,8 @@ class EstimatorConfig:
                 raise ValueError(f"estimator: '{f.name}' must be a finite number, got {value!r}")
         if self.steer_lag < 0:
             raise ValueError(f"estimator: 'steer_lag' must be >= 0 s, got {self.steer_lag}")
+        if self.steer_rate_limit < 0:
+            raise ValueError(f"estimator: 'steer_rate_limit' must be >= 0 rad/s, got {self.steer_rate_limit}")
         if self.dt <= 0:
             raise ValueError(f"estimator: 'dt' must be > 0 s, got {self.dt}")
         if not 0.0 < self.speed_filter_alpha <= 1.0:
@@ -194,12 +199,12 @@ class CarStateEstimator:
         """The steering angle at ``to_ns``, given the commands received since ``from_ns``."""
         commands = sorted(self._pending, key=lambda c: c.stamp_ns)
         self._pending = []
-        gain, lag = self.config.steer_gain, self.config.steer_lag
+        gain, lag, limit = self.config.steer_gain, self.config.steer_lag, self.config.steer_rate_limit
         if commands:
             latest = commands[-1].u_steer
         else:
             latest = self._u_steer
-        if from_ns is None or lag <= self.config.dt:
+        if from_ns is None or (lag <= self.config.dt and not limit):
             # Instant actuator, or no history: the last command received holds.
             # (Before any command, the car is assumed to steer straight.)
             self._u_steer = latest
@@ -210,10 +215,10 @@ class CarStateEstimator:
             # before the last sample (its effect then is already measured) nor
             # after this one (it was received, so it is in effect).
             start = min(max(command.stamp_ns, from_ns), to_ns)
-            steer = _first_order(steer, gain * u, (start - t) * 1e-9, lag)
+            steer = _actuator(steer, gain * u, (start - t) * 1e-9, lag, limit)
             u, t = command.u_steer, start
         self._u_steer = u
-        return _first_order(steer, gain * u, (to_ns - t) * 1e-9, lag)
+        return _actuator(steer, gain * u, (to_ns - t) * 1e-9, lag, limit)
 
     def _reject(self, reason: str, repeat_of: StateEstimate | None = None) -> Rejection:
         self.rejected += 1
@@ -221,10 +226,23 @@ class CarStateEstimator:
         return Rejection(reason, repeat_of)
 
 
-def _first_order(value: float, target: float, duration_s: float, lag_s: float) -> float:
-    """Exact response of ``lag * dv/dt = target - v`` after ``duration_s`` seconds."""
+def _actuator(value: float, target: float, duration_s: float, lag_s: float, rate_limit: float) -> float:
+    """Exact response of ``dv/dt = clip((target - v) / lag, -rate_limit, rate_limit)`` after
+    ``duration_s`` seconds (``rate_limit`` 0: no limit; ``lag`` 0: the limit alone)."""
     if duration_s <= 0.0:
         return value
+    gap = target - value
+    if rate_limit > 0.0:
+        # Far from the target the rate is at its limit (a ramp) until the gap shrinks to
+        # rate_limit * lag, where the lag's own rate falls below the limit.
+        ramp = abs(gap) - rate_limit * lag_s
+        if ramp > 0.0:
+            if duration_s * rate_limit <= ramp:
+                return value + math.copysign(duration_s * rate_limit, gap)
+            value += math.copysign(ramp, gap)
+            duration_s -= ramp / rate_limit
+    if lag_s <= 0.0:
+        return target
     return target + (value - target) * math.exp(-duration_s / lag_s)
 
 

@@ -40,6 +40,7 @@ PARAMS = [
           read_only=True),
     Param("steer_gain", 0.7853981633974483, "steering angle (rad) per unit u_steer command", (0.0, 10.0)),
     Param("steer_lag", 0.0, "first-order time constant (s) of the steering actuator; <= dt means instant", (0.0, 10.0)),
+    Param("steer_rate_limit", 0.0, "largest steering rate (rad/s) of the actuator; 0: no limit", (0.0, 100.0)),
     Param("dt", 0.2, "control period (s); a steer_lag up to it is treated as instant, as the model does", (0.001, 10.0)),
     Param("speed_filter_alpha", 1.0, "weight of the newest speed sample in a low-pass (1.0: no filter)", (0.001, 1.0)),
     Param("resync_after", 10, "consecutive out-of-order odometry stamps after which the time line is taken as "
@@ -88,7 +89,8 @@ class EstimatorNode(Node):
         if STEER_COMMAND not in self.p["action_names"]:
             raise ValueError(f"{source} 'action_names' {list(self.p['action_names'])} has no '{STEER_COMMAND}'")
         config = EstimatorConfig.from_dict(
-            {k: self.p[k] for k in ("steer_gain", "steer_lag", "dt", "speed_filter_alpha", "resync_after")},
+            {k: self.p[k] for k in ("steer_gain", "steer_lag", "steer_rate_limit", "dt", "speed_filter_alpha",
+                                     "resync_after")},
             source=self.get_fully_qualified_name(),
         )
         self.core = CarStateEstimator(config)

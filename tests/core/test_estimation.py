@@ -81,6 +81,33 @@ def test_lagged_steering_is_the_exact_first_order_response():
     assert abs(odom(est, 100).values[4]) < 1e-9
 
 
+def test_rate_limited_steering_tracks_the_race_cars_steering_actuator():
+    """The race car's steering is a 0.1 s lag whose rate the vehicle model caps at 0.4 rad/s: the
+    estimate (from commands alone) must follow the simulator's true steering angle."""
+    from mbrl_ros_hardware.sim_car.race import RaceSim
+
+    sim = RaceSim()
+    state = sim.reset(seed=3, speed=8.0)
+    dt_ns = int(round(sim.dt * 1e9))
+    limited = CarStateEstimator(EstimatorConfig(steer_gain=0.4, steer_lag=0.1, steer_rate_limit=0.4, dt=sim.dt))
+    lag_only = CarStateEstimator(EstimatorConfig(steer_gain=0.4, steer_lag=0.1, dt=sim.dt))
+    for est in (limited, lag_only):
+        est.update(0, *state[:2], quat(state[2]), state[3])
+    rng = np.random.default_rng(0)
+    errors = {"limited": [], "lag_only": []}
+    u = 0.0
+    for k in range(200):
+        if k % 10 == 0:
+            u = float(rng.uniform(-1.0, 1.0))
+        state = sim.step(np.array([0.0, u])).state
+        for name, est in (("limited", limited), ("lag_only", lag_only)):
+            est.command(k * dt_ns, u)  # the command answering state k
+            estimate = est.update((k + 1) * dt_ns, *state[:2], quat(state[2]), state[3])
+            errors[name].append(abs(estimate.values[4] - state[4]))
+    assert max(errors["limited"]) < 0.01, max(errors["limited"])
+    assert max(errors["lag_only"]) > 0.1  # the lag alone is visibly wrong: the limit matters
+
+
 def test_command_stamped_before_the_last_sample_acts_from_that_sample():
     lag = 1.0
     est = CarStateEstimator(EstimatorConfig(steer_gain=1.0, steer_lag=lag, dt=0.2))
