@@ -50,7 +50,7 @@ def run(episodes: int = 60, random_transitions: int = 200, retrain_every: int = 
         bar.update(min(len(watcher.reports), episodes) - bar.n)
         recent = watcher.reports[-window:]
         bar.set_postfix_str(f"model v{watcher.model_version()} | last {len(recent)}: "
-                            f"{sum(r.get('success') == 'True' for r in recent)} parked")
+                            f"{sum(r.get('success') == 'True' for r in recent)} parked", refresh=False)
 
     started = time.monotonic()
     try:

@@ -61,7 +61,7 @@ def run_demo(task: str = "parking", episodes: int = 20, model_kind: str | None =
             explored = sum(t[1] == "explore" for t in watcher.timings)
             bar.update(min(explored, budget or explored) - bar.n)
             bar.set_postfix_str("waiting for the trainer's first model" if budget and explored >= budget
-                                else "random driving")
+                                else "random driving", refresh=False)
 
         run.wait_for(lambda: watcher.model_version() >= 1, timeout_s, "the first model to reach the controller",
                      tick=exploring)
@@ -79,7 +79,8 @@ def run_demo(task: str = "parking", episodes: int = 20, model_kind: str | None =
             wins = sum(r.get("success") == "True" for r in done)
             plans = [t[2] for t in watcher.timings if t[1] == "plan"][-500:]
             latency = f" | plan p50 {np.median(plans):.0f} ms" if plans else ""
-            bar.set_postfix_str(f"success {wins}/{len(done)} | model v{watcher.model_version()}{latency}")
+            bar.set_postfix_str(f"success {wins}/{len(done)} | model v{watcher.model_version()}{latency}",
+                                refresh=False)
 
         run.wait_for(lambda: len(watcher.reports) >= first + episodes, timeout_s, f"{episodes} evaluated episodes",
                      tick=evaluating)
