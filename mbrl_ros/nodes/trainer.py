@@ -260,8 +260,11 @@ class TrainerNode(Node):
         named = f"candidate v{version}" if version is not None else "candidate"
         line = (f"round {round_number} ({why}, {transitions} transitions, {seconds:.1f} s): {named} {decision} "
                 f"against {against}: {reason}" + (f" [{errors}]" if errors else "") + (f"; {note}" if note else ""))
-        log = self.get_logger()
-        (log.error if decision == "failed" else log.info)(line)
+        # Two call sites: rclpy fixes a call site's severity at its first call and raises if it changes.
+        if decision == "failed":
+            self.get_logger().error(line)
+        else:
+            self.get_logger().info(line)
         try:
             self.decision_log.parent.mkdir(parents=True, exist_ok=True)
             with self.decision_log.open("a") as f:
