@@ -210,6 +210,7 @@ def run_phase(watcher: Watcher, training: bool, timeout: float) -> dict:
         "deadline_misses_total": int(values["deadline_misses"]),
         "trainer_busy_fraction": round(sum(busy) / len(busy), 3) if busy else 0.0,
         "trainer_rounds": int(trainer.get("rounds", "0")) - rounds_before,
+        "load_average_1min": os.getloadavg()[0],  # the machine is shared: how loaded it was
     }
 
 
@@ -290,7 +291,7 @@ def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu
             print(f"  phase {i + 1}/{2 * phases} {'training' if phase['training'] else 'idle':8s} "
                   f"p50 {phase['p50_ms']:7.2f} ms  p99 {phase['p99_ms']:7.2f} ms  rate {phase['rate_hz']:.2f} Hz  "
                   f"trainer busy {phase['trainer_busy_fraction']:.0%} ({phase['trainer_rounds']} rounds)  "
-                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+                  f"load {phase['load_average_1min']:.2f}", flush=True)
         summary = summarise(results)
         for name, proc in procs.items():
             if proc.poll() is not None:
