@@ -37,7 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "scaled by --rate, each topic with the QoS it was recorded with, and /clock from the bag's time, so "
         "nodes with use_sim_time run against recorded data. Ctrl-C stops.",
     )
-    replay.add_argument("bag", metavar="BAG", help="a bag directory, or a folder of bags (played in order)")
+    replay.add_argument("bags", nargs="+", metavar="BAG",
+                        help="bag directories, or folders of bags (played one after the other, in order)")
     replay.add_argument("--rate", type=float, default=1.0, help="speed factor (default 1.0: recorded timing)")
     replay.add_argument("--topics", nargs="+", metavar="T", default=None,
                         help="replay only these topics (full names, or names relative to the robot namespace)")
@@ -51,6 +52,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("--wait-for-subscribers", type=int, default=0, metavar="N",
                         help="before the first message, wait until every replayed topic has N matched "
                         "subscriptions (then --delay)")
+    replay.add_argument("--by-stamp", action="store_true",
+                        help="time messages by their header stamps instead of when they were logged (a loaded "
+                        "recorder logs bunched: several steps at one instant); messages without a header keep "
+                        "their log time")
+    replay.add_argument("--min-gap", type=float, default=0.0, metavar="S",
+                        help="wall seconds at least between two messages, also of one instant, for subscribers "
+                        "whose result depends on the order they handle messages in (default 0)")
     replay.set_defaults(func=_run_replay)
 
 

@@ -31,6 +31,7 @@ from mbrl_ros.io import checkpoint
 from mbrl_ros.io.bags import BagError, list_bags, load_transitions
 from mbrl_ros.io.config import ConfigError, merge, node_parameters, require
 from mbrl_ros.offline import MODEL_KINDS, ROBOTS
+from mbrl_ros.offline.bag_paths import find_bags
 from mbrl_ros.ros_env import REPO_ROOT
 
 DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
@@ -117,20 +118,6 @@ def trainer_parameters(robot: str, task: str | None = None, config_dir: str | Pa
         merge(params, node_parameters(task_file, "trainer", required=False))
         files.append(task_file)
     return {**TRAINER_DEFAULTS, **params}, files
-
-
-def find_bags(paths: Sequence[str | Path]) -> list[Path]:
-    """Every complete bag at or under each path, in the order given (a folder's in natural order)."""
-    if not paths:
-        raise FitError("no bags given: name a bag directory or a folder of bags")
-    bags: list[Path] = []
-    for path in paths:
-        found = list_bags(path)
-        if not found:
-            what = "does not exist" if not Path(path).exists() else "holds no bag (a directory with metadata.yaml)"
-            raise FitError(f"{path}: {what}")
-        bags += [bag for bag in found if bag not in bags]
-    return bags
 
 
 def model_section(params: dict, kind: str, source: str) -> dict:

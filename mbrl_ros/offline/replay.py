@@ -4,7 +4,11 @@ Messages go out as the serialised bytes stored in the bag (rclpy publishers take
 ``bytes``), so any message type replays without being decoded. Each message is
 published at its recorded log time, scaled by ``--rate``, and ``/clock`` carries
 that bag time (before every message, and ``--clock-rate`` times a second in
-between), so nodes with ``use_sim_time`` see the recording's time line.
+between), so nodes with ``use_sim_time`` see the recording's time line. The log time is
+when the recorder received a message, which bunches under load (the lockstep
+stack's logger can receive several steps at one instant, and a burst overflows
+a depth-5 sensor queue); ``--by-stamp`` times messages by their header stamps
+instead, as they were measured.
 
 Each topic is offered with the QoS it was recorded with (``offered_qos_profiles``
 in metadata.yaml; with several publishers, the weakest, as the data_logger
@@ -21,9 +25,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
 import importlib
+import math
+import queue
 import signal
+import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +42,8 @@ from rosbags.interfaces import QosDurability, QosReliability
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
-from mbrl_ros.io.bags import BagError, list_bags
+from mbrl_ros.io.bags import BagError, default_typestore
+from mbrl_ros.offline.bag_paths import find_bags
 
 CLOCK_TOPIC = "/clock"
 
@@ -127,12 +137,97 @@ def missing_types(plans: dict[str, TopicPlan]) -> list[str]:
     return sorted(set(missing))
 
 
+def recorded(bags: list[Path], topics) -> Iterator[tuple[str, int, bytes]]:
+    """``(topic, log time ns, serialised message)`` of ``topics`` in the bags' log order."""
+    for bag in bags:
+        with opened(bag) as reader:
+            connections = [c for c in reader.connections if c.topic in topics]
+            for conn, log_ns, data in reader.messages(connections=connections):
+                yield conn.topic, log_ns, data
+
+
+def prefetched(messages: Iterator, depth: int = 10_000) -> Iterator:
+    """``messages`` read ahead by a thread, so opening the next bag does not stall the timing loop."""
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in messages:
+                while not stop.is_set():
+                    try:
+                        ahead.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except Exception as error:  # handed over to the consumer, raised there
+            ahead.put(error)
+        ahead.put(done)
+
+    thread = threading.Thread(target=read, name="bag-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := ahead.get()) is not done:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def header_stamp_ns(data: bytes) -> int | None:
+    """The ``header.stamp`` of a serialised message whose first field is a std_msgs/Header (None if unset)."""
+    if len(data) < 12:
+        return None
+    order = "<" if data[1] == 1 else ">"  # CDR encapsulation: 0x0001 little endian, 0x0000 big endian
+    sec, nanosec = struct.unpack_from(order + "iI", data, 4)
+    return sec * 1_000_000_000 + nanosec if sec > 0 or nanosec > 0 else None
+
+
+def stamped_types(plans: dict[str, TopicPlan]) -> set[str]:
+    """The topics whose messages start with a std_msgs/Header (types the typestore knows)."""
+    fielddefs = default_typestore().fielddefs
+    return {topic for topic, plan in plans.items()
+            if plan.msgtype in fielddefs and fielddefs[plan.msgtype][1]
+            and fielddefs[plan.msgtype][1][0][1][1] == "std_msgs/msg/Header"}
+
+
+def by_header_stamp(messages: Iterator[tuple[str, int, bytes]], stamped: set[str], window_ns: int
+                    ) -> Iterator[tuple[str, int, bytes]]:
+    """``messages`` re-timed by their header stamps (log time where a message has none), in that order.
+
+    A recorder logs the time it received a message, which lags and bunches under
+    load (several steps received at one instant); the header stamps are when the
+    data was taken. Messages are held back until the log time is ``window_ns``
+    past their stamp, so any message received up to that much later than stamped
+    is put in its place.
+    """
+    held: list[tuple[int, int, str, bytes]] = []
+    for sequence, (topic, log_ns, data) in enumerate(messages):
+        stamp = header_stamp_ns(data) if topic in stamped else None
+        heapq.heappush(held, (log_ns if stamp is None else stamp, sequence, topic, data))
+        while held and held[0][0] <= log_ns - window_ns:
+            time_ns, _, ready, ready_data = heapq.heappop(held)
+            yield ready, time_ns, ready_data
+    while held:
+        time_ns, _, ready, ready_data = heapq.heappop(held)
+        yield ready, time_ns, ready_data
+
+
 def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, loop: bool = False,
-           clock: bool = True, clock_rate: float = 100.0, delay: float = 0.0, wait_for_subscribers: int = 0) -> dict:
+           clock: bool = True, clock_rate: float = 100.0, delay: float = 0.0, wait_for_subscribers: int = 0,
+           by_stamp: bool = False, stamp_window: float = 1.0, min_gap: float = 0.0) -> dict:
     """Publish the planned topics of ``bags`` in time; returns counts. Ctrl-C (or SIGTERM) stops it.
 
     ``wait_for_subscribers``: first wait until each topic has that many matched
     subscriptions; then ``delay`` wall seconds; then the first message.
+    ``by_stamp``: time messages by their header stamps (``by_header_stamp``), not by when they were logged.
+    ``min_gap``: wall seconds at least between two messages, even of one instant, so a subscriber
+    whose result depends on the order it handles messages in (the estimator: odometry, then the
+    command that answers it) handles one before the next arrives.
     """
     import rclpy
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -149,11 +244,12 @@ def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, 
                          else DurabilityPolicy.VOLATILE)
         publishers[topic] = node.create_publisher(message_class(plan.msgtype), topic, qos)
     clock_pub = node.create_publisher(Clock, CLOCK_TOPIC, 10) if clock else None
-    counts = {"messages": 0, "passes": 0, "bag_seconds": 0.0, "wall_seconds": 0.0}
+    counts = {"messages": 0, "passes": 0, "position_s": 0.0, "bag_seconds": 0.0, "wall_seconds": 0.0}
     last_clock = [None]
 
     def publish_clock(bag_ns: int) -> None:
-        if clock_pub is not None and bag_ns != last_clock[0]:
+        # Never backwards within a pass (a message stamped before the window): the clock waits instead.
+        if clock_pub is not None and (last_clock[0] is None or bag_ns > last_clock[0]):
             sec, nanosec = divmod(int(bag_ns), 1_000_000_000)
             msg = Clock()
             msg.clock.sec, msg.clock.nanosec = sec, nanosec
@@ -170,32 +266,37 @@ def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, 
         if delay > 0:
             time.sleep(delay)
         started_wall = time.monotonic()  # the replay's own time, without the delay
+        stamped = stamped_types(plans) if by_stamp else set()
         while True:
             counts["passes"] += 1
-            pass_wall = time.monotonic()
-            for bag in bags:
-                with opened(bag) as reader:
-                    connections = [c for c in reader.connections if c.topic in publishers]
-                    for conn, log_ns, data in reader.messages(connections=connections):
-                        target = pass_wall + (log_ns - start_ns) * 1e-9 / rate
-                        while (now := time.monotonic()) < target:
-                            publish_clock(start_ns + int((now - pass_wall) * rate * 1e9))
-                            time.sleep(min(target - now, tick))
-                        publish_clock(log_ns)
-                        publishers[conn.topic].publish(bytes(data))
-                        counts["messages"] += 1
-                        bag_s = (log_ns - start_ns) * 1e-9
-                        if bar.n + 0.1 <= bag_s:
-                            bar.update(round(bag_s - bar.n, 1))
-                            wall = time.monotonic() - pass_wall
-                            bar.set_postfix_str(f"rate {bag_s / wall:.2f}x, {counts['messages']} msgs"
-                                                if wall > 0 else "")
-            counts["bag_seconds"] += (end_ns - start_ns) * 1e-9
+            pass_wall, first_ns, published_at = time.monotonic(), None, -math.inf
+            messages = recorded(bags, publishers)
+            if by_stamp:
+                messages = by_header_stamp(messages, stamped, int(stamp_window * 1e9))
+            messages = prefetched(messages)
+            for topic, time_ns, data in messages:
+                first_ns = time_ns if first_ns is None else first_ns
+                target = max(pass_wall + (time_ns - first_ns) * 1e-9 / rate, published_at + min_gap)
+                while (now := time.monotonic()) < target:
+                    publish_clock(min(time_ns, first_ns + int((now - pass_wall) * rate * 1e9)))
+                    time.sleep(min(target - now, tick))
+                publish_clock(time_ns)
+                publishers[topic].publish(bytes(data))
+                published_at = time.monotonic()
+                counts["messages"] += 1
+                bag_s = counts["position_s"] = (time_ns - first_ns) * 1e-9
+                if bar.n + 0.1 <= bag_s:
+                    bar.update(round(bag_s - bar.n, 1))
+                    wall = time.monotonic() - pass_wall
+                    bar.set_postfix_str(f"rate {bag_s / wall:.2f}x, {counts['messages']} msgs" if wall > 0 else "")
+            counts["bag_seconds"] += counts["position_s"]
             if not loop:
                 break
             bar.reset()
+            last_clock[0] = None  # the next pass starts the bag's time line again
     except KeyboardInterrupt:
-        print(f"[replay] stopped after {counts['messages']} messages", file=sys.stderr, flush=True)
+        print(f"[replay] stopped after {counts['messages']} messages, at {counts['position_s']:.1f} s of bag time "
+              f"(pass {counts['passes']})", file=sys.stderr, flush=True)
         counts["interrupted"] = True
     finally:
         bar.close()
@@ -232,11 +333,12 @@ def _raise_interrupt(signum, frame) -> None:
 
 def argv_of(args: argparse.Namespace) -> list[str]:
     """The ``mbrl-ros replay`` arguments that give ``args`` (for the re-executed process)."""
-    argv = ["replay", str(args.bag), "--rate", repr(args.rate), "--clock-rate", repr(args.clock_rate),
+    argv = ["replay", *map(str, args.bags), "--rate", repr(args.rate), "--clock-rate", repr(args.clock_rate),
             "--delay", repr(args.delay), "--wait-for-subscribers", str(args.wait_for_subscribers)]
     if args.topics:
         argv += ["--topics", *args.topics]
-    argv += ["--loop"] * bool(args.loop) + ["--no-clock"] * bool(args.no_clock)
+    argv += ["--loop"] * bool(args.loop) + ["--no-clock"] * bool(args.no_clock) + ["--by-stamp"] * bool(args.by_stamp)
+    argv += ["--min-gap", repr(args.min_gap)]
     return argv
 
 
@@ -244,13 +346,14 @@ def main(args: argparse.Namespace) -> int:
     if not args.rate > 0:
         print(f"mbrl-ros replay: error: --rate must be > 0, got {args.rate}", file=sys.stderr)
         return 2
+    if not args.min_gap >= 0:
+        print(f"mbrl-ros replay: error: --min-gap must be >= 0, got {args.min_gap}", file=sys.stderr)
+        return 2
     if not args.clock_rate > 0:
         print(f"mbrl-ros replay: error: --clock-rate must be > 0, got {args.clock_rate}", file=sys.stderr)
         return 2
     try:
-        bags = list_bags(args.bag)
-        if not bags:
-            raise ReplayError(f"{args.bag}: no bag there (a bag is a directory with metadata.yaml)")
+        bags = find_bags(args.bags)
         plans = plan_topics(bags, args.topics)
         if not args.no_clock and CLOCK_TOPIC in plans:
             print(f"[replay] not replaying the bag's {CLOCK_TOPIC}: the replay publishes its own "
@@ -270,7 +373,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"[replay] {len(bags)} bag(s) at rate {args.rate}: {topics}"
               + ("" if args.no_clock else f"; publishing {CLOCK_TOPIC}"), flush=True)
         counts = replay(bags, plans, rate=args.rate, loop=args.loop, clock=not args.no_clock,
-                        clock_rate=args.clock_rate, delay=args.delay, wait_for_subscribers=args.wait_for_subscribers)
+                        clock_rate=args.clock_rate, delay=args.delay, wait_for_subscribers=args.wait_for_subscribers,
+                        by_stamp=args.by_stamp, min_gap=args.min_gap)
     except (ReplayError, BagError) as error:
         print(f"mbrl-ros replay: error: {error}", file=sys.stderr)
         return 2

@@ -7,8 +7,9 @@ until its closed bags hold 600 transitions. Then:
 
 - ``mbrl-ros fit`` on those bags gives a checkpoint; a second stack whose
   dynamics_server loads it through its ``checkpoint`` parameter parks the car;
-- ``mbrl-ros replay`` of the raw topics (hw/odom, hw/command, goal_pose) into a
-  fresh estimator and data_logger gives a bag with the recorded transitions.
+- ``mbrl-ros replay`` of the raw topics (hw/odom, hw/command, goal_pose) of the
+  first bags into a fresh estimator and data_logger gives bags with the same
+  transitions.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from mbrl_ros.offline.fit import read_transitions, trainer_parameters
 from mbrl_ros.ros_env import REPO_ROOT, workspace_env
 
 TRANSITIONS_TO_RECORD = 600
+REPLAYED_BAGS = 3  # of 20 s each: about 300 steps, a minute of replay
 # The models here come from `mbrl-ros fit`: the trainer waits for more data than any run here has.
 NO_TRAINING = {"trainer": {"random_transitions": 100_000_000}}
 
@@ -39,11 +41,11 @@ def domain_for(label: str) -> int:
     return 1 + zlib.crc32(f"{os.getpid()}:{label}".encode()) % 200
 
 
-def start_stack(folder: Path, overrides: dict, label: str) -> StackRun:
-    config = prepare_config(REPO_ROOT / "config", folder / "config", "car", "parking", overrides)
+def start_stack(folder: Path, label: str, **launch_args: str) -> StackRun:
+    config = prepare_config(REPO_ROOT / "config", folder / "config", "car", "parking", NO_TRAINING)
     # Standard messages only in this process (it cannot import mbrl_interfaces): no timing topic.
     return StackRun(folder, {"robot": "car", "hardware": "sim", "task": "parking", "lockstep": "true",
-                             "run_dir": str(folder / "run"), "config_dir": str(config)},
+                             "run_dir": str(folder / "run"), "config_dir": str(config), **launch_args},
                     domain_for(label), watch_timing=False)
 
 
@@ -51,7 +53,7 @@ def start_stack(folder: Path, overrides: dict, label: str) -> StackRun:
 def recording(tmp_path_factory):
     """(folder of the recorded bags, the config used) from the stack exploring in lockstep."""
     folder = tmp_path_factory.mktemp("recording")
-    stack = start_stack(folder, NO_TRAINING, "offline-recording")
+    stack = start_stack(folder, "offline-recording")
     bags, config = folder / "run" / "bags", folder / "config"
     closed: dict[int, int] = {}  # closed bags -> transitions in them
 
@@ -70,9 +72,10 @@ def recording(tmp_path_factory):
     return bags, config
 
 
-def recorded_transitions(bags: Path, config: Path, report: dict | None = None):
+def recorded_transitions(bags: Path | list[Path], config: Path, report: dict | None = None):
     params, _ = trainer_parameters("car", "parking", config)
-    return read_transitions(list_bags(bags), params, {} if report is None else report)
+    bags = list_bags(bags) if isinstance(bags, Path) else bags
+    return read_transitions(bags, params, {} if report is None else report)
 
 
 def mbrl_ros(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -89,9 +92,8 @@ def test_a_model_fitted_offline_parks_the_car(recording, tmp_path):
     errors = json.loads((tmp_path / "fit.json").read_text())["models"]["parametric"]["val_rmse"]
     assert errors["1"] is not None and errors["1"] < 0.05, errors
 
-    # The dynamics_server loads the checkpoint through its parameter (in the params file the launch gives it).
-    serve = {**NO_TRAINING, "dynamics_server": {"checkpoint": str(out / "model.pt")}}
-    stack = start_stack(tmp_path, serve, "offline-park")
+    # The dynamics_server loads the checkpoint through its parameter (the launch file's checkpoint argument).
+    stack = start_stack(tmp_path, "offline-park", checkpoint=str(out / "model.pt"))
     watcher = stack.watcher
     try:
         stack.wait_for(lambda: watcher.model_version() >= 1, 120, "the fitted model to reach the controller")
@@ -107,6 +109,7 @@ def test_a_model_fitted_offline_parks_the_car(recording, tmp_path):
 
 def test_replaying_the_raw_topics_reproduces_the_recorded_transitions(recording, tmp_path):
     bags, config = recording
+    replayed_bags = list_bags(bags)[:REPLAYED_BAGS]
     domain = domain_for("offline-replay")
     env = workspace_env(domain_id=domain)
     node_args = ["--ros-args", "-r", "__ns:=/car", "--params-file", str(config / "car.yaml"),
@@ -124,7 +127,11 @@ def test_replaying_the_raw_topics_reproduces_the_recorded_transitions(recording,
             assert time.monotonic() < deadline, "no diagnostics from the estimator and data_logger in 60 s: " + \
                 " ".join(log.read_text()[-1500:] for log in logs.values())
             watcher.spin(0.2)
-        played = mbrl_ros("replay", str(bags), "--rate", "8", "--wait-for-subscribers", "1", "--delay", "1",
+        # Timed by header stamps (the lockstep logger logs a step's messages bunched), and spaced so the
+        # estimator handles each odometry before the command that answers it (its steering estimate
+        # takes the last command received).
+        played = mbrl_ros("replay", *map(str, replayed_bags), "--by-stamp", "--rate", "2", "--min-gap", "0.08",
+                          "--wait-for-subscribers", "1", "--delay", "1",
                           "--topics", "hw/odom", "hw/command", "goal_pose", env=env, timeout=300)
         assert played.returncode == 0, played.stdout + played.stderr
         assert "published" in played.stdout, played.stdout
@@ -137,7 +144,7 @@ def test_replaying_the_raw_topics_reproduces_the_recorded_transitions(recording,
             proc.wait(timeout=30)
 
     reports = {"recorded": {}, "replayed": {}}
-    original = recorded_transitions(bags, config, reports["recorded"])
+    original = recorded_transitions(replayed_bags, config, reports["recorded"])
     again = recorded_transitions(replayed, config, reports["replayed"])
     assert len(again) == len(original), (reports, logs["data_logger"].read_text()[-2000:])
     np.testing.assert_allclose(again.states.numpy(), original.states.numpy(), atol=1e-6)

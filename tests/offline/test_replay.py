@@ -151,10 +151,29 @@ def test_the_stacks_own_types_replay_in_the_workspace_environment(tmp_path, doma
 def test_bad_input_gives_clear_errors(tmp_path, domain):
     bag = string_bag(tmp_path / "bag")
     for args, message in (
-        ([str(tmp_path / "nothing")], f"{tmp_path / 'nothing'}: no bag there"),
+        ([str(tmp_path / "nothing")], f"{tmp_path / 'nothing'}: does not exist"),
         ([str(bag), "--topics", "odom"], "no topic 'odom' in the bag (topics: ['/chatter', '/robot/status'])"),
         ([str(bag), "--rate", "0"], "--rate must be > 0"),
     ):
         proc = start_replay(domain, *args)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 2 and message in err, (args, out, err)
+
+
+def test_by_stamp_orders_bunched_messages_by_their_header_stamps():
+    from mbrl_ros.offline.replay import by_header_stamp, header_stamp_ns
+
+    def stamped(stamp_ns: int) -> bytes:
+        msg = Clock()  # any message whose first field is a time: serialised the same way as a header's stamp
+        msg.clock.sec, msg.clock.nanosec = divmod(stamp_ns, 10**9)
+        return serialize_message(msg)
+
+    # Logged bunched (three steps received at 2.0 s), one step logged before its predecessor.
+    logged = [("/odom", 2_000_000_000, stamped(1_400_000_000)), ("/odom", 2_000_000_000, stamped(1_200_000_000)),
+              ("/odom", 2_000_000_000, stamped(1_600_000_000)), ("/diag", 2_100_000_000, b"\0\1\0\0"),
+              ("/odom", 3_000_000_000, stamped(2_900_000_000))]
+    assert header_stamp_ns(logged[0][2]) == 1_400_000_000
+    out = list(by_header_stamp(iter(logged), {"/odom"}, window_ns=1_000_000_000))  # 0.8 s late is within
+    assert [(topic, t) for topic, t, _ in out] == [
+        ("/odom", 1_200_000_000), ("/odom", 1_400_000_000), ("/odom", 1_600_000_000),
+        ("/diag", 2_100_000_000), ("/odom", 2_900_000_000)]
