@@ -32,7 +32,7 @@ from mbrl_interfaces.msg import CommandVector, CycleTiming, ModelUpdate, StateVe
 from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
 from mbrl_ros.nodes.run import run_node
 from mbrl_ros.nodes.params import Param, declare_all, section
-from mbrl_ros.nodes.qos import COMMAND, LATCHED, SENSOR
+from mbrl_ros.nodes.qos import COMMAND, LATCHED, LATEST_STATE
 
 PARAMS = [
     Param("rate_hz", 20.0, "control rate in trigger 'timer' mode; the deadline of a cycle is 1/rate_hz", (0.1, 1000.0)),
@@ -79,7 +79,7 @@ class ControllerNode(LifecycleNode):
         self.rollouts_pub = self.create_publisher(MarkerArray, "controller/rollouts", 1)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.subs = [
-            self.create_subscription(StateVector, "state", self.on_state, SENSOR),
+            self.create_subscription(StateVector, "state", self.on_state, LATEST_STATE),
             self.create_subscription(PoseStamped, "goal_pose", self.on_goal, LATCHED),
             self.create_subscription(PoseArray, "goal_fingertips", self.on_fingertip_goal, LATCHED),  # the hand
             self.create_subscription(Path, "reference_path", self.on_path, LATCHED),
