@@ -7,8 +7,8 @@ its configured rate (config/car.yaml, car_parking.yaml), and the trainer on a
 folder of synthetic driving bags (a few thousand transitions), which this
 benchmark keeps training by calling ``trainer/train`` again after every round.
 
-Phases alternate idle, training, idle, training, ... in one run, so both
-conditions see the same machine load from outside. A phase lasts until the
+Phases alternate in one run (idle, training, training, idle, ...), so both
+conditions see the same machine load from outside, a trend in it included. A phase lasts until the
 controller has run a whole diagnostics window of cycles (500) inside it; its
 numbers are the controller's own /diagnostics latency p50/p99 (the compute time
 of a cycle) over that window, so every sample belongs to that phase. Per
@@ -284,9 +284,12 @@ def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu
         timeout = 3 * WINDOW / rate + 120
         print(f"trainer-latency: the trainer reads {read} transitions; controller at {rate} Hz, {WINDOW} cycles per phase (~{WINDOW / rate:.0f} s); "
               f"levers: {', '.join(levers) or 'none (nice 10, 1 torch thread: the node defaults)'}", flush=True)
+        # Idle, training, training, idle, ...: a trend in the machine's outside load (other users'
+        # jobs starting or ending) then weighs on both conditions alike.
+        order = [training for i in range(phases) for training in ((False, True) if i % 2 == 0 else (True, False))]
         results = []
-        for i in range(2 * phases):
-            phase = run_phase(watcher, training=i % 2 == 1, timeout=timeout)
+        for i, training in enumerate(order):
+            phase = run_phase(watcher, training=training, timeout=timeout)
             results.append(phase)
             print(f"  phase {i + 1}/{2 * phases} {'training' if phase['training'] else 'idle':8s} "
                   f"p50 {phase['p50_ms']:7.2f} ms  p99 {phase['p99_ms']:7.2f} ms  rate {phase['rate_hz']:.2f} Hz  "
