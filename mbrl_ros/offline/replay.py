@@ -195,36 +195,41 @@ def stamped_types(plans: dict[str, TopicPlan]) -> set[str]:
             and fielddefs[plan.msgtype][1][0][1][1] == "std_msgs/msg/Header"}
 
 
-def by_header_stamp(messages: Iterator[tuple[str, int, bytes]], stamped: set[str], window_ns: int
-                    ) -> Iterator[tuple[str, int, bytes]]:
+def by_header_stamp(messages: Iterator[tuple[str, int, bytes]], stamped: set[str], window_ns: int,
+                    tie_order: dict[str, int] | None = None) -> Iterator[tuple[str, int, bytes]]:
     """``messages`` re-timed by their header stamps (log time where a message has none), in that order.
 
     A recorder logs the time it received a message, which lags and bunches under
-    load (several steps received at one instant); the header stamps are when the
-    data was taken. Messages are held back until the log time is ``window_ns``
-    past their stamp, so any message received up to that much later than stamped
-    is put in its place.
+    load (several steps received at one instant), and not always in the order
+    they were sent; the header stamps are when the data was taken. Messages are
+    held back until the log time is ``window_ns`` past their stamp, so any message
+    received up to that much later than stamped is put in its place. Messages of
+    one stamp go in ``tie_order`` of their topics (e.g. odometry before the command
+    stamped with it, which answers it), then in log order.
     """
-    held: list[tuple[int, int, str, bytes]] = []
+    rank = tie_order or {}
+    held: list[tuple[int, int, int, str, bytes]] = []
     for sequence, (topic, log_ns, data) in enumerate(messages):
         stamp = header_stamp_ns(data) if topic in stamped else None
-        heapq.heappush(held, (log_ns if stamp is None else stamp, sequence, topic, data))
-        while held and held[0][0] <= log_ns - window_ns:
-            time_ns, _, ready, ready_data = heapq.heappop(held)
+        heapq.heappush(held, (log_ns if stamp is None else stamp, rank.get(topic, 0), sequence, topic, data))
+        while held and held[0][0] < log_ns - window_ns:
+            time_ns, _, _, ready, ready_data = heapq.heappop(held)
             yield ready, time_ns, ready_data
     while held:
-        time_ns, _, ready, ready_data = heapq.heappop(held)
+        time_ns, _, _, ready, ready_data = heapq.heappop(held)
         yield ready, time_ns, ready_data
 
 
 def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, loop: bool = False,
            clock: bool = True, clock_rate: float = 100.0, delay: float = 0.0, wait_for_subscribers: int = 0,
-           by_stamp: bool = False, stamp_window: float = 1.0, min_gap: float = 0.0) -> dict:
+           by_stamp: bool = False, stamp_window: float = 5.0, min_gap: float = 0.0,
+           tie_order: dict[str, int] | None = None) -> dict:
     """Publish the planned topics of ``bags`` in time; returns counts. Ctrl-C (or SIGTERM) stops it.
 
     ``wait_for_subscribers``: first wait until each topic has that many matched
     subscriptions; then ``delay`` wall seconds; then the first message.
-    ``by_stamp``: time messages by their header stamps (``by_header_stamp``), not by when they were logged.
+    ``by_stamp``: time messages by their header stamps (``by_header_stamp``, ties in ``tie_order``),
+    not by when they were logged.
     ``min_gap``: wall seconds at least between two messages, even of one instant, so a subscriber
     whose result depends on the order it handles messages in (the estimator: odometry, then the
     command that answers it) handles one before the next arrives.
@@ -272,7 +277,7 @@ def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, 
             pass_wall, first_ns, published_at = time.monotonic(), None, -math.inf
             messages = recorded(bags, publishers)
             if by_stamp:
-                messages = by_header_stamp(messages, stamped, int(stamp_window * 1e9))
+                messages = by_header_stamp(messages, stamped, int(stamp_window * 1e9), tie_order)
             messages = prefetched(messages)
             for topic, time_ns, data in messages:
                 first_ns = time_ns if first_ns is None else first_ns
@@ -374,7 +379,8 @@ def main(args: argparse.Namespace) -> int:
               + ("" if args.no_clock else f"; publishing {CLOCK_TOPIC}"), flush=True)
         counts = replay(bags, plans, rate=args.rate, loop=args.loop, clock=not args.no_clock,
                         clock_rate=args.clock_rate, delay=args.delay, wait_for_subscribers=args.wait_for_subscribers,
-                        by_stamp=args.by_stamp, min_gap=args.min_gap)
+                        by_stamp=args.by_stamp, min_gap=args.min_gap,
+                        tie_order={topic: rank for rank, topic in enumerate(plans)} if args.topics else None)
     except (ReplayError, BagError) as error:
         print(f"mbrl-ros replay: error: {error}", file=sys.stderr)
         return 2

@@ -177,3 +177,8 @@ def test_by_stamp_orders_bunched_messages_by_their_header_stamps():
     assert [(topic, t) for topic, t, _ in out] == [
         ("/odom", 1_200_000_000), ("/odom", 1_400_000_000), ("/odom", 1_600_000_000),
         ("/diag", 2_100_000_000), ("/odom", 2_900_000_000)]
+    # One stamp: in the order of the topics given (a command answering a state goes after it).
+    bunched = [("/command", 5, stamped(1_000)), ("/odom", 5, stamped(1_000))]
+    assert [t for t, _, _ in by_header_stamp(iter(bunched), {"/odom", "/command"}, 0)] == ["/command", "/odom"]
+    ordered = by_header_stamp(iter(bunched), {"/odom", "/command"}, 0, {"/odom": 0, "/command": 1})
+    assert [t for t, _, _ in ordered] == ["/odom", "/command"]
