@@ -105,9 +105,9 @@ def trainer_parameters(robot: str, task: str | None = None, config_dir: str | Pa
     if not robot_file.is_file():
         hint = ""
         if robot == "hand":
-            hint = (" Fitting hand bags needs the hand's config: state and action names, the topics of its "
-                    "state and command vectors, and the model sections, in a 'trainer' section of hand.yaml. "
-                    "It arrives with the hand robot; until then pass --config-dir with a folder that has one.")
+            hint = (" Fitting hand bags needs the hand's config: its state and action names, the 'transitions' "
+                    "mapping of its bags and a 'trainer' section with the model (the repository's "
+                    "config/hand.yaml has them); pass --config-dir with a folder that has hand.yaml.")
         raise ConfigError(f"{robot_file}: no config for robot '{robot}' (not found).{hint}")
     files = [robot_file]
     params = node_parameters(robot_file, "trainer")
