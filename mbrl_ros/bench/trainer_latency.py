@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -102,30 +101,32 @@ class Watcher:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("trainer_latency_bench", context=self.context)
-        self.lock = threading.Lock()
         self.latest: dict[str, dict[str, str]] = {}
         self.trainer_busy: list[bool] = []  # training_now, one per trainer diagnostics message
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.train = self.node.create_client(Trigger, f"{NAMESPACE}/trainer/train")
         self.trigger = Trigger
+        # Spun from the benchmark's own thread (spin_for), never from a second one: a service
+        # call from one thread while another spins hung the watcher in one run.
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self.spinner.start()
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.executor.spin_once(timeout_sec=left)
 
     def _on_diagnostics(self, msg) -> None:
-        with self.lock:
-            for status in msg.status:
-                for name in ("controller", "trainer", "dynamics_server"):
-                    if status.name.endswith("/" + name):
-                        values = {kv.key: kv.value for kv in status.values}
-                        self.latest[name] = values
-                        if name == "trainer":
-                            self.trainer_busy.append(values.get("training_now") == "True")
+        for status in msg.status:
+            for name in ("controller", "trainer", "dynamics_server"):
+                if status.name.endswith("/" + name):
+                    values = {kv.key: kv.value for kv in status.values}
+                    self.latest[name] = values
+                    if name == "trainer":
+                        self.trainer_busy.append(values.get("training_now") == "True")
 
     def values(self, name: str) -> dict[str, str]:
-        with self.lock:
-            return dict(self.latest.get(name, {}))
+        return dict(self.latest.get(name, {}))
 
     def wait(self, condition, timeout: float, what: str):
         deadline = time.monotonic() + timeout
@@ -133,7 +134,7 @@ class Watcher:
             found = condition()
             if found:
                 return found
-            time.sleep(0.2)
+            self.spin_for(0.2)
         raise RuntimeError(f"trainer-latency: no {what} within {timeout:.0f} s")
 
     def request_training(self) -> None:
@@ -183,8 +184,7 @@ def run_phase(watcher: Watcher, training: bool, timeout: float) -> dict:
     else:  # a round in progress would spill into the idle phase
         watcher.wait(lambda: watcher.values("trainer").get("training_now") == "False", timeout, "end of the round")
     start_cycles = int(watcher.values("controller").get("cycles", "0"))
-    with watcher.lock:
-        busy_from = len(watcher.trainer_busy)
+    busy_from = len(watcher.trainer_busy)
     started = time.monotonic()
     rounds_before = int(watcher.values("trainer").get("rounds", "0"))
     deadline = started + timeout
@@ -194,11 +194,10 @@ def run_phase(watcher: Watcher, training: bool, timeout: float) -> dict:
             break
         if training and watcher.values("trainer").get("training_now") == "False":
             watcher.request_training()  # keep it training: the next round at once
-        time.sleep(0.25)
+        watcher.spin_for(0.25)
     else:
         raise RuntimeError(f"trainer-latency: the controller did not run {WINDOW} cycles within {timeout:.0f} s")
-    with watcher.lock:
-        busy = watcher.trainer_busy[busy_from:]
+    busy = watcher.trainer_busy[busy_from:]
     trainer = watcher.values("trainer")
     return {
         "training": training,
