@@ -106,6 +106,24 @@ def reexec_in_workspace(cli_args: list[str], why: str) -> "typing.NoReturn":
     os.execve(sys.executable, [sys.executable, "-m", "mbrl_ros.cli", *cli_args], env)
 
 
+def mbrl_interfaces_usable() -> bool:
+    """Whether this process can use mbrl_interfaces messages (the Python module and its C type support)."""
+    try:
+        from mbrl_interfaces.msg import CommandVector
+
+        type(CommandVector).__import_type_support__()
+    except Exception:  # ImportError, or rosidl's UnsupportedTypeSupport when the libraries are not found
+        return False
+    return True
+
+
+def restart_in_workspace_if_needed(cli_args: list[str]) -> None:
+    """For commands that use mbrl_interfaces messages: ``reexec_in_workspace(cli_args)`` unless this
+    process can use them already (then it returns)."""
+    if not mbrl_interfaces_usable():
+        reexec_in_workspace(cli_args, "mbrl_interfaces cannot be imported")
+
+
 def _installed_packages(install: Path) -> dict[str, set[str]]:
     """Package name -> run dependencies inside the workspace (isolated or merged layout)."""
     index_dirs = [install / "share" / "colcon-core" / "packages"]

@@ -57,29 +57,17 @@ def ros_arguments(args: argparse.Namespace) -> list[str]:
     return ros_args
 
 
-def _mbrl_interfaces_usable() -> bool:
-    """Whether this process can use mbrl_interfaces messages (the Python module and its C type support)."""
-    try:
-        from mbrl_interfaces.msg import CommandVector
-
-        type(CommandVector).__import_type_support__()
-    except Exception:  # ImportError, or rosidl's UnsupportedTypeSupport when the libraries are not found
-        return False
-    return True
-
-
 def run_record(args: argparse.Namespace) -> int:
     if not Path(args.config).is_file():
         print(f"mbrl-ros record: error: {args.config}: no such parameter file", file=sys.stderr)
         return 1
-    if not _mbrl_interfaces_usable():
-        from mbrl_ros.ros_env import WorkspaceNotBuiltError, reexec_in_workspace
+    from mbrl_ros.ros_env import WorkspaceNotBuiltError, restart_in_workspace_if_needed
 
-        try:
-            reexec_in_workspace(args.argv, "mbrl_interfaces cannot be imported")
-        except WorkspaceNotBuiltError as error:
-            print(f"mbrl-ros record: error: {error}", file=sys.stderr)
-            return 1
+    try:
+        restart_in_workspace_if_needed(args.argv)
+    except WorkspaceNotBuiltError as error:
+        print(f"mbrl-ros record: error: {error}", file=sys.stderr)
+        return 1
     from mbrl_ros.nodes.data_logger import main
 
     return main(["mbrl-ros-record", *ros_arguments(args)])

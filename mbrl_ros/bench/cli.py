@@ -95,7 +95,7 @@ def _run_planners(args: argparse.Namespace) -> int:
 
 
 def _run_latency(args: argparse.Namespace) -> int:
-    from mbrl_ros.demo.stack import restart_in_workspace_if_needed
+    from mbrl_ros.ros_env import restart_in_workspace_if_needed
 
     restart_in_workspace_if_needed(args.argv)  # it watches mbrl_interfaces topics
     from mbrl_ros.bench.latency import run
@@ -105,7 +105,7 @@ def _run_latency(args: argparse.Namespace) -> int:
 
 
 def _run_learning_curve(args: argparse.Namespace) -> int:
-    from mbrl_ros.demo.stack import restart_in_workspace_if_needed
+    from mbrl_ros.ros_env import restart_in_workspace_if_needed
 
     restart_in_workspace_if_needed(args.argv)  # it watches mbrl_interfaces topics
     from mbrl_ros.bench.learning_curve import run

@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit("mbrl-ros demo: --episodes must be >= 1")
     if args.random_transitions is not None and args.random_transitions < 1:
         raise SystemExit("mbrl-ros demo: --random-transitions must be >= 1")
-    from mbrl_ros.demo.stack import restart_in_workspace_if_needed
+    from mbrl_ros.ros_env import restart_in_workspace_if_needed
 
     restart_in_workspace_if_needed(args.argv)  # the demo watches mbrl_interfaces topics
     from mbrl_ros.demo.car import run_demo

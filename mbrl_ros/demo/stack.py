@@ -9,7 +9,7 @@ controller's per-cycle timing, odometry and goals.
 
 Watching ``controller/timing`` needs ``mbrl_interfaces``, which only a process
 started with the workspace environment can import (``ros_env.workspace_env``);
-``ros_env.reexec_in_workspace`` restarts the current command that way.
+``ros_env.restart_in_workspace_if_needed`` restarts the current command that way.
 """
 
 from __future__ import annotations
@@ -29,17 +29,6 @@ import yaml
 from mbrl_ros.io.config import ConfigError, merge
 from mbrl_ros.ros_env import REPO_ROOT, workspace_env
 
-
-
-def restart_in_workspace_if_needed(argv: list[str]) -> None:
-    """Commands that watch mbrl_interfaces topics: restart ``mbrl-ros argv`` in the workspace
-    environment unless this process can import mbrl_interfaces already."""
-    import importlib.util
-
-    if importlib.util.find_spec("mbrl_interfaces") is None:
-        from mbrl_ros.ros_env import reexec_in_workspace
-
-        reexec_in_workspace(argv, "mbrl_interfaces cannot be imported")
 
 
 def progress_options() -> dict:
@@ -121,6 +110,8 @@ class StackWatcher:
 
         self.rclpy = rclpy
         ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+        # Discovery on this host only, like the stack's processes (ros_env.workspace_env(domain_id=...)).
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("stack_watcher", context=self.context)
@@ -175,9 +166,14 @@ class StackWatcher:
         self.timings.append((_ns(msg.header.stamp), msg.mode, msg.compute_ms, msg.deadline_ms, msg.model_version))
 
     # --- queries --------------------------------------------------------------------------
+    def status(self, name: str) -> dict[str, str]:
+        """The latest diagnostics whose status name ends with ``name`` (a node outside the robot's
+        namespace too, e.g. a device emulator)."""
+        return next((v for k, v in self.diagnostics.items() if k.endswith(name)), {})
+
     def node_status(self, node: str) -> dict[str, str]:
         """The latest diagnostics of ``<namespace>/<node>``."""
-        return next((v for k, v in self.diagnostics.items() if k.endswith(f"{self.namespace}/{node}")), {})
+        return self.status(f"{self.namespace}/{node}")
 
     def model_version(self) -> int:
         return int(self.node_status("controller").get("model_version", "0") or 0)
@@ -213,6 +209,16 @@ class StackWatcher:
         finally:
             self.node.destroy_client(client)
 
+    def transition(self, node: str, transition_id: int, timeout: float = 20.0) -> None:
+        """Drive lifecycle node ``node`` (full name) through ``transition_id``; AssertionError if refused."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        response = self.call(ChangeState, f"{node}/change_state",
+                             ChangeState.Request(transition=Transition(id=transition_id)), timeout)
+        if not response.success:
+            raise AssertionError(f"{node}: lifecycle transition {transition_id} refused")
+
     def spin(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -229,11 +235,14 @@ class StackRun:
 
     def __init__(self, out: Path, launch_args: dict[str, str], domain_id: int, namespace: str = "car",
                  echo: Callable[[str], None] | None = None, watch_timing: bool = True,
-                 watch_commands: bool = False) -> None:
+                 watch_commands: bool = False, processes: dict | None = None) -> None:
+        """``processes``: other processes the run depends on (name -> Popen, e.g. a device emulator);
+        one of them ending is a failure like a node's."""
         from mbrl_ros import launcher
 
         self.out, self.domain_id = Path(out), domain_id
         self.expect_exits = False  # set when stopping a node is the point (tests)
+        self.processes = dict(processes or {})
         self.lines: collections.deque[str] = collections.deque(maxlen=200)  # the latest output (all in stack.log)
         self.env = workspace_env(domain_id=domain_id)
         description = launcher.load_launch_file(REPO_ROOT / "launch" / "bringup.launch.yaml",
@@ -251,8 +260,10 @@ class StackRun:
         self.runner = launcher.make_runner(description, output=output, log_directory=self.out / "log").start()
         self.watcher = StackWatcher(domain_id, namespace, timing=watch_timing, commands=watch_commands)
 
-    def failed_nodes(self) -> dict[str, list]:
-        return {name: codes for name, codes in self.runner.exit_codes.items() if any(codes)}
+    def failed_nodes(self) -> dict[str, object]:
+        failed: dict[str, object] = {name: codes for name, codes in self.runner.exit_codes.items() if any(codes)}
+        failed.update({name: p.returncode for name, p in self.processes.items() if p.poll() is not None})
+        return failed
 
     def wait_for(self, condition: Callable[[], object], timeout: float, what: str, tick: Callable[[], None] = None):
         """Spin until ``condition()`` is truthy; a node exiting or the timeout is a RuntimeError."""

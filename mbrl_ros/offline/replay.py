@@ -336,17 +336,6 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def argv_of(args: argparse.Namespace) -> list[str]:
-    """The ``mbrl-ros replay`` arguments that give ``args`` (for the re-executed process)."""
-    argv = ["replay", *map(str, args.bags), "--rate", repr(args.rate), "--clock-rate", repr(args.clock_rate),
-            "--delay", repr(args.delay), "--wait-for-subscribers", str(args.wait_for_subscribers)]
-    if args.topics:
-        argv += ["--topics", *args.topics]
-    argv += ["--loop"] * bool(args.loop) + ["--no-clock"] * bool(args.no_clock) + ["--by-stamp"] * bool(args.by_stamp)
-    argv += ["--min-gap", repr(args.min_gap)]
-    return argv
-
-
 def main(args: argparse.Namespace) -> int:
     if not args.rate > 0:
         print(f"mbrl-ros replay: error: --rate must be > 0, got {args.rate}", file=sys.stderr)
@@ -369,7 +358,7 @@ def main(args: argparse.Namespace) -> int:
             from mbrl_ros.ros_env import WorkspaceNotBuiltError, reexec_in_workspace
 
             try:
-                reexec_in_workspace(argv_of(args), f"cannot import the bag's message type(s) {missing}")
+                reexec_in_workspace(args.argv, f"cannot import the bag's message type(s) {missing}")
             except WorkspaceNotBuiltError as error:
                 raise ReplayError(str(error)) from None
         signal.signal(signal.SIGTERM, _raise_interrupt)  # stop as cleanly as on Ctrl-C
