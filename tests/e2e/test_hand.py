@@ -17,7 +17,8 @@ import shutil
 
 import pytest
 
-from hardware_stack import Watcher, domain_for, emulated_robot, start_stack
+from hardware_stack import domain_for, emulated_robot
+from mbrl_ros.demo.stack import StackRun
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
 from mbrl_ros.ros_env import REPO_ROOT
 
@@ -50,36 +51,34 @@ def hand(tmp_path_factory):
     domain = domain_for("e2e-hand")
     folder = tmp_path_factory.mktemp("hand")
     config = small_config(folder / "config")
-    lines: list[str] = []
-    runner = start_stack(domain, folder, {"robot": "hand", "hardware": "sim", "lockstep": "true",
-                                          "run_dir": str(folder / "run"), "config_dir": str(config)}, lines)
-    watcher = Watcher(domain, runner, lines, {})
-    watcher.watch_episodes("/hand/sim/episodes")
+    run = StackRun(folder, {"robot": "hand", "hardware": "sim", "lockstep": "true",
+                            "run_dir": str(folder / "run"), "config_dir": str(config)},
+                   domain, namespace="hand", watch_timing=False)
     try:
-        yield runner, watcher, folder
+        yield run, folder
     finally:
-        watcher.close()
-        runner.stop(timeout=60)
+        run.stop()
 
 
 def test_the_hand_explores_learns_and_plans_with_the_learned_model(hand):
-    runner, watcher, folder = hand
-    assert set(runner.pids) == set(NODES), runner.pids
-    watcher.spin_until(lambda: int(watcher.of("/hand/controller").get("cycles_explore", "0")) > 20, 120,
-                       "the controller to explore on the hand's state")
-    watcher.spin_until(lambda: int(watcher.of("/hand/controller").get("model_version", "0")) >= 1, 180,
-                       "the first trained ensemble to reach the controller")
-    cycles = int(watcher.of("/hand/controller").get("cycles_plan", "0"))
-    watcher.spin_until(lambda: int(watcher.of("/hand/controller").get("cycles_plan", "0")) > cycles + 20, 60,
-                       "the controller to plan with the learned model")
-    assert watcher.of("/hand/controller")["model_kind"] == "ensemble"
+    run, folder = hand
+    watcher = run.watcher
+    assert set(run.runner.pids) == set(NODES), run.runner.pids
+    run.wait_for(lambda: int(watcher.status("/hand/controller").get("cycles_explore", "0")) > 20, 120,
+                 "the controller to explore on the hand's state")
+    run.wait_for(lambda: int(watcher.status("/hand/controller").get("model_version", "0")) >= 1, 180,
+                 "the first trained ensemble to reach the controller")
+    cycles = int(watcher.status("/hand/controller").get("cycles_plan", "0"))
+    run.wait_for(lambda: int(watcher.status("/hand/controller").get("cycles_plan", "0")) > cycles + 20, 60,
+                 "the controller to plan with the learned model")
+    assert watcher.status("/hand/controller")["model_kind"] == "ensemble"
     assert list((folder / "run" / "checkpoints").glob("model_v*.pt")), "the trainer saved no checkpoint"
-    assert len(watcher.episodes) >= 3, watcher.episodes
-    assert all(float(e["final_goal_distance_m"]) < 0.5 for e in watcher.episodes)
+    assert len(watcher.reports) >= 3, watcher.reports
+    assert all(float(e["final_goal_distance_m"]) < 0.5 for e in watcher.reports)
 
 
 def test_the_logger_records_joint_states_that_read_back_as_hand_transitions(hand):
-    runner, watcher, folder = hand
+    _, folder = hand
     bags = [b for b in list_bags(folder / "run" / "bags") if (b / "metadata.yaml").exists()]
     assert bags, "no closed bag"
     report: dict = {}
@@ -98,27 +97,28 @@ def test_the_logger_records_joint_states_that_read_back_as_hand_transitions(hand
 def real_hand(tmp_path_factory):
     with emulated_robot(tmp_path_factory.mktemp("real_hand"), "e2e-real-hand", "mbrl_ros_hardware.real_hand.emulator",
                         {"latency": 0.03, "joint_states_drop_rate": 0.1, "trajectory_drop_rate": 0.05, "seed": 2},
-                        {"robot": "hand", "hardware": "real"}) as running:
-        yield running
+                        {"robot": "hand", "hardware": "real"}) as run:
+        yield run
 
 
 def test_real_hand_commands_reach_the_emulator_and_joint_states_come_back_as_state(real_hand):
-    runner, watcher = real_hand
-    assert "real_hand" in runner.pids and "sim_hand" not in runner.pids, runner.pids
+    watcher = real_hand.watcher
+    pids = real_hand.runner.pids
+    assert "real_hand" in pids and "sim_hand" not in pids, pids
     actions_seen: set[str] = set()
 
     def flowing() -> bool:
-        emulator, bridge = watcher.of("hand_emulator"), watcher.of("/hand/real_hand")
-        estimator, controller = watcher.of("/hand/estimator"), watcher.of("/hand/controller")
+        emulator, bridge = watcher.status("hand_emulator"), watcher.status("/hand/real_hand")
+        estimator, controller = watcher.status("/hand/estimator"), watcher.status("/hand/controller")
         if emulator:
             actions_seen.add(emulator["action_in_effect"])
         return (int(emulator.get("trajectories_received", "0")) > 30 and int(bridge.get("commands", "0")) > 30
                 and int(bridge.get("joint_states", "0")) > 30 and int(estimator.get("accepted", "0")) > 30
                 and int(controller.get("cycles_explore", "0")) > 30 and len(actions_seen) > 3)
-    watcher.spin_until(flowing, 120, "exploration commands to reach the emulated hand and its joint states to "
-                                     "become the estimator's state")
-    emulator = watcher.of("hand_emulator")
+    real_hand.wait_for(flowing, 120, "exploration commands to reach the emulated hand and its joint states to "
+                       "become the estimator's state")
+    emulator = watcher.status("hand_emulator")
     assert emulator["trajectories_rejected"] == "0", emulator["last_rejection"]
     assert int(emulator["joint_states_dropped"]) > 0
-    assert watcher.of("/hand/real_hand")["rejected_joint_states"] == "0"
-    assert "stale" not in watcher.of("/hand/controller").get("last_reason", "")
+    assert watcher.status("/hand/real_hand")["rejected_joint_states"] == "0"
+    assert "stale" not in watcher.status("/hand/controller").get("last_reason", "")

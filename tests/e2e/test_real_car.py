@@ -22,18 +22,19 @@ def real_car(tmp_path_factory):
     with emulated_robot(tmp_path_factory.mktemp("real_car"), "e2e-real-car", "mbrl_ros_hardware.real_car.emulator",
                         {"latency": 0.03, "odom_drop_rate": 0.1, "drive_drop_rate": 0.05, "position_noise": 0.01,
                          "seed": 3},
-                        {"robot": "car", "hardware": "real", "task": "parking"}) as running:
-        yield running
+                        {"robot": "car", "hardware": "real", "task": "parking"}) as run:
+        yield run
 
 
 def test_commands_reach_the_emulator_and_odometry_comes_back_as_state(real_car):
-    runner, watcher = real_car
-    assert "real_car" in runner.pids and "sim_car" not in runner.pids, runner.pids
+    watcher = real_car.watcher
+    pids = real_car.runner.pids
+    assert "real_car" in pids and "sim_car" not in pids, pids
     steering_seen: set[str] = set()
 
     def flowing() -> bool:
-        emulator, bridge = watcher.of("car_emulator"), watcher.of("/car/real_car")
-        estimator, controller = watcher.of("/car/estimator"), watcher.of("/car/controller")
+        emulator, bridge = watcher.status("car_emulator"), watcher.status("/car/real_car")
+        estimator, controller = watcher.status("/car/estimator"), watcher.status("/car/controller")
         if emulator:
             steering_seen.add(emulator["last_steering_command"])
         return (int(emulator.get("drives_received", "0")) > 50
@@ -41,28 +42,28 @@ def test_commands_reach_the_emulator_and_odometry_comes_back_as_state(real_car):
                 and int(estimator.get("accepted", "0")) > 50
                 and int(controller.get("cycles_explore", "0")) > 10
                 and len(steering_seen) > 3 and abs(float(emulator["speed"])) > 0.05)
-    watcher.spin_until(flowing, 120, "exploration commands to drive the emulated car and its odometry to "
-                                     "become the estimator's state")
-    emulator = watcher.of("car_emulator")
+    real_car.wait_for(flowing, 120, "exploration commands to drive the emulated car and its odometry to "
+                      "become the estimator's state")
+    emulator = watcher.status("car_emulator")
     assert int(emulator["odom_dropped"]) > 0 and int(emulator["drives_dropped"]) >= 0
     assert all(abs(float(s)) <= MAX_STEER + 1e-4 for s in steering_seen), steering_seen
     # The controller explores only on a fresh, valid state: odometry made it through the estimator.
-    assert "stale" not in watcher.of("/car/controller").get("last_reason", "")
-    assert watcher.of("/car/real_car")["stopped_by_watchdog"] == "False"
+    assert "stale" not in watcher.status("/car/controller").get("last_reason", "")
+    assert watcher.status("/car/real_car")["stopped_by_watchdog"] == "False"
 
 
 def test_the_watchdog_stops_the_car_when_commands_stop(real_car):
-    _, watcher = real_car
+    watcher = real_car.watcher
     watcher.transition("/car/controller", Transition.TRANSITION_DEACTIVATE)
 
     def stopped() -> bool:
-        bridge, emulator = watcher.of("/car/real_car"), watcher.of("car_emulator")
+        bridge, emulator = watcher.status("/car/real_car"), watcher.status("car_emulator")
         return (bridge.get("stopped_by_watchdog") == "True" and int(bridge.get("watchdog_stops", "0")) >= 1
                 and float(emulator.get("last_speed_command", "nan")) == 0.0
                 and abs(float(emulator.get("speed", "nan"))) < 0.1)
-    watcher.spin_until(stopped, 20, "real_car's watchdog to command zero speed and the car to stop")
-    assert float(watcher.of("car_emulator")["last_steering_command"]) == 0.0
+    real_car.wait_for(stopped, 20, "real_car's watchdog to command zero speed and the car to stop")
+    assert float(watcher.status("car_emulator")["last_steering_command"]) == 0.0
 
     watcher.transition("/car/controller", Transition.TRANSITION_ACTIVATE)
-    watcher.spin_until(lambda: watcher.of("/car/real_car").get("stopped_by_watchdog") == "False", 20,
-                       "commands to resume after reactivation")
+    real_car.wait_for(lambda: watcher.status("/car/real_car").get("stopped_by_watchdog") == "False", 20,
+                      "commands to resume after reactivation")

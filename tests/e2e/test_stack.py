@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState, GetState
+from lifecycle_msgs.srv import GetState
 
 from mbrl_ros.demo.stack import StackRun, prepare_config
 from mbrl_ros.ros_env import REPO_ROOT
@@ -65,24 +65,19 @@ def test_lifecycle_transitions_from_another_process(stack):
     watcher = stack.watcher
     name = "/car/controller"
 
-    def transition(transition_id: int) -> None:
-        response = watcher.call(ChangeState, f"{name}/change_state",
-                                ChangeState.Request(transition=Transition(id=transition_id)))
-        assert response.success, f"transition {transition_id} refused"
-
     def state() -> str:
         return watcher.call(GetState, f"{name}/get_state", GetState.Request()).current_state.label
 
     assert state() == "active"
-    transition(Transition.TRANSITION_DEACTIVATE)
+    watcher.transition(name, Transition.TRANSITION_DEACTIVATE)
     assert state() == "inactive"
     cycles = int(watcher.node_status("controller").get("cycles", "0"))
     watcher.spin(2.5)
     assert int(watcher.node_status("controller").get("cycles", "0")) == cycles, "an inactive controller kept cycling"
-    transition(Transition.TRANSITION_CLEANUP)
+    watcher.transition(name, Transition.TRANSITION_CLEANUP)
     assert state() == "unconfigured"
-    transition(Transition.TRANSITION_CONFIGURE)
-    transition(Transition.TRANSITION_ACTIVATE)
+    watcher.transition(name, Transition.TRANSITION_CONFIGURE)
+    watcher.transition(name, Transition.TRANSITION_ACTIVATE)
     assert state() == "active"
 
 
