@@ -197,8 +197,12 @@ class CarStateEstimator:
     # ---- internals -------------------------------------------------------------------
     def _propagate_steer(self, from_ns: int | None, to_ns: int) -> float:
         """The steering angle at ``to_ns``, given the commands received since ``from_ns``."""
-        commands = sorted(self._pending, key=lambda c: c.stamp_ns)
-        self._pending = []
+        # A command acts from the stamp of the state it answers: one stamped at or after this
+        # sample has not acted yet, even if it arrived first (a logger or replay can deliver a
+        # command before the odometry it answers), so it waits for the next sample.
+        pending = sorted(self._pending, key=lambda c: c.stamp_ns)
+        commands = [c for c in pending if c.stamp_ns < to_ns]
+        self._pending = [c for c in pending if c.stamp_ns >= to_ns]
         gain, lag, limit = self.config.steer_gain, self.config.steer_lag, self.config.steer_rate_limit
         if commands:
             latest = commands[-1].u_steer

@@ -117,6 +117,15 @@ def test_command_stamped_before_the_last_sample_acts_from_that_sample():
     assert math.isclose(odom(est, 2).values[4], 1 - math.exp(-0.2 / lag))
 
 
+def test_a_command_that_arrives_before_the_state_it_answers_acts_only_after_it():
+    est = CarStateEstimator()  # instant steering
+    odom(est, 0)
+    est.command(0, 0.5)
+    est.command(DT_NS, -1.0)  # the answer to state 1, received before state 1's odometry
+    assert math.isclose(odom(est, 1).values[4], 0.5 * GAIN)
+    assert math.isclose(odom(est, 2).values[4], -GAIN)
+
+
 def test_first_sample_after_a_command_takes_the_command():
     est = CarStateEstimator(EstimatorConfig(steer_lag=2.0))
     est.command(0, -0.5)
