@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mbrl_ros.demo.stack import StackRun, default_domain_id, prepare_config
-from mbrl_ros.io.config import merge, node_parameters
+from mbrl_ros.io.config import launch_parameters
 from mbrl_ros.ros_env import REPO_ROOT
 
 TARGET_MARGIN_MS = 3.0
@@ -34,8 +34,7 @@ def prior_checkpoint(config: Path, task: str, path: Path) -> Path:
     from mbrl_ros.core.models import build_model
     from mbrl_ros.io import checkpoint
 
-    trainer = merge(node_parameters(config / "car.yaml", "trainer"),
-                    node_parameters(config / f"car_{task}.yaml", "trainer", required=False))
+    trainer = launch_parameters(config, "car", task, "trainer")
     model_config = trainer["parametric"]
     checkpoint.save(path, build_model(model_config), model_config, {})
     return path
@@ -50,8 +49,7 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
     config = prepare_config(REPO_ROOT / "config", folder / "config", "car", task,
                             {"trainer": {"random_transitions": 100_000_000}})
     checkpoint = prior_checkpoint(config, task, folder / "prior.pt")
-    rate_hz = float(merge(node_parameters(config / "car.yaml", "controller"),
-                          node_parameters(config / f"car_{task}.yaml", "controller", required=False))["rate_hz"])
+    rate_hz = float(launch_parameters(config, "car", task, "controller")["rate_hz"])
     print(f"[latency] car/{task} in real time at {rate_hz:g} Hz, {duration_s:g} s after {warmup_s:g} s warm-up "
           f"-> {folder}/", flush=True)
     run = StackRun(folder, {"robot": "car", "hardware": "sim", "task": task, "lockstep": "false",

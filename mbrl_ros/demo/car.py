@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mbrl_ros.demo.stack import EpisodeTrace, StackRun, default_domain_id, prepare_config, progress_options
-from mbrl_ros.io.config import merge, node_parameters
+from mbrl_ros.io.config import launch_parameters
 from mbrl_ros.plots import plot_car_trajectories, plot_error_vs_horizon, plot_latency_histogram
 from mbrl_ros.ros_env import REPO_ROOT
 
@@ -37,9 +37,7 @@ def run_demo(task: str = "parking", episodes: int = 20, model_kind: str | None =
                      "controller": {"exploration_steps": random_transitions}}
     config = prepare_config(Path(config_dir) if config_dir else REPO_ROOT / "config", out / "config", "car",
                             task, overrides)
-    params = {node: merge(node_parameters(config / "car.yaml", node),
-                          node_parameters(config / f"car_{task}.yaml", node, required=False))
-              for node in ("controller", "trainer")}
+    params = {node: launch_parameters(config, "car", task, node) for node in ("controller", "trainer")}
     model_kind = model_kind or params["trainer"].get("model_kind", "parametric")
     budget = int(params["controller"].get("exploration_steps", 0))
     domain = default_domain_id("demo") if domain_id is None else domain_id

@@ -88,3 +88,10 @@ def require(section: dict, key: str, source: str, kind: type | tuple = object) -
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ConfigError(f"{source}: key '{key}' must be {names}, got {value!r}")
     return value
+
+
+def launch_parameters(config_dir: str | Path, robot: str, task: str, node_name: str) -> dict:
+    """A node's parameters as the launch files give them: ``<robot>.yaml``, then ``<robot>_<task>.yaml``."""
+    folder = Path(config_dir)
+    return merge(node_parameters(folder / f"{robot}.yaml", node_name),
+                 node_parameters(folder / f"{robot}_{task}.yaml", node_name, required=False))
