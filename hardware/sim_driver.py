@@ -29,8 +29,9 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 
 from mbrl_interfaces.msg import CommandVector
-from mbrl_ros.nodes.params import Param, declare_all
-from mbrl_ros.nodes.qos import COMMAND, LATCHED
+from mbrl_ros.ros.params import Param, declare_all
+from mbrl_ros.ros.qos import COMMAND, LATCHED
+from mbrl_ros.ros.stamps import ns_to_stamp, stamp_to_ns
 
 SIM_PARAMS = [
     Param("lockstep", True, "step when a command arrives and publish /clock (true), or run in real time (false)",
@@ -139,7 +140,7 @@ class SimDriverNode(Node):
         self.last_action = values
         if not self.lockstep:
             return
-        if msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec < self.sim_time_ns:
+        if stamp_to_ns(msg.header.stamp) < self.sim_time_ns:
             return  # answers an older state; the controller will answer the current one
         self.advance(values)
 
@@ -163,12 +164,11 @@ class SimDriverNode(Node):
 
     # --- publishing --------------------------------------------------------
     def stamp_ns(self) -> int:
-        stamp = self.stamp()
-        return stamp.sec * 1_000_000_000 + stamp.nanosec
+        return stamp_to_ns(self.stamp())
 
     def stamp(self) -> Time:
         if self.lockstep:
-            return Time(sec=self.sim_time_ns // 1_000_000_000, nanosec=self.sim_time_ns % 1_000_000_000)
+            return ns_to_stamp(self.sim_time_ns)
         return self.get_clock().now().to_msg()
 
     def publish_current(self) -> None:

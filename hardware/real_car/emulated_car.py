@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mbrl_ros.core.angles import wrap_angle
+
 
 @dataclass
 class EmulatedCar:
@@ -37,6 +39,6 @@ class EmulatedCar:
             x += v * math.cos(yaw) * h
             y += v * math.sin(yaw) * h
             yaw += v * math.tan(steer) / self.wheelbase * h
-        yaw = math.atan2(math.sin(yaw), math.cos(yaw))
+        yaw = wrap_angle(yaw)
         self.state = np.array([x, y, yaw, v, steer])
         return self.state

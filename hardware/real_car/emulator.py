@@ -16,7 +16,6 @@ importing ackermann_msgs itself.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 
@@ -27,10 +26,11 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
-from mbrl_ros.nodes.diagnostics import diagnostic_array
-from mbrl_ros.nodes.params import Param, declare_all
-from mbrl_ros.nodes.qos import COMMAND, SENSOR
-from mbrl_ros.nodes.run import run_node
+from mbrl_ros.core.angles import quaternion_from_yaw
+from mbrl_ros.ros.diagnostics import diagnostic_array
+from mbrl_ros.ros.params import Param, declare_all
+from mbrl_ros.ros.qos import COMMAND, SENSOR
+from mbrl_ros.ros.run import run_node
 from mbrl_ros_hardware.emulation import DelayLine
 from mbrl_ros_hardware.real_car.emulated_car import EmulatedCar
 
@@ -97,7 +97,7 @@ class CarEmulatorNode(Node):
         msg.header.frame_id = self.p["frame_id"]
         msg.child_frame_id = self.p["child_frame_id"]
         msg.pose.pose.position.x, msg.pose.pose.position.y = float(x), float(y)
-        msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = math.sin(yaw / 2.0), math.cos(yaw / 2.0)
+        _, _, msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = quaternion_from_yaw(yaw)
         msg.twist.twist.linear.x = float(v)
         return msg
 

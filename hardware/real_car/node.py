@@ -24,10 +24,10 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
 from mbrl_interfaces.msg import CommandVector
-from mbrl_ros.nodes.diagnostics import diagnostic_array
-from mbrl_ros.nodes.params import Param, declare_all
-from mbrl_ros.nodes.qos import COMMAND, SENSOR
-from mbrl_ros.nodes.run import run_node
+from mbrl_ros.ros.diagnostics import diagnostic_array
+from mbrl_ros.ros.params import Param, declare_all
+from mbrl_ros.ros.qos import COMMAND, SENSOR
+from mbrl_ros.ros.run import run_node
 from mbrl_ros_hardware.real_car.drive import Drive, DriveMapper
 
 PARAMS = [

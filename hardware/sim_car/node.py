@@ -13,7 +13,6 @@ distance to the goal, and on the race track the cross-track error.
 
 from __future__ import annotations
 
-import math
 import sys
 
 import numpy as np
@@ -21,9 +20,10 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 
-from mbrl_ros.nodes.params import Param
-from mbrl_ros.nodes.qos import LATCHED, SENSOR
-from mbrl_ros.nodes.run import run_node
+from mbrl_ros.core.angles import quaternion_from_yaw
+from mbrl_ros.ros.params import Param
+from mbrl_ros.ros.qos import LATCHED, SENSOR
+from mbrl_ros.ros.run import run_node
 from mbrl_ros_hardware.sim_driver import SimDriverNode
 
 PARAMS = [
@@ -31,10 +31,6 @@ PARAMS = [
 ]
 # The time limit of an episode when max_episode_steps is 0: parking 20 s, race 30 s.
 TASK_EPISODE_STEPS = {"parking": 100, "race": 600}
-
-
-def yaw_to_quaternion(yaw: float) -> tuple[float, float, float, float]:
-    return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
 
 
 class SimCarNode(SimDriverNode):
@@ -86,7 +82,7 @@ class SimCarNode(SimDriverNode):
         odom.child_frame_id = "base_link"
         odom.pose.pose.position.x = float(x)
         odom.pose.pose.position.y = float(y)
-        qx, qy, qz, qw = yaw_to_quaternion(float(yaw))
+        qx, qy, qz, qw = quaternion_from_yaw(float(yaw))
         odom.pose.pose.orientation.x, odom.pose.pose.orientation.y = qx, qy
         odom.pose.pose.orientation.z, odom.pose.pose.orientation.w = qz, qw
         odom.twist.twist.linear.x = float(v)  # body frame, signed
@@ -99,7 +95,7 @@ class SimCarNode(SimDriverNode):
             goal.header.stamp = stamp
             goal.header.frame_id = self.p["frame_id"]
             goal.pose.position.x, goal.pose.position.y = float(self.goal[0]), float(self.goal[1])
-            qx, qy, qz, qw = yaw_to_quaternion(float(self.goal[2]))
+            qx, qy, qz, qw = quaternion_from_yaw(float(self.goal[2]))
             goal.pose.orientation.z, goal.pose.orientation.w = qz, qw
             self.goal_pub.publish(goal)
         path_points = getattr(self.sim, "path", None)

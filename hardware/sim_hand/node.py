@@ -19,9 +19,9 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, PoseArray
 from sensor_msgs.msg import JointState
 
-from mbrl_ros.nodes.params import Param
-from mbrl_ros.nodes.qos import LATCHED, SENSOR
-from mbrl_ros.nodes.run import run_node
+from mbrl_ros.ros.params import Param
+from mbrl_ros.ros.qos import LATCHED, SENSOR
+from mbrl_ros.ros.run import run_node
 from mbrl_ros_hardware.sim_driver import SimDriverNode
 
 PARAMS = [Param("task", "reach", "simulated task: 'reach' (HandReach-v3)", read_only=True)]

@@ -26,7 +26,7 @@ from mbrl_ros.core.costs import TrajectoryCost, build_cost
 from mbrl_ros.core.models import EnsembleDynamics, KinematicBicycle
 from mbrl_ros.core.models.base import DynamicsModel
 from mbrl_ros.core.models.bicycle import BicycleParams
-from mbrl_ros.core.planners.base import Planner, build_planner
+from mbrl_ros.core.planners import Planner, build_planner
 
 
 @dataclass

@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
+from mbrl_ros.core.angles import wrap_angle
 from mbrl_ros.core.validation import check_tensor
 
 __all__ = [
@@ -131,10 +132,6 @@ def _stage_and_terminal(per_state: torch.Tensor, stage_weight: float, terminal_w
     if terminal_weight:
         total = total + terminal_weight * per_state[:, -1]
     return total
-
-
-def _wrap_angle(angle: torch.Tensor) -> torch.Tensor:
-    return torch.remainder(angle + math.pi, 2.0 * math.pi) - math.pi
 
 
 # --------------------------------------------------------------------------- terms
@@ -241,7 +238,7 @@ class GoalPoseTerm(CostTerm):
         g = self.goal
         if self.form == "quadratic":
             dx, dy = x - g[self.ix], y - g[self.iy]
-            dyaw = _wrap_angle(yaw - g[self.iyaw])
+            dyaw = wrap_angle(yaw - g[self.iyaw])
             dv = v - g[self.iv]
             return (
                 self.position_weight * (dx * dx + dy * dy)

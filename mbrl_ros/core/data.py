@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from mbrl_ros.core.models.ensemble import wrap_angle
+from mbrl_ros.core.angles import wrap_angle
 
 _FORMAT_VERSION = 1
 

@@ -32,23 +32,10 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from mbrl_ros.core.angles import yaw_from_quaternion
+
 STATE_NAMES = ("x", "y", "yaw", "v", "steer")
 STEER_COMMAND = "u_steer"
-
-
-def wrap_to_pi(angle: float) -> float:
-    """``angle`` wrapped to (-pi, pi] (pi stays pi, -pi becomes pi)."""
-    return math.pi - (math.pi - angle) % (2.0 * math.pi)
-
-
-def yaw_from_quaternion(qx: float, qy: float, qz: float, qw: float) -> float:
-    """Rotation about z of a quaternion, in (-pi, pi].
-
-    Written with the squared norm instead of 1 so that a slightly
-    non-normalised quaternion (float32 on the wire, a driver's own integration)
-    still gives the right angle.
-    """
-    return wrap_to_pi(math.atan2(2.0 * (qw * qz + qx * qy), qw * qw + qx * qx - qy * qy - qz * qz))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import casadi as ca
 import numpy as np
 import torch
 
+from mbrl_ros.core.angles import wrap_angle
 from mbrl_ros.core.data import as_rows
 from mbrl_ros.core.models.bicycle import SPEED_INPUTS, BicycleParams, KinematicBicycle
 
@@ -83,10 +84,6 @@ def bicycle_step_casadi(state, action, theta, dt: float, substeps: int, speed_in
     return ca.vertcat(x, y, yaw, v, steer)
 
 
-def _wrap(angle):
-    return np.arctan2(np.sin(angle), np.cos(angle))
-
-
 def _check_data(states, actions, next_states) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     states = as_rows("states", states, 5, dtype=torch.float64)
     n = states.shape[0]
@@ -133,7 +130,7 @@ def _initial_guess(states, actions, next_states, dt, substeps, speed_input) -> B
         _, speed_gain = lag_and_gain(states[:, 3], actions[:, 0], next_states[:, 3])
     # Yaw change ~ dt * v * tan(steer) / L, with speed and steering averaged over the step.
     turn = dt * 0.5 * (states[:, 3] + next_states[:, 3]) * np.tan(0.5 * (states[:, 4] + next_states[:, 4]))
-    dyaw = _wrap(next_states[:, YAW] - states[:, YAW])
+    dyaw = wrap_angle(next_states[:, YAW] - states[:, YAW])
     inverse_wheelbase = np.dot(turn, dyaw) / max(np.dot(turn, turn), 1e-12)
     wheelbase = 1.0 / inverse_wheelbase if inverse_wheelbase > 1e-3 else default.wheelbase
 
@@ -158,7 +155,7 @@ class _Problem:
         x, u, theta = ca.SX.sym("x", 5), ca.SX.sym("u", 2), ca.SX.sym("theta", 5)
         x_next, weights = ca.SX.sym("x_next", 5), ca.SX.sym("w", 5)
         residual = bicycle_step_casadi(x, u, theta, dt, substeps, speed_input) - x_next
-        residual[YAW] = ca.atan2(ca.sin(residual[YAW]), ca.cos(residual[YAW]))
+        residual[YAW] = wrap_angle(residual[YAW])
         step_residual = ca.Function("residual", [x, u, x_next, theta], [residual])
         mapped = step_residual.map(n)
 
@@ -231,7 +228,7 @@ def identify_bicycle(
     upper = np.array([100.0, 100.0, 100.0, 100.0, 10.0 / scale[4]])
 
     delta = next_states - states
-    delta[:, YAW] = _wrap(delta[:, YAW])
+    delta[:, YAW] = wrap_angle(delta[:, YAW])
     spread = np.maximum(delta.std(axis=0), 1e-9)
     p = np.ones(5)
     initial_rms = problem.rms(p)

@@ -26,7 +26,9 @@ from typing import Callable
 
 import yaml
 
+from mbrl_ros.core.angles import yaw_from_quaternion
 from mbrl_ros.io.config import ConfigError, merge
+from mbrl_ros.ros.stamps import stamp_to_ns
 from mbrl_ros.ros_env import REPO_ROOT, workspace_env
 
 
@@ -136,7 +138,7 @@ class StackWatcher:
         if commands:  # received here as the hardware driver receives them: latency from the state's stamp
             from mbrl_interfaces.msg import CommandVector
 
-            from mbrl_ros.nodes.qos import COMMAND
+            from mbrl_ros.ros.qos import COMMAND
 
             self.node.create_subscription(CommandVector, f"{ns}/hw/command", self._on_command, COMMAND)
         self.namespace = ns
@@ -153,17 +155,17 @@ class StackWatcher:
     def _on_odometry(self, msg) -> None:
         q = msg.pose.pose.orientation
         yaw = _yaw(q)
-        self.odometry.append((_ns(msg.header.stamp), msg.pose.pose.position.x, msg.pose.pose.position.y, yaw))
+        self.odometry.append((stamp_to_ns(msg.header.stamp), msg.pose.pose.position.x, msg.pose.pose.position.y, yaw))
 
     def _on_goal(self, msg) -> None:
-        self.goals.append((_ns(msg.header.stamp), msg.pose.position.x, msg.pose.position.y,
+        self.goals.append((stamp_to_ns(msg.header.stamp), msg.pose.position.x, msg.pose.position.y,
                            _yaw(msg.pose.orientation)))
 
     def _on_command(self, msg) -> None:
-        self.commands.append((_ns(msg.header.stamp), time.time_ns()))
+        self.commands.append((stamp_to_ns(msg.header.stamp), time.time_ns()))
 
     def _on_timing(self, msg) -> None:
-        self.timings.append((_ns(msg.header.stamp), msg.mode, msg.compute_ms, msg.deadline_ms, msg.model_version))
+        self.timings.append((stamp_to_ns(msg.header.stamp), msg.mode, msg.compute_ms, msg.deadline_ms, msg.model_version))
 
     # --- queries --------------------------------------------------------------------------
     def status(self, name: str) -> dict[str, str]:
@@ -290,11 +292,5 @@ class StackRun:
             self.log.close()
 
 
-def _ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
 def _yaw(q) -> float:
-    import math
-
-    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+    return yaw_from_quaternion(q.x, q.y, q.z, q.w)

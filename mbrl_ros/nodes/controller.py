@@ -29,10 +29,12 @@ from visualization_msgs.msg import Marker, MarkerArray
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
 from mbrl_interfaces.msg import CommandVector, CycleTiming, ModelUpdate, StateVector
-from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
-from mbrl_ros.nodes.run import run_node
-from mbrl_ros.nodes.params import Param, declare_all, section
-from mbrl_ros.nodes.qos import COMMAND, LATCHED, LATEST_STATE
+from mbrl_ros.core.angles import yaw_from_quaternion
+from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
+from mbrl_ros.ros.run import run_node
+from mbrl_ros.ros.params import Param, declare_all, section
+from mbrl_ros.ros.qos import COMMAND, LATCHED, LATEST_STATE
+from mbrl_ros.ros.stamps import stamp_to_ns
 
 PARAMS = [
     Param("rate_hz", 20.0, "control rate in trigger 'timer' mode; the deadline of a cycle is 1/rate_hz", (0.1, 1000.0)),
@@ -54,10 +56,6 @@ PARAMS = [
     Param("rollouts_rate_hz", 2.0, "rate of sampled-rollout markers (0: off)", (0.0, 100.0)),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
 ]
-
-
-def _stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class ControllerNode(LifecycleNode):
@@ -185,7 +183,7 @@ class ControllerNode(LifecycleNode):
         if self.core is None:
             return
         q = msg.pose.orientation
-        yaw = float(np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z)))
+        yaw = yaw_from_quaternion(q.x, q.y, q.z, q.w)
         goal = np.zeros(self.state_dim)
         goal[:3] = (msg.pose.position.x, msg.pose.position.y, yaw)
         if not np.all(np.isfinite(goal)):
@@ -229,7 +227,7 @@ class ControllerNode(LifecycleNode):
         self.e_stop = bool(msg.data)
 
     def on_model(self, msg: ModelUpdate) -> None:
-        from mbrl_ros.core.planners.base import build_planner
+        from mbrl_ros.core.planners import build_planner
         from mbrl_ros.io.checkpoint import CheckpointError, checksum, from_bytes
 
         self.last_messages["model"] = msg
@@ -285,7 +283,7 @@ class ControllerNode(LifecycleNode):
         problem = self.problem()
         stamp = self.answered_stamp()
         if not problem:
-            stamp_ns = _stamp_ns(self.latest.header.stamp)
+            stamp_ns = stamp_to_ns(self.latest.header.stamp)
             if stamp_ns <= self.last_answered_ns:
                 return  # this state was answered already (a re-published duplicate)
             self.last_answered_ns = stamp_ns

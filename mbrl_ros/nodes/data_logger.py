@@ -36,10 +36,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from mbrl_ros.io.bags import STORAGES, BagError
 from mbrl_ros.io.recording import BagSequence, bag_qos
-from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
-from mbrl_ros.nodes.run import run_node
-from mbrl_ros.nodes.params import Param, declare_all
-from mbrl_ros.nodes.qos import COMMAND, LATCHED, SENSOR
+from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
+from mbrl_ros.ros.run import run_node
+from mbrl_ros.ros.params import Param, declare_all
+from mbrl_ros.ros.qos import COMMAND, LATCHED, SENSOR
 
 # The stack's topics (relative to the robot namespace): type and the publisher's QoS.
 STACK_TOPICS: dict[str, tuple[str, QoSProfile]] = {

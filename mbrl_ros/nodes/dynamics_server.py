@@ -39,10 +39,10 @@ from mbrl_interfaces.srv import PredictBatch
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.model_registry import ModelRegistry, NoPreviousModel, PredictRequestError, predict_flat
 from mbrl_ros.io.model_update import pack
-from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
-from mbrl_ros.nodes.run import run_node
-from mbrl_ros.nodes.params import Param, declare_all
-from mbrl_ros.nodes.qos import LATCHED
+from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
+from mbrl_ros.ros.run import run_node
+from mbrl_ros.ros.params import Param, declare_all
+from mbrl_ros.ros.qos import LATCHED
 
 PARAMS = [
     Param("checkpoint", "", "model checkpoint (.pt) to serve from the start; empty: wait for the first candidate",

@@ -30,10 +30,11 @@ from sensor_msgs.msg import JointState
 from mbrl_interfaces.msg import CommandVector, StateVector
 from mbrl_ros.core.estimation import (STATE_NAMES, STEER_COMMAND, CarStateEstimator, EstimatorConfig, HandStateEstimator,
                                       Rejection, StateEstimate)
-from mbrl_ros.nodes.diagnostics import LoopStats, diagnostic_array
-from mbrl_ros.nodes.run import run_node
-from mbrl_ros.nodes.params import Param, declare_all
-from mbrl_ros.nodes.qos import COMMAND, SENSOR
+from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
+from mbrl_ros.ros.run import run_node
+from mbrl_ros.ros.params import Param, declare_all
+from mbrl_ros.ros.qos import COMMAND, SENSOR
+from mbrl_ros.ros.stamps import ns_to_stamp, stamp_to_ns
 
 PARAMS = [
     Param("robot", "car", "'car': state from hw/odom and hw/command; 'hand': from hw/joint_states and hw/fingertips",
@@ -55,10 +56,6 @@ PARAMS = [
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.05, 60.0)),
     Param("log_throttle", 5.0, "wall seconds between repeated warnings about rejected input", (0.0, 3600.0)),
 ]
-
-
-def _stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class EstimatorNode(Node):
@@ -117,26 +114,26 @@ class EstimatorNode(Node):
         if STEER_COMMAND not in names or len(names) != len(msg.values):
             self.reject(f"hw/command: no '{STEER_COMMAND}' in names {names} with values {list(msg.values)}")
             return
-        rejection = self.core.command(_stamp_ns(msg.header.stamp), msg.values[names.index(STEER_COMMAND)])
+        rejection = self.core.command(stamp_to_ns(msg.header.stamp), msg.values[names.index(STEER_COMMAND)])
         if rejection is not None:
             self.reject(rejection.reason)
 
     def on_odom(self, msg: Odometry) -> None:
         started = time.perf_counter()
         pose, q = msg.pose.pose.position, msg.pose.pose.orientation
-        out = self.core.update(_stamp_ns(msg.header.stamp), pose.x, pose.y, (q.x, q.y, q.z, q.w),
+        out = self.core.update(stamp_to_ns(msg.header.stamp), pose.x, pose.y, (q.x, q.y, q.z, q.w),
                                msg.twist.twist.linear.x)
         self.on_estimate(out, msg.header.frame_id, started)
 
     def on_joint_states(self, msg: JointState) -> None:
         started = time.perf_counter()
-        self.on_estimate(self.core.joints(_stamp_ns(msg.header.stamp), msg.name, msg.position, msg.velocity),
+        self.on_estimate(self.core.joints(stamp_to_ns(msg.header.stamp), msg.name, msg.position, msg.velocity),
                     msg.header.frame_id, started)
 
     def on_fingertips(self, msg: PoseArray) -> None:
         started = time.perf_counter()
         points = [(p.position.x, p.position.y, p.position.z) for p in msg.poses]
-        self.on_estimate(self.core.fingertip_positions(_stamp_ns(msg.header.stamp), points), msg.header.frame_id,
+        self.on_estimate(self.core.fingertip_positions(stamp_to_ns(msg.header.stamp), points), msg.header.frame_id,
                     started)
 
     def on_estimate(self, out, frame_id: str, started: float) -> None:
@@ -157,7 +154,7 @@ class EstimatorNode(Node):
     # --- outputs ---------------------------------------------------------------------------
     def publish(self, estimate: StateEstimate, frame_id: str) -> None:
         msg = StateVector()
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(estimate.stamp_ns, 1_000_000_000)
+        msg.header.stamp = ns_to_stamp(estimate.stamp_ns)
         msg.header.frame_id = frame_id
         msg.names = self.state_names
         msg.values = [float(v) for v in estimate.values]

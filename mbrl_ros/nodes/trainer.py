@@ -52,10 +52,10 @@ from mbrl_ros.core.retraining import PerBagTransitions, RetrainSchedule, Trainin
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.bags import list_bags, load_transitions
 from mbrl_ros.io.model_update import pack, unpack
-from mbrl_ros.nodes.diagnostics import diagnostic_array
-from mbrl_ros.nodes.run import run_node
-from mbrl_ros.nodes.params import Param, declare_all, section
-from mbrl_ros.nodes.qos import LATCHED
+from mbrl_ros.ros.diagnostics import diagnostic_array
+from mbrl_ros.ros.run import run_node
+from mbrl_ros.ros.params import Param, declare_all, section
+from mbrl_ros.ros.qos import LATCHED
 
 PARAMS = [
     Param("model_kind", "parametric", "model to train: parametric | ensemble | semiparametric (settings: the section of that name)"),

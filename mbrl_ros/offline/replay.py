@@ -239,6 +239,8 @@ def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, 
     from rclpy.signals import SignalHandlerOptions
     from rosgraph_msgs.msg import Clock
 
+    from mbrl_ros.ros.stamps import ns_to_stamp
+
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C stays a KeyboardInterrupt here
     node = rclpy.create_node("bag_replay")
     publishers = {}
@@ -255,9 +257,7 @@ def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, 
     def publish_clock(bag_ns: int) -> None:
         # Never backwards within a pass (a message stamped before the window): the clock waits instead.
         if clock_pub is not None and (last_clock[0] is None or bag_ns > last_clock[0]):
-            sec, nanosec = divmod(int(bag_ns), 1_000_000_000)
-            msg = Clock()
-            msg.clock.sec, msg.clock.nanosec = sec, nanosec
+            msg = Clock(clock=ns_to_stamp(bag_ns))
             clock_pub.publish(msg)
             last_clock[0] = bag_ns
 

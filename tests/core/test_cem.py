@@ -9,7 +9,7 @@ import torch
 
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.models.base import DynamicsModel
-from mbrl_ros.core.planners.base import build_planner
+from mbrl_ros.core.planners import build_planner
 from mbrl_ros.core.planners.cem import CemConfig, CemPlanner, coloured_noise
 
 

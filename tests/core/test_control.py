@@ -7,7 +7,7 @@ import torch
 from mbrl_ros.core.control import ExplorationPolicy, RecedingHorizonController
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.models.bicycle import BicycleParams, KinematicBicycle
-from mbrl_ros.core.planners.base import build_planner
+from mbrl_ros.core.planners import build_planner
 
 
 def make_controller(**kwargs) -> RecedingHorizonController:

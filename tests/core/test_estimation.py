@@ -13,9 +13,8 @@ from mbrl_ros.core.estimation import (
     EstimatorConfig,
     Rejection,
     StateEstimate,
-    wrap_to_pi,
-    yaw_from_quaternion,
 )
+from mbrl_ros.core.angles import wrap_angle, yaw_from_quaternion
 
 GAIN = 0.7853981633974483
 DT_NS = 200_000_000
@@ -46,8 +45,8 @@ def test_yaw_wrapped_to_half_open_interval(yaw):
 
 
 def test_wrap_to_pi_edges_and_unnormalised_quaternion():
-    assert wrap_to_pi(math.pi) == math.pi and wrap_to_pi(-math.pi) == math.pi
-    assert math.isclose(wrap_to_pi(3 * math.pi / 2), -math.pi / 2)
+    assert wrap_angle(math.pi) == math.pi and wrap_angle(-math.pi) == math.pi
+    assert math.isclose(wrap_angle(3 * math.pi / 2), -math.pi / 2)
     qx, qy, qz, qw = quat(2.0)
     assert math.isclose(yaw_from_quaternion(3 * qx, 3 * qy, 3 * qz, 3 * qw), 2.0, abs_tol=1e-12)
     # A rotation about z written with a flipped-sign quaternion is the same yaw.

@@ -11,7 +11,8 @@ import torch
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.models.base import DynamicsModel
 from mbrl_ros.core.models.bicycle import KinematicBicycle
-from mbrl_ros.core.planners.base import build_planner, rollout
+from mbrl_ros.core.planners import build_planner
+from mbrl_ros.core.planners.base import rollout
 from mbrl_ros.core.planners.ilqr import BackwardPass, IlqrConfig, IlqrPlanner
 
 A = np.array([[1.0, 0.1, 0.0], [0.0, 1.0, 0.1], [0.05, 0.0, 0.98]])

@@ -15,9 +15,9 @@ import torch
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.models.base import DynamicsModel
 from mbrl_ros.core.models.bicycle import BicycleParams, KinematicBicycle
+from mbrl_ros.core.planners import build_planner
 from mbrl_ros.core.planners.base import (
     BicycleTimeMajor,
-    build_planner,
     counter_gaussian,
     rollout,
     time_major_dynamics,

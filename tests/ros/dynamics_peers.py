@@ -36,7 +36,7 @@ from std_srvs.srv import Trigger
 
 from mbrl_interfaces.msg import ModelUpdate
 from mbrl_interfaces.srv import PredictBatch
-from mbrl_ros.nodes.qos import LATCHED
+from mbrl_ros.ros.qos import LATCHED
 
 
 class Peer(Node):

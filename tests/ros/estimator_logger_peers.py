@@ -29,7 +29,7 @@ from rclpy.executors import ExternalShutdownException
 from rosgraph_msgs.msg import Clock
 
 from mbrl_interfaces.msg import CommandVector, StateVector
-from mbrl_ros.nodes.qos import COMMAND, LATCHED, SENSOR
+from mbrl_ros.ros.qos import COMMAND, LATCHED, SENSOR
 
 DT_NS = 200_000_000
 T0_NS = 1_000_000_000

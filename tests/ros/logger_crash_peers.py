@@ -18,7 +18,7 @@ from mbrl_interfaces.msg import CommandVector
 from nav_msgs.msg import Odometry
 from rclpy.executors import ExternalShutdownException
 
-from mbrl_ros.nodes.qos import COMMAND, SENSOR
+from mbrl_ros.ros.qos import COMMAND, SENSOR
 
 
 def publish(rate_hz: float) -> None:

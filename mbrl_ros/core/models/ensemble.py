@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mbrl_ros.core.angles import wrap_angle
 from mbrl_ros.core.models.base import DynamicsModel, Prediction
 from mbrl_ros.core.validation import check_state_action_batch
 
@@ -78,11 +79,6 @@ _INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 PROPAGATIONS = ("ts1", "tsinf", "mean")
 LAYOUTS = ("bmm", "loop")
-
-
-def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
-    """Wrap to (-pi, pi], differentiably (atan2 of sin/cos)."""
-    return torch.atan2(torch.sin(angle), torch.cos(angle))
 
 
 def _state_indices(name: str, dims: Sequence[int], state_dim: int) -> tuple[int, ...]:

@@ -1,4 +1,4 @@
-"""What every receding-horizon planner shares: config, result, limits, rollout, factory.
+"""What every receding-horizon planner shares: config, result, limits, rollout, noise.
 
 A planner plans through one ``DynamicsModel`` and one ``TrajectoryCost``:
 ``plan(state[nx]) -> PlanResult``, called once per control cycle. It keeps its
@@ -31,8 +31,6 @@ __all__ = [
     "PlannerConfig",
     "PlanResult",
     "Planner",
-    "PLANNERS",
-    "build_planner",
     "limit_actions",
     "rollout",
     "TimeMajorDynamics",
@@ -475,31 +473,3 @@ class Planner:
         """The cold-start plan: zero actions, moved inside the bounds."""
         zeros = torch.zeros(self.horizon, self.action_dim, dtype=self.dtype, device=self.device)
         return torch.clamp(zeros, self.action_low, self.action_high)
-
-
-# --------------------------------------------------------------------------- factory
-PLANNERS: dict[str, type[Planner]] = {}
-
-
-def register_planner(cls: type[Planner]) -> type[Planner]:
-    PLANNERS[cls.name] = cls
-    return cls
-
-
-def build_planner(
-    name: str,
-    model: DynamicsModel,
-    cost: TrajectoryCost,
-    config: dict[str, Any] | None = None,
-    source: str = "planner",
-) -> Planner:
-    """Build a planner by name ('mppi', 'cem', 'ilqr') from a YAML mapping of its settings."""
-    # Importing here registers the planners without an import cycle.
-    from mbrl_ros.core.planners import cem, ilqr, mppi  # noqa: F401
-
-    if name not in PLANNERS:
-        raise ValueError(f"{source}: unknown planner {name!r}; valid planners: {sorted(PLANNERS)}")
-    cls = PLANNERS[name]
-    if config is not None and not isinstance(config, dict):
-        raise ValueError(f"{source}: expected a mapping of {name} settings, got {config!r}")
-    return cls(model, cost, cls.config_class.from_dict(config, source=f"{source}: {name}"))

@@ -40,7 +40,6 @@ from mbrl_ros.core.planners.base import (
     _positive_int,
     _real,
     per_dim,
-    register_planner,
     rollout,
     shift_sequence,
     time_major_dynamics,
@@ -116,7 +115,6 @@ def coloured_noise(
     return (signal / math.sqrt(float(variance))).to(dtype)
 
 
-@register_planner
 class CemPlanner(Planner):
     """CEM / iCEM over action sequences, batched over the population."""
 

@@ -47,7 +47,6 @@ from mbrl_ros.core.planners.base import (
     PlanResult,
     _positive_int,
     _real,
-    register_planner,
     shift_sequence,
     time_major_dynamics,
 )
@@ -98,7 +97,6 @@ class BackwardPass:
         return alpha * self.d1 + alpha * alpha * self.d2
 
 
-@register_planner
 class IlqrPlanner(Planner):
     """iLQR with LM regularisation, batched line search and warm start."""
 

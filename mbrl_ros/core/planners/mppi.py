@@ -59,7 +59,6 @@ from mbrl_ros.core.planners.base import (
     counter_gaussian,
     limit_actions,
     per_dim,
-    register_planner,
     shift_sequence,
     time_major_dynamics,
 )
@@ -100,7 +99,6 @@ class MppiConfig(PlannerConfig):
             raise ValueError(f"{source}: compile: expected true, false or null (auto), got {self.compile!r}")
 
 
-@register_planner
 class MppiPlanner(Planner):
     """MPPI with warm start by shifting, smoothed noise, bounds, rate limits and optional compile."""
 
