@@ -45,49 +45,49 @@ wrote of a robot's raw topics alike.
   ``load_transitions``.
 
 Messages are decoded by column (``mbrl_ros.io.cdr_columns``), not one Python
-object per message; MCAP files are read chunk by chunk here (zstd, lz4 or
-uncompressed chunks), anything else through rosbags' Reader. Errors are
-``BagError`` and name the bag, the topic and the field at fault; config errors
-are ``ConfigError`` naming the source and key. Reading never writes to a bag.
+object per message, from the storage files read directly (``mbrl_ros.io.bag_storage``:
+every message the files hold, whatever metadata.yaml says), each type by the
+definition the bag carries, else the built-in one (``ros_types.bag_typestore``).
+A malformed message is dropped alone and reported (see ``load_transitions``).
+Errors are ``BagError`` and name the bag, the topic and the field at fault;
+config errors are ``ConfigError`` naming the source and key. Reading never
+writes to a bag.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import re
-import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from rosbags.interfaces import MessageDefinitionFormat, Nodetype
-from rosbags.rosbag2 import Reader, StoragePlugin
-from rosbags.typesys import get_types_from_msg
+from rosbags.interfaces import Nodetype
+from rosbags.rosbag2 import StoragePlugin
 from rosbags.typesys.store import Typestore
 
+from mbrl_ros.io.bag_storage import METADATA, BagError, StorageBag, StorageTopic
 from mbrl_ros.io.cdr_columns import ColumnReader, LayoutError, walk
 from mbrl_ros.io.config import ConfigError
-from mbrl_ros.io.ros_types import mbrl_typestore
+from mbrl_ros.io.ros_types import UNKNOWN, bag_typestore, mbrl_typestore
 
 if TYPE_CHECKING:  # torch is imported only to build a dataset, not to record one
     from mbrl_ros.core.data import TransitionDataset
 
+_log = logging.getLogger(__name__)
+
 STATE_TYPE = "mbrl_interfaces/msg/StateVector"
 COMMAND_TYPE = "mbrl_interfaces/msg/CommandVector"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-METADATA = "metadata.yaml"
 # rosbag2 metadata version 9 (type description hashes); what Jazzy and Kilted write.
 BAG_VERSION = 9
 MATCHES = ("exact", "latest")
 CONVERSIONS = ("", "yaw")
-
-
-class BagError(ValueError):
-    """A bag cannot be written or read as asked; the message names the bag, the topic and the field."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -258,6 +258,15 @@ def load_transitions(
     relative topic matches the bag's one topic ending in it. ``report``, if
     given, gets counts of what was found and why episodes ended. ``progress``:
     a tqdm bar over the bags.
+
+    A message that cannot be read as the mapping asks (a state with the wrong
+    number of values, a field it lacks, bytes that are no CDR message) is
+    dropped alone: the transitions it is part of are lost, the rest of its bag
+    is kept. Drops are counted per topic and reason in ``report["dropped"]``
+    (``{topic: {reason: count}}``, total in ``report["dropped_messages"]``) and
+    logged as a warning per bag and topic (logger ``mbrl_ros.io.bags``). Only
+    when no message of a side can be read is it an error (the mapping names a
+    field no message has): BagError naming the bag, topic, message and field.
     """
     if not isinstance(mapping, TransitionMapping):
         mapping = mapping_from_config(mapping, source, state_names, action_names)
@@ -272,16 +281,22 @@ def load_transitions(
     if not 0 <= max_stamp_error < dt / 2:
         # Beyond dt / 2 the window around t + dt would also hold t or t + 2 dt.
         raise BagError(f"load_transitions: max_stamp_error must be in [0, dt/2), got {max_stamp_error}")
-    store = typestore or default_typestore()
     sides = {"state": _Side(mapping.state, state_names), "command": _Side(mapping.command, action_names)}
 
     from tqdm import tqdm
 
     for bag_index, path in enumerate(tqdm(paths, desc="reading bags", unit="bag", disable=not progress)):
-        for side, raw in zip(sides.values(), _read_raw(path, [s.topic for s in sides.values()], namespace, store)):
+        raws, store = _read_raw(path, [s.topic for s in sides.values()], namespace, typestore)
+        for side, raw in zip(sides.values(), raws):
             side.decode(path, bag_index, raw, store)
+    for side in sides.values():
+        side.check_any_read()
     states, commands = sides["state"].rows(), sides["command"].rows()
     counts = Counter(states=len(states.stamps), commands=len(commands.stamps))
+    dropped = {topic: dict(reasons) for side in sides.values() for topic, reasons in side.dropped.items()}
+    counts["dropped_messages"] = sum(sum(r.values()) for r in dropped.values())
+    if report is not None:
+        report["dropped"] = dropped
     if sides["state"].names is None or sides["command"].names is None or not len(states.stamps):
         raise _no_transitions(paths, mapping, counts)
     state_names, action_names = sides["state"].names, sides["command"].names
@@ -356,7 +371,7 @@ class _Rows:
 
 
 class _Side:
-    """The rows of one side (state or command), decoded bag by bag."""
+    """The rows of one side (state or command), decoded bag by bag; malformed messages dropped one by one."""
 
     def __init__(self, topic: TopicMap, names: Sequence[str] | None) -> None:
         self.topic = topic
@@ -364,45 +379,96 @@ class _Side:
             names = [f.name for f in topic.fields] if names is None else list(names)
         self.names = None if names is None else list(names)
         self.parts: list[_Rows] = []
+        self.dropped: dict[str, Counter[str]] = {}  # topic -> reason -> messages
+        self.first_drop: str | None = None  # the first dropped message, said in full
+        self.read = 0  # messages decoded
 
     def decode(self, path: Path, bag_index: int, raw: _Raw, store: Typestore) -> None:
         if not len(raw.offsets):
             return
         where = f"{path}: topic '{raw.topic}' ({raw.msgtype})"
-        if self.names is None:  # a names/values message read by the names of its first message
-            try:
-                self.names = walk(raw.buffer[raw.offsets[0]:raw.offsets[0] + raw.lengths[0]], raw.msgtype, store).names_of("values")
-            except LayoutError as error:
-                raise BagError(f"{where}: {error}; give the topic's fields in the mapping") from None
-            if len(set(self.names)) != len(self.names):
-                raise BagError(f"{where}: repeated names in {self.names}")
+        if self.names is None:
+            self.names = self._names_of(raw, store, where)
         fields = self.topic.fields or tuple(FieldMap(n, f"values[{n}]") for n in self.names)
         paths = []
         for f in fields:
             paths += [f"{f.field}.{c}" for c in "xyzw"] if f.convert == "yaw" else [f.field]
         stamp_paths = [] if self.topic.stamp == "log_time" else [f"{self.topic.stamp}.sec", f"{self.topic.stamp}.nanosec"]
         valid_path = ["valid"] if _has_bool(store, raw.msgtype, "valid") else []
-        try:
-            columns = ColumnReader(store, raw.msgtype).read(raw.buffer, raw.offsets, raw.lengths,
-                                                            paths + stamp_paths + valid_path)
-        except LayoutError as error:
-            raise BagError(f"{where}: {error}") from None
-        values = np.empty((len(raw.offsets), len(fields)), dtype=np.float64)
+        bad: dict[int, str] = {}
+        columns = ColumnReader(store, raw.msgtype).read(raw.buffer, raw.offsets, raw.lengths,
+                                                        paths + stamp_paths + valid_path, bad=bad)
+        n = len(raw.offsets)
+        keep = np.ones(n, dtype=bool)
+        if bad:
+            keep[list(bad)] = False
+            self._report_drops(where, raw, bad)
+        zeros = np.zeros(n)
+        values = np.empty((n, len(fields)), dtype=np.float64)
         for k, f in enumerate(fields):
             if f.convert == "yaw":
-                x, y, z, w = (columns[f"{f.field}.{c}"].astype(np.float64) for c in "xyzw")
+                x, y, z, w = (columns.get(f"{f.field}.{c}", zeros).astype(np.float64) for c in "xyzw")
                 column = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
             else:
-                column = columns[f.field].astype(np.float64)
+                column = columns.get(f.field, zeros).astype(np.float64)
             values[:, k] = column * f.scale
         if stamp_paths:
-            stamps = columns[stamp_paths[0]].astype(np.int64) * 1_000_000_000 + columns[stamp_paths[1]].astype(np.int64)
+            stamps = (columns.get(stamp_paths[0], zeros).astype(np.int64) * 1_000_000_000
+                      + columns.get(stamp_paths[1], zeros).astype(np.int64))
         else:
             stamps = raw.log_ns
         valid = np.all(np.isfinite(values), axis=1)
         if valid_path:
-            valid &= columns["valid"] != 0
-        self.parts.append(_Rows(np.full(len(stamps), bag_index), raw.log_ns, stamps, values, valid))
+            valid &= columns.get("valid", zeros) != 0
+        self.read += int(keep.sum())
+        if keep.any():
+            self.parts.append(_Rows(np.full(int(keep.sum()), bag_index), raw.log_ns[keep], stamps[keep],
+                                    values[keep], valid[keep]))
+
+    def _names_of(self, raw: _Raw, store: Typestore, where: str) -> list[str]:
+        """The names a names/values message is read by: those most of the bag's messages carry.
+
+        Messages of one length almost always carry the same names, so one of
+        each length is walked; a few malformed messages do not decide them.
+        """
+        votes: Counter[tuple[str, ...]] = Counter()
+        first_error = None
+        lengths, first, counts = np.unique(raw.lengths, return_index=True, return_counts=True)
+        for k, count in zip(first, counts):
+            try:
+                layout = walk(raw.buffer[raw.offsets[k]:raw.offsets[k] + raw.lengths[k]], raw.msgtype, store)
+            except LayoutError as error:
+                first_error = first_error or f"message {int(k)}: {error}"
+                continue
+            try:
+                names = layout.names_of("values")
+            except LayoutError as error:
+                raise BagError(f"{where}: {error}; give the topic's fields in the mapping") from None
+            votes[tuple(names)] += int(count)
+        if not votes:
+            raise BagError(f"{where}: no message can be read ({first_error})")
+        names = list(votes.most_common(1)[0][0])
+        if len(set(names)) != len(names):
+            raise BagError(f"{where}: repeated names in {names}")
+        return names
+
+    def _report_drops(self, where: str, raw: _Raw, bad: dict[int, str]) -> None:
+        reasons = self.dropped.setdefault(raw.topic, Counter())
+        by_reason: dict[str, list[int]] = {}
+        for index, reason in sorted(bad.items()):
+            by_reason.setdefault(reason, []).append(index)
+        for reason, indices in by_reason.items():
+            reasons[reason] += len(indices)
+            first = indices[0]
+            if self.first_drop is None:
+                self.first_drop = f"{where}: message {first} (logged at {int(raw.log_ns[first])} ns): {reason}"
+            _log.warning("%s: dropped %d of %d messages: %s (first: message %d, logged at %d ns)",
+                         where, len(indices), len(raw.offsets), reason, first, int(raw.log_ns[first]))
+
+    def check_any_read(self) -> None:
+        """BagError if messages were found but none could be read: the mapping, not the messages, is wrong."""
+        if self.first_drop is not None and not self.read:
+            raise BagError(self.first_drop)
 
     def rows(self) -> _Rows:
         if not self.parts:
@@ -528,266 +594,69 @@ def _next_state(stamps: np.ndarray, timeline: np.ndarray, dt_ns: int, err_ns: in
     return out
 
 
-# ---- reading: bag -> raw messages of the wanted topics ----------------------------------------
-def _read_raw(path: Path, wanted: list[TopicMap], namespace: str | None, store: Typestore) -> list[_Raw]:
-    """The messages of each wanted topic of the bag at ``path``; BagError naming the bag and topic."""
+# ---- reading: bag -> the wanted topics' messages ------------------------------------------------
+def _read_raw(path: Path, wanted: list[TopicMap], namespace: str | None,
+              base: Typestore | None) -> tuple[list[_Raw], Typestore]:
+    """The messages of each wanted topic of the bag at ``path``, and the typestore to decode them with.
+
+    Read from the storage files directly (``bag_storage``), never through
+    rosbags' Reader, which yields nothing for bags whose metadata.yaml and
+    storage disagree on a topic's QoS (bags of earlier ``ros2 bag`` releases).
+    What is read is checked against metadata.yaml's count: storage holding
+    fewer messages than the bag says it was closed with is an error, not a
+    silent loss.
+    """
     try:
-        reader = Reader(path)
-        reader.open()
-    except Exception as error:  # rosbags raises its own errors, and OSError, KeyError on bad metadata
-        raise BagError(f"{path}: cannot read bag: {error}") from error
+        bag = StorageBag(path)
+        bag.open()
+    except BagError as error:
+        reason = str(error).removeprefix(f"{path}: ")
+        raise BagError(f"{path}: cannot read bag: {reason}") from None
     try:
-        connections, topics = [], []
+        found, topics = [], []
         for topic_map in wanted:
-            found = _find_connections(reader.connections, topic_map.topic, namespace, path)
-            topic, msgtype = found[0].topic, found[0].msgtype
-            if msgtype != topic_map.type:
-                raise BagError(f"{path}: topic '{topic}' has type {msgtype}, expected {topic_map.type}")
-            if topic in topics:
-                raise BagError(f"{path}: '{topic_map.topic}' names the same topic '{topic}' as another input")
-            _ensure_type(store, found[0], path)
-            topics.append(topic)
-            connections.append(found)
+            topic = _find_topic(bag.topics, topic_map.topic, namespace, path)
+            if topic.type != topic_map.type:
+                raise BagError(f"{path}: topic '{topic.name}' has type {topic.type}, expected {topic_map.type}")
+            if topic.name in topics:
+                raise BagError(f"{path}: '{topic_map.topic}' names the same topic '{topic.name}' as another input")
+            found.append(topic)
+            topics.append(topic.name)
+        store, status = bag_typestore({t.type: (t.definition_format, t.definition) for t in found if t.definition},
+                                      tuple(t.type for t in found), base)
+        for topic in found:
+            if status[topic.type].endswith(UNKNOWN):
+                raise BagError(f"{path}: topic '{topic.name}' has type {topic.type}, which is neither defined in "
+                               f"the bag nor built in here ({status[topic.type]})")
         try:
-            return _read_storage(reader, path, connections, topics)
+            packed = bag.read(topics)
         except BagError:
             raise
-        except Exception as error:  # a truncated or corrupt storage file
+        except Exception as error:  # a damaged storage file
             raise BagError(f"{path}: cannot read messages of {topics}: {type(error).__name__}: {error}") from error
+        listed = {t.name: t.count for t in bag.metadata.topics}
+        for topic, raw in zip(found, packed):
+            if topic.count is not None and topic.count != len(raw):
+                raise BagError(f"{path}: topic '{topic.name}': the storage counts {topic.count} messages but "
+                               f"{len(raw)} were read; the storage files are damaged")
+            expected = listed.get(topic.name)
+            if expected is not None and expected > len(raw):
+                raise BagError(f"{path}: topic '{topic.name}': metadata.yaml counts {expected} messages but the "
+                               f"storage files yield {len(raw)}; the bag's metadata and storage disagree")
+        return [_Raw(p.topic, t.type, p.buffer, p.offsets, p.lengths, p.log_ns) for p, t in zip(packed, found)], store
     finally:
-        reader.close()
+        bag.close()
 
 
-def _read_storage(reader: Reader, path: Path, connections: list[list], topics: list[str]) -> list[_Raw]:
-    out = None
-    if reader.compression_mode != "message":
-        out = _read_mcap_indexed(reader, topics) or _read_sqlite_rows(reader, topics)
-    if out is None:  # anything else: rosbags reads it message by message
-        out = _read_messages(reader, connections, topics)
-    for k, raw in enumerate(out):
-        raw.msgtype = connections[k][0].msgtype
-        expected = sum(c.msgcount for c in connections[k])
-        if len(raw.offsets) != expected:
-            # rosbags pairs metadata.yaml's topics with the storage file's; when they
-            # disagree (another QoS or type), messages would be dropped without a word.
-            raise BagError(f"{path}: topic '{raw.topic}': metadata.yaml counts {expected} messages but the storage "
-                           f"files yield {len(raw.offsets)}; the bag's metadata and storage disagree")
-    return out
-
-
-def _read_messages(reader: Reader, connections: list[list], topics: list[str]) -> list[_Raw]:
-    by_id = {c.id: k for k, found in enumerate(connections) for c in found}
-    chunks: list[list[bytes]] = [[] for _ in topics]
-    logs: list[list[int]] = [[] for _ in topics]
-    for conn, log_ns, raw in reader.messages(connections=[c for found in connections for c in found]):
-        k = by_id[conn.id]
-        chunks[k].append(raw)
-        logs[k].append(log_ns)
-    out = []
-    for k, topic in enumerate(topics):
-        lengths = np.fromiter((len(m) for m in chunks[k]), dtype=np.int64, count=len(chunks[k]))
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
-        buffer = np.frombuffer(b"".join(chunks[k]), dtype=np.uint8)
-        out.append(_Raw(topic, "", buffer, offsets, lengths, np.asarray(logs[k], dtype=np.int64)))
-    return out
-
-
-def _read_sqlite_rows(reader: Reader, topics: list[str]) -> list[_Raw] | None:
-    """The wanted topics' messages from sqlite3 storage files with one query each, in log order.
-
-    rosbags yields them one by one through Python; one SELECT of the rows is
-    ~4x cheaper. Opened read-only and immutable, as rosbags does. None when a
-    file is not sqlite3.
-    """
-    import sqlite3
-
-    files = _storage_files(reader)
-    if not files or any(f.suffix != ".db3" for f in files):
-        return None
-    found: list[list[tuple[int, bytes]]] = [[] for _ in topics]
-    for file in files:
-        db = sqlite3.connect(f"file:{file}?immutable=1", uri=True)
-        try:
-            ids = {topic_id: topics.index(name) for topic_id, name in db.execute("SELECT id, name FROM topics")
-                   if name in topics}
-            if not ids:
-                continue
-            rows = db.execute(f"SELECT topic_id, timestamp, data FROM messages WHERE topic_id IN "
-                              f"({', '.join('?' * len(ids))}) ORDER BY timestamp, id", list(ids)).fetchall()
-        finally:
-            db.close()
-        for topic_id, log_ns, data in rows:
-            found[ids[topic_id]].append((log_ns, data))
-    out = []
-    for topic, rows in zip(topics, found):
-        lengths = np.fromiter((len(d) for _, d in rows), dtype=np.int64, count=len(rows))
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(rows) else lengths
-        buffer = np.frombuffer(b"".join(d for _, d in rows), dtype=np.uint8)
-        out.append(_Raw(topic, "", buffer, offsets, lengths, np.fromiter((t for t, _ in rows), np.int64, len(rows))))
-    return out
-
-
-# MCAP records (https://mcap.dev/spec): opcode (1 byte), record length (uint64), then the fields.
-_MCAP_MESSAGE = 0x05
-_MCAP_MESSAGE_INDEX = 0x07
-_MCAP_MESSAGE_DATA = 1 + 8 + 2 + 4 + 8 + 8  # opcode, length, channel id, sequence, log time, publish time
-_MCAP_CHUNK_FIXED = 1 + 8 + 8 + 8 + 8 + 4  # opcode, length, start and end time, uncompressed size, crc
-
-
-def _read_mcap_indexed(reader: Reader, topics: list[str]) -> list[_Raw] | None:
-    """The wanted topics' messages from the MCAP files' chunk and message indexes, without a per-message loop.
-
-    rosbags walks every message record in Python (~10 us each, most of reading a
-    bag). Every chunk's message index already lists (log time, offset) of each
-    channel's messages, so the records are found with numpy. None when a file
-    is not MCAP or lacks the indexes; rosbags then reads it.
-    """
-    from mcap.reader import make_reader
-
-    files = _storage_files(reader)
-    if not files or any(f.suffix != ".mcap" for f in files):
-        return None
-    parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in topics]
-    for file in files:
-        with open(file, "rb") as stream:
-            summary = make_reader(stream).get_summary()
-            if summary is None or not summary.chunk_indexes:
-                return None
-            wanted = {cid: topics.index(ch.topic) for cid, ch in summary.channels.items() if ch.topic in topics}
-            for chunk in summary.chunk_indexes:
-                indexed = bool(chunk.message_index_offsets)
-                ids = [cid for cid in wanted if cid in chunk.message_index_offsets]
-                if indexed and not ids:
-                    continue  # the chunk's index lists no wanted channel
-                stream.seek(chunk.chunk_start_offset)
-                buffer = np.frombuffer(_mcap_chunk_records(stream.read(chunk.chunk_length), chunk.compression),
-                                       dtype=np.uint8)
-                if indexed:
-                    stream.seek(chunk.chunk_start_offset + chunk.chunk_length)
-                    index = stream.read(chunk.message_index_length)
-                    found = [(cid, *_mcap_indexed(index, chunk.message_index_offsets[cid]
-                                                  - chunk.chunk_start_offset - chunk.chunk_length, cid))
-                             for cid in ids]
-                else:  # a writer that indexes chunks but not messages (rosbags): walk the records
-                    found = _mcap_scan(buffer, set(wanted))
-                for cid, offsets, logs in found:
-                    record_len = buffer[(offsets + 1)[:, None] + np.arange(8)].copy().view("<u8").reshape(-1)
-                    lengths = record_len.astype(np.int64) - (_MCAP_MESSAGE_DATA - 9)
-                    parts[wanted[cid]].append((buffer, offsets + _MCAP_MESSAGE_DATA, lengths, logs))
-    out = []
-    for k, topic in enumerate(topics):
-        buffers, offsets, lengths, logs = [], [], [], []
-        base = 0
-        for buffer, offs, lens, log in parts[k]:
-            buffers.append(buffer)
-            offsets.append(offs + base)
-            lengths.append(lens)
-            logs.append(log)
-            base += len(buffer)
-        if not buffers:
-            out.append(_Raw(topic, "", np.zeros(0, np.uint8), *(np.zeros(0, np.int64) for _ in range(3))))
-            continue
-        log = np.concatenate(logs)
-        order = np.argsort(log, kind="stable")  # chunks may overlap in time
-        out.append(_Raw(topic, "", np.concatenate(buffers), np.concatenate(offsets)[order],
-                        np.concatenate(lengths)[order], log[order]))
-    return out
-
-
-def _storage_files(reader: Reader) -> list[Path]:
-    """The storage files rosbags opened (after undoing file compression), in order; [] if it does not say.
-
-    rosbags has no public API for them: its DirectoryReader keeps them as
-    ``storages`` with a ``path`` each. Anything else gives [] and rosbags reads.
-    """
-    storages = getattr(getattr(reader, "storage", None), "storages", None) or []
-    paths = [getattr(storage, "path", None) for storage in storages]
-    return [Path(p) for p in paths] if paths and all(isinstance(p, Path) for p in paths) else []
-
-
-def _mcap_indexed(index: bytes, at: int, cid: int) -> tuple[np.ndarray, np.ndarray]:
-    """(record offsets, log times) of channel ``cid``'s messages from its message index record at ``at``."""
-    if index[at] != _MCAP_MESSAGE_INDEX or struct.unpack_from("<H", index, at + 9)[0] != cid:
-        raise BagError(f"MCAP message index of channel {cid} is not where the chunk index says")
-    (size,) = struct.unpack_from("<I", index, at + 11)
-    entries = np.frombuffer(index, dtype="<u8", count=size // 8, offset=at + 15).reshape(-1, 2).astype(np.int64)
-    return entries[:, 1], entries[:, 0]
-
-
-def _mcap_scan(buffer: np.ndarray, wanted: set[int]) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(channel, record offsets, log times) of the wanted channels' messages in a chunk, by walking its records."""
-    records = buffer.tobytes()
-    found: dict[int, tuple[list[int], list[int]]] = {}
-    at, end = 0, len(records)
-    while at < end:
-        opcode = records[at]
-        (length,) = struct.unpack_from("<Q", records, at + 1)
-        if opcode == _MCAP_MESSAGE:
-            cid, _sequence, log_ns = struct.unpack_from("<HIQ", records, at + 9)
-            if cid in wanted:
-                offsets, logs = found.setdefault(cid, ([], []))
-                offsets.append(at)
-                logs.append(log_ns)
-        at += 9 + length
-    return [(cid, np.asarray(o, dtype=np.int64), np.asarray(t, dtype=np.int64)) for cid, (o, t) in found.items()]
-
-
-def _mcap_chunk_records(record: bytes, compression: str) -> bytes:
-    """The records inside an MCAP chunk record, decompressed."""
-    (name_len,) = struct.unpack_from("<I", record, _MCAP_CHUNK_FIXED)
-    start = _MCAP_CHUNK_FIXED + 4 + name_len + 8
-    (size,) = struct.unpack_from("<Q", record, start - 8)
-    data = record[start:start + size]
-    if compression == "zstd":
-        return _zstd().decompress(data)
-    if compression == "lz4":
-        from lz4.frame import decompress
-
-        return decompress(data)
-    if compression:
-        raise BagError(f"MCAP chunk compression '{compression}' is not supported (zstd, lz4, none are)")
-    return data
-
-
-def _zstd():
-    try:
-        from compression import zstd  # Python >= 3.14
-    except ImportError:
-        from backports import zstd  # what rosbags uses before 3.14
-    return zstd
-
-
-def _ensure_type(store: Typestore, connection, path: Path) -> None:
-    """Register a type the typestore lacks from the definition the bag carries (MCAP schemas, metadata v9)."""
-    if connection.msgtype in store.fielddefs:
-        return
-    msgdef = getattr(connection, "msgdef", None)
-    if msgdef is None or msgdef.format != MessageDefinitionFormat.MSG or not msgdef.data:
-        raise BagError(f"{path}: topic '{connection.topic}' has type {connection.msgtype}, which is neither "
-                       "known here nor defined in the bag")
-    try:
-        store.register(get_types_from_msg(msgdef.data, connection.msgtype))
-    except Exception as error:  # rosbags' own parse errors
-        raise BagError(f"{path}: topic '{connection.topic}': cannot parse the bag's definition of "
-                       f"{connection.msgtype}: {error}") from error
-
-
-def _find_connections(connections, query: str, namespace: str | None, path: Path) -> list:
-    """The bag's connections of ``query``: an exact full name, or the one topic ending in ``/query``."""
-    topics = sorted({c.topic for c in connections})
+def _find_topic(topics: Mapping[str, StorageTopic], query: str, namespace: str | None, path: Path) -> StorageTopic:
+    """The bag's topic ``query``: an exact full name, or the one topic ending in ``/query``."""
     if namespace is not None and not query.startswith("/"):
         query = namespace.rstrip("/") + "/" + query
-    exact = [c for c in connections if c.topic == query]
-    if not exact and not query.startswith("/"):
-        exact = [c for c in connections if c.topic.endswith("/" + query)]
-        if len({c.topic for c in exact}) > 1:
-            raise BagError(
-                f"{path}: topic '{query}' is ambiguous, it matches {sorted({c.topic for c in exact})}; give the full name"
-            )
-    if not exact:
-        raise BagError(f"{path}: no topic '{query}' in the bag (topics: {topics})")
-    if len(exact) > 1:
-        types = sorted({c.msgtype for c in exact})
-        if len(types) > 1:
-            raise BagError(f"{path}: topic '{exact[0].topic}' is recorded with several types {types}")
-    return exact
+    if query in topics:
+        return topics[query]
+    ending = [name for name in topics if not query.startswith("/") and name.endswith("/" + query)]
+    if len(ending) > 1:
+        raise BagError(f"{path}: topic '{query}' is ambiguous, it matches {sorted(ending)}; give the full name")
+    if not ending:
+        raise BagError(f"{path}: no topic '{query}' in the bag (topics: {sorted(topics)})")
+    return topics[ending[0]]

@@ -72,7 +72,13 @@ class Layout:
             if "[" in part and part.endswith("]"):
                 array, key = part[:-1].split("[", 1)
                 if not key.lstrip("-").isdigit():
-                    key = str(self._index_of(parent, array, key, path))
+                    index, names = self._index_of(parent, array, key, path)
+                    entries = self.sequences.get(parent + array)
+                    if entries is not None and entries != names:
+                        # The names label the array's entries one to one; any other count
+                        # means the message is malformed, whichever entry is asked for.
+                        raise LayoutError(f"field '{path}': '{array}' has {entries} entries for {names} names")
+                    key = str(index)
                 part = f"{array}[{key}]"
             concrete.append(part)
             parent = ".".join(concrete) + "."
@@ -81,7 +87,8 @@ class Layout:
             raise LayoutError(f"field '{path}' is not a number in the message (numbers: {self.describe()})")
         return resolved
 
-    def _index_of(self, parent: str, array: str, key: str, path: str) -> int:
+    def _index_of(self, parent: str, array: str, key: str, path: str) -> tuple[int, int]:
+        """(index of ``key`` in the names array beside ``array``, how many names there are)."""
         # The enclosing messages, innermost first: "points[0]." -> "points[0].", "".
         parts = parent.rstrip(".").split(".") if parent else []
         scopes = [".".join(parts[:k]) + "." if k else "" for k in range(len(parts), -1, -1)]
@@ -92,7 +99,7 @@ class Layout:
                     continue
                 names = [self.strings[f"{scope}{names_field}[{k}]"] for k in range(count)]
                 if names.count(key) == 1:
-                    return names.index(key)
+                    return names.index(key), count
                 if key in names:
                     raise LayoutError(f"field '{path}': '{key}' appears {names.count(key)} times in {scope}{names_field}")
                 raise LayoutError(f"field '{path}': no '{key}' in {scope}{names_field} {names}")
@@ -135,7 +142,7 @@ class _Walker:
         self.raw = bytes(raw)
         self.store = store
         if len(self.raw) < HEADER or self.raw[1] not in (0, 1):
-            raise LayoutError(f"not a CDR message (header {self.raw[:HEADER].hex()})")
+            raise LayoutError(f"not a CDR message (no CDR encapsulation header in its first {HEADER} bytes)")
         self.layout = Layout(size=len(self.raw), little_endian=self.raw[1] == 1)
         self.layout.fixed.extend([0, 1])
         self.pos = HEADER
@@ -228,13 +235,16 @@ class ColumnReader:
         self.typename = typename
         self.layouts_seen = 0
 
-    def read(self, buffer: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, fields: list[str]) -> dict[str, np.ndarray]:
+    def read(self, buffer: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, fields: list[str],
+             bad: dict[int, str] | None = None) -> dict[str, np.ndarray]:
         """Columns (one value per message, in input order) keyed by the requested path.
 
         ``buffer``: uint8 bytes holding the messages; ``offsets``/``lengths``: where
         each one is. Numbers keep their type (stamps stay exact integers).
-        Raises LayoutError naming the field (with the message's index) when a
-        field is missing from a message.
+        A message that cannot be walked, or lacks a field, raises LayoutError
+        naming the field (with the message's index); given ``bad``, it is
+        recorded there instead (index -> reason, the reason without the index)
+        and its columns hold zeros, so one malformed message costs only itself.
         """
         n = len(offsets)
         out: dict[str, np.ndarray] = {}
@@ -246,13 +256,24 @@ class ColumnReader:
                 template = rows[left[0]]
                 try:
                     layout = walk(template.tobytes(), self.typename, self.store)
-                    concrete = {path: layout.resolve(path) for path in fields}
                 except LayoutError as error:
-                    raise LayoutError(f"message {int(same_length[left[0]])}: {error}") from None
+                    if bad is None:
+                        raise LayoutError(f"message {int(same_length[left[0]])}: {error}") from None
+                    bad[int(same_length[left[0]])] = str(error)
+                    left = left[1:]  # nothing is known of its layout: it alone is dropped
+                    continue
                 self.layouts_seen += 1
                 fixed = np.asarray(layout.fixed, dtype=np.int64)
                 same = np.all(rows[np.ix_(left, fixed)] == template[fixed], axis=1)
                 members = left[same]
+                left = left[~same]
+                try:
+                    concrete = {path: layout.resolve(path) for path in fields}
+                except LayoutError as error:
+                    if bad is None:
+                        raise LayoutError(f"message {int(same_length[members[0]])}: {error}") from None
+                    bad.update((int(i), str(error)) for i in same_length[members])  # every one of this layout
+                    continue
                 order = "<" if layout.little_endian else ">"
                 for path, resolved in concrete.items():
                     start, dtype = layout.numbers[resolved]
@@ -262,5 +283,4 @@ class ColumnReader:
                     if path not in out:
                         out[path] = np.zeros(n, dtype=values.dtype.newbyteorder("="))
                     out[path][same_length[members]] = values
-                left = left[~same]
         return out

@@ -8,15 +8,27 @@ definition, the one rosidl builds. Pure Python: rosbags only, no rclpy.
 
     store = mbrl_typestore()
     raw = store.serialize_cdr(msg, "mbrl_interfaces/msg/StateVector")
+
+``bag_typestore`` builds the typestore one bag is decoded with: the types the
+bag defines itself (MCAP schemas, sqlite3 ``message_definitions``) as the bag
+defines them, the others as built in here.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from pathlib import Path
+from typing import Mapping
 
-from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
+
+# How each type of a bag is decoded (``bag_typestore``).
+FROM_BAG = "definition in the bag"
+BUILT_IN = "built-in definition"
+UNKNOWN = "not decodable: unknown type"
 
 PACKAGE = "mbrl_interfaces"
 MESSAGES = ("StateVector", "CommandVector", "ModelUpdate", "CycleTiming")
@@ -91,3 +103,85 @@ def register_ackermann_types(store: Typestore) -> Typestore:
 def mbrl_typestore(store: Stores = DEFAULT_STORE, msg_dir: str | os.PathLike | None = None) -> Typestore:
     """A fresh typestore of ``store``'s standard messages plus mbrl_interfaces and ackermann_msgs."""
     return register_ackermann_types(register_mbrl_types(get_typestore(store), msg_dir))
+
+
+@functools.lru_cache(maxsize=1)
+def _base_typestore() -> Typestore:
+    return mbrl_typestore()
+
+
+def bag_typestore(definitions: Mapping[str, tuple[str, str]], types: tuple[str, ...] = (),
+                  base: Typestore | None = None) -> tuple[Typestore, dict[str, str]]:
+    """The typestore for one bag, and how each of its types is decoded.
+
+    ``definitions``: type -> (format, text) as the bag carries them
+    (``ros2msg`` or ``ros2idl``, dependencies included). ``types``: the bag's
+    other types (no definition in it). A type the bag defines is decoded by
+    that definition, even where a built-in one of the same name differs (a
+    robot's own message, changed since); a type it does not define by the
+    built-in one; else it is ``UNKNOWN``. A definition that cannot be parsed
+    falls back to the built-in one, and says so. ``base``: the built-in types
+    (default: ``mbrl_typestore()``). Cached per set of definitions and base.
+    """
+    return _bag_typestore(tuple(sorted(definitions.items())), tuple(sorted(set(types) - set(definitions))),
+                          base if base is not None else _base_typestore())
+
+
+@functools.lru_cache(maxsize=64)
+def _bag_typestore(definitions: tuple, others: tuple, base: Typestore) -> tuple[Typestore, dict[str, str]]:
+    parsed: dict = {}
+    status: dict[str, str] = {}
+    for typename, (text_format, text) in definitions:
+        try:
+            found = _parse_definition(typename, text_format, text)
+        except Exception as error:  # rosbags' parsers raise their own errors
+            known = typename in base.fielddefs
+            status[typename] = (f"the bag's definition cannot be parsed ({type(error).__name__}: {error}); "
+                                + (BUILT_IN + " used" if known else UNKNOWN))
+            continue
+        clash = [name for name, (_, fields) in found.items() if name in parsed and parsed[name][1] != fields]
+        if clash:
+            status[typename] = (f"the bag defines {clash[0]} twice, differently; "
+                                + (BUILT_IN + " used" if typename in base.fielddefs else UNKNOWN))
+            continue
+        parsed.update(found)
+        status[typename] = FROM_BAG
+    if not parsed:
+        store = base
+    else:
+        store = Typestore()
+        store.fielddefs.update(base.fielddefs)
+        store.types.update(base.types)
+        for name, (_, fields) in parsed.items():
+            have = store.fielddefs.get(name)
+            if have is not None and _fields(have[1]) != _fields(fields):
+                del store.fielddefs[name], store.types[name]  # the bag's own definition wins
+        store.register({name: value for name, value in parsed.items() if name not in store.fielddefs})
+    for typename in others:
+        status[typename] = BUILT_IN if typename in store.fielddefs else UNKNOWN
+    for typename, why in list(status.items()):
+        if why != FROM_BAG and typename not in store.fielddefs and not why.endswith(UNKNOWN):
+            status[typename] = UNKNOWN
+    return store, status
+
+
+def _fields(fields: list) -> list:
+    return [(name.lower(), desc) for name, desc in fields]
+
+
+_IDL_HEADER = re.compile(r"^=+\nIDL: (\S+)\n", re.MULTILINE)
+
+
+def _parse_definition(typename: str, text_format: str, text: str) -> dict:
+    if text_format == "ros2msg":
+        return get_types_from_msg(text, typename)
+    if text_format == "ros2idl":
+        # rosbag2 joins the IDL files of a type and its dependencies, each after a
+        # line of '=' and "IDL: pkg/msg/Type".
+        found: dict = {}
+        for part in _IDL_HEADER.split("=" * 80 + "\nIDL: " + typename + "\n" + text)[1:][1::2]:
+            found.update(get_types_from_idl(part))
+        if typename not in found:
+            raise ValueError(f"the IDL text does not define {typename}")
+        return found
+    raise ValueError(f"definition format '{text_format}' is not ros2msg or ros2idl")
