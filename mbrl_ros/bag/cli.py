@@ -33,7 +33,8 @@ def add_parser(subparsers) -> None:
         description="Turn a recording that was killed (no metadata.yaml, an MCAP file without footer or cut "
                     "inside a chunk, a sqlite3 database with an open transaction) into a complete bag of every "
                     "message that survived. The damaged original is kept as BAG.damaged. A folder of bags: "
-                    "every damaged bag in it is repaired.")
+                    "every damaged bag in it is repaired. A bag a live process is still writing (a data_logger's "
+                    "open bag: a process here holds its file open for writing) is left alone.")
     repair.add_argument("bag", metavar="BAG", help="bag directory, or a folder of bags")
     repair.add_argument("-o", "--output", metavar="OUT",
                         help="write the repaired bag to OUT (a new path) and leave BAG as it is (one bag only)")
@@ -58,9 +59,17 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"messages:  {info.message_count} ({source})" + ("  empty bag" if not info.message_count else ""))
     width = max((len(t.name) for t in info.topics), default=0)
     for topic in info.topics:
-        print(f"  {topic.name:<{width}}  {topic.count:>9}  {topic.type}")
+        line = f"  {topic.name:<{width}}  {topic.count:>9}  {topic.type}"
+        if info.counted and topic.decoded is None:
+            line += f"  ({topic.decoding})"  # counted, not decoded: the type is unknown here
+        elif info.counted and topic.decoded != topic.count:
+            line += f"  ({topic.decoded} decode)"
+        print(line)
     for bag in info.incomplete:
-        print(f"not counted: {bag} has no metadata.yaml; run `mbrl-ros bag repair {bag}`")
+        if bag in info.writing:
+            print(f"not counted: {bag} is still being written ({info.writing[bag]})")
+        else:
+            print(f"not counted: {bag} has no metadata.yaml; run `mbrl-ros bag repair {bag}`")
     if info.problems:
         print(f"{len(info.problems)} messages or reads failed:")
         for problem in info.problems:
@@ -84,7 +93,7 @@ def run_repair(args: argparse.Namespace) -> int:
         if result.was_complete:
             print(f"{result.path}: complete ({result.message_count} messages); nothing to repair")
             continue
-        if not result.storage:  # nothing survived: left as it was (the note names the bag)
+        if not result.storage:  # still written, or nothing survived: left as it was (the note names the bag)
             print("; ".join(result.lost))
             continue
         print(f"{result.path}: repaired ({result.storage}), recovered {result.message_count} messages"

@@ -244,6 +244,7 @@ class SqliteFile(StorageFile):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        _check_sqlite_size(path)
         try:
             self.db = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
         except sqlite3.Error as error:
@@ -322,6 +323,42 @@ class SqliteFile(StorageFile):
 
     def close(self) -> None:
         self.db.close()
+
+
+SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+def sqlite_declared_size(head: bytes) -> tuple[int, int] | None:
+    """(page size, bytes) the sqlite3 header ``head`` (the file's first 100 bytes) says the database has.
+
+    Per https://sqlite.org/fileformat.html: page size at offset 16, database
+    size in pages at 28, valid while the version-valid-for number (92) equals
+    the change counter (24). None where the header does not say.
+    """
+    if len(head) < 100 or not head.startswith(SQLITE_MAGIC):
+        return None
+    (page,) = struct.unpack_from(">H", head, 16)
+    page = 65536 if page == 1 else page
+    (changed,) = struct.unpack_from(">I", head, 24)
+    (pages,) = struct.unpack_from(">I", head, 28)
+    (valid_for,) = struct.unpack_from(">I", head, 92)
+    return (page, pages * page) if pages and changed == valid_for else None
+
+
+def _check_sqlite_size(path: Path) -> None:
+    """BagError if the file is not sqlite3, or shorter than its header says (a copy or download cut short:
+    sqlite itself would fail on the first missing page, mid-query)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(100)
+            size = file.seek(0, 2)
+    except OSError as error:
+        raise BagError(f"{path}: cannot open: {error.strerror}") from None
+    if not head.startswith(SQLITE_MAGIC):
+        raise BagError(f"{path}: not a sqlite3 database (it does not start with the sqlite3 header)")
+    declared = sqlite_declared_size(head)
+    if declared is not None and size < declared[1]:
+        raise BagError(f"{path}: truncated: its header says {declared[1]} bytes, the file has {size}")
 
 
 # ---- MCAP ------------------------------------------------------------------------------------
@@ -685,7 +722,12 @@ class StorageBag:
         if missing:
             raise BagError(f"{self.metadata.path}: lists storage files that are not there: {', '.join(missing)}")
         for listed in self.metadata.files:
-            self.files.append(open_storage_file(self._decompressed(listed)))
+            try:
+                self.files.append(open_storage_file(self._decompressed(listed)))
+            except BagError:
+                raise
+            except Exception as error:  # the mcap package's and the decompressors' own errors on a damaged file
+                raise BagError(f"{listed}: cannot read: {type(error).__name__}: {error}; the file is damaged") from None
         self._merge()
 
     def count_messages(self) -> dict[str, int | None]:
@@ -731,7 +773,14 @@ class StorageBag:
 
     def read(self, names: list[str]) -> list[Packed]:
         """Per name, every message of the topic in the bag's files, in log order, decompressed."""
-        per_file = [file.read(names) for file in self.files]
+        per_file = []
+        for file in self.files:
+            try:
+                per_file.append(file.read(names))
+            except BagError:
+                raise
+            except Exception as error:  # a damaged file
+                raise BagError(f"{file.path}: cannot read: {type(error).__name__}: {error}; the file is damaged") from None
         out = []
         for k, name in enumerate(names):
             parts = [p[k] for p in per_file if len(p[k])]
@@ -740,6 +789,18 @@ class StorageBag:
                 packed = self._decompress_messages(packed)
             out.append(packed)
         return out
+
+    def messages(self, names: list[str] | None = None) -> Iterator[tuple[str, int, bytes]]:
+        """(topic, log time, serialised message) of the named topics (default: all), in log order over the
+        bag's files (ties in the order of ``names``). Holds the topics' messages in memory."""
+        names = list(self.topics) if names is None else [name for name in names if name in self.topics]
+        packed = self.read(names)
+        which = np.concatenate([np.full(len(p), k) for k, p in enumerate(packed)] or [np.zeros(0, np.int64)])
+        row = np.concatenate([np.arange(len(p)) for p in packed] or [np.zeros(0, np.int64)])
+        log = np.concatenate([p.log_ns for p in packed] or [np.zeros(0, np.int64)])
+        for k in np.lexsort((which, log)):
+            part = packed[which[k]]
+            yield part.topic, int(log[k]), part.message(int(row[k]))
 
     def _decompress_messages(self, packed: Packed) -> Packed:
         module = zstd()

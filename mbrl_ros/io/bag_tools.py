@@ -1,18 +1,23 @@
 """Inspecting and repairing rosbag2 directories (``mbrl-ros bag info | repair``), no rclpy.
 
 - ``bag_info``: storage, duration and per topic the type and message count,
-  from metadata.yaml, or with ``count=True`` by reading and decoding every
-  message (what could not be read or decoded is listed, not raised). A folder
+  from metadata.yaml, or with ``count=True`` by reading every message from the
+  storage files (``bag_storage``: whatever metadata.yaml says) and decoding
+  those whose type can be decoded (the bag's own definition, else the built-in
+  one); a topic of an unknown type is counted and marked "not decodable:
+  unknown type". What could not be read or decoded, and counts that disagree
+  with the storage's own or metadata.yaml's, are listed, not raised. A folder
   of bags (a split recording) is summed over its complete bags.
 - ``repair_bag``: a recording killed before it closed (no metadata.yaml; an
   MCAP file without summary and footer, maybe ending inside a chunk; a sqlite3
-  database with an open transaction and its -journal or -wal file) becomes a
-  complete bag holding every message that survived. The surviving messages
-  are read by a tolerant scan of the storage file and written again through
-  rosbags' Writer (the same writer the logger uses), into a temporary folder
-  that is renamed into place only when complete; the damaged original is kept
-  beside it as ``<bag>.damaged``. ``repair_path`` does this for every damaged
-  bag in a folder of bags.
+  database with an open transaction and its -journal or -wal file, or cut
+  short) becomes a complete bag holding every message that survived. The
+  surviving messages are read by a tolerant scan of the storage file and
+  written again through rosbags' Writer (the same writer the logger uses),
+  into a temporary folder that is renamed into place only when complete; the
+  damaged original is kept beside it as ``<bag>.damaged``. ``repair_path``
+  does this for every damaged bag in a folder of bags. A bag that a live
+  process is still writing (``live_writers``) is left alone.
 
 Why our own MCAP scan: rosbags' reader needs the MCAP footer, which a killed
 writer never wrote, and the ``mcap`` package's StreamReader gives up on the
@@ -31,32 +36,41 @@ import os
 import shutil
 import sqlite3
 import struct
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Iterator
 
-import yaml
 from mcap.data_stream import ReadDataStream
 from mcap.exceptions import McapError
 from mcap.opcode import Opcode
 from mcap.records import Channel, Chunk, Message, Schema
 from mcap.stream_reader import get_chunk_data_stream
 from rosbags.interfaces import Qos
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.rosbag2.errors import ReaderError, WriterError
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2.errors import WriterError
 from rosbags.rosbag2.metadata import parse_qos
 from rosbags.typesys import get_types_from_msg
 from rosbags.typesys.store import Typestore
 from tqdm import tqdm
 
+from mbrl_ros.io.bag_storage import (
+    MCAP_MAGIC,
+    STORAGE_SUFFIXES,
+    StorageBag,
+    sqlite_declared_size,
+    storage_files_in,
+)
 from mbrl_ros.io.bags import BAG_VERSION, METADATA, BagError, list_bags
-from mbrl_ros.io.ros_types import mbrl_typestore
+from mbrl_ros.io.ros_types import BUILT_IN, FROM_BAG, UNKNOWN, bag_typestore, mbrl_typestore
 
-MCAP_MAGIC = b"\x89MCAP0\r\n"
-STORAGE_SUFFIXES = {".mcap": "mcap", ".db3": "sqlite3"}
 DAMAGED_SUFFIX = ".damaged"
+STILL_WRITTEN = "still being written"
+# Where not every process can be inspected: a bag modified this recently may have a writer we cannot see.
+# The data_logger flushes every 0.5 s while messages come in: ten of its flush periods.
+UNSEEN_WRITER_QUIET_S = 5.0
 REPAIR_HINT = "run `mbrl-ros bag repair {path}`"
 
 
@@ -65,7 +79,9 @@ REPAIR_HINT = "run `mbrl-ros bag repair {path}`"
 class TopicInfo:
     name: str
     type: str
-    count: int
+    count: int  # messages: metadata.yaml's count, or with count=True every one in storage
+    decoded: int | None = None  # with count=True: how many decode (None: the type cannot be decoded here)
+    decoding: str = ""  # with count=True: how its type is decoded (ros_types.FROM_BAG / BUILT_IN / UNKNOWN)
 
 
 @dataclass
@@ -94,6 +110,7 @@ class BagInfo:
     counted: bool = False  # counts from reading every message, not from metadata.yaml
     problems: list[Problem] = field(default_factory=list)
     incomplete: list[Path] = field(default_factory=list)  # bags in the folder without metadata.yaml
+    writing: dict[Path, str] = field(default_factory=dict)  # of those, the ones a live process writes: who
 
     @property
     def message_count(self) -> int:
@@ -105,41 +122,51 @@ class BagInfo:
 
 
 def bag_info(path: str | os.PathLike, *, count: bool = False, progress: bool = False) -> BagInfo:
-    """What ``path`` (a bag directory, or a folder of bags) holds; see the module docstring."""
+    """What ``path`` (a bag directory, or a folder of bags) holds; see the module docstring.
+
+    With ``count``, every message in the storage files is counted, whatever
+    metadata.yaml says, and decoded where its type can be (the bag's own
+    definition, else the built-in one); a topic of a type that cannot be is
+    still counted and says "not decodable: unknown type". The storage's own
+    counts and metadata.yaml's are checked against what was read; a
+    disagreement, a message that does not decode, or a file that cannot be read
+    to its end is a Problem.
+    """
     path = Path(path)
     bags, incomplete = _bags_at(path)
     storages: list[str] = []
     types: dict[str, str] = {}
     counts: Counter[str] = Counter()
+    decoded: dict[str, int | None] = {}
+    decoding: dict[str, str] = {}
     start, end = None, None
     problems: list[Problem] = []
     for bag in bags:
-        try:
-            with Reader(bag) as reader:
-                storages.append(_storage_name(bag))
-                for conn in reader.connections:
-                    if types.setdefault(conn.topic, conn.msgtype) != conn.msgtype:
-                        raise BagError(f"{bag}: topic '{conn.topic}' is {conn.msgtype} here but "
-                                       f"{types[conn.topic]} in an earlier bag of {path}")
-                if count:
-                    first, last = _count_messages(bag, reader, counts, problems, progress)
-                else:
-                    for conn in reader.connections:
-                        counts[conn.topic] += conn.msgcount
-                    # rosbags' end_time is one past the last message
-                    first, last = (reader.start_time, reader.end_time - 1) if reader.message_count else (None, None)
-        except (ReaderError, OSError) as error:
-            raise BagError(f"{bag}: cannot read the bag: {error}; if it was killed while recording, "
-                           + REPAIR_HINT.format(path=bag)) from None
+        with StorageBag(bag) as storage:
+            storages.append(storage.metadata.storage)
+            for topic in storage.topics.values():
+                if types.setdefault(topic.name, topic.type) != topic.type:
+                    raise BagError(f"{bag}: topic '{topic.name}' is {topic.type} here but "
+                                   f"{types[topic.name]} in an earlier bag of {path}")
+            if count:
+                first, last = _count_messages(bag, storage, counts, decoded, decoding, problems, progress)
+            else:
+                for topic in storage.metadata.topics:
+                    counts[topic.name] += topic.count
+                meta = storage.metadata
+                first, last = ((meta.start_ns, meta.start_ns + meta.duration_ns) if meta.message_count
+                               else (None, None))
         if first is not None:
             start = first if start is None else min(start, first)
             end = last if end is None else max(end, last)
-    storage = storages[0] if len(set(storages)) == 1 else "mixed: " + ", ".join(sorted(set(storages)))
+    storage_name = storages[0] if len(set(storages)) == 1 else "mixed: " + ", ".join(sorted(set(storages)))
     duration_ns = 0 if start is None else end - start
     return BagInfo(
-        path=path, bags=bags, storage=storage, duration_s=duration_ns / 1e9,
-        topics=[TopicInfo(name, types[name], counts[name]) for name in sorted(types)],
+        path=path, bags=bags, storage=storage_name, duration_s=duration_ns / 1e9,
+        topics=[TopicInfo(name, types[name], counts[name], decoded.get(name), decoding.get(name, ""))
+                for name in sorted(types)],
         counted=count, problems=problems, incomplete=incomplete,
+        writing={bag: who for bag in incomplete if (who := live_writers(bag))},
     )
 
 
@@ -154,6 +181,10 @@ def _bags_at(path: Path) -> tuple[list[Path], list[Path]]:
     if (path / METADATA).is_file():
         return [path], []
     if _storage_files(path):
+        who = live_writers(path)
+        if who:
+            raise BagError(f"{path}: no {METADATA} yet: it is being written ({who}); it is complete once its "
+                           "writer closes it")
         raise BagError(f"{path}: no {METADATA} (a recording that was killed or is still being written); "
                        + REPAIR_HINT.format(path=path))
     bags = list_bags(path)
@@ -167,7 +198,7 @@ def _bags_at(path: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _storage_files(bag: Path) -> list[Path]:
-    return sorted(p for p in bag.iterdir() if p.is_file() and p.suffix in STORAGE_SUFFIXES)
+    return storage_files_in(bag)
 
 
 def _storage_dirs(root: Path) -> list[Path]:
@@ -176,60 +207,54 @@ def _storage_dirs(root: Path) -> list[Path]:
                    if not p.parent.name.endswith(DAMAGED_SUFFIX)})
 
 
-def _storage_name(bag: Path) -> str:
-    """The storage_identifier of the bag's metadata.yaml (rosbags' Reader does not expose it)."""
-    try:
-        return str(yaml.safe_load((bag / METADATA).read_text())["rosbag2_bagfile_information"]["storage_identifier"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
-        raise BagError(f"{bag / METADATA}: no storage_identifier in it ({error})") from None
-
-
-def _count_messages(bag: Path, reader: Reader, counts: Counter, problems: list[Problem],
-                    progress: bool) -> tuple[int | None, int | None]:
-    """Read and decode every message of ``bag``; the first and last time of those read."""
-    store = typestore_for(reader.connections, problems, bag)
-    index: Counter[str] = Counter()
+def _count_messages(bag: Path, storage: StorageBag, counts: Counter, decoded: dict, decoding: dict,
+                    problems: list[Problem], progress: bool) -> tuple[int | None, int | None]:
+    """Read every message of ``bag``, decode those whose type can be; the first and last log time read."""
+    own = storage.count_messages()  # the storage's own counts, before reading
+    definitions = {t.type: (t.definition_format, t.definition) for t in storage.topics.values() if t.definition}
+    store, status = bag_typestore(definitions, tuple(t.type for t in storage.topics.values()))
+    for name, topic in storage.topics.items():
+        decoding[name] = status[topic.type]
+        if not status[topic.type].endswith(UNKNOWN):
+            decoded.setdefault(name, 0)
+        if status[topic.type] not in (FROM_BAG, BUILT_IN, UNKNOWN):  # a definition that cannot be parsed
+            problems.append(Problem(bag, name, None, None, status[topic.type]))
+    read: Counter[str] = Counter()
     first, last = None, None
-    topic = "(any)"
-    messages = reader.messages()
-    with tqdm(total=reader.message_count, desc=bag.name, unit="msg", disable=None if progress else True, leave=False) as bar:
-        while True:
+    total = sum(c for c in own.values() if c is not None) or None
+    with tqdm(total=total, desc=bag.name, unit="msg", disable=None if progress else True, leave=False) as bar:
+        for file in storage.iter_files():
+            topic = "(any)"
             try:
-                conn, time_ns, data = next(messages)
-            except StopIteration:
-                break
-            except Exception as error:  # rosbags raises several kinds on a damaged file
+                for tid, time_ns, data in file.messages():
+                    bar.update()
+                    name = file.topics[tid].name
+                    topic, index = name, read[name]
+                    read[name] += 1
+                    first = time_ns if first is None else min(first, time_ns)
+                    last = time_ns if last is None else max(last, time_ns)
+                    if decoded.get(name) is None:
+                        continue  # counted, not decodable here
+                    msgtype = storage.topics[name].type
+                    try:
+                        store.deserialize_cdr(storage.decompress(data), msgtype)
+                    except Exception as error:  # any decoder error is a finding about this message
+                        problems.append(Problem(bag, name, index, time_ns, f"cannot decode as {msgtype}: "
+                                                f"{type(error).__name__}: {error}"))
+                        continue
+                    decoded[name] += 1
+            except Exception as error:  # a damaged file (BagError, or a parser's own): what was read stays counted
                 problems.append(Problem(bag, topic, None, last, f"cannot read past this point: {error}"))
-                break
-            bar.update()
-            topic = conn.topic
-            i = index[topic]
-            index[topic] += 1
-            try:
-                store.deserialize_cdr(data, conn.msgtype)
-            except Exception as error:  # any decoder error is a finding about this message
-                problems.append(Problem(bag, topic, i, time_ns, f"cannot decode as {conn.msgtype}: "
-                                        f"{type(error).__name__}: {error}"))
-                continue
-            counts[topic] += 1
-            first = time_ns if first is None else min(first, time_ns)
-            last = time_ns if last is None else max(last, time_ns)
+    listed = {t.name: t.count for t in storage.metadata.topics}
+    for name in storage.topics:
+        counts[name] += read[name]
+        if own.get(name) is not None and own[name] != read[name]:
+            problems.append(Problem(bag, name, None, None, f"the storage counts {own[name]} messages, "
+                                    f"{read[name]} were read"))
+        if name in listed and listed[name] != read[name]:
+            problems.append(Problem(bag, name, None, None, f"metadata.yaml counts {listed[name]} messages, "
+                                    f"the storage holds {read[name]}"))
     return first, last
-
-
-def typestore_for(connections, problems: list[Problem] | None = None, bag: Path | None = None) -> Typestore:
-    """The stack's typestore plus the types the bag defines that it does not know."""
-    store = mbrl_typestore()
-    for conn in connections:
-        if conn.msgtype in store.types or not conn.msgdef.data:
-            continue
-        try:
-            store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
-        except Exception as error:  # rosbags' parser raises its own errors
-            if problems is not None:
-                problems.append(Problem(bag, conn.topic, None, None,
-                                        f"cannot parse the bag's definition of {conn.msgtype}: {error}"))
-    return store
 
 
 # ---- repair: what survived -----------------------------------------------------------------
@@ -338,9 +363,22 @@ def _add_channel(channel: Channel, schemas: dict[int, Schema], salvage: Salvage)
     salvage.topics[channel.id] = Topic(
         name=channel.topic, type=schema.name, msgdef=schema.data.decode(),
         encoding=channel.message_encoding,
-        qos=parse_qos(metadata.get("offered_qos_profiles", "")) if metadata.get("offered_qos_profiles") else [],
+        qos=_qos(metadata.get("offered_qos_profiles", ""), channel.topic, salvage),
         type_hash=metadata.get("topic_type_hash", ""),
     )
+
+
+def _qos(text: str, topic: str, salvage: Salvage) -> list[Qos]:
+    """The offered QoS profiles stored with a topic; [] (and a note) where rosbags cannot parse them
+    (a partial profile, as rosbag2_py users write: rosbags' parse_qos needs every key)."""
+    if not text:
+        return []
+    try:
+        return parse_qos(text)
+    except Exception as error:  # ReaderError, KeyError, TypeError on a partial or odd profile
+        salvage.lost.append(f"topic '{topic}': its offered QoS cannot be parsed ({type(error).__name__}: {error}); "
+                            "written without")
+        return []
 
 
 def scan_sqlite3(file: Path, salvage: Salvage, workdir: Path) -> Iterator[tuple[int, int, bytes]]:
@@ -362,6 +400,7 @@ def scan_sqlite3(file: Path, salvage: Salvage, workdir: Path) -> Iterator[tuple[
             if suffix:
                 salvage.lost.append(f"{side.name}: sqlite recovered the database with it (a transaction that "
                                     "was not committed is rolled back)")
+    _open_cut_database(copy, salvage)
     try:
         conn = sqlite3.connect(copy)
         try:
@@ -376,25 +415,47 @@ def scan_sqlite3(file: Path, salvage: Salvage, workdir: Path) -> Iterator[tuple[
             for tid, name, msgtype, encoding, qos, type_hash in conn.execute(
                     f"SELECT id, name, type, serialization_format, {qos_column}, {hash_column} FROM topics"):
                 salvage.topics[tid] = Topic(name, msgtype, definitions.get(msgtype, ""), encoding,
-                                            parse_qos(qos) if qos else [], type_hash)
-            integrity = conn.execute("PRAGMA quick_check").fetchone()[0]
+                                            _qos(qos, name, salvage), type_hash)
+            try:
+                integrity = conn.execute("PRAGMA quick_check").fetchone()[0]
+            except sqlite3.DatabaseError as error:  # a file cut short fails the check itself
+                integrity = str(error)
             if integrity != "ok":
                 salvage.lost.append(f"{file.name}: database damaged ({integrity}); reading what can be read")
-            cursor = conn.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY id")
-            while True:
-                try:
-                    rows = cursor.fetchmany(1000)
-                except sqlite3.DatabaseError as error:
-                    salvage.lost.append(f"{file.name}: reading messages stopped: {error}")
-                    break
-                if not rows:
-                    break
-                for tid, time_ns, data in rows:
-                    yield tid, time_ns, data
+            # Row by row in rowid order: a cut or damaged file fails at its first missing page, and
+            # every row before it is kept (a batch would lose the rows fetched with the failing one).
+            try:
+                rows = iter(conn.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY id"))
+                while (row := next(rows, None)) is not None:
+                    yield row
+            except sqlite3.DatabaseError as error:
+                salvage.lost.append(f"{file.name}: reading messages stopped: {error}")
         finally:
             conn.close()
     except sqlite3.DatabaseError as error:
         raise BagError(f"{file}: not a readable sqlite3 database: {error}") from None
+
+
+def _open_cut_database(copy: Path, salvage: Salvage) -> None:
+    """Make a database cut short (shorter than its header says) readable up to the cut, in the copy.
+
+    sqlite refuses the whole file, even its first page, when the header's
+    database size (valid while the version-valid-for number equals the change
+    counter) exceeds the file. Cut to whole pages and with that number made
+    stale, sqlite sizes the database by the file and reads every page that is
+    there; rows on the pages that are not fail the read where they start.
+    """
+    with open(copy, "r+b") as file:
+        head = file.read(100)
+        size = file.seek(0, 2)
+        declared = sqlite_declared_size(head)
+        if declared is None or size >= declared[1]:
+            return
+        page, expected = declared
+        file.truncate(size - size % page)
+        file.seek(92)  # the version-valid-for number: one off the change counter makes the size stale
+        file.write(struct.pack(">I", (struct.unpack_from(">I", head, 24)[0] + 1) & 0xFFFFFFFF))
+    salvage.lost.append(f"{copy.name}: cut short at {size} of {expected} bytes; the rows after the cut are lost")
 
 
 # ---- repair: writing the result -------------------------------------------------------------
@@ -406,6 +467,7 @@ class RepairResult:
     lost: list[str]  # what could not be recovered
     damaged_copy: Path | None  # where the damaged original was kept
     was_complete: bool = False  # nothing to do: the bag was complete
+    still_written: bool = False  # left alone: a live process is writing it
 
     @property
     def message_count(self) -> int:
@@ -413,14 +475,78 @@ class RepairResult:
 
 
 def needs_repair(bag: Path) -> bool:
-    """True if ``bag`` has storage files but rosbags cannot open it as a complete bag."""
+    """True if ``bag`` has storage files but cannot be opened as a complete bag (metadata.yaml missing or
+    broken, a storage file unreadable or cut short)."""
     if not (bag / METADATA).is_file():
         return True
     try:
-        with Reader(bag):
+        with StorageBag(bag):
             return False
-    except (ReaderError, OSError):
+    except BagError:
         return True
+
+
+def live_writers(bag: Path) -> str:
+    """Who is still writing ``bag``: '' if nobody is known to, else e.g. "process 4242 (data_logger)".
+
+    A bag is being written while a process on this machine holds one of its
+    files open for writing (``/proc/<pid>/fd`` and the open flags in
+    ``fdinfo``). Every writer keeps its storage file open from the bag's start
+    to its close (rosbags' and rosbag2's alike), however rarely it writes, and
+    a killed one holds nothing once it is dead, so a bag can be repaired the
+    moment its logger died. Neither the last modification time (a logger on a
+    quiet topic does not write for long stretches; a bag killed a second ago
+    was just modified) nor a lock or marker file (upstream ``ros2 bag record``
+    takes none, and a marker outlives a SIGKILL) says it as well.
+    Where the processes cannot all be inspected (another user's, without root;
+    no /proc), a bag modified within the last ``UNSEEN_WRITER_QUIET_S``
+    seconds is taken to be written, and the answer says why.
+    """
+    files = [p for p in bag.iterdir() if p.is_file()] if bag.is_dir() else []
+    if not files:
+        return ""
+    targets = {str(p.resolve()) for p in files}
+    seen_all = True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        seen_all = False
+    else:
+        me = os.getpid()
+        for entry in proc.iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                fds = list((entry / "fd").iterdir())
+            except PermissionError:
+                seen_all = False
+                continue
+            except OSError:  # the process ended meanwhile
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(fd) not in targets:
+                        continue
+                    flags = next(line.split()[1] for line in (entry / "fdinfo" / fd.name).read_text().splitlines()
+                                 if line.startswith("flags:"))
+                except (OSError, StopIteration):
+                    continue
+                if int(flags, 8) & (os.O_WRONLY | os.O_RDWR):
+                    return f"process {entry.name} ({_process_name(entry)}) has {Path(os.readlink(fd)).name} open for writing"
+    if not seen_all:
+        age = time.time() - max(p.stat().st_mtime for p in files)
+        if age < UNSEEN_WRITER_QUIET_S:
+            return (f"modified {age:.1f} s ago, and not every process here can be inspected for open files; "
+                    f"taken as being written until it is {UNSEEN_WRITER_QUIET_S:.0f} s quiet")
+    return ""
+
+
+def _process_name(entry: Path) -> str:
+    try:
+        args = (entry / "cmdline").read_bytes().split(b"\0")
+        named = [a.decode(errors="replace") for a in args if a]
+        return " ".join(Path(a).name if k == 0 else a for k, a in enumerate(named[:3])) or "?"
+    except OSError:
+        return "?"
 
 
 def repair_bag(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
@@ -429,7 +555,8 @@ def repair_bag(path: str | os.PathLike, output: str | os.PathLike | None = None,
 
     ``output``: where the repaired bag goes (must not exist). By default it
     replaces ``path``, and the damaged original is moved to ``<path>.damaged``.
-    A complete bag is left alone (``was_complete``).
+    A complete bag is left alone (``was_complete``); so is a bag a live
+    process is still writing (BagError: ``live_writers``).
     """
     path = Path(path)
     if not path.is_dir():
@@ -438,10 +565,13 @@ def repair_bag(path: str | os.PathLike, output: str | os.PathLike | None = None,
     files = _storage_files(path)
     if not files:
         raise BagError(f"{path}: no .mcap or .db3 file in it: nothing to repair")
+    who = live_writers(path)
+    if who:
+        raise BagError(f"{path}: {STILL_WRITTEN}: {who}; left alone")
     if not needs_repair(path):
-        with Reader(path) as reader:
-            counts = {c.topic: c.msgcount for c in reader.connections}
-            return RepairResult(path, _storage_name(path), counts, [], None, was_complete=True)
+        with StorageBag(path) as bag:
+            counts = {t.name: t.count for t in bag.metadata.topics}
+            return RepairResult(path, bag.metadata.storage, counts, [], None, was_complete=True)
     storages = {STORAGE_SUFFIXES[f.suffix] for f in files}
     if len(storages) > 1:
         raise BagError(f"{path}: holds both .mcap and .db3 files; repair each storage in a bag of its own")
@@ -535,7 +665,9 @@ def repair_path(path: str | os.PathLike, *, progress: bool = False) -> list[Repa
     """Repair ``path`` if it is a bag, or every damaged bag in the folder of bags ``path``.
 
     In a folder, a damaged bag from which no message survived (a logger killed
-    just after opening it) is reported with a count of 0 and left as it is.
+    just after opening it) is reported with a count of 0 and left as it is, and
+    so is a bag a live process is still writing (``still_written``): the
+    logger's open bag has no metadata.yaml yet, like a killed one.
     """
     path = Path(path)
     if not path.exists():
@@ -554,7 +686,8 @@ def repair_path(path: str | os.PathLike, *, progress: bool = False) -> list[Repa
         try:
             results.append(repair_bag(bag, progress=progress))
         except BagError as error:
-            if "no message survived" not in str(error):
+            if "no message survived" not in str(error) and STILL_WRITTEN not in str(error):
                 raise
-            results.append(RepairResult(bag, "", {}, [str(error)], None))
+            results.append(RepairResult(bag, "", {}, [str(error)], None,
+                                        still_written=STILL_WRITTEN in str(error)))
     return results

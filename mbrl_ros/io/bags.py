@@ -446,7 +446,7 @@ class _Side:
                 raise BagError(f"{where}: {error}; give the topic's fields in the mapping") from None
             votes[tuple(names)] += int(count)
         if not votes:
-            raise BagError(f"{where}: no message can be read ({first_error})")
+            raise BagError(f"{where}: no message can be read, e.g. {first_error}")
         names = list(votes.most_common(1)[0][0])
         if len(set(names)) != len(names):
             raise BagError(f"{where}: repeated names in {names}")

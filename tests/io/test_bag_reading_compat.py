@@ -4,29 +4,19 @@ There is no ``ros2 bag`` (no rosbag2_py wheel) here, so the fixtures rebuild wha
 upstream writes, from its file formats:
 - rosbags' Writer (metadata versions 8 and 9, mcap and sqlite3, file and
   message zstd compression): rosbags mirrors rosbag2's writer;
-- the ``mcap`` library's Writer the way rosbag2_storage_mcap uses the MCAP C++
-  writer: profile ``ros2``, ``ros2msg`` schemas holding the full message
-  definition, ``cdr`` channels with ``offered_qos_profiles`` (and from Iron on
-  ``topic_type_hash``) metadata, zstd-compressed chunks, a bag split into
-  several files;
-- sqlite3 databases with the table layout of each release's rosbag2_storage_default_plugins
-  (Foxy: no schema table; Humble: schema 3; Iron on: schema 4 with type hashes
-  and message definitions);
-- a metadata.yaml with the keys of each rosbag2 metadata version 4..9 (v4: no
-  ``files``; v5: ``files``; v6: ``custom_data``; v7+: ``ros_distro`` and
-  ``type_description_hash``; v9: QoS profiles as a list instead of a YAML string).
+- ``upstream_bags`` (its docstring has the table per release): the ``mcap``
+  library's Writer the way rosbag2_storage_mcap uses the MCAP C++ writer,
+  sqlite3 databases with each release's tables, metadata.yaml of each version 4..9.
 """
 
 from __future__ import annotations
-
-import sqlite3
 
 import numpy as np
 import pytest
 import yaml
 from mcap.writer import CompressionType
-from mcap.writer import Writer as McapWriter
 from rosbags.rosbag2 import CompressionFormat, CompressionMode, Writer
+from upstream_bags import QOS_FOXY, topics_of, write_mcap_bag, write_sqlite_bag  # tests/io is on sys.path
 
 from mbrl_ros.io.bags import (
     COMMAND_TYPE,
@@ -42,16 +32,6 @@ DT = 0.2
 DT_NS = 200_000_000
 T0 = 1_700_000_000 * 10**9
 TOPICS = {"/car/state": STATE_TYPE, "/car/hw/command": COMMAND_TYPE}
-QOS_V8 = ("- history: 3\n  depth: 0\n  reliability: 1\n  durability: 2\n  deadline:\n    sec: 2147483647\n"
-          "    nsec: 4294967295\n  lifespan:\n    sec: 2147483647\n    nsec: 4294967295\n  liveliness: 1\n"
-          "  liveliness_lease_duration:\n    sec: 2147483647\n    nsec: 4294967295\n  avoid_ros_namespace_conventions: false")
-QOS_V9 = [{"history": "unknown", "depth": 0, "reliability": "reliable", "durability": "volatile",
-           "deadline": {"sec": 9223372036, "nsec": 854775807}, "lifespan": {"sec": 9223372036, "nsec": 854775807},
-           "liveliness": "automatic", "liveliness_lease_duration": {"sec": 9223372036, "nsec": 854775807},
-           "avoid_ros_namespace_conventions": False}]
-DISTRO = {4: "foxy", 5: "galactic", 6: "humble", 7: "iron", 8: "jazzy", 9: "jazzy"}
-
-
 @pytest.fixture(scope="module")
 def store():
     return default_typestore()
@@ -114,67 +94,10 @@ def test_rosbags_writer_bags(store, messages, reference, tmp_path, storage, vers
     assert_same(transitions_from_bags(bag, "state", "hw/command", DT), reference)
 
 
-# ---- upstream's metadata.yaml, per version -----------------------------------------------------------------
-def upstream_metadata(path, version, storage, files, counts, store, compression=("", "")):
-    """Write ``metadata.yaml`` as rosbag2 of metadata ``version`` does; ``files``: (name, first, last, count)."""
-    first = min(f[1] for f in files)
-    last = max(f[2] for f in files)
-    topics = []
-    for topic, typename in TOPICS.items():
-        meta = {"name": topic, "type": typename, "serialization_format": "cdr",
-                "offered_qos_profiles": QOS_V9 if version >= 9 else QOS_V8}
-        if version >= 7:
-            meta["type_description_hash"] = store.hash_rihs01(typename)
-        topics.append({"topic_metadata": meta, "message_count": counts[topic]})
-    info = {
-        "version": version, "storage_identifier": storage,
-        "duration": {"nanoseconds": last - first}, "starting_time": {"nanoseconds_since_epoch": first},
-        "message_count": sum(counts.values()), "topics_with_message_count": topics,
-        "compression_format": compression[0], "compression_mode": compression[1],
-        "relative_file_paths": [f[0] for f in files],
-    }
-    if version >= 5:
-        info["files"] = [{"path": name, "starting_time": {"nanoseconds_since_epoch": a},
-                          "duration": {"nanoseconds": b - a}, "message_count": n} for name, a, b, n in files]
-    if version >= 6:
-        info["custom_data"] = None
-    if version >= 7:
-        info["ros_distro"] = DISTRO[version]
-    (path / "metadata.yaml").write_text(yaml.safe_dump({"rosbag2_bagfile_information": info}, sort_keys=False))
-
-
-def counts_of(messages):
-    return {topic: sum(1 for m in messages if m[0] == topic) for topic in TOPICS}
-
-
 # ---- rosbag2_storage_mcap ----------------------------------------------------------------------------------
 def upstream_mcap_bag(store, path, messages, version, n_files=2, compression=CompressionType.ZSTD):
     """A bag as rosbag2_storage_mcap writes it, split into ``n_files`` files of consecutive messages."""
-    path.mkdir(parents=True)
-    files = []
-    for index, part in enumerate(np.array_split(np.arange(len(messages)), n_files)):
-        name = f"{path.name}_{index}.mcap"
-        with open(path / name, "wb") as stream:
-            writer = McapWriter(stream, chunk_size=2048, compression=compression)
-            writer.start(profile="ros2", library="libmcap 1.4.0")  # what rosbag2_storage_mcap passes
-            channels = {}
-            for topic, typename in TOPICS.items():
-                schema = writer.register_schema(typename, "ros2msg",
-                                                store.generate_msgdef(typename, ros_version=2)[0].encode())
-                metadata = {"offered_qos_profiles": yaml.safe_dump(QOS_V9) if version >= 9 else QOS_V8}
-                if version >= 7:
-                    metadata["topic_type_hash"] = store.hash_rihs01(typename)
-                channels[topic] = writer.register_channel(topic, "cdr", schema, metadata)
-            for k in part:
-                topic, log_ns, raw = messages[k]
-                writer.add_message(channels[topic], log_time=log_ns, data=raw, publish_time=log_ns, sequence=0)
-            if version >= 8:
-                writer.add_metadata("rosbag2", {"ros_distro": DISTRO[version]})
-            writer.finish()
-        logs = [messages[k][1] for k in part]
-        files.append((name, min(logs), max(logs), len(part)))
-    upstream_metadata(path, version, "mcap", files, counts_of(messages), store)
-    return path
+    return write_mcap_bag(path, version, topics_of(store, TOPICS), messages, n_files, compression)
 
 
 @pytest.mark.parametrize("version", [5, 6, 7, 8, 9])  # mcap storage exists from Humble's backports on
@@ -191,52 +114,8 @@ def test_upstream_mcap_other_chunk_compressions(store, messages, reference, tmp_
 
 
 # ---- rosbag2_storage_default_plugins (sqlite3) ---------------------------------------------------------------
-SQLITE_TABLES = {
-    # Foxy: topics carry their QoS; no schema table (rosbags calls it schema 2).
-    2: """CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL,
-            serialization_format TEXT NOT NULL, offered_qos_profiles TEXT NOT NULL);""",
-    # Humble: a schema table and the metadata table.
-    3: """CREATE TABLE schema(schema_version INTEGER PRIMARY KEY, ros_distro TEXT NOT NULL);
-          CREATE TABLE metadata(id INTEGER PRIMARY KEY, metadata_version INTEGER NOT NULL, metadata TEXT NOT NULL);
-          CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL,
-            serialization_format TEXT NOT NULL, offered_qos_profiles TEXT NOT NULL);""",
-    # Iron and later: type hashes and message definitions.
-    4: """CREATE TABLE schema(schema_version INTEGER PRIMARY KEY, ros_distro TEXT NOT NULL);
-          CREATE TABLE metadata(id INTEGER PRIMARY KEY, metadata_version INTEGER NOT NULL, metadata TEXT NOT NULL);
-          CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL,
-            serialization_format TEXT NOT NULL, offered_qos_profiles TEXT NOT NULL, type_description_hash TEXT NOT NULL);
-          CREATE TABLE message_definitions(id INTEGER PRIMARY KEY, topic_type TEXT NOT NULL, encoding TEXT NOT NULL,
-            encoded_message_definition TEXT NOT NULL, type_description_hash TEXT NOT NULL);""",
-}
-
-
 def upstream_sqlite_bag(store, path, messages, version):
-    path.mkdir(parents=True)
-    name = f"{path.name}_0.db3"
-    schema = 2 if version == 4 else 3 if version <= 6 else 4
-    db = sqlite3.connect(path / name)
-    db.executescript(SQLITE_TABLES[schema] + """
-        CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL, timestamp INTEGER NOT NULL,
-                              data BLOB NOT NULL);
-        CREATE INDEX timestamp_idx ON messages (timestamp ASC);""")
-    if schema >= 3:
-        db.execute("INSERT INTO schema VALUES (?, ?)", (schema, DISTRO[version]))
-    ids = {}
-    for topic_id, (topic, typename) in enumerate(TOPICS.items(), start=1):
-        row = [topic_id, topic, typename, "cdr", yaml.safe_dump(QOS_V9) if version >= 9 else QOS_V8]
-        if schema >= 4:
-            row.append(store.hash_rihs01(typename))
-            db.execute("INSERT INTO message_definitions VALUES (?, ?, 'ros2msg', ?, ?)",
-                       (topic_id, typename, store.generate_msgdef(typename, ros_version=2)[0], row[-1]))
-        db.execute(f"INSERT INTO topics VALUES ({', '.join('?' * len(row))})", row)
-        ids[topic] = topic_id
-    db.executemany("INSERT INTO messages(topic_id, timestamp, data) VALUES (?, ?, ?)",
-                   [(ids[topic], log_ns, raw) for topic, log_ns, raw in messages])
-    db.commit()
-    db.close()
-    logs = [m[1] for m in messages]
-    upstream_metadata(path, version, "sqlite3", [(name, min(logs), max(logs), len(messages))], counts_of(messages), store)
-    return path
+    return write_sqlite_bag(path, version, topics_of(store, TOPICS), messages)
 
 
 @pytest.mark.parametrize("version", [4, 5, 6, 7, 8, 9])
@@ -261,7 +140,7 @@ def test_metadata_that_disagrees_with_the_storage(store, messages, reference, tm
     bag = upstream_sqlite_bag(store, tmp_path / "bag", messages, 9)
     meta = yaml.safe_load((bag / "metadata.yaml").read_text())
     for topic in meta["rosbag2_bagfile_information"]["topics_with_message_count"]:
-        topic["topic_metadata"]["offered_qos_profiles"] = QOS_V8
+        topic["topic_metadata"]["offered_qos_profiles"] = QOS_FOXY
     (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
     assert_same(transitions_from_bags(bag, "state", "hw/command", DT), reference)
     meta["rosbag2_bagfile_information"]["topics_with_message_count"][0]["message_count"] = 45
