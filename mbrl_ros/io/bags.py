@@ -408,7 +408,8 @@ class _Side:
         for k, f in enumerate(fields):
             if f.convert == "yaw":
                 x, y, z, w = (columns.get(f"{f.field}.{c}", zeros).astype(np.float64) for c in "xyzw")
-                column = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+                # core.angles.yaw_from_quaternion's formula (robust to a non-normalised quaternion), by column
+                column = np.arctan2(2.0 * (w * z + x * y), w * w + x * x - y * y - z * z)
             else:
                 column = columns.get(f.field, zeros).astype(np.float64)
             values[:, k] = column * f.scale
