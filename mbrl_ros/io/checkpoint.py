@@ -27,21 +27,12 @@ class CheckpointError(ValueError):
 
 
 def to_bytes(model: DynamicsModel, config: dict, metrics: dict[str, float] | None = None) -> bytes:
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "config": config, "state_dict": model.state_dict(),
-                "metrics": dict(metrics or {})}, buffer)
-    return buffer.getvalue()
+    return pack(FORMAT, config, model.state_dict(), metrics)
 
 
 def from_bytes(blob: bytes, source: str = "checkpoint") -> tuple[DynamicsModel, dict, dict]:
     """-> (model in eval mode, model config, metrics). Non-finite weights are refused."""
-    try:
-        payload = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a corrupt file
-        raise CheckpointError(f"{source}: not a readable checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{source}: expected format {FORMAT!r}, found {found!r}")
+    payload = unpack(blob, FORMAT, source)
     model = build_model(payload["config"], where=f"{source}: config")
     try:
         model.load_state_dict(payload["state_dict"])
@@ -49,6 +40,26 @@ def from_bytes(blob: bytes, source: str = "checkpoint") -> tuple[DynamicsModel, 
         raise CheckpointError(f"{source}: weights do not fit the config's model: {err}") from None
     check_finite(model, source)
     return model.eval(), payload["config"], payload["metrics"]
+
+
+def pack(format: str, config: dict, state_dict: dict, metrics: dict | None) -> bytes:
+    """The bytes of a checkpoint of ``format`` (models here, policies in ``policy_checkpoint``)."""
+    buffer = io.BytesIO()
+    torch.save({"format": format, "config": config, "state_dict": state_dict,
+                "metrics": dict(metrics or {})}, buffer)
+    return buffer.getvalue()
+
+
+def unpack(blob: bytes, format: str, source: str) -> dict:
+    """The payload of checkpoint bytes, checked to be of ``format``."""
+    try:
+        payload = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a corrupt file
+        raise CheckpointError(f"{source}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != format:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{source}: expected format {format!r}, found {found!r}")
+    return payload
 
 
 def check_finite(model: DynamicsModel, source: str = "model") -> None:
@@ -63,21 +74,25 @@ def checksum(blob: bytes) -> str:
 
 
 def save(path: str | os.PathLike, model: DynamicsModel, config: dict, metrics: dict | None = None) -> str:
-    """Write atomically (temp file + rename) so a crash never leaves half a checkpoint."""
+    return write_atomically(path, to_bytes(model, config, metrics))
+
+
+def load(path: str | os.PathLike) -> tuple[DynamicsModel, dict, dict]:
+    return from_bytes(read_bytes(path), source=str(path))
+
+
+def write_atomically(path: str | os.PathLike, blob: bytes) -> str:
+    """Write via a temp file and a rename, so a crash never leaves half a checkpoint; returns the checksum."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = to_bytes(model, config, metrics)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(blob)
     os.replace(tmp, path)
     return checksum(blob)
 
 
-def load(path: str | os.PathLike) -> tuple[DynamicsModel, dict, dict]:
-    path = Path(path)
+def read_bytes(path: str | os.PathLike) -> bytes:
     try:
-        blob = path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read: {err.strerror}") from None
-    return from_bytes(blob, source=str(path))
-

@@ -1,0 +1,140 @@
+"""One policy training round, without ROS: data, method, validation, decision.
+
+``train_policy`` is what a trainer calls with the deployed model, the task cost
+(``build_cost`` of the controller's ``cost:`` section), the logged data and the
+deployed policy:
+
+1. ``PolicyData.from_dataset`` splits the logged episodes as the model trainer
+   does (``validation_split``: whole episodes, by a hash of their id), so the
+   held-out episodes are ones neither the model nor the policy was fitted on;
+2. the candidate starts from the deployed actor (the policy keeps improving
+   from round to round), or from a fresh one whose feature normaliser is fitted
+   on the training states;
+3. ``shac`` or ``mbpo`` improves it on rollouts from the training states;
+4. ``decide_policy`` scores candidate and deployed policy (for the first policy:
+   the constant action at the centre of the bounds) in closed loop on the same
+   model from the held-out states; only a better, finite candidate is accepted.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+from mbrl_ros.core.costs import TrajectoryCost
+from mbrl_ros.core.data import TransitionDataset
+from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.policies.actor import Actor, ConstantPolicy
+from mbrl_ros.core.policies.config import PolicyConfig
+from mbrl_ros.core.policies.rollouts import StartSampler, TaskCost
+from mbrl_ros.core.policies.shac import train_shac
+from mbrl_ros.core.policies.validation import HeldOutStates, PolicyDecision, decide_policy
+from mbrl_ros.core.retraining import validation_split
+
+__all__ = ["PolicyData", "PolicyRound", "new_actor", "train_policy"]
+
+
+def _episode_contexts(dataset: TransitionDataset, contexts: Mapping[int, Sequence[float]] | None,
+                      rows: bool) -> torch.Tensor | None:
+    """Per row (``rows``) or per episode: the context of each row's or episode's id."""
+    if contexts is None:
+        return None
+    out = []
+    for episode, first, end in dataset.episodes():
+        if episode not in contexts:
+            raise ValueError(f"policy data: no context (goal) for episode {episode}")
+        value = torch.as_tensor(contexts[episode], dtype=dataset.dtype).reshape(1, -1)
+        out.append(value.expand(end - first if rows else 1, -1))
+    return torch.cat(out)
+
+
+@dataclass
+class PolicyData:
+    """Start states (and contexts) to train from, and held-out sets to validate on."""
+
+    train_states: torch.Tensor
+    train_contexts: torch.Tensor | None
+    held_out: list[HeldOutStates]
+
+    @classmethod
+    def from_dataset(cls, dataset: TransitionDataset, val_fraction: float = 0.2, seed: int = 0,
+                     episode_contexts: Mapping[int, Sequence[float]] | None = None) -> "PolicyData":
+        """Whole episodes split as the model trainer splits them; ``episode_contexts``: episode id -> goal."""
+        train, val = validation_split(dataset, val_fraction, seed)
+        first_rows = torch.tensor([first for _, first, _ in val.episodes()], dtype=torch.long)
+        return cls(
+            train_states=train.states,
+            train_contexts=_episode_contexts(train, episode_contexts, rows=True),
+            held_out=[
+                HeldOutStates("starts", val.states[first_rows], _episode_contexts(val, episode_contexts, rows=False)),
+                HeldOutStates("visited", val.states, _episode_contexts(val, episode_contexts, rows=True)),
+            ],
+        )
+
+
+def new_actor(config: PolicyConfig, state_dim: int, action_dim: int, action_low, action_high,
+              states: torch.Tensor, contexts: torch.Tensor | None = None, where: str = "policy.actor") -> Actor:
+    """A fresh actor for ``config.actor``, its normaliser fitted on ``states`` (and ``contexts``)."""
+    context_dim = 0 if contexts is None else contexts.shape[1]
+    try:
+        actor = Actor(state_dim, action_dim, action_low, action_high, context_dim=context_dim,
+                      **config.actor.as_dict())
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+    actor.fit_normaliser(states, contexts)
+    return actor
+
+
+@dataclass
+class PolicyRound:
+    """A round's outcome: the candidate, the decision, what training did."""
+
+    actor: Actor
+    decision: PolicyDecision
+    method: str
+    history: object  # ShacHistory or MbpoHistory
+    seconds: float
+
+    def metrics(self) -> dict[str, float]:
+        out = self.decision.metrics()
+        out["train_seconds"] = self.seconds
+        return out
+
+
+def train_policy(config: PolicyConfig, model: DynamicsModel, cost: TrajectoryCost, data: PolicyData,
+                 action_low, action_high, deployed: Actor | None = None) -> PolicyRound:
+    """Train a candidate by ``config.method`` and decide whether it beats ``deployed``; see the module docstring."""
+    started = time.perf_counter()
+    if (config.context is None) != (data.train_contexts is None):
+        raise ValueError(f"policy.context is {config.context!r} but the data "
+                         f"{'has no' if data.train_contexts is None else 'has'} contexts")
+    task = TaskCost(cost, config.context)
+    fresh = new_actor(config, model.state_dim, model.action_dim, action_low, action_high,
+                      data.train_states, data.train_contexts)
+    actor = fresh
+    if deployed is not None and deployed.config == fresh.config:
+        actor = copy.deepcopy(deployed)
+    seed = config.shac.seed if config.method == "shac" else config.mbpo.seed
+    sampler = StartSampler(data.train_states, data.train_contexts, seed=seed)
+    if config.method == "shac":
+        history: object = train_shac(actor, model, task, sampler, config.shac, config.actor.activation)
+    else:
+        from mbrl_ros.core.policies.mbpo import train_mbpo  # stable-baselines3 only when asked for
+
+        history = train_mbpo(actor, model, task, sampler, config.mbpo)
+    bad = [n for n, t in actor.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        decision = PolicyDecision(False, f"candidate has non-finite weights {bad}")
+    else:
+        reference, name = deployed, "deployed policy"
+        if reference is None:
+            reference = ConstantPolicy(((actor.action_low + actor.action_high) / 2).tolist())
+            name = "constant action at the centre of the bounds"
+        v = config.validation
+        decision = decide_policy(actor, reference, model, task, [h.subset(v.max_starts) for h in data.held_out],
+                                 v.steps, v.min_improvement, reference_name=name)
+    return PolicyRound(actor.eval(), decision, config.method, history, time.perf_counter() - started)

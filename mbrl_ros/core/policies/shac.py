@@ -1,0 +1,198 @@
+"""Analytic-gradient policy learning through the model (SHAC: Xu et al., "Accelerated
+Policy Learning with Parallel Differentiable Simulation", ICLR 2022).
+
+Each iteration rolls the actor through the differentiable dynamics model for
+``horizon`` steps from a batch of real logged states, and descends
+
+    loss = mean over the batch of [ sum_t gamma^t c_t + gamma^H V(x_H) ] / H
+
+by backpropagating through the model, the cost and the (target) critic at the
+end: short horizons keep the gradients well behaved, the value carries what
+lies beyond. The critic ``V(state, context)`` regresses TD(lambda) targets built
+from the same rollouts (detached), and a target critic follows it slowly.
+
+``c_t`` is the cost of step t (``TaskCost.steps``), divided by one scale fixed
+from the first batch (the initial policy's mean step cost): the optimum does
+not change, and the critic's targets stay of order one. The model is not
+trained here: its parameters are frozen while the actor learns through it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.policies.actor import Actor, mlp
+from mbrl_ros.core.policies.config import ShacConfig
+from mbrl_ros.core.policies.rollouts import StartSampler, TaskCost, closed_loop
+
+__all__ = ["ShacHistory", "ValueCritic", "frozen", "td_lambda_targets", "train_shac"]
+
+
+class ValueCritic(nn.Module):
+    """``V(states, contexts) -> [B]`` on the actor's (fixed) normalised features."""
+
+    def __init__(self, actor: Actor, hidden_sizes: list[int], activation: str) -> None:
+        super().__init__()
+        self._actor = (actor,)  # a tuple: the actor's features, not a submodule (its normaliser is fixed)
+        self.net = mlp(actor.feature_dim, hidden_sizes, 1, activation)
+
+    def forward(self, states: torch.Tensor, contexts: torch.Tensor | None) -> torch.Tensor:
+        return self.net(self._actor[0].features(states, contexts)).squeeze(-1)
+
+
+def td_lambda_targets(costs: torch.Tensor, next_values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """TD(lambda) returns for ``x_0 .. x_{H-1}``: ``costs[B, H]``, ``next_values[B, H]`` = V(x_1 .. x_H).
+
+    ``G_t = c_t + gamma * ((1 - lam) * V(x_{t+1}) + lam * G_{t+1})``, with ``G_{H-1} = c_{H-1} + gamma * V(x_H)``.
+    """
+    horizon = costs.shape[1]
+    targets = torch.empty_like(costs)
+    following = next_values[:, -1]
+    for t in range(horizon - 1, -1, -1):
+        following = costs[:, t] + gamma * ((1 - lam) * next_values[:, t] + lam * following)
+        targets[:, t] = following
+    return targets
+
+
+class frozen:
+    """Context: the model's parameters take no gradient and the model is in eval mode; restored after."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> nn.Module:
+        self.flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        self.training = self.model.training
+        for p, _ in self.flags:
+            p.requires_grad_(False)
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc) -> None:
+        for p, flag in self.flags:
+            p.requires_grad_(flag)
+        self.model.train(self.training)
+
+
+@dataclass
+class ShacHistory:
+    actor_loss: list[float] = field(default_factory=list)  # per iteration, in scaled cost units
+    critic_loss: list[float] = field(default_factory=list)
+    cost_scale: float = 1.0
+    iterations: int = 0
+    seconds: float = 0.0
+
+
+def train_shac(actor: Actor, model: DynamicsModel, cost: TaskCost, sampler: StartSampler,
+               config: ShacConfig, activation: str = "relu") -> ShacHistory:
+    """Improve ``actor`` in place for ``config.iterations`` iterations; returns the losses."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    critic = ValueCritic(actor, config.critic_hidden_sizes, activation)
+    target = ValueCritic(actor, config.critic_hidden_sizes, activation)
+    target.load_state_dict(critic.state_dict())
+    for p in target.parameters():
+        p.requires_grad_(False)
+    actor_opt = torch.optim.Adam(actor.net.parameters(), lr=config.actor_lr, fused=True)
+    critic_opt = torch.optim.Adam(critic.net.parameters(), lr=config.critic_lr, fused=True)
+    history = ShacHistory()
+    gamma, horizon = config.gamma, config.horizon
+    discounts = gamma ** torch.arange(horizon, dtype=torch.float32)
+    scale = None
+    generator = torch.Generator().manual_seed(config.seed)
+    with frozen(model):
+        episodes = _Episodes(sampler, config)
+        for _ in range(config.iterations):
+            starts, contexts = episodes.starts()
+            states, actions = closed_loop(actor, model, starts, contexts, horizon)
+            step_costs = cost.steps(states, actions, contexts)
+            if not bool(torch.isfinite(step_costs).all()):
+                raise FloatingPointError("SHAC: the model rollout of the actor gives non-finite costs")
+            if scale is None:
+                scale = max(float(step_costs.detach().mean()), 1e-6)
+                history.cost_scale = scale
+            step_costs = step_costs / scale
+            end_value = target(states[:, -1], contexts)
+            loss = ((step_costs * discounts).sum(1) + gamma ** horizon * end_value).mean() / horizon
+            actor_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(actor.net.parameters(), config.max_grad_norm)
+            actor_opt.step()
+            history.actor_loss.append(float(loss.detach()))
+            history.critic_loss.append(_fit_critic(critic, target, critic_opt, states.detach(),
+                                                   step_costs.detach(), contexts, config, generator))
+            with torch.no_grad():
+                for p, q in zip(critic.parameters(), target.parameters()):
+                    q.lerp_(p, config.target_tau)
+            episodes.advance(states[:, -1].detach())
+            history.iterations += 1
+    history.seconds = time.perf_counter() - started
+    return history
+
+
+class _Episodes:
+    """SHAC's parallel episodes over the model: each iteration continues from where the last one ended.
+
+    The batch is ``contexts_per_batch`` groups sharing one context; a group
+    restarts from real states (with a new context) after ``episode_length``
+    model steps, groups staggered so a few restart each iteration. Continuing
+    lets the critic learn the values of the states the actor drives to, beyond
+    one horizon; restarting keeps the rollouts near the data the model knows.
+    """
+
+    def __init__(self, sampler: StartSampler, config: ShacConfig) -> None:
+        self.sampler = sampler
+        self.groups = min(config.contexts_per_batch, config.batch_size)
+        self.group_size = -(-config.batch_size // self.groups)
+        self.length = config.episode_length
+        self.step = config.horizon
+        slots = max(1, -(-self.length // self.step))
+        self.ages = [self.length] * self.groups  # every group starts from real states ...
+        self.offsets = [(g * slots // self.groups) * self.step for g in range(self.groups)]  # ... staggered
+        self.states: list[torch.Tensor | None] = [None] * self.groups
+        self.contexts: list[torch.Tensor | None] = [None] * self.groups
+
+    def starts(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        for g in range(self.groups):
+            if self.ages[g] >= self.length:
+                self.states[g], self.contexts[g] = self.sampler.sample(self.group_size, 1)
+                self.ages[g], self.offsets[g] = self.offsets[g], 0
+        contexts = None if self.contexts[0] is None else torch.cat(self.contexts)
+        return torch.cat(self.states), contexts
+
+    def advance(self, end_states: torch.Tensor) -> None:
+        for g, chunk in enumerate(end_states.split(self.group_size)):
+            self.states[g] = chunk
+            self.ages[g] += self.step
+
+
+def _fit_critic(critic: ValueCritic, target: ValueCritic, optimizer: torch.optim.Optimizer, states: torch.Tensor,
+                step_costs: torch.Tensor, contexts: torch.Tensor | None, config: ShacConfig,
+                generator: torch.Generator) -> float:
+    batch, horizon = step_costs.shape
+    with torch.no_grad():
+        flat_contexts = None if contexts is None else contexts.repeat_interleave(horizon, 0)
+        next_states = states[:, 1:].reshape(batch * horizon, -1)
+        next_values = target(next_states, flat_contexts).reshape(batch, horizon)
+        targets = td_lambda_targets(step_costs, next_values, config.gamma, config.td_lambda).reshape(-1)
+    inputs = states[:, :-1].reshape(batch * horizon, -1)
+    rows = inputs.shape[0]
+    size = max(1, rows // config.critic_minibatches)
+    total = 0.0
+    for _ in range(config.critic_epochs):
+        order = torch.randperm(rows, generator=generator)
+        for k in range(config.critic_minibatches):
+            idx = order[k * size:(k + 1) * size]
+            value = critic(inputs[idx], None if flat_contexts is None else flat_contexts[idx])
+            loss = (value - targets[idx]).square().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(critic.net.parameters(), config.max_grad_norm)
+            optimizer.step()
+            total = float(loss.detach())
+    return total

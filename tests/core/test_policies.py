@@ -1,0 +1,348 @@
+"""The policy's pieces: actor, config, per-context costs, TD(lambda), validation, data split, checkpoints.
+
+Learning itself (SHAC on a linear-quadratic problem, MBPO on the bicycle) is in
+test_policies_learning.py.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_ros.core.costs import build_cost
+from mbrl_ros.core.data import TransitionDataset
+from mbrl_ros.core.models import BicycleParams, KinematicBicycle
+from mbrl_ros.core.policies import Actor, ConstantPolicy, build_actor
+from mbrl_ros.core.policies.config import PolicyConfig
+from mbrl_ros.core.policies.learning import PolicyData
+from mbrl_ros.core.policies.rollouts import StartSampler, TaskCost, closed_loop
+from mbrl_ros.core.policies.shac import td_lambda_targets
+from mbrl_ros.core.policies.validation import HeldOutStates, closed_loop_costs, decide_policy
+from mbrl_ros.io import policy_checkpoint
+from mbrl_ros.io.checkpoint import CheckpointError
+
+NX, NU = 5, 2
+GOAL_COST = {"goal_pose": {"form": "quadratic", "stage_weight": 1.0, "terminal_weight": 3.0},
+             "effort": {"weight": 0.1}}
+
+
+def car_actor(**kw) -> Actor:
+    options = dict(context_dim=NX, angle_dims=[2], relative_dims=[[0, 0], [1, 1], [2, 2]])
+    options.update(kw)
+    return Actor(NX, NU, [-1.0, -0.5], [1.0, 0.5], **options)
+
+
+# --------------------------------------------------------------------------- actor
+def test_actor_stays_inside_the_bounds_whatever_its_weights():
+    actor = car_actor()
+    with torch.no_grad():
+        for p in actor.net.parameters():
+            p.normal_(0.0, 50.0)
+    states = torch.randn(1000, NX) * 100
+    with torch.no_grad():
+        actions = actor(states, torch.randn(1000, NX) * 100)
+    low, high = torch.tensor([-1.0, -0.5]), torch.tensor([1.0, 0.5])
+    assert bool(((actions >= low) & (actions <= high)).all())
+    assert float(actions[:, 1].abs().max()) > 0.45  # the bounds are reached, not a narrower range
+
+
+def test_one_state_with_its_context_set_equals_the_batched_call():
+    actor = car_actor()
+    actor.fit_normaliser(torch.randn(100, NX) * 4, torch.randn(100, NX) * 4)
+    with torch.no_grad():
+        for p in actor.net.parameters():
+            p.normal_(0.0, 0.5)
+    states = torch.randn(7, NX) * 4  # yaw beyond +-pi too
+    goal = torch.tensor([3.0, -2.0, 2.5, 0.3, 0.0])
+    with torch.no_grad():
+        batched = actor(states, goal.expand(7, -1))
+    actor.set_context(goal)
+    for i in range(7):
+        assert np.allclose(actor.act(states[i].numpy()), batched[i].numpy(), atol=1e-5)
+        with torch.no_grad():
+            assert torch.allclose(actor(states[i]), batched[i], atol=1e-6)
+
+
+def test_act_follows_new_weights_and_a_new_context():
+    """act() runs on a NumPy copy: a model swap (load_state_dict) or a new goal must reach it."""
+    actor, other = car_actor(), car_actor()
+    with torch.no_grad():
+        for p in other.net.parameters():
+            p.normal_(0.0, 0.5)
+    state, goal = np.array([1.0, 2.0, 0.3, 0.0, 0.0]), torch.tensor([5.0, 0.0, 1.0, 0.0, 0.0])
+    actor.set_context(goal)
+    before = actor.act(state)
+    actor.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        expected = actor(torch.tensor(state, dtype=torch.float32)).numpy()
+    assert not np.allclose(before, expected) and np.allclose(actor.act(state), expected, atol=1e-5)
+    actor.set_context(torch.tensor([-5.0, 3.0, -2.0, 0.0, 0.0]))
+    with torch.no_grad():
+        expected = actor(torch.tensor(state, dtype=torch.float32)).numpy()
+    assert np.allclose(actor.act(state), expected, atol=1e-5)
+
+
+def test_an_actor_with_a_context_refuses_to_act_before_one_is_set():
+    actor = car_actor()
+    with pytest.raises(ValueError, match="context of size 5"):
+        actor.act(torch.zeros(NX))
+    actor.set_context(torch.zeros(NX))
+    with pytest.raises(ValueError, match="state: expected 5 finite numbers"):
+        actor.act(torch.tensor([0.0, math.nan, 0.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="state: expected 5 finite numbers"):
+        actor.act(np.zeros(4))
+
+
+def test_features_relative_to_the_goal_wrap_angles_and_the_normaliser_centres_them():
+    actor = car_actor()
+    state = torch.tensor([[1.0, 2.0, 3.0, 0.5, 0.1]])
+    goal = torch.tensor([[4.0, 6.0, -3.0, 0.0, 0.0]])
+    raw = actor.raw_features(state, goal)[0]
+    # plain x, y, v, steer; sin, cos yaw; the goal; x - gx, y - gy; sin, cos of wrap(yaw - gyaw)
+    wrapped = 6.0 - 2 * math.pi
+    expected = [1.0, 2.0, 0.5, 0.1, math.sin(3.0), math.cos(3.0), 4.0, 6.0, -3.0, 0.0, 0.0, -3.0, -4.0,
+                math.sin(wrapped), math.cos(wrapped)]
+    assert raw.tolist() == pytest.approx(expected, abs=1e-6)
+    states, goals = torch.randn(500, NX) * 3, torch.randn(500, NX) * 3
+    actor.fit_normaliser(states, goals)
+    features = actor.features(states, goals)
+    assert features.mean(0).abs().max() < 1e-4
+    varying = features.std(0) > 0.5  # the goal's zero speed and steer columns are constant in real data, not here
+    assert bool(varying.all())
+
+
+def test_build_actor_errors_name_the_key():
+    config = car_actor().config
+    assert build_actor(config).config == config
+    with pytest.raises(ValueError, match=r"actor: unknown key\(s\) \['width'\]"):
+        build_actor({**config, "width": 3})
+    with pytest.raises(ValueError, match=r"actor: missing key\(s\) \['action_high'\]"):
+        build_actor({k: v for k, v in config.items() if k != "action_high"})
+    with pytest.raises(ValueError, match="actor: action_high must exceed action_low"):
+        build_actor({**config, "action_high": [1.0, -0.5]})
+    with pytest.raises(ValueError, match=r"actor: relative_dims\[0\]"):
+        build_actor({**config, "relative_dims": [[0, 9]]})
+    with pytest.raises(ValueError, match="actor: activation"):
+        build_actor({**config, "activation": "swish"})
+
+
+# --------------------------------------------------------------------------- config
+def test_policy_config_reads_yaml_and_errors_name_the_key():
+    config = PolicyConfig.from_dict({"method": "mbpo", "context": "goal", "actor": {"hidden_sizes": [32]},
+                                     "mbpo": {"rollout_length": 3}, "validation": {"steps": 20}})
+    assert (config.method, config.context, config.mbpo.rollout_length, config.validation.steps) == ("mbpo", "goal", 3, 20)
+    assert config.actor.hidden_sizes == [32] and config.shac.horizon == 16
+    for bad, message in [
+        ({"method": "ppo"}, r"policy.method: expected one of \['shac', 'mbpo'\], got 'ppo'"),
+        ({"shac": {"horizon": 0}}, r"policy.shac.horizon: expected an integer >= 1, got 0"),
+        ({"shac": {"gamma": 1.5}}, r"policy.shac.gamma: expected a finite number > 0.0 and <= 1.0, got 1.5"),
+        ({"mbpo": {"rollouts": "many"}}, r"policy.mbpo.rollouts: expected an integer"),
+        ({"mbpo": {"horizon": 3}}, r"policy.mbpo: unknown key\(s\) \['horizon'\]"),
+        ({"validation": {"min_improvement": 1.0}}, r"policy.validation.min_improvement: expected a value in \[0, 1\)"),
+        ({"actor": {"hidden_sizes": 64}}, r"policy.actor.hidden_sizes: expected a list"),
+        ({"critic": {}}, r"policy: unknown key\(s\) \['critic'\]"),
+        ({"context": "the goal"}, r"policy.context: expected the name of a cost context"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            PolicyConfig.from_dict(bad)
+
+
+# --------------------------------------------------------------------------- costs per context
+def test_task_cost_scores_each_sample_with_its_own_goal_as_the_planners_cost_would():
+    cost = build_cost(GOAL_COST, NX, NU)
+    task = TaskCost(cost, "goal")
+    goals = torch.tensor([[1.0, 0, 0, 0, 0], [0, 5.0, 1.0, 0, 0], [-2.0, 1, 3, 0, 0]])
+    which = torch.tensor([0, 1, 1, 2, 0, 2])
+    states, actions = torch.randn(6, 4, NX), torch.randn(6, 3, NU)
+    got = task.trajectory(states, actions, goals[which])
+    for i in range(6):
+        cost.set_goal(goals[which[i]])
+        assert got[i].item() == pytest.approx(cost(states[i:i + 1], actions[i:i + 1]).item(), rel=1e-5)
+
+
+def test_step_costs_are_one_step_trajectories_and_sum_to_the_stage_cost():
+    section = {"goal_pose": {"form": "quadratic", "stage_weight": 1.0, "terminal_weight": 0.0},
+               "effort": {"weight": 0.1}}
+    cost = build_cost(section, NX, NU)
+    cost.set_goal(torch.tensor([1.0, 2.0, 0.5, 0.0, 0.0]))
+    task = TaskCost(cost)
+    states, actions = torch.randn(4, 6, NX), torch.randn(4, 5, NU)
+    steps = task.steps(states, actions)
+    assert steps.shape == (4, 5)
+    assert torch.allclose(steps.sum(1), task.trajectory(states, actions), rtol=1e-5)
+    assert steps[2, 3].item() == pytest.approx(cost(states[2:3, 3:5], actions[2:3, 3:4]).item(), rel=1e-5)
+
+
+def test_gradients_through_per_goal_costs_match_each_goal_alone():
+    cost = build_cost(GOAL_COST, NX, NU)
+    task = TaskCost(cost, "goal")
+    goals = torch.tensor([[1.0, 0, 0, 0, 0], [0, 5.0, 1.0, 0, 0]]).repeat_interleave(2, 0)
+    states = torch.randn(4, 3, NX, requires_grad=True)
+    actions = torch.randn(4, 2, NU)
+    task.steps(states, actions, goals).sum().backward()
+    for i in range(4):
+        alone = states[i:i + 1].detach().clone().requires_grad_(True)
+        cost.set_goal(goals[i])
+        windows = torch.stack((alone[:, :-1], alone[:, 1:]), 2).reshape(2, 2, NX)
+        cost(windows, actions[i].reshape(2, 1, NU)).sum().backward()
+        assert torch.allclose(states.grad[i], alone.grad[0], atol=1e-5)
+
+
+def test_task_cost_errors_name_the_context():
+    cost = build_cost(GOAL_COST, NX, NU)
+    with pytest.raises(ValueError, match="policy.context: the cost has no run-time context 'target'"):
+        TaskCost(cost, "target")
+    task = TaskCost(cost, "joint_target")  # a setter exists, but no term reads it
+    with pytest.raises(ValueError, match="policy.context: no term of the cost reads 'joint_target'"):
+        task.trajectory(torch.zeros(1, 2, NX), torch.zeros(1, 1, NU), torch.zeros(1, NX))
+    with pytest.raises(ValueError, match="contexts are required"):
+        TaskCost(cost, "goal").trajectory(torch.zeros(1, 2, NX), torch.zeros(1, 1, NU))
+
+
+def test_sampler_draws_real_states_and_groups_of_one_context():
+    states, goals = torch.randn(50, NX), torch.randn(9, NX)
+    starts, contexts = StartSampler(states, goals, seed=3).sample(12, 4)
+    assert all(any(torch.equal(s, r) for r in states) for s in starts)
+    assert torch.unique(contexts, dim=0).shape[0] <= 4
+    assert all(torch.equal(contexts[g * 3], contexts[g * 3 + k]) for g in range(4) for k in range(3))
+
+
+# --------------------------------------------------------------------------- TD(lambda)
+def test_td_lambda_targets_against_hand_written_returns():
+    costs = torch.tensor([[1.0, 2.0, 3.0]])
+    values = torch.tensor([[10.0, 20.0, 30.0]])  # V(x1), V(x2), V(x3)
+    g = 0.9
+    one_step = td_lambda_targets(costs, values, g, 0.0)
+    assert one_step.tolist()[0] == pytest.approx([1 + g * 10, 2 + g * 20, 3 + g * 30])
+    monte_carlo = td_lambda_targets(costs, values, g, 1.0)
+    assert monte_carlo.tolist()[0] == pytest.approx([1 + g * 2 + g**2 * 3 + g**3 * 30, 2 + g * 3 + g**2 * 30, 3 + g * 30])
+    lam = 0.5
+    g2 = 3 + g * 30
+    g1 = 2 + g * ((1 - lam) * 20 + lam * g2)
+    g0 = 1 + g * ((1 - lam) * 10 + lam * g1)
+    assert td_lambda_targets(costs, values, g, lam).tolist()[0] == pytest.approx([g0, g1, g2])
+
+
+# --------------------------------------------------------------------------- validation
+def goal_task():
+    cost = build_cost(GOAL_COST, NX, NU)
+    return TaskCost(cost, "goal"), KinematicBicycle(BicycleParams(), dt=0.2)
+
+
+def test_closed_loop_costs_score_the_policy_s_own_trajectory():
+    task, model = goal_task()
+    held = HeldOutStates("starts", torch.zeros(3, NX), torch.tensor([[5.0, 0, 0, 0, 0]]).expand(3, -1))
+    forward, backward = ConstantPolicy([0.5, 0.0]), ConstantPolicy([-0.5, 0.0])
+    towards = closed_loop_costs(forward, model, task, held, 10)
+    away = closed_loop_costs(backward, model, task, held, 10)
+    assert bool((towards < away).all())
+    states, actions = closed_loop(forward, model, held.states, held.contexts, 10)
+    assert towards[0].item() == pytest.approx(task.trajectory(states, actions, held.contexts)[0].item(), rel=1e-6)
+
+
+def test_decide_accepts_only_a_policy_better_on_every_held_out_set():
+    task, model = goal_task()
+    ahead = torch.tensor([[5.0, 0, 0, 0, 0]])
+    behind = torch.tensor([[-5.0, 0, 0, 0, 0]])
+    sets = [HeldOutStates("ahead", torch.zeros(2, NX), ahead.expand(2, -1)),
+            HeldOutStates("behind", torch.zeros(2, NX), behind.expand(2, -1))]
+    forward, still = ConstantPolicy([0.3, 0.0]), ConstantPolicy([0.0, 0.0])
+    split = decide_policy(forward, still, model, task, sets, 10)
+    assert not split.accept and "['behind']" in split.reason  # better ahead, worse behind: refused
+    good = decide_policy(forward, still, model, task, sets[:1], 10)
+    assert good.accept and good.candidate["ahead"] < good.reference["ahead"]
+    margin = (good.reference["ahead"] - good.candidate["ahead"]) / good.reference["ahead"]
+    assert not decide_policy(forward, still, model, task, sets[:1], 10, min_improvement=margin + 0.01).accept
+
+
+def test_decide_refuses_a_policy_that_drives_the_model_to_non_finite_states():
+    task, model = goal_task()
+
+    def broken(states, contexts):
+        return torch.full((states.shape[0], NU), math.nan)
+
+    held = [HeldOutStates("starts", torch.zeros(2, NX), torch.zeros(2, NX))]
+    decision = decide_policy(broken, ConstantPolicy([0.0, 0.0]), model, task, held, 5)
+    assert not decision.accept and "not finite" in decision.reason
+
+
+def test_policy_data_holds_out_whole_episodes():
+    data = TransitionDataset(NX, NU)
+    for episode in range(10):
+        states = torch.randn(8, NX) + 100 * episode  # rows tell their episode
+        data.append(states, torch.zeros(8, NU), states + 1, episode)
+    goals = {e: [float(e)] * NX for e in range(10)}
+    split = PolicyData.from_dataset(data, val_fraction=0.3, seed=1, episode_contexts=goals)
+    train_episodes = set((split.train_states[:, 0] / 100).round().long().tolist())
+    starts, visited = split.held_out
+    held_episodes = set((visited.states[:, 0] / 100).round().long().tolist())
+    assert train_episodes and held_episodes and not train_episodes & held_episodes
+    assert starts.states.shape[0] == len(held_episodes) and visited.states.shape[0] == 8 * len(held_episodes)
+    assert torch.equal(visited.contexts[:, 0], (visited.states[:, 0] / 100).round())  # each row's own goal
+    assert torch.equal(split.train_contexts[:, 0], (split.train_states[:, 0] / 100).round())
+    with pytest.raises(ValueError, match="no context \\(goal\\) for episode 3"):
+        PolicyData.from_dataset(data, 0.3, 1, {e: [0.0] * NX for e in range(10) if e != 3})
+
+
+# --------------------------------------------------------------------------- checkpoints
+def trained_looking_actor() -> Actor:
+    actor = car_actor()
+    actor.fit_normaliser(torch.randn(100, NX) * 4, torch.randn(100, NX) * 4)
+    with torch.no_grad():
+        for p in actor.net.parameters():
+            p.normal_(0.0, 0.3)
+    return actor
+
+
+def test_checkpoint_round_trip_acts_identically(tmp_path):
+    actor = trained_looking_actor()
+    checksum = policy_checkpoint.save(tmp_path / "policy.pt", actor, {"candidate_cost_starts": 1.5})
+    loaded, config, metrics = policy_checkpoint.load(tmp_path / "policy.pt")
+    assert checksum == __import__("hashlib").sha256((tmp_path / "policy.pt").read_bytes()).hexdigest()
+    assert config == actor.config and metrics == {"candidate_cost_starts": 1.5}
+    states, goals = torch.randn(20, NX), torch.randn(20, NX)
+    assert torch.equal(loaded(states, goals), actor(states, goals))
+
+
+def test_checkpoint_refuses_broken_policies(tmp_path):
+    actor = trained_looking_actor()
+    with torch.no_grad():
+        actor.net[0].weight[0, 0] = math.inf
+    with pytest.raises(CheckpointError, match=r"non-finite values in \['net.0.weight'\]"):
+        policy_checkpoint.from_bytes(policy_checkpoint.to_bytes(actor), "p.pt")
+    actor = trained_looking_actor()
+    with torch.no_grad():
+        actor.feature_std[3] = 0.0
+    with pytest.raises(CheckpointError, match="feature_std has values <= 0"):
+        policy_checkpoint.from_bytes(policy_checkpoint.to_bytes(actor), "p.pt")
+    with pytest.raises(CheckpointError, match="p.pt: not a readable checkpoint"):
+        policy_checkpoint.from_bytes(b"garbage", "p.pt")
+    from mbrl_ros.io import checkpoint
+
+    model_blob = checkpoint.to_bytes(KinematicBicycle(), {"type": "parametric"})
+    with pytest.raises(CheckpointError, match="expected format 'mbrl_ros.policy/1', found 'mbrl_ros.checkpoint/1'"):
+        policy_checkpoint.from_bytes(model_blob, "p.pt")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        policy_checkpoint.load(tmp_path / "missing.pt")
+
+
+def test_a_checkpoint_loads_and_acts_without_the_training_code(tmp_path):
+    policy_checkpoint.save(tmp_path / "policy.pt", trained_looking_actor())
+    script = (
+        "import sys, torch\n"
+        "from mbrl_ros.io import policy_checkpoint\n"
+        f"actor, _, _ = policy_checkpoint.load({str(tmp_path / 'policy.pt')!r})\n"
+        "actor.set_context(torch.zeros(5))\n"
+        "print(actor.act([1.0, 2.0, 0.3, 0.0, 0.0]).tolist())\n"
+        "training = [m for m in sys.modules if m.startswith(('stable_baselines3', 'gymnasium',"
+        " 'mbrl_ros.core.policies.shac', 'mbrl_ros.core.policies.mbpo', 'mbrl_ros.core.policies.learning'))]\n"
+        "assert not training, training\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(eval(result.stdout.strip())) == NU
