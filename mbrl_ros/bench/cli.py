@@ -87,6 +87,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     bags.add_argument("--keep", metavar="DIR", help="write the bags to DIR and reuse them next time")
     bags.set_defaults(func=_run_bags)
 
+    policy = which.add_parser(
+        "policy-training", help="wall time of one policy training round (SHAC, MBPO) and of the actor's call",
+        description="The car's parking task with 2,000 logged transitions, one torch thread: seconds per "
+        "train_policy round of each method at the default sizes, held-out closed-loop costs, act() latency.")
+    policy.add_argument("--methods", nargs="+", choices=["shac", "mbpo"], default=["shac", "mbpo"])
+    policy.add_argument("--quick", action="store_true", help="a few iterations (a smoke run, not a result)")
+    policy.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    policy.set_defaults(func=_run_policy_training)
+
 
 def _run_planners(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.planners import main
@@ -132,3 +141,10 @@ def _run_bags(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.bags import main
 
     return main(steps=args.steps, runs=args.runs, json_path=args.json, keep=args.keep)
+
+
+def _run_policy_training(args: argparse.Namespace) -> int:
+    from mbrl_ros.bench.policy_training import run
+
+    run(methods=tuple(args.methods), quick=args.quick, json_path=args.json)
+    return 0

@@ -346,3 +346,32 @@ def test_a_checkpoint_loads_and_acts_without_the_training_code(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(eval(result.stdout.strip())) == NU
+
+
+# --------------------------------------------------------------------------- rounds
+def test_a_learner_carries_its_actor_and_critic_over_rounds_and_starts_from_the_deployed_policy():
+    from mbrl_ros.core.policies.learning import PolicyLearner
+
+    model = KinematicBicycle(BicycleParams(), dt=0.2)
+    cost = build_cost(GOAL_COST, NX, NU)
+    data = TransitionDataset(NX, NU)
+    for episode in range(6):
+        states = torch.randn(6, NX) * 3
+        data.append(states, torch.zeros(6, NU), states, episode)
+    goals = {e: [float(e), 1.0, 0.0, 0.0, 0.0] for e in range(6)}
+    split = PolicyData.from_dataset(data, 0.3, 0, goals)
+    config = PolicyConfig.from_dict({"context": "goal", "actor": {"hidden_sizes": [16], "angle_dims": [2]},
+                                     "shac": {"iterations": 3, "horizon": 4, "batch_size": 8},
+                                     "validation": {"steps": 5}})
+    deployed = Actor(NX, NU, [-1.0, -1.0], [1.0, 1.0], context_dim=NX, hidden_sizes=[16], angle_dims=[2])
+    with torch.no_grad():
+        deployed.net[-1].bias.fill_(0.3)  # something to recognise
+    learner = PolicyLearner(config, [-1.0, -1.0], [1.0, 1.0])
+    first = learner.round(model, cost, split, deployed)
+    assert first.history.iterations == 3 and first.decision.reference  # scored against the deployed policy
+    actor, critic = learner.actor, learner.learner.critic
+    assert (first.actor.net[-1].bias - 0.3).abs().max() < 0.1  # started from the deployed weights
+    second = learner.round(model, cost, split, deployed)
+    assert learner.actor is actor and learner.learner.critic is critic  # carried over, deployed or not
+    assert not torch.equal(first.actor.net[0].weight, second.actor.net[0].weight)  # and it went on learning
+    assert first.actor is not actor and second.actor is not actor  # candidates are copies

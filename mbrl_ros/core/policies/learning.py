@@ -1,16 +1,17 @@
 """One policy training round, without ROS: data, method, validation, decision.
 
-``train_policy`` is what a trainer calls with the deployed model, the task cost
-(``build_cost`` of the controller's ``cost:`` section), the logged data and the
-deployed policy:
+``PolicyLearner.round`` is what a trainer calls each round with the deployed
+model, the task cost (``build_cost`` of the controller's ``cost:`` section), the
+logged data and the deployed policy (``train_policy``: one round of a new learner):
 
 1. ``PolicyData.from_dataset`` splits the logged episodes as the model trainer
    does (``validation_split``: whole episodes, by a hash of their id), so the
    held-out episodes are ones neither the model nor the policy was fitted on;
-2. the candidate starts from the deployed actor (the policy keeps improving
-   from round to round), or from a fresh one whose feature normaliser is fitted
-   on the training states;
-3. ``shac`` or ``mbpo`` improves it on rollouts from the training states;
+2. the learner's actor (the deployed one at the first round, or a fresh one whose
+   feature normaliser is fitted on the training states) and its critic or SAC
+   carry over between rounds;
+3. ``shac`` or ``mbpo`` improves it on rollouts from the training states, and a
+   copy of it is the candidate;
 4. ``decide_policy`` scores candidate and deployed policy (for the first policy:
    the constant action at the centre of the bounds) in closed loop on the same
    model from the held-out states; only a better, finite candidate is accepted.
@@ -31,11 +32,11 @@ from mbrl_ros.core.models.base import DynamicsModel
 from mbrl_ros.core.policies.actor import Actor, ConstantPolicy
 from mbrl_ros.core.policies.config import PolicyConfig
 from mbrl_ros.core.policies.rollouts import StartSampler, TaskCost
-from mbrl_ros.core.policies.shac import train_shac
+from mbrl_ros.core.policies.shac import ShacLearner
 from mbrl_ros.core.policies.validation import HeldOutStates, PolicyDecision, decide_policy
 from mbrl_ros.core.retraining import validation_split
 
-__all__ = ["PolicyData", "PolicyRound", "new_actor", "train_policy"]
+__all__ = ["PolicyData", "PolicyLearner", "PolicyRound", "new_actor", "train_policy"]
 
 
 def _episode_contexts(dataset: TransitionDataset, contexts: Mapping[int, Sequence[float]] | None,
@@ -105,36 +106,68 @@ class PolicyRound:
         return out
 
 
+class PolicyLearner:
+    """Learns one policy over many rounds (a trainer holds one).
+
+    The learner's own actor and its critic (SHAC) or SAC (MBPO) carry over from round
+    to round whether or not a round's candidate was deployed: learning a policy takes
+    more updates than one round, and a rejected candidate is not wasted work. The first
+    round starts from the deployed actor if its settings match, else from a fresh one
+    whose normaliser is fitted on that round's training states (and kept after).
+    A learner whose actor becomes non-finite starts afresh at the next round.
+    """
+
+    def __init__(self, config: PolicyConfig, action_low, action_high) -> None:
+        self.config = config
+        self.action_low, self.action_high = action_low, action_high
+        self.actor: Actor | None = None
+        self.learner = None
+        self.rounds = 0
+
+    def _start(self, model: DynamicsModel, data: PolicyData, deployed: Actor | None) -> None:
+        actor = new_actor(self.config, model.state_dim, model.action_dim, self.action_low, self.action_high,
+                          data.train_states, data.train_contexts)
+        if deployed is not None and deployed.config == actor.config:
+            actor = copy.deepcopy(deployed).train()
+        if self.config.method == "shac":
+            self.learner = ShacLearner(actor, self.config.shac, self.config.actor.activation)
+        else:
+            from mbrl_ros.core.policies.mbpo import MbpoLearner  # stable-baselines3 only when asked for
+
+            self.learner = MbpoLearner(actor, self.config.mbpo)
+        self.actor = actor
+
+    def round(self, model: DynamicsModel, cost: TrajectoryCost, data: PolicyData,
+              deployed: Actor | None = None) -> PolicyRound:
+        """Train on ``model`` from ``data``'s training states; validate a copy against ``deployed``."""
+        started = time.perf_counter()
+        config = self.config
+        if (config.context is None) != (data.train_contexts is None):
+            raise ValueError(f"policy.context is {config.context!r} but the data "
+                             f"{'has no' if data.train_contexts is None else 'has'} contexts")
+        if self.learner is None:
+            self._start(model, data, deployed)
+        task = TaskCost(cost, config.context)
+        seed = (config.shac.seed if config.method == "shac" else config.mbpo.seed) + self.rounds
+        history = self.learner.train(model, task, StartSampler(data.train_states, data.train_contexts, seed=seed))
+        self.rounds += 1
+        candidate = copy.deepcopy(self.actor).eval()
+        bad = [n for n, t in candidate.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            self.learner = self.actor = None
+            decision = PolicyDecision(False, f"candidate has non-finite weights {bad}; the learner starts afresh")
+        else:
+            reference, name = deployed, "deployed policy"
+            if reference is None:
+                reference = ConstantPolicy(((candidate.action_low + candidate.action_high) / 2).tolist())
+                name = "constant action at the centre of the bounds"
+            v = config.validation
+            decision = decide_policy(candidate, reference, model, task, [h.subset(v.max_starts) for h in data.held_out],
+                                     v.steps, v.min_improvement, reference_name=name)
+        return PolicyRound(candidate, decision, config.method, history, time.perf_counter() - started)
+
+
 def train_policy(config: PolicyConfig, model: DynamicsModel, cost: TrajectoryCost, data: PolicyData,
                  action_low, action_high, deployed: Actor | None = None) -> PolicyRound:
-    """Train a candidate by ``config.method`` and decide whether it beats ``deployed``; see the module docstring."""
-    started = time.perf_counter()
-    if (config.context is None) != (data.train_contexts is None):
-        raise ValueError(f"policy.context is {config.context!r} but the data "
-                         f"{'has no' if data.train_contexts is None else 'has'} contexts")
-    task = TaskCost(cost, config.context)
-    fresh = new_actor(config, model.state_dim, model.action_dim, action_low, action_high,
-                      data.train_states, data.train_contexts)
-    actor = fresh
-    if deployed is not None and deployed.config == fresh.config:
-        actor = copy.deepcopy(deployed)
-    seed = config.shac.seed if config.method == "shac" else config.mbpo.seed
-    sampler = StartSampler(data.train_states, data.train_contexts, seed=seed)
-    if config.method == "shac":
-        history: object = train_shac(actor, model, task, sampler, config.shac, config.actor.activation)
-    else:
-        from mbrl_ros.core.policies.mbpo import train_mbpo  # stable-baselines3 only when asked for
-
-        history = train_mbpo(actor, model, task, sampler, config.mbpo)
-    bad = [n for n, t in actor.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        decision = PolicyDecision(False, f"candidate has non-finite weights {bad}")
-    else:
-        reference, name = deployed, "deployed policy"
-        if reference is None:
-            reference = ConstantPolicy(((actor.action_low + actor.action_high) / 2).tolist())
-            name = "constant action at the centre of the bounds"
-        v = config.validation
-        decision = decide_policy(actor, reference, model, task, [h.subset(v.max_starts) for h in data.held_out],
-                                 v.steps, v.min_improvement, reference_name=name)
-    return PolicyRound(actor.eval(), decision, config.method, history, time.perf_counter() - started)
+    """One round of a new learner: train a candidate by ``config.method``, decide whether it beats ``deployed``."""
+    return PolicyLearner(config, action_low, action_high).round(model, cost, data, deployed)

@@ -35,7 +35,7 @@ from mbrl_ros.core.policies.actor import ACTIVATIONS, Actor
 from mbrl_ros.core.policies.config import MbpoConfig
 from mbrl_ros.core.policies.rollouts import StartSampler, TaskCost
 
-__all__ = ["MbpoHistory", "ModelRolloutEnv", "actor_from_sac", "actor_into_sac", "train_mbpo"]
+__all__ = ["MbpoHistory", "MbpoLearner", "ModelRolloutEnv", "actor_from_sac", "actor_into_sac", "train_mbpo"]
 
 
 class ModelRolloutEnv(VecEnv):
@@ -136,30 +136,55 @@ class MbpoHistory:
     seconds: float = 0.0
 
 
+class MbpoLearner:
+    """MBPO's state across training rounds: the SAC (actor, critics, entropy weight, replay buffer).
+
+    Each ``train`` call points the SAC at a new model-backed environment (this round's
+    model and real states) and runs ``config.total_steps`` more model steps; the replay
+    buffer keeps the latest ``buffer_size`` model transitions, older rounds' included, as
+    MBPO's model buffer does. The reward scale is fixed at the first round.
+    """
+
+    def __init__(self, actor: Actor, config: MbpoConfig) -> None:
+        self.actor, self.config = actor, config
+        self.sac: SAC | None = None
+        self.cost_scale: float | None = None
+
+    def train(self, model: DynamicsModel, cost: TaskCost, sampler: StartSampler) -> MbpoHistory:
+        """Improve the actor in place (the SAC's deterministic action); returns what was done."""
+        started = time.perf_counter()
+        config, actor = self.config, self.actor
+        env = ModelRolloutEnv(actor, model, cost, sampler, config.rollouts, config.rollout_length,
+                              config.contexts_per_batch)
+        env.cost_scale = self.cost_scale
+        if self.sac is None:
+            self.sac = SAC(
+                "MlpPolicy", env, learning_rate=config.learning_rate, buffer_size=config.buffer_size,
+                learning_starts=config.learning_starts, batch_size=config.batch_size, tau=config.tau,
+                gamma=config.gamma, ent_coef=f"auto_{config.initial_entropy_coef}", train_freq=1,
+                gradient_steps=config.gradient_steps, seed=config.seed, device="cpu", verbose=0,
+                policy_kwargs={"net_arch": {"pi": list(actor.config["hidden_sizes"]),
+                                            "qf": list(config.critic_hidden_sizes)},
+                               "activation_fn": ACTIVATIONS[actor.config["activation"]]},
+            )
+            actor_into_sac(actor, self.sac)
+        else:
+            self.sac.set_env(env)
+        updates_before = int(self.sac._n_updates)
+        was_training = model.training
+        model.eval()
+        try:
+            self.sac.learn(total_timesteps=config.total_steps * config.rollouts, reset_num_timesteps=False)
+        finally:
+            model.train(was_training)
+        self.cost_scale = env.cost_scale
+        actor_from_sac(self.sac, actor)
+        return MbpoHistory(model_steps=env.steps_taken, transitions=env.steps_taken * env.num_envs,
+                           gradient_steps=int(self.sac._n_updates) - updates_before,
+                           cost_scale=env.cost_scale or 1.0, seconds=time.perf_counter() - started)
+
+
 def train_mbpo(actor: Actor, model: DynamicsModel, cost: TaskCost, sampler: StartSampler,
                config: MbpoConfig) -> MbpoHistory:
-    """Improve ``actor`` in place by SAC on model rollouts; returns what was done."""
-    started = time.perf_counter()
-    env = ModelRolloutEnv(actor, model, cost, sampler, config.rollouts, config.rollout_length,
-                          config.contexts_per_batch)
-    activation = ACTIVATIONS[actor.config["activation"]]
-    sac = SAC(
-        "MlpPolicy", env, learning_rate=config.learning_rate, buffer_size=config.buffer_size,
-        learning_starts=config.learning_starts, batch_size=config.batch_size, tau=config.tau,
-        gamma=config.gamma, ent_coef=f"auto_{config.initial_entropy_coef}", train_freq=1, gradient_steps=config.gradient_steps, seed=config.seed,
-        device="cpu", verbose=0,
-        policy_kwargs={"net_arch": {"pi": list(actor.config["hidden_sizes"]),
-                                    "qf": list(config.critic_hidden_sizes)},
-                       "activation_fn": activation},
-    )
-    actor_into_sac(actor, sac)
-    was_training = model.training
-    model.eval()
-    try:
-        sac.learn(total_timesteps=config.total_steps * config.rollouts)
-    finally:
-        model.train(was_training)
-    actor_from_sac(sac, actor)
-    return MbpoHistory(model_steps=env.steps_taken, transitions=env.steps_taken * env.num_envs,
-                       gradient_steps=int(sac._n_updates), cost_scale=env.cost_scale or 1.0,
-                       seconds=time.perf_counter() - started)
+    """One round from scratch (a new SAC started from ``actor``): improve ``actor`` in place."""
+    return MbpoLearner(actor, config).train(model, cost, sampler)

@@ -30,7 +30,7 @@ from mbrl_ros.core.policies.actor import Actor, mlp
 from mbrl_ros.core.policies.config import ShacConfig
 from mbrl_ros.core.policies.rollouts import StartSampler, TaskCost, closed_loop
 
-__all__ = ["ShacHistory", "ValueCritic", "frozen", "td_lambda_targets", "train_shac"]
+__all__ = ["ShacHistory", "ShacLearner", "ValueCritic", "frozen", "td_lambda_targets", "train_shac"]
 
 
 class ValueCritic(nn.Module):
@@ -88,51 +88,92 @@ class ShacHistory:
     seconds: float = 0.0
 
 
+class ShacLearner:
+    """SHAC's state across training rounds: the actor, its critic and target critic, the optimisers.
+
+    Each ``train`` call runs ``config.iterations`` iterations on the model and data it is
+    given (a new model each round, say); the critic and the cost scale carry over, so a
+    later round starts from what the last one learned.
+    """
+
+    def __init__(self, actor: Actor, config: ShacConfig, activation: str = "relu") -> None:
+        self.actor, self.config = actor, config
+        torch.manual_seed(config.seed)
+        self.critic = ValueCritic(actor, config.critic_hidden_sizes, activation)
+        self.target = ValueCritic(actor, config.critic_hidden_sizes, activation)
+        self.target.load_state_dict(self.critic.state_dict())
+        for p in self.target.parameters():
+            p.requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(actor.net.parameters(), lr=config.actor_lr, fused=True)
+        self.critic_opt = torch.optim.Adam(self.critic.net.parameters(), lr=config.critic_lr, fused=True)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.cost_scale: float | None = None
+
+    def train(self, model: DynamicsModel, cost: TaskCost, sampler: StartSampler) -> ShacHistory:
+        """Improve the actor in place; returns this round's losses."""
+        started = time.perf_counter()
+        config, actor = self.config, self.actor
+        history = ShacHistory()
+        gamma, horizon = config.gamma, config.horizon
+        discounts = gamma ** torch.arange(horizon, dtype=torch.float32)
+        with frozen(model):
+            episodes = _Episodes(sampler, config)
+            for _ in range(config.iterations):
+                starts, contexts = episodes.starts()
+                states, actions = closed_loop(actor, model, starts, contexts, horizon)
+                step_costs = cost.steps(states, actions, contexts)
+                if not bool(torch.isfinite(step_costs).all()):
+                    raise FloatingPointError("SHAC: the model rollout of the actor gives non-finite costs")
+                if self.cost_scale is None:
+                    self.cost_scale = max(float(step_costs.detach().mean()), 1e-6)
+                step_costs = step_costs / self.cost_scale
+                end_value = self.target(states[:, -1], contexts)
+                loss = ((step_costs * discounts).sum(1) + gamma ** horizon * end_value).mean() / horizon
+                self.actor_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(actor.net.parameters(), config.max_grad_norm)
+                self.actor_opt.step()
+                history.actor_loss.append(float(loss.detach()))
+                history.critic_loss.append(self._fit_critic(states.detach(), step_costs.detach(), contexts))
+                with torch.no_grad():
+                    for p, q in zip(self.critic.parameters(), self.target.parameters()):
+                        q.lerp_(p, config.target_tau)
+                episodes.advance(states[:, -1].detach())
+                history.iterations += 1
+        history.cost_scale = self.cost_scale or 1.0
+        history.seconds = time.perf_counter() - started
+        return history
+
+    def _fit_critic(self, states: torch.Tensor, step_costs: torch.Tensor, contexts: torch.Tensor | None) -> float:
+        """Regress V on the TD(lambda) targets of this iteration's rollouts, in minibatches."""
+        config = self.config
+        batch, horizon = step_costs.shape
+        with torch.no_grad():
+            flat_contexts = None if contexts is None else contexts.repeat_interleave(horizon, 0)
+            next_states = states[:, 1:].reshape(batch * horizon, -1)
+            next_values = self.target(next_states, flat_contexts).reshape(batch, horizon)
+            targets = td_lambda_targets(step_costs, next_values, config.gamma, config.td_lambda).reshape(-1)
+        inputs = states[:, :-1].reshape(batch * horizon, -1)
+        rows = inputs.shape[0]
+        size = max(1, rows // config.critic_minibatches)
+        loss = torch.zeros(())
+        for _ in range(config.critic_epochs):
+            order = torch.randperm(rows, generator=self.generator)
+            for k in range(config.critic_minibatches):
+                idx = order[k * size:(k + 1) * size]
+                value = self.critic(inputs[idx], None if flat_contexts is None else flat_contexts[idx])
+                loss = (value - targets[idx]).square().mean()
+                self.critic_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.critic.net.parameters(), config.max_grad_norm)
+                self.critic_opt.step()
+        return float(loss.detach())
+
+
 def train_shac(actor: Actor, model: DynamicsModel, cost: TaskCost, sampler: StartSampler,
                config: ShacConfig, activation: str = "relu") -> ShacHistory:
-    """Improve ``actor`` in place for ``config.iterations`` iterations; returns the losses."""
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    critic = ValueCritic(actor, config.critic_hidden_sizes, activation)
-    target = ValueCritic(actor, config.critic_hidden_sizes, activation)
-    target.load_state_dict(critic.state_dict())
-    for p in target.parameters():
-        p.requires_grad_(False)
-    actor_opt = torch.optim.Adam(actor.net.parameters(), lr=config.actor_lr, fused=True)
-    critic_opt = torch.optim.Adam(critic.net.parameters(), lr=config.critic_lr, fused=True)
-    history = ShacHistory()
-    gamma, horizon = config.gamma, config.horizon
-    discounts = gamma ** torch.arange(horizon, dtype=torch.float32)
-    scale = None
-    generator = torch.Generator().manual_seed(config.seed)
-    with frozen(model):
-        episodes = _Episodes(sampler, config)
-        for _ in range(config.iterations):
-            starts, contexts = episodes.starts()
-            states, actions = closed_loop(actor, model, starts, contexts, horizon)
-            step_costs = cost.steps(states, actions, contexts)
-            if not bool(torch.isfinite(step_costs).all()):
-                raise FloatingPointError("SHAC: the model rollout of the actor gives non-finite costs")
-            if scale is None:
-                scale = max(float(step_costs.detach().mean()), 1e-6)
-                history.cost_scale = scale
-            step_costs = step_costs / scale
-            end_value = target(states[:, -1], contexts)
-            loss = ((step_costs * discounts).sum(1) + gamma ** horizon * end_value).mean() / horizon
-            actor_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(actor.net.parameters(), config.max_grad_norm)
-            actor_opt.step()
-            history.actor_loss.append(float(loss.detach()))
-            history.critic_loss.append(_fit_critic(critic, target, critic_opt, states.detach(),
-                                                   step_costs.detach(), contexts, config, generator))
-            with torch.no_grad():
-                for p, q in zip(critic.parameters(), target.parameters()):
-                    q.lerp_(p, config.target_tau)
-            episodes.advance(states[:, -1].detach())
-            history.iterations += 1
-    history.seconds = time.perf_counter() - started
-    return history
+    """One round from scratch (a new critic): improve ``actor`` in place; returns the losses."""
+    return ShacLearner(actor, config, activation).train(model, cost, sampler)
 
 
 class _Episodes:
@@ -170,29 +211,3 @@ class _Episodes:
             self.states[g] = chunk
             self.ages[g] += self.step
 
-
-def _fit_critic(critic: ValueCritic, target: ValueCritic, optimizer: torch.optim.Optimizer, states: torch.Tensor,
-                step_costs: torch.Tensor, contexts: torch.Tensor | None, config: ShacConfig,
-                generator: torch.Generator) -> float:
-    batch, horizon = step_costs.shape
-    with torch.no_grad():
-        flat_contexts = None if contexts is None else contexts.repeat_interleave(horizon, 0)
-        next_states = states[:, 1:].reshape(batch * horizon, -1)
-        next_values = target(next_states, flat_contexts).reshape(batch, horizon)
-        targets = td_lambda_targets(step_costs, next_values, config.gamma, config.td_lambda).reshape(-1)
-    inputs = states[:, :-1].reshape(batch * horizon, -1)
-    rows = inputs.shape[0]
-    size = max(1, rows // config.critic_minibatches)
-    total = 0.0
-    for _ in range(config.critic_epochs):
-        order = torch.randperm(rows, generator=generator)
-        for k in range(config.critic_minibatches):
-            idx = order[k * size:(k + 1) * size]
-            value = critic(inputs[idx], None if flat_contexts is None else flat_contexts[idx])
-            loss = (value - targets[idx]).square().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(critic.net.parameters(), config.max_grad_norm)
-            optimizer.step()
-            total = float(loss.detach())
-    return total
