@@ -26,7 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
-from mbrl_ros.core.angles import quaternion_from_yaw
+from mbrl_ros.robots.car.messages import odometry
 from mbrl_ros.ros.diagnostics import diagnostic_array
 from mbrl_ros.ros.params import Param, declare_all
 from mbrl_ros.ros.qos import COMMAND, SENSOR
@@ -92,14 +92,7 @@ class CarEmulatorNode(Node):
             self.published += 1
 
     def odometry(self, stamp: Time, x: float, y: float, yaw: float, v: float) -> Odometry:
-        msg = Odometry()
-        msg.header.stamp = stamp
-        msg.header.frame_id = self.p["frame_id"]
-        msg.child_frame_id = self.p["child_frame_id"]
-        msg.pose.pose.position.x, msg.pose.pose.position.y = float(x), float(y)
-        _, _, msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = quaternion_from_yaw(yaw)
-        msg.twist.twist.linear.x = float(v)
-        return msg
+        return odometry(stamp, self.p["frame_id"], self.p["child_frame_id"], x, y, yaw, v)
 
     def publish_diagnostics(self) -> None:
         x, y, yaw, v, steer = self.car.state

@@ -22,12 +22,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
+from mbrl_ros.robots.hand.messages import joint_state
 from mbrl_ros.ros.diagnostics import diagnostic_array
 from mbrl_ros.ros.params import Param, declare_all
 from mbrl_ros.ros.qos import COMMAND, SENSOR
 from mbrl_ros.ros.run import run_node
 from mbrl_ros_hardware.emulation import DelayLine
-from mbrl_ros_hardware.sim_hand.node import joint_state
 
 PARAMS = [
     Param("trajectory_topic", "/rh_trajectory_controller/command", "joint trajectories in", read_only=True),

@@ -30,11 +30,11 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mbrl_interfaces.msg import CommandVector
+from mbrl_ros.robots.hand.messages import joint_state, pose_array
 from mbrl_ros.ros.diagnostics import diagnostic_array
 from mbrl_ros.ros.params import Param, declare_all
 from mbrl_ros.ros.qos import COMMAND, SENSOR
 from mbrl_ros.ros.run import run_node
-from mbrl_ros_hardware.sim_hand.node import joint_state, pose_array
 
 PARAMS = [
     Param("trajectory_topic", "/rh_trajectory_controller/command", "the vendor's JointTrajectory input", read_only=True),

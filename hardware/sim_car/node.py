@@ -20,7 +20,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 
-from mbrl_ros.core.angles import quaternion_from_yaw
+from mbrl_ros.robots.car.messages import goal_pose, odometry, path
 from mbrl_ros.ros.params import Param
 from mbrl_ros.ros.qos import LATCHED, SENSOR
 from mbrl_ros.ros.run import run_node
@@ -76,40 +76,15 @@ class SimCarNode(SimDriverNode):
     # --- publishing -----------------------------------------------------
     def publish_state(self, stamp: Time) -> None:
         x, y, yaw, v, _steer = self.state
-        odom = Odometry()
-        odom.header.stamp = stamp
-        odom.header.frame_id = self.p["frame_id"]
-        odom.child_frame_id = "base_link"
-        odom.pose.pose.position.x = float(x)
-        odom.pose.pose.position.y = float(y)
-        qx, qy, qz, qw = quaternion_from_yaw(float(yaw))
-        odom.pose.pose.orientation.x, odom.pose.pose.orientation.y = qx, qy
-        odom.pose.pose.orientation.z, odom.pose.pose.orientation.w = qz, qw
-        odom.twist.twist.linear.x = float(v)  # body frame, signed
-        self.odom_pub.publish(odom)
+        self.odom_pub.publish(odometry(stamp, self.p["frame_id"], "base_link", x, y, yaw, v))
 
     def publish_task(self, stamp: Time) -> None:
         self.goal = getattr(self.sim, "goal", None)
         if self.goal is not None:
-            goal = PoseStamped()
-            goal.header.stamp = stamp
-            goal.header.frame_id = self.p["frame_id"]
-            goal.pose.position.x, goal.pose.position.y = float(self.goal[0]), float(self.goal[1])
-            qx, qy, qz, qw = quaternion_from_yaw(float(self.goal[2]))
-            goal.pose.orientation.z, goal.pose.orientation.w = qz, qw
-            self.goal_pub.publish(goal)
+            self.goal_pub.publish(goal_pose(stamp, self.p["frame_id"], *self.goal[:3]))
         path_points = getattr(self.sim, "path", None)
         if path_points is not None:
-            path = Path()
-            path.header.stamp = stamp
-            path.header.frame_id = self.p["frame_id"]
-            for px, py in path_points:
-                pose = PoseStamped()
-                pose.header = path.header
-                pose.pose.position.x, pose.pose.position.y = float(px), float(py)
-                pose.pose.orientation.w = 1.0
-                path.poses.append(pose)
-            self.path_pub.publish(path)
+            self.path_pub.publish(path(stamp, self.p["frame_id"], path_points))
 
 
 def main(args: list[str] | None = None) -> int:

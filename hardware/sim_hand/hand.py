@@ -17,12 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FINGERTIPS = ("ff", "mf", "rf", "lf", "th")  # HandReach's order of fingertip sites
+from mbrl_ros.robots.hand import FINGERTIPS
+
 TASKS = {"reach": "HandReach-v3"}
-
-
-def fingertip_state_names() -> list[str]:
-    return [f"{tip}_tip_{axis}" for tip in FINGERTIPS for axis in "xyz"]
 
 
 @dataclass

@@ -14,38 +14,17 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Pose, PoseArray
+from geometry_msgs.msg import PoseArray
 from sensor_msgs.msg import JointState
 
+from mbrl_ros.robots.hand.messages import joint_state, pose_array
 from mbrl_ros.ros.params import Param
 from mbrl_ros.ros.qos import LATCHED, SENSOR
 from mbrl_ros.ros.run import run_node
 from mbrl_ros_hardware.sim_driver import SimDriverNode
 
 PARAMS = [Param("task", "reach", "simulated task: 'reach' (HandReach-v3)", read_only=True)]
-
-
-def pose_array(points: np.ndarray, stamp: Time, frame_id: str) -> PoseArray:
-    msg = PoseArray()
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    for x, y, z in points:
-        pose = Pose()
-        pose.position.x, pose.position.y, pose.position.z = float(x), float(y), float(z)
-        pose.orientation.w = 1.0
-        msg.poses.append(pose)
-    return msg
-
-
-def joint_state(names: list[str], positions, velocities, stamp: Time) -> JointState:
-    msg = JointState()
-    msg.header.stamp = stamp
-    msg.name = list(names)
-    msg.position = [float(v) for v in positions]
-    msg.velocity = [float(v) for v in velocities]
-    return msg
 
 
 class SimHandNode(SimDriverNode):

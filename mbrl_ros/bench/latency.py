@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mbrl_ros.demo.stack import StackRun, default_domain_id, prepare_config
+from mbrl_ros.stack_run import StackRun, default_domain_id, prepare_config
 from mbrl_ros.io.config import launch_parameters
 from mbrl_ros.ros_env import REPO_ROOT
 
@@ -31,12 +31,12 @@ TARGET_MARGIN_MS = 3.0
 
 def prior_checkpoint(config: Path, task: str, path: Path) -> Path:
     """The trainer's parametric model as configured (no data needed), saved for the dynamics_server."""
-    from mbrl_ros.core.models import build_model
     from mbrl_ros.io import checkpoint
+    from mbrl_ros.robots import get_robot
 
     trainer = launch_parameters(config, "car", task, "trainer")
     model_config = trainer["parametric"]
-    checkpoint.save(path, build_model(model_config), model_config, {})
+    checkpoint.save(path, get_robot("car").build_model(model_config), model_config, {})
     return path
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mbrl_ros.demo.stack import StackRun, default_domain_id, prepare_config, progress_options
+from mbrl_ros.stack_run import StackRun, default_domain_id, prepare_config, progress_options
 from mbrl_ros.plots import plot_learning_curve
 from mbrl_ros.ros_env import REPO_ROOT
 

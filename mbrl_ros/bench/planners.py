@@ -23,10 +23,10 @@ import torch
 
 from mbrl_ros.bench.timing import Timing, gemm_gflops, time_call
 from mbrl_ros.core.costs import TrajectoryCost, build_cost
-from mbrl_ros.core.models import EnsembleDynamics, KinematicBicycle
+from mbrl_ros.core.models import EnsembleDynamics
 from mbrl_ros.core.models.base import DynamicsModel
-from mbrl_ros.core.models.bicycle import BicycleParams
 from mbrl_ros.core.planners import Planner, build_planner
+from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
 
 
 @dataclass
@@ -58,7 +58,7 @@ def mppi_bicycle() -> tuple[Planner, torch.Tensor]:
                           "target_speed": 1.5, "window_segments": 64},
         "effort": {"weight": 0.01},
     }, 5, 2, source="bench mppi_bicycle")
-    cost.set_path(reference_path())
+    cost.set_context("path", reference_path())
     planner = build_planner("mppi", model, cost, {"num_samples": 2000, "horizon": 56, "temperature": 0.3,
                                                  "sigma": [0.2, 0.3]})
     return planner, torch.tensor([0.0, 0.2, 0.0, 1.0, 0.0])
@@ -69,7 +69,7 @@ def _goal_cost(state_dim: int, action_dim: int, source: str) -> TrajectoryCost:
                       state_dim, action_dim, source=source)
     goal = torch.zeros(state_dim)
     goal[:2] = torch.tensor([5.0, 3.0])
-    cost.set_goal(goal)
+    cost.set_context("goal", goal)
     return cost
 
 
@@ -88,7 +88,7 @@ def mppi_hand() -> tuple[Planner, torch.Tensor]:
                              propagation="ts1", seed=0).eval()
     cost = build_cost({"joint_target": {"indices": list(range(24))}, "effort": {"weight": 0.01}},
                       63, 20, source="bench mppi_hand")
-    cost.set_joint_target(torch.full((24,), 0.1))
+    cost.set_context("joint_target", torch.full((24,), 0.1))
     planner = build_planner("mppi", model, cost, {"num_samples": 1000, "horizon": 7, "temperature": 1.0,
                                                  "sigma": 0.3})
     return planner, torch.zeros(63)
@@ -98,7 +98,7 @@ def ilqr_bicycle() -> tuple[Planner, torch.Tensor]:
     model = KinematicBicycle(dt=0.1, substeps=1)
     cost = build_cost({"goal_pose": {"form": "quadratic", "terminal_weight": 50.0, "stage_weight": 0.1},
                        "effort": {"weight": 0.1}}, 5, 2, source="bench ilqr_bicycle")
-    cost.set_goal(torch.tensor([8.0, 4.0, 0.5, 0.0, 0.0]))
+    cost.set_context("goal", torch.tensor([8.0, 4.0, 0.5, 0.0, 0.0]))
     planner = build_planner("ilqr", model, cost, {"horizon": 50, "max_iterations": 50})
     return planner, torch.zeros(5)
 

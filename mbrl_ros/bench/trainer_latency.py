@@ -50,13 +50,13 @@ def write_driving_bags(folder: Path, bags: int, episodes: int, steps: int, dt: f
     """Bags of a bicycle car driven by held random commands, as the data_logger records them. -> transitions."""
     import torch
 
-    from mbrl_ros.core.models import build_model
+    from mbrl_ros.robots import get_robot
     from mbrl_ros.io.bags import COMMAND_TYPE, STATE_TYPE, default_typestore
     from mbrl_ros.io.config import node_parameters
     from mbrl_ros.io.recording import BagRecorder
 
     config = node_parameters(REPO_ROOT / "config" / "car.yaml", "trainer")
-    car = build_model(config["parametric"])
+    car = get_robot("car").build_model(config["parametric"])
     names, action_names = list(config["state_names"]), list(config["action_names"])
     store = default_typestore()
     header_t, time_t = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
@@ -231,7 +231,7 @@ def summarise(phases: list[dict]) -> dict:
 
 def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu: int | None = None,
          sched_idle: bool = False, json_path: str | None = None, keep: str | None = None) -> int:
-    from mbrl_ros.core.models import build_model
+    from mbrl_ros.robots import get_robot
     from mbrl_ros.io import checkpoint
     from mbrl_ros.io.config import node_parameters
 
@@ -241,7 +241,7 @@ def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu
     dt = float(trainer_config["dt"])
     written = write_driving_bags(work / "bags", bags=4, episodes=10, steps=75, dt=dt)
     model_file = work / "bicycle.pt"
-    checkpoint.save(model_file, build_model(trainer_config["parametric"]), trainer_config["parametric"])
+    checkpoint.save(model_file, get_robot("car").build_model(trainer_config["parametric"]), trainer_config["parametric"])
     # A params file of the benchmark's own, after the config's: rcl lets a node's section in a
     # params file win over a `-p` assignment, so overrides of '/**/trainer' keys must be a section too.
     overrides = work / "overrides.yaml"

@@ -16,25 +16,28 @@ out because no action can change it.
 
 ``TrajectoryCost`` sums the terms with their weights, reports the per-term
 breakdown, and holds the task context that changes at run time (goal, reference
-path, obstacles, the previously applied action, hand targets). Context is set
-through setters that copy into fixed-size buffers in place, so a compiled planner
-keeps its graph when the goal moves or a new path arrives.
+path, obstacles, the previously applied action, joint targets, and whatever a
+robot's own terms read). Context is set through one setter,
+``cost.set_context(name, value)``, which copies into fixed-size buffers in place,
+so a compiled planner keeps its graph when the goal moves or a new path arrives.
 
 ``build_cost`` reads a YAML section such as::
 
     cost:
-      goal_pose: {weight: 1.0, form: parking_reward}
+      goal_pose: {weight: 1.0, form: quadratic}
       effort: {weight: 0.1}
       left_wall: {type: obstacles, weight: 1.0, margin: 0.5}
 
-A key names a term kind, or any name when ``type`` gives the kind. Errors name the
-source, the term and the key at fault and list what is valid.
+A key names a term kind, or any name when ``type`` gives the kind. The kinds are
+this module's generic ``TERM_KINDS``; a robot plug-in adds its own (the car's
+parking reward, the hand's fingertip targets) by passing ``kinds``. Errors name
+the source, the term and the key at fault and list what is valid.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -50,21 +53,29 @@ __all__ = [
     "EffortTerm",
     "SmoothnessTerm",
     "JointTargetTerm",
-    "FingertipTargetTerm",
     "TrajectoryCost",
     "TERM_KINDS",
     "build_cost",
-    "parking_reward",
+    "REQUIRED",
+    "SQRT_EPS",
+    "as_tensor",
+    "parse_choice",
+    "parse_index",
+    "parse_indices",
+    "parse_number",
+    "stage_and_terminal",
+    "parse_vector",
 ]
 
 # Marks a config key that has no default and must be given.
 REQUIRED = object()
 # Added under square roots so gradients stay finite at zero distance.
-_SQRT_EPS = 1e-12
+SQRT_EPS = 1e-12
 
 
-# --------------------------------------------------------------------------- config values
-def _number(key: str, value: Any, *, low: float | None = None, integer: bool = False) -> float:
+# --------------------------------------------------------------------------- for term authors
+# Config parsing and shared arithmetic of the terms here and of robots' own terms.
+def parse_number(key: str, value: Any, *, low: float | None = None, integer: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{key}: expected a number, got {value!r}")
     if not math.isfinite(value):
@@ -76,19 +87,19 @@ def _number(key: str, value: Any, *, low: float | None = None, integer: bool = F
     return int(value) if integer else float(value)
 
 
-def _vector(key: str, value: Any, length: int, *, low: float | None = None) -> list[float]:
+def parse_vector(key: str, value: Any, length: int, *, low: float | None = None) -> list[float]:
     """A scalar (broadcast) or a list of ``length`` numbers."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [_number(key, value, low=low)] * length
+        return [parse_number(key, value, low=low)] * length
     if not isinstance(value, (list, tuple)) or len(value) != length:
         raise ValueError(f"{key}: expected a number or a list of {length} numbers, got {value!r}")
-    return [_number(f"{key}[{i}]", v, low=low) for i, v in enumerate(value)]
+    return [parse_number(f"{key}[{i}]", v, low=low) for i, v in enumerate(value)]
 
 
-def _indices(key: str, value: Any, state_dim: int, *, multiple_of: int = 1) -> list[int]:
+def parse_indices(key: str, value: Any, state_dim: int, *, multiple_of: int = 1) -> list[int]:
     if not isinstance(value, (list, tuple)) or not value:
         raise ValueError(f"{key}: expected a non-empty list of state indices, got {value!r}")
-    out = [_number(f"{key}[{i}]", v, low=0, integer=True) for i, v in enumerate(value)]
+    out = [parse_number(f"{key}[{i}]", v, low=0, integer=True) for i, v in enumerate(value)]
     if max(out) >= state_dim:
         raise ValueError(f"{key}: index {max(out)} is out of range for a state of size {state_dim}")
     if len(out) % multiple_of:
@@ -96,20 +107,20 @@ def _indices(key: str, value: Any, state_dim: int, *, multiple_of: int = 1) -> l
     return out
 
 
-def _index(key: str, value: Any, state_dim: int) -> int:
-    index = _number(key, value, low=0, integer=True)
+def parse_index(key: str, value: Any, state_dim: int) -> int:
+    index = parse_number(key, value, low=0, integer=True)
     if index >= state_dim:
         raise ValueError(f"{key}: index {index} is out of range for a state of size {state_dim}")
     return index
 
 
-def _choice(key: str, value: Any, choices: Sequence[str]) -> str:
+def parse_choice(key: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{key}: expected one of {list(choices)}, got {value!r}")
     return value
 
 
-def _as_tensor(name: str, value: Any, like: torch.Tensor) -> torch.Tensor:
+def as_tensor(name: str, value: Any, like: torch.Tensor) -> torch.Tensor:
     """Accept tensors, numpy arrays and lists; return a tensor with ``like``'s dtype and device."""
     if not isinstance(value, torch.Tensor):
         try:
@@ -124,7 +135,7 @@ def _capacity(n: int, minimum: int = 8) -> int:
     return max(minimum, 1 << max(0, n - 1).bit_length())
 
 
-def _stage_and_terminal(per_state: torch.Tensor, stage_weight: float, terminal_weight: float) -> torch.Tensor:
+def stage_and_terminal(per_state: torch.Tensor, stage_weight: float, terminal_weight: float) -> torch.Tensor:
     """``per_state[K, H+1]`` -> [K]: stage sum over predicted states plus the weighted last state."""
     total = per_state.new_zeros(per_state.shape[0])
     if stage_weight:
@@ -139,15 +150,17 @@ class CostTerm(nn.Module):
     """One named cost term.
 
     Subclasses set ``kind`` (the YAML name), ``defaults`` (every config key they
-    accept, with its default, ``REQUIRED`` where there is none) and ``context``
-    (the run-time inputs they read, each with a ``set_<name>`` method), and parse
-    their config in ``configure``. ``config`` keeps the resolved values, so a
-    cost can be written back to YAML.
+    accept, with its default, ``REQUIRED`` where there is none), ``context`` (the
+    run-time inputs they need before planning) and ``optional_context`` (those they
+    can do without), each set through ``set_context(name, value)``, which calls the
+    term's ``set_<name>(value)``; and they parse their config in ``configure``.
+    ``config`` keeps the resolved values, so a cost can be written back to YAML.
     """
 
     kind: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     context: ClassVar[tuple[str, ...]] = ()
+    optional_context: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, state_dim: int, action_dim: int, **config: Any) -> None:
         super().__init__()
@@ -174,21 +187,27 @@ class CostTerm(nn.Module):
     def prepare(self, state: torch.Tensor) -> None:
         """Per-cycle set-up from the current state ``[nx]``, run once before a planning step."""
 
+    def reads(self, name: str) -> bool:
+        """Whether this term reads the run-time context ``name``."""
+        return name in self.context or name in self.optional_context
+
+    def set_context(self, name: str, value: Any) -> None:
+        getattr(self, f"set_{name}")(value)
+
     def missing_context(self) -> list[str]:
         """Context this term reads that has not been set yet."""
         return [name for name in self.context if name not in self._context_set]
 
 
 class GoalPoseTerm(CostTerm):
-    """Distance of the pose (and speed) to a goal state set with ``set_goal``.
+    """Distance of the pose (and speed) to a goal state, the context ``goal`` (a state vector [nx]).
 
     ``form: quadratic``: ``position_weight * |p - g|^2 + yaw_weight * wrap(yaw - g)^2
-    + speed_weight * (v - g_v)^2``. ``form: parking_reward``: the classic
-    highway-env parking reward, negated into a cost,
-    ``(sum_i w_i |f_i(s) - f_i(g)|) ** parking_power`` with
-    ``f = (x/100, y/100, vx/5, vy/5, cos yaw, sin yaw)``, ``vx = v cos yaw``,
-    ``vy = v sin yaw`` (highway-env's velocity points along the heading).
+    + speed_weight * (v - g_v)^2``. A robot's subclass may add forms (``forms``,
+    ``per_state``): the car's adds highway-env's parking reward.
     """
+
+    forms: ClassVar[tuple[str, ...]] = ("quadratic",)
 
     kind = "goal_pose"
     defaults = {
@@ -202,33 +221,23 @@ class GoalPoseTerm(CostTerm):
         "y_index": 1,
         "yaw_index": 2,
         "speed_index": 3,
-        "parking_weights": [1.0, 0.3, 0.0, 0.0, 0.02, 0.02],
-        "parking_scales": [100.0, 100.0, 5.0, 5.0, 1.0, 1.0],
-        "parking_power": 0.5,
     }
     context = ("goal",)
 
     def configure(self, c: dict[str, Any]) -> None:
-        self.form = _choice("form", c["form"], ("quadratic", "parking_reward"))
-        self.position_weight = _number("position_weight", c["position_weight"], low=0)
-        self.yaw_weight = _number("yaw_weight", c["yaw_weight"], low=0)
-        self.speed_weight = _number("speed_weight", c["speed_weight"], low=0)
-        self.stage_weight = _number("stage_weight", c["stage_weight"], low=0)
-        self.terminal_weight = _number("terminal_weight", c["terminal_weight"], low=0)
+        self.form = parse_choice("form", c["form"], self.forms)
+        self.position_weight = parse_number("position_weight", c["position_weight"], low=0)
+        self.yaw_weight = parse_number("yaw_weight", c["yaw_weight"], low=0)
+        self.speed_weight = parse_number("speed_weight", c["speed_weight"], low=0)
+        self.stage_weight = parse_number("stage_weight", c["stage_weight"], low=0)
+        self.terminal_weight = parse_number("terminal_weight", c["terminal_weight"], low=0)
         self.ix, self.iy, self.iyaw, self.iv = (
-            _index(k, c[k], self.state_dim) for k in ("x_index", "y_index", "yaw_index", "speed_index")
+            parse_index(k, c[k], self.state_dim) for k in ("x_index", "y_index", "yaw_index", "speed_index")
         )
-        weights = _vector("parking_weights", c["parking_weights"], 6, low=0)
-        scales = _vector("parking_scales", c["parking_scales"], 6)
-        if any(s <= 0 for s in scales):
-            raise ValueError(f"parking_scales: expected 6 numbers > 0, got {scales}")
-        self.parking_power = _number("parking_power", c["parking_power"], low=0)
-        self.register_buffer("parking_weights", torch.tensor(weights))
-        self.register_buffer("parking_inv_scales", 1.0 / torch.tensor(scales))
         self.register_buffer("goal", torch.zeros(self.state_dim))
 
     def set_goal(self, goal: torch.Tensor) -> None:
-        goal = check_tensor("goal", _as_tensor("goal", goal, self.goal), (self.state_dim,))
+        goal = check_tensor("goal", as_tensor("goal", goal, self.goal), (self.state_dim,))
         self.goal.copy_(goal)
         self._context_set.add("goal")
 
@@ -236,38 +245,17 @@ class GoalPoseTerm(CostTerm):
         """[..., nx] -> [...]: the term's value for each state."""
         x, y, yaw, v = (states[..., i] for i in (self.ix, self.iy, self.iyaw, self.iv))
         g = self.goal
-        if self.form == "quadratic":
-            dx, dy = x - g[self.ix], y - g[self.iy]
-            dyaw = wrap_angle(yaw - g[self.iyaw])
-            dv = v - g[self.iv]
-            return (
-                self.position_weight * (dx * dx + dy * dy)
-                + self.yaw_weight * dyaw * dyaw
-                + self.speed_weight * dv * dv
-            )
-        features = _parking_features(x, y, yaw, v) * self.parking_inv_scales
-        goal_features = _parking_features(g[self.ix], g[self.iy], g[self.iyaw], g[self.iv]) * self.parking_inv_scales
-        distance = ((features - goal_features).abs() * self.parking_weights).sum(-1)
-        return torch.clamp(distance, min=_SQRT_EPS) ** self.parking_power
+        dx, dy = x - g[self.ix], y - g[self.iy]
+        dyaw = wrap_angle(yaw - g[self.iyaw])
+        dv = v - g[self.iv]
+        return (
+            self.position_weight * (dx * dx + dy * dy)
+            + self.yaw_weight * dyaw * dyaw
+            + self.speed_weight * dv * dv
+        )
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return _stage_and_terminal(self.per_state(states), self.stage_weight, self.terminal_weight)
-
-
-def _parking_features(x, y, yaw, v) -> torch.Tensor:
-    cos, sin = torch.cos(yaw), torch.sin(yaw)
-    return torch.stack((x, y, v * cos, v * sin, cos, sin), dim=-1)
-
-
-def parking_reward(
-    achieved: torch.Tensor,
-    desired: torch.Tensor,
-    weights: Sequence[float] = (1.0, 0.3, 0.0, 0.0, 0.02, 0.02),
-    power: float = 0.5,
-) -> torch.Tensor:
-    """highway-env's ``ParkingEnv.compute_reward`` on its scaled 6-vector observations."""
-    w = torch.as_tensor(weights, dtype=achieved.dtype)
-    return -(((achieved - desired).abs() * w).sum(-1) ** power)
+        return stage_and_terminal(self.per_state(states), self.stage_weight, self.terminal_weight)
 
 
 class PathTrackingTerm(CostTerm):
@@ -310,17 +298,17 @@ class PathTrackingTerm(CostTerm):
     context = ("path",)
 
     def configure(self, c: dict[str, Any]) -> None:
-        self.distance_weight = _number("distance_weight", c["distance_weight"], low=0)
-        self.heading_weight = _number("heading_weight", c["heading_weight"], low=0)
-        self.progress_weight = _number("progress_weight", c["progress_weight"], low=0)
-        self.speed_weight = _number("speed_weight", c["speed_weight"], low=0)
-        self.target_speed = _number("target_speed", c["target_speed"])
-        self.stage_weight = _number("stage_weight", c["stage_weight"], low=0)
-        self.terminal_weight = _number("terminal_weight", c["terminal_weight"], low=0)
-        self.window_segments = _number("window_segments", c["window_segments"], low=0, integer=True)
-        self.time_stride = _number("time_stride", c["time_stride"], low=1, integer=True)
+        self.distance_weight = parse_number("distance_weight", c["distance_weight"], low=0)
+        self.heading_weight = parse_number("heading_weight", c["heading_weight"], low=0)
+        self.progress_weight = parse_number("progress_weight", c["progress_weight"], low=0)
+        self.speed_weight = parse_number("speed_weight", c["speed_weight"], low=0)
+        self.target_speed = parse_number("target_speed", c["target_speed"])
+        self.stage_weight = parse_number("stage_weight", c["stage_weight"], low=0)
+        self.terminal_weight = parse_number("terminal_weight", c["terminal_weight"], low=0)
+        self.window_segments = parse_number("window_segments", c["window_segments"], low=0, integer=True)
+        self.time_stride = parse_number("time_stride", c["time_stride"], low=1, integer=True)
         self.ix, self.iy, self.iyaw, self.iv = (
-            _index(k, c[k], self.state_dim) for k in ("x_index", "y_index", "yaw_index", "speed_index")
+            parse_index(k, c[k], self.state_dim) for k in ("x_index", "y_index", "yaw_index", "speed_index")
         )
         self._allocate(_capacity(self.window_segments or 1))
 
@@ -335,7 +323,7 @@ class PathTrackingTerm(CostTerm):
         self.num_segments = 0
 
     def set_path(self, path: torch.Tensor) -> None:
-        path = check_tensor("path", _as_tensor("path", path, self.segments), (None, 2))
+        path = check_tensor("path", as_tensor("path", path, self.segments), (None, 2))
         if path.shape[0] < 2:
             raise ValueError(f"path: expected at least 2 points, got {path.shape[0]}")
         start, end = path[:-1], path[1:]
@@ -486,17 +474,17 @@ class ObstaclesTerm(CostTerm):
         "x_index": 0,
         "y_index": 1,
     }
-    context = ()  # obstacles are optional: an empty world is valid
+    optional_context = ("obstacles",)  # an empty world is valid
 
     def configure(self, c: dict[str, Any]) -> None:
-        self.margin = _number("margin", c["margin"], low=0)
-        self.collision_cost = _number("collision_cost", c["collision_cost"], low=0)
-        self.robot_radius = _number("robot_radius", c["robot_radius"], low=0)
-        self.ix = _index("x_index", c["x_index"], self.state_dim)
-        self.iy = _index("y_index", c["y_index"], self.state_dim)
+        self.margin = parse_number("margin", c["margin"], low=0)
+        self.collision_cost = parse_number("collision_cost", c["collision_cost"], low=0)
+        self.robot_radius = parse_number("robot_radius", c["robot_radius"], low=0)
+        self.ix = parse_index("x_index", c["x_index"], self.state_dim)
+        self.iy = parse_index("y_index", c["y_index"], self.state_dim)
         circles = self._rows("circles", c["circles"], 3)
         rectangles = self._rows("rectangles", c["rectangles"], 4)
-        boundary = None if c["boundary"] is None else _vector("boundary", c["boundary"], 4)
+        boundary = None if c["boundary"] is None else parse_vector("boundary", c["boundary"], 4)
         self.register_buffer("circles", torch.zeros(_capacity(len(circles)), 3))
         self.register_buffer("circle_active", torch.zeros(self.circles.shape[0], dtype=torch.bool))
         self.register_buffer("rectangles", torch.zeros(_capacity(len(rectangles)), 4))
@@ -512,7 +500,13 @@ class ObstaclesTerm(CostTerm):
     def _rows(key: str, value: Any, width: int) -> list[list[float]]:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{key}: expected a list of [{width} numbers] rows, got {value!r}")
-        return [_vector(f"{key}[{i}]", row, width) for i, row in enumerate(value)]
+        return [parse_vector(f"{key}[{i}]", row, width) for i, row in enumerate(value)]
+
+    def set_context(self, name: str, value: Any) -> None:
+        """``obstacles``: a mapping with any of ``circles``, ``rectangles``, ``boundary``."""
+        if not isinstance(value, Mapping):
+            raise ValueError(f"obstacles: expected a mapping of circles, rectangles, boundary, got {value!r}")
+        self.set_obstacles(**value)
 
     def set_obstacles(
         self,
@@ -522,17 +516,17 @@ class ObstaclesTerm(CostTerm):
     ) -> None:
         """Replace the given kinds of obstacles; kinds left as None stay as they are."""
         if circles is not None:
-            circles = check_tensor("circles", _as_tensor("circles", circles, self.circles), (None, 3))
+            circles = check_tensor("circles", as_tensor("circles", circles, self.circles), (None, 3))
             if bool((circles[:, 2] < 0).any()):
                 raise ValueError("circles: radius (column 2) must be >= 0")
             self._fill("circles", "circle_active", circles)
         if rectangles is not None:
-            rectangles = check_tensor("rectangles", _as_tensor("rectangles", rectangles, self.rectangles), (None, 4))
+            rectangles = check_tensor("rectangles", as_tensor("rectangles", rectangles, self.rectangles), (None, 4))
             if bool((rectangles[:, 2:] < rectangles[:, :2]).any()):
                 raise ValueError("rectangles: expected rows (xmin, ymin, xmax, ymax) with max >= min")
             self._fill("rectangles", "rectangle_active", rectangles)
         if boundary is not None:
-            boundary = check_tensor("boundary", _as_tensor("boundary", boundary, self.boundary), (4,))
+            boundary = check_tensor("boundary", as_tensor("boundary", boundary, self.boundary), (4,))
             if bool((boundary[2:] <= boundary[:2]).any()):
                 raise ValueError("boundary: expected (xmin, ymin, xmax, ymax) with max > min")
             self.boundary.copy_(boundary)
@@ -559,7 +553,7 @@ class ObstaclesTerm(CostTerm):
         # Circles.
         cx, cy, cr = self.circles[:, 0], self.circles[:, 1], self.circles[:, 2]
         dx, dy = x.unsqueeze(-1) - cx, y.unsqueeze(-1) - cy
-        to_circle = torch.sqrt(torch.clamp(dx * dx + dy * dy, min=_SQRT_EPS)) - cr
+        to_circle = torch.sqrt(torch.clamp(dx * dx + dy * dy, min=SQRT_EPS)) - cr
         to_circle = torch.where(self.circle_active, to_circle, far)
         nearest = torch.minimum(nearest, to_circle.min(-1).values)
         # Rectangles: exact signed distance to an axis-aligned box.
@@ -568,7 +562,7 @@ class ObstaclesTerm(CostTerm):
         qy = torch.maximum(r[:, 1] - y.unsqueeze(-1), y.unsqueeze(-1) - r[:, 3])
         ox, oy = torch.clamp(qx, min=0.0), torch.clamp(qy, min=0.0)
         outside2 = ox * ox + oy * oy
-        outside = torch.where(outside2 > 0, torch.sqrt(torch.clamp(outside2, min=_SQRT_EPS)), torch.zeros_like(outside2))
+        outside = torch.where(outside2 > 0, torch.sqrt(torch.clamp(outside2, min=SQRT_EPS)), torch.zeros_like(outside2))
         to_rectangle = outside + torch.clamp(torch.maximum(qx, qy), max=0.0)
         to_rectangle = torch.where(self.rectangle_active, to_rectangle, far)
         nearest = torch.minimum(nearest, to_rectangle.min(-1).values)
@@ -588,8 +582,8 @@ class EffortTerm(CostTerm):
     defaults = {"weights": 1.0, "reference": 0.0}
 
     def configure(self, c: dict[str, Any]) -> None:
-        self.register_buffer("weights", torch.tensor(_vector("weights", c["weights"], self.action_dim, low=0)))
-        self.register_buffer("reference", torch.tensor(_vector("reference", c["reference"], self.action_dim)))
+        self.register_buffer("weights", torch.tensor(parse_vector("weights", c["weights"], self.action_dim, low=0)))
+        self.register_buffer("reference", torch.tensor(parse_vector("reference", c["reference"], self.action_dim)))
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         du = actions - self.reference
@@ -605,10 +599,10 @@ class SmoothnessTerm(CostTerm):
 
     kind = "smoothness"
     defaults = {"weights": 1.0, "include_previous": True}
-    context = ()  # the previous action is optional
+    optional_context = ("previous_action",)  # none before the first action
 
     def configure(self, c: dict[str, Any]) -> None:
-        self.register_buffer("weights", torch.tensor(_vector("weights", c["weights"], self.action_dim, low=0)))
+        self.register_buffer("weights", torch.tensor(parse_vector("weights", c["weights"], self.action_dim, low=0)))
         if not isinstance(c["include_previous"], bool):
             raise ValueError(f"include_previous: expected true or false, got {c['include_previous']!r}")
         self.include_previous = c["include_previous"]
@@ -620,7 +614,7 @@ class SmoothnessTerm(CostTerm):
             self.has_previous.zero_()
             return
         action = check_tensor(
-            "previous_action", _as_tensor("previous_action", action, self.previous_action), (self.action_dim,)
+            "previous_action", as_tensor("previous_action", action, self.previous_action), (self.action_dim,)
         )
         self.previous_action.copy_(action)
         self.has_previous.fill_(1.0 if self.include_previous else 0.0)
@@ -640,52 +634,21 @@ class JointTargetTerm(CostTerm):
     context = ("joint_target",)
 
     def configure(self, c: dict[str, Any]) -> None:
-        indices = _indices("indices", c["indices"], self.state_dim)
+        indices = parse_indices("indices", c["indices"], self.state_dim)
         self.register_buffer("indices", torch.tensor(indices))
-        self.register_buffer("weights", torch.tensor(_vector("weights", c["weights"], len(indices), low=0)))
+        self.register_buffer("weights", torch.tensor(parse_vector("weights", c["weights"], len(indices), low=0)))
         self.register_buffer("target", torch.zeros(len(indices)))
-        self.stage_weight = _number("stage_weight", c["stage_weight"], low=0)
-        self.terminal_weight = _number("terminal_weight", c["terminal_weight"], low=0)
+        self.stage_weight = parse_number("stage_weight", c["stage_weight"], low=0)
+        self.terminal_weight = parse_number("terminal_weight", c["terminal_weight"], low=0)
 
     def set_joint_target(self, target: torch.Tensor) -> None:
-        target = _as_tensor("joint_target", target, self.target)
+        target = as_tensor("joint_target", target, self.target)
         self.target.copy_(check_tensor("joint_target", target, (self.target.shape[0],)))
         self._context_set.add("joint_target")
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         error = states.index_select(-1, self.indices) - self.target
-        return _stage_and_terminal((error * error * self.weights).sum(-1), self.stage_weight, self.terminal_weight)
-
-
-class FingertipTargetTerm(CostTerm):
-    """Distance of fingertip positions (3 state entries each) to targets set at run time.
-
-    ``form: norm`` is HandReach's goal distance, the Euclidean norm of the whole
-    difference vector; ``form: squared`` is its square (smoother, better for iLQR).
-    """
-
-    kind = "fingertip_target"
-    defaults = {"indices": REQUIRED, "form": "norm", "stage_weight": 1.0, "terminal_weight": 1.0}
-    context = ("fingertip_target",)
-
-    def configure(self, c: dict[str, Any]) -> None:
-        indices = _indices("indices", c["indices"], self.state_dim, multiple_of=3)
-        self.register_buffer("indices", torch.tensor(indices))
-        self.register_buffer("target", torch.zeros(len(indices)))
-        self.form = _choice("form", c["form"], ("norm", "squared"))
-        self.stage_weight = _number("stage_weight", c["stage_weight"], low=0)
-        self.terminal_weight = _number("terminal_weight", c["terminal_weight"], low=0)
-
-    def set_fingertip_target(self, target: torch.Tensor) -> None:
-        target = _as_tensor("fingertip_target", target, self.target)
-        self.target.copy_(check_tensor("fingertip_target", target, (self.target.shape[0],)))
-        self._context_set.add("fingertip_target")
-
-    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        error = states.index_select(-1, self.indices) - self.target
-        squared = (error * error).sum(-1)
-        per_state = squared if self.form == "squared" else torch.sqrt(torch.clamp(squared, min=_SQRT_EPS))
-        return _stage_and_terminal(per_state, self.stage_weight, self.terminal_weight)
+        return stage_and_terminal((error * error * self.weights).sum(-1), self.stage_weight, self.terminal_weight)
 
 
 TERM_KINDS: dict[str, type[CostTerm]] = {
@@ -697,18 +660,7 @@ TERM_KINDS: dict[str, type[CostTerm]] = {
         EffortTerm,
         SmoothnessTerm,
         JointTargetTerm,
-        FingertipTargetTerm,
     )
-}
-
-# Run-time context: setter name on TrajectoryCost -> the term method it forwards to.
-_CONTEXT_SETTERS = {
-    "goal": "set_goal",
-    "path": "set_path",
-    "obstacles": "set_obstacles",
-    "previous_action": "set_previous_action",
-    "joint_target": "set_joint_target",
-    "fingertip_target": "set_fingertip_target",
 }
 
 
@@ -749,40 +701,24 @@ class TrajectoryCost(nn.Module):
     def set_weight(self, name: str, weight: float) -> None:
         if name not in self.names:
             raise ValueError(f"unknown cost term {name!r}; terms: {self.names}")
-        self.weights[self.names.index(name)] = _number(f"{name}: weight", weight, low=0)
+        self.weights[self.names.index(name)] = parse_number(f"{name}: weight", weight, low=0)
 
     def weight(self, name: str) -> float:
         return float(self.weights[self.names.index(name)])
 
     # Run-time context ------------------------------------------------------
-    def _forward_context(self, context: str, *args: Any, **kwargs: Any) -> int:
-        method = _CONTEXT_SETTERS[context]
-        users = [t for t in self.terms.values() if hasattr(t, method)]
+    def set_context(self, name: str, value: Any) -> int:
+        """Set the run-time context ``name`` of every term that reads it; returns how many do.
+
+        The generic contexts: ``goal`` (a state [nx]), ``path`` (a polyline [P, 2]),
+        ``obstacles`` (a mapping of ``circles``, ``rectangles``, ``boundary``),
+        ``previous_action`` ([nu] or None), ``joint_target``; a robot's terms add their own.
+        Values are checked by the terms (ValueError naming the context).
+        """
+        users = [term for term in self.terms.values() if term.reads(name)]
         for term in users:
-            getattr(term, method)(*args, **kwargs)
+            term.set_context(name, value)
         return len(users)
-
-    def set_goal(self, goal: torch.Tensor) -> int:
-        """Set the goal state [nx] of every term that reads one; returns how many do."""
-        goal = _as_tensor("goal", goal, self.weights)
-        check_tensor("goal", goal, (self.state_dim,))
-        return self._forward_context("goal", goal)
-
-    def set_path(self, path: torch.Tensor) -> int:
-        """Set the reference polyline [P, 2] (x, y)."""
-        return self._forward_context("path", path)
-
-    def set_obstacles(self, circles=None, rectangles=None, boundary=None) -> int:
-        return self._forward_context("obstacles", circles=circles, rectangles=rectangles, boundary=boundary)
-
-    def set_previous_action(self, action: torch.Tensor | None) -> int:
-        return self._forward_context("previous_action", action)
-
-    def set_joint_target(self, target: torch.Tensor) -> int:
-        return self._forward_context("joint_target", target)
-
-    def set_fingertip_target(self, target: torch.Tensor) -> int:
-        return self._forward_context("fingertip_target", target)
 
     def prepare(self, state: torch.Tensor) -> None:
         """Per-cycle set-up from the current state ``[nx]`` (say, the path window); planners call it."""
@@ -791,7 +727,7 @@ class TrajectoryCost(nn.Module):
 
     def check_ready(self) -> None:
         """Raise if a term still lacks run-time context (say, no goal was set)."""
-        missing = [f"{n}: {c} (call set_{c})" for n, t in self.terms.items() for c in t.missing_context()]
+        missing = [f"{n}: {c} (set_context('{c}', ...))" for n, t in self.terms.items() for c in t.missing_context()]
         if missing:
             raise RuntimeError(f"cost context not set: {'; '.join(missing)}")
 
@@ -808,12 +744,14 @@ class TrajectoryCost(nn.Module):
 
 
 def build_cost(
-    section: dict[str, Any], state_dim: int, action_dim: int, source: str = "config: cost"
+    section: dict[str, Any], state_dim: int, action_dim: int, source: str = "config: cost",
+    kinds: Mapping[str, type[CostTerm]] = TERM_KINDS,
 ) -> TrajectoryCost:
     """Build a ``TrajectoryCost`` from a YAML section ``{name: {weight: w, key: value, ...}}``.
 
     ``type`` picks the term kind when the name is not itself a kind, so a cost can
-    hold two terms of one kind. ``weight`` defaults to 1.0.
+    hold two terms of one kind. ``weight`` defaults to 1.0. ``kinds``: the term kinds
+    allowed (a robot's ``Robot.term_kinds()`` adds its own to the generic ones).
     """
     if not isinstance(section, dict) or not section:
         raise ValueError(f"{source}: expected a mapping of term names to settings, got {section!r}")
@@ -827,16 +765,16 @@ def build_cost(
             raise ValueError(f"{source}: {name}: expected a mapping of settings, got {settings!r}")
         settings = dict(settings)
         kind = settings.pop("type", name)
-        if kind not in TERM_KINDS:
+        if kind not in kinds:
             what = f"unknown term type {kind!r}" if "type" in section[name] else f"unknown term {name!r}"
-            raise ValueError(f"{source}: {what}; valid terms: {sorted(TERM_KINDS)} (or any name with 'type:')")
-        term_cls = TERM_KINDS[kind]
+            raise ValueError(f"{source}: {what}; valid terms: {sorted(kinds)} (or any name with 'type:')")
+        term_cls = kinds[kind]
         unknown = sorted(set(settings) - set(term_cls.defaults) - {"weight"})
         if unknown:
             valid = sorted([*term_cls.defaults, "weight", "type"])
             raise ValueError(f"{source}: {name}: unknown key(s) {unknown}; valid keys: {valid}")
         try:
-            weights[name] = _number("weight", settings.pop("weight", 1.0), low=0)
+            weights[name] = parse_number("weight", settings.pop("weight", 1.0), low=0)
         except ValueError as exc:
             raise ValueError(f"{source}: {name}: {exc}") from None
         try:

@@ -1,363 +1,45 @@
-"""The model state from sensor messages: the car's ``[x, y, yaw, v, steer]`` from odometry and the
-commands sent (``CarStateEstimator``), the hand's joints and fingertips (``HandStateEstimator``, at the end).
+"""What every robot's state estimator gives: an estimate, or a rejection with its reason.
 
-ROS-free (numpy only): the estimator node feeds it message fields, tests feed it
-numbers. What it adds to the raw odometry:
-
-- yaw from the orientation quaternion, wrapped to (-pi, pi];
-- the steering angle, which odometry does not carry: the commanded steering
-  ``steer_gain * u_steer`` passed through a first-order actuator lag
-  (``steer_lag`` seconds; ``steer_lag <= dt`` means the command is reached
-  within one control period, as in ``KinematicBicycle``) whose rate is
-  limited to ``steer_rate_limit`` rad/s (0: no limit; a real steering servo
-  has one), integrated exactly over the intervals between odometry stamps
-  during which each command held;
-- an optional low-pass on the speed (``speed_filter_alpha``, 1.0 = none).
-
-Bad sensor data never raises: ``update`` returns a ``Rejection`` with a reason
-(non-finite field, degenerate quaternion, out-of-order or duplicate stamp) and
-leaves the filter state untouched, and the rejections are counted.
-
-A duplicate stamp is most often an identical re-send (the lockstep simulator
-re-publishes an unanswered state, because the first messages after discovery
-can be lost); such a rejection carries the estimate it repeats
-(``Rejection.repeat_of``) so the node can re-send it downstream too, and a
-lockstep loop whose state got lost on the estimator's output cannot stall.
+A robot's estimator (``mbrl_ros/robots/<robot>/estimator.py``) turns sensor
+values into the model state. Bad sensor data never raises: it gives a
+``Rejection`` naming what was wrong and leaves the filter state untouched. A
+duplicate stamp is most often an identical re-send (the lockstep simulator
+re-publishes an unanswered state, because the first messages after discovery can
+be lost); such a rejection carries the estimate it repeats (``repeat_of``), so
+the node can re-send it downstream too and a lockstep loop whose state got lost
+on the estimator's output cannot stall.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import numpy as np
-
-from mbrl_ros.core.angles import yaw_from_quaternion
-
-STATE_NAMES = ("x", "y", "yaw", "v", "steer")
-STEER_COMMAND = "u_steer"
-
-
-@dataclass(frozen=True)
-class EstimatorConfig:
-    steer_gain: float = 0.7853981633974483  # rad per unit u_steer: highway-env's 45 deg
-    steer_lag: float = 0.0  # s, first-order time constant of the steering actuator
-    steer_rate_limit: float = 0.0  # rad/s, largest steering rate of the actuator; 0 = no limit
-    dt: float = 0.2  # s, the control period; a lag up to it is treated as instant
-    speed_filter_alpha: float = 1.0  # weight of the newest speed sample; 1.0 = no filter
-    # Consecutive out-of-order samples after which the estimator assumes a new
-    # time line (a restarted simulator, a bag replayed from the start) and
-    # starts over from the next sample; 0 = never.
-    resync_after: int = 10
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ValueError(f"estimator: '{f.name}' must be a finite number, got {value!r}")
-        if self.steer_lag < 0:
-            raise ValueError(f"estimator: 'steer_lag' must be >= 0 s, got {self.steer_lag}")
-        if self.steer_rate_limit < 0:
-            raise ValueError(f"estimator: 'steer_rate_limit' must be >= 0 rad/s, got {self.steer_rate_limit}")
-        if self.dt <= 0:
-            raise ValueError(f"estimator: 'dt' must be > 0 s, got {self.dt}")
-        if not 0.0 < self.speed_filter_alpha <= 1.0:
-            raise ValueError(f"estimator: 'speed_filter_alpha' must be in (0, 1], got {self.speed_filter_alpha}")
-        if self.resync_after < 0 or int(self.resync_after) != self.resync_after:
-            raise ValueError(f"estimator: 'resync_after' must be an integer >= 0, got {self.resync_after}")
-
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "estimator") -> "EstimatorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**values)
 
 
 @dataclass(frozen=True)
 class StateEstimate:
     stamp_ns: int
-    values: np.ndarray  # [x, y, yaw, v, steer], float64
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return STATE_NAMES
+    values: np.ndarray  # the model state, float64
+    names: tuple[str, ...] = ()  # the state's entries, where the estimator fixes them
 
 
 @dataclass(frozen=True)
 class Rejection:
     reason: str
-    # For an identical re-send of the last accepted sample: the estimate it repeats
-    # (a StateEstimate of the car, a HandEstimate of the hand).
-    repeat_of: "StateEstimate | HandEstimate | None" = None
+    # For an identical re-send of the last accepted sample: the estimate it repeats.
+    repeat_of: StateEstimate | None = None
 
 
-@dataclass
-class _Command:
-    stamp_ns: int
-    u_steer: float
-
-
-@dataclass
-class CarStateEstimator:
-    config: EstimatorConfig = field(default_factory=EstimatorConfig)
-
-    def __post_init__(self) -> None:
-        self.accepted = 0
-        self.rejected = 0
-        self.repeats = 0
-        self.resyncs = 0
-        self.last_rejection = ""
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the filter state and the time line (counters are kept)."""
-        self._last: StateEstimate | None = None
-        self._last_sample: tuple[float, ...] | None = None
-        self._steer = 0.0
-        self._speed = 0.0
-        self._u_steer = 0.0  # the command in effect since the last accepted sample
-        self._pending: list[_Command] = []  # commands received since then
-        self._out_of_order_run = 0
-
-    # ---- inputs ---------------------------------------------------------------------
-    def command(self, stamp_ns: int, u_steer: float) -> Rejection | None:
-        """Record a steering command sent at (or planned for the state stamped) ``stamp_ns``."""
-        if not _finite(stamp_ns, u_steer):
-            return self._reject(f"command: non-finite field (stamp {stamp_ns}, u_steer {u_steer})")
-        # Drivers saturate at the contract's [-1, 1]; so does the actuator.
-        self._pending.append(_Command(int(stamp_ns), min(1.0, max(-1.0, float(u_steer)))))
-        return None
-
-    def update(
-        self,
-        stamp_ns: int,
-        x: float,
-        y: float,
-        orientation: tuple[float, float, float, float],
-        speed: float,
-    ) -> StateEstimate | Rejection:
-        """One odometry sample (``orientation`` as ``(qx, qy, qz, qw)``) -> the model state."""
-        qx, qy, qz, qw = orientation
-        sample = (x, y, qx, qy, qz, qw, speed)
-        if not _finite(stamp_ns, *sample):
-            names = ("stamp", "x", "y", "qx", "qy", "qz", "qw", "speed")
-            bad = [n for n, v in zip(names, (stamp_ns, *sample)) if not _finite(v)]
-            return self._reject(f"odometry: non-finite {', '.join(bad)}")
-        if stamp_ns < 0:
-            return self._reject(f"odometry: negative stamp {stamp_ns} ns")
-        if qx * qx + qy * qy + qz * qz + qw * qw < 1e-12:
-            return self._reject("odometry: zero-length orientation quaternion")
-        stamp_ns = int(stamp_ns)
-        last = self._last
-        if last is not None and stamp_ns == last.stamp_ns:
-            self._out_of_order_run = 0
-            if sample == self._last_sample:
-                self.repeats += 1
-                return self._reject(f"odometry: duplicate stamp {_seconds(stamp_ns)} (a re-send)", repeat_of=last)
-            return self._reject(f"odometry: duplicate stamp {_seconds(stamp_ns)} with different values")
-        if last is not None and stamp_ns < last.stamp_ns:
-            self._out_of_order_run += 1
-            if not self.config.resync_after or self._out_of_order_run < self.config.resync_after:
-                return self._reject(
-                    f"odometry: out-of-order stamp {_seconds(stamp_ns)} before the last one {_seconds(last.stamp_ns)}"
-                )
-            # So many in a row: the time line restarted; start over from this sample.
-            self.resyncs += 1
-            pending = self._pending
-            self.reset()
-            self._pending = pending
-            last = None
-        self._out_of_order_run = 0
-
-        steer = self._propagate_steer(None if last is None else last.stamp_ns, stamp_ns)
-        alpha = self.config.speed_filter_alpha
-        speed = float(speed) if last is None else alpha * float(speed) + (1.0 - alpha) * self._speed
-        yaw = yaw_from_quaternion(qx, qy, qz, qw)
-        estimate = StateEstimate(stamp_ns, np.array([float(x), float(y), yaw, speed, steer]))
-        self._last, self._last_sample = estimate, sample
-        self._steer, self._speed = steer, speed
-        self.accepted += 1
-        return estimate
-
-    # ---- internals -------------------------------------------------------------------
-    def _propagate_steer(self, from_ns: int | None, to_ns: int) -> float:
-        """The steering angle at ``to_ns``, given the commands received since ``from_ns``."""
-        # A command acts from the stamp of the state it answers: one stamped at or after this
-        # sample has not acted yet, even if it arrived first (a logger or replay can deliver a
-        # command before the odometry it answers), so it waits for the next sample.
-        pending = sorted(self._pending, key=lambda c: c.stamp_ns)
-        commands = [c for c in pending if c.stamp_ns < to_ns]
-        self._pending = [c for c in pending if c.stamp_ns >= to_ns]
-        gain, lag, limit = self.config.steer_gain, self.config.steer_lag, self.config.steer_rate_limit
-        if commands:
-            latest = commands[-1].u_steer
-        else:
-            latest = self._u_steer
-        if from_ns is None or (lag <= self.config.dt and not limit):
-            # Instant actuator, or no history: the last command received holds.
-            # (Before any command, the car is assumed to steer straight.)
-            self._u_steer = latest
-            return gain * latest
-        steer, u, t = self._steer, self._u_steer, from_ns
-        for command in commands:
-            # A command acts from its stamp (the state it answers), but not
-            # before the last sample (its effect then is already measured) nor
-            # after this one (it was received, so it is in effect).
-            start = min(max(command.stamp_ns, from_ns), to_ns)
-            steer = _actuator(steer, gain * u, (start - t) * 1e-9, lag, limit)
-            u, t = command.u_steer, start
-        self._u_steer = u
-        return _actuator(steer, gain * u, (to_ns - t) * 1e-9, lag, limit)
-
-    def _reject(self, reason: str, repeat_of: StateEstimate | None = None) -> Rejection:
-        self.rejected += 1
-        self.last_rejection = reason
-        return Rejection(reason, repeat_of)
-
-
-def _actuator(value: float, target: float, duration_s: float, lag_s: float, rate_limit: float) -> float:
-    """Exact response of ``dv/dt = clip((target - v) / lag, -rate_limit, rate_limit)`` after
-    ``duration_s`` seconds (``rate_limit`` 0: no limit; ``lag`` 0: the limit alone)."""
-    if duration_s <= 0.0:
-        return value
-    gap = target - value
-    if rate_limit > 0.0:
-        # Far from the target the rate is at its limit (a ramp) until the gap shrinks to
-        # rate_limit * lag, where the lag's own rate falls below the limit.
-        ramp = abs(gap) - rate_limit * lag_s
-        if ramp > 0.0:
-            if duration_s * rate_limit <= ramp:
-                return value + math.copysign(duration_s * rate_limit, gap)
-            value += math.copysign(ramp, gap)
-            duration_s -= ramp / rate_limit
-    if lag_s <= 0.0:
-        return target
-    return target + (value - target) * math.exp(-duration_s / lag_s)
-
-
-def _finite(*values) -> bool:
+def finite(*values) -> bool:
+    """Whether every value is a finite number."""
     try:
         return all(math.isfinite(v) for v in values)
     except TypeError:
         return False
 
 
-def _seconds(stamp_ns: int) -> str:
+def seconds(stamp_ns: int) -> str:
+    """A stamp for a message: ``1.200000000 s``."""
     return f"{stamp_ns * 1e-9:.9f} s"
-
-
-# ---- the hand ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class HandEstimate:
-    stamp_ns: int
-    values: np.ndarray  # [positions (J), velocities (J), fingertips (3 F)], float64
-
-
-class HandStateEstimator:
-    """The hand's model state from joint states and fingertip positions of the same stamp.
-
-    The state is the configured joints' positions, then their velocities (in
-    ``joint_names`` order, whatever the message's order), then the fingertip
-    positions (x, y, z each) when ``fingertips > 0``. A hand driver publishes the
-    joint states and the fingertips (its forward kinematics) with one stamp; a
-    state is given once both halves of a stamp are in. Joint states without
-    velocities get them by finite differences of the positions (zero at the
-    first sample). Non-finite values, missing joints, out-of-order or
-    mismatched stamps are rejected with a reason, as for the car; an identical
-    re-send of the last stamp gives ``Rejection.repeat_of``.
-    """
-
-    def __init__(self, joint_names: list[str], fingertips: int = 5, resync_after: int = 10) -> None:
-        if not joint_names or len(set(joint_names)) != len(joint_names):
-            raise ValueError(f"estimator: 'joint_names' must be non-empty and unique, got {list(joint_names)}")
-        if fingertips < 0:
-            raise ValueError(f"estimator: 'fingertips' must be >= 0, got {fingertips}")
-        self.joint_names = list(joint_names)
-        self.fingertips = int(fingertips)
-        self.resync_after = int(resync_after)
-        self.accepted = self.rejected = self.repeats = self.resyncs = 0
-        self.last_rejection = ""
-        self.reset()
-
-    @property
-    def state_dim(self) -> int:
-        return 2 * len(self.joint_names) + 3 * self.fingertips
-
-    def reset(self) -> None:
-        self._last: HandEstimate | None = None
-        self._last_positions: np.ndarray | None = None
-        self._joints: tuple[int, np.ndarray, np.ndarray | None] | None = None  # stamp, positions, velocities
-        self._tips: tuple[int, np.ndarray] | None = None
-        self._out_of_order_run = 0
-
-    def joints(self, stamp_ns: int, names, positions, velocities) -> HandEstimate | Rejection | None:
-        """One joint-state message. Returns an estimate when the stamp's fingertips are in too."""
-        names, positions, velocities = list(names), np.asarray(positions, float), np.asarray(velocities, float)
-        if len(positions) != len(names) or (len(velocities) and len(velocities) != len(names)):
-            return self._reject(f"joint_states: {len(names)} names, {len(positions)} positions, "
-                                f"{len(velocities)} velocities")
-        missing = [n for n in self.joint_names if n not in names]
-        if missing:
-            return self._reject(f"joint_states: missing joint(s) {missing}")
-        order = [names.index(n) for n in self.joint_names]
-        positions = positions[order]
-        velocities = velocities[order] if len(velocities) else None
-        bad = [self.joint_names[i] for i in np.flatnonzero(~np.isfinite(positions))]
-        if velocities is not None:
-            bad += [f"{self.joint_names[i]} velocity" for i in np.flatnonzero(~np.isfinite(velocities))]
-        if bad or not _finite(stamp_ns):
-            return self._reject(f"joint_states: non-finite {', '.join(bad) or 'stamp'}")
-        self._joints = (int(stamp_ns), positions, velocities)
-        return self._combine()
-
-    def fingertip_positions(self, stamp_ns: int, points) -> HandEstimate | Rejection | None:
-        """One fingertip message ([F, 3] positions). Returns an estimate when the stamp's joints are in too."""
-        points = np.asarray(points, float)
-        if points.shape != (self.fingertips, 3):
-            return self._reject(f"fingertips: expected {self.fingertips} positions, got shape {points.shape}")
-        if not np.all(np.isfinite(points)) or not _finite(stamp_ns):
-            return self._reject("fingertips: non-finite position or stamp")
-        self._tips = (int(stamp_ns), points.reshape(-1))
-        return self._combine()
-
-    def _combine(self) -> HandEstimate | Rejection | None:
-        if self._joints is None or (self.fingertips and self._tips is None):
-            return None
-        stamp_ns, positions, velocities = self._joints
-        if self.fingertips and self._tips[0] != stamp_ns:
-            return None  # the other half of this stamp is still on its way
-        tips = self._tips[1] if self.fingertips else np.zeros(0)
-        self._joints, self._tips = None, None
-        last = self._last
-        if last is not None and stamp_ns <= last.stamp_ns:
-            if stamp_ns == last.stamp_ns:
-                values = np.concatenate([positions, last.values[len(positions):2 * len(positions)]
-                                         if velocities is None else velocities, tips])
-                if np.array_equal(values, last.values):
-                    self.repeats += 1
-                    return self._reject(f"hand: duplicate stamp {_seconds(stamp_ns)} (a re-send)", repeat_of=last)
-                return self._reject(f"hand: duplicate stamp {_seconds(stamp_ns)} with different values")
-            self._out_of_order_run += 1
-            if not self.resync_after or self._out_of_order_run < self.resync_after:
-                return self._reject(f"hand: out-of-order stamp {_seconds(stamp_ns)} before the last one "
-                                    f"{_seconds(last.stamp_ns)}")
-            self.resyncs += 1
-            self.reset()
-            last = None
-        self._out_of_order_run = 0
-        if velocities is None:
-            if last is None or self._last_positions is None:
-                velocities = np.zeros_like(positions)
-            else:
-                velocities = (positions - self._last_positions) / ((stamp_ns - last.stamp_ns) * 1e-9)
-        estimate = HandEstimate(stamp_ns, np.concatenate([positions, velocities, tips]))
-        self._last, self._last_positions = estimate, positions
-        self.accepted += 1
-        return estimate
-
-    def _reject(self, reason: str, repeat_of: HandEstimate | None = None) -> Rejection:
-        self.rejected += 1
-        self.last_rejection = reason
-        return Rejection(reason, repeat_of)

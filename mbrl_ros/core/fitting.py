@@ -3,8 +3,8 @@
 The trainer node, ``mbrl-ros fit`` and the demo all go through ``fit_model``,
 so online and offline learning are the same code:
 
-- ``parametric``: the bicycle's parameters by least squares (``sysid``), starting
-  from the config's parameters;
+- ``parametric``: the robot's physics prior, its parameters identified by least
+  squares (``PhysicsModel.identify``) starting from the config's;
 - ``ensemble``: probabilistic MLPs trained by Gaussian NLL (``training``);
 - ``semiparametric``: the parametric prior identified first, then frozen, and
   the residual ensemble trained on what it gets wrong.
@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from mbrl_ros.core.data import MultiStepError, TransitionDataset, multistep_error
-from mbrl_ros.core.models import KinematicBicycle, ResidualDynamics, build_model
-from mbrl_ros.core.models.base import DynamicsModel
-from mbrl_ros.core.sysid import identify_bicycle
+from mbrl_ros.core.models import Physics, SemiparametricDynamics, build_model
+from mbrl_ros.core.models.base import DynamicsModel, PhysicsModel
 from mbrl_ros.core.training import train_ensemble
 
 TRAINING_KEYS = frozenset(
@@ -66,18 +65,22 @@ def fit_model(
     error_scale: Sequence[float] | None = None,
     progress: Callable[[int, dict], bool | None] | None = None,
     source: str = "model",
+    physics: Physics | None = None,
 ) -> FitResult:
-    """Build the model ``config`` describes and fit it to ``train``; score it on ``val``."""
+    """Build the model ``config`` describes and fit it to ``train``; score it on ``val``.
+
+    ``physics``: the robot's (its plug-in), which builds and identifies the kinds built on its physics prior.
+    """
     training = check_training_options(training or {}, source=f"{source}: training")
     started = time.perf_counter()
     config = copy.deepcopy(dict(config))
-    model = build_model(config, where=source)
+    model = build_model(config, where=source, physics=physics)
     details: dict[str, Any] = {}
-    if isinstance(model, KinematicBicycle):
-        model = _identify(model, train, config, details)
-    elif isinstance(model, ResidualDynamics):
-        if isinstance(model.prior, KinematicBicycle):
-            model.prior = _identify(model.prior, train, config["prior"], details)
+    if isinstance(model, PhysicsModel):
+        model = _identify(physics, model, train, config, details)
+    elif isinstance(model, SemiparametricDynamics):
+        if isinstance(model.prior, PhysicsModel):
+            model.prior = _identify(physics, model.prior, train, config["prior"], details)
         history = train_ensemble(model, train, val, progress=progress, **training)
         details["training"] = _history_summary(history)
     else:
@@ -90,21 +93,18 @@ def fit_model(
     return FitResult(model, config, val_error, time.perf_counter() - started, details)
 
 
-def _identify(model: KinematicBicycle, data: TransitionDataset, config: dict, details: dict) -> KinematicBicycle:
-    result = identify_bicycle(
-        data.states, data.actions, data.next_states, dt=model.dt, substeps=model.substeps,
-        speed_input=model.speed_input, initial=model.params,
-    )
-    improved = all(result.rms_residual[k] <= result.initial_rms_residual[k] for k in result.rms_residual)
-    if not result.success and not improved:
+def _identify(physics: Physics, model: PhysicsModel, data: TransitionDataset, config: dict,
+              details: dict) -> PhysicsModel:
+    result = physics.identify(model, data.states, data.actions, data.next_states)
+    if not result.success and not result.fits_at_least_as_well_as_the_start():
         raise RuntimeError(f"system identification did not converge ({result.solver_status}) and its parameters "
                            f"fit worse than the initial ones: {result.rms_residual} vs {result.initial_rms_residual}")
     # ipopt can stop short (Error_In_Step_Computation) at parameters that already fit well, e.g. when some
     # states are fitted exactly and a few outliers dominate; those are kept, and the held-out validation
     # that follows every fit decides whether the model is any good.
-    config["params"] = result.params.as_dict()
+    config["params"] = result.config_params()
     details["sysid"] = {
-        "params": result.params.as_dict(),
+        "params": result.config_params(),
         "rms_residual": result.rms_residual,
         "num_transitions": result.num_transitions,
         "solver_status": result.solver_status,

@@ -31,6 +31,7 @@ import torch
 
 from mbrl_ros.core.data import MultiStepError, TransitionDataset, multistep_error
 from mbrl_ros.core.fitting import FitResult, fit_model
+from mbrl_ros.core.models import Physics
 from mbrl_ros.core.models.base import DynamicsModel
 
 
@@ -182,11 +183,13 @@ def train_candidate(
     min_improvement: float = 0.0,
     split_seed: int = 0,
     source: str = "trainer",
+    physics: Physics | None = None,
 ) -> TrainingRound:
-    """Fit a candidate on the training episodes and judge it against ``current`` on the validation ones."""
+    """Fit a candidate on the training episodes and judge it against ``current`` on the validation ones.
+    ``physics``: the robot's, for the model kinds built on its physics prior."""
     train, val = validation_split(dataset, val_fraction, split_seed)
     fit = fit_model(model_config, train, val, training=training, horizons=horizons, angle_dims=angle_dims,
-                    error_scale=error_scale, source=source)
+                    error_scale=error_scale, source=source, physics=physics)
     current_error = None
     note = ""
     if current is not None:

@@ -22,7 +22,7 @@ import torch
 
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.models.ensemble import EnsembleDynamics
-from mbrl_ros.core.models.semiparametric import ResidualDynamics
+from mbrl_ros.core.models.semiparametric import SemiparametricDynamics
 
 ProgressCallback = Callable[[int, dict], "bool | None"]
 
@@ -56,10 +56,10 @@ def _learned_part(model) -> tuple[EnsembleDynamics, Callable]:
     """The ensemble to train and how to turn recorded next states into its targets."""
     if isinstance(model, EnsembleDynamics):
         return model, lambda states, actions, next_states: next_states
-    if isinstance(model, ResidualDynamics):
+    if isinstance(model, SemiparametricDynamics):
         return model.residual, model.residual_targets
     raise TypeError(
-        f"train_ensemble: expected an EnsembleDynamics or ResidualDynamics, got {type(model).__name__}"
+        f"train_ensemble: expected an EnsembleDynamics or SemiparametricDynamics, got {type(model).__name__}"
     )
 
 
@@ -83,7 +83,7 @@ def _tensors(
 
 
 def train_ensemble(
-    model: EnsembleDynamics | ResidualDynamics,
+    model: EnsembleDynamics | SemiparametricDynamics,
     train: TransitionDataset,
     val: TransitionDataset | None = None,
     *,

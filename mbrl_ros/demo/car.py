@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mbrl_ros.demo.stack import EpisodeTrace, StackRun, default_domain_id, prepare_config, progress_options
+from mbrl_ros.stack_run import EpisodeTrace, StackRun, default_domain_id, prepare_config, progress_options
 from mbrl_ros.io.config import launch_parameters
 from mbrl_ros.plots import plot_car_trajectories, plot_error_vs_horizon, plot_latency_histogram
 from mbrl_ros.ros_env import REPO_ROOT

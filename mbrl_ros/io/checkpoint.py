@@ -1,8 +1,9 @@
 """Model checkpoints: one file that rebuilds the model anywhere, without the training code.
 
-A checkpoint is a ``torch.save`` of ``{format, config, state_dict, metrics}``:
-the model section of the config rebuilds the architecture (``build_model``) and
-the state dict fills it. The same bytes travel in ``ModelUpdate.weights``, so a
+A checkpoint is a ``torch.save`` of ``{format, robot, config, state_dict, metrics}``:
+the model section of the config rebuilds the architecture (``build_model``;
+a physics prior by the plug-in of the ``robot`` the model records) and the
+state dict fills it. The same bytes travel in ``ModelUpdate.weights``, so a
 controller on another machine loads a model from the topic exactly as from a
 file, and the sha256 of those bytes is the model's checksum.
 """
@@ -18,6 +19,7 @@ import torch
 
 from mbrl_ros.core.models import build_model
 from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.robots import get_robot
 
 FORMAT = "mbrl_ros.checkpoint/1"
 
@@ -27,13 +29,17 @@ class CheckpointError(ValueError):
 
 
 def to_bytes(model: DynamicsModel, config: dict, metrics: dict[str, float] | None = None) -> bytes:
-    return pack(FORMAT, config, model.state_dict(), metrics)
+    return pack(FORMAT, config, model.state_dict(), metrics, robot=model.physics_robot)
 
 
 def from_bytes(blob: bytes, source: str = "checkpoint") -> tuple[DynamicsModel, dict, dict]:
     """-> (model in eval mode, model config, metrics). Non-finite weights are refused."""
     payload = unpack(blob, FORMAT, source)
-    model = build_model(payload["config"], where=f"{source}: config")
+    robot = payload.get("robot", "")
+    try:
+        model = (get_robot(robot).build_model if robot else build_model)(payload["config"], where=f"{source}: config")
+    except ValueError as err:
+        raise CheckpointError(str(err) + ("" if robot else " (the checkpoint names no robot)")) from None
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
@@ -42,10 +48,11 @@ def from_bytes(blob: bytes, source: str = "checkpoint") -> tuple[DynamicsModel, 
     return model.eval(), payload["config"], payload["metrics"]
 
 
-def pack(format: str, config: dict, state_dict: dict, metrics: dict | None) -> bytes:
-    """The bytes of a checkpoint of ``format`` (models here, policies in ``policy_checkpoint``)."""
+def pack(format: str, config: dict, state_dict: dict, metrics: dict | None, robot: str = "") -> bytes:
+    """The bytes of a checkpoint of ``format`` (models here, policies in ``policy_checkpoint``); ``robot``: the
+    robot whose plug-in rebuilds what the config describes ('' if none is needed)."""
     buffer = io.BytesIO()
-    torch.save({"format": format, "config": config, "state_dict": state_dict,
+    torch.save({"format": format, "robot": robot, "config": config, "state_dict": state_dict,
                 "metrics": dict(metrics or {})}, buffer)
     return buffer.getvalue()
 

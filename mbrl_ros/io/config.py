@@ -67,18 +67,6 @@ def _merge(into: dict, update: dict) -> None:
             into[key] = value
 
 
-def unflatten(flat: dict[str, Any]) -> dict:
-    """``{'cost.goal.weight': 1}`` -> ``{'cost': {'goal': {'weight': 1}}}`` (rclpy's dotted names)."""
-    nested: dict = {}
-    for dotted, value in flat.items():
-        node = nested
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
-
-
 def require(section: dict, key: str, source: str, kind: type | tuple = object) -> Any:
     """``section[key]``, or a ConfigError naming ``source`` and the key."""
     if key not in section:

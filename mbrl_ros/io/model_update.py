@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
-from mbrl_ros.core.models import MODEL_TYPES
+from mbrl_ros.core.model_kinds import MODEL_KINDS
 from mbrl_ros.core.models.base import DynamicsModel
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.checkpoint import CheckpointError
@@ -38,8 +38,8 @@ class ModelUpdateError(CheckpointError):
 def pack(model: DynamicsModel, config: Mapping[str, Any], metrics: Mapping[str, float] | None,
          version: int, kind: str) -> dict[str, Any]:
     """The fields of a ModelUpdate carrying ``model`` (everything but the header)."""
-    if kind not in MODEL_TYPES:
-        raise ValueError(f"model kind: expected one of {list(MODEL_TYPES)}, got {kind!r}")
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model kind: expected one of {list(MODEL_KINDS)}, got {kind!r}")
     if not 0 <= int(version) <= MAX_VERSION:
         raise ValueError(f"version: expected 0..{MAX_VERSION}, got {version}")
     config = plain_data(config)

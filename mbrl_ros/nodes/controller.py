@@ -7,10 +7,16 @@ cleanup: drop the model and planner.
 The loop runs either on a wall-clock timer at ``rate_hz`` (``trigger: timer``,
 a real robot) or once per new state (``trigger: state``, lockstep simulation,
 where the simulator waits for the answer to each state). Each cycle hands the
-latest state to the ROS-free RecedingHorizonController and publishes its action
-on ``hw/command`` stamped with the state's stamp, so the command says which
-state it answers. A watchdog on the wall clock sends the safe command when no
-fresh state arrives within ``state_timeout``.
+latest state to the ROS-free ``RecedingHorizonController`` (which owns the cost
+and the planner) and publishes its action on ``hw/command`` stamped with the
+state's stamp, so the command says which state it answers. A watchdog on the
+wall clock sends the safe command when no fresh state arrives within
+``state_timeout``.
+
+The goal and context topics are the robot plug-in's (``robot`` parameter;
+the car: ``goal_pose``, ``reference_path``; the hand: ``goal_fingertips``):
+this node converts their messages with the plug-in and hands the values to the
+controller object.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import sys
 import time
 
 import numpy as np
-from geometry_msgs.msg import PoseArray, PoseStamped
+from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import Node as LifecycleNode
@@ -29,7 +35,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
 from mbrl_interfaces.msg import CommandVector, CycleTiming, ModelUpdate, StateVector
-from mbrl_ros.core.angles import yaw_from_quaternion
+from mbrl_ros.robots import available_robots, get_robot
+from mbrl_ros.robots.robot import ContextInput
 from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
 from mbrl_ros.ros.run import run_node
 from mbrl_ros.ros.params import Param, declare_all, section
@@ -50,7 +57,7 @@ PARAMS = [
     Param("explore_without_model", True, "drive randomly (within limits) until the first model arrives, to collect data"),
     Param("exploration_steps", 0, "most random actions before the first model (0: no limit); then the safe command until a model arrives", (0, 100_000_000)),
     Param("exploration_smoothing", 0.8, "low-pass factor of the exploration noise", (0.0, 0.99)),
-    Param("needs_goal", True, "require a goal_pose before planning (parking); false for path tracking"),
+    Param("needs_goal", True, "require a goal (the robot's goal topic) before planning; false for path tracking"),
     Param("seed", 0, "seed of exploration and planner sampling", (0, 2**31 - 1)),
     Param("threads", 1, "torch threads for planning (more threads than free cores makes latency jitter)", (1, 256)),
     Param("rollouts_rate_hz", 2.0, "rate of sampled-rollout markers (0: off)", (0.0, 100.0)),
@@ -64,9 +71,14 @@ class ControllerNode(LifecycleNode):
                          allow_undeclared_parameters=True)
         self.core = None
         self.loop_timers = []
-        self.autostart = declare_all(self, [Param(
-            "autostart", True, "configure and activate on start (false: wait for lifecycle transitions)",
-            read_only=True)])["autostart"]
+        fixed = declare_all(self, [
+            Param("autostart", True, "configure and activate on start (false: wait for lifecycle transitions)",
+                  read_only=True),
+            Param("robot", "car", f"the robot plug-in (mbrl_ros.robots.<robot>: {', '.join(available_robots())}): "
+                  "its goal topics and cost terms", read_only=True),
+        ])
+        self.autostart = fixed["autostart"]
+        self.robot = get_robot(fixed["robot"], f"{self.get_fully_qualified_name()}: parameter 'robot'")
         # Topics live as long as the node: messages that arrive while unconfigured are kept
         # (the latched model, goal and path) and applied at the next configure.
         self.active = False
@@ -76,11 +88,11 @@ class ControllerNode(LifecycleNode):
         self.timing_pub = self.create_publisher(CycleTiming, "controller/timing", 50)
         self.rollouts_pub = self.create_publisher(MarkerArray, "controller/rollouts", 1)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.contexts = self.robot.messages().context_inputs()
         self.subs = [
             self.create_subscription(StateVector, "state", self.on_state, LATEST_STATE),
-            self.create_subscription(PoseStamped, "goal_pose", self.on_goal, LATCHED),
-            self.create_subscription(PoseArray, "goal_fingertips", self.on_fingertip_goal, LATCHED),  # the hand
-            self.create_subscription(Path, "reference_path", self.on_path, LATCHED),
+            *(self.create_subscription(c.message_type, c.topic, lambda msg, c=c: self.on_context(c, msg), LATCHED)
+              for c in self.contexts),
             self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED),
             self.create_subscription(Bool, "e_stop", self.on_e_stop, 10),
         ]
@@ -93,7 +105,6 @@ class ControllerNode(LifecycleNode):
     # --- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         from mbrl_ros.core.control import RecedingHorizonController
-        from mbrl_ros.core.costs import build_cost
 
         try:
             self.p = declare_all(self, PARAMS)
@@ -102,24 +113,18 @@ class ControllerNode(LifecycleNode):
             torch.set_num_threads(self.p["threads"])
             if self.p["trigger"] not in ("timer", "state"):
                 raise ValueError(f"parameter 'trigger' must be 'timer' or 'state', got {self.p['trigger']!r}")
-            max_rate = None if list(self.p["max_rate"]) == [0.0] else list(self.p["max_rate"])
-            self.core = RecedingHorizonController(self.p["action_low"], self.p["action_high"], self.p["safe_action"],
-                                                  max_rate, self.p["explore_without_model"],
-                                                  self.p["exploration_smoothing"], self.p["seed"],
-                                                  self.p["exploration_steps"])
             self.state_dim = len(self.p["state_names"])
             self.action_dim = len(self.p["action_low"])
-            self.planner_config = section(self, self.p["planner"])
-            # Built now so that a bad cost section fails configure, not the first cycle.
-            self.cost = build_cost(section(self, "cost"), self.state_dim, self.action_dim,
-                                   source=f"{self.get_fully_qualified_name()}: parameter 'cost'")
+            # The cost is built now, so that a bad cost section fails configure, not the first cycle.
+            params = {**self.p, "cost": section(self, "cost"), self.p["planner"]: section(self, self.p["planner"])}
+            self.core = RecedingHorizonController.from_config(params, term_kinds=self.robot.term_kinds(),
+                                                              safe=self.robot.safe_action,
+                                                              source=self.get_fully_qualified_name())
         except (ValueError, TypeError) as err:
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
         self.model_version = 0
         self.model_kind = ""
-        self.goal = None
-        self.path = None
         self.e_stop = False
         self.latest: StateVector | None = None
         self.latest_received = 0.0
@@ -129,10 +134,11 @@ class ControllerNode(LifecycleNode):
         self.last_reason = ""
         self.last_rollouts = 0.0
         self.active = False
-        for name, handler in (("goal", self.on_goal), ("fingertip_goal", self.on_fingertip_goal),
-                              ("path", self.on_path), ("model", self.on_model)):
-            if name in self.last_messages:
-                handler(self.last_messages[name])
+        for context in self.contexts:
+            if context.topic in self.last_messages:
+                self.on_context(context, self.last_messages[context.topic])
+        if "dynamics/model" in self.last_messages:
+            self.on_model(self.last_messages["dynamics/model"])
         self.get_logger().info(f"configured: planner {self.p['planner']}, trigger {self.p['trigger']}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -157,7 +163,8 @@ class ControllerNode(LifecycleNode):
         for timer in self.loop_timers:
             self.destroy_timer(timer)
         self.loop_timers = []
-        self.send(self.core.limit(self.core.safe_action), stamp=self.answered_stamp())
+        state = None if self.latest is None else np.asarray(self.latest.values, dtype=float)
+        self.send(self.core.limit(self.core.safe_action_for(state)), stamp=self.answered_stamp())
         self.get_logger().info("inactive: safe command sent")
         return TransitionCallbackReturn.SUCCESS
 
@@ -178,48 +185,15 @@ class ControllerNode(LifecycleNode):
         if self.active and self.p["trigger"] == "state":
             self.cycle()
 
-    def on_goal(self, msg: PoseStamped) -> None:
-        self.last_messages["goal"] = msg
+    def on_context(self, context: ContextInput, msg) -> None:
+        """A goal or context message (latched): converted by the robot plug-in, handed to the controller."""
+        self.last_messages[context.topic] = msg
         if self.core is None:
             return
-        q = msg.pose.orientation
-        yaw = yaw_from_quaternion(q.x, q.y, q.z, q.w)
-        goal = np.zeros(self.state_dim)
-        goal[:3] = (msg.pose.position.x, msg.pose.position.y, yaw)
-        if not np.all(np.isfinite(goal)):
-            self.stats.reject(f"goal_pose: non-finite values {goal.tolist()}")
-            return
-        self.goal = goal
-        self.cost.set_goal(goal)
-        self.core.reset()  # a new goal is a new episode: no warm start from the old one
-
-    def on_fingertip_goal(self, msg: PoseArray) -> None:
-        """The hand's goal: fingertip targets, for the cost's fingertip_target term."""
-        self.last_messages["fingertip_goal"] = msg
-        if self.core is None:
-            return
-        goal = np.array([[p.position.x, p.position.y, p.position.z] for p in msg.poses], dtype=float).reshape(-1)
         try:
-            if not np.all(np.isfinite(goal)):
-                raise ValueError(f"non-finite values {goal.tolist()}")
-            if self.cost.set_fingertip_target(goal) == 0:
-                raise ValueError("the cost has no fingertip_target term")
+            self.core.set_context(context.context, context.convert(msg), goal=context.goal)
         except (ValueError, TypeError) as err:
-            self.stats.reject(f"goal_fingertips: {err}")
-            return
-        self.goal = goal
-        self.core.reset()  # a new goal is a new episode: no warm start from the old one
-
-    def on_path(self, msg: Path) -> None:
-        self.last_messages["path"] = msg
-        if self.core is None:
-            return
-        points = np.array([[p.pose.position.x, p.pose.position.y] for p in msg.poses], dtype=float)
-        if len(points) < 2 or not np.all(np.isfinite(points)):
-            self.stats.reject(f"reference_path: need >= 2 finite points, got {len(points)}")
-            return
-        self.path = points
-        self.cost.set_path(points)
+            self.stats.reject(f"{context.topic}: {err}")
 
     def on_e_stop(self, msg: Bool) -> None:
         if msg.data != self.e_stop:
@@ -227,10 +201,9 @@ class ControllerNode(LifecycleNode):
         self.e_stop = bool(msg.data)
 
     def on_model(self, msg: ModelUpdate) -> None:
-        from mbrl_ros.core.planners import build_planner
         from mbrl_ros.io.checkpoint import CheckpointError, checksum, from_bytes
 
-        self.last_messages["model"] = msg
+        self.last_messages["dynamics/model"] = msg
         if self.core is None:
             return
         blob = bytes(msg.weights)
@@ -245,11 +218,12 @@ class ControllerNode(LifecycleNode):
             self.stats.reject(str(err))
             self.get_logger().error(f"model v{msg.version} refused: {err}")
             return
-        if self.core.planner is None:
-            self.core.attach_planner(build_planner(self.p["planner"], model, self.cost, self.planner_config,
-                                                   source=f"{self.get_fully_qualified_name()}: {self.p['planner']}"))
-        else:
-            self.core.offer_model(model)  # swapped in at the start of the next cycle
+        try:
+            self.core.set_model(model)  # the first builds the planner; later ones swap in between cycles
+        except ValueError as err:  # the planner's settings do not fit this model
+            self.stats.reject(str(err))
+            self.get_logger().error(f"model v{msg.version} not used: {err}")
+            return
         self.model_version, self.model_kind = msg.version, msg.model_kind
         self.get_logger().info(f"model v{msg.version} ({msg.model_kind}) received, checksum {msg.checksum[:12]}")
 
@@ -275,8 +249,6 @@ class ControllerNode(LifecycleNode):
             return f"state invalid: {self.latest.reason}"
         if len(self.latest.values) != self.state_dim:
             return f"state has {len(self.latest.values)} values, expected {self.state_dim}"
-        if self.p["needs_goal"] and self.goal is None and self.core.planner is not None:
-            return "no goal_pose received yet"
         return ""
 
     def cycle(self) -> None:
@@ -289,7 +261,7 @@ class ControllerNode(LifecycleNode):
             self.last_answered_ns = stamp_ns
             stamp = self.latest.header.stamp
         state = None if problem else np.asarray(self.latest.values, dtype=float)
-        out = self.core.step(state, problem, has_model=self.core.planner is not None)
+        out = self.core.step(state, problem)
         self.send(out.action, stamp)
         self.modes[out.mode] += 1
         if out.reason and out.mode == "safe" and out.reason != self.last_reason:

@@ -47,17 +47,20 @@ from std_srvs.srv import Trigger
 from mbrl_interfaces.msg import ModelUpdate
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.fitting import check_training_options
-from mbrl_ros.core.models import MODEL_TYPES, build_model
+from mbrl_ros.core.model_kinds import MODEL_KINDS
 from mbrl_ros.core.retraining import PerBagTransitions, RetrainSchedule, TrainingRound, train_candidate
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.bags import list_bags, load_transitions
 from mbrl_ros.io.model_update import pack, unpack
+from mbrl_ros.robots import available_robots, get_robot
 from mbrl_ros.ros.diagnostics import diagnostic_array
 from mbrl_ros.ros.run import run_node
 from mbrl_ros.ros.params import Param, declare_all, section
 from mbrl_ros.ros.qos import LATCHED
 
 PARAMS = [
+    Param("robot", "car", f"the robot plug-in (mbrl_ros.robots.<robot>: {', '.join(available_robots())}): its "
+          "physics prior", read_only=True),
     Param("model_kind", "parametric", "model to train: parametric | ensemble | semiparametric (settings: the section of that name)"),
     Param("bag_dir", "bags", "folder of the data_logger's bags; closed bags (with metadata.yaml) are read"),
     Param("state_topic", "state", "StateVector topic in the bags (relative names resolve in this node's namespace)"),
@@ -93,14 +96,15 @@ class TrainerNode(Node):
     def __init__(self) -> None:
         super().__init__("trainer", automatically_declare_parameters_from_overrides=True)
         self.p = declare_all(self, PARAMS)
+        self.robot = get_robot(self.p["robot"], f"{self.get_fully_qualified_name()}: parameter 'robot'")
         torch.set_num_threads(self.p["threads"])
         kind = self.p["model_kind"]
-        if kind not in MODEL_TYPES:
-            raise ValueError(f"parameter 'model_kind': expected one of {list(MODEL_TYPES)}, got {kind!r}")
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"parameter 'model_kind': expected one of {list(MODEL_KINDS)}, got {kind!r}")
         self.model_config = section(self, kind)
         if not self.model_config:
             raise ValueError(f"parameter '{kind}': no model section of that name in the parameters")
-        build_model(self.model_config, where=f"trainer parameter '{kind}'")  # fail now, not in the first round
+        self.robot.build_model(self.model_config, where=f"trainer parameter '{kind}'")  # fail now, not in a round
         model_dt = self.model_config.get("dt", (self.model_config.get("prior") or {}).get("dt"))
         if model_dt is not None and abs(float(model_dt) - self.p["dt"]) > 1e-9:
             raise ValueError(f"the model's dt ({kind}.dt = {model_dt}) differs from parameter 'dt' "
@@ -220,7 +224,7 @@ class TrainerNode(Node):
                 val_fraction=self.p["val_fraction"], training=self.training, horizons=list(self.p["horizons"]),
                 angle_dims=self.angle_dims, error_scale=self.error_scale,
                 min_improvement=self.p["min_improvement"], split_seed=self.p["split_seed"],
-                source=f"trainer '{self.p['model_kind']}'",
+                source=f"trainer '{self.p['model_kind']}'", physics=self.robot,
             )
         except (ValueError, RuntimeError) as err:  # too few episodes, identification did not converge, ...
             self.record_decision(round_number, why, started, "failed", str(err), against, len(dataset))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mbrl_ros.offline import MODEL_KINDS, ROBOTS
+from mbrl_ros.core.model_kinds import MODEL_KINDS
+from mbrl_ros.robots import available_robots
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "DIR/error_vs_horizon.png and DIR/trajectories.png.",
     )
     fit.add_argument("bags", nargs="*", metavar="BAG", help="bag directories, or folders of bags")
-    fit.add_argument("--robot", required=True, choices=ROBOTS, help="reads config/<robot>.yaml")
+    fit.add_argument("--robot", required=True, choices=available_robots(), help="reads config/<robot>.yaml")
     fit.add_argument("--model", choices=MODEL_KINDS, default=None,
                      help="model kind to save in DIR/model.pt (default: the config's trainer.model_kind)")
     fit.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")

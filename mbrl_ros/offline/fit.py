@@ -26,12 +26,13 @@ from tqdm import tqdm
 
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.fitting import FitResult, check_training_options, fit_model
+from mbrl_ros.core.model_kinds import MODEL_KINDS
 from mbrl_ros.core.retraining import error_score, validation_split
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.bags import BagError, list_bags, load_transitions
 from mbrl_ros.io.config import ConfigError, merge, node_parameters, require
-from mbrl_ros.offline import MODEL_KINDS, ROBOTS
 from mbrl_ros.offline.bag_paths import find_bags
+from mbrl_ros.robots import available_robots, get_robot
 from mbrl_ros.ros_env import REPO_ROOT
 
 DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
@@ -98,8 +99,8 @@ def trainer_parameters(robot: str, task: str | None = None, config_dir: str | Pa
 
     As the launch file gives them to the trainer; keys the files leave out get the trainer's defaults.
     """
-    if robot not in ROBOTS:
-        raise ConfigError(f"--robot: expected one of {list(ROBOTS)}, got {robot!r}")
+    if robot not in available_robots():
+        raise ConfigError(f"--robot: expected one of {available_robots()}, got {robot!r}")
     folder = Path(config_dir) if config_dir else DEFAULT_CONFIG_DIR
     robot_file = folder / f"{robot}.yaml"
     if not robot_file.is_file():
@@ -213,7 +214,8 @@ def _fit_one(run: FitRun, kind: str, config: dict, training: dict, required: boo
     try:
         fit = fit_model(config, run.train, run.val, training=training, horizons=run.horizons,
                         angle_dims=run.params.get("angle_dims", ()), error_scale=run.params.get("error_scale"),
-                        progress=progress if learned else None, source=f"{run.config_files[0]} trainer.{kind}")
+                        progress=progress if learned else None, source=f"{run.config_files[0]} trainer.{kind}",
+                        physics=get_robot(run.robot))
     except (ValueError, RuntimeError) as err:  # sysid not converging, a bad section, a diverging loss
         if required:
             raise FitError(f"fitting the requested '{kind}' model failed: {err}") from err

@@ -15,8 +15,6 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
-from mbrl_ros.io.config import unflatten
-
 
 @dataclass(frozen=True)
 class Param:
@@ -47,6 +45,18 @@ def declare_all(node: Node, params: list[Param]) -> dict[str, Any]:
     return values
 
 
+def unflatten(flat: dict[str, Any]) -> dict:
+    """``{'cost.goal.weight': 1}`` -> ``{'cost': {'goal': {'weight': 1}}}`` (rclpy's dotted names)."""
+    nested: dict = {}
+    for dotted, value in flat.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
 def section(node: Node, prefix: str) -> dict:
     """Every parameter under ``prefix.`` (from the params file), nested, for the core to validate.
 
@@ -54,3 +64,4 @@ def section(node: Node, prefix: str) -> dict:
     """
     flat = {name: param.value for name, param in node.get_parameters_by_prefix(prefix).items()}
     return unflatten(flat)
+

@@ -4,7 +4,7 @@ import pytest
 
 from mbrl_ros.bench.latency import analyse
 from mbrl_ros.bench.learning_curve import curve
-from mbrl_ros.demo.stack import EpisodeTrace
+from mbrl_ros.stack_run import EpisodeTrace
 
 MS = 1_000_000
 

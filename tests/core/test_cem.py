@@ -31,7 +31,7 @@ def reach_cost():
          "effort": {"weight": 0.01}},
         2, 1,
     )
-    cost.set_joint_target(torch.tensor([1.0, 0.0]))
+    cost.set_context("joint_target", torch.tensor([1.0, 0.0]))
     return cost
 
 

@@ -6,8 +6,8 @@ import torch
 
 from mbrl_ros.core.control import ExplorationPolicy, RecedingHorizonController
 from mbrl_ros.core.costs import build_cost
-from mbrl_ros.core.models.bicycle import BicycleParams, KinematicBicycle
 from mbrl_ros.core.planners import build_planner
+from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
 
 
 def make_controller(**kwargs) -> RecedingHorizonController:
@@ -16,7 +16,7 @@ def make_controller(**kwargs) -> RecedingHorizonController:
 
 def attach_mppi(controller: RecedingHorizonController, model: KinematicBicycle) -> None:
     cost = build_cost({"goal_pose": {"form": "quadratic"}}, 5, 2)
-    cost.set_goal(torch.tensor([10.0, 0.0, 0.0, 0.0, 0.0]))
+    cost.set_context("goal", torch.tensor([10.0, 0.0, 0.0, 0.0, 0.0]))
     controller.attach_planner(build_planner("mppi", model, cost, {"horizon": 10, "num_samples": 64,
                                                                   "compile": False}))
 

@@ -12,7 +12,6 @@ import yaml
 from mbrl_ros.core.costs import (
     TERM_KINDS,
     EffortTerm,
-    FingertipTargetTerm,
     GoalPoseTerm,
     JointTargetTerm,
     ObstaclesTerm,
@@ -20,8 +19,8 @@ from mbrl_ros.core.costs import (
     SmoothnessTerm,
     TrajectoryCost,
     build_cost,
-    parking_reward,
 )
+from mbrl_ros.robots.hand.costs import FingertipTargetTerm
 
 NX, NU = 5, 2
 
@@ -44,30 +43,6 @@ def test_goal_pose_quadratic_wraps_yaw_and_weights_stage_and_terminal():
     l2 = 3 * dyaw**2 + 0.5 * 4
     expected = (l1 + l2) + 10 * l2  # the current state (first row) never counts
     assert term(states, actions).item() == pytest.approx(expected, rel=1e-5)
-
-
-def highway_env_observation(x, y, yaw, v):
-    """highway-env's scaled KinematicsGoal observation, written out independently."""
-    return np.array([x / 100, y / 100, v * math.cos(yaw) / 5, v * math.sin(yaw) / 5, math.cos(yaw), math.sin(yaw)])
-
-
-def highway_env_reward(achieved, desired, weights=(1, 0.3, 0, 0, 0.02, 0.02), p=0.5):
-    return -np.power(np.dot(np.abs(achieved - desired), np.array(weights)), p)
-
-
-def test_parking_reward_matches_highway_env_formula():
-    term = GoalPoseTerm(NX, NU, form="parking_reward", stage_weight=1.0, terminal_weight=0.0)
-    goal = (3.0, -4.0, 0.5, 0.0)
-    term.set_goal(torch.tensor([*goal, 0.0]))
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        x, y, yaw, v = rng.uniform(-20, 20), rng.uniform(-20, 20), rng.uniform(-3, 3), rng.uniform(-4, 4)
-        states, actions = trajectory([0, 0, 0, 0, 0], [x, y, yaw, v, 0.2])
-        want = highway_env_reward(highway_env_observation(x, y, yaw, v), highway_env_observation(*goal))
-        assert -term(states, actions).item() == pytest.approx(want, rel=1e-4)
-        achieved = torch.tensor(highway_env_observation(x, y, yaw, v))
-        desired = torch.tensor(highway_env_observation(*goal))
-        assert parking_reward(achieved, desired).item() == pytest.approx(want, rel=1e-9)
 
 
 # --------------------------------------------------------------------------- path tracking
@@ -200,7 +175,7 @@ walls: {type: obstacles, weight: 1.0, boundary: [-20, -20, 20, 20], circles: [[5
 
 def test_trajectory_cost_sums_weighted_terms_and_reports_breakdown():
     cost = build_cost(yaml.safe_load(SECTION), NX, NU, source="car.yaml: cost")
-    cost.set_goal(torch.tensor([3.0, 1.0, 0.0, 0.0, 0.0]))
+    cost.set_context("goal", torch.tensor([3.0, 1.0, 0.0, 0.0, 0.0]))
     torch.manual_seed(0)
     states, actions = torch.randn(7, 5, NX), torch.randn(7, 4, NU)
     parts = cost.breakdown(states, actions)
@@ -217,7 +192,7 @@ def test_yaml_round_trip():
     again = build_cost(yaml.safe_load(text), NX, NU)
     assert again.to_config() == cost.to_config()
     for c in (cost, again):
-        c.set_goal(torch.tensor([3.0, 1.0, 0.0, 0.0, 0.0]))
+        c.set_context("goal", torch.tensor([3.0, 1.0, 0.0, 0.0, 0.0]))
     states, actions = torch.randn(4, 5, NX), torch.randn(4, 4, NU)
     assert torch.allclose(cost(states, actions), again(states, actions))
 
@@ -229,7 +204,6 @@ def test_yaml_round_trip():
         ({"goal_pose": {"positon_weight": 1.0}}, ["car.yaml: cost", "goal_pose", "positon_weight", "position_weight"]),
         ({"goal_pose": {"position_weight": "heavy"}}, ["car.yaml: cost", "goal_pose", "position_weight", "heavy"]),
         ({"goal_pose": {"weight": -1}}, ["goal_pose", "weight", ">= 0"]),
-        ({"goal_pose": {"form": "l2"}}, ["goal_pose", "form", "parking_reward"]),
         ({"x": {"type": "walls"}}, ["unknown term type 'walls'", "obstacles"]),
         ({"joint_target": {"weights": 1.0}}, ["joint_target", "missing", "indices"]),
         ({"effort": {"weights": [1, 2, 3]}}, ["effort", "weights", "2 numbers"]),
@@ -255,24 +229,24 @@ def test_context_is_validated_and_required():
     with pytest.raises(RuntimeError, match="goal_pose: goal"):
         cost.check_ready()
     with pytest.raises(ValueError, match="goal.*non-finite"):
-        cost.set_goal(torch.tensor([0.0, float("nan"), 0.0, 0.0, 0.0]))
+        cost.set_context("goal", torch.tensor([0.0, float("nan"), 0.0, 0.0, 0.0]))
     with pytest.raises(ValueError, match=r"goal: expected shape \[5\]"):
-        cost.set_goal(torch.zeros(3))
+        cost.set_context("goal", torch.zeros(3))
     with pytest.raises(ValueError, match="path"):
-        cost.set_path(torch.tensor([[0.0, float("inf")], [1.0, 1.0]]))
+        cost.set_context("path", torch.tensor([[0.0, float("inf")], [1.0, 1.0]]))
     with pytest.raises(ValueError, match="path: expected at least 2 points"):
-        cost.set_path(torch.zeros(1, 2))
-    cost.set_goal([1.0, 2.0, 0.0, 0.0, 0.0])  # lists are accepted too
-    cost.set_path(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+        cost.set_context("path", torch.zeros(1, 2))
+    cost.set_context("goal", [1.0, 2.0, 0.0, 0.0, 0.0])  # lists are accepted too
+    cost.set_context("path", torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
     cost.check_ready()
     assert isinstance(cost, TrajectoryCost)
 
 
 def test_terms_are_differentiable_everywhere_they_are_used():
     cost = build_cost(yaml.safe_load(SECTION), NX, NU)
-    cost.set_goal(torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0]))
+    cost.set_context("goal", torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0]))
     path = build_cost({"path_tracking": {"heading_weight": 1.0, "progress_weight": 1.0}}, NX, NU)
-    path.set_path(torch.tensor([[0.0, 0.0], [5.0, 0.0]]))
+    path.set_context("path", torch.tensor([[0.0, 0.0], [5.0, 0.0]]))
     states = torch.zeros(2, 4, NX, requires_grad=True)  # exactly at the goal and on the path
     actions = torch.zeros(2, 3, NU, requires_grad=True)
     (cost(states, actions).sum() + path(states, actions).sum()).backward()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mbrl_ros.core.data import TransitionDataset, multistep_error
-from mbrl_ros.core.models import BicycleParams, KinematicBicycle
+from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
 
 
 def bicycle_episodes(model, episodes=6, steps=25, seed=0) -> TransitionDataset:

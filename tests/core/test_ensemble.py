@@ -290,7 +290,7 @@ def test_training_reports_history_stops_on_request_and_picks_elites_by_validatio
 
     with pytest.raises(ValueError, match="train: dataset has state_dim=5, action_dim=2; the model expects 2, 1"):
         train_ensemble(model, TransitionDataset(5, 2), val)
-    with pytest.raises(TypeError, match="expected an EnsembleDynamics or ResidualDynamics, got DampedPendulum"):
+    with pytest.raises(TypeError, match="expected an EnsembleDynamics or SemiparametricDynamics, got DampedPendulum"):
         train_ensemble(DampedPendulum(), train, val)
 
 

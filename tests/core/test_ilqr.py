@@ -10,10 +10,10 @@ import torch
 
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.models.base import DynamicsModel
-from mbrl_ros.core.models.bicycle import KinematicBicycle
 from mbrl_ros.core.planners import build_planner
 from mbrl_ros.core.planners.base import rollout
 from mbrl_ros.core.planners.ilqr import BackwardPass, IlqrConfig, IlqrPlanner
+from mbrl_ros.robots.car.bicycle import KinematicBicycle
 
 A = np.array([[1.0, 0.1, 0.0], [0.0, 1.0, 0.1], [0.05, 0.0, 0.98]])
 B = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.2]])
@@ -64,7 +64,7 @@ def riccati(x0):
 
 def lq_planner(**overrides):
     cost = quadratic_cost()
-    cost.set_joint_target(torch.zeros(3))
+    cost.set_context("joint_target", torch.zeros(3))
     config = dict(horizon=HORIZON, action_low=-1e3, action_high=1e3, tolerance=1e-12, max_iterations=20)
     config.update(overrides)
     return IlqrPlanner(LinearModel(), cost, IlqrConfig(**config))
@@ -119,7 +119,7 @@ def test_ilqr_drives_bicycle_to_goal_pose():
         },
         5, 2,
     )
-    cost.set_goal(goal)
+    cost.set_context("goal", goal)
     car = KinematicBicycle()
     planner = build_planner("ilqr", car, cost, {"horizon": 40, "tolerance": 1e-4, "max_iterations": 60})
     state = torch.zeros(5)

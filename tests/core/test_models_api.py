@@ -3,20 +3,16 @@
 import pytest
 import torch
 
-from mbrl_ros.core.models import (
-    BicycleParams,
-    DynamicsModel,
-    EnsembleDynamics,
-    KinematicBicycle,
-    Prediction,
-    ResidualDynamics,
-    build_model,
-)
+from mbrl_ros.core.models import DynamicsModel, EnsembleDynamics, Prediction, SemiparametricDynamics
+from mbrl_ros.robots import get_robot
+from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
+
+build_model = get_robot("car").build_model  # the car's physics prior is the 'parametric' kind
 
 MODELS = {
     "bicycle": lambda: KinematicBicycle(BicycleParams(lag=0.3)),
     "ensemble": lambda: EnsembleDynamics(5, 2, hidden_sizes=(16, 16), angle_dims=(2,), seed=0),
-    "residual": lambda: ResidualDynamics(KinematicBicycle(), hidden_sizes=(16,), angle_dims=(2,), seed=0),
+    "residual": lambda: SemiparametricDynamics(KinematicBicycle(), hidden_sizes=(16,), angle_dims=(2,), seed=0),
 }
 
 
@@ -90,7 +86,7 @@ def test_build_model_from_config():
     assert ensemble.propagation == "tsinf" and ensemble.hidden_sizes == (32, 32)
     semi = build_model({"type": "semiparametric", "prior": {"type": "parametric"},
                         "residual": {"ensemble_size": 2, "hidden_sizes": [8]}})
-    assert isinstance(semi, ResidualDynamics) and semi.residual.ensemble_size == 2
+    assert isinstance(semi, SemiparametricDynamics) and semi.residual.ensemble_size == 2
     assert isinstance(semi, DynamicsModel)
     # An ensemble rebuilt from its own hparams has the same structure (checkpoint reload).
     clone = build_model({"type": "ensemble", **ensemble.hparams})

@@ -14,15 +14,14 @@ import torch
 
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.models.base import DynamicsModel
-from mbrl_ros.core.models.bicycle import BicycleParams, KinematicBicycle
 from mbrl_ros.core.planners import build_planner
 from mbrl_ros.core.planners.base import (
-    BicycleTimeMajor,
     counter_gaussian,
     rollout,
     time_major_dynamics,
 )
 from mbrl_ros.core.planners.mppi import MppiConfig, MppiPlanner
+from mbrl_ros.robots.car.bicycle import BicycleParams, BicycleTimeMajor, KinematicBicycle
 
 GOAL = torch.tensor([8.0, 12.0, math.pi / 2, 0.0, 0.0])
 # Goal tolerance of the closed-loop test.
@@ -39,7 +38,7 @@ def parking_cost():
         },
         5, 2, source="test: cost",
     )
-    cost.set_goal(GOAL)
+    cost.set_context("goal", GOAL)
     return cost
 
 
@@ -193,7 +192,7 @@ def test_disagreement_penalty_avoids_where_members_disagree():
 
     def planner(weight, **overrides):
         cost = build_cost({"goal_pose": {"terminal_weight": 1.0, "stage_weight": 0.0}}, 5, 2)
-        cost.set_goal(torch.tensor([15.0, 6.0, 0.0, 3.0, 0.0]))  # reached by steering left
+        cost.set_context("goal", torch.tensor([15.0, 6.0, 0.0, 3.0, 0.0]))  # reached by steering left
         config = dict(horizon=10, num_samples=512, temperature=1.0, sigma=0.5, disagreement_weight=weight,
                       compile=False)
         config.update(overrides)

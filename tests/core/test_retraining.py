@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from mbrl_ros.core.data import MultiStepError, TransitionDataset
-from mbrl_ros.core.models import build_model
 from mbrl_ros.core import retraining
 from mbrl_ros.core.retraining import (
     PerBagTransitions,
@@ -21,6 +20,10 @@ from mbrl_ros.core.retraining import (
     train_candidate,
     validation_split,
 )
+from mbrl_ros.robots import get_robot
+
+CAR = get_robot("car")
+build_model = CAR.build_model  # the car's physics prior is the 'parametric' kind
 
 TRUE_CAR = {"type": "parametric", "dt": 0.2, "substeps": 3, "speed_input": "acceleration",
             "params": {"wheelbase": 2.5, "rear_axle_to_cg": 1.2, "speed_gain": 5.0, "steer_gain": 0.7, "lag": 0.3}}
@@ -109,7 +112,7 @@ def test_decide_accepts_only_a_better_candidate():
 def test_train_candidate_fits_and_beats_a_wrong_current_model():
     data = driving()
     wrong = build_model(START)
-    round_ = train_candidate(data, START, wrong, val_fraction=0.3, horizons=(1, 5, 10), angle_dims=(2,),
+    round_ = train_candidate(data, START, wrong, physics=CAR, val_fraction=0.3, horizons=(1, 5, 10), angle_dims=(2,),
                              error_scale=SCALE)
     assert round_.decision.accept, round_.decision.reason
     assert round_.decision.candidate_score < 0.5 * round_.decision.current_score
@@ -120,14 +123,14 @@ def test_train_candidate_fits_and_beats_a_wrong_current_model():
     assert set(round_.current_metrics()) == {"val_rmse_h1", "val_rmse_h5", "val_rmse_h10"}
 
     # The fitted model is now current: a second fit on the same data is not better than itself.
-    again = train_candidate(data, START, round_.fit.model, val_fraction=0.3, horizons=(1, 5, 10), angle_dims=(2,),
+    again = train_candidate(data, START, round_.fit.model, physics=CAR, val_fraction=0.3, horizons=(1, 5, 10), angle_dims=(2,),
                             error_scale=SCALE, min_improvement=0.05)
     assert not again.decision.accept and "not better" in again.decision.reason
 
 
 def test_train_candidate_does_not_score_a_current_model_of_other_dims():
     other = build_model({"type": "ensemble", "state_dim": 4, "action_dim": 2, "ensemble_size": 1, "hidden_sizes": [4]})
-    round_ = train_candidate(driving(episodes=6, steps=30), START, other, val_fraction=0.3, horizons=(1,))
+    round_ = train_candidate(driving(episodes=6, steps=30), START, other, physics=CAR, val_fraction=0.3, horizons=(1,))
     assert round_.decision.accept and "do not fit the data" in round_.decision.reason
 
 
@@ -171,7 +174,8 @@ def test_train_candidate_never_accepts_a_model_with_non_finite_weights(monkeypat
 
     real_fit = retraining.fit_model
     monkeypatch.setattr(retraining, "fit_model", poisoned_fit)
-    round_ = train_candidate(driving(episodes=6, steps=30), START, build_model(START), val_fraction=0.3,
+    round_ = train_candidate(driving(episodes=6, steps=30), START, build_model(START), physics=CAR,
+                             val_fraction=0.3,
                              horizons=(1, 5))
     assert math.isfinite(round_.decision.candidate_score)
     assert not round_.decision.accept

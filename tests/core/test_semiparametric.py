@@ -1,4 +1,4 @@
-"""ResidualDynamics: a learned residual corrects a wrong physics prior."""
+"""SemiparametricDynamics: a learned residual corrects a wrong physics prior."""
 
 import math
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mbrl_ros.core.data import TransitionDataset, multistep_error
-from mbrl_ros.core.models import BicycleParams, EnsembleDynamics, KinematicBicycle, ResidualDynamics
+from mbrl_ros.core.models import EnsembleDynamics, SemiparametricDynamics
+from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
 from mbrl_ros.core.training import train_ensemble
 
 
@@ -44,10 +45,10 @@ TRUE = BicycleParams(lag=0.3)  # highway-env's car with a lagging steering actua
 WRONG = BicycleParams(wheelbase=6.0, rear_axle_to_cg=2.5, speed_gain=4.0, steer_gain=0.65, lag=0.0)
 
 
-def residual_model(seed=0, **kwargs) -> ResidualDynamics:
+def residual_model(seed=0, **kwargs) -> SemiparametricDynamics:
     options = dict(ensemble_size=5, hidden_sizes=(64, 64), angle_dims=(2,), ignored_input_dims=(0, 1), seed=seed)
     options.update(kwargs)
-    return ResidualDynamics(KinematicBicycle(WRONG), **options)
+    return SemiparametricDynamics(KinematicBicycle(WRONG), **options)
 
 
 def test_residual_on_a_wrong_bicycle_beats_the_prior_alone():
@@ -103,6 +104,6 @@ def test_residual_targets_make_the_ensemble_learn_exactly_the_prior_error():
 
 def test_construction_errors_are_clear():
     with pytest.raises(TypeError, match="prior: expected a DynamicsModel"):
-        ResidualDynamics(torch.nn.Linear(5, 5))
+        SemiparametricDynamics(torch.nn.Linear(5, 5))
     with pytest.raises(ValueError, match=r"residual: state/action dims \(4, 2\) differ from the prior's \(5, 2\)"):
-        ResidualDynamics(KinematicBicycle(), EnsembleDynamics(4, 2))
+        SemiparametricDynamics(KinematicBicycle(), EnsembleDynamics(4, 2))

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from mbrl_ros.demo.stack import prepare_config
+from mbrl_ros.stack_run import prepare_config
 from mbrl_ros.io.config import ConfigError, node_parameters
 from mbrl_ros.ros_env import REPO_ROOT
 

@@ -1,5 +1,5 @@
 """Helpers of the hardware e2e tests (test_real_car, test_hand): device emulators as separate
-processes beside the stack (``mbrl_ros.demo.stack.StackRun``, through the launch file).
+processes beside the stack (``mbrl_ros.stack_run.StackRun``, through the launch file).
 
 The test process uses plain rclpy with standard messages only (it cannot import
 mbrl_interfaces or ackermann_msgs): /diagnostics from every node and emulator
@@ -15,7 +15,7 @@ import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
-from mbrl_ros.demo.stack import StackRun
+from mbrl_ros.stack_run import StackRun
 from mbrl_ros.ros_env import workspace_env
 
 

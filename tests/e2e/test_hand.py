@@ -18,7 +18,7 @@ import shutil
 import pytest
 
 from hardware_stack import domain_for, emulated_robot
-from mbrl_ros.demo.stack import StackRun
+from mbrl_ros.stack_run import StackRun
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
 from mbrl_ros.ros_env import REPO_ROOT
 

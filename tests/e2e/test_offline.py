@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mbrl_ros.demo.stack import StackRun, StackWatcher, prepare_config
+from mbrl_ros.stack_run import StackRun, StackWatcher, prepare_config
 from mbrl_ros.io.bags import BagError, list_bags
 from mbrl_ros.offline.fit import read_transitions, trainer_parameters
 from mbrl_ros.ros_env import REPO_ROOT, workspace_env

@@ -15,7 +15,7 @@ import pytest
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import GetState
 
-from mbrl_ros.demo.stack import StackRun, prepare_config
+from mbrl_ros.stack_run import StackRun, prepare_config
 from mbrl_ros.ros_env import REPO_ROOT
 
 NODES = ("sim_car", "estimator", "dynamics_server", "controller", "data_logger", "trainer")

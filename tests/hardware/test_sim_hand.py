@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mbrl_ros.core.estimation import HandStateEstimator, Rejection
-from mbrl_ros_hardware.sim_hand.hand import HandSim, fingertip_state_names
+from mbrl_ros.core.estimation import Rejection
+from mbrl_ros.robots.hand import fingertip_state_names
+from mbrl_ros.robots.hand.estimator import HandStateEstimator
+from mbrl_ros_hardware.sim_hand.hand import HandSim
 
 JOINTS = ["J0", "J1", "J2"]
 

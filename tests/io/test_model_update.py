@@ -10,7 +10,6 @@ import pytest
 import torch
 import yaml
 
-from mbrl_ros.core.models import build_model
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.model_registry import (
     ModelRegistry,
@@ -20,6 +19,9 @@ from mbrl_ros.io.model_registry import (
     predict_flat,
 )
 from mbrl_ros.io.model_update import FIELDS, ModelUpdateError, as_fields, pack, summary, unpack
+from mbrl_ros.robots import get_robot
+
+build_model = get_robot("car").build_model  # the car's physics prior is the 'parametric' kind
 
 BICYCLE = {"type": "parametric", "dt": 0.2, "substeps": 2, "speed_input": "acceleration",
            "params": {"wheelbase": 2.5, "rear_axle_to_cg": 1.2, "speed_gain": 4.0, "steer_gain": 0.6, "lag": 0.0}}

@@ -23,11 +23,13 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.core.models import build_model
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.config import node_parameters
 from mbrl_ros.io.model_update import pack
 from mbrl_ros.ros_env import REPO_ROOT, workspace_env
+from mbrl_ros.robots import get_robot
+
+build_model = get_robot("car").build_model  # the car's physics prior is the 'parametric' kind
 
 PEER = Path(__file__).with_name("dynamics_peers.py")
 NAMESPACE = "/car"

@@ -1,4 +1,11 @@
-"""The one model interface every planner uses."""
+"""The one model interface every planner uses, its time-major view, and a robot's physics prior.
+
+``DynamicsModel``: batched ``(states[B, nx], actions[B, nu]) -> next states``.
+``TimeMajorDynamics``: the same model in the sampling planners' layout; a model
+may return a faster view of itself from ``time_major()``.
+``PhysicsModel``: a model built from a robot's physics (model kind
+``parametric``), with physical parameters its robot can identify from data.
+"""
 
 from __future__ import annotations
 
@@ -48,3 +55,60 @@ class DynamicsModel(nn.Module):
         for t in range(actions.shape[1]):
             states.append(self(states[-1], actions[:, t]))
         return torch.stack(states, dim=1)
+
+    @property
+    def physics_robot(self) -> str:
+        """The robot whose physics prior this model holds ('' for none): a checkpoint records it, so that
+        loading can ask that robot's plug-in to rebuild the prior."""
+        return ""
+
+    def time_major(self) -> "TimeMajorDynamics":
+        """This model in the sampling planners' layout. A model with a faster time-major form returns
+        it here; planners check it against ``forward`` before they use it."""
+        return TimeMajorDynamics(self)
+
+
+class TimeMajorDynamics:
+    """A model seen in "time-major, sample-last" layout: states ``[nx, B]``, actions ``[nu, B]``.
+
+    Sampling planners keep their batch as actions ``[H, nu, K]`` and states
+    ``[H+1, nx, K]``: every per-sample quantity is a contiguous row of K values,
+    which a compiler vectorises, whereas a model's ``[K, nx]`` layout interleaves
+    the state components and forces strided, scalar code. Costs see
+    ``states.permute(2, 0, 1)``, a ``[K, H+1, nx]`` view.
+
+    This default runs ``model.forward`` on transposed views; a model's own
+    subclass (from ``DynamicsModel.time_major``) may do better.
+    """
+
+    def __init__(self, model: DynamicsModel) -> None:
+        self.model = model
+
+    def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.model(states.T, actions.T).T
+
+    def rollout(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``state[nx]`` (or ``[nx, K]``), ``actions[H, nu, K]`` -> ``states[H+1, nx, K]``."""
+        x = state[:, None].expand(-1, actions.shape[2]) if state.dim() == 1 else state
+        states = [x]
+        for t in range(actions.shape[0]):
+            x = self.step(x, actions[t])
+            states.append(x)
+        return torch.stack(states)
+
+    def still_valid(self) -> bool:
+        """Whether a specialisation made when built still matches the model's parameters."""
+        return True
+
+
+class PhysicsModel(DynamicsModel):
+    """A robot's physics prior (model kind ``parametric``): physical parameters identifiable from data.
+
+    Built and identified by its robot's plug-in (``models.Physics``), which ``robot`` names.
+    """
+
+    robot: str = ""  # the robot plug-in that builds this model (its name)
+
+    @property
+    def physics_robot(self) -> str:
+        return self.robot

@@ -1,7 +1,7 @@
 """Semi-parametric dynamics: a physics prior plus a learned residual.
 
-``next = prior(x, u) + r(x, u)``, where ``prior`` is any DynamicsModel (e.g. a
-KinematicBicycle with identified parameters) and ``r`` is an EnsembleDynamics
+``next = prior(x, u) + r(x, u)``, where ``prior`` is any DynamicsModel (a robot's
+physics prior with identified parameters) and ``r`` is an EnsembleDynamics
 trained on what the prior gets wrong. The prior carries the structure (it
 extrapolates sensibly where there is no data); the residual only has to learn
 the small part the prior cannot express (tyre slip, drag, actuator quirks), so
@@ -22,7 +22,7 @@ from mbrl_ros.core.models.ensemble import EnsembleDynamics
 from mbrl_ros.core.validation import check_state_action_batch
 
 
-class ResidualDynamics(DynamicsModel):
+class SemiparametricDynamics(DynamicsModel):
     """``prior(x, u)`` plus a learned residual; the prior is frozen while the residual trains."""
 
     def __init__(self, prior: DynamicsModel, residual: EnsembleDynamics | None = None, **residual_kwargs) -> None:
@@ -42,6 +42,10 @@ class ResidualDynamics(DynamicsModel):
             )
         self.prior = prior
         self.residual = residual
+
+    @property
+    def physics_robot(self) -> str:
+        return self.prior.physics_robot
 
     @property
     def propagation(self) -> str:

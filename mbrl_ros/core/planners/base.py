@@ -23,8 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from mbrl_ros.core.costs import TrajectoryCost
-from mbrl_ros.core.models.base import DynamicsModel
-from mbrl_ros.core.models.bicycle import KinematicBicycle
+from mbrl_ros.core.models.base import DynamicsModel, TimeMajorDynamics
 from mbrl_ros.core.validation import check_tensor
 
 __all__ = [
@@ -188,127 +187,19 @@ def limit_actions(
 
 
 # --------------------------------------------------------------------------- time-major dynamics
-class TimeMajorDynamics:
-    """A model seen in "time-major, sample-last" layout: states ``[nx, B]``, actions ``[nu, B]``.
-
-    Sampling planners keep their batch as actions ``[H, nu, K]`` and states
-    ``[H+1, nx, K]``: every per-sample quantity is a contiguous row of K values,
-    which a compiler vectorises, whereas a model's ``[K, nx]`` layout interleaves
-    the state components and forces strided, scalar code. Costs see
-    ``states.permute(2, 0, 1)``, a ``[K, H+1, nx]`` view.
-
-    The default runs ``model.forward`` on transposed views. A model may provide its
-    own ``step_time_major(states[nx, B], actions[nu, B])``; the kinematic bicycle
-    gets a planner-side fast path (see ``BicycleTimeMajor``).
-    """
-
-    def __init__(self, model: DynamicsModel) -> None:
-        self.model = model
-
-    def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        own = getattr(self.model, "step_time_major", None)
-        if callable(own):
-            return own(states, actions)
-        return self.model(states.T, actions.T).T
-
-    def rollout(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """``state[nx]`` (or ``[nx, K]``), ``actions[H, nu, K]`` -> ``states[H+1, nx, K]``."""
-        x = state[:, None].expand(-1, actions.shape[2]) if state.dim() == 1 else state
-        states = [x]
-        for t in range(actions.shape[0]):
-            x = self.step(x, actions[t])
-            states.append(x)
-        return torch.stack(states)
-
-    def still_valid(self) -> bool:
-        """Whether a specialisation made when built still matches the model's parameters."""
-        return True
-
-
-class BicycleTimeMajor(TimeMajorDynamics):
-    """``KinematicBicycle.forward``, time-major, with fewer transcendental functions.
-
-    The same explicit Euler substeps, rewritten with ``z = l_r / L * tan(steer)``:
-    ``cos(beta) = 1 / sqrt(1 + z^2)``, ``sin(beta) = z cos(beta)`` and
-    ``cos/sin(yaw + beta)`` by the angle-sum identities, so a substep needs
-    ``tan, cos, sin`` instead of ``tan, atan, cos, cos, sin``. When the steering lag
-    is at most one substep (highway-env's car: no lag) the steering reaches its
-    command in the first substep and ``tan(steer)`` is computed once per step.
-    Parameters are read from ``model.theta`` at every call; whether the lag fits in
-    one substep is fixed when built and re-checked by ``still_valid``. The rollout
-    stacks all (H+1) * nx rows once at the end, so a compiler writes every row
-    straight into the output (no per-step [nx, K] copies).
-    Proposed home: ``KinematicBicycle.step_time_major`` in bicycle.py.
-    """
-
-    def __init__(self, model: KinematicBicycle) -> None:
-        super().__init__(model)
-        self.substep = model.dt / model.substeps
-        self.acceleration = model.speed_input == "acceleration"
-        self.steer_settles = self._settles()
-
-    def _settles(self) -> bool:
-        return float(self.model.theta[4]) <= self.substep
-
-    def still_valid(self) -> bool:
-        return self._settles() == self.steer_settles
-
-    def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return torch.stack(self._step(tuple(states.unbind(0)), actions[0], actions[1]))
-
-    def rollout(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        count = actions.shape[2]
-        current = tuple(state[i].expand(count) if state.dim() == 1 else state[i] for i in range(5))
-        rows = list(current)
-        for t in range(actions.shape[0]):
-            current = self._step(current, actions[t, 0], actions[t, 1])
-            rows.extend(current)
-        return torch.stack(rows).view(actions.shape[0] + 1, 5, count)
-
-    def _step(self, current: tuple[torch.Tensor, ...], u_speed: torch.Tensor, u_steer: torch.Tensor) -> tuple:
-        wheelbase, rear, speed_gain, steer_gain, lag = self.model.theta.unbind()
-        h = self.substep
-        alpha = torch.clamp(h / torch.clamp(lag, min=1e-6), max=1.0)
-        ratio = rear / wheelbase
-        x, y, yaw, v, steer = current
-        steer_command = steer_gain * u_steer
-        speed_command = speed_gain * u_speed
-
-        def steering(steer: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            tan_steer = torch.tan(steer)
-            z = ratio * tan_steer
-            cos_beta = torch.rsqrt(1.0 + z * z)
-            return cos_beta, z * cos_beta, cos_beta * tan_steer / wheelbase
-
-        if self.steer_settles:
-            steer = steer_command
-            cos_beta, sin_beta, yaw_rate_per_speed = steering(steer)
-        for _ in range(self.model.substeps):
-            if not self.steer_settles:
-                steer = steer + alpha * (steer_command - steer)
-                cos_beta, sin_beta, yaw_rate_per_speed = steering(steer)
-            cos_yaw, sin_yaw = torch.cos(yaw), torch.sin(yaw)
-            distance = h * v
-            x = x + distance * (cos_yaw * cos_beta - sin_yaw * sin_beta)
-            y = y + distance * (sin_yaw * cos_beta + cos_yaw * sin_beta)
-            yaw = yaw + distance * yaw_rate_per_speed
-            v = v + h * speed_command if self.acceleration else v + alpha * (speed_command - v)
-        return x, y, yaw, v, steer
-
-
 def time_major_dynamics(model: DynamicsModel) -> TimeMajorDynamics:
-    """The fastest time-major view of ``model``; a specialised one is first checked against ``model.forward``."""
-    if type(model) is not KinematicBicycle:
-        return TimeMajorDynamics(model)
-    fast = BicycleTimeMajor(model)
+    """The fastest time-major view of ``model`` (its ``time_major()``), checked first against ``model.forward``."""
+    fast = model.time_major()
+    if type(fast) is TimeMajorDynamics:
+        return fast
     with torch.no_grad():
         generator = torch.Generator().manual_seed(0)
         dtype, device = model_dtype_device(model)
-        states = (torch.rand(6, 5, generator=generator, dtype=dtype) * 2 - 1).to(device)
-        actions = (torch.rand(3, 2, 6, generator=generator, dtype=dtype) * 2 - 1).to(device)
+        states = (torch.rand(6, model.state_dim, generator=generator, dtype=dtype) * 2 - 1).to(device)
+        actions = (torch.rand(3, model.action_dim, 6, generator=generator, dtype=dtype) * 2 - 1).to(device)
         expected = TimeMajorDynamics(model).rollout(states.T, actions)
         if not torch.allclose(fast.rollout(states.T, actions), expected, atol=1e-4, rtol=1e-4):
-            warnings.warn("kinematic bicycle fast path does not match the model; using model.forward",
+            warnings.warn(f"{type(fast).__name__} does not match {type(model).__name__}.forward; using forward",
                           RuntimeWarning, stacklevel=2)
             return TimeMajorDynamics(model)
     return fast
@@ -423,7 +314,7 @@ class Planner:
         self.cost.check_ready()
         state = state.to(device=self.device, dtype=self.dtype).contiguous()
         start = time.perf_counter()
-        self.cost.set_previous_action(self.previous_action)
+        self.cost.set_context("previous_action", self.previous_action)
         self.cost.prepare(state)
         result = self._plan(state)
         result.info["solve_ms"] = (time.perf_counter() - start) * 1e3

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_ros.core.models import BicycleParams, KinematicBicycle
-from mbrl_ros.core.sysid import MIN_TRANSITIONS, bicycle_step_casadi, identify_bicycle
+from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
+from mbrl_ros.robots.car.sysid import MIN_TRANSITIONS, bicycle_step_casadi, identify_bicycle
 
 DT, SUBSTEPS = 0.1, 3
 

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from mbrl_ros.core.models.bicycle import BicycleParams, KinematicBicycle
-from mbrl_ros.core.sysid import identify_bicycle
+from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
+from mbrl_ros.robots.car.sysid import identify_bicycle
 
 
 def test_noise_free_data_without_lag_is_identified_exactly():

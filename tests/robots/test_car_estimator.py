@@ -7,13 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mbrl_ros.core.estimation import (
-    STATE_NAMES,
-    CarStateEstimator,
-    EstimatorConfig,
-    Rejection,
-    StateEstimate,
-)
+from mbrl_ros.core.estimation import Rejection, StateEstimate
+from mbrl_ros.robots.car.estimator import STATE_NAMES, CarStateEstimator, EstimatorConfig
 from mbrl_ros.core.angles import wrap_angle, yaw_from_quaternion
 
 GAIN = 0.7853981633974483

@@ -1,6 +1,7 @@
 """Run the whole stack through its launch file and watch it from this process.
 
-``StackRun`` is what ``mbrl-ros demo`` and the stack benchmarks use: it copies
+``StackRun`` is the launch-and-watch harness of ``mbrl-ros demo``, the stack benchmarks and the
+end-to-end tests: it copies
 the parameter files into the run folder (with the run's overrides merged in, so
 the folder records exactly what ran), starts ``launch/bringup.launch.yaml`` with
 the pip-only launcher in a ROS domain of its own, and watches the robot with a

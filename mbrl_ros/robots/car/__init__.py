@@ -1,0 +1,67 @@
+"""The car: a car-like robot, driven by ``u_accel`` and steered by ``u_steer`` (both in [-1, 1]).
+
+State ``[x, y, yaw, v, steer]`` (m, m, rad, m/s, rad) from odometry and the
+commands sent (``estimator``); physics prior: the kinematic bicycle
+(``bicycle``, identified by ``sysid``); cost terms: ``goal_pose`` with
+highway-env's parking reward (``costs``); ROS side: odometry, goal pose and
+path (``messages``). Drivers: ``sim_car``, ``real_car``, ``car_emulator``
+(``mbrl_ros_hardware.car``); config: ``config/car.yaml`` and ``car_<task>.yaml``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from mbrl_ros.robots.car.estimator import STATE_NAMES, STEER_COMMAND
+from mbrl_ros.robots.robot import Robot
+
+__all__ = ["ROBOT", "Car"]
+
+
+class Car(Robot):
+    name = "car"
+    state_names = STATE_NAMES
+    state_units = ("m", "m", "rad", "m/s", "rad")
+    action_names = ("u_accel", STEER_COMMAND)
+    action_units = ("1", "1")
+    angle_dims = (2,)
+
+    def physics_prior(self, options: dict, where: str):
+        """The kinematic bicycle: ``params`` (BicycleParams), ``dt``, ``substeps``, ``speed_input``, ``learnable``."""
+        from mbrl_ros.core.models import check_keys
+        from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
+
+        options = dict(options)
+        check_keys(options, {"params", "dt", "substeps", "speed_input", "learnable"}, where)
+        params = BicycleParams.from_dict(options.pop("params", {}) or {}, source=f"{where}.params")
+        return KinematicBicycle(params, **options)
+
+    def identify(self, model, states, actions, next_states):
+        """The bicycle's parameters by least squares (``sysid.identify_bicycle``), starting from ``model``'s,
+        at its ``dt``, ``substeps`` and ``speed_input``."""
+        from mbrl_ros.robots.car.sysid import identify_bicycle  # casadi: loaded only to fit
+
+        return identify_bicycle(states, actions, next_states, dt=model.dt, substeps=model.substeps,
+                                speed_input=model.speed_input, initial=model.params)
+
+    def cost_terms(self) -> dict:
+        from mbrl_ros.robots.car.costs import CarGoalPoseTerm
+
+        return {CarGoalPoseTerm.kind: CarGoalPoseTerm}
+
+    def estimator(self, params: Mapping[str, Any], source: str):
+        from mbrl_ros.robots.car.estimator import CarStateEstimator, EstimatorConfig
+
+        if list(params["state_names"]) != list(STATE_NAMES):
+            raise ValueError(f"{source}: parameter 'state_names' is {list(params['state_names'])}, but the car's "
+                             f"estimator produces {list(STATE_NAMES)}")
+        if STEER_COMMAND not in params["action_names"]:
+            raise ValueError(f"{source}: parameter 'action_names' {list(params['action_names'])} has no "
+                             f"'{STEER_COMMAND}'")
+        config = EstimatorConfig.from_dict(
+            {k: params[k] for k in ("steer_gain", "steer_lag", "steer_rate_limit", "dt", "speed_filter_alpha",
+                                    "resync_after")}, source=source)
+        return CarStateEstimator(config)
+
+
+ROBOT = Car()

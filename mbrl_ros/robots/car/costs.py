@@ -1,0 +1,65 @@
+"""The car's cost terms: the goal pose with highway-env's parking reward as a form.
+
+``goal_pose`` for the car is the core's ``GoalPoseTerm`` plus ``form:
+parking_reward``: the classic highway-env parking reward, negated into a cost,
+``(sum_i w_i |f_i(s) - f_i(g)|) ** parking_power`` with
+``f = (x/100, y/100, vx/5, vy/5, cos yaw, sin yaw)``, ``vx = v cos yaw``,
+``vy = v sin yaw`` (highway-env's velocity points along the heading).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from mbrl_ros.core.costs import SQRT_EPS, GoalPoseTerm, parse_number, parse_vector
+
+__all__ = ["CarGoalPoseTerm", "parking_reward"]
+
+class CarGoalPoseTerm(GoalPoseTerm):
+    """``goal_pose`` with the ``parking_reward`` form besides ``quadratic``."""
+
+    forms = ("quadratic", "parking_reward")
+    defaults = {
+        **GoalPoseTerm.defaults,
+        "parking_weights": [1.0, 0.3, 0.0, 0.0, 0.02, 0.02],
+        "parking_scales": [100.0, 100.0, 5.0, 5.0, 1.0, 1.0],
+        "parking_power": 0.5,
+    }
+
+    def configure(self, c: dict[str, Any]) -> None:
+        super().configure(c)
+        weights = parse_vector("parking_weights", c["parking_weights"], 6, low=0)
+        scales = parse_vector("parking_scales", c["parking_scales"], 6)
+        if any(s <= 0 for s in scales):
+            raise ValueError(f"parking_scales: expected 6 numbers > 0, got {scales}")
+        self.parking_power = parse_number("parking_power", c["parking_power"], low=0)
+        self.register_buffer("parking_weights", torch.tensor(weights))
+        self.register_buffer("parking_inv_scales", 1.0 / torch.tensor(scales))
+
+    def per_state(self, states: torch.Tensor) -> torch.Tensor:
+        if self.form != "parking_reward":
+            return super().per_state(states)
+        x, y, yaw, v = (states[..., i] for i in (self.ix, self.iy, self.iyaw, self.iv))
+        g = self.goal
+        features = _parking_features(x, y, yaw, v) * self.parking_inv_scales
+        goal_features = _parking_features(g[self.ix], g[self.iy], g[self.iyaw], g[self.iv]) * self.parking_inv_scales
+        distance = ((features - goal_features).abs() * self.parking_weights).sum(-1)
+        return torch.clamp(distance, min=SQRT_EPS) ** self.parking_power
+
+
+def _parking_features(x, y, yaw, v) -> torch.Tensor:
+    cos, sin = torch.cos(yaw), torch.sin(yaw)
+    return torch.stack((x, y, v * cos, v * sin, cos, sin), dim=-1)
+
+
+def parking_reward(
+    achieved: torch.Tensor,
+    desired: torch.Tensor,
+    weights: Sequence[float] = (1.0, 0.3, 0.0, 0.0, 0.02, 0.02),
+    power: float = 0.5,
+) -> torch.Tensor:
+    """highway-env's ``ParkingEnv.compute_reward`` on its scaled 6-vector observations."""
+    w = torch.as_tensor(weights, dtype=achieved.dtype)
+    return -(((achieved - desired).abs() * w).sum(-1) ** power)

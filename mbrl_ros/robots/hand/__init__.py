@@ -1,0 +1,55 @@
+"""The hand: the Shadow dexterous hand (24 joints, 20 position actuators), as HandReach models it.
+
+State: the joints' positions (rad), their velocities (rad/s) and the five
+fingertip positions (m, world frame, thumb last), from joint states and
+fingertip poses of one stamp (``estimator``); no physics prior (the
+``parametric`` model kind is not available); cost terms: fingertip targets
+(``costs``); ROS side: joint states and fingertip poses (``messages``).
+Drivers: ``sim_hand``, ``real_hand``, ``hand_emulator`` (``mbrl_ros_hardware.hand``);
+config: ``config/hand.yaml`` and ``hand_<task>.yaml``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from mbrl_ros.robots.robot import Robot
+
+__all__ = ["ACTUATORS", "FINGERTIPS", "JOINTS", "ROBOT", "Hand", "fingertip_state_names"]
+
+JOINTS = ("WRJ1", "WRJ0", "FFJ3", "FFJ2", "FFJ1", "FFJ0", "MFJ3", "MFJ2", "MFJ1", "MFJ0", "RFJ3", "RFJ2", "RFJ1",
+          "RFJ0", "LFJ4", "LFJ3", "LFJ2", "LFJ1", "LFJ0", "THJ4", "THJ3", "THJ2", "THJ1", "THJ0")
+ACTUATORS = ("A_WRJ1", "A_WRJ0", "A_FFJ3", "A_FFJ2", "A_FFJ1", "A_MFJ3", "A_MFJ2", "A_MFJ1", "A_RFJ3", "A_RFJ2",
+             "A_RFJ1", "A_LFJ4", "A_LFJ3", "A_LFJ2", "A_LFJ1", "A_THJ4", "A_THJ3", "A_THJ2", "A_THJ1", "A_THJ0")
+FINGERTIPS = ("ff", "mf", "rf", "lf", "th")  # HandReach's order of fingertip sites
+
+
+def fingertip_state_names() -> list[str]:
+    return [f"{tip}_tip_{axis}" for tip in FINGERTIPS for axis in "xyz"]
+
+
+class Hand(Robot):
+    name = "hand"
+    state_names = (*JOINTS, *(f"{j}_vel" for j in JOINTS), *fingertip_state_names())
+    state_units = ("rad",) * len(JOINTS) + ("rad/s",) * len(JOINTS) + ("m",) * 3 * len(FINGERTIPS)
+    action_names = ACTUATORS
+    action_units = ("1",) * len(ACTUATORS)
+
+    def cost_terms(self) -> dict:
+        from mbrl_ros.robots.hand.costs import FingertipTargetTerm
+
+        return {FingertipTargetTerm.kind: FingertipTargetTerm}
+
+    def estimator(self, params: Mapping[str, Any], source: str):
+        from mbrl_ros.robots.hand.estimator import HandStateEstimator
+
+        joints = [n for n in params["joint_names"] if n]
+        estimator = HandStateEstimator(joints, params["fingertips"], params["resync_after"])
+        if len(params["state_names"]) != estimator.state_dim:
+            raise ValueError(f"{source}: parameter 'state_names' has {len(params['state_names'])} names, but "
+                             f"{len(joints)} joints (positions, velocities) and {params['fingertips']} fingertips "
+                             f"make {estimator.state_dim}")
+        return estimator
+
+
+ROBOT = Hand()
