@@ -24,12 +24,12 @@ import time
 import numpy as np
 import torch
 
-from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.data import TransitionDataset
-from mbrl_ros.core.models import BicycleParams, build_model
 from mbrl_ros.core.policies.config import PolicyConfig
 from mbrl_ros.core.policies.learning import PolicyData, train_policy
 from mbrl_ros.io.config import launch_parameters
+from mbrl_ros.robots import get_robot
+from mbrl_ros.robots.car.bicycle import BicycleParams
 from mbrl_ros.ros_env import REPO_ROOT
 
 POLICY = {
@@ -86,8 +86,8 @@ def run(methods: tuple[str, ...] = ("shac", "mbpo"), quick: bool = False, json_p
     trainer = launch_parameters(config_dir, "car", "parking", "trainer")
     controller = launch_parameters(config_dir, "car", "parking", "controller")
     model_section = {**trainer["parametric"], "params": BicycleParams().as_dict()}
-    model = build_model(model_section, where="trainer.parametric")
-    cost = build_cost(controller["cost"], 5, 2, source="controller.cost")
+    model = get_robot("car").build_model(model_section, where="trainer.parametric")
+    cost = get_robot("car").build_cost(controller["cost"], 5, 2, source="controller.cost")
     data, goals = _parking_data(model, transitions=2000, steps=50, seed=0)
     policy_data = PolicyData.from_dataset(data, val_fraction=0.2, seed=0, episode_contexts=goals)
     results: dict = {"load_average_before": list(os.getloadavg()), "torch_threads": torch.get_num_threads(),

@@ -672,7 +672,10 @@ class TrajectoryCost(nn.Module):
     not change a compiled planner's graph.
     """
 
-    def __init__(self, terms: dict[str, CostTerm], weights: dict[str, float], state_dim: int, action_dim: int) -> None:
+    def __init__(self, terms: dict[str, CostTerm], weights: dict[str, float], state_dim: int, action_dim: int,
+                 kinds: Mapping[str, type[CostTerm]] | None = None) -> None:
+        """``kinds``: the term kinds the cost was built from (default: the core's); ``contexts`` are the
+        run-time context names any of them reads, whether or not a term of this cost does."""
         super().__init__()
         if not terms:
             raise ValueError("a cost needs at least one term")
@@ -686,6 +689,9 @@ class TrajectoryCost(nn.Module):
         self.action_dim = int(action_dim)
         self.terms = nn.ModuleDict(terms)
         self.names = list(terms)
+        kinds = TERM_KINDS if kinds is None else kinds
+        self.contexts = frozenset(c for cls in (*kinds.values(), *map(type, terms.values()))
+                                  for c in (*cls.context, *cls.optional_context))
         self.register_buffer("weights", torch.tensor([float(weights[n]) for n in self.names]))
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -781,4 +787,4 @@ def build_cost(
             terms[name] = term_cls(state_dim, action_dim, **settings)
         except ValueError as exc:
             raise ValueError(f"{source}: {name}: {exc}") from None
-    return TrajectoryCost(terms, weights, state_dim, action_dim)
+    return TrajectoryCost(terms, weights, state_dim, action_dim, kinds)

@@ -16,7 +16,6 @@ import torch
 
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.data import TransitionDataset
-from mbrl_ros.core.models import BicycleParams, KinematicBicycle
 from mbrl_ros.core.policies import Actor, ConstantPolicy, build_actor
 from mbrl_ros.core.policies.config import PolicyConfig
 from mbrl_ros.core.policies.learning import PolicyData
@@ -25,6 +24,7 @@ from mbrl_ros.core.policies.shac import td_lambda_targets
 from mbrl_ros.core.policies.validation import HeldOutStates, closed_loop_costs, decide_policy
 from mbrl_ros.io import policy_checkpoint
 from mbrl_ros.io.checkpoint import CheckpointError
+from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
 
 NX, NU = 5, 2
 GOAL_COST = {"goal_pose": {"form": "quadratic", "stage_weight": 1.0, "terminal_weight": 3.0},
@@ -161,7 +161,7 @@ def test_task_cost_scores_each_sample_with_its_own_goal_as_the_planners_cost_wou
     states, actions = torch.randn(6, 4, NX), torch.randn(6, 3, NU)
     got = task.trajectory(states, actions, goals[which])
     for i in range(6):
-        cost.set_goal(goals[which[i]])
+        cost.set_context("goal", goals[which[i]])
         assert got[i].item() == pytest.approx(cost(states[i:i + 1], actions[i:i + 1]).item(), rel=1e-5)
 
 
@@ -169,7 +169,7 @@ def test_step_costs_are_one_step_trajectories_and_sum_to_the_stage_cost():
     section = {"goal_pose": {"form": "quadratic", "stage_weight": 1.0, "terminal_weight": 0.0},
                "effort": {"weight": 0.1}}
     cost = build_cost(section, NX, NU)
-    cost.set_goal(torch.tensor([1.0, 2.0, 0.5, 0.0, 0.0]))
+    cost.set_context("goal", torch.tensor([1.0, 2.0, 0.5, 0.0, 0.0]))
     task = TaskCost(cost)
     states, actions = torch.randn(4, 6, NX), torch.randn(4, 5, NU)
     steps = task.steps(states, actions)
@@ -187,7 +187,7 @@ def test_gradients_through_per_goal_costs_match_each_goal_alone():
     task.steps(states, actions, goals).sum().backward()
     for i in range(4):
         alone = states[i:i + 1].detach().clone().requires_grad_(True)
-        cost.set_goal(goals[i])
+        cost.set_context("goal", goals[i])
         windows = torch.stack((alone[:, :-1], alone[:, 1:]), 2).reshape(2, 2, NX)
         cost(windows, actions[i].reshape(2, 1, NU)).sum().backward()
         assert torch.allclose(states.grad[i], alone.grad[0], atol=1e-5)

@@ -14,13 +14,14 @@ import torch
 
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.data import TransitionDataset
-from mbrl_ros.core.models import BicycleParams, KinematicBicycle
 from mbrl_ros.core.models.base import DynamicsModel
 from mbrl_ros.core.policies import Actor
 from mbrl_ros.core.policies.config import PolicyConfig, ShacConfig
 from mbrl_ros.core.policies.learning import PolicyData, train_policy
 from mbrl_ros.core.policies.rollouts import StartSampler, TaskCost, closed_loop
 from mbrl_ros.core.policies.shac import train_shac
+from mbrl_ros.robots import get_robot
+from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +71,7 @@ def test_shac_learns_the_lqr_gain_of_a_linear_quadratic_problem():
     cost = build_cost({"state": {"type": "joint_target", "indices": [0, 1], "weights": [1.0, 0.1],
                                  "stage_weight": 1.0, "terminal_weight": 0.0},
                        "effort": {"weights": r}}, 2, 1)
-    cost.set_joint_target(torch.zeros(2))
+    cost.set_context("joint_target", torch.zeros(2))
     g = torch.Generator().manual_seed(1)
     states = torch.rand(4000, 2, generator=g) * 2 - 1
     torch.manual_seed(0)
@@ -121,8 +122,8 @@ def driven_episodes(model: KinematicBicycle, episodes: int, steps: int, seed: in
 
 def test_mbpo_improves_a_bicycle_policy_on_held_out_starts():
     model = KinematicBicycle(BicycleParams(), dt=0.2)
-    cost = build_cost(PARKING_LIKE, 5, 2)
-    cost.set_goal(torch.zeros(5))
+    cost = get_robot("car").build_cost(PARKING_LIKE, 5, 2)
+    cost.set_context("goal", torch.zeros(5))
     data = PolicyData.from_dataset(driven_episodes(model, 60, 10, seed=0), val_fraction=0.3, seed=0)
     config = PolicyConfig.from_dict({
         "method": "mbpo",
@@ -156,8 +157,8 @@ def test_a_sac_actor_becomes_the_controllers_actor_exactly():
     from mbrl_ros.core.policies.mbpo import ModelRolloutEnv, actor_from_sac, actor_into_sac
 
     model = KinematicBicycle(BicycleParams(), dt=0.2)
-    cost = build_cost(PARKING_LIKE, 5, 2)
-    cost.set_goal(torch.zeros(5))
+    cost = get_robot("car").build_cost(PARKING_LIKE, 5, 2)
+    cost.set_context("goal", torch.zeros(5))
     goals = torch.randn(40, 5)
     states = torch.randn(40, 5) * 3
     actor = Actor(5, 2, [-1.0, -0.5], [1.0, 0.5], context_dim=5, hidden_sizes=[32, 32], activation="tanh",

@@ -56,12 +56,10 @@ class TaskCost:
         self.context = context
         self.where = where
         self._copies: list[TrajectoryCost] = []
-        if context is not None:
-            setter = getattr(cost, f"set_{context}", None)
-            if not callable(setter):
-                raise ValueError(f"{where}: the cost has no run-time context {context!r} (no set_{context})")
+        if context is not None and context not in cost.contexts:
+            raise ValueError(f"{where}: the cost has no run-time context {context!r} (contexts: {sorted(cost.contexts)})")
         # Training rolls out from many states at once: no one previous action applies to them all.
-        self.cost.set_previous_action(None)
+        self.cost.set_context("previous_action", None)
 
     def _copy(self, index: int) -> TrajectoryCost:
         while len(self._copies) <= index:
@@ -69,7 +67,7 @@ class TaskCost:
         return self._copies[index]
 
     def _set(self, cost: TrajectoryCost, context: torch.Tensor) -> None:
-        if getattr(cost, f"set_{self.context}")(context) == 0:
+        if cost.set_context(self.context, context) == 0:
             raise ValueError(f"{self.where}: no term of the cost reads {self.context!r}; "
                              f"terms: {cost.names}")
 
