@@ -49,7 +49,7 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
     config = prepare_config(REPO_ROOT / "config", folder / "config", "car", task,
                             {"trainer": {"random_transitions": 100_000_000}})
     checkpoint = prior_checkpoint(config, task, folder / "prior.pt")
-    rate_hz = float(launch_parameters(config, "car", task, "controller")["rate_hz"])
+    rate_hz = 1.0 / float(launch_parameters(config, "car", task, "controller")["dt"])
     print(f"[latency] car/{task} in real time at {rate_hz:g} Hz, {duration_s:g} s after {warmup_s:g} s warm-up "
           f"-> {folder}/", flush=True)
     run = StackRun(folder, {"robot": "car", "hardware": "sim", "task": task, "lockstep": "false",

@@ -35,7 +35,7 @@ def run(episodes: int = 60, random_transitions: int = 200, retrain_every: int = 
     folder.mkdir(parents=True, exist_ok=True)
     config = prepare_config(REPO_ROOT / "config", folder / "config", "car", "parking", {
         "trainer": {"random_transitions": random_transitions, "retrain_every": retrain_every, "poll_period": 1.0},
-        "controller": {"exploration_steps": random_transitions},
+        "controller": {"random_transitions": random_transitions},
         "data_logger": {"split_duration": 10.0},  # closed bags sooner: the trainer reads closed ones
     })
     print(f"[learning-curve] parking from zero data: {random_transitions} random transitions, retrain every "

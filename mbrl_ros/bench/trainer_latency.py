@@ -38,7 +38,7 @@ from mbrl_ros.ros_env import REPO_ROOT, workspace_env
 NAMESPACE = "/car"
 WINDOW = 500  # LoopStats' window in the controller's diagnostics
 NODES = {  # name -> (module, extra parameters)
-    "sim_car": ("mbrl_ros_hardware.sim_car.node", {"lockstep": "false", "task": "parking"}),
+    "sim_car": ("mbrl_ros_hardware.car.sim", {"lockstep": "false", "task": "parking"}),
     "estimator": ("mbrl_ros.nodes.estimator", {}),
     "dynamics_server": ("mbrl_ros.nodes.dynamics_server", {}),
     "controller": ("mbrl_ros.nodes.controller", {}),
@@ -279,7 +279,7 @@ def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu
         watcher.wait(lambda: int(watcher.values("controller").get("cycles_plan", "0")) > 10, 180,
                      "controller planning cycles")
         levers = apply_levers(procs, trainer_cpu, sched_idle)
-        rate = float(node_parameters(config_files[0], "controller").get("rate_hz", 5.0))
+        rate = 1.0 / float(node_parameters(config_files[0], "controller")["dt"])
         timeout = 3 * WINDOW / rate + 120
         print(f"trainer-latency: the trainer reads {read} transitions; controller at {rate} Hz, {WINDOW} cycles per phase (~{WINDOW / rate:.0f} s); "
               f"levers: {', '.join(levers) or 'none (nice 10, 1 torch thread: the node defaults)'}", flush=True)

@@ -33,13 +33,13 @@ def run_demo(task: str = "parking", episodes: int = 20, model_kind: str | None =
     out.mkdir(parents=True, exist_ok=True)
     overrides: dict[str, dict] = {}
     if random_transitions is not None:
-        overrides = {"trainer": {"random_transitions": random_transitions},
-                     "controller": {"exploration_steps": random_transitions}}
+        # The exploration budget, for both nodes that read it (the config's '/**' value stays as it was).
+        overrides = {node: {"random_transitions": random_transitions} for node in ("trainer", "controller")}
     config = prepare_config(Path(config_dir) if config_dir else REPO_ROOT / "config", out / "config", "car",
                             task, overrides)
     params = {node: launch_parameters(config, "car", task, node) for node in ("controller", "trainer")}
     model_kind = model_kind or params["trainer"].get("model_kind", "parametric")
-    budget = int(params["controller"].get("exploration_steps", 0))
+    budget = int(params["controller"].get("random_transitions", 0))
     domain = default_domain_id("demo") if domain_id is None else domain_id
     print(f"[demo] car/{task}: the stack in ROS domain {domain}, {'lockstep' if lockstep else 'real-time'} "
           f"simulation; {budget or 'unlimited'} random transitions, model '{model_kind}', planner "
@@ -138,12 +138,12 @@ def write_report(out: Path, task: str, evaluated: list[EpisodeTrace], timings: l
 
     bounds, reference = None, None
     if task == "parking":
-        from mbrl_ros_hardware.sim_car.parking import WALL_HALF_X, WALL_HALF_Y
+        from mbrl_ros_hardware.car.parking import WALL_HALF_X, WALL_HALF_Y
 
         bounds = (-WALL_HALF_X, -WALL_HALF_Y, WALL_HALF_X, WALL_HALF_Y)
         title = f"parking: {summary['success_rate']:.0%} success over {len(evaluated)} episodes"
     else:
-        from mbrl_ros_hardware.sim_car.race import stadium_track
+        from mbrl_ros_hardware.car.race import stadium_track
 
         reference = stadium_track()
         title = f"race: mean cross-track error {summary.get('mean_cross_track_error_m', float('nan')):.2f} m"

@@ -8,6 +8,7 @@ Errors name the file and the key.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,34 @@ def require(section: dict, key: str, source: str, kind: type | tuple = object) -
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ConfigError(f"{source}: key '{key}' must be {names}, got {value!r}")
     return value
+
+
+def derived(value: Any, given: Any, key: str, source_key: str, source: str) -> Any:
+    """A value that follows from another key (``source_key``), written once in the robot's config.
+
+    A config may leave ``key`` out (``given`` None) or give it the same value; a different
+    value is a ConfigError naming both keys, so two places can never disagree silently.
+    """
+    if given is None:
+        return value
+    same = (math.isclose(float(given), float(value), rel_tol=1e-9, abs_tol=1e-12)
+            if isinstance(given, (int, float)) and isinstance(value, (int, float)) else given == value)
+    if not same:
+        raise ConfigError(f"{source}: '{key}' is {given!r}, but it follows from '{source_key}' ({value!r}); "
+                          f"remove '{key}': '{source_key}' is the one place to set it")
+    return value
+
+
+def model_section_at(section: dict, dt: float, where: str) -> dict:
+    """A model section with the control period ``dt`` filled in where the model takes one (a physics
+    prior: ``parametric``, and a ``semiparametric`` model's prior); a section that still sets its own
+    ``dt`` must agree (``derived``)."""
+    section = dict(section)
+    if section.get("type") == "parametric":
+        section["dt"] = derived(dt, section.get("dt"), f"{where}.dt", "dt", where)
+    elif section.get("type") == "semiparametric" and isinstance(section.get("prior"), dict):
+        section["prior"] = model_section_at(section["prior"], dt, f"{where}.prior")
+    return section
 
 
 def launch_parameters(config_dir: str | Path, robot: str, task: str, node_name: str) -> dict:

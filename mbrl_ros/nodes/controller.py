@@ -4,7 +4,7 @@ configure: read parameters, build the cost and the planner settings, create
 topics. activate: start the loop. deactivate: stop it and send the safe command.
 cleanup: drop the model and planner.
 
-The loop runs either on a wall-clock timer at ``rate_hz`` (``trigger: timer``,
+The loop runs either on a wall-clock timer at 1/dt (``trigger: timer``,
 a real robot) or once per new state (``trigger: state``, lockstep simulation,
 where the simulator waits for the answer to each state). Each cycle hands the
 latest state to the ROS-free ``RecedingHorizonController`` (which owns the cost
@@ -35,6 +35,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
 from mbrl_interfaces.msg import CommandVector, CycleTiming, ModelUpdate, StateVector
+from mbrl_ros.io.config import derived
 from mbrl_ros.robots import available_robots, get_robot
 from mbrl_ros.robots.robot import ContextInput
 from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
@@ -44,8 +45,9 @@ from mbrl_ros.ros.qos import COMMAND, LATCHED, LATEST_STATE
 from mbrl_ros.ros.stamps import stamp_to_ns
 
 PARAMS = [
-    Param("rate_hz", 20.0, "control rate in trigger 'timer' mode; the deadline of a cycle is 1/rate_hz", (0.1, 1000.0)),
-    Param("trigger", "timer", "'timer': plan at rate_hz on the wall clock; 'state': plan once per new state (lockstep simulation)"),
+    Param("dt", 0.2, "control period (s), the robot config's '/**' dt: in trigger 'timer' mode the loop runs at 1/dt "
+          "(rate_hz), and a cycle's deadline is dt", (0.001, 10.0)),
+    Param("trigger", "timer", "'timer': plan at 1/dt on the wall clock; 'state': plan once per new state (lockstep simulation)"),
     Param("planner", "mppi", "planner: mppi | cem | ilqr (its settings are the section of that name)"),
     Param("state_names", ["x", "y", "yaw", "v", "steer"], "names of the state vector's entries, in model order"),
     Param("action_names", ["u_accel", "u_steer"], "names of the command vector's entries"),
@@ -55,7 +57,8 @@ PARAMS = [
     Param("safe_action", [0.0, 0.0], "sent on stale or invalid state, e-stop, missing goal, or deactivation"),
     Param("state_timeout", 0.5, "wall seconds without a fresh state before the safe command", (0.01, 60.0)),
     Param("explore_without_model", True, "drive randomly (within limits) until the first model arrives, to collect data"),
-    Param("exploration_steps", 0, "most random actions before the first model (0: no limit); then the safe command until a model arrives", (0, 100_000_000)),
+    Param("random_transitions", 0, "exploration budget, the robot config's '/**' random_transitions: most random "
+          "actions before the first model (0: no limit); then the safe command until a model arrives", (0, 100_000_000)),
     Param("exploration_smoothing", 0.8, "low-pass factor of the exploration noise", (0.0, 0.99)),
     Param("needs_goal", True, "require a goal (the robot's goal topic) before planning; false for path tracking"),
     Param("seed", 0, "seed of exploration and planner sampling", (0, 2**31 - 1)),
@@ -97,6 +100,10 @@ class ControllerNode(LifecycleNode):
             self.create_subscription(Bool, "e_stop", self.on_e_stop, 10),
         ]
 
+    def override(self, name: str):
+        """The value the params files give ``name``, if any (the node declares every override it gets)."""
+        return self.get_parameter(name).value if self.has_parameter(name) else None
+
     def start(self) -> None:
         if self.autostart:
             self.trigger_configure()
@@ -108,6 +115,11 @@ class ControllerNode(LifecycleNode):
 
         try:
             self.p = declare_all(self, PARAMS)
+            source = self.get_fully_qualified_name()
+            # Written once in the robot's config: the rate follows from dt, the budget is random_transitions.
+            self.p["rate_hz"] = derived(1.0 / self.p["dt"], self.override("rate_hz"), "rate_hz", "dt", source)
+            self.p["exploration_steps"] = derived(self.p["random_transitions"], self.override("exploration_steps"),
+                                                  "exploration_steps", "random_transitions", source)
             import torch
 
             torch.set_num_threads(self.p["threads"])

@@ -51,6 +51,7 @@ from mbrl_ros.core.model_kinds import MODEL_KINDS
 from mbrl_ros.core.retraining import PerBagTransitions, RetrainSchedule, TrainingRound, train_candidate
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.bags import list_bags, load_transitions
+from mbrl_ros.io.config import model_section_at
 from mbrl_ros.io.model_update import pack, unpack
 from mbrl_ros.robots import available_robots, get_robot
 from mbrl_ros.ros.diagnostics import diagnostic_array
@@ -65,10 +66,12 @@ PARAMS = [
     Param("bag_dir", "bags", "folder of the data_logger's bags; closed bags (with metadata.yaml) are read"),
     Param("state_topic", "state", "StateVector topic in the bags (relative names resolve in this node's namespace)"),
     Param("command_topic", "hw/command", "CommandVector topic in the bags"),
-    Param("dt", 0.2, "control period (s): a transition's next state is stamped dt after its state", (1e-3, 10.0)),
+    Param("dt", 0.2, "control period (s), the robot config's '/**' dt: a transition's next state is stamped dt "
+          "after its state, and the model steps dt", (1e-3, 10.0)),
     Param("max_stamp_error", 0.05, "tolerance (s) on the next state's stamp; must be < dt/2", (0.0, 5.0)),
     Param("max_jump", 2.0, "a position change (m) larger than this in one step is a reset, not motion", (0.0, 1e6)),
-    Param("random_transitions", 2000, "transitions before the first model (random exploration)", (2, 100_000_000)),
+    Param("random_transitions", 2000, "transitions before the first model (the robot config's '/**' exploration "
+          "budget)", (2, 100_000_000)),
     Param("retrain_every", 1000, "new transitions between training rounds", (1, 100_000_000)),
     Param("poll_period", 5.0, "seconds between looks at bag_dir", (0.05, 3600.0)),
     Param("val_fraction", 0.2, "fraction of the episodes held out for validation", (0.01, 0.99)),
@@ -104,11 +107,9 @@ class TrainerNode(Node):
         self.model_config = section(self, kind)
         if not self.model_config:
             raise ValueError(f"parameter '{kind}': no model section of that name in the parameters")
+        # The model steps the control period the transitions are read at: dt, written once.
+        self.model_config = model_section_at(self.model_config, self.p["dt"], f"trainer parameter '{kind}'")
         self.robot.build_model(self.model_config, where=f"trainer parameter '{kind}'")  # fail now, not in a round
-        model_dt = self.model_config.get("dt", (self.model_config.get("prior") or {}).get("dt"))
-        if model_dt is not None and abs(float(model_dt) - self.p["dt"]) > 1e-9:
-            raise ValueError(f"the model's dt ({kind}.dt = {model_dt}) differs from parameter 'dt' "
-                             f"({self.p['dt']}), the control period the transitions are read at")
         self.training = check_training_options(section(self, "training"), source="trainer parameter 'training'")
         self.angle_dims = list(self.optional("angle_dims", []))
         self.error_scale = self.optional("error_scale", None)

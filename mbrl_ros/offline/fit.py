@@ -30,7 +30,7 @@ from mbrl_ros.core.model_kinds import MODEL_KINDS
 from mbrl_ros.core.retraining import error_score, validation_split
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.bags import BagError, list_bags, load_transitions
-from mbrl_ros.io.config import ConfigError, merge, node_parameters, require
+from mbrl_ros.io.config import ConfigError, merge, model_section_at, node_parameters, require
 from mbrl_ros.offline.bag_paths import find_bags
 from mbrl_ros.robots import available_robots, get_robot
 from mbrl_ros.ros_env import REPO_ROOT
@@ -125,12 +125,7 @@ def model_section(params: dict, kind: str, source: str) -> dict:
     """The model's section, checked as the trainer checks it (its dt is the control period)."""
     if kind not in MODEL_KINDS:
         raise FitError(f"--model: unknown model kind {kind!r}; expected one of {list(MODEL_KINDS)}")
-    config = require(params, kind, source, dict)
-    model_dt = config.get("dt", (config.get("prior") or {}).get("dt"))
-    if model_dt is not None and abs(float(model_dt) - float(params["dt"])) > 1e-9:
-        raise ConfigError(f"{source}: the model's dt ({kind}.dt = {model_dt}) differs from 'dt' ({params['dt']}), "
-                          "the control period the transitions are read at")
-    return config
+    return model_section_at(require(params, kind, source, dict), float(params["dt"]), f"{source}: {kind}")
 
 
 def read_transitions(bags: list[Path], params: dict, report: dict, source: str = "transitions",

@@ -31,7 +31,6 @@ def small_config(folder):
     hand = folder / "hand.yaml"
     text = hand.read_text()
     for old, new in (("random_transitions: 1000", "random_transitions: 200"),
-                     ("exploration_steps: 1000", "exploration_steps: 200"),
                      ("poll_period: 5.0", "poll_period: 0.5"),
                      ("split_duration: 20.0", "split_duration: 2.0"),
                      ("ensemble_size: 5", "ensemble_size: 2"),
@@ -95,7 +94,7 @@ def test_the_logger_records_joint_states_that_read_back_as_hand_transitions(hand
 
 @pytest.fixture(scope="module")
 def real_hand(tmp_path_factory):
-    with emulated_robot(tmp_path_factory.mktemp("real_hand"), "e2e-real-hand", "mbrl_ros_hardware.real_hand.emulator",
+    with emulated_robot(tmp_path_factory.mktemp("real_hand"), "e2e-real-hand", "mbrl_ros_hardware.hand.emulator",
                         {"latency": 0.03, "joint_states_drop_rate": 0.1, "trajectory_drop_rate": 0.05, "seed": 2},
                         {"robot": "hand", "hardware": "real"}) as run:
         yield run

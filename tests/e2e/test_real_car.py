@@ -19,7 +19,7 @@ MAX_STEER = 0.4189  # config/car_real.yaml
 
 @pytest.fixture(scope="module")
 def real_car(tmp_path_factory):
-    with emulated_robot(tmp_path_factory.mktemp("real_car"), "e2e-real-car", "mbrl_ros_hardware.real_car.emulator",
+    with emulated_robot(tmp_path_factory.mktemp("real_car"), "e2e-real-car", "mbrl_ros_hardware.car.emulator",
                         {"latency": 0.03, "odom_drop_rate": 0.1, "drive_drop_rate": 0.05, "position_noise": 0.01,
                          "seed": 3},
                         {"robot": "car", "hardware": "real", "task": "parking"}) as run:

@@ -21,7 +21,7 @@ from mbrl_ros.ros_env import REPO_ROOT
 NODES = ("sim_car", "estimator", "dynamics_server", "controller", "data_logger", "trainer")
 # Less exploration than the repository's config, so a model arrives within a minute.
 SMALL = {"trainer": {"random_transitions": 500, "poll_period": 1.0},
-         "controller": {"exploration_steps": 500},
+         "controller": {"random_transitions": 500},
          "data_logger": {"split_duration": 10.0}}
 
 

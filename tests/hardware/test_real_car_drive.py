@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mbrl_ros_hardware.emulation import DelayLine
-from mbrl_ros_hardware.real_car.drive import DriveMapper
-from mbrl_ros_hardware.real_car.emulated_car import EmulatedCar
+from mbrl_ros_hardware.car.drive import DriveMapper
+from mbrl_ros_hardware.car.emulated_car import EmulatedCar
 
 
 def test_integrate_mode_accumulates_speed_and_scales_steering():

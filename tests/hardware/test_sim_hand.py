@@ -8,7 +8,7 @@ import pytest
 from mbrl_ros.core.estimation import Rejection
 from mbrl_ros.robots.hand import fingertip_state_names
 from mbrl_ros.robots.hand.estimator import HandStateEstimator
-from mbrl_ros_hardware.sim_hand.hand import HandSim
+from mbrl_ros_hardware.hand.shadow_hand import HandSim
 
 JOINTS = ["J0", "J1", "J2"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mbrl_ros.core.control import ExplorationPolicy
-from mbrl_ros_hardware.sim_car.parking import ParkingSim
+from mbrl_ros_hardware.car.parking import ParkingSim
 from mbrl_ros.io.bags import COMMAND_TYPE, STATE_TYPE, default_typestore
 from mbrl_ros.io.recording import BagRecorder, bag_qos
 from mbrl_ros.ros_env import REPO_ROOT

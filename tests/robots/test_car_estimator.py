@@ -78,7 +78,7 @@ def test_lagged_steering_is_the_exact_first_order_response():
 def test_rate_limited_steering_tracks_the_race_cars_steering_actuator():
     """The race car's steering is a 0.1 s lag whose rate the vehicle model caps at 0.4 rad/s: the
     estimate (from commands alone) must follow the simulator's true steering angle."""
-    from mbrl_ros_hardware.sim_car.race import RaceSim
+    from mbrl_ros_hardware.car.race import RaceSim
 
     sim = RaceSim()
     state = sim.reset(seed=3, speed=8.0)

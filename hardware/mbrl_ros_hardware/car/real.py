@@ -24,22 +24,24 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
 from mbrl_interfaces.msg import CommandVector
+from mbrl_ros.io.config import derived
 from mbrl_ros.ros.diagnostics import diagnostic_array
 from mbrl_ros.ros.params import Param, declare_all
 from mbrl_ros.ros.qos import COMMAND, SENSOR
 from mbrl_ros.ros.run import run_node
-from mbrl_ros_hardware.real_car.drive import Drive, DriveMapper
+from mbrl_ros_hardware.car.drive import Drive, DriveMapper
 
 PARAMS = [
     Param("drive_topic", "/drive", "the vendor driver's AckermannDriveStamped input", read_only=True),
     Param("odom_topic", "/odom", "the vendor driver's Odometry output, relayed to hw/odom", read_only=True),
-    Param("speed_mode", "integrate", "'integrate': speed += u_accel * max_accel * control_period; "
+    Param("speed_mode", "integrate", "'integrate': speed += u_accel * max_accel * dt; "
           "'acceleration': toward the top speed with acceleration |u_accel| * max_accel", read_only=True),
     Param("max_steer", 0.4189, "steering angle (rad) at u_steer = 1; match the estimator's steer_gain", (0.01, 1.5)),
     Param("max_accel", 3.0, "acceleration (m/s^2) at u_accel = 1", (0.01, 50.0)),
     Param("max_speed", 3.0, "highest forward speed commanded (m/s)", (0.01, 100.0)),
     Param("max_reverse_speed", 1.0, "highest reverse speed commanded (m/s)", (0.0, 100.0)),
-    Param("control_period", 0.2, "seconds one command holds (the controller's 1/rate_hz)", (0.001, 10.0)),
+    Param("dt", 0.2, "seconds one command holds: the control period, the robot config's '/**' dt", (0.001, 10.0)),
+    Param("control_period", 0.0, "follows from dt (0: unset); a config that still sets it must agree", (0.0, 10.0)),
     Param("command_timeout", 0.5, "wall seconds without hw/command after which the drive is zero speed", (0.01, 60.0)),
     Param("rate_hz", 50.0, "rate of the drive stream to the vendor driver", (1.0, 1000.0)),
     Param("frame_id", "", "frame of the relayed odometry ('' keeps the vendor's)"),
@@ -53,8 +55,10 @@ class RealCarNode(Node):
     def __init__(self) -> None:
         super().__init__("real_car")
         self.p = declare_all(self, PARAMS)
+        period = derived(self.p["dt"], self.p["control_period"] or None, "control_period", "dt",
+                         self.get_fully_qualified_name())
         self.mapper = DriveMapper(self.p["max_steer"], self.p["max_accel"], self.p["max_speed"],
-                                  self.p["max_reverse_speed"], self.p["control_period"], self.p["speed_mode"])
+                                  self.p["max_reverse_speed"], period, self.p["speed_mode"])
         self.drive = self.mapper.stop()
         self.last_command = -float("inf")  # time.monotonic() of the last accepted command
         self.stopped = True  # by the watchdog (or not started yet)

@@ -32,7 +32,7 @@ from mbrl_ros.ros.params import Param, declare_all
 from mbrl_ros.ros.qos import COMMAND, SENSOR
 from mbrl_ros.ros.run import run_node
 from mbrl_ros_hardware.emulation import DelayLine
-from mbrl_ros_hardware.real_car.emulated_car import EmulatedCar
+from mbrl_ros_hardware.car.emulated_car import EmulatedCar
 
 PARAMS = [
     Param("drive_topic", "/drive", "drive commands in", read_only=True),

@@ -22,6 +22,8 @@ way for every robot:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -41,6 +43,8 @@ SIM_PARAMS = [
     Param("max_episode_steps", 0, "time limit of an episode, in control steps (0: the task's own)", (0, 100_000)),
     Param("frame_id", "map", "frame of the published poses"),
     Param("republish_period", 0.2, "lockstep: wall seconds between re-publishing an unanswered state", (0.01, 5.0)),
+    Param("dt", 0.0, "the robot config's control period ('/**' dt): must be the simulator's step (0: not checked)",
+          (0.0, 10.0), read_only=True),
 ]
 
 
@@ -54,6 +58,9 @@ class SimDriverNode(Node):
         self.p = declare_all(self, [*params, *SIM_PARAMS])
         self.sim = self.make_sim()
         self.dt = float(self.sim.dt)
+        if self.p["dt"] and not math.isclose(self.p["dt"], self.dt, rel_tol=1e-9):
+            raise ValueError(f"{self.get_fully_qualified_name()}: parameter 'dt' ({self.p['dt']} s, the robot "
+                             f"config's control period) is not the simulator's step ({self.dt} s)")
         self.max_steps = self.p["max_episode_steps"] or self.default_episode_steps()
         self.lockstep = bool(self.p["lockstep"])
         self.episode_pub = self.create_publisher(DiagnosticArray, "sim/episodes", LATCHED)

@@ -38,7 +38,7 @@ class SimHandNode(SimDriverNode):
 
     def make_sim(self):
         os.environ.setdefault("MUJOCO_GL", "egl")  # nothing is rendered; never ask for a display
-        from mbrl_ros_hardware.sim_hand.hand import HandSim
+        from mbrl_ros_hardware.hand.shadow_hand import HandSim
 
         return HandSim(self.p["task"])
 

@@ -47,10 +47,10 @@ class SimCarNode(SimDriverNode):
             raise ValueError(f"sim_car: parameter 'task' must be 'parking' or 'race', got {task!r}")
         steps = self.p["max_episode_steps"] or TASK_EPISODE_STEPS[task]
         if task == "parking":
-            from mbrl_ros_hardware.sim_car.parking import ParkingSim
+            from mbrl_ros_hardware.car.parking import ParkingSim
 
             return ParkingSim(max_episode_steps=steps)
-        from mbrl_ros_hardware.sim_car.race import RaceSim
+        from mbrl_ros_hardware.car.race import RaceSim
 
         return RaceSim(episode_steps=steps)
 

@@ -49,7 +49,7 @@ class HandEmulatorNode(Node):
         super().__init__("hand_emulator")
         self.p = declare_all(self, PARAMS)
         os.environ.setdefault("MUJOCO_GL", "egl")
-        from mbrl_ros_hardware.sim_hand.hand import HandSim
+        from mbrl_ros_hardware.hand.shadow_hand import HandSim
 
         self.hand = HandSim("reach")
         self.state = self.hand.reset(seed=self.p["seed"])

@@ -30,6 +30,7 @@ from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mbrl_interfaces.msg import CommandVector
+from mbrl_ros.io.config import derived
 from mbrl_ros.robots.hand.messages import joint_state, pose_array
 from mbrl_ros.ros.diagnostics import diagnostic_array
 from mbrl_ros.ros.params import Param, declare_all
@@ -40,8 +41,9 @@ PARAMS = [
     Param("trajectory_topic", "/rh_trajectory_controller/command", "the vendor's JointTrajectory input", read_only=True),
     Param("joint_states_topic", "/joint_states", "the vendor's JointState output", read_only=True),
     Param("vendor_prefix", "rh_", "prefix of the vendor's joint names (stripped for the stack)", read_only=True),
-    Param("control_period", 0.04, "time_from_start of the trajectory point (s): the controller's 1/rate_hz",
+    Param("dt", 0.04, "time_from_start of the trajectory point (s): the control period, the robot config's '/**' dt",
           (0.001, 10.0)),
+    Param("control_period", 0.0, "follows from dt (0: unset); a config that still sets it must agree", (0.0, 10.0)),
     Param("frame_id", "world", "frame of the fingertip positions"),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.05, 60.0)),
 ]
@@ -58,8 +60,10 @@ class RealHandNode(Node):
     def __init__(self) -> None:
         super().__init__("real_hand")
         self.p = declare_all(self, PARAMS)
+        self.period = derived(self.p["dt"], self.p["control_period"] or None, "control_period", "dt",
+                              self.get_fully_qualified_name())
         os.environ.setdefault("MUJOCO_GL", "egl")
-        from mbrl_ros_hardware.sim_hand.hand import HandSim
+        from mbrl_ros_hardware.hand.shadow_hand import HandSim
 
         self.hand = HandSim("reach")  # the robot description: actuator ranges and kinematics
         prefix = self.p["vendor_prefix"]
@@ -90,7 +94,7 @@ class RealHandNode(Node):
         trajectory.joint_names = self.trajectory_joints
         point = JointTrajectoryPoint()
         point.positions = [float(v) for v in self.hand.actuator_targets(values)]
-        point.time_from_start = _duration(self.p["control_period"])
+        point.time_from_start = _duration(self.period)
         trajectory.points = [point]
         self.trajectory_pub.publish(trajectory)
 

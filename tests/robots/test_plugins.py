@@ -1,0 +1,83 @@
+"""Robots as plug-ins: found by name, robot-free core, and what each plug-in gives the generic stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mbrl_ros.robots import available_robots, get_robot
+from mbrl_ros.robots.robot import Robot
+
+
+def test_robots_are_found_by_name_and_an_unknown_name_lists_them():
+    assert {"car", "hand"} <= set(available_robots())
+    for name in available_robots():
+        robot = get_robot(name)
+        assert isinstance(robot, Robot) and robot.name == name
+        assert len(robot.state_units) == len(robot.state_names)
+        assert len(robot.action_units) == len(robot.action_names)
+        assert all(0 <= d < len(robot.state_names) for d in robot.angle_dims)
+    with pytest.raises(ValueError, match=r"controller: parameter 'robot': unknown robot 'boat'; robots: \['car'"):
+        get_robot("boat", "controller: parameter 'robot'")
+
+
+def test_parametric_is_the_robots_physics_prior():
+    car = get_robot("car").build_model({"type": "parametric", "dt": 0.1})
+    assert type(car).__name__ == "KinematicBicycle" and car.physics_robot == "car" and car.dt == 0.1
+    semi = get_robot("car").build_model({"type": "semiparametric", "prior": {"type": "parametric"},
+                                         "residual": {"ensemble_size": 1, "hidden_sizes": [4]}})
+    assert semi.physics_robot == "car"
+    with pytest.raises(ValueError, match="robot 'hand' has no physics prior, so model kind 'parametric'"):
+        get_robot("hand").build_model({"type": "parametric"})
+    with pytest.raises(ValueError, match="robot 'hand' has no physics prior"):
+        get_robot("hand").build_model({"type": "semiparametric", "prior": {"type": "parametric"}})
+    ensemble = get_robot("hand").build_model({"type": "ensemble", "state_dim": 63, "action_dim": 20,
+                                              "ensemble_size": 1, "hidden_sizes": [4]})
+    assert ensemble.physics_robot == ""
+
+
+def test_robot_cost_terms_extend_the_cores():
+    car, hand = get_robot("car"), get_robot("hand")
+    assert "parking_reward" in car.term_kinds()["goal_pose"].forms
+    assert "fingertip_target" in hand.term_kinds() and "fingertip_target" not in car.term_kinds()
+    cost = hand.build_cost({"tips": {"type": "fingertip_target", "indices": list(range(48, 63))}}, 63, 20)
+    assert cost.set_context("fingertip_target", np.zeros(15)) == 1 and cost.set_context("goal", np.zeros(63)) == 0
+
+
+def test_the_safe_action_is_the_configured_one_today():
+    for name in available_robots():
+        robot = get_robot(name)
+        configured = np.zeros(len(robot.action_names))
+        assert robot.safe_action(None, configured) is configured
+
+
+def python_prints(code: str) -> str:
+    """What a fresh interpreter running ``code`` prints (a fresh one: nothing imported before)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_the_core_imports_neither_rclpy_nor_a_robot():
+    code = ("import importlib, pkgutil, sys, mbrl_ros.core as core\n"
+            "for m in pkgutil.walk_packages(core.__path__, 'mbrl_ros.core.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "bad = sorted(n for n in sys.modules if n.split('.')[0] == 'rclpy' or n.startswith('mbrl_ros.robots'))\n"
+            "print(bad)\n")
+    assert python_prints(code) == "[]"
+
+
+def test_an_estimating_node_loads_no_torch():
+    code = ("import sys\nfrom mbrl_ros.robots import get_robot\n"
+            "for name in ('car', 'hand'):\n"
+            "    robot = get_robot(name)\n"
+            "    robot.estimator({'state_names': robot.state_names, 'action_names': robot.action_names, 'dt': 0.2,\n"
+            "                     'resync_after': 10, 'steer_gain': 0.5, 'steer_lag': 0.0, 'steer_rate_limit': 0.0,\n"
+            "                     'speed_filter_alpha': 1.0, 'joint_names': ['WRJ1', 'WRJ0', 'FFJ3', 'FFJ2', 'FFJ1',\n"
+            "                     'FFJ0', 'MFJ3', 'MFJ2', 'MFJ1', 'MFJ0', 'RFJ3', 'RFJ2', 'RFJ1', 'RFJ0', 'LFJ4', 'LFJ3',\n"
+            "                     'LFJ2', 'LFJ1', 'LFJ0', 'THJ4', 'THJ3', 'THJ2', 'THJ1', 'THJ0'], 'fingertips': 5}, name)\n"
+            "print('torch' in sys.modules)\n")
+    assert python_prints(code) == "False"
