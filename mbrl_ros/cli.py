@@ -18,7 +18,7 @@ SUBCOMMAND_MODULES = (
     "mbrl_ros.bench.cli",
     "mbrl_ros.offline.cli",
     "mbrl_ros.bag.cli",
-    "mbrl_ros.bag.record",
+    "mbrl_ros.record",
 )
 
 

@@ -1,1 +1,1 @@
-"""Command-line tools for bags: ``mbrl-ros bag info|repair`` and ``mbrl-ros record``."""
+"""Command-line tools for bags: ``mbrl-ros bag info|repair``."""

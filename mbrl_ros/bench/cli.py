@@ -132,7 +132,7 @@ def _run_trainer_latency(args: argparse.Namespace) -> int:
 
 
 def _run_recording(args: argparse.Namespace) -> int:
-    from mbrl_ros.bag.bench import main
+    from mbrl_ros.bench.recording import main
 
     return main(messages=args.messages, repeats=args.repeats, json_path=args.json)
 

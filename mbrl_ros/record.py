@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "car.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "car.yaml"
 
 
 def add_parser(subparsers) -> None:
