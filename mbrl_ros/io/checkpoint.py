@@ -35,17 +35,24 @@ def to_bytes(model: DynamicsModel, config: dict, metrics: dict[str, float] | Non
 def from_bytes(blob: bytes, source: str = "checkpoint") -> tuple[DynamicsModel, dict, dict]:
     """-> (model in eval mode, model config, metrics). Non-finite weights are refused."""
     payload = unpack(blob, FORMAT, source)
-    robot = payload.get("robot", "")
+    robot, config, state_dict = payload.get("robot", ""), payload.get("config"), payload.get("state_dict")
+    for key, value, kind in (("robot", robot, str), ("config", config, dict), ("state_dict", state_dict, dict)):
+        if not isinstance(value, kind):
+            raise CheckpointError(f"{source}: '{key}' must be a {kind.__name__}, got {type(value).__name__}")
     try:
-        model = (get_robot(robot).build_model if robot else build_model)(payload["config"], where=f"{source}: config")
+        model = (get_robot(robot).build_model if robot else build_model)(config, where=f"{source}: config")
     except ValueError as err:
-        raise CheckpointError(str(err) + ("" if robot else " (the checkpoint names no robot)")) from None
+        message = str(err) if source in str(err) else f"{source}: config: {err}"
+        raise CheckpointError(message + ("" if robot else " (the checkpoint names no robot)")) from None
+    except (TypeError, KeyError, AttributeError, IndexError) as err:  # a config of the wrong shape
+        raise CheckpointError(f"{source}: config does not build a model ({type(err).__name__}: {err})") from None
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, TypeError, KeyError, AttributeError) as err:
         raise CheckpointError(f"{source}: weights do not fit the config's model: {err}") from None
     check_finite(model, source)
-    return model.eval(), payload["config"], payload["metrics"]
+    metrics = payload.get("metrics", {})
+    return model.eval(), config, metrics if isinstance(metrics, dict) else {}
 
 
 def pack(format: str, config: dict, state_dict: dict, metrics: dict | None, robot: str = "") -> bytes:

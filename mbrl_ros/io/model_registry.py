@@ -1,8 +1,8 @@
 """The dynamics_server's models, without ROS: what is deployed, what came before, versions.
 
-``ModelRegistry.offer`` checks a candidate ModelUpdate (checksum, loadable,
-finite weights, the expected dimensions, finite test predictions) and, if it
-passes, makes it the current model under the next version number. The models
+``ModelRegistry.offer`` checks a candidate ModelUpdate (``model_update.validate``:
+size, checksum, loadable, finite weights, the expected dimensions, finite test
+predictions) and, if it passes, makes it the current model under the next version number. The models
 it replaced are kept, newest first, so ``rollback`` can re-deploy the previous
 one (under a new version: versions only increase, so a controller that
 ignores versions it has seen still swaps). ``predict_flat`` answers a batched
@@ -22,16 +22,12 @@ from mbrl_ros.core.data import as_rows
 from mbrl_ros.core.models.base import DynamicsModel
 from mbrl_ros.core.retraining import non_finite_problem
 from mbrl_ros.io.checkpoint import CheckpointError
-from mbrl_ros.io.model_update import MAX_VERSION, as_fields, metrics_of, summary, unpack, with_version
+from mbrl_ros.io.model_update import MAX_VERSION, CheckedModel, as_fields, summary, validate, with_version
+
 
 @dataclass(frozen=True)
-class DeployedModel:
+class DeployedModel(CheckedModel):
     """A model the server publishes: its ModelUpdate fields (version included) and the loaded model."""
-
-    fields: dict[str, Any]
-    model: DynamicsModel
-    config: dict
-    metrics: dict[str, float]
 
     @property
     def version(self) -> int:
@@ -70,6 +66,7 @@ class ModelRegistry:
     state_dim: int | None = None  # the dims a model must have (None: any)
     action_dim: int | None = None
     history_size: int = 5
+    max_bytes: int | None = None  # the largest weights accepted (None: any)
     current: DeployedModel | None = None
     accepted: int = 0
     rejected: int = 0
@@ -91,22 +88,20 @@ class ModelRegistry:
         return list(self._history)
 
     def offer(self, update: Mapping[str, Any] | Any, source: str = "candidate") -> Verdict:
-        """Check a candidate (message or fields); if good, deploy it as the next version."""
+        """Check a candidate (message or fields) with ``validate``; if good, deploy it as the next version."""
         described = ""
         try:
-            fields = as_fields(update)
+            fields = as_fields(update, source)
             described = summary(fields)
             if self.current is not None and fields["checksum"] == self.current.checksum:
                 return self._note(Verdict("ignored", f"same checksum as the current model v{self.current.version}",
                                           candidate=described))
-            model, config, _ = unpack(fields, source=source)
-            self._check_dims(model)
-            check_model_finite(model, source)
-            metrics = metrics_of(fields, source)
-        except (CheckpointError, ValueError, KeyError, TypeError) as err:
+            checked = validate(fields, self.state_dim, self.action_dim, self.max_bytes, source)
+        except CheckpointError as err:
             self.rejected += 1
             return self._note(Verdict("rejected", str(err), candidate=described))
-        deployed = DeployedModel(with_version(fields, self._next_version()), model, config, metrics)
+        deployed = DeployedModel(with_version(checked.fields, self._next_version()), checked.model, checked.config,
+                                 checked.metrics)
         if self.current is not None:
             self._history.appendleft(self.current)
         self.current = deployed
@@ -135,12 +130,6 @@ class ModelRegistry:
         self._last_version += 1
         return self._last_version
 
-    def _check_dims(self, model: DynamicsModel) -> None:
-        want = (self.state_dim, self.action_dim)
-        got = (model.state_dim, model.action_dim)
-        if any(w is not None and w != g for w, g in zip(want, got)):
-            raise ValueError(f"model has (state_dim, action_dim) = {got}, this server expects {want}")
-
     def _note(self, verdict: Verdict) -> Verdict:
         self.last_decision, self.last_reason, self.last_candidate = verdict.status, verdict.reason, verdict.candidate
         return verdict
@@ -166,6 +155,10 @@ def predict_flat(model: DynamicsModel, state_dim: int, action_dim: int, states, 
             f"bad dimensions: request has state_dim={state_dim}, action_dim={action_dim}; "
             f"the model has state_dim={model.state_dim}, action_dim={model.action_dim}"
         )
+    if max_batch is not None and (len(states) > max_batch * state_dim or len(actions) > max_batch * action_dim):
+        # Refused before any copy: an oversized request costs no memory beyond the message itself.
+        raise PredictRequestError(f"request of {len(states)} state values and {len(actions)} action values is over "
+                                  f"the limit of {max_batch} rows (max_batch)")
     states = np.asarray(states, dtype=np.float64).ravel()
     actions = np.asarray(actions, dtype=np.float64).ravel()
     batch = states.size // state_dim
@@ -175,7 +168,7 @@ def predict_flat(model: DynamicsModel, state_dim: int, action_dim: int, states, 
             f"{actions.size} action values (action_dim={action_dim}) are not the same whole number of rows"
         )
     if max_batch is not None and batch > max_batch:
-        raise PredictRequestError(f"batch of {batch} rows is over the limit of {max_batch}")
+        raise PredictRequestError(f"batch of {batch} rows is over the limit of {max_batch} (max_batch)")
     dtype = _float_dtype(model)
     try:
         s = as_rows("states", states.reshape(batch, state_dim), state_dim, dtype=dtype)

@@ -8,6 +8,11 @@ and everything else is testable without DDS:
 
     fields = pack(model, config, metrics, version=3, kind="parametric")
     model, config, metrics = unpack(msg_or_fields)      # checksum verified first
+    checked = validate(msg, state_dim=5, action_dim=2, max_bytes=64 << 20)  # every check, before a swap
+
+``validate`` is the one gate a model passes before it is used, in the
+dynamics_server and in every controller alike; ``UpdateThrottle`` bounds how
+often a node takes an update (a flood costs it at most one check per interval).
 
 ``weights`` are the bytes of ``mbrl_ros.io.checkpoint.to_bytes``; ``checksum``
 is their sha256; ``config_yaml`` is a human-readable copy of the model config
@@ -17,6 +22,7 @@ is their sha256; ``config_yaml`` is a human-readable copy of the model config
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -24,6 +30,7 @@ import yaml
 
 from mbrl_ros.core.model_kinds import MODEL_KINDS
 from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.retraining import non_finite_problem
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.checkpoint import CheckpointError
 
@@ -64,7 +71,7 @@ def unpack(update: Mapping[str, Any] | Any, source: str = "ModelUpdate") -> tupl
     Refuses (ModelUpdateError, naming ``source``) a checksum that does not match
     the weights, non-finite weights, and a model kind that is not the config's.
     """
-    fields = as_fields(update)
+    fields = as_fields(update, source)
     weights = fields["weights"]
     if not weights:
         raise ModelUpdateError(f"{source}: no weights")
@@ -82,21 +89,95 @@ def unpack(update: Mapping[str, Any] | Any, source: str = "ModelUpdate") -> tupl
     return model, config, metrics_of(fields, source)
 
 
-def as_fields(update: Mapping[str, Any] | Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CheckedModel:
+    """A model update that passed every check of ``validate``: ready to be swapped in."""
+
+    fields: dict[str, Any]
+    model: DynamicsModel
+    config: dict
+    metrics: dict[str, float]
+
+
+def validate(update: Mapping[str, Any] | Any, state_dim: int | None = None, action_dim: int | None = None,
+             max_bytes: int | None = None, source: str = "ModelUpdate") -> CheckedModel:
+    """Every check a model passes before it is used, or ModelUpdateError naming ``source`` and what is wrong.
+
+    In order: the message's fields, the size of its weights (``max_bytes``), the checksum,
+    a readable checkpoint whose config builds the model and whose weights fit it, the
+    model kind, the dimensions (``state_dim``/``action_dim``; None: any), finite weights,
+    finite predictions on a probe batch, and the metrics. Nothing the update holds can
+    raise anything else: it comes from another process, maybe another machine.
+    """
+    fields = as_fields(update, source)
+    size = len(fields["weights"])
+    if max_bytes is not None and size > max_bytes:
+        raise ModelUpdateError(f"{source}: {size} bytes of weights, over the limit of {max_bytes} (max_model_bytes)")
+    try:
+        model, config, metrics = unpack(fields, source)
+    except ModelUpdateError:
+        raise
+    except CheckpointError as err:  # the weights' own checks (format, config, finite): one error type for callers
+        raise ModelUpdateError(str(err)) from None
+    got = (model.state_dim, model.action_dim)
+    if any(want is not None and want != g for want, g in zip((state_dim, action_dim), got)):
+        raise ModelUpdateError(f"{source}: model has (state_dim, action_dim) = {got}, "
+                               f"expected {(state_dim, action_dim)}")
+    try:
+        problem = non_finite_problem(model)
+    except Exception as err:  # a model whose config builds but whose forward pass fails
+        problem = f"test prediction fails ({type(err).__name__}: {err})"
+    if problem:
+        raise ModelUpdateError(f"{source}: {problem}")
+    return CheckedModel(fields, model, config, metrics)
+
+
+class UpdateThrottle:
+    """At most one update taken every ``min_interval`` seconds; the newest one offered in between
+    waits (each newer one replaces it: only the latest model matters) and is taken by ``due``."""
+
+    def __init__(self, min_interval: float) -> None:
+        self.min_interval = float(min_interval)
+        self.last_taken = -math.inf
+        self.pending: Any = None
+        self.deferred = 0  # updates that arrived too soon (each replaced by a newer one, or taken later)
+
+    def offer(self, update: Any, now: float) -> Any:
+        """``update`` if it may be taken now, else None (it is kept for ``due``)."""
+        if now - self.last_taken >= self.min_interval:
+            self.last_taken, self.pending = now, None
+            return update
+        self.pending = update
+        self.deferred += 1
+        return None
+
+    def due(self, now: float) -> Any:
+        """The update kept back, once its interval has passed (else None)."""
+        if self.pending is None or now - self.last_taken < self.min_interval:
+            return None
+        update, self.pending, self.last_taken = self.pending, None, now
+        return update
+
+
+def as_fields(update: Mapping[str, Any] | Any, source: str = "ModelUpdate") -> dict[str, Any]:
     """The ModelUpdate fields of a message (or a dict of them), weights as bytes."""
     if isinstance(update, Mapping):
         missing = [name for name in FIELDS if name not in update]
         if missing:
-            raise ModelUpdateError(f"ModelUpdate fields: missing {missing}")
+            raise ModelUpdateError(f"{source}: ModelUpdate fields: missing {missing}")
         fields = {name: update[name] for name in FIELDS}
     else:
         fields = {name: getattr(update, name) for name in FIELDS}
-    weights = fields["weights"]
-    # rclpy gives uint8[] as array.array('B'): tobytes() copies once, bytes() would iterate.
-    fields["weights"] = weights.tobytes() if hasattr(weights, "tobytes") else bytes(weights)
-    fields["version"] = int(fields["version"])
-    fields["metric_names"] = [str(n) for n in fields["metric_names"]]
-    fields["metric_values"] = [float(v) for v in fields["metric_values"]]
+    try:
+        weights = fields["weights"]
+        # rclpy gives uint8[] as array.array('B'): tobytes() copies once, bytes() would iterate.
+        fields["weights"] = weights.tobytes() if hasattr(weights, "tobytes") else bytes(weights)
+        fields["version"] = int(fields["version"])
+        fields["model_kind"], fields["checksum"] = str(fields["model_kind"]), str(fields["checksum"])
+        fields["metric_names"] = [str(n) for n in fields["metric_names"]]
+        fields["metric_values"] = [float(v) for v in fields["metric_values"]]
+    except (TypeError, ValueError, AttributeError) as err:
+        raise ModelUpdateError(f"{source}: malformed ModelUpdate fields ({type(err).__name__}: {err})") from None
     return fields
 
 

@@ -65,7 +65,9 @@ PARAMS = [
     Param("threads", 1, "torch threads for planning (more threads than free cores makes latency jitter)", (1, 256)),
     Param("rollouts_rate_hz", 2.0, "rate of sampled-rollout markers (0: off)", (0.0, 100.0)),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
+    Param("max_model_bytes", 64 << 20, "largest model (bytes of weights) taken from dynamics/model", (1, 2**31 - 1)),
 ]
+MODEL_UPDATE_INTERVAL = 0.5  # s between two models taken from dynamics/model: a flood costs one check per interval
 
 
 class ControllerNode(LifecycleNode):
@@ -99,6 +101,10 @@ class ControllerNode(LifecycleNode):
             self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED),
             self.create_subscription(Bool, "e_stop", self.on_e_stop, 10),
         ]
+        from mbrl_ros.io.model_update import UpdateThrottle  # torch: imported once the node is made, not at import
+
+        self.model_throttle = UpdateThrottle(MODEL_UPDATE_INTERVAL)
+        self.create_timer(MODEL_UPDATE_INTERVAL, self.on_model_throttle, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def override(self, name: str):
         """The value the params files give ``name``, if any (the node declares every override it gets)."""
@@ -150,7 +156,7 @@ class ControllerNode(LifecycleNode):
             if context.topic in self.last_messages:
                 self.on_context(context, self.last_messages[context.topic])
         if "dynamics/model" in self.last_messages:
-            self.on_model(self.last_messages["dynamics/model"])
+            self.swap_model(self.last_messages["dynamics/model"])
         self.get_logger().info(f"configured: planner {self.p['planner']}, trigger {self.p['trigger']}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -213,28 +219,27 @@ class ControllerNode(LifecycleNode):
         self.e_stop = bool(msg.data)
 
     def on_model(self, msg: ModelUpdate) -> None:
-        from mbrl_ros.io.checkpoint import CheckpointError, checksum, from_bytes
-
         self.last_messages["dynamics/model"] = msg
-        if self.core is None:
-            return
-        blob = bytes(msg.weights)
+        if self.core is not None and self.model_throttle.offer(msg, time.monotonic()) is not None:
+            self.swap_model(msg)
+
+    def on_model_throttle(self) -> None:
+        msg = self.model_throttle.due(time.monotonic())
+        if msg is not None and self.core is not None:
+            self.swap_model(msg)
+
+    def swap_model(self, msg: ModelUpdate) -> None:
+        """Checked completely (model_update.validate) before it replaces the model; a refused one is
+        counted and reported, and the controller keeps the model it has."""
+        from mbrl_ros.io.model_update import ModelUpdateError, validate
+
         try:
-            if checksum(blob) != msg.checksum:
-                raise CheckpointError("checksum mismatch: the weights were corrupted in transit")
-            model, _config, _metrics = from_bytes(blob, source=f"dynamics/model v{msg.version}")
-            if model.state_dim != self.state_dim or model.action_dim != self.action_dim:
-                raise CheckpointError(f"model is {model.state_dim}x{model.action_dim}, controller needs "
-                                      f"{self.state_dim}x{self.action_dim}")
-        except CheckpointError as err:
+            checked = validate(msg, self.state_dim, self.action_dim, self.p["max_model_bytes"],
+                               source=f"dynamics/model v{msg.version}")
+            self.core.set_model(checked.model)  # the first builds the planner; later ones swap in between cycles
+        except (ModelUpdateError, ValueError) as err:  # ValueError: the planner's settings do not fit this model
             self.stats.reject(str(err))
-            self.get_logger().error(f"model v{msg.version} refused: {err}")
-            return
-        try:
-            self.core.set_model(model)  # the first builds the planner; later ones swap in between cycles
-        except ValueError as err:  # the planner's settings do not fit this model
-            self.stats.reject(str(err))
-            self.get_logger().error(f"model v{msg.version} not used: {err}")
+            self.get_logger().error(f"model v{msg.version} refused, keeping v{self.model_version}: {err}")
             return
         self.model_version, self.model_kind = msg.version, msg.model_kind
         self.get_logger().info(f"model v{msg.version} ({msg.model_kind}) received, checksum {msg.checksum[:12]}")

@@ -38,7 +38,7 @@ from mbrl_interfaces.msg import ModelUpdate
 from mbrl_interfaces.srv import PredictBatch
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.model_registry import ModelRegistry, NoPreviousModel, PredictRequestError, predict_flat
-from mbrl_ros.io.model_update import pack
+from mbrl_ros.io.model_update import UpdateThrottle, pack
 from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
 from mbrl_ros.ros.run import run_node
 from mbrl_ros.ros.params import Param, declare_all
@@ -49,6 +49,9 @@ PARAMS = [
           read_only=True),
     Param("history_size", 5, "earlier good models kept for dynamics/rollback", (1, 100), read_only=True),
     Param("max_batch", 100_000, "largest batch dynamics/predict answers", (1, 10_000_000)),
+    Param("max_model_bytes", 64 << 20, "largest model (bytes of weights) a candidate may have", (1, 2**31 - 1)),
+    Param("min_update_interval", 0.5, "seconds between two candidates considered: a flood is bounded, "
+          "the newest candidate waits its turn", (0.0, 3600.0)),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
 ]
 
@@ -60,7 +63,9 @@ class DynamicsServerNode(Node):
         # The robot's state and action names (the params file's '/**' section), if given: models must fit them.
         dims = [len(self.get_parameter(n).value) if self.has_parameter(n) else None
                 for n in ("state_names", "action_names")]
-        self.registry = ModelRegistry(state_dim=dims[0], action_dim=dims[1], history_size=self.p["history_size"])
+        self.registry = ModelRegistry(state_dim=dims[0], action_dim=dims[1], history_size=self.p["history_size"],
+                                      max_bytes=self.p["max_model_bytes"])
+        self.throttle = UpdateThrottle(self.p["min_update_interval"])
         self.predict_stats = LoopStats()
         self.model_pub = self.create_publisher(ModelUpdate, "dynamics/model", LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -68,6 +73,7 @@ class DynamicsServerNode(Node):
         self.create_service(PredictBatch, "dynamics/predict", self.on_predict)
         self.create_service(Trigger, "dynamics/rollback", self.on_rollback)
         self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics)
+        self.create_timer(max(self.p["min_update_interval"], 0.05), self.on_throttle_timer)
         if self.p["checkpoint"]:
             self.load_checkpoint(self.p["checkpoint"])
         else:
@@ -81,7 +87,13 @@ class DynamicsServerNode(Node):
 
     # --- models ------------------------------------------------------------------------------
     def on_candidate(self, msg: ModelUpdate) -> None:
-        self.consider(msg, source=f"candidate v{msg.version} on dynamics/candidate")
+        if self.throttle.offer(msg, time.monotonic()) is not None:
+            self.consider(msg, source=f"candidate v{msg.version} on dynamics/candidate")
+
+    def on_throttle_timer(self) -> None:
+        msg = self.throttle.due(time.monotonic())
+        if msg is not None:
+            self.consider(msg, source=f"candidate v{msg.version} on dynamics/candidate")
 
     def consider(self, update, source: str) -> bool:
         """Offer a model to the registry; publish it if accepted. -> whether it is served now."""
@@ -156,6 +168,8 @@ class DynamicsServerNode(Node):
             "predict_latency_p50_ms": f"{p50:.3f}",
             "predict_latency_p99_ms": f"{p99:.3f}",
             "predict_rejected": str(self.predict_stats.rejected),
+            "last_predict_rejection": self.predict_stats.last_rejection,
+            "candidates_deferred": str(self.throttle.deferred),
         }
         if current is not None:
             values.update({name: f"{value:.6g}" for name, value in current.metrics.items()})

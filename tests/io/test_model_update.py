@@ -18,7 +18,16 @@ from mbrl_ros.io.model_registry import (
     check_model_finite,
     predict_flat,
 )
-from mbrl_ros.io.model_update import FIELDS, ModelUpdateError, as_fields, pack, summary, unpack
+from mbrl_ros.io.model_update import (
+    FIELDS,
+    ModelUpdateError,
+    UpdateThrottle,
+    as_fields,
+    pack,
+    summary,
+    unpack,
+    validate,
+)
 from mbrl_ros.robots import get_robot
 
 build_model = get_robot("car").build_model  # the car's physics prior is the 'parametric' kind
@@ -96,6 +105,69 @@ def test_pack_rejects_a_kind_that_is_not_the_config_type():
         pack(model, config, None, -1, "parametric")
 
 
+def with_payload(fields: dict, **payload) -> dict:
+    """``fields`` whose weights are a checkpoint payload with ``payload`` replacing its entries (checksum fixed)."""
+    import io
+
+    blob = torch.load(io.BytesIO(fields["weights"]), weights_only=True)
+    buffer = io.BytesIO()
+    torch.save({**blob, **payload}, buffer)
+    weights = buffer.getvalue()
+    return {**fields, "weights": weights, "checksum": checkpoint.checksum(weights)}
+
+
+@pytest.mark.parametrize("payload, why", [
+    ({"config": ["not", "a", "mapping"]}, "'config' must be a dict, got list"),
+    ({"config": {**BICYCLE, "params": {"wheelbase": "long"}}}, "could not convert"),  # ValueError in build_model
+    ({"config": {**BICYCLE, "substeps": "three"}}, "config does not build a model (TypeError"),
+    ({"config": {**ENSEMBLE, "ensemble_size": None}}, "config does not build a model (TypeError"),
+    ({"state_dict": [1, 2, 3]}, "'state_dict' must be a dict, got list"),
+    ({"state_dict": {"theta": torch.zeros(99)}}, "weights do not fit"),
+    ({"robot": 7}, "'robot' must be a str, got int"),
+    ({"robot": "boat"}, "boat"),
+    ({"format": "something/else"}, "expected format"),
+])
+def test_validate_refuses_a_malformed_model_with_a_diagnostic_never_another_exception(payload, why):
+    bad = with_payload(candidate(), **payload)
+    with pytest.raises(ModelUpdateError) as refused:
+        validate(bad, 5, 2, source="dynamics/model v9")
+    assert "dynamics/model v9" in str(refused.value) and why in str(refused.value)
+
+
+def test_validate_checks_fields_size_dims_and_predictions():
+    good = candidate()
+    checked = validate(good, 5, 2, max_bytes=len(good["weights"]))
+    assert checked.fields["checksum"] == good["checksum"] and checked.model.state_dim == 5
+    assert checked.metrics == {"val_rmse_h1": 0.01, "val_rmse_h10": 0.2}
+    with pytest.raises(ModelUpdateError, match=f"{len(good['weights'])} bytes of weights, over the limit of 100"):
+        validate(good, 5, 2, max_bytes=100)
+    with pytest.raises(ModelUpdateError, match="expected \\(6, 2\\)"):
+        validate(good, 6, 2)
+    with pytest.raises(ModelUpdateError, match="malformed ModelUpdate fields"):
+        validate({**good, "version": "seven"}, 5, 2)
+    with pytest.raises(ModelUpdateError, match="malformed ModelUpdate fields"):
+        validate({**good, "metric_values": [None]}, 5, 2)
+    with pytest.raises(ModelUpdateError, match="missing \\['weights'\\]"):
+        validate({k: v for k, v in good.items() if k != "weights"}, 5, 2)
+    model = build_model(ENSEMBLE)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1e30)
+    with pytest.raises(ModelUpdateError, match="test prediction gives non-finite"):
+        validate(pack(model, ENSEMBLE, None, 1, "ensemble"), 5, 2)
+
+
+def test_update_throttle_takes_one_per_interval_and_keeps_the_newest():
+    throttle = UpdateThrottle(1.0)
+    assert throttle.offer("a", now=10.0) == "a"
+    assert throttle.offer("b", now=10.2) is None and throttle.offer("c", now=10.5) is None
+    assert throttle.due(10.9) is None
+    assert throttle.due(11.0) == "c" and throttle.due(20.0) is None  # b was replaced by the newer c
+    assert throttle.deferred == 2
+    assert throttle.offer("d", now=11.5) is None
+    assert throttle.offer("e", now=12.0) == "e" and throttle.due(13.0) is None  # e is newer than the waiting d
+
+
 # ---- the registry --------------------------------------------------------------------------
 
 def test_registry_versions_accepted_models_and_keeps_the_candidate_checksum():
@@ -126,10 +198,14 @@ def test_registry_rejects_broken_candidates_and_keeps_the_current_model():
     assert same.status == "ignored" and registry.rejected == 2
 
 
-def test_registry_rejects_a_model_of_other_dims():
+def test_registry_rejects_a_model_of_other_dims_or_too_large():
     registry = ModelRegistry(state_dim=4, action_dim=2)
     verdict = registry.offer(candidate())
     assert verdict.status == "rejected" and "(5, 2)" in verdict.reason and "(4, 2)" in verdict.reason
+    verdict = ModelRegistry(max_bytes=1000).offer(candidate())
+    assert verdict.status == "rejected" and "over the limit of 1000" in verdict.reason
+    verdict = ModelRegistry().offer(with_payload(candidate(), config={**BICYCLE, "substeps": "three"}))
+    assert verdict.status == "rejected" and "config" in verdict.reason
 
 
 def test_registry_rejects_finite_weights_with_non_finite_predictions():

@@ -6,8 +6,9 @@ Reads one JSON command per line and answers each with one line ``result {json}``
 Its node (in NAMESPACE) publishes candidates, records every ``dynamics/model`` and
 ``/diagnostics`` message it sees, and calls the services. Commands:
 
-- ``{"op": "publish_candidate", "fields": PICKLE_FILE}``: publish the pickled
-  ModelUpdate fields on ``dynamics/candidate``
+- ``{"op": "publish_candidate", "fields": PICKLE_FILE, "topic": T}``: publish the pickled
+  ModelUpdate fields on ``dynamics/candidate`` (or on ``T``: ``dynamics/model``, as a server would);
+  ``"fields"`` may be a list of files, published back to back
 - ``{"op": "wait_model", "checksum": HEX, "version": N, "timeout": S}``: the first
   ``dynamics/model`` with that checksum and version (either omitted: any), or ``{"received": false}``
 - ``{"op": "models"}``: every ``dynamics/model`` received so far
@@ -45,7 +46,8 @@ class Peer(Node):
         self.lock = threading.Lock()
         self.models: list[dict] = []
         self.statuses: list[tuple[str, dict]] = []
-        self.candidate_pub = self.create_publisher(ModelUpdate, "dynamics/candidate", LATCHED)
+        self.publishers_by_topic = {topic: self.create_publisher(ModelUpdate, topic, LATCHED)
+                                    for topic in ("dynamics/candidate", "dynamics/model")}
         self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED)
         self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 50)
         self.clients_by_name: dict[str, object] = {}
@@ -94,12 +96,16 @@ def wait_until(condition, timeout: float):
 def handle(peer: Peer, command: dict) -> dict:
     op = command["op"]
     if op == "publish_candidate":
-        with open(command["fields"], "rb") as f:
-            fields = pickle.load(f)
-        msg = ModelUpdate(**fields)
-        msg.header.stamp = peer.get_clock().now().to_msg()
-        peer.candidate_pub.publish(msg)
-        return {"published": fields["checksum"]}
+        files = command["fields"] if isinstance(command["fields"], list) else [command["fields"]]
+        published = []
+        for path in files:
+            with open(path, "rb") as f:
+                fields = pickle.load(f)
+            msg = ModelUpdate(**fields)
+            msg.header.stamp = peer.get_clock().now().to_msg()
+            peer.publishers_by_topic[command.get("topic", "dynamics/candidate")].publish(msg)
+            published.append(fields["checksum"])
+        return {"published": published[0] if len(published) == 1 else published}
     if op == "wait_model":
         def found():
             with peer.lock:

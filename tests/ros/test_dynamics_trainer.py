@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from mbrl_ros.io import checkpoint
-from mbrl_ros.io.config import node_parameters
+from mbrl_ros.io.config import launch_parameters, node_parameters
 from mbrl_ros.io.model_update import pack
 from mbrl_ros.ros_env import REPO_ROOT, workspace_env
 from mbrl_ros.robots import get_robot
@@ -36,6 +36,7 @@ NAMESPACE = "/car"
 STATE_NAMES = ["x", "y", "yaw", "v", "steer"]
 ACTION_NAMES = ["u_accel", "u_steer"]
 DT = 0.2
+ENSEMBLE_CONFIG = {"type": "ensemble", "state_dim": 5, "action_dim": 2, "ensemble_size": 2, "hidden_sizes": [256]}
 BICYCLE = {"type": "parametric", "dt": DT, "substeps": 3, "speed_input": "acceleration",
            "params": {"wheelbase": 2.5, "rear_axle_to_cg": 1.2, "speed_gain": 5.0, "steer_gain": 0.7, "lag": 0.3}}
 
@@ -260,6 +261,89 @@ def test_predict_across_processes_with_a_model_loaded_from_a_checkpoint(stack, t
     values = diagnostics["values"]
     assert values["predict_calls"] == "1" and float(values["predict_latency_p99_ms"]) > 0
     assert values["model_kind"] == "ensemble" and values["val_rmse_h1"] == "0.5"
+
+
+# ---- model updates: validated completely, size- and rate-bounded, before any swap ----------------------------------
+
+def pickled(tmp_path: Path, name: str, fields: dict) -> Path:
+    (path := tmp_path / f"{name}.pkl").write_bytes(pickle.dumps(fields))
+    return path
+
+
+def with_payload(fields: dict, **payload) -> dict:
+    """``fields`` whose checkpoint payload has ``payload`` in place of its entries (checksum recomputed)."""
+    import io
+
+    blob = torch.load(io.BytesIO(fields["weights"]), weights_only=True)
+    buffer = io.BytesIO()
+    torch.save({**blob, **payload}, buffer)
+    weights = buffer.getvalue()
+    return {**fields, "weights": weights, "checksum": hashlib.sha256(weights).hexdigest()}
+
+
+def test_controller_refuses_malformed_models_on_dynamics_model_and_keeps_running(stack, tmp_path):
+    """Issue 9 §2: a dynamics/model whose config is malformed (the TypeError that killed the controller), whose
+    weights are not a state dict, whose dims or predictions are wrong, is refused with a diagnostic; the
+    controller stays up and then swaps in a good model."""
+    params = launch_parameters(REPO_ROOT / "config", "car", "parking", "controller")
+    stack.node("controller", {"/**": {"ros__parameters": {**params, "diagnostics_period": 0.2}}})
+    peer = stack.peer()
+    good, _ = bicycle_fields(tmp_path, 2.5, version=7)
+    model, config = overflowing_ensemble()
+    wrong_dims = {"type": "ensemble", "state_dim": 4, "action_dim": 2, "ensemble_size": 1, "hidden_sizes": [4]}
+    bad = [
+        (with_payload(good, config={**BICYCLE, "substeps": "three"}), "config does not build a model (TypeError"),
+        (with_payload(good, state_dict=[1.0, 2.0]), "'state_dict' must be a dict"),
+        (pack(build_model(wrong_dims), wrong_dims, None, 5, "ensemble"), "(state_dim, action_dim) = (4, 2)"),
+        (pack(model, config, None, 6, "ensemble"), "test prediction gives non-finite next states"),
+    ]
+    for n, (fields, why) in enumerate(bad, start=1):
+        peer.do("publish_candidate", fields=str(pickled(tmp_path, f"bad{n}", fields)), topic="dynamics/model")
+        seen = peer.do("wait_diagnostics", node="controller", key="rejected_inputs", value=str(n), timeout=45)
+        assert seen["found"], (seen, stack.logs())
+        assert why in seen["values"]["last_rejection"] and seen["values"]["model_version"] == "0", seen
+    peer.do("publish_candidate", fields=str(pickled(tmp_path, "good", good)), topic="dynamics/model")
+    seen = peer.do("wait_diagnostics", node="controller", key="model_version", value="7", timeout=20)
+    assert seen["found"] and seen["values"]["model_kind"] == "parametric", (seen, stack.logs())
+
+
+def test_dynamics_server_bounds_update_size_and_rate_and_answers_bad_predict_requests(stack, tmp_path):
+    """Issue 9 §2: candidates over max_model_bytes are refused; a flood of candidates is considered at most once
+    per min_update_interval, the newest one served; oversized and wrong-size predict requests get an error
+    response and the server keeps answering."""
+    stack.node("dynamics_server", robot_params(dynamics_server={
+        "diagnostics_period": 0.2, "min_update_interval": 3.0, "max_batch": 16, "max_model_bytes": 20_000}))
+    peer = stack.peer()
+    first, first_file = bicycle_fields(tmp_path, 1.9, version=1)
+    peer.do("publish_candidate", fields=str(first_file))
+    assert peer.do("wait_model", checksum=first["checksum"], version=1, timeout=45)["received"], stack.logs()
+    # Nine more, back to back, well within one interval of the first.
+    flood = [bicycle_fields(tmp_path, 2.0 + 0.1 * i, version=i)[1] for i in range(2, 11)]
+    checksums = peer.do("publish_candidate", fields=[str(f) for f in flood])["published"]
+    assert peer.do("wait_model", checksum=checksums[-1], version=2, timeout=45)["received"], stack.logs()
+    seen = peer.do("wait_diagnostics", node="dynamics_server", key="model_version", value="2", timeout=20)
+    assert seen["found"] and int(seen["values"]["candidates_deferred"]) >= 1, seen
+    time.sleep(3.5)  # another interval: nothing else of the flood is left to deploy
+    versions = [(m["version"], m["checksum"]) for m in peer.do("models")["models"]]
+    assert versions == [(1, first["checksum"]), (2, checksums[-1])]
+
+    big = pack(build_model(ENSEMBLE_CONFIG), ENSEMBLE_CONFIG, None, 20, "ensemble")
+    assert len(big["weights"]) > 20_000
+    peer.do("publish_candidate", fields=str(pickled(tmp_path, "big", big)))
+    seen = peer.do("wait_diagnostics", node="dynamics_server", key="rejected", value="1", timeout=20)
+    assert seen["found"] and "over the limit of 20000 (max_model_bytes)" in seen["values"]["last_reason"], seen
+
+    rows = lambda n, dim: [0.1] * (n * dim)  # noqa: E731
+    for request, why in (
+        ({"state_dim": 5, "action_dim": 2, "states": rows(17, 5), "actions": rows(17, 2)}, "over the limit of 16"),
+        ({"state_dim": 5, "action_dim": 2, "states": rows(100_000, 5), "actions": rows(1, 2)}, "over the limit"),
+        ({"state_dim": 2**32 - 1, "action_dim": 2, "states": rows(1, 5), "actions": rows(1, 2)}, "bad dimensions"),
+        ({"state_dim": 0, "action_dim": 0, "states": [], "actions": []}, "bad dimensions"),
+    ):
+        reply = peer.do("predict", request=request)
+        assert reply["answered"] and not reply["success"] and why in reply["message"], reply
+    reply = peer.do("predict", request={"state_dim": 5, "action_dim": 2, "states": rows(16, 5), "actions": rows(16, 2)})
+    assert reply["answered"] and reply["success"] and len(reply["next_states"]) == 80, reply
 
 
 # ---- the trainer ---------------------------------------------------------------------------
