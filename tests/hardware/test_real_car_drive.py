@@ -26,6 +26,17 @@ def test_integrate_mode_accumulates_speed_and_scales_steering():
     assert drive.speed == pytest.approx(-0.5) and drive.steering_angle == pytest.approx(0.4)
 
 
+def test_integrate_mode_integrates_over_the_real_time_between_commands():
+    """Issue 9 §2: commands at 50 Hz with a 0.2 s control period ramp the speed at max_accel, not 10x faster."""
+    mapper = DriveMapper(max_accel=2.0, max_speed=10.0, control_period=0.2)
+    drive = mapper.command(1.0, 0.0)  # the first: one control period
+    for _ in range(50):  # one second of commands at 50 Hz
+        drive = mapper.command(1.0, 0.0, elapsed=0.02)
+    assert drive.speed == pytest.approx(0.4 + 2.0 * 1.0)
+    assert mapper.command(1.0, 0.0, elapsed=5.0).speed == pytest.approx(2.4 + 0.4)  # a gap counts one period at most
+    assert mapper.command(1.0, 0.0, elapsed=-1.0).speed == pytest.approx(2.8)  # a clock step back adds nothing
+
+
 def test_acceleration_mode_heads_for_the_speed_limit_with_a_bounded_acceleration():
     mapper = DriveMapper(max_accel=4.0, max_speed=3.0, max_reverse_speed=1.0, speed_mode="acceleration")
     drive = mapper.command(0.25, 0.0)

@@ -121,3 +121,28 @@ def test_estimator_states_and_logged_transitions(spawn, tmp_path):
 
     rc, estimator_err = stop(estimator, signal.SIGINT)
     assert rc == 0, estimator_err
+
+
+def test_estimator_refuses_a_steering_gain_other_than_the_real_cars(spawn, tmp_path):
+    """Issue 9 §2: on hardware:=real the estimator reads car_real.yaml too; a steer_gain that is not the bridge's
+    max_steer stops it at startup (exit 1) with both keys named."""
+    config = Path(__file__).parents[2] / "config"
+    (edited := tmp_path / "edited.yaml").write_text("/**/estimator:\n  ros__parameters:\n    steer_gain: 0.7\n")
+    files = [arg for path in (config / "car.yaml", config / "car_parking.yaml", config / "car_real.yaml", edited)
+             for arg in ("--params-file", str(path))]
+    estimator = spawn(*node("estimator", *files))
+    assert estimator.wait(timeout=60) == 1
+    error = estimator.stderr.read()
+    assert "'steer_gain' is 0.7, but it follows from 'max_steer' (0.4189)" in error, error
+
+
+@pytest.mark.parametrize("task", ["parking", "race"])
+def test_the_shipped_real_car_config_gives_the_estimator_the_bridges_steering_gain(task):
+    from mbrl_ros.io.config import launch_parameters, merge, node_parameters
+
+    config = Path(__file__).parents[2] / "config"
+    estimator = merge(launch_parameters(config, "car", task, "estimator"),
+                      node_parameters(config / "car_real.yaml", "estimator"))
+    bridge = merge(launch_parameters(config, "car", task, "real_car"),
+                   node_parameters(config / "car_real.yaml", "real_car"))
+    assert estimator["steer_gain"] == estimator["max_steer"] == bridge["max_steer"]

@@ -4,8 +4,10 @@ ROS-free, so the mapping is tested without DDS. Two ways to turn ``u_accel``
 into what an Ackermann driver takes (``speed`` plus an ``acceleration`` limit):
 
 - ``integrate``: the commanded speed grows by ``u_accel * max_accel`` per
-  second of control period, as the car model's ``v' = v + a dt``. Most vendor
-  drivers (VESC, F1TENTH) track a speed, so this is the default.
+  second, as the car model's ``v' = v + a dt``: over the real time since the
+  previous command (at most one control period; a full period for the first
+  command), so commands that come faster than 1/dt do not ramp faster. Most
+  vendor drivers (VESC, F1TENTH) track a speed, so this is the default.
 - ``acceleration``: drive toward the top speed in the direction of ``u_accel``
   with the acceleration limit ``|u_accel| * max_accel``; ``u_accel = 0`` holds
   the speed last measured. For drivers that honour the acceleration field.
@@ -49,15 +51,18 @@ class DriveMapper:
             raise ValueError(f"max_reverse_speed must be a finite number >= 0, got {self.max_reverse_speed}")
         self.speed = 0.0  # the speed commanded last (integrate mode's running value)
 
-    def command(self, u_accel: float, u_steer: float, measured_speed: float | None = None) -> Drive:
+    def command(self, u_accel: float, u_steer: float, measured_speed: float | None = None,
+                elapsed: float | None = None) -> Drive:
         """The drive for one command; ``measured_speed`` (odometry) is what ``u_accel = 0`` holds in
-        acceleration mode."""
+        acceleration mode; ``elapsed``: wall seconds since the previous command (None: the first one),
+        what integrate mode integrates over, at most ``control_period``."""
         if not (math.isfinite(u_accel) and math.isfinite(u_steer)):
             raise ValueError(f"non-finite command [u_accel {u_accel}, u_steer {u_steer}]")
         u_accel, u_steer = _clip(u_accel, -1.0, 1.0), _clip(u_steer, -1.0, 1.0)
         steer = u_steer * self.max_steer
         if self.speed_mode == "integrate":
-            self.speed = self._clip_speed(self.speed + u_accel * self.max_accel * self.control_period)
+            period = self.control_period if elapsed is None else min(max(elapsed, 0.0), self.control_period)
+            self.speed = self._clip_speed(self.speed + u_accel * self.max_accel * period)
             return Drive(self.speed, abs(u_accel) * self.max_accel, steer)
         if u_accel > 0:
             target = self.max_speed

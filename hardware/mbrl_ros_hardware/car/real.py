@@ -34,9 +34,11 @@ from mbrl_ros_hardware.car.drive import Drive, DriveMapper
 PARAMS = [
     Param("drive_topic", "/drive", "the vendor driver's AckermannDriveStamped input", read_only=True),
     Param("odom_topic", "/odom", "the vendor driver's Odometry output, relayed to hw/odom", read_only=True),
-    Param("speed_mode", "integrate", "'integrate': speed += u_accel * max_accel * dt; "
+    Param("speed_mode", "integrate", "'integrate': speed += u_accel * max_accel * (seconds since the last "
+          "command, at most dt); "
           "'acceleration': toward the top speed with acceleration |u_accel| * max_accel", read_only=True),
-    Param("max_steer", 0.4189, "steering angle (rad) at u_steer = 1; match the estimator's steer_gain", (0.01, 1.5)),
+    Param("max_steer", 0.4189, "steering angle (rad) at u_steer = 1; the estimator's steer_gain must equal it "
+          "(it checks at startup)", (0.01, 1.5)),
     Param("max_accel", 3.0, "acceleration (m/s^2) at u_accel = 1", (0.01, 50.0)),
     Param("max_speed", 3.0, "highest forward speed commanded (m/s)", (0.01, 100.0)),
     Param("max_reverse_speed", 1.0, "highest reverse speed commanded (m/s)", (0.0, 100.0)),
@@ -80,7 +82,9 @@ class RealCarNode(Node):
             if sorted(names) != ["u_accel", "u_steer"] or len(msg.values) != 2:
                 raise ValueError(f"expected values for [u_accel, u_steer], got names {names} values {list(msg.values)}")
             values = dict(zip(names, msg.values))
-            self.drive = self.mapper.command(values["u_accel"], values["u_steer"], self.measured_speed)
+            # Integrated over the wall time since the last command: the controller's rate does not set the ramp.
+            elapsed = None if self.stopped else time.monotonic() - self.last_command
+            self.drive = self.mapper.command(values["u_accel"], values["u_steer"], self.measured_speed, elapsed)
         except ValueError as err:
             # A bad command is not a command: the watchdog stops the car if no good one follows.
             self.counts["rejected_commands"] += 1

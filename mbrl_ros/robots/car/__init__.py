@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from mbrl_ros.io.config import derived
 from mbrl_ros.robots.car.estimator import STATE_NAMES, STEER_COMMAND
 from mbrl_ros.robots.robot import Robot
 
@@ -58,6 +59,8 @@ class Car(Robot):
         if STEER_COMMAND not in params["action_names"]:
             raise ValueError(f"{source}: parameter 'action_names' {list(params['action_names'])} has no "
                              f"'{STEER_COMMAND}'")
+        if params.get("max_steer"):  # the real car's bridge maps u_steer with this gain: one gain, or angles lie
+            derived(params["max_steer"], params["steer_gain"], "steer_gain", "max_steer", source)
         config = EstimatorConfig.from_dict(
             {k: params[k] for k in ("steer_gain", "steer_lag", "steer_rate_limit", "dt", "speed_filter_alpha",
                                     "resync_after")}, source=source)
