@@ -121,7 +121,8 @@ class StackWatcher:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.diagnostics: dict[str, dict[str, str]] = {}
-        self.reports: list[dict[str, str]] = []
+        self.reports: list[dict[str, str]] = []  # finished episodes, in order
+        self._reports: dict[int, dict[str, str]] = {}
         self.odometry: list[tuple[int, float, float, float]] = []  # (stamp ns, x, y, yaw)
         self.goals: list[tuple[int, float, float, float]] = []
         self.timings: list[tuple[int, str, float, float, int]] = []  # (stamp ns, mode, compute, deadline, model)
@@ -129,7 +130,9 @@ class StackWatcher:
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
-        self.node.create_subscription(DiagnosticArray, f"{ns}/sim/episodes", self._on_episodes, latched)
+        episodes = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)  # one message per episode: keep them all
+        self.node.create_subscription(DiagnosticArray, f"{ns}/sim/episodes", self._on_episodes, episodes)
         self.node.create_subscription(Odometry, f"{ns}/hw/odom", self._on_odometry, qos_profile_sensor_data)
         self.node.create_subscription(PoseStamped, f"{ns}/goal_pose", self._on_goal, latched)
         if timing:
@@ -150,8 +153,11 @@ class StackWatcher:
             self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
 
     def _on_episodes(self, msg) -> None:
-        # The simulator re-sends every result so far (latched): the newest array is complete.
-        self.reports = [{kv.key: kv.value for kv in s.values} for s in msg.status]
+        # One message per finished episode (a status each), in order; by number, so none counts twice.
+        for status in msg.status:
+            report = {kv.key: kv.value for kv in status.values}
+            self._reports[int(report.get("episode", len(self._reports)))] = report
+        self.reports = [self._reports[k] for k in sorted(self._reports)]
 
     def _on_odometry(self, msg) -> None:
         q = msg.pose.pose.orientation

@@ -12,8 +12,9 @@ way for every robot:
   first messages after discovery can be lost.
 - ``lockstep: false``: a wall-clock timer steps at ``1/dt`` with the latest
   command held (zero-order hold), like a real robot.
-- Each finished episode is reported on ``sim/episodes`` (diagnostic_msgs/
-  DiagnosticArray, latched, every episode so far) with the stamps it spans
+- Each finished episode is reported once on ``sim/episodes`` (diagnostic_msgs/
+  DiagnosticArray with one status, named ``episode <k>``; latched, so a late
+  subscriber gets the latest; the data_logger records them all) with the stamps it spans
   (states stamped in [start_stamp_ns, end_stamp_ns) belong to it); the next
   starts with the next seed, after ``reset_gap`` seconds of simulated time so
   that the data path splits episodes at the gap. A simulator whose steps say
@@ -69,7 +70,6 @@ class SimDriverNode(Node):
             self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.sim_time_ns = 0
         self.episode = 0
-        self.results: list[dict] = []
         self.finished = False
 
     def start(self) -> None:
@@ -115,19 +115,16 @@ class SimDriverNode(Node):
         result = {"episode": self.episode, "seed": self.seed, "success": success, "crashed": crashed,
                   "steps": self.steps, "start_stamp_ns": self.episode_start_ns, "end_stamp_ns": self.stamp_ns(),
                   **self.episode_result()}
-        self.results.append(result)
         self.get_logger().info(f"episode {self.episode} done: {result}")
         array = DiagnosticArray()
         array.header.stamp = self.stamp()
-        array.status = [
-            DiagnosticStatus(
-                level=DiagnosticStatus.OK if r["success"] else DiagnosticStatus.WARN,
-                name=f"episode {r['episode']}",
-                message="success" if r["success"] else ("crashed" if r["crashed"] else "time limit"),
-                values=[KeyValue(key=k, value=str(v)) for k, v in r.items()],
-            )
-            for r in self.results
-        ]
+        # This episode only: re-sending every earlier one made the traffic grow with the run's length.
+        array.status = [DiagnosticStatus(
+            level=DiagnosticStatus.OK if success else DiagnosticStatus.WARN,
+            name=f"episode {self.episode}",
+            message="success" if success else ("crashed" if crashed else "time limit"),
+            values=[KeyValue(key=k, value=str(v)) for k, v in result.items()],
+        )]
         self.episode_pub.publish(array)
         self.episode += 1
         if self.p["episodes"] and self.episode >= self.p["episodes"]:

@@ -216,16 +216,24 @@ class PerBagTransitions:
     same reader ``mbrl-ros fit`` uses). A bag is re-read only if its
     metadata.yaml changed (a repaired bag); a bag that cannot be read is
     remembered with its error and skipped, so one bad bag loses no other data.
+    An OSError (a file the logger's disk or NFS mount cannot give now) may pass:
+    the bag is tried again at the next ``update``, ``max_attempts`` times in
+    all, then remembered as unreadable like a bad bag (``errors`` says so),
+    until its metadata.yaml changes.
     Reading bag by bag, an episode that runs across a split into the next bag
     becomes two episodes, and the one transition that straddles the split is
     lost; the price of never re-parsing old bags.
     """
 
-    def __init__(self, read: Callable[[Path], TransitionDataset]) -> None:
+    def __init__(self, read: Callable[[Path], TransitionDataset], max_attempts: int = 3) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"PerBagTransitions: max_attempts must be >= 1, got {max_attempts}")
         self.read = read
+        self.max_attempts = max_attempts
         self.bags: list[Path] = []
         self.errors: dict[Path, str] = {}
         self._read: dict[Path, tuple[int, TransitionDataset | None]] = {}  # bag -> (metadata mtime, data)
+        self._failed: dict[Path, tuple[int, int]] = {}  # bag -> (metadata mtime, OSErrors in a row)
         self.dataset: TransitionDataset | None = None
         self.reads = 0  # bags read so far (each new or changed bag once)
 
@@ -242,12 +250,25 @@ class PerBagTransitions:
             self.errors.pop(bag, None)
             try:
                 data = self.read(bag)
+                self._failed.pop(bag, None)
             except ValueError as err:  # BagError: a bag without the topics, a corrupt file, no transitions
                 data = None
                 self.errors[bag] = str(err)
+                self._failed.pop(bag, None)
+            except OSError as err:
+                failed_stamp, attempts = self._failed.get(bag, (stamp, 0))
+                attempts = attempts + 1 if failed_stamp == stamp else 1
+                self._failed[bag] = (stamp, attempts)
+                if attempts < self.max_attempts:
+                    self.errors[bag] = f"{bag}: {err} (attempt {attempts} of {self.max_attempts}; tried again next look)"
+                    continue
+                data = None
+                self.errors[bag] = (f"{bag}: {err} (gave up after {attempts} attempts; read again when its "
+                                    "metadata.yaml changes)")
             self._read[bag] = (stamp, data)
-        for gone in set(self._read) - set(bags):
-            del self._read[gone]
+        for gone in (set(self._read) | set(self._failed)) - set(bags):
+            self._read.pop(gone, None)
+            self._failed.pop(gone, None)
             self.errors.pop(gone, None)
         if fresh or bags != self.bags:
             self.dataset = self._join(bags)
@@ -255,7 +276,7 @@ class PerBagTransitions:
         return fresh
 
     def _join(self, bags: list[Path]) -> TransitionDataset | None:
-        parts = [(bag, self._read[bag][1]) for bag in bags if self._read[bag][1] is not None]
+        parts = [(bag, self._read[bag][1]) for bag in bags if bag in self._read and self._read[bag][1] is not None]
         if not parts:
             return None
         first = parts[0][1]

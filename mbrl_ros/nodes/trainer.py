@@ -7,7 +7,10 @@ keeps spinning for the service, the model subscription and diagnostics.
 Every ``poll_period`` the worker lists the closed bags under ``bag_dir`` and
 reads only the new ones (``PerBagTransitions``: a closed bag never changes, so
 none is parsed twice), with ``mbrl_ros.io.bags``, the same code as
-``mbrl-ros fit``. A bag that cannot be read is reported and skipped. A round of training
+``mbrl-ros fit``. A bag that cannot be read is reported and skipped (one whose files raise OSError,
+after 3 looks in a row), until its metadata.yaml changes. A malformed message
+is dropped alone: the drops per topic and reason are logged per bag and shown
+in /diagnostics (``dropped_messages``, ``dropped_by_topic``). A round of training
 runs once there are ``random_transitions`` transitions, then after every
 ``retrain_every`` new ones, and whenever ``trainer/train`` (std_srvs/Trigger) is
 called. A round fits the ``model_kind`` model with ``fit_model``, scores it and
@@ -123,7 +126,8 @@ class TrainerNode(Node):
         self.deployed = None  # (version, model) from dynamics/model
         self.train_requested = False
         self.training_now = False
-        self.bag_cache = PerBagTransitions(lambda bag: self.read_transitions([bag]))
+        self.bag_cache = PerBagTransitions(self.read_bag)
+        self.dropped: dict[Path, dict[str, dict[str, int]]] = {}  # bag -> topic -> reason -> messages dropped
         self.bags: list[Path] = []
         self.dataset: TransitionDataset | None = None
         self.data_error = ""
@@ -146,12 +150,19 @@ class TrainerNode(Node):
             f"at {self.p['random_transitions']} transitions, then every {self.p['retrain_every']}"
         )
 
-    def read_transitions(self, bags: list[Path]) -> TransitionDataset:
-        """The data source: closed bags as one dataset (the worker passes one bag at a time)."""
-        return load_transitions(bags, section(self, "transitions"), self.p["dt"],
-                                max_stamp_error=self.p["max_stamp_error"], max_jump=self.p["max_jump"],
-                                state_names=self.state_names, action_names=self.action_names,
-                                namespace=self.get_namespace(), source="trainer parameter 'transitions'")
+    def read_bag(self, bag: Path) -> TransitionDataset:
+        """One closed bag's transitions; the messages dropped from it (malformed ones) are kept in
+        ``dropped[bag]`` ({topic: {reason: count}}) for the log and diagnostics."""
+        report: dict = {}
+        try:
+            return load_transitions([bag], section(self, "transitions"), self.p["dt"],
+                                    max_stamp_error=self.p["max_stamp_error"], max_jump=self.p["max_jump"],
+                                    state_names=self.state_names, action_names=self.action_names,
+                                    namespace=self.get_namespace(), source="trainer parameter 'transitions'",
+                                    report=report)
+        finally:
+            with self.lock:
+                self.dropped[bag] = report.get("dropped", {})
 
     def optional(self, name: str, default):
         return list(self.get_parameter(name).value) if self.has_parameter(name) else default
@@ -204,9 +215,13 @@ class TrainerNode(Node):
         for bag in fresh:
             if bag in errors:
                 self.get_logger().warn(f"skipping bag {bag}: {errors[bag]}")
+            elif dropped := self.dropped.get(bag):
+                self.get_logger().warn(f"bag {bag}: dropped {dropped_count(dropped)} malformed message(s), kept the "
+                                       f"rest: {dropped_summary(dropped)}")
         error = "; ".join(errors.values()) if dataset is None or errors else ""
         with self.lock:
             self.bags, self.dataset, self.data_error = list(self.bag_cache.bags), dataset, error
+            self.dropped = {bag: self.dropped[bag] for bag in self.bags if bag in self.dropped}
         if dataset is not None:
             self.get_logger().info(f"read {len(fresh)} new bag(s): {len(dataset)} transitions in "
                                    f"{len(dataset.episodes())} episodes from {len(self.bags) - len(errors)} bags")
@@ -227,8 +242,10 @@ class TrainerNode(Node):
                 min_improvement=self.p["min_improvement"], split_seed=self.p["split_seed"],
                 source=f"trainer '{self.p['model_kind']}'", physics=self.robot,
             )
-        except (ValueError, RuntimeError) as err:  # too few episodes, identification did not converge, ...
-            self.record_decision(round_number, why, started, "failed", str(err), against, len(dataset))
+        except (ValueError, RuntimeError, ArithmeticError) as err:
+            # Too few episodes, identification did not converge, training diverged (FloatingPointError), ...
+            self.record_decision(round_number, why, started, "failed", f"{type(err).__name__}: {err}", against,
+                                 len(dataset))
             return
         finally:
             with self.lock:
@@ -275,7 +292,7 @@ class TrainerNode(Node):
             with self.decision_log.open("a") as f:
                 f.write(json.dumps(record, allow_nan=True) + "\n")
         except OSError as err:  # the decision is still in the log and diagnostics
-            log.error(f"cannot append to {self.decision_log}: {err}")
+            self.get_logger().error(f"cannot append to {self.decision_log}: {err}")
         summary = {
             "last_round": why,
             "last_round_number": str(round_number),
@@ -299,11 +316,18 @@ class TrainerNode(Node):
     # --- diagnostics ---------------------------------------------------------------------------
     def publish_diagnostics(self) -> None:
         with self.lock:
+            dropped: dict[str, dict[str, int]] = {}
+            for per_topic in self.dropped.values():
+                for topic, reasons in per_topic.items():
+                    for reason, count in reasons.items():
+                        dropped.setdefault(topic, {})[reason] = dropped.get(topic, {}).get(reason, 0) + count
             values = {
                 "model_kind": self.p["model_kind"],
                 "bags": str(len(self.bags)),
                 "bags_read": str(self.bag_cache.reads),
                 "bags_skipped": str(len(self.bag_cache.errors)),
+                "dropped_messages": str(dropped_count(dropped)),
+                "dropped_by_topic": dropped_summary(dropped),
                 "transitions": str(len(self.dataset) if self.dataset is not None else 0),
                 "episodes": str(len(self.dataset.episodes()) if self.dataset is not None else 0),
                 "data_error": self.data_error,
@@ -327,6 +351,15 @@ class TrainerNode(Node):
         self.wake.set()
         # A round in progress is not interrupted; the thread is a daemon, so the process still exits.
         self.worker.join(timeout=1.0)
+
+
+def dropped_count(dropped: dict[str, dict[str, int]]) -> int:
+    return sum(sum(reasons.values()) for reasons in dropped.values())
+
+
+def dropped_summary(dropped: dict[str, dict[str, int]]) -> str:
+    """``{topic: {reason: count}}`` in one line: ``/car/state: 2 (reason; reason), ...``."""
+    return ", ".join(f"{topic}: {sum(reasons.values())} ({'; '.join(reasons)})" for topic, reasons in dropped.items())
 
 
 def main(args: list[str] | None = None) -> int:

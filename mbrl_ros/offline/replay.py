@@ -11,9 +11,13 @@ a depth-5 sensor queue); ``--by-stamp`` times messages by their header stamps
 instead, as they were measured.
 
 Each topic is offered with the QoS it was recorded with (``offered_qos_profiles``
-in metadata.yaml; with several publishers, the weakest, as the data_logger
+as the storage holds it; with several publishers, the weakest, as the data_logger
 subscribes): sensor streams stay best effort, the stack's latched topics
 (goal, episodes, model) stay transient-local.
+
+Bags are read through ``mbrl_ros.io.bag_storage`` (the storage files themselves), not
+rosbags' Reader, which yields nothing for a topic whose QoS in metadata.yaml differs
+from the storage's (bags of earlier ``ros2 bag`` releases): every message in storage replays.
 
 A publisher still needs the message's Python class, and the stack's own types
 (``mbrl_interfaces``) come from the colcon workspace, whose libraries must be on
@@ -24,7 +28,6 @@ command re-executes itself once in ``workspace_env()`` (``ros_env.reexec_in_work
 from __future__ import annotations
 
 import argparse
-import contextlib
 import heapq
 import importlib
 import math
@@ -39,9 +42,10 @@ from pathlib import Path
 from typing import Iterator
 
 from rosbags.interfaces import QosDurability, QosReliability
-from rosbags.rosbag2 import Reader
+from rosbags.rosbag2.metadata import parse_qos
 from tqdm import tqdm
 
+from mbrl_ros.io.bag_storage import StorageBag, StorageTopic
 from mbrl_ros.io.bags import BagError, default_typestore
 from mbrl_ros.offline.bag_paths import find_bags
 
@@ -67,12 +71,12 @@ def plan_topics(bags: list[Path], wanted: list[str] | None) -> dict[str, TopicPl
     """The topics to publish, by full name, checked across all ``bags``."""
     found: dict[str, TopicPlan] = {}
     for bag in bags:
-        with opened(bag) as reader:
-            for conn in reader.connections:
-                plan = _plan(conn)
-                known = found.setdefault(conn.topic, plan)
+        with StorageBag(bag) as storage:
+            for topic in storage.topics.values():
+                plan = _plan(topic)
+                known = found.setdefault(topic.name, plan)
                 if known.msgtype != plan.msgtype:
-                    raise ReplayError(f"{bag}: topic '{conn.topic}' has type {plan.msgtype}, "
+                    raise ReplayError(f"{bag}: topic '{topic.name}' has type {plan.msgtype}, "
                                       f"an earlier bag has {known.msgtype}")
                 known.reliable &= plan.reliable
                 known.transient_local &= plan.transient_local
@@ -91,30 +95,19 @@ def plan_topics(bags: list[Path], wanted: list[str] | None) -> dict[str, TopicPl
     return chosen
 
 
-def _plan(conn) -> TopicPlan:
-    profiles = list(getattr(conn.ext, "offered_qos_profiles", None) or [])
+def _plan(topic: StorageTopic) -> TopicPlan:
+    try:
+        profiles = parse_qos(topic.qos) if topic.qos.strip() else []
+    except Exception:  # a partial or odd profile (rosbag2_py users write those): as if none was recorded
+        profiles = []
     if not profiles:  # not recorded: the ROS default (reliable, volatile, depth 10)
-        return TopicPlan(conn.topic, conn.msgtype, True, False, 10)
+        return TopicPlan(topic.name, topic.type, True, False, 10)
     return TopicPlan(
-        conn.topic, conn.msgtype,
+        topic.name, topic.type,
         reliable=all(p.reliability == QosReliability.RELIABLE for p in profiles),
         transient_local=all(p.durability == QosDurability.TRANSIENT_LOCAL for p in profiles),
         depth=max(1, max(int(p.depth) for p in profiles)),
     )
-
-
-@contextlib.contextmanager
-def opened(bag: Path) -> Iterator[Reader]:
-    """A rosbags Reader whose opening errors name the bag."""
-    reader = Reader(bag)
-    try:
-        reader.open()
-    except Exception as error:  # rosbags raises its own errors, and OSError, KeyError on bad metadata
-        raise BagError(f"{bag}: cannot read bag: {error}") from error
-    try:
-        yield reader
-    finally:
-        reader.close()
 
 
 def message_class(msgtype: str):
@@ -140,10 +133,8 @@ def missing_types(plans: dict[str, TopicPlan]) -> list[str]:
 def recorded(bags: list[Path], topics) -> Iterator[tuple[str, int, bytes]]:
     """``(topic, log time ns, serialised message)`` of ``topics`` in the bags' log order."""
     for bag in bags:
-        with opened(bag) as reader:
-            connections = [c for c in reader.connections if c.topic in topics]
-            for conn, log_ns, data in reader.messages(connections=connections):
-                yield conn.topic, log_ns, data
+        with StorageBag(bag) as storage:
+            yield from storage.messages(list(topics))
 
 
 def prefetched(messages: Iterator, depth: int = 10_000) -> Iterator:
@@ -261,7 +252,7 @@ def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, 
             clock_pub.publish(msg)
             last_clock[0] = bag_ns
 
-    start_ns, end_ns = _time_span(bags)
+    start_ns, end_ns = _time_span(bags, publishers)
     tick = 1.0 / clock_rate
     bar = tqdm(total=round((end_ns - start_ns) * 1e-9, 1), unit="s", desc="replay", disable=None,
                bar_format="{desc}: {n:.1f}/{total} s of bag time [{elapsed}{postfix}]")
@@ -320,14 +311,17 @@ def _wait_for_subscribers(publishers: dict, count: int) -> None:
         time.sleep(0.05)
 
 
-def _time_span(bags: list[Path]) -> tuple[int, int]:
-    starts, ends = [], []
+def _time_span(bags: list[Path], topics) -> tuple[int, int]:
+    """(start, end) of the bags as metadata.yaml says, for the progress bar; ReplayError if the storage
+    holds no message of ``topics`` (its own counts, not metadata.yaml's)."""
+    starts, ends, stored = [], [], 0
     for bag in bags:
-        with opened(bag) as reader:
-            if reader.message_count:
-                starts.append(reader.start_time)
-                ends.append(reader.end_time)
-    if not starts:
+        with StorageBag(bag) as storage:
+            counts = storage.count_messages()
+            stored += sum(counts.get(t) or 0 for t in topics) + sum(counts.get(t) is None for t in topics)
+            starts.append(storage.metadata.start_ns)
+            ends.append(storage.metadata.start_ns + storage.metadata.duration_ns)
+    if not stored:
         raise ReplayError(f"{', '.join(map(str, bags))}: no messages to replay")
     return min(starts), max(ends)
 

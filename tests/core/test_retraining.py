@@ -182,13 +182,19 @@ def test_train_candidate_never_accepts_a_model_with_non_finite_weights(monkeypat
     assert round_.decision.reason.startswith("candidate not deployable: non-finite values in the weights")
 
 
-def test_per_bag_transitions_reads_each_closed_bag_once_and_keeps_episode_ids(tmp_path):
+def closed_bags(folder, count: int) -> list:
+    """``count`` bag folders with a metadata.yaml (what PerBagTransitions looks at; the reader is the test's)."""
     bags = []
-    for i in range(3):
-        bag = tmp_path / f"run_{i}"
+    for i in range(count):
+        bag = folder / f"run_{i}"
         bag.mkdir()
         (bag / "metadata.yaml").write_text("closed")
         bags.append(bag)
+    return bags
+
+
+def test_per_bag_transitions_reads_each_closed_bag_once_and_keeps_episode_ids(tmp_path):
+    bags = closed_bags(tmp_path, 3)
     data_of = {bags[0]: driving(episodes=2, steps=5, seed=0), bags[1]: driving(episodes=3, steps=4, seed=1)}
     calls = []
 
@@ -221,3 +227,33 @@ def test_per_bag_transitions_reads_each_closed_bag_once_and_keeps_episode_ids(tm
     assert len(cache.dataset) == 28 and cache.dataset.episodes()[-1][0] == 5
     cache.update(bags[1:])
     assert len(cache.dataset) == 18 and cache.reads == 4
+
+
+def test_per_bag_transitions_retries_a_bag_that_raises_oserror_a_bounded_number_of_times(tmp_path):
+    """Issue 9: a trainer that hit OSError on one bag retried it at every look, forever."""
+    bags = closed_bags(tmp_path, 2)
+    good, later = driving(episodes=2, steps=5, seed=0), driving(episodes=1, steps=6, seed=1)
+    calls = []
+
+    def read(bag):
+        calls.append(bag.name)
+        if bag == bags[1] and not (bag / "fixed").exists():
+            raise OSError(5, "Input/output error", str(bag / "run_1_0.mcap"))
+        return good if bag == bags[0] else later
+
+    cache = PerBagTransitions(read)  # 3 attempts by default
+    assert cache.update(bags) == bags and len(cache.dataset) == 10  # the other bag's data is there at once
+    assert "attempt 1 of 3" in cache.errors[bags[1]] and "Input/output error" in cache.errors[bags[1]]
+    assert cache.update(bags) == [bags[1]] and "attempt 2 of 3" in cache.errors[bags[1]]
+    assert cache.update(bags) == [bags[1]] and "gave up after 3 attempts" in cache.errors[bags[1]]
+    for _ in range(5):  # then left alone, like a bad bag
+        assert cache.update(bags) == []
+    assert calls == ["run_0", "run_1", "run_1", "run_1"] and len(cache.dataset) == 10
+
+    # Its metadata.yaml changes (a repaired or re-copied bag): tried again, with a fresh count.
+    (bags[1] / "fixed").write_text("")
+    os.utime(bags[1] / "metadata.yaml", ns=(1, 10**18))
+    assert cache.update(bags) == [bags[1]] and cache.errors == {}
+    assert len(cache.dataset) == 16 and calls[-1] == "run_1"
+    with pytest.raises(ValueError, match="max_attempts"):
+        PerBagTransitions(read, max_attempts=0)

@@ -238,3 +238,52 @@ def test_the_bags_own_definition_wins_over_the_built_in_one(tmp_path):
     with pytest.raises(BagError, match=rf"^{without}: topic '/car/state' \({STATE_TYPE}\): no message can be read, "
                                        "e.g. message 0: "):
         load_transitions(without, stack_mapping(), 0.2)
+
+
+# ---- mbrl-ros replay ---------------------------------------------------------------------------------------------
+def test_replay_publishes_every_message_of_a_bag_whose_metadata_qos_differs(tmp_path, request):
+    """Issue 9: replay read through rosbags' Reader, which yields nothing for such a bag: it published nothing."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import zlib
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import String
+
+    from upstream_bags import Topic
+
+    messages = [("/chatter", T0 + k * 50_000_000, serialize_message(String(data=f"message {k}"))) for k in range(10)]
+    topic = Topic("/chatter", "std_msgs/msg/String", qos=QOS_GALACTIC,
+                  metadata_qos=QOS_GALACTIC + "\n" + QOS_GALACTIC.replace("reliability: 1", "reliability: 2"))
+    bag = write_sqlite_bag(tmp_path / "rosbag2_galactic", 5, [topic], messages, distro="galactic")
+    assert rosbags_yields(bag) == 0
+
+    domain = 1 + zlib.crc32(f"{os.getpid()}:{request.node.nodeid}".encode()) % 200
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    node = rclpy.create_node("replay_listener", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    received = []
+    node.create_subscription(String, "/chatter", lambda m: received.append(m.data), 100)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = subprocess.Popen([sys.executable, "-m", "mbrl_ros.cli", "replay", str(bag), "--wait-for-subscribers", "1"],
+                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while (proc.poll() is None or len(received) < 10) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert proc.returncode == 0, out + err
+    assert "published 10 messages" in out, out
+    assert received == [f"message {k}" for k in range(10)]

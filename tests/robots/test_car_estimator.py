@@ -200,3 +200,21 @@ def test_config_validation_names_the_key():
     with pytest.raises(ValueError, match="unknown key"):
         EstimatorConfig.from_dict({"steer_gain": 0.5, "bogus": 1})
     assert EstimatorConfig.from_dict({"steer_gain": 0.5}).steer_gain == 0.5
+
+
+@pytest.mark.parametrize("lag", [0.0, 0.5])
+def test_commands_waiting_for_odometry_are_bounded(lag):
+    """Issue 9: the pending-command list grew without bound while odometry was missing."""
+    from mbrl_ros.robots.car.estimator import MAX_PENDING_COMMANDS
+
+    est = CarStateEstimator(EstimatorConfig(steer_lag=lag))
+    odom(est, 0)
+    sent = 20 * MAX_PENDING_COMMANDS  # odometry silent for a long time; the controller keeps sending
+    for k in range(1, sent + 1):
+        assert est.command(k * 10_000_000, math.sin(k)) is None
+        assert est.pending_commands <= MAX_PENDING_COMMANDS
+    assert est.dropped_commands == sent - MAX_PENDING_COMMANDS
+    out = odom(est, 0, stamp_ns=(sent + 1) * 10_000_000 + 60 * DT_NS)  # odometry is back, much later
+    assert isinstance(out, StateEstimate) and est.pending_commands == 0
+    # The latest command has long been in effect.
+    assert out.values[4] == pytest.approx(GAIN * math.sin(sent), abs=1e-3)

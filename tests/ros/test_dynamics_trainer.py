@@ -368,8 +368,10 @@ def drive_bicycle(episodes: int, steps: int, seed: int = 0) -> tuple[torch.Tenso
     return torch.stack(trajectory, 1) + noise, torch.stack(actions, 1)
 
 
-def write_driving_bag(path: Path, states: torch.Tensor, actions: torch.Tensor) -> None:
-    """A bag as the data_logger records it: state and command (stamped as the state it answers), per step."""
+def write_driving_bag(path: Path, states: torch.Tensor, actions: torch.Tensor, malformed: set[int] = frozenset()
+                      ) -> None:
+    """A bag as the data_logger records it: state and command (stamped as the state it answers), per step.
+    The states numbered in ``malformed`` (counting over all episodes) carry one value too few."""
     from mbrl_ros.io.bags import COMMAND_TYPE, STATE_TYPE, default_typestore
     from mbrl_ros.io.recording import BagRecorder
 
@@ -381,11 +383,14 @@ def write_driving_bag(path: Path, states: torch.Tensor, actions: torch.Tensor) -
 
     dt_ns = int(DT * 1e9)
     stamp = 100 * 10**9
+    written = 0
     with BagRecorder(path, typestore=store) as bag:
         bag.add_topic(f"{NAMESPACE}/state", STATE_TYPE)
         bag.add_topic(f"{NAMESPACE}/hw/command", COMMAND_TYPE)
         for episode_states, episode_actions in zip(states.double().numpy(), actions.double().numpy()):
             for k, values in enumerate(episode_states):
+                values = values[:-1] if written in malformed else values
+                written += 1
                 state = store.types[STATE_TYPE](header=header(stamp), names=STATE_NAMES, values=values, valid=True, reason="")
                 bag.write(f"{NAMESPACE}/state", stamp + 1_000_000, bytes(store.serialize_cdr(state, STATE_TYPE)))
                 if k < len(episode_actions):

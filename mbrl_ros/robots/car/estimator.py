@@ -36,6 +36,9 @@ from mbrl_ros.core.estimation import Rejection, StateEstimate, finite, seconds
 
 STATE_NAMES = ("x", "y", "yaw", "v", "steer")
 STEER_COMMAND = "u_steer"
+# Commands kept while no odometry comes (each waits for the sample after it): 20 s at 5 Hz,
+# 2 s at 50 Hz. Beyond that the oldest is folded into the command in effect (dropped_commands).
+MAX_PENDING_COMMANDS = 100
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class CarStateEstimator:
         self.rejected = 0
         self.repeats = 0
         self.resyncs = 0
+        self.dropped_commands = 0  # folded away while odometry was missing (MAX_PENDING_COMMANDS)
         self.last_rejection = ""
         self.reset()
 
@@ -103,6 +107,11 @@ class CarStateEstimator:
         self._pending: list[_Command] = []  # commands received since then
         self._out_of_order_run = 0
 
+    @property
+    def pending_commands(self) -> int:
+        """Commands received that no odometry sample has taken in yet."""
+        return len(self._pending)
+
     # ---- inputs ---------------------------------------------------------------------
     def command(self, stamp_ns: int, u_steer: float) -> Rejection | None:
         """Record a steering command sent at (or planned for the state stamped) ``stamp_ns``."""
@@ -110,6 +119,12 @@ class CarStateEstimator:
             return self._reject(f"command: non-finite field (stamp {stamp_ns}, u_steer {u_steer})")
         # Drivers saturate at the contract's [-1, 1]; so does the actuator.
         self._pending.append(_Command(int(stamp_ns), min(1.0, max(-1.0, float(u_steer)))))
+        if len(self._pending) > MAX_PENDING_COMMANDS:
+            # Odometry has been missing for a while: the oldest command becomes the one in effect
+            # since the last sample (its exact timing is lost, the list stays bounded).
+            self._pending.sort(key=lambda c: c.stamp_ns)
+            self._u_steer = self._pending.pop(0).u_steer
+            self.dropped_commands += 1
         return None
 
     def update(
