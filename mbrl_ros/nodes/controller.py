@@ -143,6 +143,7 @@ class ControllerNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.model_version = 0
         self.model_kind = ""
+        self.model_checksum = ""
         self.e_stop = False
         self.latest: StateVector | None = None
         self.latest_received = 0.0
@@ -233,6 +234,9 @@ class ControllerNode(LifecycleNode):
         counted and reported, and the controller keeps the model it has."""
         from mbrl_ros.io.model_update import ModelUpdateError, validate
 
+        if msg.checksum == self.model_checksum:  # a respawned dynamics_server serving the same model again
+            self.get_logger().info(f"model v{msg.version}: the model in use already ({msg.checksum[:12]})")
+            return
         try:
             checked = validate(msg, self.state_dim, self.action_dim, self.p["max_model_bytes"],
                                source=f"dynamics/model v{msg.version}")
@@ -241,7 +245,7 @@ class ControllerNode(LifecycleNode):
             self.stats.reject(str(err))
             self.get_logger().error(f"model v{msg.version} refused, keeping v{self.model_version}: {err}")
             return
-        self.model_version, self.model_kind = msg.version, msg.model_kind
+        self.model_version, self.model_kind, self.model_checksum = msg.version, msg.model_kind, msg.checksum
         self.get_logger().info(f"model v{msg.version} ({msg.model_kind}) received, checksum {msg.checksum[:12]}")
 
     # --- the loop ----------------------------------------------------------------------------

@@ -24,3 +24,18 @@ def test_every_robot_launch_file_takes_every_argument_bringup_passes():
     for robot in robots:
         declared = set(_args(yaml.safe_load((LAUNCH / f"{robot}.launch.yaml").read_text())["launch"]))
         assert passed <= declared, f"launch/{robot}.launch.yaml drops {sorted(passed - declared)}"
+
+
+def test_every_node_but_the_hardware_driver_respawns_in_every_robot_launch_file():
+    """Issue 9 §3: the stack restarts around the controller; the hardware driver (sim_* or real_*, which
+    owns the device) does not respawn, so a dead driver is seen, not hidden."""
+    for robot in available_robots():
+        nodes = [e["node"] for e in yaml.safe_load((LAUNCH / f"{robot}.launch.yaml").read_text())["launch"]
+                 if "node" in e]
+        for node in nodes:
+            driver = node["exec"] in (f"sim_{robot}", f"real_{robot}")
+            where = f"launch/{robot}.launch.yaml node {node['exec']}"
+            if driver:
+                assert "respawn" not in node, where
+            else:
+                assert node.get("respawn") == "true" and isinstance(node.get("respawn_delay"), float), where
