@@ -29,8 +29,9 @@ def plot_car_trajectories(
     bounds: tuple[float, float, float, float] | None = None,
     reference: np.ndarray | None = None,
     title: str = "",
+    circles: np.ndarray | None = None,
 ) -> Path:
-    """Driven x-y paths (one colour per outcome) against their goal poses."""
+    """Driven x-y paths (one colour per outcome) against their goal poses; ``circles`` [M, 3]: obstacles."""
     plt = _pyplot()
     colours = {"success": "tab:green", "crashed": "tab:red", "timeout": "tab:orange"}
     fig, ax = plt.subplots(figsize=(9, 6))
@@ -39,6 +40,10 @@ def plot_car_trajectories(
     if bounds is not None:
         xmin, ymin, xmax, ymax = bounds
         ax.plot([xmin, xmax, xmax, xmin, xmin], [ymin, ymin, ymax, ymax, ymin], color="k", lw=2)
+    for x, y, r in [] if circles is None else circles:
+        ax.add_patch(plt.Circle((x, y), r, color="0.4", zorder=1))
+    # Goal arrows sized to the scene (2.5 m in the parking lot's 70 m).
+    arrow = 0.035 * max(bounds[2] - bounds[0], bounds[3] - bounds[1]) if bounds is not None else 2.5
     seen = set()
     for states, goal, outcome in zip(trajectories, goals, outcomes):
         label = outcome if outcome not in seen else None
@@ -46,8 +51,8 @@ def plot_car_trajectories(
         ax.plot(states[:, 0], states[:, 1], color=colours.get(outcome, "tab:blue"), lw=1, alpha=0.8, label=label)
         ax.plot(states[0, 0], states[0, 1], "k.", ms=4)
         if goal is not None:
-            ax.arrow(goal[0], goal[1], 2.5 * np.cos(goal[2]), 2.5 * np.sin(goal[2]), color="tab:blue",
-                     width=0.25, length_includes_head=True)
+            ax.arrow(goal[0], goal[1], arrow * np.cos(goal[2]), arrow * np.sin(goal[2]), color="tab:blue",
+                     width=0.1 * arrow, length_includes_head=True)
     ax.set_aspect("equal")
     ax.set_xlabel("x [m]")
     ax.set_ylabel("y [m]")

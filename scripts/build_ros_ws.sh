@@ -69,8 +69,8 @@ fi
 # 3. Skip the build when its inputs are unchanged: the workspace sources (symlinks
 #    as links: with --symlink-install, edits to the Python sources and to existing
 #    launch/config files need no rebuild), the names of the launch and config
-#    files (each is installed as its own symlink), the executables table, this
-#    script, the interpreter and the ROS wheels it builds against.
+#    files (each is installed as its own symlink), the executables table and the
+#    driver files it finds, this script, the interpreter and the ROS wheels it builds against.
 inputs_hash() {
     {
         (cd "$WS/src" && find . \( -name __pycache__ -o -name '.*' -a ! -name . \) -prune -o -print0 \
@@ -81,6 +81,7 @@ inputs_hash() {
             done)
         (cd "$ROOT" && { find -L launch config -name __pycache__ -prune -o -type f -print 2>/dev/null || true; } | LC_ALL=C sort)
         sha256sum "$ROOT/mbrl_ros/executables.py" "$ROOT/scripts/build_ros_ws.sh"
+        (cd "$ROOT" && find hardware/mbrl_ros_hardware -name '*.py' | LC_ALL=C sort)  # drivers found by name
         echo "$VENV $("$PY" -c 'import sys; print(sys.version)')"
         ls "$VENV"/lib/python3*/site-packages | grep -E '^ros_.*\.dist-info$' || true
     } | sha256sum | cut -d' ' -f1

@@ -1,1 +1,1 @@
-"""The main job: the simulated car collects data, learns its dynamics, and drives."""
+"""The main job: a simulated robot collects data, learns its dynamics, and does its task."""

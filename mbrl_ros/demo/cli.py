@@ -1,4 +1,4 @@
-"""``mbrl-ros demo car``: the simulated car learning and parking (or racing), through the stack."""
+"""``mbrl-ros demo ROBOT``: a simulated robot learning its task through the stack (the car parks or races)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ import sys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from mbrl_ros.demo.scene import demo_tasks
+
+    tasks = demo_tasks()
     parser = subparsers.add_parser(
         "demo",
         help="the main job: the whole stack in simulation collects data, learns, and controls",
-        description="Bring up the stack (launch/bringup.launch.yaml) with the simulated car: it drives "
+        description="Bring up the stack (launch/bringup.launch.yaml) with a simulated robot: it drives "
         "randomly, the trainer fits a model from the logged bags, the controller plans through it, "
         "episode after episode. Prints a live progress line and a summary; writes bags, checkpoints, "
         "logs and plots to runs/<time>/.",
     )
-    parser.add_argument("robot", choices=["car"], help="which robot (the hand has no demo yet)")
-    parser.add_argument("--task", choices=["parking", "race"], default="parking", help="default: parking")
+    parser.add_argument("robot", choices=sorted(tasks), help="which robot (those with a simulator demo)")
+    parser.add_argument("--task", choices=sorted({t for ts in tasks.values() for t in ts}), default=None,
+                        help="the robot's task; default: its first ("
+                        + "; ".join(f"{r}: {', '.join(ts)}" for r, ts in sorted(tasks.items())) + ")")
     parser.add_argument("--episodes", type=int, default=20,
                         help="evaluated episodes, counted from the first one that starts with a model (default: 20)")
     parser.add_argument("--model", choices=["parametric", "ensemble", "semiparametric"], default=None,
@@ -27,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode and of exploration")
     parser.add_argument("--real-time", action="store_true",
                         help="run the simulator in real time instead of lockstep (slower; latency as on a robot)")
-    parser.add_argument("--config-dir", default=None, help="folder with car.yaml and car_<task>.yaml "
+    parser.add_argument("--config-dir", default=None, help="folder with <robot>.yaml and <robot>_<task>.yaml "
                         "(default: the package's config/)")
     parser.add_argument("--out", default=None, help="output folder (default: runs/<time>)")
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON to FILE")
@@ -39,22 +44,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from mbrl_ros.demo.scene import demo_tasks
+
     if args.episodes < 1:
         raise SystemExit("mbrl-ros demo: --episodes must be >= 1")
     if args.random_transitions is not None and args.random_transitions < 1:
         raise SystemExit("mbrl-ros demo: --random-transitions must be >= 1")
+    tasks = demo_tasks()[args.robot]
+    if args.task is not None and args.task not in tasks:
+        raise SystemExit(f"mbrl-ros demo: robot {args.robot} has no task '{args.task}'; tasks: {', '.join(tasks)}")
     from mbrl_ros.ros_env import restart_in_workspace_if_needed
 
     restart_in_workspace_if_needed(args.argv)  # the demo watches mbrl_interfaces topics
-    from mbrl_ros.demo.car import run_demo
+    from mbrl_ros.demo.run import run_demo
     from mbrl_ros.launcher.errors import LaunchError
 
     try:
         return run_demo(
-            task=args.task, episodes=args.episodes, model_kind=args.model, controller=args.controller,
-            random_transitions=args.random_transitions, seed=args.seed, config_dir=args.config_dir,
-            out_dir=args.out, json_path=args.json, lockstep=not args.real_time, domain_id=args.domain_id,
-            timeout_s=args.timeout, show_logs=args.show_logs,
+            robot=args.robot, task=args.task, episodes=args.episodes, model_kind=args.model,
+            controller=args.controller, random_transitions=args.random_transitions, seed=args.seed,
+            config_dir=args.config_dir, out_dir=args.out, json_path=args.json, lockstep=not args.real_time,
+            domain_id=args.domain_id, timeout_s=args.timeout, show_logs=args.show_logs,
         )
     except (ValueError, LaunchError, RuntimeError) as error:  # config, launch file, a node that died
         print(f"mbrl-ros demo: error: {error}", file=sys.stderr)

@@ -1,13 +1,15 @@
-"""``mbrl-ros demo car``: the whole stack learning to park (or race) in simulation.
+"""``mbrl-ros demo ROBOT``: the whole stack learning to drive a simulated robot (the car parks or races).
 
-It brings up ``launch/bringup.launch.yaml`` (sim_car, estimator,
+It brings up ``launch/bringup.launch.yaml`` (the robot's simulator, estimator,
 dynamics_server, controller, data_logger, trainer: one process each, over DDS
 in a ROS domain of their own) and watches: the controller explores until its
 exploration budget is spent, the trainer fits a model from the logger's bags,
-the dynamics_server publishes it, the controller swaps it in and parks. The
+the dynamics_server publishes it, the controller swaps it in and does the task. The
 episodes that start after the first model reached the controller are the
 evaluated ones. At the end: a summary, ``runs/<time>/`` with the bags,
 checkpoints, the exact config, each node's log, plots and ``summary.json``.
+What is robot-specific (its tasks, what the plot draws) comes from the robot's
+``mbrl_ros_hardware.<robot>.demo`` (``mbrl_ros.demo.scene``).
 """
 
 from __future__ import annotations
@@ -21,34 +23,42 @@ from tqdm import tqdm
 
 from mbrl_ros.stack_run import EpisodeTrace, StackRun, default_domain_id, prepare_config, progress_options
 from mbrl_ros.io.config import launch_parameters
+from mbrl_ros.demo.scene import Scene, demo_module
 from mbrl_ros.plots import plot_car_trajectories, plot_error_vs_horizon, plot_latency_histogram
 from mbrl_ros.ros_env import REPO_ROOT
 
 
-def run_demo(task: str = "parking", episodes: int = 20, model_kind: str | None = None, controller: str = "mppi",
+def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, model_kind: str | None = None,
+             controller: str = "mppi",
              random_transitions: int | None = None, seed: int = 0, config_dir: str | None = None,
              out_dir: str | None = None, json_path: str | None = None, lockstep: bool = True,
              domain_id: int | None = None, timeout_s: float = 3600.0, show_logs: bool = False) -> int:
+    demo = demo_module(robot)
+    if demo is None:
+        raise ValueError(f"robot '{robot}' has no demo (no mbrl_ros_hardware.{robot}.demo)")
+    task = task or demo.TASKS[0]
+    if task not in demo.TASKS:
+        raise ValueError(f"robot '{robot}' has no task '{task}'; tasks: {list(demo.TASKS)}")
     out = Path(out_dir) if out_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     overrides: dict[str, dict] = {}
     if random_transitions is not None:
         # The exploration budget, for both nodes that read it (the config's '/**' value stays as it was).
         overrides = {node: {"random_transitions": random_transitions} for node in ("trainer", "controller")}
-    config = prepare_config(Path(config_dir) if config_dir else REPO_ROOT / "config", out / "config", "car",
+    config = prepare_config(Path(config_dir) if config_dir else REPO_ROOT / "config", out / "config", robot,
                             task, overrides)
-    params = {node: launch_parameters(config, "car", task, node) for node in ("controller", "trainer")}
+    params = {node: launch_parameters(config, robot, task, node) for node in ("controller", "trainer")}
     model_kind = model_kind or params["trainer"].get("model_kind", "parametric")
     budget = int(params["controller"].get("random_transitions", 0))
     domain = default_domain_id("demo") if domain_id is None else domain_id
-    print(f"[demo] car/{task}: the stack in ROS domain {domain}, {'lockstep' if lockstep else 'real-time'} "
+    print(f"[demo] {robot}/{task}: the stack in ROS domain {domain}, {'lockstep' if lockstep else 'real-time'} "
           f"simulation; {budget or 'unlimited'} random transitions, model '{model_kind}', planner "
           f"'{controller}', {episodes} evaluated episodes -> {out}/", flush=True)
 
-    run = StackRun(out, {"robot": "car", "hardware": "sim", "task": task, "controller": controller,
+    run = StackRun(out, {"robot": robot, "hardware": "sim", "task": task, "controller": controller,
                          "model": model_kind, "lockstep": str(lockstep).lower(), "seed": str(seed),
                          "run_dir": str(out), "config_dir": str(config)},
-                   domain, echo=print if show_logs else None)
+                   domain, namespace=robot, echo=print if show_logs else None)
     watcher = run.watcher
     started = time.monotonic()
     try:
@@ -94,9 +104,10 @@ def run_demo(task: str = "parking", episodes: int = 20, model_kind: str | None =
     summary = summarise(task, evaluated, traces[:first + episodes], timings,
                         random=sum(t[1] == "explore" for t in watcher.timings))
     summary["model"] = model_kind
-    write_report(out, task, evaluated, timings, summary, watcher)
+    write_report(out, task, demo.scene(task, config), evaluated, timings, summary, watcher)
     print(f"[demo] {summary['episodes']} episodes: success rate {summary['success_rate']:.0%}"
-          + (f", mean cross-track error {summary['mean_cross_track_error_m']:.2f} m" if task == "race" else "")
+          + (f", mean cross-track error {summary['mean_cross_track_error_m']:.2f} m"
+             if "mean_cross_track_error_m" in summary else "")
           + f"; {summary['transitions']} transitions ({summary['random_transitions']} random); controller "
           f"latency p50 {summary['controller_latency_ms']['p50']:.1f} ms / p99 "
           f"{summary['controller_latency_ms']['p99']:.1f} ms, deadline misses {summary['deadline_miss_rate']:.1%}; "
@@ -126,32 +137,24 @@ def summarise(task: str, evaluated: list[EpisodeTrace], all_episodes: list[Episo
                                   "p99": float(np.percentile(compute, 99)) if len(compute) else float("nan")},
         "deadline_miss_rate": float(np.mean(compute > deadline)) if len(compute) else float("nan"),
     }
-    if task == "race":
+    if any("mean_cross_track_error_m" in e.report for e in evaluated):  # a path-following task
         summary["mean_cross_track_error_m"] = float(np.nanmean([e.number("mean_cross_track_error_m")
                                                                  for e in evaluated]))
     return summary
 
 
-def write_report(out: Path, task: str, evaluated: list[EpisodeTrace], timings: list[tuple], summary: dict,
-                 watcher) -> None:
+def write_report(out: Path, task: str, scene: Scene, evaluated: list[EpisodeTrace], timings: list[tuple],
+                 summary: dict, watcher) -> None:
     from mbrl_ros.io import checkpoint
 
-    bounds, reference = None, None
-    if task == "parking":
-        from mbrl_ros_hardware.car.parking import WALL_HALF_X, WALL_HALF_Y
-
-        bounds = (-WALL_HALF_X, -WALL_HALF_Y, WALL_HALF_X, WALL_HALF_Y)
-        title = f"parking: {summary['success_rate']:.0%} success over {len(evaluated)} episodes"
-    else:
-        from mbrl_ros_hardware.car.race import stadium_track
-
-        reference = stadium_track()
-        title = f"race: mean cross-track error {summary.get('mean_cross_track_error_m', float('nan')):.2f} m"
+    title = f"{task}: {summary['success_rate']:.0%} success over {len(evaluated)} episodes"
+    if "mean_cross_track_error_m" in summary:
+        title += f", mean cross-track error {summary['mean_cross_track_error_m']:.2f} m"
     shown = [e for e in evaluated if len(e.poses) > 1]
     plot_car_trajectories(out / "trajectories.png", [np.array(e.poses) for e in shown],
-                          [watcher.goal_at(int(e.report["start_stamp_ns"])) for e in shown] if task == "parking"
-                          else [None] * len(shown),
-                          [e.outcome for e in shown], bounds=bounds, reference=reference, title=title)
+                          [watcher.goal_at(int(e.report["start_stamp_ns"])) if scene.goals else None for e in shown],
+                          [e.outcome for e in shown], bounds=scene.bounds, reference=scene.reference,
+                          circles=scene.circles, title=title)
     # The trainer's held-out error per horizon for every model it deployed.
     errors = {}
     for path in sorted((out / "checkpoints").glob("model_v*.pt"), key=lambda p: int(p.stem[7:])):
