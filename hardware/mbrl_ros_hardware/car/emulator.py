@@ -26,7 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
-from mbrl_ros.robots.car.messages import odometry
+from mbrl_ros.ros.poses import odometry
 from mbrl_ros.ros.diagnostics import diagnostic_array
 from mbrl_ros.ros.params import Param, declare_all
 from mbrl_ros.ros.qos import COMMAND, SENSOR

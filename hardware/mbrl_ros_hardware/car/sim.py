@@ -20,7 +20,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 
-from mbrl_ros.robots.car.messages import goal_pose, odometry, path
+from mbrl_ros.ros.poses import goal_pose, odometry, path
 from mbrl_ros.ros.params import Param
 from mbrl_ros.ros.qos import LATCHED, SENSOR
 from mbrl_ros.ros.run import run_node

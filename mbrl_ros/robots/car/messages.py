@@ -4,26 +4,26 @@ Estimator inputs: ``hw/command`` (mbrl_interfaces/CommandVector, for the
 steering the odometry does not carry) and ``hw/odom`` (nav_msgs/Odometry).
 Controller inputs: ``goal_pose`` (geometry_msgs/PoseStamped -> the cost's
 ``goal`` state) and ``reference_path`` (nav_msgs/Path -> the cost's ``path``).
-The drivers (sim_car, real_car, car_emulator) build their messages here too.
+The drivers (sim_car, real_car, car_emulator) build their messages with
+``mbrl_ros.ros.poses``, as the base's do.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 
 from mbrl_interfaces.msg import CommandVector
-from mbrl_ros.core.angles import quaternion_from_yaw, yaw_from_quaternion
 from mbrl_ros.core.estimation import Rejection
 from mbrl_ros.robots.car.estimator import STATE_NAMES, STEER_COMMAND, CarStateEstimator
 from mbrl_ros.robots.robot import ContextInput, RobotMessages, SensorInput
 from mbrl_ros.ros.params import Param
+from mbrl_ros.ros.poses import path_points, planar_goal
 from mbrl_ros.ros.qos import COMMAND, SENSOR
 from mbrl_ros.ros.stamps import stamp_to_ns
 
-__all__ = ["MESSAGES", "goal_pose", "goal_state", "odometry", "path", "path_points"]
+__all__ = ["MESSAGES", "goal_state"]
 
 
 class CarMessages(RobotMessages):
@@ -63,59 +63,6 @@ class CarMessages(RobotMessages):
 MESSAGES = CarMessages()
 
 
-# --- controller inputs ------------------------------------------------------------------------
 def goal_state(msg: PoseStamped) -> np.ndarray:
     """The goal as a car state: the pose's x, y and yaw; speed and steering 0."""
-    q = msg.pose.orientation
-    goal = np.zeros(len(STATE_NAMES))
-    goal[:3] = (msg.pose.position.x, msg.pose.position.y, yaw_from_quaternion(q.x, q.y, q.z, q.w))
-    if not np.all(np.isfinite(goal)):
-        raise ValueError(f"non-finite values {goal.tolist()}")
-    return goal
-
-
-def path_points(msg: Path) -> np.ndarray:
-    """A path's positions as ``[P, 2]`` (x, y)."""
-    points = np.array([[p.pose.position.x, p.pose.position.y] for p in msg.poses], dtype=float)
-    if len(points) < 2 or not np.all(np.isfinite(points)):
-        raise ValueError(f"need >= 2 finite points, got {len(points)}")
-    return points
-
-
-# --- driver outputs ---------------------------------------------------------------------------
-def odometry(stamp: Time, frame_id: str, child_frame_id: str, x: float, y: float, yaw: float,
-             speed: float) -> Odometry:
-    """Odometry of a car at ``(x, y, yaw)`` moving at ``speed`` (body frame, signed)."""
-    msg = Odometry()
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    msg.child_frame_id = child_frame_id
-    msg.pose.pose.position.x, msg.pose.pose.position.y = float(x), float(y)
-    o = msg.pose.pose.orientation
-    o.x, o.y, o.z, o.w = quaternion_from_yaw(float(yaw))
-    msg.twist.twist.linear.x = float(speed)
-    return msg
-
-
-def goal_pose(stamp: Time, frame_id: str, x: float, y: float, yaw: float) -> PoseStamped:
-    msg = PoseStamped()
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    msg.pose.position.x, msg.pose.position.y = float(x), float(y)
-    o = msg.pose.orientation
-    o.x, o.y, o.z, o.w = quaternion_from_yaw(float(yaw))
-    return msg
-
-
-def path(stamp: Time, frame_id: str, points) -> Path:
-    """A path through ``points`` ([P, 2] x, y), every pose facing along x."""
-    msg = Path()
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    for px, py in points:
-        pose = PoseStamped()
-        pose.header = msg.header
-        pose.pose.position.x, pose.pose.position.y = float(px), float(py)
-        pose.pose.orientation.w = 1.0
-        msg.poses.append(pose)
-    return msg
+    return planar_goal(msg, len(STATE_NAMES))
