@@ -1,5 +1,5 @@
-"""The README's main job, `mbrl-ros demo car`, as a user runs it: a command that brings up
-the whole stack through the launch file, learns, parks, and leaves its results behind."""
+"""The README's main job, `mbrl-ros demo car` (and `demo base`), as a user runs it: a command that
+brings up the whole stack through the launch file, learns, parks, and leaves its results behind."""
 
 from __future__ import annotations
 
@@ -48,6 +48,31 @@ def test_demo_car_brings_up_the_stack_learns_parks_and_reports(tmp_path):
         assert f"[{node}" in log, f"no output from {node} in stack.log"
 
 
+def test_demo_base_gives_the_same_outputs_as_the_cars(tmp_path):
+    out, summary_file = tmp_path / "run", tmp_path / "summary.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "MBRL_ROS_IN"))}
+    env["ROS_DOMAIN_ID"] = str(1 + zlib.crc32(f"{os.getpid()}:e2e-demo-base".encode()) % 200)
+    command = [sys.executable, "-m", "mbrl_ros.cli", "demo", "base", "--episodes", "2",
+               "--random-transitions", "300", "--out", str(out), "--json", str(summary_file)]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[demo] base/goal" in done.stdout and "success rate" in done.stdout, done.stdout
+
+    summary = json.loads(summary_file.read_text())
+    assert summary["task"] == "goal" and summary["episodes"] == 2 and summary["model"] == "parametric"
+    assert summary["random_transitions"] == 300 and summary["transitions"] > 300
+    assert 0.0 <= summary["success_rate"] <= 1.0
+    assert 0 < summary["controller_latency_ms"]["p50"] <= summary["controller_latency_ms"]["p99"]
+    for plot in ("trajectories.png", "model_error.png", "latency.png"):
+        assert (out / plot).stat().st_size > 10_000, plot
+    assert list((out / "bags").glob("*/metadata.yaml")), "no closed bag"
+    assert list((out / "checkpoints").glob("model_v*.pt"))
+    assert len(json.loads((out / "summary.json").read_text())["episodes_detail"]) == 2
+    log = (out / "stack.log").read_text()
+    for node in ("sim_base", "estimator", "dynamics_server", "controller", "data_logger", "trainer"):
+        assert f"[{node}" in log, f"no output from {node} in stack.log"
+
+
 def test_demo_rejects_bad_arguments_before_starting_anything(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mbrl_ros.cli", "demo", "car", "--episodes", "0"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -55,6 +80,9 @@ def test_demo_rejects_bad_arguments_before_starting_anything(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mbrl_ros.cli", "demo", "car", "--task", "fly"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "invalid choice: 'fly'" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "mbrl_ros.cli", "demo", "base", "--task", "parking"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "robot base has no task 'parking'; tasks: goal, path" in done.stderr
     (tmp_path / "config").mkdir()
     done = subprocess.run([sys.executable, "-m", "mbrl_ros.cli", "demo", "car", "--config-dir",
                            str(tmp_path / "config"), "--out", str(tmp_path / "run")],

@@ -71,12 +71,13 @@ def test_the_core_imports_neither_rclpy_nor_a_robot():
 
 
 def test_an_estimating_node_loads_no_torch():
-    code = ("import sys\nfrom mbrl_ros.robots import get_robot\n"
-            "for name in ('car', 'hand'):\n"
+    code = ("import sys\nfrom mbrl_ros.robots import available_robots, get_robot\n"
+            "for name in available_robots():\n"
             "    robot = get_robot(name)\n"
             "    robot.estimator({'state_names': robot.state_names, 'action_names': robot.action_names, 'dt': 0.2,\n"
             "                     'resync_after': 10, 'steer_gain': 0.5, 'steer_lag': 0.0, 'steer_rate_limit': 0.0,\n"
-            "                     'speed_filter_alpha': 1.0, 'joint_names': ['WRJ1', 'WRJ0', 'FFJ3', 'FFJ2', 'FFJ1',\n"
+            "                     'speed_filter_alpha': 1.0, 'velocity_filter_alpha': 1.0,\n"
+            "                     'joint_names': ['WRJ1', 'WRJ0', 'FFJ3', 'FFJ2', 'FFJ1',\n"
             "                     'FFJ0', 'MFJ3', 'MFJ2', 'MFJ1', 'MFJ0', 'RFJ3', 'RFJ2', 'RFJ1', 'RFJ0', 'LFJ4', 'LFJ3',\n"
             "                     'LFJ2', 'LFJ1', 'LFJ0', 'THJ4', 'THJ3', 'THJ2', 'THJ1', 'THJ0'], 'fingertips': 5}, name)\n"
             "print('torch' in sys.modules)\n")
