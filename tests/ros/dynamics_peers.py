@@ -14,6 +14,8 @@ Its node (in NAMESPACE) publishes candidates, records every ``dynamics/model`` a
 - ``{"op": "models"}``: every ``dynamics/model`` received so far
 - ``{"op": "predict", "request": {...PredictBatch fields...}}``
 - ``{"op": "trigger", "service": NAME}``: call a std_srvs/Trigger service
+- ``{"op": "latest", "node": NAME_PART}``: the values of the newest /diagnostics status of that node
+  (``{}`` if none yet)
 - ``{"op": "wait_diagnostics", "node": NAME_PART, "key": K, "value": V, "timeout": S}``:
   the values of the first /diagnostics status of that node with ``values[K] == V``
 
@@ -127,6 +129,9 @@ def handle(peer: Peer, command: dict) -> dict:
         response = call(peer, Trigger, command["service"], Trigger.Request())
         return {"answered": False} if response is None else \
             {"answered": True, "success": response.success, "message": response.message}
+    if op == "latest":
+        with peer.lock:
+            return next((values for name, values in reversed(peer.statuses) if command["node"] in name), {})
     if op == "wait_diagnostics":
         def found():
             with peer.lock:

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import pickle
-import selectors
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from mbrl_ros.io.config import launch_parameters, node_parameters
 from mbrl_ros.io.model_update import pack
 from mbrl_ros.ros_env import REPO_ROOT, workspace_env
 from mbrl_ros.robots import get_robot
+from peer_client import Peer
 
 build_model = get_robot("car").build_model  # the car's physics prior is the 'parametric' kind
 
@@ -39,33 +39,6 @@ DT = 0.2
 ENSEMBLE_CONFIG = {"type": "ensemble", "state_dim": 5, "action_dim": 2, "ensemble_size": 2, "hidden_sizes": [256]}
 BICYCLE = {"type": "parametric", "dt": DT, "substeps": 3, "speed_input": "acceleration",
            "params": {"wheelbase": 2.5, "rear_axle_to_cg": 1.2, "speed_gain": 5.0, "steer_gain": 0.7, "lag": 0.3}}
-
-
-class Peer:
-    """dynamics_peers.py: one JSON command in, one result out."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.expect("ready", timeout=60)
-
-    def do(self, op: str, timeout: float = 60.0, **args) -> dict:
-        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.expect("result ", timeout))
-
-    def expect(self, prefix: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                    line = self.proc.stdout.readline()
-                    if line.startswith(prefix):
-                        return line[len(prefix):].strip()
-                    if not line:
-                        break
-        self.proc.kill()
-        pytest.fail(f"dynamics_peers.py: no '{prefix}' line within {timeout} s; stderr:\n{self.proc.stderr.read()}")
 
 
 @pytest.fixture
