@@ -154,3 +154,37 @@ def test_config_errors_name_the_key():
         build_planner("ilqr", LinearModel(), quadratic_cost(), {"mu": 1.0})
     with pytest.raises(ValueError, match="ilqr: regularisation_factor"):
         build_planner("ilqr", LinearModel(), quadratic_cost(), {"regularisation_factor": 1.0})
+
+
+@pytest.mark.parametrize("mode", ["mean", "member"])
+def test_ilqr_on_an_ensemble_plans_on_one_deterministic_model_and_is_reproducible(mode):
+    """iLQR linearises and line-searches one model for the whole solve (TS1 would mix members at random)."""
+    from mbrl_ros.core.models import EnsembleDynamics
+
+    cost = build_cost({"goal_pose": {"form": "quadratic", "terminal_weight": 20.0}, "effort": {"weight": 0.1}}, 5, 2)
+    cost.set_context("goal", torch.tensor([2.0, 1.0, 0.3, 0.0, 0.0]))
+
+    def solves(seed, count=3):
+        """(result, the model it planned on) of ``count`` solves from rest, warm-started."""
+        ensemble = EnsembleDynamics(5, 2, hidden_sizes=(32, 32), angle_dims=(2,), propagation="ts1", seed=0)
+        planner = build_planner("ilqr", ensemble, cost, {"horizon": 15, "tolerance": 1e-6, "max_iterations": 100,
+                                                          "ensemble": mode, "seed": seed})
+        return [(planner.plan(torch.zeros(5)), planner.solve_model) for _ in range(count)]
+
+    first = solves(seed=7)
+    for result, model in first:
+        assert result.info["converged"], result.info
+        history = result.info["cost_history"]
+        assert all(b <= a for a, b in zip(history, history[1:]))
+        # The reported plan and cost are those of the one deterministic model it planned on.
+        assert model.member is None if mode == "mean" else model.member in range(5)
+        with torch.no_grad():
+            states = rollout(model, torch.zeros(5), result.nominal_actions[None])[0]
+        torch.testing.assert_close(result.predicted_states, states)
+        assert result.cost == pytest.approx(float(cost(states[None], result.nominal_actions[None])[0]), rel=1e-5)
+    assert first[0][0].info["cost_history"][-1] < first[0][0].info["cost_history"][0]
+    # A fixed seed gives the same plans, solve after solve.
+    for (a, _), (b, _) in zip(first, solves(seed=7)):
+        torch.testing.assert_close(a.nominal_actions, b.nominal_actions, rtol=0, atol=0)
+    if mode == "member":  # other seeds draw other members
+        assert len({solves(seed, count=1)[0][1].member for seed in range(8)}) > 1

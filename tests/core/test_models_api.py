@@ -112,3 +112,33 @@ def test_build_model_from_config():
 def test_build_model_names_the_bad_key_or_type(config, message):
     with pytest.raises(ValueError, match=message):
         build_model(config)
+
+
+@pytest.mark.parametrize("name, member", [("bicycle", None), ("ensemble", None), ("ensemble", 1),
+                                          ("residual", None), ("residual", 0)])
+def test_jacobians_of_the_deterministic_model_match_autograd(name, member):
+    """DynamicsModel.jacobians (torch.func jacrev + vmap by default) on what iLQR plans with."""
+    model = MODELS[name]().double().deterministic(member)
+    states, actions = (t.double() for t in inputs(batch=8))
+    A, B = model.jacobians(states, actions)
+    jac_x, jac_u = torch.autograd.functional.jacobian(model, (states, actions))
+    rows = torch.arange(8)
+    torch.testing.assert_close(A, jac_x[rows, :, rows], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(B, jac_u[rows, :, rows], rtol=1e-10, atol=1e-12)
+    assert float(B.detach().abs().max()) > 0
+
+
+def test_an_ensembles_deterministic_model_is_the_mean_or_one_elite():
+    ensemble = MODELS["ensemble"]().eval()
+    states, actions = inputs(batch=16)
+    members = ensemble.predict_members(states, actions)  # [elites, B, nx]
+    with torch.no_grad():  # the folded fast path
+        torch.testing.assert_close(ensemble.deterministic()(states, actions), members.mean(0))
+        torch.testing.assert_close(ensemble.deterministic(2)(states, actions), members[2])
+    # With autograd (the path iLQR differentiates): the same numbers.
+    torch.testing.assert_close(ensemble.deterministic(2)(states, actions), members[2])
+    assert ensemble.deterministic_members == ensemble.num_elites
+    with pytest.raises(ValueError, match=r"member: expected an elite slot in \[0, 5\), got 5"):
+        ensemble.deterministic(5)
+    bicycle = MODELS["bicycle"]()
+    assert bicycle.deterministic() is bicycle and bicycle.deterministic_members == 0

@@ -56,6 +56,29 @@ class DynamicsModel(nn.Module):
             states.append(self(states[-1], actions[:, t]))
         return torch.stack(states, dim=1)
 
+    def jacobians(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``df/dx[B, nx, nx]`` and ``df/du[B, nx, nu]`` at every row of ``states[B, nx], actions[B, nu]``.
+
+        iLQR's linearisation. This default differentiates ``forward`` with
+        ``torch.func`` (``jacrev`` of one row, ``vmap`` over the batch), which works
+        for any model whose forward is a pure function of its inputs; a model with
+        analytic derivatives (a robot's physics prior) overrides it.
+        """
+        def one_row(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+            return self(state[None], action[None])[0]
+
+        return torch.func.vmap(torch.func.jacrev(one_row, argnums=(0, 1)))(states, actions)
+
+    def deterministic(self, member: int | None = None) -> "DynamicsModel":
+        """One deterministic model for derivative-based planners (iLQR): this model itself, unless it
+        samples. An ensemble returns the mean of its elites' predictions, or elite slot ``member`` alone."""
+        return self
+
+    @property
+    def deterministic_members(self) -> int:
+        """How many members ``deterministic(member)`` picks from (0: the model has no members)."""
+        return 0
+
     @property
     def physics_robot(self) -> str:
         """The robot whose physics prior this model holds ('' for none): a checkpoint records it, so that

@@ -402,6 +402,14 @@ class EnsembleDynamics(DynamicsModel):
                 delta = torch.empty_like(delta).scatter_(0, rows, delta)
         return delta.add_(states)
 
+    def deterministic(self, member: int | None = None) -> "EnsembleMean":
+        """The mean of the elites' predicted means, or elite slot ``member``'s alone, whatever the propagation."""
+        return EnsembleMean(self, member)
+
+    @property
+    def deterministic_members(self) -> int:
+        return self.num_elites
+
     def predict_members(
         self, states: torch.Tensor, actions: torch.Tensor, elites_only: bool = True
     ) -> torch.Tensor:
@@ -437,6 +445,33 @@ class EnsembleDynamics(DynamicsModel):
             f"angle_dims={list(self.angle_dims)}, ignored_input_dims={list(self.ignored_input_dims)}, "
             f"elites={self._elite_list}, propagation={self._propagation}, layout={self.layout}"
         )
+
+
+class EnsembleMean(DynamicsModel):
+    """An ensemble as one deterministic model: next state from the mean of its elites' means, or
+    from one elite (slot ``member`` of ``ensemble.elites``). A view: it shares the ensemble's weights.
+
+    iLQR linearises and line-searches this, so its derivatives and its cost comparisons see one
+    model for a whole solve, not TS1's random mixture of members.
+    """
+
+    def __init__(self, ensemble: EnsembleDynamics, member: int | None = None) -> None:
+        super().__init__(ensemble.state_dim, ensemble.action_dim)
+        if member is not None and not 0 <= member < ensemble.num_elites:
+            raise ValueError(f"member: expected an elite slot in [0, {ensemble.num_elites}), got {member}")
+        self.ensemble = ensemble
+        self.member = member
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        e = self.ensemble
+        if not torch.is_grad_enabled():
+            net = e._folded_elites()
+            features = net.features(states, actions)
+            delta = net.run_all(features).mean(0) if self.member is None else net.run_member(self.member, features)
+            return delta.add_(states)
+        members = e.elites if self.member is None else [e.elites[self.member]]
+        delta = e.member_outputs(e.normalised_inputs(states, actions), members)[0].mean(0)
+        return e._denormalised_next(states, delta)
 
 
 class _GroupPlan(NamedTuple):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from mbrl_ros.core.models.base import DynamicsModel, Prediction
-from mbrl_ros.core.models.ensemble import EnsembleDynamics
+from mbrl_ros.core.models.ensemble import EnsembleDynamics, EnsembleMean
 from mbrl_ros.core.validation import check_state_action_batch
 
 
@@ -66,6 +66,14 @@ class SemiparametricDynamics(DynamicsModel):
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.prior(states, actions) + (self.residual(states, actions) - states)
 
+    def deterministic(self, member: int | None = None) -> "SemiparametricMean":
+        """The prior plus the residual's ``EnsembleMean`` (the elites' mean, or elite slot ``member``)."""
+        return SemiparametricMean(self.prior, self.residual.deterministic(member))
+
+    @property
+    def deterministic_members(self) -> int:
+        return self.residual.num_elites
+
     def predict_members(self, states: torch.Tensor, actions: torch.Tensor, elites_only: bool = True) -> torch.Tensor:
         """Next states under each residual member, ``[M, B, nx]``."""
         residuals = self.residual.predict_members(states, actions, elites_only) - states
@@ -79,3 +87,15 @@ class SemiparametricDynamics(DynamicsModel):
 
     def check_finite(self) -> None:
         self.residual.check_finite()
+
+
+class SemiparametricMean(DynamicsModel):
+    """``prior(x, u)`` plus a deterministic residual (an ``EnsembleMean``): what iLQR plans on."""
+
+    def __init__(self, prior: DynamicsModel, residual: EnsembleMean) -> None:
+        super().__init__(prior.state_dim, prior.action_dim)
+        self.prior = prior
+        self.residual = residual
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.prior(states, actions) + (self.residual(states, actions) - states)

@@ -3,8 +3,9 @@
 Each iteration:
 
 1. **Linearise** the dynamics along the current trajectory: ``A[t] = df/dx``,
-   ``B[t] = df/du`` for all H steps from one batched forward and one backward
-   pass (each step repeated nx times, one output row kept per copy).
+   ``B[t] = df/du`` for all H steps in one batched call of the model's
+   ``jacobians`` (analytic for a physics prior such as the car's bicycle,
+   ``torch.func`` jacobians with vmap for networks).
 2. **Quadratise** the cost: the exact gradient (autograd), and the Hessian's
    diagonal blocks ``l_xx[t], l_uu[t], l_ux[t]`` from ``2 * (nx + nu)`` Hessian
    columns, each a central difference of exact gradients along a direction that
@@ -15,10 +16,11 @@ Each iteration:
    *Approximation*: the off-diagonal blocks from the smoothness term (``u[t]``
    with ``u[t+1]``) are dropped; the gradient keeps them, so the fixed point is
    the true optimum, only the Newton steps are approximate.
-3. **Backward pass** (float64): Riccati-like recursion for feedforward ``k[t]``
-   and feedback ``K[t]``, with Levenberg-Marquardt regularisation ``Quu + mu I``;
-   a non positive-definite ``Quu`` raises ``mu`` (by ``regularisation_factor``)
-   and restarts the pass; a successful iteration lowers it.
+3. **Backward pass** (float64 numpy: 5x5 matrices are far cheaper there than as
+   torch ops): Riccati-like recursion for feedforward ``k[t]`` and feedback
+   ``K[t]``, with Levenberg-Marquardt regularisation ``Quu + mu I``; a non
+   positive-definite ``Quu`` raises ``mu`` (by ``regularisation_factor``) and
+   restarts the pass; a successful iteration lowers it.
 4. **Forward pass with backtracking line search**: closed-loop rollouts
    ``u = ubar + alpha k + K (x - xbar)`` for ``alpha = 1, 1/2, 1/4, ...``, all in
    one batch; the largest alpha whose actual decrease is at least
@@ -30,6 +32,12 @@ cost decrease (or the predicted one) falls below ``tolerance`` or after
 ``max_iterations``. Warm starts from the previous solution shifted by one step.
 ``compile: true`` compiles the closed-loop forward pass, which in eager mode is
 most of an iteration's time (H sequential model calls of tiny batches).
+
+On an ensemble (or a semi-parametric model), iLQR plans on one deterministic
+model for the whole solve (``model.deterministic``): the mean of the elites
+(``ensemble: mean``), or one elite drawn per solve from the planner's seeded
+generator (``ensemble: member``). Derivatives and line-search costs come from
+that same model.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from mbrl_ros.core.planners.base import (
     Planner,
     PlannerConfig,
     PlanResult,
+    _one_of,
     _positive_int,
     _real,
     shift_sequence,
@@ -68,6 +77,9 @@ class IlqrConfig(PlannerConfig):
     # Compile the closed-loop forward pass (all rollouts of a solve). Much faster
     # per iteration, but the first solve pays minutes of compilation.
     compile: bool = False
+    # On a model that samples (an ensemble): plan on the mean of its elites ("mean"), or on one
+    # elite drawn per solve ("member"); see DynamicsModel.deterministic.
+    ensemble: str = "mean"
 
     def validate(self, source: str = "ilqr") -> None:
         super().validate(source)
@@ -79,6 +91,7 @@ class IlqrConfig(PlannerConfig):
         _real(source, "regularisation_factor", self.regularisation_factor, low=1.0, open_low=True)
         _positive_int(source, "line_search_steps", self.line_search_steps)
         _real(source, "sufficient_decrease", self.sufficient_decrease, low=0.0, high=1.0)
+        _one_of(source, "ensemble", self.ensemble, ("mean", "member"))
         for key in ("warm_start", "compile"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{source}: {key}: expected true or false, got {getattr(self, key)!r}")
@@ -97,6 +110,30 @@ class BackwardPass:
         return alpha * self.d1 + alpha * alpha * self.d2
 
 
+def box_qp(H: np.ndarray, g: np.ndarray, low: np.ndarray, high: np.ndarray, start: np.ndarray,
+           iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """``argmin 0.5 k'Hk + g'k`` over ``low <= k <= high`` (H positive definite) -> ``(k, free)``.
+
+    Active sets, as in projected Newton: clip into the box, hold the dimensions at a
+    bound whose gradient points outwards, solve for the others with those held, and
+    repeat until the held set no longer changes. ``free`` marks the dimensions not held
+    at a bound. For one step's actions: a handful of dimensions, one or two rounds.
+    """
+    k = start
+    held = np.zeros(len(g), dtype=bool)
+    for _ in range(iterations):
+        k = np.clip(k, low, high)
+        grad = g + H @ k
+        now_held = ((k <= low) & (grad > 0)) | ((k >= high) & (grad < 0))
+        if np.array_equal(now_held, held) and np.all(np.abs(grad[~held]) <= 1e-9 * (1.0 + np.abs(g[~held]))):
+            break
+        held, free = now_held, ~now_held
+        k = k.copy()
+        if free.any():
+            k[free] = np.linalg.solve(H[np.ix_(free, free)], -(g[free] + H[np.ix_(free, held)] @ k[held]))
+    return k, ~held
+
+
 class IlqrPlanner(Planner):
     """iLQR with LM regularisation, batched line search and warm start."""
 
@@ -110,7 +147,7 @@ class IlqrPlanner(Planner):
         self.alphas = torch.tensor([0.5**i for i in range(c.line_search_steps)], dtype=self.dtype, device=self.device)
         self._tangents = self._colouring_tangents()
         self.gains: BackwardPass | None = None
-        self._dynamics = time_major_dynamics(model)
+        self._use_model(model)
         self._closed_loop_fn = self._closed_loop
         if c.compile:
             self._closed_loop_fn = torch.compile(self._closed_loop, fullgraph=True, dynamic=False,
@@ -118,28 +155,33 @@ class IlqrPlanner(Planner):
 
     def _reset(self) -> None:
         self._warm: torch.Tensor | None = None
+        self._generator = torch.Generator().manual_seed(self.config.seed)
 
     def set_model(self, model: DynamicsModel) -> None:
         super().set_model(model)
-        self._dynamics = time_major_dynamics(model)
+        self._use_model(model)
+
+    def _use_model(self, model: DynamicsModel) -> None:
+        """Plan on ``model``'s deterministic form (``solve_model``) and its fastest time-major view."""
+        self.solve_model = model.deterministic()
+        self._dynamics = time_major_dynamics(self.solve_model)
+        # An ensemble member per solve when configured (a model that does not sample ignores it).
+        self._members = model.deterministic_members if self.config.ensemble == "member" else 0
+
+    def _solve_model_for_this_solve(self) -> None:
+        if self._members:
+            member = int(torch.randint(self._members, (), generator=self._generator))
+            self.solve_model = self.model.deterministic(member)
+            self._dynamics = time_major_dynamics(self.solve_model)
+        elif not self._dynamics.still_valid():
+            self._dynamics = time_major_dynamics(self.solve_model)
 
     # Derivatives -----------------------------------------------------------
     def linearise(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``states[H, nx]``, ``actions[H, nu]`` -> ``A[H, nx, nx]``, ``B[H, nx, nu]``.
-
-        Autograd over one batch: every (x[t], u[t]) is repeated nx times, copy j
-        keeps only output j, and one backward pass through the batched forward
-        gives all H Jacobians (rows of a batch do not interact). Plain autograd
-        works for any differentiable model, including ones torch.func's vmap
-        cannot trace (in-place updates, random member choice).
-        """
-        horizon, nx = states.shape
-        nu = actions.shape[1]
-        x = states.detach().repeat_interleave(nx, dim=0).requires_grad_(True)
-        u = actions.detach().repeat_interleave(nx, dim=0).requires_grad_(True)
-        select = torch.eye(nx, dtype=self.dtype, device=self.device).repeat(horizon, 1)
-        gx, gu = torch.autograd.grad((self.model(x, u) * select).sum(), (x, u))
-        return gx.reshape(horizon, nx, nx), gu.reshape(horizon, nx, nu)
+        """``states[H, nx]``, ``actions[H, nu]`` -> ``A[H, nx, nx]``, ``B[H, nx, nu]``: one batched call of
+        the solve model's ``jacobians``."""
+        with torch.enable_grad():
+            return self.solve_model.jacobians(states.detach(), actions.detach())
 
     def _colouring_tangents(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Directions for Hessian columns: coordinate j at every step of one parity, ``2 * (nx + nu)`` of them."""
@@ -192,34 +234,45 @@ class IlqrPlanner(Planner):
 
     # Backward pass -----------------------------------------------------------
     @staticmethod
-    def backward_pass(A, B, lx, lu, lxx, luu, lux, mu: float) -> BackwardPass | None:
+    def backward_pass(A, B, lx, lu, lxx, luu, lux, mu: float, low=None, high=None) -> BackwardPass | None:
         """Riccati-like recursion in float64; None when ``Quu + mu I`` is not positive definite."""
         horizon, nx, nu = B.shape
+        # Per step, z = (x, u): Q = l_zz + F' Vxx F and q = l_z + F' Vx with F = [A B].
+        F = np.concatenate((A, B), axis=2)  # [H, nx, nx + nu]
+        FT = F.transpose(0, 2, 1).copy()
+        lzz = np.empty((horizon, nx + nu, nx + nu))
+        lzz[:, :nx, :nx], lzz[:, nx:, nx:] = lxx[:horizon], luu
+        lzz[:, nx:, :nx], lzz[:, :nx, nx:] = lux, lux.transpose(0, 2, 1)
+        lz = np.concatenate((lx[:horizon], lu), axis=1)
         k = np.zeros((horizon, nu))
         K = np.zeros((horizon, nu, nx))
         vx, vxx = lx[horizon], lxx[horizon]
         d1 = d2 = 0.0
-        eye = np.eye(nu)
+        reg = mu * np.eye(nu)
         for t in range(horizon - 1, -1, -1):
-            at, bt = A[t], B[t]
-            qx = lx[t] + at.T @ vx
-            qu = lu[t] + bt.T @ vx
-            vxx_a = vxx @ at
-            qxx = lxx[t] + at.T @ vxx_a
-            quu = luu[t] + bt.T @ vxx @ bt
-            qux = lux[t] + bt.T @ vxx_a
-            quu_reg = quu + mu * eye
+            q = lz[t] + FT[t] @ vx
+            Q = lzz[t] + FT[t] @ (vxx @ F[t])
+            qx, qu = q[:nx], q[nx:]
+            qxx, qux, quu = Q[:nx, :nx], Q[nx:, :nx], Q[nx:, nx:]
+            quu_reg = quu + reg
             try:
                 np.linalg.cholesky(quu_reg)
             except np.linalg.LinAlgError:
                 return None
             gains = -np.linalg.solve(quu_reg, np.concatenate((qu[:, None], qux), axis=1))
-            k[t], K[t] = gains[:, 0], gains[:, 1:]
-            kt, Kt = k[t], K[t]
+            kt, Kt = gains[:, 0], gains[:, 1:]
+            if low is not None and ((kt < low[t]) | (kt > high[t])).any():
+                kt, free = box_qp(quu_reg, qu, low[t], high[t], kt)
+                Kt = np.zeros((nu, nx))  # no feedback on an action held at a bound
+                if free.any():
+                    Kt[free] = -np.linalg.solve(quu_reg[np.ix_(free, free)], qux[free])
+            k[t], K[t] = kt, Kt
+            quu_k = quu @ kt
             d1 += float(kt @ qu)
-            d2 += float(0.5 * kt @ quu @ kt)
-            vx = qx + Kt.T @ quu @ kt + Kt.T @ qu + qux.T @ kt
-            vxx = qxx + Kt.T @ quu @ Kt + Kt.T @ qux + qux.T @ Kt
+            d2 += float(0.5 * kt @ quu_k)
+            vx = qx + Kt.T @ (quu_k + qu) + qux.T @ kt
+            vxx = qxx + Kt.T @ (quu @ Kt + qux)
+            vxx = vxx + qux.T @ Kt
             vxx = 0.5 * (vxx + vxx.T)
         return BackwardPass(k, K, d1, d2)
 
@@ -248,13 +301,15 @@ class IlqrPlanner(Planner):
         rate = None if self.max_rate is None else self.max_rate[:, None]
         x = state[:, None].expand(-1, alphas.shape[0])
         before = previous[:, None].expand(-1, alphas.shape[0])
+        # u[t] = (ubar[t] + alpha k[t] - K[t] xbar[t]) + K[t] x[t]: the part in brackets for all steps at once.
+        offsets = (actions - (K @ states[:-1, :, None])[..., 0])[:, :, None] + k[:, :, None] * alphas  # [H, nu, A]
         xs, us = [x], []
         for t in range(self.horizon):
-            u = actions[t][:, None] + k[t][:, None] * alphas + K[t] @ (x - states[t][:, None])
+            u = torch.addmm(offsets[t], K[t], x)
             if rate is not None:
                 window = torch.where(has_previous > 0, rate, torch.full_like(rate, float("inf"))) if t == 0 else rate
                 u = torch.maximum(torch.minimum(u, before + window), before - window)
-            u = torch.maximum(torch.minimum(u, high), low)
+            u = torch.clamp(u, low, high)
             x = self._dynamics.step(x, u)
             xs.append(x)
             us.append(u)
@@ -287,8 +342,7 @@ class IlqrPlanner(Planner):
     # Solve -------------------------------------------------------------------
     def _plan(self, state: torch.Tensor) -> PlanResult:
         c = self.config
-        if not self._dynamics.still_valid():
-            self._dynamics = time_major_dynamics(self.model)
+        self._solve_model_for_this_solve()
         actions = self._warm if (c.warm_start and self._warm is not None) else self.initial_actions()
         cost, states, actions = self.open_loop(state, actions)
         history = [cost]
@@ -296,14 +350,19 @@ class IlqrPlanner(Planner):
         converged = False
         iterations = 0
         gains = None
+        as64 = None  # derivatives along (states, actions), kept while a rejected step leaves them unchanged
         for iterations in range(1, c.max_iterations + 1):
-            with torch.enable_grad():
+            if as64 is None:
                 A, B = self.linearise(states[:-1], actions)
-                derivatives = self.quadratise(states, actions)
-            as64 = [t.detach().to(torch.float64).cpu().numpy() for t in (A, B, *derivatives)]
+                with torch.enable_grad():
+                    derivatives = self.quadratise(states, actions)
+                as64 = [t.detach().to(torch.float64).cpu().numpy() for t in (A, B, *derivatives)]
+                # Actions at a bound may only move inwards: k's box.
+                at_low, at_high = (actions <= self.action_low).cpu().numpy(), (actions >= self.action_high).cpu().numpy()
+                step_low, step_high = np.where(at_low, 0.0, -np.inf), np.where(at_high, 0.0, np.inf)
             gains = None
             while gains is None and mu <= c.regularisation_max:
-                gains = self.backward_pass(*as64, mu=mu)
+                gains = self.backward_pass(*as64, mu=mu, low=step_low, high=step_high)
                 if gains is None:
                     mu = max(mu * c.regularisation_factor, c.regularisation_min or 1e-9)
             if gains is None:
@@ -318,6 +377,7 @@ class IlqrPlanner(Planner):
                     break
                 continue
             _, states, actions, new_cost = step
+            as64 = None
             decrease = cost - new_cost
             cost = new_cost
             history.append(cost)

@@ -98,6 +98,46 @@ class KinematicBicycle(PhysicsModel):
                 v = v + alpha * (speed_gain * u_speed - v)
         return torch.stack((x, y, yaw, v, steer), dim=-1)
 
+    def jacobians(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Analytic ``df/dx[B, 5, 5]`` and ``df/du[B, 5, 2]`` of ``forward``, for iLQR.
+
+        Forward-mode by hand: each state variable carries its derivative row with
+        respect to ``(x0, u)`` (``[B, 7]``) through the same Euler substeps. About
+        as many tensor ops as one forward pass, all batched over B.
+        """
+        wheelbase, rear, speed_gain, steer_gain, lag = self.theta.unbind()
+        x, y, yaw, v, steer = states.unbind(-1)
+        u_speed, u_steer = actions.unbind(-1)
+        # Derivative rows d(variable)/d(x0, y0, yaw0, v0, steer0, u_speed, u_steer).
+        eye = torch.eye(7, dtype=states.dtype, device=states.device).expand(states.shape[0], 7, 7)
+        dx, dy, dyaw, dv, dsteer, du_speed, du_steer = eye.unbind(1)
+        h = self.dt / self.substeps
+        alpha = torch.clamp(h / torch.clamp(lag, min=1e-6), max=1.0)
+        ratio = rear / wheelbase
+        for _ in range(self.substeps):
+            steer = steer + alpha * (steer_gain * u_steer - steer)
+            dsteer = (1.0 - alpha) * dsteer + (alpha * steer_gain) * du_steer
+            tan_steer = torch.tan(steer)
+            sec2_steer = 1.0 + tan_steer * tan_steer
+            z = ratio * tan_steer
+            beta = torch.atan(z)
+            dbeta = (ratio * sec2_steer / (1.0 + z * z))[:, None] * dsteer
+            heading = yaw + beta
+            cos_heading, sin_heading = torch.cos(heading), torch.sin(heading)
+            dheading = dyaw + dbeta
+            cos_beta, sin_beta = torch.cos(beta), torch.sin(beta)
+            rate = cos_beta * tan_steer / wheelbase  # yaw rate per unit speed
+            drate = ((-sin_beta * tan_steer)[:, None] * dbeta + (cos_beta * sec2_steer)[:, None] * dsteer) / wheelbase
+            x, dx = x + h * v * cos_heading, dx + h * (cos_heading[:, None] * dv - (v * sin_heading)[:, None] * dheading)
+            y, dy = y + h * v * sin_heading, dy + h * (sin_heading[:, None] * dv + (v * cos_heading)[:, None] * dheading)
+            yaw, dyaw = yaw + h * v * rate, dyaw + h * (rate[:, None] * dv + v[:, None] * drate)
+            if self.speed_input == "acceleration":
+                v, dv = v + h * speed_gain * u_speed, dv + (h * speed_gain) * du_speed
+            else:
+                v, dv = v + alpha * (speed_gain * u_speed - v), (1.0 - alpha) * dv + (alpha * speed_gain) * du_speed
+        jacobian = torch.stack((dx, dy, dyaw, dv, dsteer), dim=1)  # [B, 5, 7]
+        return jacobian[:, :, :5], jacobian[:, :, 5:]
+
     def time_major(self) -> "BicycleTimeMajor":
         return BicycleTimeMajor(self)
 
