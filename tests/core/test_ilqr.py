@@ -188,3 +188,29 @@ def test_ilqr_on_an_ensemble_plans_on_one_deterministic_model_and_is_reproducibl
         torch.testing.assert_close(a.nominal_actions, b.nominal_actions, rtol=0, atol=0)
     if mode == "member":  # other seeds draw other members
         assert len({solves(seed, count=1)[0][1].member for seed in range(8)}) > 1
+
+
+def test_box_qp_finds_the_bounded_minimum():
+    """Against brute force: every dimension at its low bound, its high bound or free, the best feasible."""
+    import itertools
+
+    from mbrl_ros.core.planners.ilqr import box_qp
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 4))
+        m = rng.normal(size=(n, n))
+        H, g = m @ m.T + 0.1 * np.eye(n), 3.0 * rng.normal(size=n)
+        low, high = -rng.uniform(0.0, 1.0, n), rng.uniform(0.0, 1.0, n)
+        best = np.inf
+        for where in itertools.product((0, 1, 2), repeat=n):  # 0: at low, 1: at high, 2: free
+            k = np.where(np.array(where) == 0, low, high)
+            free = np.array(where) == 2
+            if free.any():
+                k[free] = np.linalg.solve(H[np.ix_(free, free)], -(g[free] + H[np.ix_(free, ~free)] @ k[~free]))
+            if np.all(k >= low - 1e-12) and np.all(k <= high + 1e-12):
+                best = min(best, 0.5 * k @ H @ k + g @ k)
+        k, free = box_qp(H, g, low, high, np.linalg.solve(H, -g))
+        assert np.all(k >= low) and np.all(k <= high)
+        assert 0.5 * k @ H @ k + g @ k == pytest.approx(best, abs=1e-10)
+        assert np.all(free == ((k > low) & (k < high)) | (np.abs((g + H @ k)) < 1e-9))

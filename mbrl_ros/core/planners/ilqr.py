@@ -20,7 +20,13 @@ Each iteration:
    torch ops): Riccati-like recursion for feedforward ``k[t]`` and feedback
    ``K[t]``, with Levenberg-Marquardt regularisation ``Quu + mu I``; a non
    positive-definite ``Quu`` raises ``mu`` (by ``regularisation_factor``) and
-   restarts the pass; a successful iteration lowers it.
+   restarts the pass; a successful iteration lowers it. An action at a bound
+   may only move inwards: where the Newton step would push it out, ``k[t]``
+   comes from a small box QP (``box_qp``) and that action gets no feedback, as
+   in control-limited DDP (Tassa et al. 2014) restricted to the bounds already
+   reached. Without it, clamping in the forward pass leaves Newton steps that
+   predict a decrease no feasible step achieves, and the solve stalls in
+   rejected line searches.
 4. **Forward pass with backtracking line search**: closed-loop rollouts
    ``u = ubar + alpha k + K (x - xbar)`` for ``alpha = 1, 1/2, 1/4, ...``, all in
    one batch; the largest alpha whose actual decrease is at least
