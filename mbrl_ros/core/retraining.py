@@ -184,12 +184,14 @@ def train_candidate(
     split_seed: int = 0,
     source: str = "trainer",
     physics: Physics | None = None,
+    progress: Callable[[int, dict], bool | None] | None = None,
 ) -> TrainingRound:
     """Fit a candidate on the training episodes and judge it against ``current`` on the validation ones.
-    ``physics``: the robot's, for the model kinds built on its physics prior."""
+    ``physics``: the robot's, for the model kinds built on its physics prior. ``progress``: called after
+    every training epoch (``fit_model``); True stops training there."""
     train, val = validation_split(dataset, val_fraction, split_seed)
     fit = fit_model(model_config, train, val, training=training, horizons=horizons, angle_dims=angle_dims,
-                    error_scale=error_scale, source=source, physics=physics)
+                    error_scale=error_scale, source=source, physics=physics, progress=progress)
     current_error = None
     note = ""
     if current is not None:

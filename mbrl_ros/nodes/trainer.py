@@ -85,6 +85,7 @@ PARAMS = [
     Param("threads", 1, "torch threads for training", (1, 256), read_only=True),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
 ]
+CLOSE_TIMEOUT = 10.0  # s close() waits for the worker: a round stops at its next epoch, well within
 CHECKPOINT_NAME = re.compile(r"model_v(\d+)\.pt$")
 
 
@@ -241,6 +242,7 @@ class TrainerNode(Node):
                 angle_dims=self.angle_dims, error_scale=self.error_scale,
                 min_improvement=self.p["min_improvement"], split_seed=self.p["split_seed"],
                 source=f"trainer '{self.p['model_kind']}'", physics=self.robot,
+                progress=lambda epoch, stats: self.stopping.is_set(),  # a shutdown ends the round at the next epoch
             )
         except (ValueError, RuntimeError, ArithmeticError) as err:
             # Too few episodes, identification did not converge, training diverged (FloatingPointError), ...
@@ -250,6 +252,9 @@ class TrainerNode(Node):
         finally:
             with self.lock:
                 self.training_now = False
+        if self.stopping.is_set():  # cut short by a shutdown: a half-trained candidate is never deployed
+            self.get_logger().info(f"round {round_number} abandoned: shutting down")
+            return
         if not result.decision.accept:
             self.record_decision(round_number, why, started, "rejected", result.decision.reason, against,
                                  len(dataset), result)
@@ -349,8 +354,11 @@ class TrainerNode(Node):
     def close(self) -> None:
         self.stopping.set()
         self.wake.set()
-        # A round in progress is not interrupted; the thread is a daemon, so the process still exits.
-        self.worker.join(timeout=1.0)
+        # A round in progress stops at its next training epoch (train_round's progress callback); the worker
+        # must be gone before the interpreter exits, or a torch thread it runs aborts the process (SIGABRT).
+        self.worker.join(timeout=CLOSE_TIMEOUT)
+        if self.worker.is_alive():
+            print(f"[trainer] the training round did not stop within {CLOSE_TIMEOUT} s", file=sys.stderr, flush=True)
 
 
 def dropped_count(dropped: dict[str, dict[str, int]]) -> int:

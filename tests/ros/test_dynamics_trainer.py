@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -448,3 +449,29 @@ def test_trainer_train_service_accepts_rejects_a_worse_candidate_and_rollback_re
     assert late.do("wait_model", checksum=model["checksum"], version=3, timeout=20)["received"]
     assert peer.do("wait_diagnostics", node="trainer", key="deployed_version", value="3", timeout=20)["found"]
     assert [m["version"] for m in peer.do("models")["models"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_trainer_ends_cleanly_on_a_signal_in_the_middle_of_a_training_round(stack, tmp_path, sig):
+    """Issue 9 §4: Ctrl-C (or SIGTERM) during a round used to abort the trainer ("terminate called without an
+    active exception", exit -6): the round stops at its next epoch, nothing is deployed, exit code 0."""
+    states, actions = drive_bicycle(10, 40)
+    write_driving_bag(tmp_path / "bags" / "run_0000", states, actions)
+    trainer = node_parameters(REPO_ROOT / "config" / "car.yaml", "trainer")
+    for key in ("state_names", "action_names"):
+        trainer.pop(key, None)
+    # A wide ensemble for many epochs: a round far longer than the test waits, its thread nearly always inside
+    # a torch operation (where the old daemon thread aborted the process at interpreter exit).
+    trainer.update(model_kind="ensemble", ensemble={**trainer["ensemble"], "hidden_sizes": [1024, 1024]},
+                   training={**trainer["training"], "epochs": 100_000, "patience": 100_000},
+                   bag_dir=str(tmp_path / "bags"), checkpoint_dir=str(tmp_path / "checkpoints"),
+                   random_transitions=10, retrain_every=10, poll_period=0.3, dt=DT, diagnostics_period=0.2)
+    proc = stack.node("trainer", robot_params(trainer=trainer))
+    peer = stack.peer()
+    training = peer.do("wait_diagnostics", node="trainer", key="training_now", value="True", timeout=90)
+    assert training["found"], (training, stack.logs())
+    time.sleep(1.0)  # well into the round
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == 0, stack.logs()
+    assert "terminate called" not in stack.logs() and "round 1 abandoned: shutting down" in stack.logs()
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("model_v*.pt"))
