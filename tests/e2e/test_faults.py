@@ -56,10 +56,9 @@ def planned(run: StackRun) -> int:
     return int(run.watcher.node_status("controller").get("cycles_plan", "0"))
 
 
-def kill(run: StackRun, node: str) -> float:
-    """SIGKILL the node's process; its old diagnostics are forgotten. -> the time of the kill."""
-    pid = run.runner.pids[node][-1]
-    os.kill(pid, signal.SIGKILL)
+def kill(run: StackRun, node: str, sig: int = signal.SIGKILL) -> float:
+    """Signal the node's process; its old diagnostics are forgotten. -> the time of the signal."""
+    os.kill(run.runner.pids[node][-1], sig)
     killed = time.monotonic()
     run.watcher.diagnostics.pop(f"{run.watcher.namespace}/{node}", None)
     return killed
@@ -143,3 +142,17 @@ def test_data_logger_killed_loses_at_most_its_flush_period_and_bag_repair_restor
     print(f"data_logger: at the last report before SIGKILL {written} messages written, {flushed} flushed; "
           f"{restored} restored by bag repair")
     assert restored >= flushed  # all that was flushed, and what came in the flush period after the report
+
+
+def test_every_node_ends_cleanly_on_sigterm_and_on_the_launchs_sigint(tmp_path):
+    """Issue 9 §4: SIGTERM to each node (as a service manager sends it) and SIGINT to all (the launch's Ctrl-C)
+    end every process with exit code 0; a node ended by SIGTERM is respawned like any other."""
+    with controlled_car(tmp_path, "faults-clean-exit") as run:
+        for node in REPORTING:
+            kill(run, node, signal.SIGTERM)
+        run.wait_for(lambda: all(len(run.runner.pids[n]) == 2 and run.watcher.node_status(n) for n in REPORTING),
+                     90, "every node to end and come back (its new process reporting)")
+        ended = {node: run.runner.exit_codes[node][0] for node in REPORTING}
+        assert ended == dict.fromkeys(REPORTING, 0), (ended, "\n".join(run.lines))
+    # controlled_car's exit stopped the launch with SIGINT: every process, respawned or not, ended with 0.
+    assert {node: codes for node, codes in run.runner.exit_codes.items() if any(codes)} == {}, run.runner.exit_codes
