@@ -99,3 +99,31 @@ def test_the_world_limits_acceleration_lags_the_motors_slips_and_stops_at_obstac
     assert any(s.crashed and s.done for s in steps) and not any(s.success for s in steps)
     with pytest.raises(ValueError, match="task must be one of"):
         BaseWorldConfig(task="dance")
+
+
+def test_the_path_task_starts_on_the_loop_and_succeeds_only_by_following_it():
+    world = BaseWorld(BaseWorldConfig(task="path", episode_steps=40))
+    state = world.reset(2)
+    assert world.goal is None and world.path.shape[1] == 2
+    assert abs(np.hypot(*state[:2]) - world.config.path_radius) <= 0.2 + 1e-9
+
+    def run(policy) -> object:
+        world.reset(2)
+        while not (step := world.step(policy(world.state))).done:
+            pass
+        return step
+
+    # Along the circle (v / R yaw rate plus a pull toward the line) it succeeds; standing still it does not.
+    radius, speed = world.config.path_radius, 0.4
+
+    def follow(s):
+        off = np.hypot(*s[:2]) - radius
+        return [speed, speed / radius * 1.6 + 1.5 * off]  # 1.6: the slip and lag the yaw rate loses
+
+    followed = run(follow)
+    assert followed.success and followed.cross_track_error < world.config.path_tolerance, world.errors[-5:]
+    assert world.progress == pytest.approx(speed * 40 * world.config.dt, rel=0.2)
+    still = run(lambda s: [0.0, 0.0])
+    assert np.mean(world.errors) < world.config.path_tolerance and not still.success  # on the line, no progress
+    assert not run(lambda s: [-speed, -speed / radius * 1.6]).success  # backwards along the loop
+    assert not run(lambda s: [0.8, -2.0]).success  # spinning off the line

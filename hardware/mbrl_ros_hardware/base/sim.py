@@ -54,6 +54,8 @@ PARAMS = [
           read_only=True),
     Param("path_tolerance", DEFAULTS.path_tolerance, "path task: largest mean cross-track error (m)",
           (0.01, 10.0), read_only=True),
+    Param("path_min_speed", DEFAULTS.path_min_speed, "path task: least mean progress along the loop (m/s)",
+          (0.0, 10.0), read_only=True),
 ]
 # The time limit of an episode when max_episode_steps is 0 (at dt = 0.1 s: 15 s and 20 s).
 TASK_EPISODE_STEPS = {"goal": 150, "path": 200}
@@ -79,7 +81,7 @@ class SimBaseNode(SimDriverNode):
             episode_steps=p["max_episode_steps"] or TASK_EPISODE_STEPS[p["task"]],
             **{k: p[k] for k in ("arena_half_size", "robot_radius", "max_speed", "max_yaw_rate", "max_accel",
                                  "max_yaw_accel", "motor_lag", "slip", "goal_tolerance", "yaw_tolerance",
-                                 "path_tolerance")}))
+                                 "path_tolerance", "path_min_speed")}))
 
     def default_episode_steps(self) -> int:
         return TASK_EPISODE_STEPS[self.p["task"]]

@@ -19,7 +19,8 @@ State ``[x, y, yaw, v, w]``; action ``[linear_x, angular_z]``, the commanded twi
 Tasks: ``goal`` (reach a goal pose among obstacles: position within
 ``goal_tolerance`` m and heading within ``yaw_tolerance`` rad, from a random start)
 and ``path`` (follow ``reference_path``, a closed loop, for the episode's steps:
-success when the mean cross-track error stays below ``path_tolerance`` and nothing is hit).
+success when the mean cross-track error stays below ``path_tolerance``, the base
+moved along the loop at ``path_min_speed`` on average, and nothing was hit).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class BaseWorldConfig:
     yaw_tolerance: float = 0.3  # rad
     path_radius: float = 2.5  # m: the path task's loop
     path_tolerance: float = 0.25  # m
+    path_min_speed: float = 0.2  # m/s of progress along the loop, on average
     episode_steps: int = 150  # the time limit, in steps of dt
 
     def __post_init__(self) -> None:
@@ -79,12 +81,15 @@ def loop_path(radius: float, spacing: float = 0.1) -> np.ndarray:
     return np.stack((radius * np.cos(angles), radius * np.sin(angles)), axis=1)
 
 
-def cross_track_error(position: np.ndarray, path: np.ndarray) -> float:
-    """Distance from ``position`` to the nearest segment of ``path``."""
+def nearest_on_path(position: np.ndarray, path: np.ndarray) -> tuple[float, float]:
+    """Distance from ``position`` to the nearest segment of ``path``, and the arc length there."""
     a, b = path[:-1], path[1:]
     ab = b - a
+    lengths = np.linalg.norm(ab, axis=1)
     t = np.clip(np.einsum("ij,ij->i", position - a, ab) / np.einsum("ij,ij->i", ab, ab), 0.0, 1.0)
-    return float(np.min(np.linalg.norm(a + t[:, None] * ab - position, axis=1)))
+    distances = np.linalg.norm(a + t[:, None] * ab - position, axis=1)
+    i = int(np.argmin(distances))
+    return float(distances[i]), float(np.sum(lengths[:i]) + t[i] * lengths[i])
 
 
 class BaseWorld:
@@ -119,6 +124,8 @@ class BaseWorld:
         self.goal: np.ndarray | None = None
         self.motors = np.zeros(2)
         self.errors: list[float] = []
+        self.progress = 0.0  # m along the path
+        self.arc = 0.0
         self.steps = 0
 
     @property
@@ -142,7 +149,10 @@ class BaseWorld:
         self.robot.set_velocity(np.zeros((2, 1)))
         self.motors = np.zeros(2)
         self.errors = []
+        self.progress = 0.0
         self.steps = 0
+        if self.path is not None:
+            self.arc = nearest_on_path(start[:2], self.path)[1]
         return self.state
 
     def _free_pose(self, rng: np.random.Generator, away_from: np.ndarray | None = None,
@@ -173,7 +183,11 @@ class BaseWorld:
             reached = (np.hypot(*(state[:2] - self.goal[:2])) < c.goal_tolerance
                        and abs(wrap_angle(state[2] - self.goal[2])) < c.yaw_tolerance)
             return BaseStep(state, bool(reached) and not crashed, crashed, bool(reached) or crashed or over)
-        error = cross_track_error(state[:2], self.path)
+        error, arc = nearest_on_path(state[:2], self.path)
+        loop = float(np.sum(np.linalg.norm(np.diff(self.path, axis=0), axis=1)))
+        self.progress += (arc - self.arc + loop / 2) % loop - loop / 2  # across the loop's seam too
+        self.arc = arc
         self.errors.append(error)
-        followed = over and not crashed and float(np.mean(self.errors)) < c.path_tolerance
+        followed = (over and not crashed and float(np.mean(self.errors)) < c.path_tolerance
+                    and self.progress >= c.path_min_speed * self.steps * c.dt)
         return BaseStep(state, followed, crashed, crashed or over, error)
