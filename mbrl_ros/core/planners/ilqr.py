@@ -128,13 +128,13 @@ def box_qp(H: np.ndarray, g: np.ndarray, low: np.ndarray, high: np.ndarray, star
     k = start
     held = np.zeros(len(g), dtype=bool)
     for _ in range(iterations):
-        k = np.clip(k, low, high)
+        k = np.minimum(np.maximum(k, low), high)
         grad = g + H @ k
         now_held = ((k <= low) & (grad > 0)) | ((k >= high) & (grad < 0))
-        if np.array_equal(now_held, held) and np.all(np.abs(grad[~held]) <= 1e-9 * (1.0 + np.abs(g[~held]))):
+        free = ~now_held
+        if (now_held == held).all() and (np.abs(grad[free]) <= 1e-9 * (1.0 + np.abs(g[free]))).all():
             break
-        held, free = now_held, ~now_held
-        k = k.copy()
+        held = now_held
         if free.any():
             k[free] = np.linalg.solve(H[np.ix_(free, free)], -(g[free] + H[np.ix_(free, held)] @ k[held]))
     return k, ~held
@@ -241,46 +241,58 @@ class IlqrPlanner(Planner):
     # Backward pass -----------------------------------------------------------
     @staticmethod
     def backward_pass(A, B, lx, lu, lxx, luu, lux, mu: float, low=None, high=None) -> BackwardPass | None:
-        """Riccati-like recursion in float64; None when ``Quu + mu I`` is not positive definite."""
+        """Riccati-like recursion in float64; None when ``Quu + mu I`` is not positive definite.
+
+        ``low[H, nu]``, ``high[H, nu]`` (optional) bound the feedforward step ``k[t]``.
+        Written for few numpy calls per step (their overhead, not arithmetic, is the
+        cost at these sizes): the value function is one matrix ``V`` over ``(dx, 1)``,
+        ``[[Vxx, Vx], [Vx', .]]``, and a step's Q-function one matrix over
+        ``(dx, 1, du)``, ``M = L[t] + F[t]' V F[t]`` with ``F[t] = [[A, 0, B], [0, 1, 0]]``
+        and ``L[t]`` the cost's derivatives in the same layout. Then the gains
+        ``G = [K | k] = -Quu^-1 M[u, (x, 1)]`` and the next ``V = T' M T`` with
+        ``T = [[I], [G]]``.
+        """
         horizon, nx, nu = B.shape
-        # Per step, z = (x, u): Q = l_zz + F' Vxx F and q = l_z + F' Vx with F = [A B].
-        F = np.concatenate((A, B), axis=2)  # [H, nx, nx + nu]
+        n = nx + 1  # (dx, 1)
+        F = np.zeros((horizon, n, n + nu))
+        F[:, :nx, :nx], F[:, :nx, n:], F[:, nx, nx] = A, B, 1.0
         FT = F.transpose(0, 2, 1).copy()
-        lzz = np.empty((horizon, nx + nu, nx + nu))
-        lzz[:, :nx, :nx], lzz[:, nx:, nx:] = lxx[:horizon], luu
-        lzz[:, nx:, :nx], lzz[:, :nx, nx:] = lux, lux.transpose(0, 2, 1)
-        lz = np.concatenate((lx[:horizon], lu), axis=1)
-        k = np.zeros((horizon, nu))
-        K = np.zeros((horizon, nu, nx))
-        vx, vxx = lx[horizon], lxx[horizon]
-        d1 = d2 = 0.0
+        L = np.zeros((horizon, n + nu, n + nu))
+        L[:, :nx, :nx], L[:, n:, n:] = lxx[:horizon], luu
+        L[:, n:, :nx], L[:, :nx, n:] = lux, lux.transpose(0, 2, 1)
+        L[:, :nx, nx], L[:, nx, :nx] = lx[:horizon], lx[:horizon]
+        L[:, n:, nx], L[:, nx, n:] = lu, lu
+        V = np.zeros((n, n))
+        V[:nx, :nx], V[:nx, nx], V[nx, :nx] = lxx[horizon], lx[horizon], lx[horizon]
+        gains = np.zeros((horizon, nu, n))  # [K | k]
+        qu = np.zeros((horizon, nu))
+        quu = np.zeros((horizon, nu, nu))
         reg = mu * np.eye(nu)
+        bounded = [False] * horizon if low is None else list(np.isfinite(low).any(1) | np.isfinite(high).any(1))
         for t in range(horizon - 1, -1, -1):
-            q = lz[t] + FT[t] @ vx
-            Q = lzz[t] + FT[t] @ (vxx @ F[t])
-            qx, qu = q[:nx], q[nx:]
-            qxx, qux, quu = Q[:nx, :nx], Q[nx:, :nx], Q[nx:, nx:]
-            quu_reg = quu + reg
+            M = L[t] + FT[t] @ V @ F[t]
+            quu[t], qu[t] = M[n:, n:], M[n:, nx]
+            quu_reg = quu[t] + reg
             try:
                 np.linalg.cholesky(quu_reg)
             except np.linalg.LinAlgError:
                 return None
-            gains = -np.linalg.solve(quu_reg, np.concatenate((qu[:, None], qux), axis=1))
-            kt, Kt = gains[:, 0], gains[:, 1:]
-            if low is not None and ((kt < low[t]) | (kt > high[t])).any():
-                kt, free = box_qp(quu_reg, qu, low[t], high[t], kt)
-                Kt = np.zeros((nu, nx))  # no feedback on an action held at a bound
+            G = np.linalg.solve(quu_reg, -M[n:, :n])
+            kt = G[:, nx]
+            if bounded[t] and ((kt < low[t]) | (kt > high[t])).any():
+                kt, free = box_qp(quu_reg, qu[t], low[t], high[t], kt)
+                G = np.zeros((nu, n))  # no feedback on an action held at a bound
+                G[:, nx] = kt
                 if free.any():
-                    Kt[free] = -np.linalg.solve(quu_reg[np.ix_(free, free)], qux[free])
-            k[t], K[t] = kt, Kt
-            quu_k = quu @ kt
-            d1 += float(kt @ qu)
-            d2 += float(0.5 * kt @ quu_k)
-            vx = qx + Kt.T @ (quu_k + qu) + qux.T @ kt
-            vxx = qxx + Kt.T @ (quu @ Kt + qux)
-            vxx = vxx + qux.T @ Kt
-            vxx = 0.5 * (vxx + vxx.T)
-        return BackwardPass(k, K, d1, d2)
+                    G[free, :nx] = -np.linalg.solve(quu_reg[np.ix_(free, free)], M[n:, :nx][free])
+            gains[t] = G
+            P = M[:n, n:] @ G
+            V = M[:n, :n] + P + P.T + G.T @ (quu[t] @ G)
+            V = 0.5 * (V + V.T)
+        k, K = gains[:, :, nx], gains[:, :, :nx]
+        d1 = float(np.einsum("ti,ti->", k, qu))
+        d2 = float(0.5 * np.einsum("ti,tij,tj->", k, quu, k))
+        return BackwardPass(k.copy(), K.copy(), d1, d2)
 
     # Forward pass ------------------------------------------------------------
     def forward_pass(

@@ -184,7 +184,8 @@ class BicycleTimeMajor(TimeMajorDynamics):
     def _step(self, current: tuple[torch.Tensor, ...], u_speed: torch.Tensor, u_steer: torch.Tensor) -> tuple:
         wheelbase, rear, speed_gain, steer_gain, lag = self.model.theta.unbind()
         h = self.substep
-        alpha = torch.clamp(h / torch.clamp(lag, min=1e-6), max=1.0)
+        if not (self.steer_settles and self.acceleration):  # the lag's first-order step is used
+            alpha = torch.clamp(h / torch.clamp(lag, min=1e-6), max=1.0)
         ratio = rear / wheelbase
         x, y, yaw, v, steer = current
         steer_command = steer_gain * u_steer
