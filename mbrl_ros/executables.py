@@ -23,6 +23,7 @@ NODES: dict[str, str] = {
     "controller": "mbrl_ros.nodes.controller:main",
     "data_logger": "mbrl_ros.nodes.data_logger:main",
     "trainer": "mbrl_ros.nodes.trainer:main",
+    "launch_check": "mbrl_ros.launch_check:main",
 }
 DRIVERS = {"sim": "sim_{robot}", "real": "real_{robot}", "emulator": "{robot}_emulator"}
 

@@ -143,7 +143,8 @@ def format_dry_run(description: LaunchDescription) -> str:
         lines.append("")
         lines.append(f"[{node.label}] {node.source} output={node.output} "
                      f"respawn={str(node.respawn).lower()}"
-                     + (f" respawn_delay={node.respawn_delay:g}" if node.respawn else ""))
+                     + (f" respawn_delay={node.respawn_delay:g}" if node.respawn else "")
+                     + (" on_exit=shutdown" if node.shutdown_on_exit else ""))
         for name, value in sorted(node.environment_changes.items()):
             lines.append(f"  env {name}={value}")
         lines.append("  $ " + shlex.join(node.command))

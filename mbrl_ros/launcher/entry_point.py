@@ -9,6 +9,7 @@ as it would when started by `ros2 run`.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 
@@ -19,7 +20,10 @@ def main(argv: list[str]) -> int:
         return 2
     target, name, *rest = argv
     module_name, _, attribute = target.partition(":")
-    function = importlib.import_module(module_name)
+    try:
+        function = importlib.import_module(module_name)
+    except KeyboardInterrupt:  # stopped while still importing (a launch ending at once): no traceback
+        return 128 + signal.SIGINT
     for part in attribute.split(".") if attribute else ():
         function = getattr(function, part)
     sys.argv = [name, *rest]

@@ -59,6 +59,7 @@ class NodeAction:
     respawn_delay: float
     params_files: list[str]
     source: str                      # file:line of the node tag
+    shutdown_on_exit: bool = False   # on_exit: shutdown - its exit ends the launch (a respawn is not made)
 
     @property
     def full_name(self) -> str | None:
@@ -315,7 +316,8 @@ class Visitor:
             environment_changes={k: v for k, v in ctx.environment.items()
                                  if self.base_environment.get(k) != v},
             output=output, respawn=self._respawn(node), respawn_delay=node.respawn_delay or 0.0,
-            params_files=params_files, source=f"{node.file}:{node.line}")
+            params_files=params_files, source=f"{node.file}:{node.line}",
+            shutdown_on_exit=node.on_exit == "shutdown")
 
     def _params_files(self, node: fe.Node, node_key: str) -> list[str]:
         files: list[str] = []

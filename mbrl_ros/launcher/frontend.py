@@ -100,6 +100,7 @@ class Node(Entity):
     output: Template | None = None
     respawn: Template | None = None
     respawn_delay: float | None = None
+    on_exit: str | None = None
     args: list[tuple[Part, ...]] = field(default_factory=list)
     ros_args: list[tuple[Part, ...]] | None = None
 
@@ -117,7 +118,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "push-ros-namespace": ("namespace",),
     "set_env": ("name", "value"),
     "node": ("pkg", "exec", "name", "namespace", "param", "remap", "output", "respawn",
-             "respawn_delay", "args", "ros_args"),
+             "respawn_delay", "on_exit", "args", "ros_args"),
 }
 # Upstream spells this tag both ways.
 ATTRIBUTES["push_ros_namespace"] = ATTRIBUTES["push-ros-namespace"]
@@ -285,11 +286,15 @@ def _parse_node(b: _Body) -> Node:
         remaps.append((entry.template("from", True), entry.template("to", True)))
     args = b.template("args")
     ros_args = b.template("ros_args")
+    on_exit = b.string("on_exit")
+    if on_exit not in (None, "shutdown"):
+        raise b.error(f"attribute 'on_exit' must be 'shutdown' (end the launch when the node exits), "
+                      f"got {on_exit!r}", "on_exit")
     return Node(
         **b.common(), pkg=b.template("pkg"), exec=b.template("exec", True),
         name=b.template("name"), namespace=b.template("namespace"), params=params,
         remaps=remaps, output=b.template("output"), respawn=respawn,
-        respawn_delay=b.non_negative_float("respawn_delay"),
+        respawn_delay=b.non_negative_float("respawn_delay"), on_exit=on_exit,
         args=[] if args is None else split_command_line(args, b),
         ros_args=None if ros_args is None else split_command_line(ros_args, b))
 

@@ -12,7 +12,7 @@
   launcher returns only when no process of any group is left.
 - A node that exits on its own is reported with its exit code; the others keep
   running (upstream's default); a node with `respawn` is started again after
-  `respawn_delay`. The exit status is 1 if any node failed (exited non-zero
+  `respawn_delay`; a node with `on_exit: shutdown` ends the whole launch. The exit status is 1 if any node failed (exited non-zero
   on its own, could not start, or had to be killed with SIGKILL), else 0.
 
 Everything happens in one loop (one thread, no per-process threads): spawning,
@@ -335,6 +335,9 @@ class LaunchRunner:
                 process.leader_exited = True
                 process.exit_codes.append(code)
                 self._report_exit(process, code)
+                if process.action.shutdown_on_exit and not self._shutting_down:
+                    # As upstream's on_exit: shutdown: the whole launch ends with this node, respawn or not.
+                    self.request_stop(f"{process.label} exited (on_exit: shutdown)")
                 if not process.group_alive():
                     process.group_gone = True
                 elif process.stop_stage == 0:
@@ -345,7 +348,7 @@ class LaunchRunner:
             elif not process.group_gone and not process.group_alive():
                 process.group_gone = True
             if not process.active and process.action.respawn and not self._shutting_down \
-                    and process.respawn_at is None:
+                    and not self._requests and process.respawn_at is None:
                 process.respawn_at = now + process.action.respawn_delay
                 self._event("INFO", process.label,
                             f"respawning in {process.action.respawn_delay:g} s")

@@ -69,6 +69,14 @@ class Robot:
         raise ValueError(f"{where}: robot '{self.name}' has no physics prior, so model kind 'parametric' (and "
                          "'semiparametric', which adds a residual to it) is not available; use 'ensemble'")
 
+    def model_kinds(self) -> tuple[str, ...]:
+        """The model kinds this robot can run: every kind with a physics prior, else only 'ensemble'
+        (parametric and semiparametric are built on the prior)."""
+        from mbrl_ros.core.model_kinds import MODEL_KINDS
+
+        has_prior = type(self).physics_prior is not Robot.physics_prior
+        return MODEL_KINDS if has_prior else tuple(k for k in MODEL_KINDS if k == "ensemble")
+
     def identify(self, model: "PhysicsModel", states, actions, next_states) -> "SysIdResult":
         """``model``'s (a physics prior of this robot) parameters fitted to transitions, starting from its own."""
         raise ValueError(f"robot '{self.name}' has no physics prior to identify")

@@ -59,7 +59,7 @@ def random_successes(config, seeds: list[int], steps: int) -> int:
 def test_the_base_learns_and_reaches_goals_among_obstacles_far_better_than_random(stack):
     run, config = stack
     watcher = run.watcher
-    assert set(run.runner.pids) == {"sim_base", "estimator", "dynamics_server", "controller", "data_logger",
+    assert set(run.runner.pids) == {"launch_check", "sim_base", "estimator", "dynamics_server", "controller", "data_logger",
                                     "trainer"}, run.runner.pids
     run.wait_for(lambda: watcher.model_version() >= 1, 300, "the first identified model to reach the controller")
     first = len(watcher.reports) + 1  # the episode running now started without a model

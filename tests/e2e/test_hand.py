@@ -22,7 +22,8 @@ from mbrl_ros.stack_run import StackRun
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
 from mbrl_ros.ros_env import REPO_ROOT
 
-NODES = ("sim_hand", "estimator", "dynamics_server", "controller", "data_logger", "trainer")
+NODES = ("launch_check", "sim_hand", "estimator", "dynamics_server", "controller", "data_logger",
+         "trainer")
 
 
 def small_config(folder):

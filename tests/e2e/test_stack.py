@@ -18,7 +18,8 @@ from lifecycle_msgs.srv import GetState
 from mbrl_ros.stack_run import StackRun, prepare_config
 from mbrl_ros.ros_env import REPO_ROOT
 
-NODES = ("sim_car", "estimator", "dynamics_server", "controller", "data_logger", "trainer")
+NODES = ("launch_check", "sim_car", "estimator", "dynamics_server", "controller", "data_logger",
+         "trainer")
 # Less exploration than the repository's config, so a model arrives within a minute.
 SMALL = {"trainer": {"random_transitions": 500, "poll_period": 1.0},
          "controller": {"random_transitions": 500},

@@ -257,6 +257,7 @@ def test_executables_from_entry_points_and_not_found(tmp_path, ament_prefix, mon
     ("- arg: {name: rate, default: 5}", "attribute 'default' must be a string, got int 5 \\(quote it"),
     ("- node: {pkg: a, exec: b, respawn: true}", "attribute 'respawn' must be a string"),
     ("- node: {pkg: a, exec: b, respawn_delay: 2}", "must be a float such as 2.0"),
+    ("- node: {pkg: a, exec: b, on_exit: restart}", "attribute 'on_exit' must be 'shutdown'"),
     ("- node: {pkg: a, exec: b, if: x, unless: y}", "'if' and 'unless' are mutually exclusive"),
     ("- node: {pkg: a, exec: b, param: [{name: p}]}", "param 'p' needs exactly one of 'value'"),
     ("- node: {pkg: a, exec: b, param: [{from: f, name: p}]}", "'from' is exclusive"),
@@ -348,7 +349,7 @@ def test_bringup_picks_the_driver_and_the_robots_default_task_and_model(args, dr
 
     with load_launch_file(BRINGUP, args, environment=workspace_env()) as description:
         names = [n.name for n in description.nodes]
-        assert names == [driver, "estimator", "dynamics_server", "controller", "data_logger", "trainer"]
+        assert names == ["launch_check", driver, "estimator", "dynamics_server", "controller", "data_logger", "trainer"]
         assert (description.configurations["task"], description.configurations["model"]) == (task, model)
         trainer = next(n for n in description.nodes if n.name == "trainer").command
         inline = yaml.safe_load(Path(trainer[-1]).read_text())  # the inline params, written for --params-file

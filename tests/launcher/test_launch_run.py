@@ -72,6 +72,20 @@ def test_respawn_restarts_until_stopped(tmp_path, ament_prefix, captured):
     assert all(process_gone(pid) for pid in runner.pids["flaky"])
 
 
+def test_on_exit_shutdown_ends_the_launch_with_that_node_respawn_or_not(tmp_path, ament_prefix, captured):
+    """As upstream's on_exit: shutdown (issue 9 §4: a node refusing its configuration brings the launch down)."""
+    path = write(tmp_path / "on_exit.launch.yaml", """
+        launch:
+        - node: {pkg: test_pkg, exec: sleeper, name: refuses, on_exit: shutdown, args: "--after 0.3 --exit-code 1"}
+        - node: {pkg: test_pkg, exec: sleeper, name: server, respawn: 'true', respawn_delay: 0.1}
+        """)
+    runner = launcher.start(path, output=captured)
+    assert runner.wait(timeout=30) == 1, captured.text()
+    assert runner.exit_codes["refuses"] == [1] and len(runner.exit_codes["server"]) == 1, runner.exit_codes
+    assert any("refuses exited (on_exit: shutdown): stopping all nodes" in t for t in captured.of("launch", "launch"))
+    assert all(process_gone(pid) for pids in runner.pids.values() for pid in pids)
+
+
 def test_stop_from_python_signals_the_whole_process_group(tmp_path, ament_prefix, captured):
     pid_file = tmp_path / "pids"
     path = write(tmp_path / "stop.launch.yaml", f"""

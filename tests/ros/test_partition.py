@@ -97,10 +97,11 @@ def test_control_continues_through_a_partition_and_model_updates_resume_after_it
             REPO_ROOT / "launch" / "bringup.launch.yaml",
             {"robot": "car", "hardware": "sim", "lockstep": "false", "run_dir": str(tmp_path / "run"),
              "config_dir": str(config), "checkpoint": str(first)}, environment=env)
-        assert sorted(n.label for n in description.nodes) == sorted(ROBOT_SIDE + WORKSTATION_SIDE)
-        for node in description.nodes:
-            node.command = ["ip", "netns", "exec", robot if node.label in ROBOT_SIDE else workstation,
-                            *node.command]
+        assert sorted(n.label for n in description.nodes) == sorted(("launch_check",) + ROBOT_SIDE + WORKSTATION_SIDE)
+        for node in description.nodes:  # launch_check (no network) stays where the launch is
+            if node.label in ROBOT_SIDE + WORKSTATION_SIDE:
+                node.command = ["ip", "netns", "exec", robot if node.label in ROBOT_SIDE else workstation,
+                                *node.command]
         log = open(tmp_path / "stack.log", "w", buffering=1)
         runner = launcher.make_runner(description, output=lambda label, _, text: log.write(f"[{label}] {text}\n"),
                                       log_directory=tmp_path / "launch_log").start()

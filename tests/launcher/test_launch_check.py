@@ -1,0 +1,57 @@
+"""Issue 9 §4: a combination of valid launch choices the stack cannot run ends the whole launch with the reason.
+
+The rule lives in one place, mbrl_ros/launch_check.py, asked of the robot plug-ins and the config folder;
+bringup.launch.yaml runs it as a node with on_exit: shutdown, which the upstream ros2 launch and
+mbrl-ros launch both honour.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+from mbrl_ros.launch_check import HARDWARE_FILES, check_combination
+from mbrl_ros.robots import available_robots, get_robot
+from mbrl_ros.ros_env import REPO_ROOT, workspace_env
+
+CONFIG = REPO_ROOT / "config"
+
+
+def test_every_task_file_and_model_kind_of_each_robot_is_a_valid_combination():
+    for robot in available_robots():
+        tasks = [t for p in CONFIG.glob(f"{robot}_*.yaml") if (t := p.stem.split("_", 1)[1]) not in HARDWARE_FILES]
+        assert tasks, robot
+        for task in tasks:
+            for model in get_robot(robot).model_kinds():
+                check_combination(robot, task, model, CONFIG)
+
+
+@pytest.mark.parametrize("robot, task, model, why", [
+    ("car", "reach", "parametric", "robot 'car' has no task 'reach' (no task file "),
+    ("car", "real", "parametric", "robot 'car' has no task 'real'"),
+    ("hand", "reach", "parametric", "robot 'hand' cannot run model 'parametric'; its models: ensemble"),
+    ("hand", "reach", "semiparametric", "cannot run model 'semiparametric'"),
+    ("boat", "reach", "ensemble", "unknown robot 'boat'"),
+])
+def test_a_combination_the_stack_cannot_run_is_refused_with_the_reason(robot, task, model, why):
+    with pytest.raises(ValueError) as refused:
+        check_combination(robot, task, model, CONFIG)
+    assert why in str(refused.value)
+    if "no task" in why:
+        assert "its tasks: parking, race" in str(refused.value)
+
+
+def test_the_launch_ends_with_the_reason_and_exit_code_1(tmp_path):
+    """robot:=hand model:=parametric: every argument a valid choice, the combination not; the whole launch ends."""
+    domain = 1 + zlib.crc32(f"{os.getpid()}:launch-check".encode()) % 200
+    env = {**workspace_env(domain_id=domain), "ROS_LOG_DIR": str(tmp_path / "log")}
+    ended = subprocess.run([sys.executable, "-m", "mbrl_ros.launcher", str(REPO_ROOT / "launch" / "bringup.launch.yaml"),
+                            "robot:=hand", "model:=parametric", f"config_dir:={CONFIG}", f"run_dir:={tmp_path / 'run'}"],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert ended.returncode == 1, ended.stderr[-3000:]
+    assert "robot 'hand' cannot run model 'parametric'; its models: ensemble" in ended.stdout + ended.stderr
+    assert "launch_check exited (on_exit: shutdown): stopping all nodes" in ended.stderr
