@@ -37,15 +37,32 @@ from mbrl_ros.ros_env import REPO_ROOT
 
 DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
 CHECKPOINT_NAME = "model.pt"
-# The trainer node's defaults (its PARAMS) for the keys read here, for a config that leaves them out.
-TRAINER_DEFAULTS = {
-    "dt": 0.2,
-    "max_stamp_error": 0.05,
-    "max_jump": 2.0,
-    "val_fraction": 0.2,
-    "horizons": [1, 5, 10, 20],
-    "split_seed": 0,
+# The trainer node's defaults and ranges (its PARAMS) for the keys read here: a config that leaves
+# them out gets the default, one that sets them is checked as the node checks it.
+TRAINER_KEYS = {
+    "dt": (0.2, (1e-3, 10.0)),
+    "max_stamp_error": (0.05, (0.0, 5.0)),
+    "max_jump": (2.0, (0.0, 1e6)),
+    "val_fraction": (0.2, (0.01, 0.99)),
+    "horizons": ([1, 5, 10, 20], (1, 100_000)),  # each entry
+    "split_seed": (0, (0, 2**31 - 1)),
 }
+TRAINER_DEFAULTS = {key: default for key, (default, _) in TRAINER_KEYS.items()}
+
+
+def check_trainer_values(params: dict, source: str) -> None:
+    """The keys read here, as the trainer node's declared types and ranges take them; ConfigError naming
+    ``source`` (the file) and the key."""
+    for key, (default, (low, high)) in TRAINER_KEYS.items():
+        if key not in params:
+            continue
+        value = params[key]
+        values = value if isinstance(default, list) and isinstance(value, list) else [value]
+        kind = int if isinstance(default, int) or isinstance(default, list) else (int, float)
+        if not values or not all(isinstance(v, kind) and not isinstance(v, bool) and low <= v <= high for v in values):
+            what = "a list of integers" if isinstance(default, list) else "an integer" if kind is int else "a number"
+            raise ConfigError(f"{source}: trainer parameter '{key}': expected {what} in [{low:g}, {high:g}], "
+                              f"got {value!r}")
 
 
 class FitError(ValueError):
@@ -112,11 +129,14 @@ def trainer_parameters(robot: str, task: str | None = None, config_dir: str | Pa
         raise ConfigError(f"{robot_file}: no config for robot '{robot}' (not found).{hint}")
     files = [robot_file]
     params = node_parameters(robot_file, "trainer")
+    check_trainer_values(params, str(robot_file))
     if task:
         task_file = folder / f"{robot}_{task}.yaml"
         if not task_file.is_file():
             raise ConfigError(f"{task_file}: no config for task '{task}' of robot '{robot}' (not found)")
-        merge(params, node_parameters(task_file, "trainer", required=False))
+        task_params = node_parameters(task_file, "trainer", required=False)
+        check_trainer_values(task_params, str(task_file))
+        merge(params, task_params)
         files.append(task_file)
     return {**TRAINER_DEFAULTS, **params}, files
 

@@ -3,7 +3,7 @@
 Each case breaks a good bag one way (metadata.yaml that is not YAML, lacks a
 key, has a key of the wrong type or an unknown storage, lists a file that is
 not there; a storage file cut short; a foreign file under a storage file's
-name) and runs ``bag info``, ``bag info --count`` and ``fit`` on it through the
+name) and runs ``bag info``, ``bag info --count``, ``fit`` and ``replay`` on it through the
 command line's entry point, then ``bag repair``: which rebuilds a bag whose
 storage survived (keeping the original beside it) and refuses the rest.
 """
@@ -91,7 +91,8 @@ def test_bad_bag_gives_a_clear_error_and_changes_nothing(tmp_path, capsys, stora
     breaks(bag)
     before = tree(tmp_path)
     for argv, code in ((["bag", "info", str(bag)], 1), (["bag", "info", str(bag), "--count"], 1),
-                       (["fit", str(bag), "--robot", "car", "--out", str(tmp_path / "fit")], 2)):
+                       (["fit", str(bag), "--robot", "car", "--out", str(tmp_path / "fit")], 2),
+                       (["replay", str(bag)], 2)):
         assert main(argv) == code, argv
         err = capsys.readouterr().err
         assert named in err and says in err, (argv, err)

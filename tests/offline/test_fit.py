@@ -145,3 +145,33 @@ def test_hand_bags_fit_the_hands_ensemble_and_say_what_is_not_compared(tmp_path,
         assert document["models"][kind] == {"error": f"not compared: the config has no '{kind}' section"}
     model, config, _ = checkpoint.load(tmp_path / "out" / "model.pt")
     assert (model.state_dim, model.action_dim) == (len(states), len(actions))
+
+
+BAD_CONFIG = {  # appended to car_parking.yaml -> what the error says after naming that file
+    "broken YAML": ("/**/trainer:\n  ros__parameters: [1, 2\n", "not valid YAML"),
+    "wrong type": ("/**/trainer:\n  ros__parameters:\n    max_jump: far\n",
+                   "trainer parameter 'max_jump': expected a number in [0, 1e+06], got 'far'"),
+    "out of range": ("/**/trainer:\n  ros__parameters:\n    val_fraction: 1.5\n",
+                     "trainer parameter 'val_fraction': expected a number in [0.01, 0.99], got 1.5"),
+    "bad horizon": ("/**/trainer:\n  ros__parameters:\n    horizons: [1, 0]\n",
+                    "trainer parameter 'horizons': expected a list of integers in [1, 100000], got [1, 0]"),
+    "no ros__parameters": ("/**/trainer:\n  parameters: {}\n", "section '/**/trainer' has no 'ros__parameters'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIG))
+def test_a_bad_config_file_names_the_file_and_key_and_writes_nothing(capsys, tmp_path, car_bag, fast_config, case):
+    """Issue 9 section 4: a value of the wrong type gave a traceback, one out of range was blamed on the bag."""
+    config = tmp_path / "config"
+    shutil.copytree(fast_config, config)
+    text, says = BAD_CONFIG[case]
+    with (config / "car_parking.yaml").open("a") as f:
+        f.write(text)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"an earlier fit")
+    code, err = run_cli(capsys, str(car_bag), "--robot", "car", "--task", "parking", "--out", str(out),
+                        "--config-dir", str(config))
+    assert code == 2 and f"{config / 'car_parking.yaml'}: {says}" in err, err
+    assert "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["model.pt"] and (out / "model.pt").read_bytes() == b"an earlier fit"
