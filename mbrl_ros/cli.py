@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "mbrl_ros.offline.cli",
     "mbrl_ros.bag.cli",
     "mbrl_ros.record",
+    "mbrl_ros.soak",
 )
 
 

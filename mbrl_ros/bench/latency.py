@@ -40,22 +40,32 @@ def prior_checkpoint(config: Path, task: str, path: Path) -> Path:
     return path
 
 
+def real_time_car(folder: Path, task: str, overrides: dict[str, dict]) -> tuple[Path, float]:
+    """The run folder of the car stack in real time, planning once per state with the configured
+    parametric model from the start: its config (with ``overrides``) and prior; -> (config, rate Hz)."""
+    config = prepare_config(REPO_ROOT / "config", folder / "config", "car", task, overrides)
+    prior_checkpoint(config, task, folder / "prior.pt")
+    return config, 1.0 / float(launch_parameters(config, "car", task, "controller")["dt"])
+
+
+def start_real_time_car(folder: Path, task: str, config: Path, label: str) -> StackRun:
+    """``real_time_car``'s stack started, with a watcher of the timing and of the commands."""
+    return StackRun(folder, {"robot": "car", "hardware": "sim", "task": task, "lockstep": "false",
+                             "trigger": "state", "checkpoint": str(folder / "prior.pt"), "run_dir": str(folder),
+                             "config_dir": str(config)},
+                    default_domain_id(label), watch_commands=True)
+
+
 def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out: str | None = None,
         json_path: str | None = None) -> dict:
     folder = Path(out) if out else Path(tempfile.mkdtemp(prefix="mbrl_latency_"))
     folder.mkdir(parents=True, exist_ok=True)
     # The trainer stays idle (its first round needs more data than the run collects): this
     # measures the control path alone; `mbrl-ros bench trainer-latency` measures it training.
-    config = prepare_config(REPO_ROOT / "config", folder / "config", "car", task,
-                            {"trainer": {"random_transitions": 100_000_000}})
-    checkpoint = prior_checkpoint(config, task, folder / "prior.pt")
-    rate_hz = 1.0 / float(launch_parameters(config, "car", task, "controller")["dt"])
+    config, rate_hz = real_time_car(folder, task, {"trainer": {"random_transitions": 100_000_000}})
     print(f"[latency] car/{task} in real time at {rate_hz:g} Hz, {duration_s:g} s after {warmup_s:g} s warm-up "
           f"-> {folder}/", flush=True)
-    run = StackRun(folder, {"robot": "car", "hardware": "sim", "task": task, "lockstep": "false",
-                            "trigger": "state", "checkpoint": str(checkpoint), "run_dir": str(folder),
-                            "config_dir": str(config)},
-                   default_domain_id("latency"), watch_commands=True)
+    run = start_real_time_car(folder, task, config, "latency")
     watcher = run.watcher
     try:
         run.wait_for(lambda: sum(t[1] == "plan" for t in watcher.timings) > 10, 300, "planning cycles")
@@ -79,19 +89,26 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
     return result
 
 
-def analyse(timings: list[tuple], commands: list[tuple[int, int]], rate_hz: float, duration_s: float) -> dict:
-    """Pair each planning cycle with the first command received for the same state stamp."""
+def planning_cycles(timings: list[tuple], commands: list[tuple[int, int]]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each planning cycle paired with the first command received for its state stamp, in the order of
+    ``timings``: (state stamps ns [int64], planning ms, end-to-end ms = received - stamp)."""
     received: dict[int, int] = {}
     for stamp, arrival in commands:
         received.setdefault(stamp, arrival)
-    planning, end_to_end = [], []
-    for stamp, mode, compute_ms, _deadline, _model in timings:
-        if mode == "plan" and stamp in received:
-            planning.append(compute_ms)
-            end_to_end.append((received[stamp] - stamp) / 1e6)
-    if not planning:
+    matched = [(stamp, compute_ms) for stamp, mode, compute_ms, _deadline, _model in timings
+               if mode == "plan" and stamp in received]
+    stamps = np.array([stamp for stamp, _ in matched], dtype=np.int64)
+    planning = np.array([compute_ms for _, compute_ms in matched], dtype=float)
+    end_to_end = np.array([(received[stamp] - stamp) / 1e6 for stamp, _ in matched], dtype=float)
+    return stamps, planning, end_to_end
+
+
+def analyse(timings: list[tuple], commands: list[tuple[int, int]], rate_hz: float, duration_s: float) -> dict:
+    """Pair each planning cycle with the first command received for the same state stamp."""
+    _, planning, end_to_end = planning_cycles(timings, commands)
+    if not len(planning):
         raise RuntimeError("no planning cycle was matched with a received command")
-    planning, end_to_end = np.array(planning), np.array(end_to_end)
 
     def stats(values: np.ndarray) -> dict[str, float]:
         return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99)),
