@@ -11,7 +11,8 @@ base does the rest, the same way for every robot:
 - watchdog: when no good command came for ``command_timeout`` wall seconds
   (controller dead, deactivated, network gone) the robot gets its stop until
   commands come back; each such stop is counted and logged; a bad command is not
-  a command (counted, its reason reported);
+  a command (counted, its reason reported); a command marked as the controller's
+  stop (``mbrl_ros.ros.commands``) becomes ``stop_command`` (default: ``stop``);
 - ``odom_topic`` (nav_msgs/Odometry) is relayed to ``hw/odom`` unchanged but for
   optional frame names (the estimator does the checking);
 - /diagnostics: the counts, whether the watchdog holds the stop, the age of the
@@ -30,6 +31,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
 from mbrl_interfaces.msg import CommandVector
+from mbrl_ros.ros.commands import is_stop
 from mbrl_ros.ros.diagnostics import diagnostic_array
 from mbrl_ros.ros.params import Param, declare_all
 from mbrl_ros.ros.qos import COMMAND, SENSOR
@@ -76,6 +78,11 @@ class VendorBridgeNode(Node):
         """The vendor command that stops the robot."""
         raise NotImplementedError
 
+    def stop_command(self, values: dict[str, float]) -> Any:
+        """The vendor command for a ``hw/command`` marked as the controller's stop (``mbrl_ros.ros.commands``),
+        whose ``values`` are the robot's stop in the action space. Default: ``stop()``."""
+        return self.stop()
+
     def publish(self, command: Any) -> None:
         raise NotImplementedError
 
@@ -93,8 +100,12 @@ class VendorBridgeNode(Node):
             if sorted(names) != sorted(self.action_names) or len(msg.values) != len(names):
                 raise ValueError(f"expected values for {list(self.action_names)}, got names {names} values "
                                  f"{list(msg.values)}")
-            elapsed = None if self.stopped else time.monotonic() - self.last_command
-            self.current = self.command(dict(zip(names, msg.values)), elapsed)
+            values = dict(zip(names, msg.values))
+            if is_stop(msg):
+                self.current = self.stop_command(values)
+            else:
+                elapsed = None if self.stopped else time.monotonic() - self.last_command
+                self.current = self.command(values, elapsed)
         except ValueError as err:
             # A bad command is not a command: the watchdog stops the robot if no good one follows.
             self.counts["rejected_commands"] += 1

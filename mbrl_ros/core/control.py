@@ -7,22 +7,26 @@ cost), ``set_model`` (a new dynamics model). ``step`` is everything the
 controller node does per cycle between receiving a state and publishing a command:
 
 - a new model, if one arrived, is swapped in first: between cycles, never during one;
-- no usable state (stale, invalid, non-finite), an e-stop, or no goal -> the safe action
-  (the robot's, through the ``safe`` hook; the configured ``safe_action`` by default);
+- a latched e-stop (``engage_e_stop`` until ``release_e_stop``), no usable state (stale,
+  invalid, non-finite), or no goal -> the robot's stop (``core.stop.Stop``: the car brakes
+  to a standstill, the hand holds its joints; the configured ``safe_action`` by default);
 - no model yet -> exploration (smoothed random actions), when enabled and while the
-  exploration budget lasts, else the safe action;
+  exploration budget lasts, else the stop;
 - otherwise the planner's first action.
 
-Whatever the source, the action is clamped to the bounds and rate-limited
-against the previously sent action at the output, so no path around the limits
-exists.
+Whatever the source, the action is clamped to the bounds at the output; all but the
+stop are also rate-limited against the previously sent action (a stop never waits
+for a ramp). Failed cycles (no usable state) for longer than ``failure_tolerance``
+seconds put the controller in ``error`` (as Nav2's controller server), the stop held,
+until a cycle succeeds again.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -31,9 +35,13 @@ from mbrl_ros.core.costs import TERM_KINDS, CostTerm, TrajectoryCost, build_cost
 from mbrl_ros.core.models.base import DynamicsModel
 from mbrl_ros.core.planners import build_planner
 from mbrl_ros.core.planners.base import Planner, PlanResult
+from mbrl_ros.core.stop import HoldCommand, Stop
 
-# A robot's safe command: (the last measured state or None, the configured safe_action) -> the action.
-SafeAction = Callable[[np.ndarray | None, np.ndarray], np.ndarray]
+
+
+# What can go wrong in a planning cycle (counted in RecedingHorizonController.faults).
+FAULTS = ("exception", "non_finite_plan", "out_of_limit_plan", "missing_context", "overrun")
+PLAN_TOLERANCE = 1e-6  # how far a plan may stray out of the action bounds (rounding)
 
 
 class ExplorationPolicy:
@@ -76,11 +84,12 @@ class RecedingHorizonController:
                  exploration_smoothing: float = 0.8, seed: int = 0, exploration_steps: int = 0, *,
                  cost: TrajectoryCost | None = None, planner: str = "mppi",
                  planner_config: Mapping[str, Any] | None = None, needs_goal: bool = False,
-                 safe: SafeAction | None = None, source: str = "controller") -> None:
+                 stop: Stop | None = None, failure_tolerance: float = 0.5, source: str = "controller") -> None:
         """``exploration_steps``: most random actions sent before the first model (0: no limit).
         A bounded budget keeps 'N random transitions, then learn' honest while training runs.
         ``cost``, ``planner`` and ``planner_config``: what ``set_model`` builds the planner from.
-        ``needs_goal``: plan only once a goal context was set. ``safe``: the robot's safe command."""
+        ``needs_goal``: plan only once a goal context was set. ``stop``: the robot's stop (default: hold
+        ``safe_action``). ``failure_tolerance``: seconds of failed cycles before ``error``."""
         self.low = np.asarray(action_low, dtype=float)
         self.high = np.asarray(action_high, dtype=float)
         self.safe_action = np.asarray(safe_action, dtype=float)
@@ -99,7 +108,19 @@ class RecedingHorizonController:
         self.planner_config = dict(planner_config or {})
         self.needs_goal = needs_goal
         self.has_goal = False
-        self.safe = safe
+        self.stop = stop if stop is not None else HoldCommand(self.safe_action)
+        if not failure_tolerance >= 0:
+            raise ValueError(f"failure_tolerance must be >= 0 seconds, got {failure_tolerance}")
+        self.failure_tolerance = failure_tolerance
+        self.failing_since: float | None = None  # time.monotonic() of the first failed cycle in a row
+        self.error = False  # failed for longer than failure_tolerance
+        self.e_stopped = False
+        self.stopped = False  # the last command was the stop
+        self.last_state: np.ndarray | None = None  # the last usable state a cycle had
+        self.faults: Counter[str] = Counter()  # failed plans by cause (FAULTS), and overruns
+        self.last_fault = ""
+        self.previous_plan: np.ndarray | None = None  # the last valid plan's actions [H, nu]
+        self.plan_index = 0  # which of them was sent last
         self.source = source
         self.planner: Planner | None = None
         self.pending_model: DynamicsModel | None = None
@@ -107,10 +128,10 @@ class RecedingHorizonController:
 
     @classmethod
     def from_config(cls, params: Mapping[str, Any], *, term_kinds: Mapping[str, type[CostTerm]] = TERM_KINDS,
-                    safe: SafeAction | None = None, source: str = "controller") -> "RecedingHorizonController":
+                    stop: Stop | None = None, source: str = "controller") -> "RecedingHorizonController":
         """From the controller's parameters: ``action_low``, ``action_high``, ``safe_action``,
         ``max_rate`` ([0.0]: none), ``explore_without_model``, ``exploration_smoothing``, ``seed``,
-        ``exploration_steps``, ``needs_goal``, ``state_names`` (the state's size), ``cost`` (its
+        ``exploration_steps``, ``needs_goal``, ``failure_tolerance``, ``state_names`` (the state's size), ``cost`` (its
         section) and ``planner`` with the section of that name. ``term_kinds``: the cost term kinds
         allowed (a robot's). Errors name ``source`` and the parameter."""
         max_rate = None if list(params["max_rate"]) == [0.0] else list(params["max_rate"])
@@ -120,8 +141,8 @@ class RecedingHorizonController:
         return cls(params["action_low"], params["action_high"], params["safe_action"], max_rate,
                    params["explore_without_model"], params["exploration_smoothing"], params["seed"],
                    params["exploration_steps"], cost=cost, planner=planner,
-                   planner_config=params.get(planner) or {}, needs_goal=params["needs_goal"], safe=safe,
-                   source=source)
+                   planner_config=params.get(planner) or {}, needs_goal=params["needs_goal"], stop=stop,
+                   failure_tolerance=params.get("failure_tolerance", 0.5), source=source)
 
     # --- between cycles -----------------------------------------------------------
     def attach_planner(self, planner: Planner) -> None:
@@ -154,9 +175,27 @@ class RecedingHorizonController:
             self.reset()
         return readers
 
-    def safe_action_for(self, state: np.ndarray | None) -> np.ndarray:
-        """The robot's safe command for its last measured ``state`` (before the output limits)."""
-        return self.safe_action if self.safe is None else np.asarray(self.safe(state, self.safe_action), float)
+    def engage_e_stop(self) -> None:
+        """Latch the e-stop: every cycle is the stop until ``release_e_stop``."""
+        self.e_stopped = True
+
+    def release_e_stop(self) -> None:
+        """Clear the e-stop; the next plan starts fresh (no warm start from before the stop)."""
+        self.e_stopped = False
+        self.reset()
+
+    def stop_command(self, state: np.ndarray | None) -> np.ndarray:
+        """The robot's stop for its measured ``state`` (None: unusable now), within the bounds, not
+        rate-limited; it becomes the last action sent. A stop that begins without a usable state starts
+        from the last one the controller had (the car brakes from the last measured speed)."""
+        if state is None and not self.stopped:
+            state = self.last_state
+        action = np.asarray(self.stop.command(state, self.last_action), dtype=float)
+        if action.shape != self.low.shape or not np.all(np.isfinite(action)):
+            action = self.safe_action  # a broken stop still stops with the configured command
+        self.last_action = np.clip(action, self.low, self.high)
+        self.stopped = True
+        return self.last_action
 
     def _swap_model(self) -> None:
         if self.pending_model is None or self.planner is None:
@@ -170,35 +209,108 @@ class RecedingHorizonController:
             self.planner.set_model(new)
 
     # --- one cycle ------------------------------------------------------------------
-    def step(self, state: np.ndarray | None, problem: str = "", has_model: bool | None = None) -> ControlOutput:
-        """``problem``: why the state or situation is unusable ('' if it is fine). ``has_model``:
-        False to explore even with a planner (default: whether there is one)."""
+    def step(self, state: np.ndarray | None, problem: str = "", has_model: bool | None = None,
+             now: float | None = None, deadline_s: float = float("inf")) -> ControlOutput:
+        """``state``: the latest measured state, None when there is none usable; ``problem``: why (''
+        if it is fine). ``has_model``: False to explore even with a planner (default: whether there
+        is one). ``now``: time.monotonic() (for ``failure_tolerance``). ``deadline_s``: the control
+        period; a plan that takes longer is an overrun."""
         started = time.perf_counter()
+        now = time.monotonic() if now is None else now
         self._swap_model()
         plan = None
         has_model = self.planner is not None if has_model is None else has_model
-        if not problem and self.needs_goal and not self.has_goal and self.planner is not None:
+        if state is not None and not np.all(np.isfinite(state)):
+            state, problem = None, problem or "state has non-finite values"
+        if state is not None:
+            self.last_state = state
+        failed = bool(problem)  # the state is unusable: a failed cycle
+        if self.e_stopped:
+            problem = "e-stop engaged"
+        elif not problem and self.needs_goal and not self.has_goal and self.planner is not None:
             problem = "no goal received yet"
-        if not problem and state is not None and not np.all(np.isfinite(state)):
-            problem = "state has non-finite values"
-        if problem:
-            action, mode, reason = self.safe_action_for(state), "safe", problem
-        elif not has_model or self.planner is None:
+        if not problem and (not has_model or self.planner is None):
             budget_left = not self.exploration_steps or self.explored < self.exploration_steps
-            if self.explore and budget_left:
-                action, mode, reason = self.exploration(), "explore", "no model yet"
-                self.explored += 1
-            elif self.explore:
-                action, mode, reason = self.safe_action_for(state), "safe", "exploration budget spent; waiting for a model"
-            else:
-                action, mode, reason = self.safe_action_for(state), "safe", "no model yet"
+            if not self.explore:
+                problem = "no model yet"
+            elif not budget_left:
+                problem = "exploration budget spent; waiting for a model"
+        if failed:
+            self._count_failure(True, now)
+        if problem:
+            action = self.stop_command(state)
+            return ControlOutput(action, "safe", problem, None, (time.perf_counter() - started) * 1e3)
+        if not has_model or self.planner is None:
+            action, mode, reason = self.exploration(), "explore", "no model yet"
+            self.explored += 1
         else:
-            previous = None if self.last_action is None else torch.as_tensor(self.last_action, dtype=torch.float32)
-            plan = self.planner.plan(torch.as_tensor(state, dtype=torch.float32), previous_action=previous)
-            action, mode, reason = plan.action.detach().cpu().numpy().astype(float), "plan", ""
+            action, mode, reason, plan = self._plan(state, deadline_s)
+            self._count_failure(mode == "safe" or (mode == "fallback" and plan is None), now)
+            if mode == "safe" or (self.error and plan is None):  # no plan, nothing left of the last one, or error
+                if self.error:
+                    reason = f"error: cycles failed for over {self.failure_tolerance} s ({reason})"
+                return ControlOutput(self.stop_command(state), "safe", reason, None,
+                                     (time.perf_counter() - started) * 1e3)
+        if mode == "explore":
+            self._count_failure(False, now)
+        if self.stopped:
+            self.stop.reset()
+            self.stopped = False
         action = self.limit(action)
         self.last_action = action
         return ControlOutput(action, mode, reason, plan, (time.perf_counter() - started) * 1e3)
+
+    def _plan(self, state: np.ndarray, deadline_s: float):
+        """Plan, guarded: an exception, a non-finite or out-of-bounds plan, a missing context or an overrun
+        gives the previous plan shifted by one step while it lasts (mode 'fallback'), else no action
+        (the caller stops). Each cause is counted in ``faults``. Returns (action, mode, reason, plan)."""
+        previous = None if self.last_action is None else torch.as_tensor(self.last_action, dtype=torch.float32)
+        plan, fault, reason = None, "", ""
+        started = time.perf_counter()
+        try:
+            if self.cost is not None:
+                self.cost.check_ready()
+            plan = self.planner.plan(torch.as_tensor(state, dtype=torch.float32), previous_action=previous)
+            actions = plan.nominal_actions.detach().cpu().numpy().astype(float).reshape(-1, len(self.low))
+            if not np.all(np.isfinite(actions)) or not np.all(np.isfinite(plan.action.detach().cpu().numpy())):
+                fault, reason = "non_finite_plan", "the plan has non-finite actions"
+            elif np.any(actions < self.low - PLAN_TOLERANCE) or np.any(actions > self.high + PLAN_TOLERANCE):
+                fault, reason = "out_of_limit_plan", "the plan leaves the action bounds"
+        except RuntimeError as err:
+            fault, reason = ("missing_context" if "context not set" in str(err) else "exception"), str(err)
+        except Exception as err:  # a cycle never kills the loop: counted, reported, the stop or the last plan
+            fault, reason = "exception", f"{type(err).__name__}: {err}"
+        if not fault:
+            shifted = None
+            if time.perf_counter() - started > deadline_s:  # late: what the previous plan has for now
+                self.faults["overrun"] += 1
+                shifted = self._shifted_plan()
+            self.previous_plan, self.plan_index = actions, 0
+            if shifted is not None:  # plan is returned too: a valid plan, counted as an overrun, not a failure
+                return shifted, "fallback", f"planning overran its {deadline_s * 1e3:.0f} ms period", plan
+            return plan.action.detach().cpu().numpy().astype(float), "plan", "", plan
+        self.faults[fault] += 1
+        self.last_fault = f"{fault}: {reason}"
+        self.planner.reset()  # its warm start may hold what went wrong
+        shifted = self._shifted_plan()
+        if shifted is None:
+            return None, "safe", reason, None
+        return shifted, "fallback", reason, None
+
+    def _shifted_plan(self) -> np.ndarray | None:
+        """The previous valid plan's next action, while it has one."""
+        if self.previous_plan is None or self.plan_index + 1 >= len(self.previous_plan):
+            return None
+        self.plan_index += 1
+        return self.previous_plan[self.plan_index]
+
+    def _count_failure(self, failed: bool, now: float) -> None:
+        if not failed:
+            self.failing_since, self.error = None, False
+            return
+        if self.failing_since is None:
+            self.failing_since = now
+        self.error = now - self.failing_since > self.failure_tolerance
 
     def limit(self, action: np.ndarray) -> np.ndarray:
         action = np.clip(np.asarray(action, dtype=float), self.low, self.high)
@@ -207,8 +319,9 @@ class RecedingHorizonController:
         return action
 
     def reset(self) -> None:
-        """A new episode: forget the warm start and the exploration state."""
+        """A new episode: forget the warm start, the previous plan and the exploration state."""
         self.exploration.reset()
+        self.previous_plan = None
         if self.planner is not None:
             self.planner.reset()
 

@@ -1,8 +1,9 @@
 """controller: the receding-horizon control loop, as a lifecycle node.
 
 configure: read parameters, build the cost and the planner settings, create
-topics. activate: start the loop. deactivate: stop it and send the safe command.
-cleanup: drop the model and planner.
+topics. activate: start the loop. deactivate: stop it and send the stop.
+cleanup: drop the model and planner. Shutdown (SIGINT/SIGTERM): the last
+command sent is the stop.
 
 The loop runs either on a wall-clock timer at 1/dt (``trigger: timer``,
 a real robot) or once per new state (``trigger: state``, lockstep simulation,
@@ -10,8 +11,16 @@ where the simulator waits for the answer to each state). Each cycle hands the
 latest state to the ROS-free ``RecedingHorizonController`` (which owns the cost
 and the planner) and publishes its action on ``hw/command`` stamped with the
 state's stamp, so the command says which state it answers. A watchdog on the
-wall clock sends the safe command when no fresh state arrives within
-``state_timeout``.
+wall clock sends the stop when no fresh state arrives within ``state_timeout``.
+
+Stop: the robot plug-in's (``Robot.stop``: the car brakes to a standstill and
+holds it, the hand holds its measured joints), sent bypassing the rate limit and
+marked as a stop (``mbrl_ros.ros.commands``). ``e_stop`` (std_msgs/Bool) true
+latches it; only the service ``controller/release_e_stop`` (std_srvs/Trigger)
+clears it. Cycles that fail (no usable state, no valid plan) for longer than
+``failure_tolerance`` report ERROR on /diagnostics with the stop held. A plan
+that raises, is non-finite or leaves the bounds, or a missing goal or path, gives
+the previous plan shifted while it lasts, else the stop; causes are counted.
 
 The goal and context topics are the robot plug-in's (``robot`` parameter;
 the car: ``goal_pose``, ``reference_path``; the hand: ``goal_fingertips``):
@@ -31,6 +40,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from std_msgs.msg import Bool, Header
+from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
@@ -38,6 +48,7 @@ from mbrl_interfaces.msg import CommandVector, CycleTiming, ModelUpdate, StateVe
 from mbrl_ros.io.config import derived
 from mbrl_ros.robots import available_robots, get_robot
 from mbrl_ros.robots.robot import ContextInput
+from mbrl_ros.ros.commands import STOP_FRAME_ID
 from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
 from mbrl_ros.ros.run import run_node
 from mbrl_ros.ros.params import Param, declare_all, section
@@ -54,8 +65,11 @@ PARAMS = [
     Param("action_low", [-1.0, -1.0], "lower action bounds, enforced at the output"),
     Param("action_high", [1.0, 1.0], "upper action bounds, enforced at the output"),
     Param("max_rate", [0.0], "largest change of each action per cycle at the output ([0.0]: no rate limit)"),
-    Param("safe_action", [0.0, 0.0], "sent on stale or invalid state, e-stop, missing goal, or deactivation"),
-    Param("state_timeout", 0.5, "wall seconds without a fresh state before the safe command", (0.01, 60.0)),
+    Param("safe_action", [0.0, 0.0], "the stop's command for robots whose stop is a fixed command (the car and "
+          "the hand compute theirs from the measured state: braking, holding the joints)"),
+    Param("state_timeout", 0.5, "wall seconds without a fresh state before the stop", (0.01, 60.0)),
+    Param("failure_tolerance", 0.5, "seconds of failed cycles in a row (no usable state or plan) before the "
+          "controller reports ERROR, with the stop held until a cycle succeeds", (0.0, 3600.0)),
     Param("explore_without_model", True, "drive randomly (within limits) until the first model arrives, to collect data"),
     Param("random_transitions", 0, "exploration budget, the robot config's '/**' random_transitions: most random "
           "actions before the first model (0: no limit); then the safe command until a model arrives", (0, 100_000_000)),
@@ -93,6 +107,8 @@ class ControllerNode(LifecycleNode):
         self.timing_pub = self.create_publisher(CycleTiming, "controller/timing", 50)
         self.rollouts_pub = self.create_publisher(MarkerArray, "controller/rollouts", 1)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.e_stopped = False  # latched across reconfiguration: only the release service clears it
+        self.create_service(Trigger, "controller/release_e_stop", self.on_release_e_stop)
         self.contexts = self.robot.messages().context_inputs()
         self.subs = [
             self.create_subscription(StateVector, "state", self.on_state, LATEST_STATE),
@@ -120,7 +136,7 @@ class ControllerNode(LifecycleNode):
         from mbrl_ros.core.control import RecedingHorizonController
 
         try:
-            self.p = declare_all(self, PARAMS)
+            self.p = declare_all(self, [*PARAMS, *self.robot.messages().controller_parameters])
             source = self.get_fully_qualified_name()
             # Written once in the robot's config: the rate follows from dt, the budget is random_transitions.
             self.p["rate_hz"] = derived(1.0 / self.p["dt"], self.override("rate_hz"), "rate_hz", "dt", source)
@@ -136,20 +152,20 @@ class ControllerNode(LifecycleNode):
             # The cost is built now, so that a bad cost section fails configure, not the first cycle.
             params = {**self.p, "cost": section(self, "cost"), self.p["planner"]: section(self, self.p["planner"])}
             self.core = RecedingHorizonController.from_config(params, term_kinds=self.robot.term_kinds(),
-                                                              safe=self.robot.safe_action,
-                                                              source=self.get_fully_qualified_name())
+                                                              stop=self.robot.stop(self.p, source), source=source)
+            if self.e_stopped:
+                self.core.engage_e_stop()
         except (ValueError, TypeError) as err:
             self.get_logger().error(f"configure failed: {err}")
             return TransitionCallbackReturn.FAILURE
         self.model_version = 0
         self.model_kind = ""
         self.model_checksum = ""
-        self.e_stop = False
         self.latest: StateVector | None = None
         self.latest_received = 0.0
         self.last_answered_ns = -1
         self.stats = LoopStats()
-        self.modes = {"plan": 0, "explore": 0, "safe": 0}
+        self.modes = {"plan": 0, "explore": 0, "fallback": 0, "safe": 0}
         self.last_reason = ""
         self.last_rollouts = 0.0
         self.active = False
@@ -182,9 +198,8 @@ class ControllerNode(LifecycleNode):
         for timer in self.loop_timers:
             self.destroy_timer(timer)
         self.loop_timers = []
-        state = None if self.latest is None else np.asarray(self.latest.values, dtype=float)
-        self.send(self.core.limit(self.core.safe_action_for(state)), stamp=self.answered_stamp())
-        self.get_logger().info("inactive: safe command sent")
+        self.send_stop()
+        self.get_logger().info("inactive: stop sent")
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
@@ -194,6 +209,16 @@ class ControllerNode(LifecycleNode):
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        """Before the process ends (SIGINT/SIGTERM, run_node): an active controller's last command is the stop."""
+        if self.active and self.core is not None:
+            self.active = False
+            self.send_stop()
+
+    def send_stop(self) -> None:
+        state, _problem = self.measured_state()
+        self.send(self.core.stop_command(state), stamp=self.answered_stamp(), stop=True)
 
     # --- inputs ------------------------------------------------------------------------------
     def on_state(self, msg: StateVector) -> None:
@@ -215,9 +240,29 @@ class ControllerNode(LifecycleNode):
             self.stats.reject(f"{context.topic}: {err}")
 
     def on_e_stop(self, msg: Bool) -> None:
-        if msg.data != self.e_stop:
-            self.get_logger().warn(f"e-stop {'ENGAGED' if msg.data else 'released'}")
-        self.e_stop = bool(msg.data)
+        """true latches the e-stop; false does not release it (only the release service does)."""
+        if not msg.data:
+            if self.e_stopped:
+                self.get_logger().warn("e_stop false ignored: the e-stop stays engaged until "
+                                       "the service controller/release_e_stop is called")
+            return
+        if not self.e_stopped:
+            self.get_logger().warn("e-stop ENGAGED (latched; release with the service controller/release_e_stop)")
+        self.e_stopped = True
+        if self.core is not None:
+            self.core.engage_e_stop()
+            if self.active:
+                self.send_stop()  # now, not at the next cycle
+
+    def on_release_e_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        was = self.e_stopped
+        self.e_stopped = False
+        if self.core is not None:
+            self.core.release_e_stop()  # the planner's warm start is reset
+        response.success = True
+        response.message = "e-stop released" if was else "e-stop was not engaged"
+        self.get_logger().warn(response.message)
+        return response
 
     def on_model(self, msg: ModelUpdate) -> None:
         self.last_messages["dynamics/model"] = msg
@@ -258,22 +303,21 @@ class ControllerNode(LifecycleNode):
         if self.active and time.monotonic() - self.latest_received > self.p["state_timeout"]:
             self.cycle()
 
-    def problem(self) -> str:
-        if self.e_stop:
-            return "e-stop engaged"
+    def measured_state(self) -> tuple[np.ndarray | None, str]:
+        """The latest state's values if it is fresh and usable, else None and why."""
         if self.latest is None:
-            return "no state received yet"
+            return None, "no state received yet"
         age = time.monotonic() - self.latest_received
         if age > self.p["state_timeout"]:
-            return f"state is stale ({age:.2f} s old, timeout {self.p['state_timeout']} s)"
+            return None, f"state is stale ({age:.2f} s old, timeout {self.p['state_timeout']} s)"
         if not self.latest.valid:
-            return f"state invalid: {self.latest.reason}"
+            return None, f"state invalid: {self.latest.reason}"
         if len(self.latest.values) != self.state_dim:
-            return f"state has {len(self.latest.values)} values, expected {self.state_dim}"
-        return ""
+            return None, f"state has {len(self.latest.values)} values, expected {self.state_dim}"
+        return np.asarray(self.latest.values, dtype=float), ""
 
     def cycle(self) -> None:
-        problem = self.problem()
+        state, problem = self.measured_state()
         stamp = self.answered_stamp()
         if not problem:
             stamp_ns = stamp_to_ns(self.latest.header.stamp)
@@ -281,12 +325,11 @@ class ControllerNode(LifecycleNode):
                 return  # this state was answered already (a re-published duplicate)
             self.last_answered_ns = stamp_ns
             stamp = self.latest.header.stamp
-        state = None if problem else np.asarray(self.latest.values, dtype=float)
-        out = self.core.step(state, problem)
-        self.send(out.action, stamp)
+        out = self.core.step(state, problem, deadline_s=1.0 / self.p["rate_hz"])
+        self.send(out.action, stamp, stop=out.mode == "safe")
         self.modes[out.mode] += 1
-        if out.reason and out.mode == "safe" and out.reason != self.last_reason:
-            self.get_logger().warn(f"safe command: {out.reason}")
+        if out.reason and out.mode in ("safe", "fallback") and out.reason != self.last_reason:
+            self.get_logger().warn(f"{'stop' if out.mode == 'safe' else 'previous plan'}: {out.reason}")
         self.last_reason = out.reason
         deadline_ms = 1e3 / self.p["rate_hz"]
         self.stats.record(out.compute_ms, deadline_ms=deadline_ms)
@@ -304,9 +347,11 @@ class ControllerNode(LifecycleNode):
     def command_header(self, stamp) -> Header:
         return Header(stamp=stamp if stamp is not None else self.get_clock().now().to_msg())
 
-    def send(self, action: np.ndarray, stamp) -> None:
+    def send(self, action: np.ndarray, stamp, stop: bool = False) -> None:
         msg = CommandVector()
         msg.header = self.command_header(stamp)
+        if stop:
+            msg.header.frame_id = STOP_FRAME_ID
         msg.names = list(self.p["action_names"])
         msg.values = [float(a) for a in action]
         self.command_pub.publish(msg)
@@ -339,13 +384,20 @@ class ControllerNode(LifecycleNode):
         self.rollouts_pub.publish(markers)
 
     def publish_diagnostics(self) -> None:
+        from mbrl_ros.core.control import FAULTS
+
         values = self.stats.as_key_values()
         values.update({f"cycles_{mode}": str(n) for mode, n in self.modes.items()})
+        values.update({f"faults_{cause}": str(self.core.faults[cause]) for cause in FAULTS})
         values.update({"model_version": str(self.model_version), "model_kind": self.model_kind,
-                       "last_reason": self.last_reason, "e_stop": str(self.e_stop)})
-        level = DiagnosticStatus.WARN if self.last_reason and self.modes["safe"] else DiagnosticStatus.OK
-        self.diag_pub.publish(diagnostic_array(self, f"{self.get_fully_qualified_name()}", values, level,
-                                               self.last_reason or "ok"))
+                       "last_reason": self.last_reason, "last_fault": self.core.last_fault,
+                       "e_stop": str(self.e_stopped), "error": str(self.core.error)})
+        level = DiagnosticStatus.WARN if self.last_reason and (self.modes["safe"] or self.modes["fallback"]) \
+            else DiagnosticStatus.OK
+        message = self.last_reason or "ok"
+        if self.core.error:
+            level, message = DiagnosticStatus.ERROR, f"ERROR, stop held: {self.last_reason}"
+        self.diag_pub.publish(diagnostic_array(self, f"{self.get_fully_qualified_name()}", values, level, message))
 
 
 def _point(x):

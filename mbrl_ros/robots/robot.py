@@ -5,8 +5,8 @@ A robot is a package ``mbrl_ros/robots/<name>/`` holding:
 - ``__init__.py``: ``ROBOT``, an instance of a ``Robot`` subclass (ROS-free):
   state and action names, units and angle dimensions (defaults: the robot's
   YAML stays the source of truth for values), its physics prior (model kind
-  ``parametric``), its cost terms, its state estimator, and its notion of a
-  safe command;
+  ``parametric``), its cost terms, its state estimator, and its stop (``Stop``:
+  what "safe" means for this robot);
 - ``messages.py``: the one module that knows ROS messages: its ``MESSAGES``,
   a ``RobotMessages``, lists the topics the generic estimator node reads
   (``sensor_inputs``) and the goal/context topics the generic controller node
@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
 import numpy as np
 
 from mbrl_ros.core.estimation import Rejection, StateEstimate
+from mbrl_ros.core.stop import HoldCommand, Stop
 
 if TYPE_CHECKING:
     from mbrl_ros.core.costs import CostTerm, TrajectoryCost
     from mbrl_ros.core.models import DynamicsModel, PhysicsModel
     from mbrl_ros.core.sysid import SysIdResult
 
-__all__ = ["ContextInput", "Robot", "RobotMessages", "SensorInput", "StateEstimator"]
+__all__ = ["ContextInput", "HoldCommand", "Robot", "RobotMessages", "SensorInput", "StateEstimator", "Stop"]
 
 
 class StateEstimator(Protocol):
@@ -112,14 +113,13 @@ class Robot:
         raise NotImplementedError
 
     # --- safety -------------------------------------------------------------------------------
-    def safe_action(self, state: np.ndarray | None, configured: np.ndarray) -> np.ndarray:
-        """The command that keeps the robot safe, given its last measured state (None if unknown).
-
-        The controller sends it on stale or invalid state, e-stop, a missing goal or
-        deactivation, after its output limits. Every robot sends the configured
-        ``safe_action`` today; a robot overrides this with its own notion of a stop.
+    def stop(self, params: Mapping[str, Any], source: str) -> Stop:
+        """This robot's stop (see ``Stop``), from the controller's parameters: the generic ones
+        (``dt``, ``state_names``, ``action_names``, ``safe_action``) and the robot's own
+        ``RobotMessages.controller_parameters``. Raises ValueError naming ``source`` and the
+        parameter when they do not fit. Default: the configured ``safe_action``, always.
         """
-        return configured
+        return HoldCommand(params["safe_action"])
 
     # --- ROS ----------------------------------------------------------------------------------
     def messages(self) -> "RobotMessages":
@@ -165,6 +165,8 @@ class RobotMessages:
 
     # mbrl_ros.ros.params.Param rows the estimator node declares for this robot's estimator.
     estimator_parameters: ClassVar[list] = []
+    # Param rows the controller node declares for this robot's stop (``Robot.stop`` reads them).
+    controller_parameters: ClassVar[list] = []
 
     def sensor_inputs(self, estimator: StateEstimator, action_names: list[str]) -> list[SensorInput]:
         """The estimator node's inputs, in the order their subscriptions are created."""

@@ -2,13 +2,17 @@
 
 A node class may define ``start()`` (called once it is built, before spinning:
 the controller's lifecycle autostart) and ``close()`` (called before the node is
-destroyed: the logger closes its bag, the trainer stops its worker). A bad
+destroyed: the logger closes its bag, the trainer stops its worker, the
+controller sends its stop). SIGINT and SIGTERM end the spin but leave the ROS
+context up until ``close()`` has run, so what it publishes still goes out
+(rclpy's own handlers shut the context down first). A bad
 parameter or checkpoint ends the process with exit code 1 and a message that
 names it.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
@@ -17,16 +21,25 @@ from rclpy._rclpy_pybind11 import RCLError
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+SPIN_TIMEOUT = 0.1  # s: how long a signal may wait for the executor to come back to Python
 
 
 def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
+    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.append(True))
     node = None
     try:
         node = make_node()
         if hasattr(node, "start"):
             node.start()
-        rclpy.spin(node)
+        executor = rclpy.get_global_executor()
+        executor.add_node(node)
+        while rclpy.ok() and not stop:
+            executor.spin_once(timeout_sec=SPIN_TIMEOUT)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RCLError:

@@ -7,6 +7,7 @@ import torch
 from mbrl_ros.core.control import ExplorationPolicy, RecedingHorizonController
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.planners import build_planner
+from mbrl_ros.core.stop import HoldCommand
 from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
 
 
@@ -53,14 +54,18 @@ def test_exploration_stops_when_its_budget_is_spent_and_planning_starts_with_a_m
         make_controller(exploration_steps=-1)
 
 
-def test_rate_limit_holds_for_every_kind_of_output():
+def test_rate_limit_holds_for_every_kind_of_output_but_the_stop():
     controller = make_controller(max_rate=[0.1, 0.1])
     attach_mppi(controller, KinematicBicycle())
     outputs = [controller.step(np.zeros(5), has_model=False).action for _ in range(20)]
     outputs += [controller.step(np.array([0.0, 0.0, 0.0, 1.0, 0.0])).action for _ in range(5)]
-    outputs += [controller.step(None, problem="e-stop engaged").action for _ in range(5)]
     steps = np.abs(np.diff(np.array(outputs), axis=0))
     assert np.all(steps <= 0.1 + 1e-9)
+    controller.stop = HoldCommand([-1.0, 0.0])  # a hard brake, say
+    controller.engage_e_stop()
+    out = controller.step(np.zeros(5))
+    assert out.mode == "safe" and out.reason == "e-stop engaged"
+    assert out.action.tolist() == [-1.0, 0.0]  # at once: a stop never waits for the rate limit
 
 
 def test_a_new_model_is_swapped_in_between_cycles_in_place():
@@ -78,3 +83,102 @@ def test_a_new_model_is_swapped_in_between_cycles_in_place():
 def test_exploration_rejects_a_bad_smoothing():
     with pytest.raises(ValueError, match="smoothing"):
         ExplorationPolicy(np.zeros(2) - 1, np.ones(2), smoothing=1.0)
+
+
+def test_the_e_stop_is_latched_until_released_and_release_resets_the_warm_start():
+    controller = make_controller()
+    attach_mppi(controller, KinematicBicycle())
+    state = np.array([0.0, 0.0, 0.0, 1.0, 0.0])
+    assert controller.step(state).mode == "plan"
+    assert controller.planner.previous_action is not None
+    controller.engage_e_stop()
+    assert [controller.step(state).mode for _ in range(5)] == ["safe"] * 5  # a good state does not clear it
+    controller.release_e_stop()
+    assert controller.planner.previous_action is None and controller.previous_plan is None
+    assert controller.step(state).mode == "plan"
+
+
+class FailingPlanner:
+    """Stands in for a planner whose result goes bad on cue (the guard must not care why)."""
+
+    def __init__(self, inner, ):
+        self.inner, self.model, self.mode = inner, inner.model, "ok"
+
+    def plan(self, state, previous_action=None):
+        result = self.inner.plan(state, previous_action)
+        if self.mode == "raise":
+            raise FloatingPointError("diverged")
+        if self.mode == "nan":
+            result.nominal_actions[2, 0] = float("nan")
+        if self.mode == "out":
+            result.nominal_actions[0, 1] = 3.0
+        return result
+
+    def reset(self):
+        self.inner.reset()
+
+
+@pytest.mark.parametrize("mode,fault", [("raise", "exception"), ("nan", "non_finite_plan"),
+                                        ("out", "out_of_limit_plan")])
+def test_a_bad_plan_gives_the_shifted_previous_plan_then_the_stop_and_is_counted(mode, fault):
+    controller = make_controller()
+    attach_mppi(controller, KinematicBicycle())
+    controller.planner = FailingPlanner(controller.planner)
+    state = np.array([0.0, 0.0, 0.0, 1.0, 0.0])
+    good = controller.step(state)
+    assert good.mode == "plan"
+    nominal = good.plan.nominal_actions.numpy().astype(float)
+    controller.planner.mode = mode
+    outputs = [controller.step(state, now=0.0) for _ in range(len(nominal) + 1)]
+    assert [o.mode for o in outputs] == ["fallback"] * (len(nominal) - 1) + ["safe"] * 2
+    np.testing.assert_allclose(outputs[0].action, nominal[1], atol=1e-6)
+    np.testing.assert_allclose(outputs[1].action, nominal[2], atol=1e-6)
+    assert all(np.all(np.isfinite(o.action)) and np.all(np.abs(o.action) <= 1.0) for o in outputs)
+    assert controller.faults[fault] == len(outputs)
+    controller.planner.mode = "ok"
+    assert controller.step(state).mode == "plan"  # the loop goes on
+
+
+def test_a_missing_context_is_a_counted_fault_not_a_crash():
+    controller = make_controller()
+    cost = build_cost({"goal_pose": {"form": "quadratic"}}, 5, 2)  # no goal set
+    controller.attach_planner(build_planner("mppi", KinematicBicycle(), cost, {"horizon": 5, "num_samples": 16,
+                                                                                 "compile": False}))
+    out = controller.step(np.zeros(5))
+    assert out.mode == "safe" and "context not set" in out.reason and controller.faults["missing_context"] == 1
+
+
+def test_an_overrun_sends_the_shifted_previous_plan_and_is_counted():
+    controller = make_controller()
+    attach_mppi(controller, KinematicBicycle())
+    state = np.array([0.0, 0.0, 0.0, 1.0, 0.0])
+    first = controller.step(state)
+    late = controller.step(state, deadline_s=0.0)
+    assert late.mode == "fallback" and controller.faults["overrun"] == 1 and "overran" in late.reason
+    np.testing.assert_allclose(late.action, first.plan.nominal_actions[1].numpy(), atol=1e-6)
+    assert not controller.error
+
+
+def test_failing_longer_than_the_tolerance_is_an_error_until_a_cycle_succeeds():
+    controller = make_controller(failure_tolerance=0.5)
+    attach_mppi(controller, KinematicBicycle())
+    state = np.array([0.0, 0.0, 0.0, 1.0, 0.0])
+    for t in (0.0, 0.2, 0.4):
+        assert controller.step(None, "state is stale", now=t).mode == "safe"
+    assert not controller.error
+    controller.step(None, "state is stale", now=0.6)
+    assert controller.error
+    controller.planner = FailingPlanner(controller.planner)
+    controller.planner.mode = "raise"
+    assert controller.step(state, now=0.8).mode == "safe" and controller.error  # no plan: still an error
+    controller.planner.mode = "ok"
+    assert controller.step(state, now=1.0).mode == "plan" and not controller.error
+
+
+def test_a_stop_that_begins_on_a_stale_state_brakes_from_the_last_measured_speed():
+    from mbrl_ros.robots.car.stop import CarStop
+
+    controller = make_controller(stop=CarStop(3, 0, 2, accel_per_unit=5.0, deceleration=4.0, dt=0.2))
+    controller.step(np.array([0.0, 0.0, 0.0, 3.0, 0.0]), has_model=False)  # exploring at 3 m/s
+    brakes = [controller.step(None, "state is stale").action[0] for _ in range(6)]
+    assert brakes == pytest.approx([-0.8, -0.8, -0.8, -0.6, 0.0, 0.0])  # 3 -> 2.2 -> 1.4 -> 0.6 -> 0, held

@@ -93,3 +93,13 @@ def test_emulated_car_tracks_speed_within_its_acceleration_and_turns_left_on_pos
         car.step(0.01, speed=1.0, acceleration=0.0, steering_angle=0.4)
     turned = (car.state[2] - x0[2]) % (2 * math.pi)
     assert turned == pytest.approx(steps * 0.01 * 1.0 / radius % (2 * math.pi), rel=0.02)
+
+
+def test_the_stop_is_zero_speed_braking_at_the_stops_deceleration_in_every_mode():
+    for mode in ("integrate", "acceleration"):
+        mapper = DriveMapper(max_accel=3.0, speed_mode=mode)
+        for _ in range(5):
+            mapper.command(1.0, 0.3, measured_speed=2.0)
+        stop = mapper.stop(-0.8)
+        assert (stop.speed, stop.steering_angle) == (0.0, 0.0) and stop.acceleration == pytest.approx(2.4)
+        assert mapper.command(0.0, 0.0, measured_speed=0.0).speed == pytest.approx(0.0)  # and holds it

@@ -74,3 +74,27 @@ def test_robot_description_maps_actions_to_actuator_ranges_and_fingertips_by_kin
         step = sim.step(action)
     # The observation's fingertips are computed before the last substep's integration: within 2 mm.
     assert np.abs(sim.fingertips_at(step.state.positions) - step.state.fingertips).max() < 0.002
+
+
+def test_the_hand_stop_knows_the_actuator_ranges_and_holds_the_hand_where_it_is():
+    from mbrl_ros.robots import get_robot
+    from mbrl_ros.robots.hand.stop import CTRL_RANGE
+
+    sim = HandSim("reach")
+    assert list(CTRL_RANGE) == sim.actuator_names
+    np.testing.assert_allclose(list(CTRL_RANGE.values()), sim.unwrapped.model.actuator_ctrlrange, atol=1e-3)
+    hand = get_robot("hand")
+    stop = hand.stop({"state_names": list(hand.state_names), "action_names": list(hand.action_names),
+                      "safe_action": [0.0] * 20}, "controller")
+    rng = np.random.default_rng(0)
+    drift = {}
+    for name, hold in (("stop", True), ("mid-range", False)):
+        state = sim.reset(seed=1)
+        for _ in range(10):  # move somewhere away from mid-range first
+            state = sim.step(rng.uniform(-1, 1, 20) * 0.8 + 0.5).state
+        held = state.positions.copy()
+        for _ in range(25):  # one second
+            values = np.concatenate([state.positions, state.velocities, state.fingertips.reshape(-1)])
+            state = sim.step(stop.command(values, None) if hold else np.zeros(20)).state
+        drift[name] = float(np.abs(state.positions - held).max())
+    assert drift["stop"] < 0.1 < drift["mid-range"], drift

@@ -47,11 +47,57 @@ def test_robot_cost_terms_extend_the_cores():
     assert cost.set_context("fingertip_target", np.zeros(15)) == 1 and cost.set_context("goal", np.zeros(63)) == 0
 
 
-def test_the_safe_action_is_the_configured_one_today():
+def stop_params(robot, **extra) -> dict:
+    return {"dt": 0.2, "state_names": list(robot.state_names), "action_names": list(robot.action_names),
+            "safe_action": [0.0] * len(robot.action_names), **extra}
+
+
+def test_every_robot_has_a_stop_and_the_default_holds_the_configured_command():
     for name in available_robots():
         robot = get_robot(name)
-        configured = np.zeros(len(robot.action_names))
-        assert robot.safe_action(None, configured) is configured
+        params = stop_params(robot, accel_per_unit=5.0, stop_deceleration=4.0)
+        stop = robot.stop(params, "controller")
+        action = stop.command(None, None)
+        assert np.asarray(action).shape == (len(robot.action_names),) and np.all(np.isfinite(action))
+    hold = Robot.stop(get_robot("car"), {"safe_action": [0.5, 0.0]}, "controller")
+    assert hold.command(np.zeros(5), None).tolist() == [0.5, 0.0]
+
+
+def test_the_car_stop_brakes_from_the_measured_speed_without_passing_zero():
+    car = get_robot("car")
+    stop = car.stop(stop_params(car, accel_per_unit=5.0, stop_deceleration=4.0), "controller")
+    state = np.array([0.0, 0.0, 0.0, 3.0, 0.1])
+    assert stop.command(state, None).tolist() == pytest.approx([-0.8, 0.0])  # 4 m/s^2 of 5 at u = 1
+    # Stale state: it goes on from its own estimate (3 - 0.8 = 2.2 m/s), then lands on zero and holds.
+    speeds, v = [], 2.2
+    for _ in range(5):
+        u = stop.command(None, None)[0]
+        v += u * 5.0 * 0.2
+        speeds.append(v)
+    assert speeds[:2] == pytest.approx([1.4, 0.6]) and speeds[2:] == pytest.approx([0.0, 0.0, 0.0])
+    reverse = stop.command(np.array([0.0, 0.0, 0.0, -0.5, 0.0]), None)
+    assert reverse[0] == pytest.approx(0.5 / 0.2 / 5.0)  # brakes a reversing car forward
+    with pytest.raises(ValueError, match="controller: parameter 'stop_deceleration'.*more than the car can brake"):
+        car.stop(stop_params(car, accel_per_unit=3.0, stop_deceleration=4.0), "controller")
+
+
+def test_the_hand_stop_holds_the_measured_joints():
+    hand = get_robot("hand")
+    stop = hand.stop(stop_params(hand), "controller")
+    state = np.zeros(len(hand.state_names))
+    state[hand.state_names.index("FFJ2")] = 1.571  # top of A_FFJ2's range
+    state[hand.state_names.index("THJ0")] = -0.7855  # middle of A_THJ0's range
+    action = stop.command(state, None)
+    names = list(hand.action_names)
+    assert action[names.index("A_FFJ2")] == pytest.approx(1.0)
+    assert action[names.index("A_THJ0")] == pytest.approx(0.0, abs=1e-6)
+    assert action[names.index("A_FFJ3")] == pytest.approx(0.0)  # FFJ3 at 0, the middle of its range
+    assert stop.command(state * 0.5, None).tolist() == action.tolist()  # held where the stop began
+    stop.reset()
+    last = np.full(20, 0.3)
+    assert stop.command(None, last).tolist() == last.tolist()  # no state: the command sent last holds
+    with pytest.raises(ValueError, match="controller: the hand's stop"):
+        hand.stop({**stop_params(hand), "action_names": ["A_XXJ1"]}, "controller")
 
 
 def python_prints(code: str) -> str:

@@ -73,10 +73,12 @@ class DriveMapper:
         self.speed = target
         return Drive(target, abs(u_accel) * self.max_accel, steer)
 
-    def stop(self) -> Drive:
-        """The safe drive: zero speed, reached as fast as the driver can (acceleration 0), wheels straight."""
+    def stop(self, u_accel: float = 0.0) -> Drive:
+        """The safe drive: zero speed, wheels straight, braking at ``|u_accel| * max_accel`` (the stop's
+        deceleration; 0: as fast as the driver can)."""
         self.speed = 0.0
-        return Drive(0.0, 0.0, 0.0)
+        u_accel = _clip(u_accel, -1.0, 1.0) if math.isfinite(u_accel) else 0.0
+        return Drive(0.0, abs(u_accel) * self.max_accel, 0.0)
 
     def _clip_speed(self, speed: float) -> float:
         return _clip(speed, -self.max_reverse_speed, self.max_speed)

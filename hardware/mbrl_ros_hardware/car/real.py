@@ -4,6 +4,8 @@
   sim_car takes it) -> ackermann_msgs/AckermannDriveStamped on ``drive_topic``
   (``/drive``), mapped by ``DriveMapper`` (see drive.py for the speed modes).
 - ``odom_topic`` (``/odom``, nav_msgs/Odometry) -> ``hw/odom``.
+- A command marked as the controller's stop (``mbrl_ros.ros.commands``) is speed
+  zero, braking at the stop's deceleration, in every speed mode.
 
 The drive stream, the watchdog (zero speed, wheels straight, when commands stop)
 and the relay are every bridge's (``mbrl_ros_hardware.vendor_bridge``).
@@ -56,6 +58,10 @@ class RealCarNode(VendorBridgeNode):
     def command(self, values: dict[str, float], elapsed: float | None) -> Drive:
         # Integrated over the wall time since the last command: the controller's rate does not set the ramp.
         return self.mapper.command(values["u_accel"], values["u_steer"], self.measured_speed, elapsed)
+
+    def stop_command(self, values: dict[str, float]) -> Drive:
+        """The controller's stop: zero speed, braking at its deceleration (``|u_accel| * max_accel``)."""
+        return self.mapper.stop(values["u_accel"])
 
     def stop(self) -> Drive:
         return self.mapper.stop()

@@ -2,7 +2,7 @@
 
 State ``[x, y, yaw, v, steer]`` (m, m, rad, m/s, rad) from odometry and the
 commands sent (``estimator``); physics prior: the kinematic bicycle
-(``bicycle``, identified by ``sysid``); cost terms: ``goal_pose`` with
+(``bicycle``, identified by ``sysid``); stop: brake to a standstill (``stop``); cost terms: ``goal_pose`` with
 highway-env's parking reward (``costs``); ROS side: odometry, goal pose and
 path (``messages``). Drivers: ``sim_car``, ``real_car``, ``car_emulator``
 (``mbrl_ros_hardware.car``); config: ``config/car.yaml`` and ``car_<task>.yaml``.
@@ -49,6 +49,20 @@ class Car(Robot):
         from mbrl_ros.robots.car.costs import CarGoalPoseTerm
 
         return {CarGoalPoseTerm.kind: CarGoalPoseTerm}
+
+    def stop(self, params: Mapping[str, Any], source: str):
+        """Brake to a standstill at ``stop_deceleration`` and hold it (``stop.CarStop``)."""
+        from mbrl_ros.robots.car.stop import CarStop
+
+        state_names, action_names = list(params["state_names"]), list(params["action_names"])
+        if "v" not in state_names or "u_accel" not in action_names:
+            raise ValueError(f"{source}: the car's stop needs 'v' in parameter 'state_names' {state_names} and "
+                             f"'u_accel' in 'action_names' {action_names}")
+        try:
+            return CarStop(state_names.index("v"), action_names.index("u_accel"), len(action_names),
+                           params["accel_per_unit"], params["stop_deceleration"], params["dt"])
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
 
     def estimator(self, params: Mapping[str, Any], source: str):
         from mbrl_ros.robots.car.estimator import CarStateEstimator, EstimatorConfig

@@ -38,6 +38,12 @@ class CarMessages(RobotMessages):
               (0.001, 1.0)),
     ]
 
+    controller_parameters = [
+        Param("accel_per_unit", 5.0, "acceleration (m/s^2) at u_accel = 1: highway-env's 5, the race sim's "
+              "accel_gain, the real car bridge's max_accel", (0.01, 100.0)),
+        Param("stop_deceleration", 4.0, "deceleration (m/s^2) of the stop, at most accel_per_unit", (0.01, 100.0)),
+    ]
+
     def sensor_inputs(self, estimator: CarStateEstimator, action_names: list[str]) -> list[SensorInput]:
         def command(msg: CommandVector) -> Rejection | None:
             names = list(msg.names) or list(action_names)

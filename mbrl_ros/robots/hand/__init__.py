@@ -4,7 +4,7 @@ State: the joints' positions (rad), their velocities (rad/s) and the five
 fingertip positions (m, world frame, thumb last), from joint states and
 fingertip poses of one stamp (``estimator``); no physics prior (the
 ``parametric`` model kind is not available); cost terms: fingertip targets
-(``costs``); ROS side: joint states and fingertip poses (``messages``).
+(``costs``); stop: hold the measured joint positions (``stop``); ROS side: joint states and fingertip poses (``messages``).
 Drivers: ``sim_hand``, ``real_hand``, ``hand_emulator`` (``mbrl_ros_hardware.hand``);
 config: ``config/hand.yaml`` and ``hand_<task>.yaml``.
 """
@@ -39,6 +39,19 @@ class Hand(Robot):
         from mbrl_ros.robots.hand.costs import FingertipTargetTerm
 
         return {FingertipTargetTerm.kind: FingertipTargetTerm}
+
+    def stop(self, params: Mapping[str, Any], source: str):
+        """Hold the joints at their last measured positions (``stop.HoldJoints``)."""
+        from mbrl_ros.robots.hand.stop import CTRL_RANGE, HoldJoints
+
+        state_names, action_names = list(params["state_names"]), list(params["action_names"])
+        missing = [a for a in action_names if a not in CTRL_RANGE or a[2:] not in state_names]
+        if missing:
+            raise ValueError(f"{source}: the hand's stop holds each actuator A_<joint> at its joint's position, "
+                             f"but parameter 'action_names' has {missing} with no known range or no joint in "
+                             "'state_names'")
+        return HoldJoints([state_names.index(a[2:]) for a in action_names], [CTRL_RANGE[a] for a in action_names],
+                          params["safe_action"])
 
     def estimator(self, params: Mapping[str, Any], source: str):
         from mbrl_ros.robots.hand.estimator import HandStateEstimator

@@ -1,0 +1,163 @@
+"""The controller as a real process over DDS: stop means stop, and nothing kills the loop.
+
+A stand-in (controller_peers.py) plays the estimator, the e-stop button, the dynamics_server and a
+lifecycle client, and reports every hw/command and the controller's /diagnostics. The controller runs
+on its timer (trigger: timer, 5 Hz) with the car's config, exploring at random until a model arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from mbrl_ros.ros_env import REPO_ROOT
+from child_output import wait_for_line
+
+PEERS = Path(__file__).with_name("controller_peers.py")
+CRUISING = [0.0, 0.0, 0.0, 3.0, 0.0]  # x, y, yaw, v = 3 m/s, steer
+BRAKE = -4.0 / 5.0  # config/car.yaml: stop_deceleration 4 m/s^2 of accel_per_unit 5 m/s^2
+
+
+class Peer:
+    """The stand-in's stdin (commands) and stdout (what it saw), read as it comes."""
+
+    def __init__(self, proc: subprocess.Popen, controller: subprocess.Popen) -> None:
+        self.proc, self.controller = proc, controller
+        self.commands: list[dict] = []
+        self.diagnostics: list[dict] = []
+        self.lines: list[str] = []
+
+    def send(self, **command) -> None:
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def read(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                    continue
+                line = self.proc.stdout.readline()
+                if not line:
+                    pytest.fail(f"the stand-in ended:\n{self.proc.stderr.read()}")
+                kind, _, body = line.partition(" ")
+                if kind == "command":
+                    self.commands.append(json.loads(body))
+                elif kind == "diag":
+                    self.diagnostics.append(json.loads(body))
+                else:
+                    self.lines.append(line.strip())
+
+    def wait(self, condition, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.read(0.2)
+            if self.controller.poll() is not None:
+                pytest.fail(f"the controller exited ({self.controller.returncode}) waiting for {what}:\n"
+                            f"{self.controller.stderr.read()}")
+            result = condition()
+            if result:
+                return result
+        pytest.fail(f"timed out after {timeout} s waiting for {what}; last commands {self.commands[-5:]}, "
+                    f"diagnostics {self.diagnostics[-1:]}")
+
+    def status(self) -> dict:
+        return self.diagnostics[-1]["values"] if self.diagnostics else {}
+
+
+def controller_argv(*params: str, task: str = "parking") -> list[str]:
+    return ["-c", "import sys; from mbrl_ros.nodes.controller import main; sys.exit(main())",
+            "--ros-args", "-r", "__ns:=/car", "-r", "__node:=controller",
+            "--params-file", str(REPO_ROOT / "config" / "car.yaml"),
+            "--params-file", str(REPO_ROOT / "config" / f"car_{task}.yaml"),
+            "-p", "trigger:=timer", "-p", "random_transitions:=0", "-p", "diagnostics_period:=0.2", *params]
+
+
+@pytest.fixture
+def running(spawn):
+    """Start the controller (``params``) and the stand-in; returns the Peer once both are up."""
+    def start(*params: str, task: str = "parking") -> Peer:
+        controller = spawn(*controller_argv(*params, task=task))
+        peer_proc = spawn(str(PEERS), "/car", stdin=subprocess.PIPE)
+        wait_for_line(peer_proc, "ready", timeout=90, others=(controller,))
+        return Peer(peer_proc, controller)
+    return start
+
+
+def stop_commands_after(commands: list[dict], index: int) -> list[dict]:
+    return [c for c in commands[index:] if c["frame_id"] == "stop"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_the_last_command_of_a_stopped_controller_is_the_stop(running, sig):
+    peer = running()
+    peer.send(state=CRUISING)
+    peer.wait(lambda: len([c for c in peer.commands if c["frame_id"] != "stop"]) >= 5, 60, "exploring commands")
+    peer.controller.send_signal(sig)
+    assert peer.controller.wait(timeout=30) == 0, peer.controller.stderr.read()
+    peer.read(1.0)
+    last = peer.commands[-1]
+    assert last["frame_id"] == "stop" and last["values"] == pytest.approx([BRAKE, 0.0]), peer.commands[-3:]
+
+
+def test_e_stop_is_latched_until_the_service_releases_it_and_deactivation_stops(running):
+    peer = running()
+    peer.send(state=CRUISING)
+    peer.wait(lambda: len(peer.commands) >= 3, 60, "exploring commands")
+    peer.send(e_stop=True)
+    engaged = len(peer.commands)
+    peer.wait(lambda: len(stop_commands_after(peer.commands, engaged)) >= 5, 30, "stop commands")
+    first = next(i for i in range(engaged, len(peer.commands)) if peer.commands[i]["frame_id"] == "stop")
+    # From then on only the stop, braking from the measured 3 m/s (not rate-limited, not zero acceleration).
+    assert all(c["frame_id"] == "stop" and c["values"] == pytest.approx([BRAKE, 0.0]) for c in peer.commands[first:])
+    peer.send(e_stop=False)  # not a release
+    peer.read(1.5)
+    assert all(c["frame_id"] == "stop" for c in peer.commands[first:])
+    peer.wait(lambda: peer.status().get("e_stop") == "True", 10, "diagnostics saying e_stop True")
+    peer.send(release=True)
+    peer.wait(lambda: "release e-stop released" in peer.lines, 20, "the release service's answer")
+    released = len(peer.commands)
+    peer.wait(lambda: len([c for c in peer.commands[released:] if c["frame_id"] != "stop"]) >= 3, 30,
+              "control to resume after the release")
+    peer.send(transition="deactivate")
+    peer.wait(lambda: "transition True" in peer.lines, 20, "the deactivation")
+    peer.read(1.0)
+    assert peer.commands[-1]["frame_id"] == "stop", peer.commands[-3:]
+
+
+def test_stale_then_invalid_state_stops_and_repeated_failure_is_an_error_until_valid_again(running):
+    peer = running("-p", "state_timeout:=0.4", "-p", "failure_tolerance:=1.0")
+    peer.send(state=CRUISING)
+    peer.wait(lambda: len(peer.commands) >= 3, 60, "exploring commands")
+    peer.send(pause=True)  # the estimator goes quiet
+    paused = len(peer.commands)
+    peer.wait(lambda: len(stop_commands_after(peer.commands, paused)) >= 6, 30, "stop commands on stale state")
+    stops = [c["values"][0] for c in stop_commands_after(peer.commands, paused)]
+    # Braking on its own estimate of the speed (3 -> 2.2 -> 1.4 -> 0.6 -> 0), then holding zero: never reversing.
+    assert stops[:5] == pytest.approx([BRAKE, BRAKE, BRAKE, -0.6, 0.0]) and stops[5] == 0.0
+    peer.wait(lambda: peer.diagnostics and peer.diagnostics[-1]["level"] == 2, 30, "an ERROR diagnostic")
+    assert "ERROR" in peer.diagnostics[-1]["message"] and peer.status()["error"] == "True"
+    peer.send(state=CRUISING, valid=False, reason="odometry lost")
+    peer.read(1.0)
+    assert peer.diagnostics[-1]["level"] == 2 and "odometry lost" in peer.status()["last_reason"]
+    peer.send(state=CRUISING)
+    peer.wait(lambda: peer.status().get("error") == "False" and int(peer.status()["cycles_explore"]) > 3, 30,
+              "the error to clear once states are valid again")
+
+
+def test_a_missing_path_on_the_race_task_is_counted_and_the_controller_stays_up(running):
+    peer = running(task="race")  # hardware:=real task:=race with nothing publishing reference_path
+    peer.send(state=CRUISING)
+    peer.send(model="car")
+    peer.wait(lambda: int(peer.status().get("faults_missing_context", "0")) >= 3, 60,
+              "missing-context faults on /diagnostics")
+    assert peer.commands[-1]["frame_id"] == "stop" and "path" in peer.status()["last_fault"]
+    peer.read(1.0)
+    assert peer.controller.poll() is None and int(peer.status()["cycles_safe"]) > 3
