@@ -37,6 +37,7 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from std_msgs.msg import Bool, Header
@@ -54,6 +55,8 @@ from mbrl_ros.ros.run import run_node
 from mbrl_ros.ros.params import Param, declare_all, section
 from mbrl_ros.ros.qos import COMMAND, LATCHED, LATEST_STATE
 from mbrl_ros.ros.stamps import stamp_to_ns
+
+STOP_ACK_TIMEOUT = 1.0  # s a stopping controller waits for its last command (the stop) to be acknowledged
 
 PARAMS = [
     Param("dt", 0.2, "control period (s), the robot config's '/**' dt: in trigger 'timer' mode the loop runs at 1/dt "
@@ -215,6 +218,8 @@ class ControllerNode(LifecycleNode):
         if self.active and self.core is not None:
             self.active = False
             self.send_stop()
+            # Delivered before the process goes: a reliable subscriber (the driver) has acknowledged it.
+            self.command_pub.wait_for_all_acked(Duration(seconds=STOP_ACK_TIMEOUT))
 
     def send_stop(self) -> None:
         state, _problem = self.measured_state()
