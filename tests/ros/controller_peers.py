@@ -34,7 +34,7 @@ from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
 from mbrl_interfaces.msg import CommandVector, ModelUpdate, StateVector
-from mbrl_ros.robots.car.messages import goal_pose
+from mbrl_ros.ros.poses import goal_pose
 from mbrl_ros.ros.qos import COMMAND, LATCHED, LATEST_STATE
 from mbrl_ros.ros.stamps import ns_to_stamp
 
