@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from mbrl_ros.core.angles import yaw_from_quaternion
-from mbrl_ros.core.estimation import Rejection, StateEstimate, finite, seconds
+from mbrl_ros.core.estimation import Rejection, StateEstimate, TimeLineEstimator, finite
 
 STATE_NAMES = ("x", "y", "yaw", "v", "steer")
 STEER_COMMAND = "u_steer"
@@ -85,27 +85,26 @@ class _Command:
 
 
 @dataclass
-class CarStateEstimator:
+class CarStateEstimator(TimeLineEstimator):
     config: EstimatorConfig = field(default_factory=EstimatorConfig)
 
     def __post_init__(self) -> None:
-        self.accepted = 0
-        self.rejected = 0
-        self.repeats = 0
-        self.resyncs = 0
         self.dropped_commands = 0  # folded away while odometry was missing (MAX_PENDING_COMMANDS)
-        self.last_rejection = ""
-        self.reset()
+        TimeLineEstimator.__init__(self, self.config.resync_after)
 
     def reset(self) -> None:
         """Forget the filter state and the time line (counters are kept)."""
-        self._last: StateEstimate | None = None
-        self._last_sample: tuple[float, ...] | None = None
+        super().reset()
         self._steer = 0.0
         self._speed = 0.0
         self._u_steer = 0.0  # the command in effect since the last accepted sample
         self._pending: list[_Command] = []  # commands received since then
-        self._out_of_order_run = 0
+
+    def resync(self) -> None:
+        """A new time line keeps the commands received: they answer its samples."""
+        pending = self._pending
+        self.reset()
+        self._pending = pending
 
     @property
     def pending_commands(self) -> int:
@@ -147,36 +146,18 @@ class CarStateEstimator:
         if qx * qx + qy * qy + qz * qz + qw * qw < 1e-12:
             return self._reject("odometry: zero-length orientation quaternion")
         stamp_ns = int(stamp_ns)
-        last = self._last
-        if last is not None and stamp_ns == last.stamp_ns:
-            self._out_of_order_run = 0
-            if sample == self._last_sample:
-                self.repeats += 1
-                return self._reject(f"odometry: duplicate stamp {seconds(stamp_ns)} (a re-send)", repeat_of=last)
-            return self._reject(f"odometry: duplicate stamp {seconds(stamp_ns)} with different values")
-        if last is not None and stamp_ns < last.stamp_ns:
-            self._out_of_order_run += 1
-            if not self.config.resync_after or self._out_of_order_run < self.config.resync_after:
-                return self._reject(
-                    f"odometry: out-of-order stamp {seconds(stamp_ns)} before the last one {seconds(last.stamp_ns)}"
-                )
-            # So many in a row: the time line restarted; start over from this sample.
-            self.resyncs += 1
-            pending = self._pending
-            self.reset()
-            self._pending = pending
-            last = None
-        self._out_of_order_run = 0
+        rejection = self._order(stamp_ns, sample, "odometry")
+        if rejection is not None:
+            return rejection
+        last = self._last  # None on a new time line
 
         steer = self._propagate_steer(None if last is None else last.stamp_ns, stamp_ns)
         alpha = self.config.speed_filter_alpha
         speed = float(speed) if last is None else alpha * float(speed) + (1.0 - alpha) * self._speed
         yaw = yaw_from_quaternion(qx, qy, qz, qw)
         estimate = StateEstimate(stamp_ns, np.array([float(x), float(y), yaw, speed, steer]), STATE_NAMES)
-        self._last, self._last_sample = estimate, sample
         self._steer, self._speed = steer, speed
-        self.accepted += 1
-        return estimate
+        return self._accept(estimate, sample)
 
     # ---- internals -------------------------------------------------------------------
     def _propagate_steer(self, from_ns: int | None, to_ns: int) -> float:
@@ -208,10 +189,6 @@ class CarStateEstimator:
         self._u_steer = u
         return _actuator(steer, gain * u, (to_ns - t) * 1e-9, lag, limit)
 
-    def _reject(self, reason: str, repeat_of: StateEstimate | None = None) -> Rejection:
-        self.rejected += 1
-        self.last_rejection = reason
-        return Rejection(reason, repeat_of)
 
 
 def _actuator(value: float, target: float, duration_s: float, lag_s: float, rate_limit: float) -> float:

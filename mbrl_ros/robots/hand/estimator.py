@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mbrl_ros.core.estimation import Rejection, StateEstimate, finite, seconds
+from mbrl_ros.core.estimation import Rejection, StateEstimate, TimeLineEstimator, finite
 
 
-class HandStateEstimator:
+class HandStateEstimator(TimeLineEstimator):
     """The hand's model state from joint states and fingertip positions of the same stamp.
 
     The state is the configured joints' positions, then their velocities (in
@@ -31,21 +31,17 @@ class HandStateEstimator:
             raise ValueError(f"estimator: 'fingertips' must be >= 0, got {fingertips}")
         self.joint_names = list(joint_names)
         self.fingertips = int(fingertips)
-        self.resync_after = int(resync_after)
-        self.accepted = self.rejected = self.repeats = self.resyncs = 0
-        self.last_rejection = ""
-        self.reset()
+        super().__init__(resync_after)
 
     @property
     def state_dim(self) -> int:
         return 2 * len(self.joint_names) + 3 * self.fingertips
 
     def reset(self) -> None:
-        self._last: StateEstimate | None = None
+        super().reset()
         self._last_positions: np.ndarray | None = None
         self._joints: tuple[int, np.ndarray, np.ndarray | None] | None = None  # stamp, positions, velocities
         self._tips: tuple[int, np.ndarray] | None = None
-        self._out_of_order_run = 0
 
     def joints(self, stamp_ns: int, names, positions, velocities) -> StateEstimate | Rejection | None:
         """One joint-state message. Returns an estimate when the stamp's fingertips are in too."""
@@ -85,34 +81,15 @@ class HandStateEstimator:
             return None  # the other half of this stamp is still on its way
         tips = self._tips[1] if self.fingertips else np.zeros(0)
         self._joints, self._tips = None, None
-        last = self._last
-        if last is not None and stamp_ns <= last.stamp_ns:
-            if stamp_ns == last.stamp_ns:
-                values = np.concatenate([positions, last.values[len(positions):2 * len(positions)]
-                                         if velocities is None else velocities, tips])
-                if np.array_equal(values, last.values):
-                    self.repeats += 1
-                    return self._reject(f"hand: duplicate stamp {seconds(stamp_ns)} (a re-send)", repeat_of=last)
-                return self._reject(f"hand: duplicate stamp {seconds(stamp_ns)} with different values")
-            self._out_of_order_run += 1
-            if not self.resync_after or self._out_of_order_run < self.resync_after:
-                return self._reject(f"hand: out-of-order stamp {seconds(stamp_ns)} before the last one "
-                                    f"{seconds(last.stamp_ns)}")
-            self.resyncs += 1
-            self.reset()
-            last = None
-        self._out_of_order_run = 0
+        sample = (*positions, *(() if velocities is None else velocities), *tips)
+        rejection = self._order(stamp_ns, sample, "hand")
+        if rejection is not None:
+            return rejection
+        last = self._last  # None on a new time line
         if velocities is None:
             if last is None or self._last_positions is None:
                 velocities = np.zeros_like(positions)
             else:
                 velocities = (positions - self._last_positions) / ((stamp_ns - last.stamp_ns) * 1e-9)
-        estimate = StateEstimate(stamp_ns, np.concatenate([positions, velocities, tips]))
-        self._last, self._last_positions = estimate, positions
-        self.accepted += 1
-        return estimate
-
-    def _reject(self, reason: str, repeat_of: StateEstimate | None = None) -> Rejection:
-        self.rejected += 1
-        self.last_rejection = reason
-        return Rejection(reason, repeat_of)
+        self._last_positions = positions
+        return self._accept(StateEstimate(stamp_ns, np.concatenate([positions, velocities, tips])), sample)
