@@ -6,8 +6,8 @@ destroyed: the logger closes its bag, the trainer stops its worker, the
 controller sends its stop). SIGINT and SIGTERM end the spin but leave the ROS
 context up until ``close()`` has run, so what it publishes still goes out
 (rclpy's own handlers shut the context down first). A bad
-parameter or checkpoint ends the process with exit code 1 and a message that
-names it.
+parameter, params file or checkpoint ends the process with exit code 1 and a
+message that names it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ SPIN_TIMEOUT = 0.1  # s: how long a signal may wait for the executor to come bac
 
 
 def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    except RCLError as err:  # a params file that is not valid YAML, a malformed --ros-args: rcl names the file
+        print(f"{name}: {err}", file=sys.stderr)
+        return 1
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.append(True))

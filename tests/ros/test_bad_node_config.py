@@ -1,0 +1,32 @@
+"""A node given a bad params file (issue 9 section 4): exit 1 with one line naming the file or the
+parameter, no traceback. Out-of-range values and wrong types are refused by the declared ranges
+and types; a file that is not a params file by rcl's parser."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+BAD = {  # params file -> what the error says
+    "not YAML": ("/**/estimator:\n  ros__parameters: [1, 2\n", "Couldn't parse params file"),
+    "out of range": ("/**/estimator:\n  ros__parameters:\n    dt: 100.0\n", "Parameter dt out of range"),
+    "wrong type": ("/**/estimator:\n  ros__parameters:\n    resync_after: often\n", "resync_after"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_a_bad_params_file_ends_the_node_with_a_clear_error(tmp_path, ros_env, case):
+    text, says = BAD[case]
+    params = tmp_path / "estimator.yaml"
+    params.write_text(text)
+    done = subprocess.run([sys.executable, "-c", "import sys; from mbrl_ros.nodes.estimator import main; sys.exit(main())",
+                           "--ros-args", "-r", "__ns:=/car", "--params-file", str(params)],
+                          env=ros_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("estimator: ")]
+    assert len(said) == 1 and says in said[0], done.stderr
+    assert "Traceback" not in done.stderr
+    if case == "not YAML":
+        assert str(params) in said[0]
