@@ -18,6 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     planners.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     planners.add_argument("--cases", nargs="+", metavar="NAME", help="run only these cases")
     planners.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    planners.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 200)")
     planners.set_defaults(func=_run_planners)
 
     trainer = which.add_parser(
@@ -100,7 +101,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_planners(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.planners import main
 
-    return main(quick=args.quick, json_path=args.json, cases=args.cases, threads=args.threads)
+    return main(quick=args.quick, json_path=args.json, cases=args.cases, threads=args.threads,
+                repeats=args.repeats)
 
 
 def _run_latency(args: argparse.Namespace) -> int:

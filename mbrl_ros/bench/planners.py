@@ -3,9 +3,20 @@
 Every MPPI case runs the same dynamics (our model's ``forward``), the same cost
 (our ``TrajectoryCost``, handed to pytorch_mppi as its terminal cost over the
 whole trajectory), the same number of samples, horizon, noise and temperature
-through both planners, in the same process, one after the other. Our planner
-runs as configured by default (``compile`` on); pytorch_mppi as its users run it
-by default (eager), and additionally with its own ``compile()`` for reference.
+through both planners, in the same process, one after the other, under the
+same grad mode (``torch.no_grad``: pytorch_mppi's ``command`` does not disable
+autograd itself, and with it an ensemble would take its differentiable path and
+build graphs), torch threads and dtype. Our planner runs as configured by
+default (``compile`` on); pytorch_mppi as its users run it (eager), and
+additionally with its own ``compile()`` for reference. Each case's JSON holds
+these conditions, and Nav2's published time where it solves the same problem.
+
+iLQR cases: ``_cold`` forgets the warm start before each solve; ``_warm`` solves
+again from the same state, warm-started from its own last plan shifted by one
+step (the plan for the state one step later, so a poor start); ``_receding``
+is the receding-horizon loop a controller runs: the car moves to the plan's
+next state (the model is the plant) and the next solve starts from the shifted
+plan, with a fresh episode (untimed cold solve) every ``EPISODE`` solves.
 
 Numbers, not pass/fail: the targets from the issue are printed next to the
 measurements and the JSON carries them all.
@@ -15,9 +26,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 import torch
 
@@ -36,6 +50,7 @@ class Case:
     flops_per_step: float | None  # model FLOPs per planning step (network cases)
     baseline: bool  # also run through pytorch_mppi
     targets: str  # the issue's target, printed beside the numbers
+    reference: dict | None = None  # a published time for the same problem: {"source", "median_ms", "note"}
 
 
 def reference_path(points: int = 200) -> torch.Tensor:
@@ -48,20 +63,31 @@ def reference_path(points: int = 200) -> torch.Tensor:
     return torch.stack((x, y), dim=-1)
 
 
-def mppi_bicycle() -> tuple[Planner, torch.Tensor]:
-    # Nav2's default problem: 2000 samples, 56 steps of 0.05 s; a speed-commanded car.
+# Obstacles beside the reference path (x, y, radius), for the case with Nav2's obstacle critic.
+OBSTACLES = [[12.0, 1.2, 0.4], [20.0, -1.0, 0.5], [30.0, 1.0, 0.4], [42.0, 3.5, 0.6]]
+
+
+def nav2_bicycle(samples: int, horizon: int, obstacles: bool = False) -> tuple[Planner, torch.Tensor]:
+    """Nav2's problem: a speed-commanded car-like robot, steps of 0.05 s, following a global path."""
     model = KinematicBicycle(BicycleParams(wheelbase=0.33, rear_axle_to_cg=0.17, speed_gain=2.0,
                                            steer_gain=0.4, lag=0.1), dt=0.05, substeps=1,
                              speed_input="velocity")
-    cost = build_cost({
+    terms = {
         "path_tracking": {"distance_weight": 5.0, "heading_weight": 1.0, "speed_weight": 0.5,
                           "target_speed": 1.5, "window_segments": 64},
         "effort": {"weight": 0.01},
-    }, 5, 2, source="bench mppi_bicycle")
+    }
+    if obstacles:
+        terms["obstacles"] = {"margin": 0.5, "robot_radius": 0.2, "collision_cost": 1000.0, "circles": OBSTACLES}
+    cost = build_cost(terms, 5, 2, source=f"bench mppi_bicycle_K{samples}_H{horizon}")
     cost.set_context("path", reference_path())
-    planner = build_planner("mppi", model, cost, {"num_samples": 2000, "horizon": 56, "temperature": 0.3,
+    planner = build_planner("mppi", model, cost, {"num_samples": samples, "horizon": horizon, "temperature": 0.3,
                                                  "sigma": [0.2, 0.3]})
     return planner, torch.tensor([0.0, 0.2, 0.0, 1.0, 0.0])
+
+
+def mppi_bicycle() -> tuple[Planner, torch.Tensor]:
+    return nav2_bicycle(2000, 56)
 
 
 def _goal_cost(state_dim: int, action_dim: int, source: str) -> TrajectoryCost:
@@ -103,6 +129,15 @@ def ilqr_bicycle() -> tuple[Planner, torch.Tensor]:
     return planner, torch.zeros(5)
 
 
+def ilqr_ensemble() -> tuple[Planner, torch.Tensor]:
+    # mppi_ensemble's network (5 members of 2 x 128); iLQR plans on the mean of the members.
+    model = EnsembleDynamics(6, 2, ensemble_size=5, hidden_sizes=(128, 128), activation="silu",
+                             propagation="ts1", seed=0).eval()
+    planner = build_planner("ilqr", model, _goal_cost(6, 2, "bench ilqr_ensemble"),
+                            {"horizon": 30, "max_iterations": 50, "ensemble": "mean"})
+    return planner, torch.zeros(6)
+
+
 def ensemble_flops(state_dim: int, action_dim: int, hidden: tuple[int, ...], samples: int, horizon: int) -> float:
     """Multiply-adds x 2 of one planning step, each particle through one member (TS1)."""
     sizes = [state_dim + action_dim, *hidden, 2 * state_dim]
@@ -110,14 +145,27 @@ def ensemble_flops(state_dim: int, action_dim: int, hidden: tuple[int, ...], sam
     return float(per_particle * samples * horizon)
 
 
+NAV2_1024 = {"source": "Nav2 MPPI controller, published (desktop CPU)", "median_ms": 3.4,
+             "note": "1,024 samples x 100 steps"}
+NAV2_2000 = {"source": "Nav2 MPPI controller, published (desktop CPU)", "median_ms": 10.0,
+             "note": "8-12 ms for 2,000 samples x 56 steps with all default critics"}
+
 CASES = [
     Case("mppi_bicycle_K2000_H56", mppi_bicycle, None, True, "median <= 3 ms, p99 <= 5 ms, >= 3x pytorch_mppi"),
+    Case("mppi_bicycle_K1024_H100", lambda: nav2_bicycle(1024, 100), None, True, "beside Nav2's 3.4 ms",
+         NAV2_1024),
+    Case("mppi_bicycle_K2000_H56_obstacles", lambda: nav2_bicycle(2000, 56, obstacles=True), None, True,
+         "beside Nav2's 8-12 ms", NAV2_2000),
     Case("mppi_ensemble_K1024_H30", mppi_ensemble, ensemble_flops(6, 2, (128, 128), 1024, 30), True,
          "median <= 15 ms, p99 <= 20 ms, >= 2x pytorch_mppi"),
     Case("mppi_hand_K1000_H7", mppi_hand, ensemble_flops(63, 20, (250, 250), 1000, 7), True, "p99 <= 40 ms"),
-    Case("ilqr_bicycle_H50_cold", ilqr_bicycle, None, False, "report"),
-    Case("ilqr_bicycle_H50_warm", ilqr_bicycle, None, False, "report"),
+    Case("ilqr_bicycle_H50_cold", ilqr_bicycle, None, False, "median <= 60 ms"),
+    Case("ilqr_bicycle_H50_warm", ilqr_bicycle, None, False, "median <= 10 ms"),
+    Case("ilqr_bicycle_H50_receding", ilqr_bicycle, None, False, "median <= 10 ms"),
+    Case("ilqr_ensemble_H30", ilqr_ensemble, None, False, "warm median <= 40 ms"),
+    Case("ilqr_ensemble_H30_receding", ilqr_ensemble, None, False, "median <= 40 ms"),
 ]
+EPISODE = 25  # receding-horizon solves per episode
 
 
 def pytorch_mppi_baseline(planner: Planner, compiled: bool):
@@ -147,20 +195,63 @@ def pytorch_mppi_baseline(planner: Planner, compiled: bool):
 
     def step(state):
         current["state"] = state
-        return ctrl.command(state)
+        with torch.no_grad():  # as our planner runs; pytorch_mppi's command leaves autograd on
+            return ctrl.command(state)
 
     return step
 
 
-def run_case(case: Case, repeats: int, warmup: int, with_baseline: bool) -> dict:
-    planner, state = case.build()
-    if case.name.endswith("_cold"):
-        def call():
+def receding_horizon_timing(planner: Planner, start: torch.Tensor, repeats: int, warmup: int) -> tuple[Timing, list]:
+    """Solves along the plan's own trajectory (see the module docstring); each solve timed alone."""
+    state, samples, results = start, [], []
+    for i in range(warmup + repeats):
+        if i % EPISODE == 0:
             planner.reset()
-            planner.plan(state)
+            state = planner.plan(start).predicted_states[1]  # untimed: the episode's cold solve
+        begin = time.perf_counter()
+        result = planner.plan(state)
+        elapsed = time.perf_counter() - begin
+        state = result.predicted_states[1]
+        if i >= warmup:
+            samples.append(elapsed * 1e3)
+            results.append(result)
+    return Timing(float(np.median(samples)), float(np.percentile(samples, 99)), repeats), results
+
+
+def conditions(planner: Planner, threads: int) -> dict:
+    """What both sides of a comparison share, recorded with the numbers."""
+    config = planner.config
+    return {
+        "planner": planner.name,
+        "grad_mode": "no_grad",
+        "threads": threads,
+        "dtype": str(planner.dtype).replace("torch.", ""),
+        "dynamics": type(planner.model).__name__,
+        "propagation": getattr(planner.model, "propagation", None),
+        "cost_terms": list(planner.cost.names),
+        "samples": getattr(config, "num_samples", None),
+        "horizon": planner.horizon,
+        "compiled": bool(getattr(planner, "compiled", getattr(config, "compile", False))),
+        "ilqr_ensemble": getattr(config, "ensemble", None) if planner.name == "ilqr" else None,
+    }
+
+
+def run_case(case: Case, repeats: int, warmup: int, with_baseline: bool, threads: int | None = None) -> dict:
+    planner, state = case.build()
+    solves = []
+    if case.name.endswith("_receding"):
+        ours, solves = receding_horizon_timing(planner, state, repeats, warmup)
     else:
-        call = lambda: planner.plan(state)  # noqa: E731  (warm: each solve starts from the shifted last one)
-    ours = time_call(call, repeats, warmup)
+        if case.name.endswith("_cold"):
+            def call():
+                planner.reset()
+                solves.append(planner.plan(state))
+        else:
+            def call():  # warm: each solve starts from the shifted last one
+                solves.append(planner.plan(state))
+        ours = time_call(call, repeats, warmup)
+        solves = solves[warmup:]
+    iterations = [r.info["iterations"] for r in solves if "iterations" in r.info]
     result = {
         "name": case.name,
         "median_ms": ours.median_ms,
@@ -170,8 +261,12 @@ def run_case(case: Case, repeats: int, warmup: int, with_baseline: bool) -> dict
         "speedup_vs_pytorch_mppi": None,
         "repeats": repeats,
         "target": case.targets,
+        "conditions": conditions(planner, threads or torch.get_num_threads()),
+        "reference": case.reference,
+        "iterations_median": float(np.median(iterations)) if iterations else None,
     }
     if case.baseline and with_baseline:
+        result["conditions"]["baseline"] = "pytorch_mppi.MPPI, eager, command under torch.no_grad"
         eager = pytorch_mppi_baseline(planner, compiled=False)
         base: Timing = time_call(lambda: eager(state), repeats, warmup)
         result["baseline_median_ms"] = base.median_ms
@@ -188,7 +283,7 @@ def run_case(case: Case, repeats: int, warmup: int, with_baseline: bool) -> dict
 
 
 def main(quick: bool = False, json_path: str | None = None, cases: list[str] | None = None,
-         threads: int | None = None) -> int:
+         threads: int | None = None, repeats: int | None = None) -> int:
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     known = [c.name for c in CASES]
@@ -196,17 +291,20 @@ def main(quick: bool = False, json_path: str | None = None, cases: list[str] | N
     if unknown:
         raise SystemExit(f"mbrl-ros bench planners: unknown case(s) {unknown}; cases: {known}")
     selected = [c for c in CASES if not cases or c.name in cases]
-    repeats, warmup = (20, 3) if quick else (100, 10)
+    repeats, warmup = (20, 3) if quick else (repeats or 200, 10)
     gflops = gemm_gflops()
     print(f"torch {torch.__version__}, {threads} threads; fp32 GEMM 1024x512x512: {gflops:.1f} GFLOP/s")
-    print(f"{'case':28s} {'median ms':>10s} {'p99 ms':>8s} {'GFLOP/s':>8s} {'pytorch_mppi':>13s} {'speedup':>8s}  target")
+    print(f"{'case':34s} {'median ms':>10s} {'p99 ms':>8s} {'GFLOP/s':>8s} {'pytorch_mppi':>13s} {'speedup':>8s}  target")
     results = []
     for case in selected:
-        r = run_case(case, repeats, warmup, with_baseline=True)
+        r = run_case(case, repeats, warmup, with_baseline=True, threads=threads)
         results.append(r)
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-        print(f"{r['name']:28s} {r['median_ms']:10.2f} {r['p99_ms']:8.2f} {fmt(r['gflops'], '8.1f'):>8s} "
-              f"{fmt(r['baseline_median_ms'], '13.2f'):>13s} {fmt(r['speedup_vs_pytorch_mppi'], '7.1f') + 'x' if r['speedup_vs_pytorch_mppi'] else '-':>8s}  {r['target']}",
+        extra = "" if r["iterations_median"] is None else f"  ({r['iterations_median']:g} iterations)"
+        if r["reference"]:
+            extra += f"  [{r['reference']['note']}: {r['reference']['median_ms']} ms published]"
+        print(f"{r['name']:34s} {r['median_ms']:10.2f} {r['p99_ms']:8.2f} {fmt(r['gflops'], '8.1f'):>8s} "
+              f"{fmt(r['baseline_median_ms'], '13.2f'):>13s} {fmt(r['speedup_vs_pytorch_mppi'], '7.1f') + 'x' if r['speedup_vs_pytorch_mppi'] else '-':>8s}  {r['target']}{extra}",
               flush=True)
     report = {"gemm_gflops": gflops, "threads": threads, "torch": torch.__version__, "quick": quick,
               "cases": results}

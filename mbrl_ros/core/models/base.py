@@ -59,15 +59,19 @@ class DynamicsModel(nn.Module):
     def jacobians(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``df/dx[B, nx, nx]`` and ``df/du[B, nx, nu]`` at every row of ``states[B, nx], actions[B, nu]``.
 
-        iLQR's linearisation. This default differentiates ``forward`` with
-        ``torch.func`` (``jacrev`` of one row, ``vmap`` over the batch), which works
-        for any model whose forward is a pure function of its inputs; a model with
-        analytic derivatives (a robot's physics prior) overrides it.
+        iLQR's linearisation. This default uses ``torch.func.jacrev`` (reverse mode,
+        vmapped over the nx output directions) of the batch's outputs summed over
+        rows: rows of a batch do not interact, so the derivative of that sum with
+        respect to row b's input is row b's Jacobian. All B Jacobians come from nx
+        batched vector-Jacobian products through one forward pass; vmapping over the
+        rows instead would run each matmul once per row. A model with analytic
+        derivatives (a robot's physics prior) overrides this.
         """
-        def one_row(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-            return self(state[None], action[None])[0]
+        def summed_over_rows(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+            return self(states, actions).sum(0)
 
-        return torch.func.vmap(torch.func.jacrev(one_row, argnums=(0, 1)))(states, actions)
+        jac_x, jac_u = torch.func.jacrev(summed_over_rows, argnums=(0, 1))(states, actions)  # [nx, B, ...]
+        return jac_x.transpose(0, 1), jac_u.transpose(0, 1)
 
     def deterministic(self, member: int | None = None) -> "DynamicsModel":
         """One deterministic model for derivative-based planners (iLQR): this model itself, unless it
