@@ -39,7 +39,11 @@ wrote of a robot's raw topics alike.
   (``match: latest``: a vendor driver's commands at their own rate). The next
   state is the one stamped ``dt`` later. An episode ends wherever that next
   state is missing, late, invalid, or jumps (a simulator reset teleports the
-  car). States faster than ``dt`` are read every ``dt``.
+  car), and wherever a logged episode report (``sim/episodes``, see
+  ``episode_boundaries``) says one episode ended and the next began: a reset
+  that moves the robot within what it could do in one step (the car standing
+  at its start pose, turned) is seen only there. States faster than ``dt``
+  are read every ``dt``.
 - ``transitions_from_bags``: the earlier API (StateVector/CommandVector topics
   by name), kept for callers and tests; it builds the mapping and calls
   ``load_transitions``.
@@ -82,6 +86,7 @@ if TYPE_CHECKING:  # torch is imported only to build a dataset, not to record on
 _log = logging.getLogger(__name__)
 
 STATE_TYPE = "mbrl_interfaces/msg/StateVector"
+EPISODES_TYPE = "diagnostic_msgs/msg/DiagnosticArray"  # the simulated drivers' sim/episodes reports
 COMMAND_TYPE = "mbrl_interfaces/msg/CommandVector"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 # rosbag2 metadata version 9 (type description hashes); what Jazzy and Kilted write.
@@ -236,6 +241,9 @@ def load_transitions(
     max_stamp_error: float | None = None,
     max_jump: float = 2.0,
     jump_names: Sequence[str] = ("x", "y"),
+    max_change: Mapping[str, float] | None = None,
+    angle_dims: Sequence[int] = (),
+    episodes_topic: str | None = "sim/episodes",
     state_names: Sequence[str] | None = None,
     action_names: Sequence[str] | None = None,
     namespace: str | None = None,
@@ -252,7 +260,14 @@ def load_transitions(
     ``source``). ``dt``: the model's step (s); the next state is the one
     stamped ``dt`` later within ``max_stamp_error`` (default ``dt / 4``).
     ``max_jump``: a larger change (m) of the ``jump_names`` entries in one step
-    is a reset, not motion. ``state_names``/``action_names``: the columns, in
+    is a reset, not motion. ``max_change``: per state name, the largest change
+    in one step that the robot's dynamics can make (the car's heading); a larger
+    one is a reset too. The states at ``angle_dims`` (indices into the state
+    names) are compared as wrapped angles. ``episodes_topic``: where the bag
+    may hold the simulated drivers' episode reports (``episode_boundaries``); a
+    transition from one reported episode into the next is a reset (None: not
+    read). Transitions across a reset are dropped and counted in the report
+    (``ended_reported_reset``, ``ended_jump``). ``state_names``/``action_names``: the columns, in
     order (default: the mapping's fields, or the names in the first message).
     ``namespace``: where relative topics resolve (``/car``); without it a
     relative topic matches the bag's one topic ending in it. ``report``, if
@@ -285,15 +300,22 @@ def load_transitions(
 
     from tqdm import tqdm
 
+    boundaries: list[int] = []
+    report_drops: Counter[str] = Counter()
     for bag_index, path in enumerate(tqdm(paths, desc="reading bags", unit="bag", disable=not progress)):
-        raws, store = _read_raw(path, [s.topic for s in sides.values()], namespace, typestore)
+        raws, store, reports = _read_raw(path, [s.topic for s in sides.values()], namespace, typestore,
+                                         episodes_topic)
         for side, raw in zip(sides.values(), raws):
             side.decode(path, bag_index, raw, store)
+        if reports is not None:
+            boundaries += episode_boundaries(path, reports, store, report_drops)
     for side in sides.values():
         side.check_any_read()
     states, commands = sides["state"].rows(), sides["command"].rows()
     counts = Counter(states=len(states.stamps), commands=len(commands.stamps))
     dropped = {topic: dict(reasons) for side in sides.values() for topic, reasons in side.dropped.items()}
+    if report_drops:
+        dropped[str(episodes_topic)] = dict(report_drops)
     counts["dropped_messages"] = sum(sum(r.values()) for r in dropped.values())
     if report is not None:
         report["dropped"] = dropped
@@ -301,8 +323,10 @@ def load_transitions(
         raise _no_transitions(paths, mapping, counts)
     state_names, action_names = sides["state"].names, sides["command"].names
     jump_idx = [state_names.index(n) for n in jump_names if n in state_names]
+    bounds = _change_bounds(max_change or {}, state_names, angle_dims, source)
     max_age = mapping.max_command_age if mapping.max_command_age is not None else dt
-    s, a, ns, episodes = _align(states, commands, mapping.match, dt, max_stamp_error, max_age, max_jump, jump_idx, counts)
+    s, a, ns, episodes = _align(states, commands, mapping.match, dt, max_stamp_error, max_age, max_jump, jump_idx,
+                                bounds, np.unique(np.asarray(boundaries, dtype=np.int64)), counts)
     counts["transitions"] = len(s)
     counts["episodes"] = int(episodes[-1]) + 1 if len(episodes) else 0
     if report is not None:
@@ -328,6 +352,60 @@ def load_transitions(
     return dataset
 
 
+@dataclass(frozen=True)
+class _ChangeBounds:
+    """Per state column, the largest change one step can make (inf: unbounded); angles wrapped."""
+
+    limit: np.ndarray  # [nx]
+    angle: np.ndarray  # [nx] bool
+
+    def exceeded(self, values: np.ndarray, next_values: np.ndarray) -> np.ndarray:
+        change = next_values - values
+        change = np.where(self.angle, (change + np.pi) % (2 * np.pi) - np.pi, change)
+        return np.any(np.abs(change) > self.limit, axis=1)
+
+
+def _change_bounds(max_change: Mapping[str, float], state_names: Sequence[str], angle_dims: Sequence[int],
+                   source: str) -> _ChangeBounds:
+    limit = np.full(len(state_names), np.inf)
+    for name, bound in max_change.items():
+        if name not in state_names:
+            raise ConfigError(f"{source}: key 'max_change.{name}': no state named {name!r} in {list(state_names)}")
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
+            raise ConfigError(f"{source}: key 'max_change.{name}' must be a number > 0, got {bound!r}")
+        limit[list(state_names).index(name)] = float(bound)
+    angle = np.zeros(len(state_names), dtype=bool)
+    for k in angle_dims:
+        if not 0 <= int(k) < len(state_names):
+            raise ConfigError(f"{source}: angle_dims entry {k} is not a state index (0..{len(state_names) - 1})")
+        angle[int(k)] = True
+    return _ChangeBounds(limit, angle)
+
+
+def episode_boundaries(path: Path, reports: _Raw, store: Typestore, dropped: Counter) -> list[int]:
+    """The stamps (ns) where reported episodes start and end, from a bag's ``sim/episodes`` messages.
+
+    A simulated driver reports each finished episode once (``mbrl_ros_hardware.sim_driver``): one
+    DiagnosticStatus whose values hold ``start_stamp_ns`` and ``end_stamp_ns``; the states stamped
+    in ``[start, end)`` belong to it. A transition from a state stamped before a boundary to one
+    stamped at or after it spans a reset. A report that cannot be read is dropped and counted.
+    """
+    stamps = []
+    for k in range(len(reports.offsets)):
+        message = reports.buffer[reports.offsets[k]:reports.offsets[k] + reports.lengths[k]].tobytes()
+        try:
+            array = store.deserialize_cdr(message, reports.msgtype)
+            for status in array.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if "start_stamp_ns" in values or "end_stamp_ns" in values:
+                    stamps += [int(values["start_stamp_ns"]), int(values["end_stamp_ns"])]
+        except Exception as error:  # noqa: BLE001 - a malformed report is dropped alone, like any message
+            reason = f"episode report unreadable: {type(error).__name__}"
+            dropped[reason] += 1
+            _log.warning("%s: topic '%s': dropped message %d: %s: %s", path, reports.topic, k, reason, error)
+    return stamps
+
+
 def transitions_from_bags(
     paths: str | os.PathLike | Iterable[str | os.PathLike],
     state_topic: str,
@@ -339,13 +417,15 @@ def transitions_from_bags(
     state_names: Sequence[str] | None = None,
     action_names: Sequence[str] | None = None,
     jump_names: Sequence[str] = ("x", "y"),
+    max_change: Mapping[str, float] | None = None,
+    angle_dims: Sequence[int] = (),
     typestore: Typestore | None = None,
     report: dict | None = None,
 ) -> "TransitionDataset":
     """``load_transitions`` of the stack's StateVector ``state_topic`` and CommandVector ``command_topic``."""
     return load_transitions(
         paths, stack_mapping(state_topic, command_topic), dt, max_stamp_error=max_stamp_error, max_jump=max_jump,
-        jump_names=jump_names, state_names=state_names, action_names=action_names, typestore=typestore, report=report,
+        jump_names=jump_names, max_change=max_change, angle_dims=angle_dims, state_names=state_names, action_names=action_names, typestore=typestore, report=report,
     )
 
 
@@ -496,7 +576,7 @@ def _has_bool(store: Typestore, msgtype: str, name: str) -> bool:
 
 # ---- aligning: rows -> transitions ------------------------------------------------------------
 def _align(states: _Rows, commands: _Rows, match: str, dt: float, max_stamp_error: float, max_age: float,
-           max_jump: float, jump_idx: list[int], counts: Counter):
+           max_jump: float, jump_idx: list[int], bounds: _ChangeBounds, boundaries: np.ndarray, counts: Counter):
     """(states, actions, next states, episode ids) from the decoded rows; counts what was dropped and why."""
     # Log order over all bags; a state stamped before the previous one starts a new
     # time line (a restarted simulator or clock), so that equal stamps of two runs
@@ -544,11 +624,19 @@ def _align(states: _Rows, commands: _Rows, match: str, dt: float, max_stamp_erro
     has_next = has_command & (next_row >= 0)
     next_valid = has_next & valid[np.maximum(next_row, 0)]
     ok = next_valid.copy()
+    # A reported episode boundary between a state and its next one: the simulator was reset there.
+    after = stamps[np.maximum(next_row, 0)]
+    reset = ok & (np.searchsorted(boundaries, stamps, side="right") != np.searchsorted(boundaries, after, side="right"))
+    ok &= ~reset
+    counts["ended_reported_reset"] += int(reset.sum())
+    # A change no dynamics can make in one step: a reset too (the report may be missing, e.g. a real robot).
+    next_values = values[np.maximum(next_row, 0)]
+    jumped = bounds.exceeded(values, next_values)
     if jump_idx:
-        moved = values[np.maximum(next_row, 0)][:, jump_idx] - values[:, jump_idx]
-        jumped = next_valid & (np.linalg.norm(moved, axis=1) > max_jump)
-        ok &= ~jumped
-        counts["ended_jump"] += int(jumped.sum())
+        jumped |= np.linalg.norm(next_values[:, jump_idx] - values[:, jump_idx], axis=1) > max_jump
+    jumped &= ok
+    ok &= ~jumped
+    counts["ended_jump"] += int(jumped.sum())
     counts["invalid_states"] += int((~valid).sum())
     counts["states_without_command"] += int((valid & ~has_command).sum())
     counts["ended_next_state_missing"] += int((has_command & ~has_next).sum())
@@ -607,9 +695,10 @@ def _next_state(stamps: np.ndarray, timeline: np.ndarray, dt_ns: int, err_ns: in
 
 
 # ---- reading: bag -> the wanted topics' messages ------------------------------------------------
-def _read_raw(path: Path, wanted: list[TopicMap], namespace: str | None,
-              base: Typestore | None) -> tuple[list[_Raw], Typestore]:
-    """The messages of each wanted topic of the bag at ``path``, and the typestore to decode them with.
+def _read_raw(path: Path, wanted: list[TopicMap], namespace: str | None, base: Typestore | None,
+              optional: str | None = None) -> tuple[list[_Raw], Typestore, _Raw | None]:
+    """The messages of each wanted topic of the bag at ``path``, the typestore to decode them with, and
+    the messages of the ``optional`` episode-report topic (None where the bag has no such topic).
 
     Read from the storage files directly (``bag_storage``), never through
     rosbags' Reader, which yields nothing for bags whose metadata.yaml and
@@ -634,6 +723,12 @@ def _read_raw(path: Path, wanted: list[TopicMap], namespace: str | None,
                 raise BagError(f"{path}: '{topic_map.topic}' names the same topic '{topic.name}' as another input")
             found.append(topic)
             topics.append(topic.name)
+        extra = _optional_topic(bag.topics, optional, namespace, path)
+        if extra is not None and extra.name not in topics:
+            found.append(extra)
+            topics.append(extra.name)
+        else:
+            extra = None
         store, status = bag_typestore({t.type: (t.definition_format, t.definition) for t in found if t.definition},
                                       tuple(t.type for t in found), base)
         for topic in found:
@@ -655,9 +750,22 @@ def _read_raw(path: Path, wanted: list[TopicMap], namespace: str | None,
             if expected is not None and expected > len(raw):
                 raise BagError(f"{path}: topic '{topic.name}': metadata.yaml counts {expected} messages but the "
                                f"storage files yield {len(raw)}; the bag's metadata and storage disagree")
-        return [_Raw(p.topic, t.type, p.buffer, p.offsets, p.lengths, p.log_ns) for p, t in zip(packed, found)], store
+        raws = [_Raw(p.topic, t.type, p.buffer, p.offsets, p.lengths, p.log_ns) for p, t in zip(packed, found)]
+        return raws[:len(wanted)], store, (raws[-1] if extra is not None else None)
     finally:
         bag.close()
+
+
+def _optional_topic(topics: Mapping[str, StorageTopic], query: str | None, namespace: str | None,
+                    path: Path) -> StorageTopic | None:
+    """The bag's episode-report topic ``query`` if it has one of the reports' type, else None."""
+    if query is None:
+        return None
+    try:
+        topic = _find_topic(topics, query, namespace, path)
+    except BagError:  # not recorded (a real robot), or ambiguous: episodes are split by the other rules
+        return None
+    return topic if topic.type == EPISODES_TYPE else None
 
 
 def _find_topic(topics: Mapping[str, StorageTopic], query: str, namespace: str | None, path: Path) -> StorageTopic:

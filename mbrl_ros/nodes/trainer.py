@@ -116,6 +116,7 @@ class TrainerNode(Node):
         self.robot.build_model(self.model_config, where=f"trainer parameter '{kind}'")  # fail now, not in a round
         self.training = check_training_options(section(self, "training"), source="trainer parameter 'training'")
         self.angle_dims = list(self.optional("angle_dims", []))
+        self.max_change = section(self, "max_change")  # {state name: largest change in one step}
         self.error_scale = self.optional("error_scale", None)
         self.state_names = self.optional("state_names", None)
         self.action_names = self.optional("action_names", None)
@@ -158,6 +159,7 @@ class TrainerNode(Node):
         try:
             return load_transitions([bag], section(self, "transitions"), self.p["dt"],
                                     max_stamp_error=self.p["max_stamp_error"], max_jump=self.p["max_jump"],
+                                    max_change=self.max_change, angle_dims=self.angle_dims,
                                     state_names=self.state_names, action_names=self.action_names,
                                     namespace=self.get_namespace(), source="trainer parameter 'transitions'",
                                     report=report)

@@ -157,6 +157,7 @@ def read_transitions(bags: list[Path], params: dict, report: dict, source: str =
     return load_transitions(
         bags, require(params, "transitions", source, dict), float(params["dt"]),
         max_stamp_error=float(params["max_stamp_error"]), max_jump=float(params["max_jump"]),
+        max_change=params.get("max_change"), angle_dims=params.get("angle_dims", ()),
         state_names=params.get("state_names"), action_names=params.get("action_names"),
         source=f"{source}: transitions", report=report, progress=progress)
 

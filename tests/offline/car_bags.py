@@ -15,7 +15,7 @@ import numpy as np
 
 from mbrl_ros.core.control import ExplorationPolicy
 from mbrl_ros_hardware.car.parking import ParkingSim
-from mbrl_ros.io.bags import COMMAND_TYPE, STATE_TYPE, default_typestore
+from mbrl_ros.io.bags import COMMAND_TYPE, EPISODES_TYPE, STATE_TYPE, default_typestore
 from mbrl_ros.io.recording import BagRecorder, bag_qos
 from mbrl_ros.ros_env import REPO_ROOT
 
@@ -56,17 +56,37 @@ def explore(transitions: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [e for e in episodes if len(e[1])]
 
 
+def episode_report(store, episode: int, start_ns: int, end_ns: int) -> bytes:
+    """A sim/episodes message as the simulated drivers publish it (mbrl_ros_hardware.sim_driver)."""
+    types = store.types
+    values = {"episode": episode, "success": False, "start_stamp_ns": start_ns, "end_stamp_ns": end_ns}
+    status = types["diagnostic_msgs/msg/DiagnosticStatus"](
+        level=1, name=f"episode {episode}", message="time limit", hardware_id="",
+        values=[types["diagnostic_msgs/msg/KeyValue"](key=k, value=str(v)) for k, v in values.items()])
+    header = types["std_msgs/msg/Header"](
+        stamp=types["builtin_interfaces/msg/Time"](sec=end_ns // 10**9, nanosec=end_ns % 10**9), frame_id="")
+    message = types[EPISODES_TYPE](header=header, status=[status])
+    return bytes(store.serialize_cdr(message, EPISODES_TYPE))
+
+
 def write_vector_bag(path: Path, episodes, state_names, action_names, *, namespace: str = "/car",
-                     dt_ns: int = DT_NS, topics=("state", "hw/command")) -> Path:
-    """Episodes ``(states [T+1, nx], actions [T, nu])`` as the stack logs them; a 10 s gap between episodes."""
+                     dt_ns: int = DT_NS, topics=("state", "hw/command"), gap_ns: int = 10 * 10**9,
+                     reports: bool = False) -> Path:
+    """Episodes ``(states [T+1, nx], actions [T, nu])`` as the stack logs them, ``gap_ns`` apart.
+
+    ``reports``: each episode's end also reported on ``sim/episodes``, as the simulated drivers do.
+    """
     store = default_typestore()
     with BagRecorder(path, typestore=store) as bag:
         for topic, typename in (("state", STATE_TYPE), ("hw/command", COMMAND_TYPE)):
             if topic in topics:
                 bag.add_topic(f"{namespace}/{topic}", typename,
                               bag_qos(reliable=topic != "state", transient_local=False))
+        if reports:
+            bag.add_topic(f"{namespace}/sim/episodes", EPISODES_TYPE, bag_qos(reliable=True, transient_local=True))
         stamp = 10**9
-        for states, actions in episodes:
+        for episode, (states, actions) in enumerate(episodes):
+            start = stamp
             for k, state in enumerate(states):
                 if "state" in topics:
                     bag.write(f"{namespace}/state", stamp + 1_000,
@@ -75,7 +95,9 @@ def write_vector_bag(path: Path, episodes, state_names, action_names, *, namespa
                     bag.write(f"{namespace}/hw/command", stamp + 2_000,
                               _stamped(store, COMMAND_TYPE, stamp, action_names, actions[k]))
                 stamp += dt_ns
-            stamp += 10 * 10**9
+            if reports:  # the states stamped in [start, end) are the episode's
+                bag.write(f"{namespace}/sim/episodes", stamp + 3_000, episode_report(store, episode, start, stamp))
+            stamp += gap_ns
     return path
 
 
