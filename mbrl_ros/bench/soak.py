@@ -27,8 +27,8 @@ bags. The result:
   per node, as the launcher recorded them).
 
 The run folder keeps the samples behind the numbers: ``cycles.csv`` (per planning
-cycle: stamp from the window's start, planning ms, control latency ms) and
-``rss.csv`` (time from the window's start, bytes), with the bags, checkpoints and
+cycle: its state's stamp from the window's start, planning and control latency, in ms) and
+``rss.csv`` (time from the window's start, bytes in all and per node), with the bags, checkpoints and
 each node's output (``stack.log``).
 """
 
@@ -134,13 +134,16 @@ def run(minutes: float, task: str = "parking", out: str | None = None, json_path
           f"{minutes:g} min measured after warm-up -> {folder}/", flush=True)
     stack = start_real_time_car(folder, task, config, "soak")
     watcher = stack.watcher
-    rss: list[tuple[int, int]] = []  # (time ns, bytes)
+    rss: list[tuple[int, int]] = []  # (time ns, bytes of the whole stack)
+    per_node: list[dict[str, int]] = []  # bytes per node, at the same times
     sampled = [0.0]
 
     def sample() -> None:
         if time.monotonic() - sampled[0] >= SAMPLE_S:
             sampled[0] = time.monotonic()
-            rss.append((time.time_ns(), sum(rss_bytes(pids[-1]) for pids in stack.runner.pids.values())))
+            nodes = {name: rss_bytes(pids[-1]) for name, pids in stack.runner.pids.items()}
+            rss.append((time.time_ns(), sum(nodes.values())))
+            per_node.append(nodes)
 
     try:
         stack.wait_for(lambda: sum(t[1] == "plan" for t in watcher.timings) > 10
@@ -159,11 +162,13 @@ def run(minutes: float, task: str = "parking", out: str | None = None, json_path
     namespace = watcher.namespace
     logged = {topic: logged_stamps(folder / "bags", f"{namespace}/{topic}") for topic in ("state", "hw/command")}
     cycles = planning_cycles(watcher.timings, watcher.commands)
-    np.savetxt(folder / "cycles.csv", np.column_stack([cycles[0] - start_ns, cycles[1], cycles[2]]), fmt="%.6g",
-               delimiter=",", header="stamp_from_start_ns,planning_ms,control_latency_ms", comments="")
-    np.savetxt(folder / "rss.csv", np.array(rss, dtype=np.int64).reshape(-1, 2) - [start_ns, 0], fmt="%d",
-               delimiter=",", header="time_from_start_ns,rss_bytes", comments="")
     result = analyse(cycles, rss, start_ns, end_ns, period_ms, logged, restarts)
+    np.savetxt(folder / "cycles.csv", np.column_stack([(cycles[0] - start_ns) / 1e6, cycles[1], cycles[2]]),
+               fmt="%.3f", delimiter=",", header="stamp_from_start_ms,planning_ms,control_latency_ms", comments="")
+    names = sorted({name for nodes in per_node for name in nodes})
+    np.savetxt(folder / "rss.csv", [[t - start_ns, total, *(nodes.get(n, 0) for n in names)]
+                                    for (t, total), nodes in zip(rss, per_node)],
+               fmt="%d", delimiter=",", header=",".join(["time_from_start_ns", "rss_bytes", *names]), comments="")
     print("[soak] " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()),
           flush=True)
     if json_path:
