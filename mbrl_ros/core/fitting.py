@@ -36,7 +36,7 @@ TRAINING_KEYS = frozenset(
 class FitResult:
     model: DynamicsModel
     config: dict  # the model section, with identified parameters filled in
-    val_error: MultiStepError | None
+    val_error: MultiStepError | None  # on the episodes it was scored on (fit_model's score_on, else val)
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -59,6 +59,7 @@ def fit_model(
     train: TransitionDataset,
     val: TransitionDataset | None = None,
     *,
+    score_on: TransitionDataset | None = None,
     training: Mapping[str, Any] | None = None,
     horizons: Sequence[int] = (1, 5, 10, 20),
     angle_dims: Sequence[int] = (),
@@ -67,7 +68,10 @@ def fit_model(
     source: str = "model",
     physics: Physics | None = None,
 ) -> FitResult:
-    """Build the model ``config`` describes and fit it to ``train``; score it on ``val``.
+    """Build the model ``config`` describes and fit it to ``train``; score it on ``score_on`` (default ``val``).
+
+    ``val``: the held-out episodes that stop training early and choose the elites. Scored on those
+    a model is flattered (they chose it); ``score_on`` gives episodes that had no say.
 
     ``physics``: the robot's (its plug-in), which builds and identifies the kinds built on its physics prior.
     """
@@ -88,8 +92,9 @@ def fit_model(
         details["training"] = _history_summary(history)
     model.eval()
     val_error = None
-    if val is not None and len(val):
-        val_error = multistep_error(model, val, horizons, angle_dims=angle_dims, scale=error_scale)
+    scored = val if score_on is None else score_on
+    if scored is not None and len(scored):
+        val_error = multistep_error(model, scored, horizons, angle_dims=angle_dims, scale=error_scale)
     return FitResult(model, config, val_error, time.perf_counter() - started, details)
 
 

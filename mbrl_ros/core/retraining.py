@@ -4,15 +4,19 @@ The trainer node calls these; they only need the core.
 
 - ``RetrainSchedule``: the first model once ``first_at`` transitions exist,
   then a new one every ``every`` new transitions.
-- ``validation_split``: whole episodes go to validation by a hash of their id,
-  so an episode stays on the same side as the dataset grows. A random
-  re-split each round would put episodes the deployed model was fitted on into
-  validation, flattering it against every candidate.
-- ``train_candidate``: fit with ``fit_model`` (the one fitting function), then
-  score the candidate and the currently deployed model with the same
-  open-loop multi-step error on the same validation episodes, and ``decide``.
-  A candidate with non-finite weights or predictions (``non_finite_problem``)
-  is rejected whatever its score.
+- ``split_episodes``: whole episodes go to each set by a hash of the
+  episode's identity (its first transition), not its position, so an episode
+  stays in its set as the dataset grows or is read again. A random re-split
+  each round would put episodes the deployed model was fitted on into the
+  held-out sets, flattering it against every candidate.
+- ``train_candidate``: three sets of episodes. The candidate is fitted with
+  ``fit_model`` (the one fitting function) on the training episodes; the
+  selection episodes pick its early-stopping epoch and elites; the gate
+  episodes, which neither the candidate nor the deployed model has seen,
+  score both with the same open-loop multi-step error, and that decides
+  (``decide``). Scored on its own selection episodes a candidate is flattered:
+  they chose it. A candidate with non-finite weights or predictions
+  (``non_finite_problem``) is rejected whatever its score.
 - ``PerBagTransitions``: the transitions of each closed bag, read once. A
   closed bag (one with metadata.yaml) never changes, so each training round
   only reads the bags that are new since the last look.
@@ -20,9 +24,9 @@ The trainer node calls these; they only need the core.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -51,26 +55,52 @@ class RetrainSchedule:
         return transitions - trained_at >= self.every
 
 
+def split_episodes(dataset: TransitionDataset, fractions: Sequence[float], seed: int = 0
+                   ) -> list[TransitionDataset]:
+    """``[rest, part 1, part 2, ...]`` by whole episodes, part k holding about ``fractions[k]`` of them.
+
+    Each episode's set is fixed by a hash of ``seed`` and its identity: the
+    bytes of its first transition (state, action, next state), the same
+    however the data is numbered, read or grown. Every set gets at least one
+    episode (with few episodes the fractions are only approximate; the
+    episodes whose draws came closest fill an empty set). Needs
+    ``len(fractions) + 1`` episodes.
+    """
+    if any(not 0.0 < f < 1.0 for f in fractions) or sum(fractions) >= 1.0:
+        raise ValueError(f"held-out fractions: expected values in (0, 1) summing to less than 1, got {list(fractions)}")
+    ids = [episode for episode, _, _ in dataset.episodes()]
+    if len(ids) < len(fractions) + 1:
+        raise ValueError(f"splitting into {len(fractions) + 1} sets of episodes needs at least {len(fractions) + 1} "
+                         f"episodes, the data has {len(ids)}")
+    first_rows = {e: first for e, first, _ in dataset.episodes()}
+    draw = {e: _episode_draw(dataset, first_rows[e], seed) for e in ids}
+    edges = [0.0]
+    for fraction in fractions:
+        edges.append(edges[-1] + fraction)
+    edges.append(1.0)  # set k (0: the rest) holds draws in [edges[k - 1], edges[k]) for k >= 1, the rest above
+    ranges = [(edges[-2], 1.0)] + list(zip(edges[:-2], edges[1:-1]))
+    sets = [[e for e in ids if lo <= draw[e] < hi] for lo, hi in ranges]
+    for k, (lo, hi) in enumerate(ranges):
+        if not sets[k]:  # take the closest draw from a set that can spare an episode
+            donors = [e for other in sets if len(other) > 1 for e in other]
+            closest = min(donors, key=lambda e: max(lo - draw[e], draw[e] - hi))
+            next(other for other in sets if closest in other).remove(closest)
+            sets[k].append(closest)
+    return [dataset.select_episodes(members) for members in sets]
+
+
+def _episode_draw(dataset: TransitionDataset, row: int, seed: int) -> float:
+    """A number in [0, 1) fixed by ``seed`` and the episode's first transition."""
+    first = (t[row].to(torch.float32).numpy().tobytes() for t in (dataset.states, dataset.actions, dataset.next_states))
+    digest = hashlib.blake2b(b"".join(first), digest_size=8, key=str(seed).encode()).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
 def validation_split(dataset: TransitionDataset, val_fraction: float, seed: int = 0
                      ) -> tuple[TransitionDataset, TransitionDataset]:
-    """(train, validation) by whole episodes, each episode's side fixed by a hash of (seed, id).
-
-    At least one episode on each side; with few episodes the fraction is only
-    approximate. Needs 2+ episodes.
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction: expected a value in (0, 1), got {val_fraction}")
-    ids = [episode for episode, _, _ in dataset.episodes()]
-    if len(ids) < 2:
-        raise ValueError(f"validation needs at least 2 episodes, the data has {len(ids)}")
-    draw = {e: zlib.crc32(f"{seed}:{e}".encode()) / 2**32 for e in ids}
-    val = [e for e in ids if draw[e] < val_fraction]
-    if not val:  # the episode whose draw came closest
-        val = [min(ids, key=draw.get)]
-    elif len(val) == len(ids):
-        val.remove(max(val, key=draw.get))
-    val_set = set(val)
-    return dataset.select_episodes([e for e in ids if e not in val_set]), dataset.select_episodes(val)
+    """(train, validation) by whole episodes: ``split_episodes`` into two sets."""
+    train, val = split_episodes(dataset, [val_fraction], seed)
+    return train, val
 
 
 def error_score(error: MultiStepError) -> float:
@@ -147,20 +177,23 @@ def decide(candidate: MultiStepError, current: MultiStepError | None, min_improv
 
 @dataclass
 class TrainingRound:
-    """One round's outcome: the fit, both models' validation errors, and the decision."""
+    """One round's outcome: the fit, both models' errors on the gate episodes (``fit.val_error``,
+    ``current_error``: ``val_*``), and the decision."""
 
     fit: FitResult
     current_error: MultiStepError | None
     decision: Decision
     train_transitions: int
-    val_transitions: int
-    val_episodes: list[int] = field(default_factory=list)
+    val_transitions: int  # the gate's
+    val_episodes: list[int] = field(default_factory=list)  # the gate's
+    selection_transitions: int = 0
 
     def metrics(self) -> dict[str, float]:
         """The candidate's metrics as a ModelUpdate carries them."""
         metrics = dict(self.fit.metrics())
         metrics["val_score"] = self.decision.candidate_score
         metrics["train_transitions"] = float(self.train_transitions)
+        metrics["selection_transitions"] = float(self.selection_transitions)
         metrics["val_transitions"] = float(self.val_transitions)
         return metrics
 
@@ -176,6 +209,7 @@ def train_candidate(
     current: DynamicsModel | None = None,
     *,
     val_fraction: float = 0.2,
+    gate_fraction: float = 0.2,
     training: Mapping[str, Any] | None = None,
     horizons: Sequence[int] = (1, 5, 10, 20),
     angle_dims: Sequence[int] = (),
@@ -186,29 +220,31 @@ def train_candidate(
     physics: Physics | None = None,
     progress: Callable[[int, dict], bool | None] | None = None,
 ) -> TrainingRound:
-    """Fit a candidate on the training episodes and judge it against ``current`` on the validation ones.
-    ``physics``: the robot's, for the model kinds built on its physics prior. ``progress``: called after
-    every training epoch (``fit_model``); True stops training there."""
-    train, val = validation_split(dataset, val_fraction, split_seed)
-    fit = fit_model(model_config, train, val, training=training, horizons=horizons, angle_dims=angle_dims,
-                    error_scale=error_scale, source=source, physics=physics, progress=progress)
+    """Fit a candidate on the training episodes, early-stopped and its elites chosen on the selection
+    episodes (``val_fraction`` of them), and judge it against ``current`` on the gate episodes
+    (``gate_fraction``), which neither model has seen. ``physics``: the robot's, for the model kinds
+    built on its physics prior. ``progress``: called after every training epoch (``fit_model``); True
+    stops training there."""
+    train, selection, gate = split_episodes(dataset, [val_fraction, gate_fraction], split_seed)
+    fit = fit_model(model_config, train, selection, score_on=gate, training=training, horizons=horizons,
+                    angle_dims=angle_dims, error_scale=error_scale, source=source, physics=physics, progress=progress)
     current_error = None
     note = ""
     if current is not None:
         if (current.state_dim, current.action_dim) == (dataset.state_dim, dataset.action_dim):
-            current_error = multistep_error(current, val, horizons, angle_dims=angle_dims, scale=error_scale)
+            current_error = multistep_error(current, gate, horizons, angle_dims=angle_dims, scale=error_scale)
         else:
             note = (f"; the current model's dims ({current.state_dim}, {current.action_dim}) do not fit the data's "
                     f"({dataset.state_dim}, {dataset.action_dim}), so it was not scored")
     decision = decide(fit.val_error, current_error, min_improvement)
-    problem = non_finite_problem(fit.model, val.states, val.actions)
+    problem = non_finite_problem(fit.model, gate.states, gate.actions)
     if problem:  # never deployed, whatever its score says
         decision = Decision(False, f"candidate not deployable: {problem}", decision.candidate_score,
                             decision.current_score)
     if note:
         decision = Decision(decision.accept, decision.reason + note, decision.candidate_score, decision.current_score)
-    val_ids = [episode for episode, _, _ in val.episodes()]
-    return TrainingRound(fit, current_error, decision, len(train), len(val), val_ids)
+    gate_ids = [episode for episode, _, _ in gate.episodes()]
+    return TrainingRound(fit, current_error, decision, len(train), len(gate), gate_ids, len(selection))
 
 
 class PerBagTransitions:

@@ -13,9 +13,11 @@ is dropped alone: the drops per topic and reason are logged per bag and shown
 in /diagnostics (``dropped_messages``, ``dropped_by_topic``). A round of training
 runs once there are ``random_transitions`` transitions, then after every
 ``retrain_every`` new ones, and whenever ``trainer/train`` (std_srvs/Trigger) is
-called. A round fits the ``model_kind`` model with ``fit_model``, scores it and
-the deployed model (the latest on ``dynamics/model``) by multi-step error on the
-same held-out episodes, and, only if the candidate is better (or nothing is
+called. A round fits the ``model_kind`` model with ``fit_model`` on the training
+episodes (early stopping and elites on the selection episodes, ``val_fraction``),
+scores it and the deployed model (the latest on ``dynamics/model``) by multi-step
+error on the same gate episodes (``gate_fraction``, seen by neither: see
+``core.retraining.train_candidate``), and, only if the candidate is better (or nothing is
 deployed), saves it as ``<checkpoint_dir>/model_v<N>.pt`` and publishes it on
 ``dynamics/candidate`` for the dynamics_server. A candidate with non-finite
 weights or predictions is rejected whatever its score.
@@ -77,7 +79,10 @@ PARAMS = [
           "budget)", (2, 100_000_000)),
     Param("retrain_every", 1000, "new transitions between training rounds", (1, 100_000_000)),
     Param("poll_period", 5.0, "seconds between looks at bag_dir", (0.05, 3600.0)),
-    Param("val_fraction", 0.2, "fraction of the episodes held out for validation", (0.01, 0.99)),
+    Param("val_fraction", 0.2, "fraction of the episodes that stop training early and choose the elites "
+          "(selection)", (0.01, 0.99)),
+    Param("gate_fraction", 0.2, "fraction of the episodes held out from fitting and selection: the candidate and "
+          "the deployed model are scored on them, and that decides", (0.01, 0.99)),
     Param("horizons", [1, 5, 10, 20], "horizons (steps) of the multi-step validation error"),
     Param("min_improvement", 0.0, "relative improvement of the validation score a candidate needs", (0.0, 0.99)),
     Param("split_seed", 0, "seed of the episode-stable validation split", (0, 2**31 - 1)),
@@ -240,7 +245,7 @@ class TrainerNode(Node):
         try:
             result = train_candidate(
                 dataset, self.model_config, deployed[1] if deployed else None,
-                val_fraction=self.p["val_fraction"], training=self.training, horizons=list(self.p["horizons"]),
+                val_fraction=self.p["val_fraction"], gate_fraction=self.p["gate_fraction"], training=self.training, horizons=list(self.p["horizons"]),
                 angle_dims=self.angle_dims, error_scale=self.error_scale,
                 min_improvement=self.p["min_improvement"], split_seed=self.p["split_seed"],
                 source=f"trainer '{self.p['model_kind']}'", physics=self.robot,

@@ -2,9 +2,10 @@
 
 The same steps as one round of the online trainer (``mbrl_ros/nodes/trainer.py``),
 with the same code: the robot's ``trainer`` parameters from ``config/``, the bags
-read by ``load_transitions`` with the config's ``transitions`` mapping, whole episodes held out by ``validation_split``
-(the trainer's hash-stable split), every model fitted by ``fit_model`` and scored
-by open-loop multi-step error on the same held-out episodes. The requested model is
+read by ``load_transitions`` with the config's ``transitions`` mapping, whole episodes split by ``split_episodes``
+(the trainer's hash-stable split) into training, selection (early stopping and elites, ``val_fraction``)
+and held-out gate episodes (``gate_fraction``), every model fitted by ``fit_model`` and scored
+by open-loop multi-step error on the same gate episodes, which none of them was fitted or selected on. The requested model is
 saved in the checkpoint format the dynamics_server loads (``mbrl_ros.io.checkpoint``).
 
 By default the other two model kinds are fitted too, so the report compares the
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.fitting import FitResult, check_training_options, fit_model
 from mbrl_ros.core.model_kinds import MODEL_KINDS
-from mbrl_ros.core.retraining import error_score, validation_split
+from mbrl_ros.core.retraining import error_score, split_episodes
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.bags import BagError, list_bags, load_transitions
 from mbrl_ros.io.config import ConfigError, merge, model_section_at, node_parameters, require
@@ -44,6 +45,7 @@ TRAINER_KEYS = {
     "max_stamp_error": (0.05, (0.0, 5.0)),
     "max_jump": (2.0, (0.0, 1e6)),
     "val_fraction": (0.2, (0.01, 0.99)),
+    "gate_fraction": (0.2, (0.01, 0.99)),
     "horizons": ([1, 5, 10, 20], (1, 100_000)),  # each entry
     "split_seed": (0, (0, 2**31 - 1)),
 }
@@ -95,8 +97,9 @@ class FitRun:
     params: dict  # the trainer section, with the trainer's defaults filled in
     dataset: TransitionDataset
     train: TransitionDataset
-    val: TransitionDataset
+    val: TransitionDataset  # the gate episodes every model is scored on
     read_report: dict  # counts from transitions_from_bags (why episodes ended, names)
+    selection: TransitionDataset | None = None  # the episodes that stop training early and choose elites
     models: dict[str, ModelFit] = field(default_factory=dict)
     out: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
@@ -192,13 +195,15 @@ def fit_bags(
     read_report: dict = {}
     dataset = read_transitions(bags, params, read_report, source, progress=True)
     try:
-        train, val = validation_split(dataset, float(params["val_fraction"]), int(params["split_seed"]))
+        train, selection, val = split_episodes(dataset, [float(params["val_fraction"]), float(params["gate_fraction"])],
+                                               int(params["split_seed"]))
     except ValueError as err:
         raise FitError(f"{', '.join(map(str, bags))}: {err} (episodes end at resets and gaps in the recording; "
                        "record more, or several runs)") from None
-    run = FitRun(bags, robot, task, requested, files, params, dataset, train, val, read_report)
+    run = FitRun(bags, robot, task, requested, files, params, dataset, train, val, read_report, selection)
     print(f"[fit] {len(dataset)} transitions in {len(dataset.episodes())} episodes: {len(train)} for training, "
-          f"{len(val)} in {len(val.episodes())} held-out episodes", flush=True)
+          f"{len(selection)} in {len(selection.episodes())} selection episodes (early stopping, elites), "
+          f"{len(val)} in {len(val.episodes())} held-out gate episodes", flush=True)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +233,7 @@ def _fit_one(run: FitRun, kind: str, config: dict, training: dict, required: boo
         bar.set_postfix(val_mse=f"{stats['val_mse']:.4g}")
 
     try:
-        fit = fit_model(config, run.train, run.val, training=training, horizons=run.horizons,
+        fit = fit_model(config, run.train, run.selection, score_on=run.val, training=training, horizons=run.horizons,
                         angle_dims=run.params.get("angle_dims", ()), error_scale=run.params.get("error_scale"),
                         progress=progress if learned else None, source=f"{run.config_files[0]} trainer.{kind}",
                         physics=get_robot(run.robot))
@@ -249,6 +254,7 @@ def _metrics(run: FitRun, result: ModelFit) -> dict[str, float]:
     metrics = dict(result.fit.metrics())
     metrics["val_score"] = result.score
     metrics["train_transitions"] = float(len(run.train))
+    metrics["selection_transitions"] = float(len(run.selection))
     metrics["val_transitions"] = float(len(run.val))
     return metrics
 

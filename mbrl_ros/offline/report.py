@@ -88,6 +88,7 @@ def summary(run) -> dict:
         "transitions": len(run.dataset),
         "episodes": len(run.dataset.episodes()),
         "train_transitions": len(run.train),
+        "selection_transitions": len(run.selection),
         "val_transitions": len(run.val),
         "val_episodes": [e for e, _, _ in run.val.episodes()],
         "read": {k: v for k, v in run.read_report.items() if k not in ("state_names", "action_names")},
@@ -168,7 +169,8 @@ def write_report(run, json_path: str | Path | None = None) -> str:
     text.write(f"Bags: {', '.join(document['bags'])}\n\n")
     text.write(f"Config: {', '.join(document['config_files'])}\n\n")
     text.write(f"{document['transitions']} transitions in {document['episodes']} episodes; "
-               f"{document['train_transitions']} for training, {document['val_transitions']} held out "
+               f"{document['train_transitions']} for training, {document['selection_transitions']} for early "
+               f"stopping and elites, {document['val_transitions']} held out to score every model "
                f"(episodes {document['val_episodes']}).\n\n")
     text.write(f"Held-out open-loop RMSE per horizon (steps of {run.params['dt']} s; {scale}); "
                "score = mean over horizons (lower is better; the trainer's criterion):\n\n")

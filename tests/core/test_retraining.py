@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mbrl_ros.core.data import MultiStepError, TransitionDataset
+from mbrl_ros.core.data import MultiStepError, TransitionDataset, multistep_error
 from mbrl_ros.core import retraining
 from mbrl_ros.core.retraining import (
     PerBagTransitions,
@@ -17,6 +17,7 @@ from mbrl_ros.core.retraining import (
     decide,
     error_score,
     non_finite_problem,
+    split_episodes,
     train_candidate,
     validation_split,
 )
@@ -32,10 +33,10 @@ START = {**TRUE_CAR, "params": {"wheelbase": 3.0, "rear_axle_to_cg": 1.0, "speed
 SCALE = [1.0, 1.0, 0.1, 0.5, 0.1]
 
 
-def driving(episodes: int = 10, steps: int = 40, seed: int = 0) -> TransitionDataset:
+def driving(episodes: int = 10, steps: int = 40, seed: int = 0, true: dict = TRUE_CAR) -> TransitionDataset:
     """The true car driven by held random commands, measured with a little noise."""
     g = torch.Generator().manual_seed(seed)
-    car = build_model(TRUE_CAR)
+    car = build_model(true)
     state = torch.zeros(episodes, 5)
     state[:, 2] = torch.rand(episodes, generator=g) * 6.28
     held = torch.zeros(episodes, 2)
@@ -68,28 +69,43 @@ def test_schedule_first_model_then_every_n_new_transitions():
         RetrainSchedule(first_at=0, every=1)
 
 
-def test_validation_split_is_by_episode_and_stable_as_data_grows():
-    data = driving(episodes=30, steps=3)
-    train, val = validation_split(data, 0.2)
-    train_ids = {e for e, _, _ in train.episodes()}
-    val_ids = {e for e, _, _ in val.episodes()}
-    assert train_ids.isdisjoint(val_ids) and train_ids | val_ids == set(range(30))
-    assert 2 <= len(val_ids) <= 12 and len(train) + len(val) == len(data)
-    more = driving(episodes=60, steps=3)
-    _, val_later = validation_split(more, 0.2)
-    later_ids = {e for e, _, _ in val_later.episodes()}
-    assert later_ids & set(range(30)) == val_ids  # old episodes stay where they were
-    _, other_seed = validation_split(data, 0.2, seed=1)
-    assert {e for e, _, _ in other_seed.episodes()} != val_ids
+def ids(data: TransitionDataset) -> set[int]:
+    return {e for e, _, _ in data.episodes()}
 
 
-def test_validation_split_keeps_one_episode_on_each_side():
-    two = driving(episodes=2, steps=3)
-    for fraction in (0.01, 0.99):
-        train, val = validation_split(two, fraction)
-        assert len(train.episodes()) == len(val.episodes()) == 1
-    with pytest.raises(ValueError, match="at least 2 episodes"):
-        validation_split(driving(episodes=1, steps=3), 0.2)
+def first_rows(data: TransitionDataset) -> set[bytes]:
+    """Each episode by its first state (what it is, whatever its id)."""
+    return {data.states[first].numpy().tobytes() for _, first, _ in data.episodes()}
+
+
+def test_split_is_by_episode_and_stable_as_data_grows_or_is_renumbered():
+    data = driving(episodes=40, steps=3)
+    train, selection, gate = split_episodes(data, [0.2, 0.2])
+    assert ids(train) | ids(selection) | ids(gate) == set(range(40))
+    assert not (ids(train) & ids(selection) or ids(train) & ids(gate) or ids(selection) & ids(gate))
+    assert all(3 <= len(ids(part)) <= 15 for part in (selection, gate))
+    assert len(train) + len(selection) + len(gate) == len(data)
+    # More data (the same episodes first, then new ones) and new numbering (bags read again): nothing moves.
+    grown = TransitionDataset(5, 2)
+    new = driving(episodes=20, steps=3, seed=1)
+    grown.append(new.states, new.actions, new.next_states, new.episode_ids + 1000)
+    grown.append(data.states, data.actions, data.next_states, data.episode_ids + 5)
+    for before, after in zip((train, selection, gate), split_episodes(grown, [0.2, 0.2])):
+        assert first_rows(before) <= first_rows(after)
+    other_seed = split_episodes(data, [0.2, 0.2], seed=1)[2]
+    assert ids(other_seed) != ids(gate)
+    # The two-way split is the same rule.
+    assert first_rows(validation_split(data, 0.2)[1]) == first_rows(split_episodes(data, [0.2])[1])
+
+
+def test_split_keeps_one_episode_in_each_set():
+    three = driving(episodes=3, steps=3)
+    for fractions in ([0.01, 0.01], [0.49, 0.49]):
+        assert [len(part.episodes()) for part in split_episodes(three, fractions)] == [1, 1, 1]
+    with pytest.raises(ValueError, match="at least 3 episodes"):
+        split_episodes(driving(episodes=2, steps=3), [0.2, 0.2])
+    with pytest.raises(ValueError, match="summing to less than 1"):
+        split_episodes(three, [0.5, 0.5])
 
 
 def test_error_score_averages_horizons_with_windows_and_counts_non_finite_as_inf():
@@ -110,7 +126,7 @@ def test_decide_accepts_only_a_better_candidate():
 
 
 def test_train_candidate_fits_and_beats_a_wrong_current_model():
-    data = driving()
+    data = driving(episodes=20)
     wrong = build_model(START)
     round_ = train_candidate(data, START, wrong, physics=CAR, val_fraction=0.3, horizons=(1, 5, 10), angle_dims=(2,),
                              error_scale=SCALE)
@@ -119,13 +135,45 @@ def test_train_candidate_fits_and_beats_a_wrong_current_model():
     assert round_.fit.config["params"]["wheelbase"] == pytest.approx(2.5, rel=0.1)
     metrics = round_.metrics()
     assert set(metrics) >= {"val_rmse_h1", "val_rmse_h5", "val_rmse_h10", "val_score"}
-    assert metrics["train_transitions"] + metrics["val_transitions"] == len(data)
+    assert metrics["train_transitions"] + metrics["selection_transitions"] + metrics["val_transitions"] == len(data)
     assert set(round_.current_metrics()) == {"val_rmse_h1", "val_rmse_h5", "val_rmse_h10"}
 
     # The fitted model is now current: a second fit on the same data is not better than itself.
     again = train_candidate(data, START, round_.fit.model, physics=CAR, val_fraction=0.3, horizons=(1, 5, 10), angle_dims=(2,),
                             error_scale=SCALE, min_improvement=0.05)
     assert not again.decision.accept and "not better" in again.decision.reason
+
+
+# Another car: the same model kind, other parameters (a different vehicle, or the same one loaded).
+OTHER_CAR = {**TRUE_CAR, "params": {**TRUE_CAR["params"], "speed_gain": 2.0, "steer_gain": 0.25}}
+SMALL_ENSEMBLE = {"type": "ensemble", "state_dim": 5, "action_dim": 2, "ensemble_size": 2, "hidden_sizes": [32, 32],
+                  "num_elites": 2, "angle_dims": [2], "ignored_input_dims": [0, 1]}
+
+
+def test_a_candidate_that_wins_only_on_its_own_selection_episodes_is_rejected():
+    """Training and selection episodes of the other car, gate episodes of the car the deployed model knows.
+
+    Each episode's set follows from what it is (``split_episodes``), so the data is assembled from two
+    pools by the sets their episodes fall in. The candidate, fitted and early-stopped on the other car,
+    beats the deployed model on its selection episodes; on the gate, which neither has seen, it loses.
+    """
+    fractions, seed = [0.3, 0.3], 0
+    other_train, other_selection, _ = split_episodes(driving(episodes=30, steps=30, seed=1, true=OTHER_CAR),
+                                                     fractions, seed)
+    _, _, true_gate = split_episodes(driving(episodes=30, steps=30, seed=2), fractions, seed)
+    data = TransitionDataset(5, 2)
+    for part, offset in ((other_train, 0), (other_selection, 100), (true_gate, 200)):
+        data.append(part.states, part.actions, part.next_states, part.episode_ids + offset)
+    deployed = build_model(TRUE_CAR)
+    round_ = train_candidate(data, SMALL_ENSEMBLE, deployed, val_fraction=fractions[0], gate_fraction=fractions[1],
+                             split_seed=seed, training={"epochs": 60, "seed": 0}, horizons=(1, 5),
+                             angle_dims=(2,), error_scale=SCALE)
+    assert round_.val_episodes == [e + 200 for e, _, _ in true_gate.episodes()]  # the gate is the true car's
+    on_selection = [error_score(multistep_error(model, other_selection, (1, 5), angle_dims=(2,), scale=SCALE))
+                    for model in (round_.fit.model, deployed)]
+    assert on_selection[0] < on_selection[1], on_selection  # scored where it was selected, it would be deployed
+    assert not round_.decision.accept, round_.decision.reason
+    assert round_.decision.candidate_score > round_.decision.current_score
 
 
 def test_train_candidate_does_not_score_a_current_model_of_other_dims():

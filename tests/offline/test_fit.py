@@ -13,7 +13,7 @@ from car_bags import write_car_bag, write_vector_bag
 
 from mbrl_ros.cli import main
 from mbrl_ros.core.data import multistep_error
-from mbrl_ros.core.retraining import validation_split
+from mbrl_ros.core.retraining import split_episodes
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.model_registry import ModelRegistry
 from mbrl_ros.io.config import node_parameters
@@ -45,7 +45,8 @@ def test_the_json_holds_each_models_held_out_error_as_recomputed_from_its_checkp
     assert document["requested_model"] == "ensemble"
     assert set(document["models"]) == {"parametric", "ensemble", "semiparametric"}
     params, _ = trainer_parameters("car", "parking", fast_config)
-    _, val = validation_split(read_transitions([car_bag], params, {}), params["val_fraction"], params["split_seed"])
+    _, _, val = split_episodes(read_transitions([car_bag], params, {}), [params["val_fraction"], params["gate_fraction"]],
+                               params["split_seed"])
     assert document["val_episodes"] == [e for e, _, _ in val.episodes()]
     for kind, path in (("ensemble", out / "model.pt"), ("parametric", out / "compared" / "parametric.pt")):
         model, _, _ = checkpoint.load(path)
@@ -109,7 +110,7 @@ def test_one_episode_cannot_be_split_for_validation(capsys, tmp_path, fast_confi
     bag = write_car_bag(tmp_path / "short", 20)  # 20 steps: one episode
     code, err = run_cli(capsys, str(bag), "--robot", "car", "--out", str(tmp_path / "out"),
                         "--config-dir", str(fast_config))
-    assert code == 2 and str(bag) in err and "at least 2 episodes" in err
+    assert code == 2 and str(bag) in err and "at least 3 episodes" in err
 
 
 def test_the_hand_without_its_config_says_what_is_missing(capsys, tmp_path, car_bag, fast_config):

@@ -401,7 +401,8 @@ def test_trainer_train_service_accepts_rejects_a_worse_candidate_and_rollback_re
     assert model["received"], stack.logs()
     assert model["model_kind"] == "ensemble"
     assert {"val_rmse_h1", "val_rmse_h5", "val_rmse_h10", "val_score"} <= set(model["metrics"])
-    assert model["metrics"]["train_transitions"] + model["metrics"]["val_transitions"] == episodes * steps
+    metrics = model["metrics"]
+    assert metrics["train_transitions"] + metrics["selection_transitions"] + metrics["val_transitions"] == episodes * steps
     _, _, saved_metrics = checkpoint.load(tmp_path / "checkpoints" / "model_v1.pt")
     assert saved_metrics == pytest.approx(model["metrics"])
     # What a controller starting now sees: the latched model, without anything re-published.
