@@ -202,8 +202,10 @@ class RecedingHorizonController:
             return
         new, current = self.pending_model, self.planner.model
         self.pending_model = None
-        if type(new) is type(current) and _same_shapes(new, current):
-            # Same architecture: copy the weights in place, so a compiled planner keeps its graph.
+        if type(new) is type(current) and _same_shapes(new, current) and new.settings() == current.settings():
+            # Same architecture and settings: copy the weights in place, so a compiled planner keeps its
+            # graph. Other settings (dt, substeps, propagation) are not in the weights: the planner
+            # takes the new model itself.
             current.load_state_dict(new.state_dict())
         else:
             self.planner.set_model(new)

@@ -80,6 +80,22 @@ def test_a_new_model_is_swapped_in_between_cycles_in_place():
     assert float(model.theta[0]) == pytest.approx(4.2)
 
 
+def test_a_new_model_with_other_settings_is_swapped_in_whole():
+    controller = make_controller()
+    attach_mppi(controller, KinematicBicycle(BicycleParams(wheelbase=3.0), dt=0.2))
+    controller.step(np.zeros(5))
+    faster = KinematicBicycle(BicycleParams(wheelbase=3.0), dt=0.1)  # same weights' shapes, another dt
+    controller.offer_model(faster)
+    moving = np.array([0.0, 0.0, 0.0, 1.0, 0.0])
+    out = controller.step(moving)
+    assert controller.planner.model is faster and controller.planner.model.dt == 0.1
+    # The plan's predicted states are the new dt's: 1 m/s moves about 0.1 m in the first step.
+    state, plan = torch.tensor(moving, dtype=torch.float32)[None], out.plan.nominal_actions[None]
+    expected = faster.rollout(state, plan)[0]
+    torch.testing.assert_close(out.plan.predicted_states, expected, rtol=1e-4, atol=1e-5)
+    assert float(out.plan.predicted_states[1, 0]) == pytest.approx(0.1, abs=0.03)
+
+
 def test_exploration_rejects_a_bad_smoothing():
     with pytest.raises(ValueError, match="smoothing"):
         ExplorationPolicy(np.zeros(2) - 1, np.ones(2), smoothing=1.0)

@@ -83,6 +83,22 @@ class DynamicsModel(nn.Module):
         """How many members ``deterministic(member)`` picks from (0: the model has no members)."""
         return 0
 
+    def settings(self) -> dict:
+        """The non-tensor settings that decide what this model computes (dt, substeps, propagation,
+        sizes, ...), of it and of every submodule (a semi-parametric model's prior and residual): what
+        copying its weights into another model would not carry."""
+        found = {}
+        for name, module in self.named_modules():
+            own = module.own_settings() if isinstance(module, DynamicsModel) else _plain_attributes(module)
+            found.update({f"{name}.{key}" if name else key: value for key, value in own.items()})
+        return found
+
+    def own_settings(self) -> dict:
+        """This module's part of ``settings``: its plain public attributes (numbers, strings, and lists,
+        tuples and dicts of them). A model keeping a setting elsewhere (a property over a private
+        field) adds it here."""
+        return _plain_attributes(self)
+
     @property
     def physics_robot(self) -> str:
         """The robot whose physics prior this model holds ('' for none): a checkpoint records it, so that
@@ -93,6 +109,21 @@ class DynamicsModel(nn.Module):
         """This model in the sampling planners' layout. A model with a faster time-major form returns
         it here; planners check it against ``forward`` before they use it."""
         return TimeMajorDynamics(self)
+
+
+def _plain_attributes(module: nn.Module) -> dict:
+    return {key: value for key, value in vars(module).items()
+            if not key.startswith("_") and key != "training" and _plain(value)}
+
+
+def _plain(value) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
 
 
 class TimeMajorDynamics:

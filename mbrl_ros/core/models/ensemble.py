@@ -194,6 +194,9 @@ class EnsembleDynamics(DynamicsModel):
             raise ValueError(f"propagation: unknown {mode!r}; expected one of {PROPAGATIONS}")
         self._propagation = mode
 
+    def own_settings(self) -> dict:
+        return {**super().own_settings(), "propagation": self._propagation}
+
     @property
     def num_elites(self) -> int:
         return len(self._elite_list)
