@@ -136,12 +136,15 @@ class RecedingHorizonController:
         allowed (a robot's). Errors name ``source`` and the parameter."""
         max_rate = None if list(params["max_rate"]) == [0.0] else list(params["max_rate"])
         planner = params["planner"]
+        # The planner plans within the controller's action bounds unless its own section narrows them.
+        planner_config = {"action_low": list(params["action_low"]), "action_high": list(params["action_high"]),
+                          **(params.get(planner) or {})}
         cost = build_cost(params["cost"], len(params["state_names"]), len(params["action_low"]),
                           source=f"{source}: parameter 'cost'", kinds=term_kinds)
         return cls(params["action_low"], params["action_high"], params["safe_action"], max_rate,
                    params["explore_without_model"], params["exploration_smoothing"], params["seed"],
                    params["exploration_steps"], cost=cost, planner=planner,
-                   planner_config=params.get(planner) or {}, needs_goal=params["needs_goal"], stop=stop,
+                   planner_config=planner_config, needs_goal=params["needs_goal"], stop=stop,
                    failure_tolerance=params.get("failure_tolerance", 0.5), source=source)
 
     # --- between cycles -----------------------------------------------------------
