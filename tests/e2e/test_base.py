@@ -68,7 +68,8 @@ def test_the_base_learns_and_reaches_goals_among_obstacles_far_better_than_rando
     wins = sum(e["success"] == "True" for e in controlled)
     seeds = [int(e["seed"]) for e in controlled]
     baseline = random_successes(config, seeds, steps=150)
-    assert wins >= CONTROLLED - 1 and wins >= baseline + 2, (wins, baseline, controlled)
+    assert wins >= CONTROLLED - 1 and wins >= baseline + 2, (wins, baseline, controlled,
+                                                             watcher.node_status("controller"))
     assert not any(e["crashed"] == "True" for e in controlled), controlled
     # The obstacles reached the controller's cost (published latched by sim_base), and nothing was rejected.
     status = watcher.node_status("controller")

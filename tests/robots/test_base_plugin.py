@@ -127,3 +127,21 @@ def test_the_path_task_starts_on_the_loop_and_succeeds_only_by_following_it():
     assert np.mean(world.errors) < world.config.path_tolerance and not still.success  # on the line, no progress
     assert not run(lambda s: [-speed, -speed / radius * 1.6]).success  # backwards along the loop
     assert not run(lambda s: [0.8, -2.0]).success  # spinning off the line
+
+
+def test_the_base_stop_ramps_the_twist_down_within_its_limits_and_holds_zero():
+    base = get_robot("base")
+    params = {"dt": 0.1, "state_names": list(base.state_names), "action_names": list(base.action_names),
+              "safe_action": [0.0, 0.0], "max_accel": 1.0, "max_yaw_accel": 4.0}
+    stop = base.stop(params, "controller")
+    assert stop.command(np.array([0.0, 0.0, 0.0, 0.8, -1.0]), None).tolist() == pytest.approx([0.7, -0.6])
+    # Stale state: it goes on from its own command, lands on zero and holds it.
+    twists = [stop.command(None, None).tolist() for _ in range(8)]
+    assert twists[0] == pytest.approx([0.6, -0.2]) and twists[1] == pytest.approx([0.5, 0.0])
+    assert twists[-1] == [0.0, 0.0] and [v for v, _ in twists[1:]] == pytest.approx([0.5, 0.4, 0.3, 0.2, 0.1, 0.0, 0.0])
+    stop.reset()
+    assert stop.command(None, np.array([0.05, 0.3])).tolist() == pytest.approx([0.0, 0.0])  # from the last command
+    with pytest.raises(ValueError, match="controller: parameter 'max_accel' must be"):
+        base.stop({**params, "max_accel": 0.0}, "controller")
+    with pytest.raises(ValueError, match="controller: the base's stop needs 'v' and 'w'"):
+        base.stop({**params, "state_names": ["x", "y", "yaw"]}, "controller")

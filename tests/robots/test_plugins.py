@@ -55,7 +55,8 @@ def stop_params(robot, **extra) -> dict:
 def test_every_robot_has_a_stop_and_the_default_holds_the_configured_command():
     for name in available_robots():
         robot = get_robot(name)
-        params = stop_params(robot, accel_per_unit=5.0, stop_deceleration=4.0)
+        # Every robot's own stop parameters (the car's, the base's), as its controller declares them.
+        params = stop_params(robot, accel_per_unit=5.0, stop_deceleration=4.0, max_accel=1.0, max_yaw_accel=4.0)
         stop = robot.stop(params, "controller")
         action = stop.command(None, None)
         assert np.asarray(action).shape == (len(robot.action_names),) and np.all(np.isfinite(action))

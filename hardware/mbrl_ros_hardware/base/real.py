@@ -8,9 +8,10 @@
   controller's obstacle cost, as sim_base publishes them.
 
 The same safety rules as the car's bridge (``mbrl_ros_hardware.vendor_bridge``):
-the twist stream kept up at ``rate_hz``, and when commands stop for
-``command_timeout`` seconds a zero twist, which the base's own acceleration
-limits turn into braking, until commands come back.
+the twist stream kept up at ``rate_hz``; the controller's stop (its twist
+ramped down within the base's acceleration limits) passed on; and when commands
+stop for ``command_timeout`` seconds a zero twist, which the base's own
+acceleration limits turn into braking, until commands come back.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class RealBaseNode(VendorBridgeNode):
 
     def stop(self) -> tuple[float, float]:
         return 0.0, 0.0
+
+    def stop_command(self, values: dict[str, float]) -> tuple[float, float]:
+        """The controller's stop is a twist already ramped within the base's limits: sent as it is."""
+        return self.command(values, None)
 
     def publish(self, twist: tuple[float, float]) -> None:
         msg = Twist()

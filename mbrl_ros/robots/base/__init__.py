@@ -5,7 +5,8 @@ State ``[x, y, yaw, v, w]`` (m, m, rad, m/s, rad/s) from odometry alone
 rad/s); physics prior: a unicycle whose motors lag the command (``unicycle``,
 identified by ``sysid``); cost terms: the core's ``goal_pose``, ``obstacles``
 and ``path_tracking`` (the obstacles arrive on the ``obstacles`` topic,
-``messages``); safe command: zero twist. Drivers: ``sim_base`` (ir-sim plus
+``messages``); stop: the twist ramped down to zero within the base's
+acceleration limits (``stop``). Drivers: ``sim_base`` (ir-sim plus
 motor lag and slip), ``real_base``, ``base_emulator`` (``mbrl_ros_hardware.base``);
 config: ``config/base.yaml`` and ``base_<task>.yaml``.
 
@@ -46,6 +47,21 @@ class Base(Robot):
 
         return identify_unicycle(states, actions, next_states, dt=model.dt, substeps=model.substeps,
                                  initial=model.params)
+
+    def stop(self, params: Mapping[str, Any], source: str):
+        """Ramp the twist down to zero within ``max_accel`` and ``max_yaw_accel``, then hold it (``stop.BaseStop``)."""
+        from mbrl_ros.robots.base.stop import BaseStop
+
+        state_names, action_names = list(params["state_names"]), list(params["action_names"])
+        if not {"v", "w"} <= set(state_names) or not set(self.action_names) <= set(action_names):
+            raise ValueError(f"{source}: the base's stop needs 'v' and 'w' in parameter 'state_names' {state_names} "
+                             f"and {list(self.action_names)} in 'action_names' {action_names}")
+        try:
+            return BaseStop((state_names.index("v"), state_names.index("w")),
+                            tuple(action_names.index(n) for n in self.action_names), len(action_names),
+                            params["max_accel"], params["max_yaw_accel"], params["dt"])
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
 
     def estimator(self, params: Mapping[str, Any], source: str):
         from mbrl_ros.robots.base.estimator import BaseStateEstimator

@@ -34,6 +34,13 @@ class BaseMessages(RobotMessages):
               (0.001, 1.0)),
     ]
 
+    controller_parameters = [
+        Param("max_accel", 1.0, "the base's acceleration limit (m/s^2): the stop slows down no faster",
+              (0.01, 100.0)),
+        Param("max_yaw_accel", 4.0, "the base's yaw acceleration limit (rad/s^2): the stop stops turning no faster",
+              (0.01, 1000.0)),
+    ]
+
     def sensor_inputs(self, estimator: BaseStateEstimator, action_names: list[str]) -> list[SensorInput]:
         def odom(msg: Odometry):
             pose, q, twist = msg.pose.pose.position, msg.pose.pose.orientation, msg.twist.twist
