@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mbrl_ros.core.data import TransitionDataset, multistep_error
-from mbrl_ros.core.models import DynamicsModel, EnsembleDynamics
+from mbrl_ros.core.models import DynamicsModel, EnsembleDynamics, build_model
 from mbrl_ros.core.training import train_ensemble
 
 
@@ -150,6 +150,45 @@ def test_mean_propagation_and_predict_spread():
     torch.testing.assert_close(prediction.spread, members.std(0, unbiased=False))
     means, variances = model.member_distributions(states, actions)
     assert means.shape == variances.shape == (5, 23, 5) and bool((variances > 0).all())
+
+
+def noisy_model(logvar: float, propagation: str) -> EnsembleDynamics:
+    """One state, two identical members: all the spread of their rollouts is sampled noise. The
+    log-variance bounds are pinned near ``logvar``: about that is what they predict everywhere."""
+    model = EnsembleDynamics(1, 1, ensemble_size=2, num_elites=2, hidden_sizes=(8,), propagation=propagation,
+                             min_logvar=logvar - 0.01, max_logvar=logvar + 0.01, seed=0)
+    with torch.no_grad():  # the members agree on the mean: what spreads is the sampled variance
+        for weights in (*model.layer_weights, *model.layer_biases):
+            weights[1] = weights[0]
+    return model
+
+
+def rollouts(model: EnsembleDynamics, seed: int, particles: int = 4000, steps: int = 5) -> torch.Tensor:
+    model.seed(seed)
+    with torch.no_grad():  # as the planners roll out
+        return model.rollout(torch.zeros(particles, 1), torch.zeros(particles, steps, 1))
+
+
+@pytest.mark.parametrize("propagation", ["ts1_sample", "tsinf_sample"])
+def test_sampled_propagation_spreads_with_the_predicted_variance_and_follows_the_seed(propagation):
+    spreads = []
+    for logvar in (-6.0, -2.0):
+        model = noisy_model(logvar, propagation)
+        states = rollouts(model, seed=3)
+        # One step: each particle drew from its member's Gaussian: the spread is the predicted std.
+        with torch.no_grad():
+            _, variance = model.member_distributions(torch.zeros(1, 1), torch.zeros(1, 1))
+        assert float(states[:, 1].std()) == pytest.approx(float(variance[0, 0, 0].sqrt()), rel=0.1)
+        spreads.append(float(states[:, -1].std()))
+        torch.testing.assert_close(rollouts(model, seed=3), states, rtol=0, atol=0)  # a seed, one set
+        assert not torch.equal(rollouts(model, seed=4), states)
+        # Without sampling the same members agree: no spread at all.
+        model.propagation = propagation.removesuffix("_sample")
+        assert float(rollouts(model, seed=3)[:, -1].std()) < 1e-6
+    assert spreads[1] > 5 * spreads[0]  # e^2 ~ 7.4 times the std
+    # Chosen in config, as the trainer's model section gives it.
+    config = {"type": "ensemble", "state_dim": 1, "action_dim": 1, "propagation": propagation}
+    assert build_model(config).propagation == propagation
 
 
 def test_layouts_agree_and_small_batches_work():

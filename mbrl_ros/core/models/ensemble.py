@@ -25,6 +25,12 @@ held-out data):
 - ``"tsinf"``: particle ``i`` always uses ``elites[i % n_elites]``, so a
   trajectory keeps one member and its spread reflects model disagreement.
 - ``"mean"``: the average of all elites' means.
+- ``"ts1_sample"``, ``"tsinf_sample"``: PETS' trajectory sampling. Members are
+  bound to particles as in ``"ts1"``/``"tsinf"``, and each particle's next
+  state is drawn from its member's predicted Gaussian (mean and variance), so
+  rollouts spread with the aleatoric noise the model learned, not only with
+  the members' disagreement. The draws come from the model's seeded generator
+  (``seed``): one seed, one set of rollouts. Runs the differentiable path.
 
 The weights are stacked tensors ``[E, in, out]``: training runs all members in
 one batched matmul, a checkpoint's weights transfer as a handful of tensors,
@@ -77,7 +83,8 @@ _INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
     "tanh": torch.tanh_,
 }
-PROPAGATIONS = ("ts1", "tsinf", "mean")
+PROPAGATIONS = ("ts1", "tsinf", "mean", "ts1_sample", "tsinf_sample")
+SAMPLED = "_sample"  # the suffix of the propagations that sample each member's predicted variance
 LAYOUTS = ("bmm", "loop")
 
 
@@ -193,6 +200,8 @@ class EnsembleDynamics(DynamicsModel):
         if mode not in PROPAGATIONS:
             raise ValueError(f"propagation: unknown {mode!r}; expected one of {PROPAGATIONS}")
         self._propagation = mode
+        self._members = mode.removesuffix(SAMPLED)  # how particles are bound to members: ts1 | tsinf | mean
+        self._sampled = mode.endswith(SAMPLED)
 
     def own_settings(self) -> dict:
         return {**super().own_settings(), "propagation": self._propagation}
@@ -316,18 +325,27 @@ class EnsembleDynamics(DynamicsModel):
         mean, raw_logvar = x.split(self.state_dim, dim=-1)
         return mean, self._bounded_logvar(raw_logvar)
 
-    def _grouped_means(self, inputs: torch.Tensor, plan: "_GroupPlan") -> torch.Tensor:
-        """Differentiable TS1/TS-inf: chunk g of ``plan.order`` through elite g only (normalised units)."""
+    def _grouped_outputs(self, inputs: torch.Tensor, plan: "_GroupPlan", width: int) -> torch.Tensor:
+        """Differentiable TS1/TS-inf: chunk g of ``plan.order`` through elite g only; the first ``width``
+        outputs (the delta mean, or mean and raw log-variance), normalised units."""
         last = len(self.layer_weights) - 1
-        means = []
+        outputs = []
         for member, x in zip(self._elite_list, inputs.index_select(0, plan.order).split(plan.sizes)):
             for layer, (w, b) in enumerate(zip(self.layer_weights, self.layer_biases)):
                 x = torch.addmm(b[member], x, w[member])
                 if layer < last:
                     x = self._act(x)
-            means.append(x[:, : self.state_dim])
-        means = torch.cat(means)
-        return torch.empty_like(means).index_copy_(0, plan.order, means)
+            outputs.append(x[:, :width])
+        outputs = torch.cat(outputs)
+        return torch.empty_like(outputs).index_copy_(0, plan.order, outputs)
+
+    def _sampled_next(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Each particle's next state drawn from its member's Gaussian (PETS' TS1 / TS-inf)."""
+        inputs = self.normalised_inputs(states, actions)
+        plan = self._group_plan(states.shape[0], states.device)
+        mean, raw_logvar = self._grouped_outputs(inputs, plan, 2 * self.state_dim).split(self.state_dim, dim=-1)
+        noise = torch.randn(mean.shape, generator=self.generator, dtype=mean.dtype).to(mean.device)
+        return self._denormalised_next(states, mean + torch.exp(0.5 * self._bounded_logvar(raw_logvar)) * noise)
 
     def _denormalised_next(self, states: torch.Tensor, delta_mean: torch.Tensor) -> torch.Tensor:
         return states + torch.addcmul(self.output_mean, delta_mean, self.output_std)
@@ -335,7 +353,7 @@ class EnsembleDynamics(DynamicsModel):
     def _group_plan(self, batch: int, device: torch.device) -> "_GroupPlan":
         """Which rows go to which elite this step (random for TS1, fixed and cached for TS-inf)."""
         n = self.num_elites
-        if self._propagation == "ts1":
+        if self._members == "ts1":
             layout = _GroupLayout.get(self._layouts, batch, n, device)
             order = torch.randperm(batch, generator=self.generator).to(device, non_blocking=True)
             return layout.plan(order)
@@ -371,13 +389,15 @@ class EnsembleDynamics(DynamicsModel):
         folded fast path; with autograd, a plain differentiable one. They agree to
         float rounding.
         """
+        if self._sampled:
+            return self._sampled_next(states, actions)
         if not torch.is_grad_enabled():
             return self._forward_fast(states, actions)
         inputs = self.normalised_inputs(states, actions)
         if self._propagation == "mean":
             delta = self.member_outputs(inputs, self._elite_list)[0].mean(0)
         else:
-            delta = self._grouped_means(inputs, self._group_plan(states.shape[0], states.device))
+            delta = self._grouped_outputs(inputs, self._group_plan(states.shape[0], states.device), self.state_dim)
         return self._denormalised_next(states, delta)
 
     def _forward_fast(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
