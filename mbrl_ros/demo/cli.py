@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="evaluated episodes, counted from the first one that starts with a model (default: 20)")
     parser.add_argument("--model", choices=["parametric", "ensemble", "semiparametric"], default=None,
                         help="model kind the trainer fits (default: the config's trainer.model_kind)")
-    parser.add_argument("--controller", choices=["mppi", "cem", "ilqr"], default="mppi", help="default: mppi")
+    parser.add_argument("--controller", choices=["mppi", "cem", "ilqr", "rs"], default="mppi", help="default: mppi")
     parser.add_argument("--random-transitions", type=int, default=None,
                         help="random exploration before the first model (default: from config)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode and of exploration")

@@ -62,7 +62,7 @@ PARAMS = [
     Param("dt", 0.2, "control period (s), the robot config's '/**' dt: in trigger 'timer' mode the loop runs at 1/dt "
           "(rate_hz), and a cycle's deadline is dt", (0.001, 10.0)),
     Param("trigger", "timer", "'timer': plan at 1/dt on the wall clock; 'state': plan once per new state (lockstep simulation)"),
-    Param("planner", "mppi", "planner: mppi | cem | ilqr (its settings are the section of that name)"),
+    Param("planner", "mppi", "planner: mppi | cem | ilqr | rs (random shooting) (its settings are the section of that name)"),
     Param("state_names", ["x", "y", "yaw", "v", "steer"], "names of the state vector's entries, in model order"),
     Param("action_names", ["u_accel", "u_steer"], "names of the command vector's entries"),
     Param("action_low", [-1.0, -1.0], "lower action bounds, enforced at the output"),

@@ -14,10 +14,11 @@ from mbrl_ros.core.planners.base import Planner, PlannerConfig, PlanResult
 from mbrl_ros.core.planners.cem import CemPlanner
 from mbrl_ros.core.planners.ilqr import IlqrPlanner
 from mbrl_ros.core.planners.mppi import MppiPlanner
+from mbrl_ros.core.planners.random_shooting import RandomShootingPlanner
 
 __all__ = ["PLANNERS", "Planner", "PlannerConfig", "PlanResult", "build_planner"]
 
-PLANNERS: dict[str, type[Planner]] = {cls.name: cls for cls in (MppiPlanner, CemPlanner, IlqrPlanner)}
+PLANNERS: dict[str, type[Planner]] = {cls.name: cls for cls in (MppiPlanner, CemPlanner, IlqrPlanner, RandomShootingPlanner)}
 
 
 def build_planner(
@@ -27,7 +28,7 @@ def build_planner(
     config: dict[str, Any] | None = None,
     source: str = "planner",
 ) -> Planner:
-    """Build a planner by name ('mppi', 'cem', 'ilqr') from a YAML mapping of its settings."""
+    """Build a planner by name ('mppi', 'cem', 'ilqr', 'rs') from a YAML mapping of its settings."""
     if name not in PLANNERS:
         raise ValueError(f"{source}: unknown planner {name!r}; valid planners: {sorted(PLANNERS)}")
     cls = PLANNERS[name]
