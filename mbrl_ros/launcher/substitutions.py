@@ -31,6 +31,7 @@ SUPPORTED: dict[str, tuple[int, int]] = {
     "eval": (1, 2),            # python expression [comma-separated modules]
     "equals": (2, 2),
     "not-equals": (2, 2),
+    "and": (2, 2),             # both booleans true
     "dirname": (0, 0),         # directory of the launch file being read
 }
 
@@ -38,7 +39,7 @@ SUPPORTED: dict[str, tuple[int, int]] = {
 UPSTREAM_ONLY = frozenset({
     "anon", "command", "exec-in-pkg", "file-content", "filename", "find-exec",
     "find-pkg-prefix", "for-var", "if", "index", "is-empty", "launch-log-dir", "not",
-    "and", "or", "any", "all", "path-join", "string-join", "strip", "not-empty", "optenv",
+    "or", "any", "all", "path-join", "string-join", "strip", "not-empty", "optenv",
 })
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -282,6 +283,8 @@ def _perform_one(sub: Substitution, context: SubstitutionContext) -> str:
     if sub.name in ("equals", "not-equals"):
         same = values_equal(args[0], args[1])
         return str(same if sub.name == "equals" else not same).lower()
+    if sub.name == "and":
+        return str(_boolean(args[0], "and") and _boolean(args[1], "and")).lower()
     raise SubstitutionFailure(f"$({sub.name}) is not implemented")  # parse rejects these
 
 
@@ -311,6 +314,16 @@ def values_equal(left: str, right: str) -> bool:
         return math.isclose(float(left), float(right))
     except ValueError:
         return left == right
+
+
+# Upstream's typed booleans (launch.utilities.type_utils): 0/1 and YAML's boolean words.
+_BOOLEANS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
+
+
+def _boolean(value: str, name: str) -> bool:
+    if value.lower() not in _BOOLEANS:
+        raise SubstitutionFailure(f"$({name}) takes booleans (true, false, 1, 0), got '{value}'")
+    return _BOOLEANS[value.lower()]
 
 
 def _error(message: str, origin: Origin | None) -> LaunchFileError:

@@ -77,6 +77,14 @@ def test_equals_semantics_follow_upstream(left, right, equal):
     assert evaluate("$(not-equals $(var l) $(var r))", configurations=conf) == str(not equal).lower()
 
 
+def test_and_takes_two_booleans_as_upstream():
+    assert evaluate("$(and $(equals car car) 1)") == "true"
+    assert evaluate("$(and true $(equals car hand))") == "false"
+    assert evaluate("$(and False true)") == "false"
+    with pytest.raises(LaunchFileError, match="takes booleans .* got 'car'"):
+        evaluate("$(and car true)")
+
+
 def test_dirname_and_find_pkg_share(ament_prefix):
     assert evaluate("$(dirname)/other.yaml") == "/launch/dir/other.yaml"
     share = evaluate("$(find-pkg-share test_pkg)", environment={"AMENT_PREFIX_PATH": str(ament_prefix)})

@@ -39,3 +39,21 @@ def test_every_node_but_the_hardware_driver_respawns_in_every_robot_launch_file(
                 assert "respawn" not in node, where
             else:
                 assert node.get("respawn") == "true" and isinstance(node.get("respawn_delay"), float), where
+
+
+def test_roles_split_every_robots_stack_between_the_robot_and_the_workstation():
+    """Issue 13 §1: role:=robot starts the hardware driver, estimator and controller; role:=workstation the
+    dynamics_server, data_logger and trainer; role:=all (the default) both, each node once."""
+    from mbrl_ros.launcher import load_launch_file
+    from mbrl_ros.ros_env import workspace_env
+
+    for robot in available_robots():
+        for hardware in ("sim", "real"):
+            started = {}
+            for role in ("all", "robot", "workstation"):
+                args = {"robot": robot, "hardware": hardware, "role": role}
+                with load_launch_file(LAUNCH / "bringup.launch.yaml", args, environment=workspace_env()) as launch:
+                    started[role] = [n.name for n in launch.nodes]
+            assert started["robot"] == ["launch_check", f"{hardware}_{robot}", "estimator", "controller"], started
+            assert started["workstation"] == ["launch_check", "dynamics_server", "data_logger", "trainer"], started
+            assert sorted(started["all"]) == sorted(set(started["robot"] + started["workstation"])), started
