@@ -83,7 +83,9 @@ inputs_hash() {
         sha256sum "$ROOT/mbrl_ros/executables.py" "$ROOT/scripts/build_ros_ws.sh"
         (cd "$ROOT" && find hardware/mbrl_ros_hardware -name '*.py' | LC_ALL=C sort)  # drivers found by name
         echo "$VENV $("$PY" -c 'import sys; print(sys.version)')"
-        ls "$VENV"/lib/python3*/site-packages | grep -E '^ros_.*\.dist-info$' || true
+        for dist in "$VENV"/lib/python3*/site-packages/ros_*.dist-info; do
+            if [ -e "$dist" ]; then echo "${dist##*/}"; fi
+        done
     } | sha256sum | cut -d' ' -f1
 }
 build_stamp=$WS/build/.mbrl_ros-inputs

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Source me (bash or zsh): `source scripts/ros_env.sh`.
 #
 # Makes this shell use the colcon workspace built by scripts/build_ros_ws.sh
