@@ -14,6 +14,7 @@ Its node (in NAMESPACE) publishes candidates, records every ``dynamics/model`` a
 - ``{"op": "models"}``: every ``dynamics/model`` received so far
 - ``{"op": "predict", "request": {...PredictBatch fields...}}``
 - ``{"op": "trigger", "service": NAME}``: call a std_srvs/Trigger service
+- ``{"op": "episodes"}``: the reports of the simulated episodes finished so far (``sim/episodes``), in order
 - ``{"op": "latest", "node": NAME_PART}``: the values of the newest /diagnostics status of that node
   (``{}`` if none yet)
 - ``{"op": "wait_diagnostics", "node": NAME_PART, "key": K, "value": V, "timeout": S}``:
@@ -35,6 +36,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 
 from mbrl_interfaces.msg import ModelUpdate
@@ -48,10 +50,14 @@ class Peer(Node):
         self.lock = threading.Lock()
         self.models: list[dict] = []
         self.statuses: list[tuple[str, dict]] = []
+        self.episodes: dict[int, dict] = {}
         self.publishers_by_topic = {topic: self.create_publisher(ModelUpdate, topic, LATCHED)
                                     for topic in ("dynamics/candidate", "dynamics/model")}
         self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED)
         self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 50)
+        self.create_subscription(DiagnosticArray, "sim/episodes", self.on_episodes,
+                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                            durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.clients_by_name: dict[str, object] = {}
 
     def on_model(self, msg: ModelUpdate) -> None:
@@ -67,6 +73,12 @@ class Peer(Node):
         with self.lock:
             for status in msg.status:
                 self.statuses.append((status.name, {kv.key: kv.value for kv in status.values}))
+
+    def on_episodes(self, msg: DiagnosticArray) -> None:
+        with self.lock:  # one status per finished episode, by number (a late joiner gets the latched last one)
+            for status in msg.status:
+                report = {kv.key: kv.value for kv in status.values}
+                self.episodes[int(report["episode"])] = report
 
     def client(self, kind, name: str):
         if name not in self.clients_by_name:
@@ -129,6 +141,9 @@ def handle(peer: Peer, command: dict) -> dict:
         response = call(peer, Trigger, command["service"], Trigger.Request())
         return {"answered": False} if response is None else \
             {"answered": True, "success": response.success, "message": response.message}
+    if op == "episodes":
+        with peer.lock:
+            return {"episodes": [peer.episodes[k] for k in sorted(peer.episodes)]}
     if op == "latest":
         with peer.lock:
             return next((values for name, values in reversed(peer.statuses) if command["node"] in name), {})

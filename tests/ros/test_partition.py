@@ -15,15 +15,8 @@ the reason; CI on the project's machines runs as root.
 
 from __future__ import annotations
 
-import os
 import pickle
-import shutil
-import subprocess
-import sys
 import time
-import zlib
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -32,58 +25,18 @@ from mbrl_ros.io import checkpoint
 from mbrl_ros.io.config import launch_parameters, model_section_at
 from mbrl_ros.io.model_update import pack
 from mbrl_ros.robots import get_robot
-from mbrl_ros.ros_env import REPO_ROOT, workspace_env
+from mbrl_ros.ros_env import REPO_ROOT
 from mbrl_ros.stack_run import prepare_config
-from peer_client import Peer
+from netns import exec_in, host_tag, peers, set_link, subnet_env, two_hosts
 
-PEER = Path(__file__).with_name("dynamics_peers.py")
 ROBOT_SIDE = ("sim_car", "estimator", "controller", "data_logger")
 WORKSTATION_SIDE = ("dynamics_server", "trainer")
 OVERRIDES = {node: {"diagnostics_period": 0.2} for node in ("estimator", "controller", "dynamics_server")}
 
 
-def ip(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
-
-
-@contextmanager
-def two_hosts(tag: int):
-    """Network namespaces robot and workstation, joined by a veth pair (10.213.<tag>.1 and .2, /24)."""
-    if shutil.which("ip") is None:
-        pytest.skip("network partition test: the 'ip' command (iproute2) is not installed")
-    robot, workstation = f"mbrl-robot-{tag}", f"mbrl-ws-{tag}"
-    made = ip("netns", "add", robot)
-    if made.returncode != 0:
-        pytest.skip(f"network partition test: cannot create a network namespace ('ip netns add {robot}': "
-                    f"{made.stderr.strip()}); it needs root or CAP_NET_ADMIN")
-    try:
-        link = f"mbrl-r{tag}"
-        steps = [("netns", "add", workstation),
-                 ("link", "add", link, "type", "veth", "peer", "name", f"mbrl-w{tag}"),
-                 ("link", "set", link, "netns", robot), ("link", "set", f"mbrl-w{tag}", "netns", workstation),
-                 ("-n", robot, "addr", "add", f"10.213.{tag}.1/24", "dev", link),
-                 ("-n", workstation, "addr", "add", f"10.213.{tag}.2/24", "dev", f"mbrl-w{tag}"),
-                 ("-n", robot, "link", "set", "lo", "up"), ("-n", workstation, "link", "set", "lo", "up"),
-                 ("-n", robot, "link", "set", link, "up"), ("-n", workstation, "link", "set", f"mbrl-w{tag}", "up")]
-        for step in steps:
-            done = ip(*step)
-            assert done.returncode == 0, f"ip {' '.join(step)}: {done.stderr}"
-        yield robot, workstation, link
-    finally:
-        ip("netns", "del", robot)  # takes the veth pair with it
-        ip("netns", "del", workstation)
-
-
-def set_link(namespace: str, link: str, state: str) -> None:
-    done = ip("-n", namespace, "link", "set", link, state)
-    assert done.returncode == 0, done.stderr
-
-
 def test_control_continues_through_a_partition_and_model_updates_resume_after_it(tmp_path):
-    tag = zlib.crc32(f"{os.getpid()}:partition".encode()) % 250
-    env = workspace_env(domain_id=1 + tag % 200)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SUBNET"  # across the veth link, not only this host's loopback
-    env["ROS_LOG_DIR"] = str(tmp_path / "ros_log")
+    tag = host_tag("partition")
+    env = subnet_env(tag, tmp_path / "ros_log")
     config = prepare_config(REPO_ROOT / "config", tmp_path / "config", "car", "parking", OVERRIDES)
     trainer = launch_parameters(config, "car", "parking", "trainer")
     section = model_section_at(trainer["parametric"], trainer["dt"], "trainer.parametric")
@@ -100,57 +53,45 @@ def test_control_continues_through_a_partition_and_model_updates_resume_after_it
         assert sorted(n.label for n in description.nodes) == sorted(("launch_check",) + ROBOT_SIDE + WORKSTATION_SIDE)
         for node in description.nodes:  # launch_check (no network) stays where the launch is
             if node.label in ROBOT_SIDE + WORKSTATION_SIDE:
-                node.command = ["ip", "netns", "exec", robot if node.label in ROBOT_SIDE else workstation,
-                                *node.command]
+                node.command = exec_in(robot if node.label in ROBOT_SIDE else workstation, node.command)
         log = open(tmp_path / "stack.log", "w", buffering=1)
         runner = launcher.make_runner(description, output=lambda label, _, text: log.write(f"[{label}] {text}\n"),
                                       log_directory=tmp_path / "launch_log").start()
-        peers = []
         try:
-            def peer(namespace: str) -> Peer:
-                proc = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, str(PEER), "/car"],
-                                        env=env, cwd=REPO_ROOT, text=True, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                peers.append(proc)
-                return Peer(proc)
+            with peers(env, "/car") as peer:
+                on_robot, on_workstation = peer(robot), peer(workstation)
+                controller = lambda: on_robot.do("latest", node="controller")  # noqa: E731
 
-            on_robot, on_workstation = peer(robot), peer(workstation)
-            controller = lambda: on_robot.do("latest", node="controller")  # noqa: E731
+                def planning(at_least: int, timeout: float) -> dict:
+                    deadline = time.monotonic() + timeout
+                    while time.monotonic() < deadline:
+                        if int((values := controller()).get("cycles_plan", "0")) >= at_least:
+                            return values
+                        time.sleep(0.2)
+                    pytest.fail(f"controller: fewer than {at_least} planned cycles within {timeout} s: {controller()}\n"
+                                + (tmp_path / "stack.log").read_text()[-3000:])
 
-            def planning(at_least: int, timeout: float) -> dict:
-                deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline:
-                    if int((values := controller()).get("cycles_plan", "0")) >= at_least:
-                        return values
-                    time.sleep(0.2)
-                pytest.fail(f"controller: fewer than {at_least} planned cycles within {timeout} s: {controller()}\n"
-                            + (tmp_path / "stack.log").read_text()[-3000:])
+                # The checkpoint's model crossed from the workstation: the controller plans with it.
+                before = planning(5, 180)
+                assert before["model_version"] == "1", before
 
-            # The checkpoint's model crossed from the workstation: the controller plans with it.
-            before = planning(5, 180)
-            assert before["model_version"] == "1", before
+                set_link(robot, link, "down")
+                cut = time.monotonic()
+                served = on_workstation.do("publish_candidate", fields=str(update_file))["published"]
+                deployed = on_workstation.do("wait_model", checksum=served, version=2, timeout=30)
+                assert deployed["received"], deployed
+                during = planning(int(before["cycles_plan"]) + 15, 30)  # three seconds at 5 Hz, link down
+                assert during["model_version"] == "1" and "stale" not in during["last_reason"], during
+                partitioned = time.monotonic() - cut
 
-            set_link(robot, link, "down")
-            cut = time.monotonic()
-            served = on_workstation.do("publish_candidate", fields=str(update_file))["published"]
-            deployed = on_workstation.do("wait_model", checksum=served, version=2, timeout=30)
-            assert deployed["received"], deployed
-            during = planning(int(before["cycles_plan"]) + 15, 30)  # three seconds at 5 Hz, link down
-            assert during["model_version"] == "1" and "stale" not in during["last_reason"], during
-            partitioned = time.monotonic() - cut
-
-            set_link(robot, link, "up")
-            healed = time.monotonic()
-            after = on_robot.do("wait_diagnostics", node="controller", key="model_version", value="2", timeout=60)
-            assert after["found"], (after, (tmp_path / "stack.log").read_text()[-3000:])
-            print(f"partition: {partitioned:.1f} s with the link down, the controller planned "
-                  f"{int(during['cycles_plan']) - int(before['cycles_plan'])} cycles on model v1; model v2 "
-                  f"reached it {time.monotonic() - healed:.2f} s after the link came back")
-            assert not {name: codes for name, codes in runner.exit_codes.items() if any(codes)}, runner.exit_codes
+                set_link(robot, link, "up")
+                healed = time.monotonic()
+                after = on_robot.do("wait_diagnostics", node="controller", key="model_version", value="2", timeout=60)
+                assert after["found"], (after, (tmp_path / "stack.log").read_text()[-3000:])
+                print(f"partition: {partitioned:.1f} s with the link down, the controller planned "
+                      f"{int(during['cycles_plan']) - int(before['cycles_plan'])} cycles on model v1; model v2 "
+                      f"reached it {time.monotonic() - healed:.2f} s after the link came back")
+                assert not {name: codes for name, codes in runner.exit_codes.items() if any(codes)}, runner.exit_codes
         finally:
-            for proc in peers:
-                proc.stdin.close()
             runner.stop(timeout=30)
-            for proc in peers:
-                proc.wait(timeout=10)
             log.close()
