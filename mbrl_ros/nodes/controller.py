@@ -22,6 +22,13 @@ clears it. Cycles that fail (no usable state, no valid plan) for longer than
 that raises, is non-finite or leaves the bounds, or a missing goal or path, gives
 the previous plan shifted while it lasts, else the stop; causes are counted.
 
+Parameters are declared once (no undeclared names, no blanket declaration of the
+params file): a change at run time (``ros2 param set``) is checked as configure
+checks it and refused with the reason when it cannot be taken (an unknown planner,
+rate_hz, which follows from dt, a cost the core refuses, a name never declared);
+``RUNTIME`` says how an accepted one applies: between cycles, or at the next
+configure, which reads the values in effect (so they outlive cleanup).
+
 The goal and context topics are the robot plug-in's (``robot`` parameter;
 the car: ``goal_pose``, ``reference_path``; the hand: ``goal_fingertips``):
 this node converts their messages with the plug-in and hands the values to the
@@ -38,7 +45,9 @@ from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.parameter import Parameter
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from std_msgs.msg import Bool, Header
 from std_srvs.srv import Trigger
@@ -52,7 +61,7 @@ from mbrl_ros.robots.robot import ContextInput
 from mbrl_ros.ros.commands import STOP_FRAME_ID
 from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
 from mbrl_ros.ros.run import run_node
-from mbrl_ros.ros.params import Param, declare_all, section
+from mbrl_ros.ros.params import Param, declare_all, declare_sections, unflatten
 from mbrl_ros.ros.qos import COMMAND, LATCHED, LATEST_STATE
 from mbrl_ros.ros.stamps import stamp_to_ns
 
@@ -61,8 +70,12 @@ STOP_ACK_TIMEOUT = 1.0  # s a stopping controller waits for its last command (th
 PARAMS = [
     Param("dt", 0.2, "control period (s), the robot config's '/**' dt: in trigger 'timer' mode the loop runs at 1/dt "
           "(rate_hz), and a cycle's deadline is dt", (0.001, 10.0)),
+    Param("rate_hz", 0.0, "follows from dt (1/dt; 0: unset); a config that still sets it must agree", (0.0, 1000.0)),
+    Param("exploration_steps", 0, "follows from random_transitions (0: unset); a config that sets it must agree",
+          (0, 100_000_000)),
     Param("trigger", "timer", "'timer': plan at 1/dt on the wall clock; 'state': plan once per new state (lockstep simulation)"),
-    Param("planner", "mppi", "planner: mppi | cem | ilqr | rs (random shooting) (its settings are the section of that name)"),
+    Param("planner", "mppi", "planner: mppi | cem | ilqr | rs (random shooting) (its settings are the section of that "
+          "name); a change at run time applies at the next configure"),
     Param("state_names", ["x", "y", "yaw", "v", "steer"], "names of the state vector's entries, in model order"),
     Param("action_names", ["u_accel", "u_steer"], "names of the command vector's entries"),
     Param("action_low", [-1.0, -1.0], "lower action bounds, enforced at the output"),
@@ -84,13 +97,21 @@ PARAMS = [
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
     Param("max_model_bytes", 64 << 20, "largest model (bytes of weights) taken from dynamics/model", (1, 2**31 - 1)),
 ]
+# How a change at run time (`ros2 param set`) applies: "live" between cycles; "refused: why"; any other
+# parameter is checked as configure checks it and applied at the next configure (deactivate, cleanup,
+# configure, activate), which keeps it. Read-only ones (robot, autostart) are refused by rclpy.
+RUNTIME = {
+    "state_timeout": "live", "failure_tolerance": "live", "rollouts_rate_hz": "live",
+    "dt": "refused: the robot config's control period, shared by every node and the model; restart the stack",
+    "rate_hz": "refused: it follows from dt (1/dt), the robot config's control period",
+    "exploration_steps": "refused: it follows from random_transitions (set that; applied at the next configure)",
+}
 MODEL_UPDATE_INTERVAL = 0.5  # s between two models taken from dynamics/model: a flood costs one check per interval
 
 
 class ControllerNode(LifecycleNode):
     def __init__(self) -> None:
-        super().__init__("controller", automatically_declare_parameters_from_overrides=True,
-                         allow_undeclared_parameters=True)
+        super().__init__("controller")
         self.core = None
         self.loop_timers = []
         fixed = declare_all(self, [
@@ -101,6 +122,15 @@ class ControllerNode(LifecycleNode):
         ])
         self.autostart = fixed["autostart"]
         self.robot = get_robot(fixed["robot"], f"{self.get_fully_qualified_name()}: parameter 'robot'")
+        # Declared once: configure reads the values in effect, so a change made at run time outlives
+        # deactivate -> cleanup -> configure. Only these names exist: any other is refused by rclpy.
+        self.param_rows = [*PARAMS, *self.robot.messages().controller_parameters]
+        declare_all(self, self.param_rows)
+        from mbrl_ros.core.planners import PLANNERS  # torch: imported once the node is made, not at import
+
+        declare_sections(self, ["cost", *PLANNERS], "a section the core validates (cost terms, planner settings)")
+        self.add_on_set_parameters_callback(self.on_set_parameters)
+        self.add_post_set_parameters_callback(self.on_parameters_set)
         # Topics live as long as the node: messages that arrive while unconfigured are kept
         # (the latched model, goal and path) and applied at the next configure.
         self.active = False
@@ -125,9 +155,60 @@ class ControllerNode(LifecycleNode):
         self.model_throttle = UpdateThrottle(MODEL_UPDATE_INTERVAL)
         self.create_timer(MODEL_UPDATE_INTERVAL, self.on_model_throttle, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
-    def override(self, name: str):
-        """The value the params files give ``name``, if any (the node declares every override it gets)."""
-        return self.get_parameter(name).value if self.has_parameter(name) else None
+    # --- parameters --------------------------------------------------------------------------
+    def read_parameters(self, changes: dict | None = None) -> dict:
+        """The parameters in effect (with ``changes`` over them): the rows' values, the derived ones, and the
+        ``cost`` and planner sections, checked as configure checks them (ValueError naming the parameter)."""
+        from mbrl_ros.core.planners import PLANNERS
+
+        flat = {name: param.value for name, param in self.get_parameters_by_prefix("").items()}
+        flat.update(changes or {})
+        p = {row.name: flat[row.name] for row in self.param_rows}
+        source = self.get_fully_qualified_name()
+        # Written once in the robot's config: the rate follows from dt, the budget is random_transitions.
+        p["rate_hz"] = derived(1.0 / p["dt"], p["rate_hz"] or None, "rate_hz", "dt", source)
+        p["exploration_steps"] = derived(p["random_transitions"], p["exploration_steps"] or None,
+                                         "exploration_steps", "random_transitions", source)
+        if p["trigger"] not in ("timer", "state"):
+            raise ValueError(f"{source}: parameter 'trigger' must be 'timer' or 'state', got {p['trigger']!r}")
+        if p["planner"] not in PLANNERS:
+            raise ValueError(f"{source}: parameter 'planner': unknown planner {p['planner']!r}; planners: "
+                             f"{sorted(PLANNERS)}")
+        for prefix in ("cost", p["planner"]):
+            p[prefix] = unflatten({k[len(prefix) + 1:]: v for k, v in flat.items() if k.startswith(prefix + ".")})
+        return p
+
+    def build_core(self, p: dict):
+        """The ROS-free controller for parameters ``p`` (read_parameters); ValueError/TypeError if they do not fit."""
+        from mbrl_ros.core.control import RecedingHorizonController
+
+        source = self.get_fully_qualified_name()
+        return RecedingHorizonController.from_config(p, term_kinds=self.robot.term_kinds(),
+                                                     stop=self.robot.stop(p, source), source=source)
+
+    def on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """A change at run time (``ros2 param set``) is checked as configure checks it, and refused with the
+        reason when it cannot be taken. How an accepted one applies: RUNTIME (else at the next configure)."""
+        for param in params:
+            if param.name in RUNTIME and RUNTIME[param.name].startswith("refused"):
+                return SetParametersResult(successful=False, reason=f"parameter '{param.name}': {RUNTIME[param.name]}")
+        try:
+            candidate = self.read_parameters({param.name: param.value for param in params})
+            self.build_core(candidate)  # cost, stop, bounds: everything configure builds but the model
+        except (ValueError, TypeError, KeyError) as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    def on_parameters_set(self, params: list[Parameter]) -> None:
+        """Accepted changes: the live ones now (callbacks run between cycles), the rest at the next configure."""
+        for param in params:
+            how = RUNTIME.get(param.name, "at the next configure")
+            if how == "live" and self.core is not None:
+                self.p[param.name] = param.value
+                if param.name == "failure_tolerance":
+                    self.core.failure_tolerance = param.value
+            self.get_logger().info(f"parameter '{param.name}' set to {param.value!r}: "
+                                   f"{'applied now' if how == 'live' else 'applied at the next configure'}")
 
     def start(self) -> None:
         if self.autostart:
@@ -136,26 +217,15 @@ class ControllerNode(LifecycleNode):
 
     # --- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
-        from mbrl_ros.core.control import RecedingHorizonController
-
         try:
-            self.p = declare_all(self, [*PARAMS, *self.robot.messages().controller_parameters])
-            source = self.get_fully_qualified_name()
-            # Written once in the robot's config: the rate follows from dt, the budget is random_transitions.
-            self.p["rate_hz"] = derived(1.0 / self.p["dt"], self.override("rate_hz"), "rate_hz", "dt", source)
-            self.p["exploration_steps"] = derived(self.p["random_transitions"], self.override("exploration_steps"),
-                                                  "exploration_steps", "random_transitions", source)
+            self.p = self.read_parameters()
             import torch
 
             torch.set_num_threads(self.p["threads"])
-            if self.p["trigger"] not in ("timer", "state"):
-                raise ValueError(f"parameter 'trigger' must be 'timer' or 'state', got {self.p['trigger']!r}")
             self.state_dim = len(self.p["state_names"])
             self.action_dim = len(self.p["action_low"])
             # The cost is built now, so that a bad cost section fails configure, not the first cycle.
-            params = {**self.p, "cost": section(self, "cost"), self.p["planner"]: section(self, self.p["planner"])}
-            self.core = RecedingHorizonController.from_config(params, term_kinds=self.robot.term_kinds(),
-                                                              stop=self.robot.stop(self.p, source), source=source)
+            self.core = self.build_core(self.p)
             if self.e_stopped:
                 self.core.engage_e_stop()
         except (ValueError, TypeError) as err:
@@ -394,7 +464,8 @@ class ControllerNode(LifecycleNode):
         values = self.stats.as_key_values()
         values.update({f"cycles_{mode}": str(n) for mode, n in self.modes.items()})
         values.update({f"faults_{cause}": str(self.core.faults[cause]) for cause in FAULTS})
-        values.update({"model_version": str(self.model_version), "model_kind": self.model_kind,
+        values.update({"planner": self.p["planner"], "model_version": str(self.model_version),
+                       "model_kind": self.model_kind,
                        "last_reason": self.last_reason, "last_fault": self.core.last_fault,
                        "e_stop": str(self.e_stopped), "error": str(self.core.error)})
         level = DiagnosticStatus.WARN if self.last_reason and (self.modes["safe"] or self.modes["fallback"]) \

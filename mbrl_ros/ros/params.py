@@ -57,11 +57,24 @@ def unflatten(flat: dict[str, Any]) -> dict:
     return nested
 
 
-def section(node: Node, prefix: str) -> dict:
-    """Every parameter under ``prefix.`` (from the params file), nested, for the core to validate.
+def declare_sections(node: Node, prefixes: list[str], description: str) -> None:
+    """Declare every parameter the params files give under ``<prefix>.`` for each prefix (a nested section
+    the core validates: ``cost``, ``mppi``), so that a node needs neither
+    ``automatically_declare_parameters_from_overrides`` (which declares every key of the file, the other
+    nodes' ones included) nor ``allow_undeclared_parameters`` (which takes any name at run time)."""
+    # rclpy has no public accessor for the overrides (rclcpp: get_parameter_overrides()).
+    for name, param in node._parameter_overrides.items():
+        if name.split(".", 1)[0] in prefixes and "." in name and not node.has_parameter(name):
+            node.declare_parameter(name, param.value, ParameterDescriptor(description=description))
 
-    Needs the node to be created with ``automatically_declare_parameters_from_overrides=True``.
-    """
+
+def values(node: Node, params: list[Param]) -> dict[str, Any]:
+    """The current values of declared ``params``."""
+    return {p.name: node.get_parameter(p.name).value for p in params}
+
+
+def section(node: Node, prefix: str) -> dict:
+    """Every declared parameter under ``prefix.`` (``declare_sections``), nested, for the core to validate."""
     flat = {name: param.value for name, param in node.get_parameters_by_prefix(prefix).items()}
     return unflatten(flat)
 

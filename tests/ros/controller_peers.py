@@ -10,7 +10,9 @@ Reads one JSON command per stdin line and prints what it sees on stdout:
   ``{"once": {...same fields...}}`` publishes one message;
 - ``{"e_stop": true|false}``, ``{"release": true}`` (the release service; prints ``release <message>``),
   ``{"transition": "deactivate"}`` (prints ``transition <ok>``), ``{"model": "car"}`` (a kinematic bicycle on
-  ``dynamics/model``, latched), ``{"goal": [x, y, yaw]}`` (``goal_pose``).
+  ``dynamics/model``, latched), ``{"goal": [x, y, yaw]}`` (``goal_pose``);
+- ``{"set": {name: value}}`` through the rclpy parameter client (what `ros2 param set` calls: SetParameters;
+  prints ``set {name: [successful, reason]}``), ``{"get": [names]}`` (prints ``get {name: value}``).
 
 Prints ``ready`` once the controller is discovered, ``command {json}`` per hw/command and ``diag {json}`` per
 controller diagnostics. Run with the environment of ``mbrl_ros.ros_env.workspace_env()``.
@@ -30,6 +32,8 @@ from geometry_msgs.msg import PoseStamped
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.executors import ExternalShutdownException
+from rclpy.parameter import Parameter, parameter_value_to_python
+from rclpy.parameter_client import AsyncParameterClient
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
@@ -78,6 +82,7 @@ def main(namespace: str) -> None:
     release = node.create_client(Trigger, "controller/release_e_stop")
     lifecycle = node.create_client(ChangeState, "controller/change_state")
     fqn = f"{namespace.rstrip('/')}/controller"
+    parameters = AsyncParameterClient(node, fqn)
 
     def on_command(msg: CommandVector) -> None:
         say("command " + json.dumps({"frame_id": msg.header.frame_id, "values": list(msg.values),
@@ -129,6 +134,16 @@ def main(namespace: str) -> None:
             future = release.call_async(Trigger.Request())
             rclpy.spin_until_future_complete(node, future, timeout_sec=10)
             say(f"release {future.result().message}")
+        elif "set" in command:
+            future = parameters.set_parameters([Parameter(k, value=v) for k, v in command["set"].items()])
+            rclpy.spin_until_future_complete(node, future, timeout_sec=10)
+            results = future.result().results
+            say("set " + json.dumps({k: [r.successful, r.reason] for k, r in zip(command["set"], results)}))
+        elif "get" in command:
+            future = parameters.get_parameters(command["get"])
+            rclpy.spin_until_future_complete(node, future, timeout_sec=10)
+            got = [parameter_value_to_python(v) for v in future.result().values]
+            say("get " + json.dumps(dict(zip(command["get"], got))))
         elif "transition" in command:
             future = lifecycle.call_async(ChangeState.Request(
                 transition=Transition(id=TRANSITIONS[command["transition"]])))

@@ -1,4 +1,5 @@
-"""The controller as a real process over DDS: stop means stop, and nothing kills the loop.
+"""The controller as a real process over DDS: stop means stop, nothing kills the loop, and parameters
+changed at run time are checked as at startup.
 
 A stand-in (controller_peers.py) plays the estimator, the e-stop button, the dynamics_server and a
 lifecycle client, and reports every hw/command and the controller's /diagnostics. The controller runs
@@ -163,3 +164,43 @@ def test_a_missing_path_on_the_race_task_is_counted_and_the_controller_stays_up(
     assert peer.commands[-1]["frame_id"] == "stop" and "path" in peer.status()["last_fault"]
     peer.read(1.0)
     assert peer.controller.poll() is None and int(peer.status()["cycles_safe"]) > 3
+
+
+def answer(peer: Peer, kind: str) -> dict:
+    line = peer.wait(lambda: next((l for l in reversed(peer.lines) if l.startswith(kind + " ")), None), 20,
+                     f"the stand-in's '{kind}' answer")
+    peer.lines.remove(line)
+    return json.loads(line[len(kind) + 1:])
+
+
+def test_parameters_set_at_run_time_are_checked_as_at_startup_and_kept_across_reconfiguration(running):
+    peer = running()
+    peer.send(state=CRUISING)
+    peer.wait(lambda: peer.status().get("planner") == "mppi", 60, "diagnostics of the running controller")
+    refused = {"planner": "nope", "rate_hz": 10.0, "exploration_steps": 5, "dt": 0.1, "not_a_parameter": 1,
+               "trigger": "sometimes", "stop_deceleration": 50.0, "cost.goal_pose.form": "no_such_form",
+               "state_timeout": 1000.0}
+    for name, value in refused.items():
+        peer.send(set={name: value})
+        ok, reason = answer(peer, "set")[name]
+        assert not ok and reason, (name, reason)
+    peer.send(set={"planner": "nope"})
+    assert "unknown planner 'nope'" in answer(peer, "set")["planner"][1]
+    peer.send(set={"rate_hz": 10.0})
+    assert "follows from dt" in answer(peer, "set")["rate_hz"][1]
+    peer.send(set={"stop_deceleration": 50.0})  # more than the car can brake (accel_per_unit 5)
+    assert "more than the car can brake" in answer(peer, "set")["stop_deceleration"][1]
+    accepted = {"planner": "cem", "cost.effort.weight": 0.01, "failure_tolerance": 2.0}
+    for name, value in accepted.items():
+        peer.send(set={name: value})
+        assert answer(peer, "set")[name] == [True, ""], name
+    peer.read(1.0)
+    assert peer.status()["planner"] == "mppi"  # the planner changes at the next configure
+    for transition in ("deactivate", "cleanup", "configure", "activate"):
+        peer.send(transition=transition)
+        peer.wait(lambda: "transition True" in peer.lines, 30, transition)
+        peer.lines.remove("transition True")
+    peer.wait(lambda: peer.status().get("planner") == "cem", 30, "the reconfigured controller on cem")
+    peer.send(get=list(accepted))
+    assert answer(peer, "get") == accepted  # not back to the launch values
+    assert peer.controller.poll() is None
