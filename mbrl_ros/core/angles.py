@@ -43,8 +43,12 @@ def yaw_from_quaternion(qx: float, qy: float, qz: float, qw: float) -> float:
 
     Written with the squared norm instead of 1 so that a slightly non-normalised
     quaternion (float32 on the wire, a driver's own integration) still gives the
-    right angle; a quaternion and its negative give the same yaw.
+    right angle; a quaternion and its negative give the same yaw. Scaled by its largest entry first (the
+    yaw does not depend on the scale), so that huge entries do not overflow into a NaN angle.
     """
+    scale = max(abs(qx), abs(qy), abs(qz), abs(qw))
+    if 0.0 < scale < math.inf:
+        qx, qy, qz, qw = qx / scale, qy / scale, qz / scale, qw / scale
     return wrap_angle(math.atan2(2.0 * (qw * qz + qx * qy), qw * qw + qx * qx - qy * qy - qz * qz))
 
 

@@ -84,12 +84,14 @@ class RecedingHorizonController:
                  exploration_smoothing: float = 0.8, seed: int = 0, exploration_steps: int = 0, *,
                  cost: TrajectoryCost | None = None, planner: str = "mppi",
                  planner_config: Mapping[str, Any] | None = None, needs_goal: bool = False,
-                 stop: Stop | None = None, failure_tolerance: float = 0.5, source: str = "controller") -> None:
+                 stop: Stop | None = None, failure_tolerance: float = 0.5, state_dim: int | None = None,
+                 source: str = "controller") -> None:
         """``exploration_steps``: most random actions sent before the first model (0: no limit).
         A bounded budget keeps 'N random transitions, then learn' honest while training runs.
         ``cost``, ``planner`` and ``planner_config``: what ``set_model`` builds the planner from.
         ``needs_goal``: plan only once a goal context was set. ``stop``: the robot's stop (default: hold
-        ``safe_action``). ``failure_tolerance``: seconds of failed cycles before ``error``."""
+        ``safe_action``). ``failure_tolerance``: seconds of failed cycles before ``error``. ``state_dim``:
+        the state's size (a state of another size is unusable; None: not checked)."""
         self.low = np.asarray(action_low, dtype=float)
         self.high = np.asarray(action_high, dtype=float)
         self.safe_action = np.asarray(safe_action, dtype=float)
@@ -112,6 +114,7 @@ class RecedingHorizonController:
         if not failure_tolerance >= 0:
             raise ValueError(f"failure_tolerance must be >= 0 seconds, got {failure_tolerance}")
         self.failure_tolerance = failure_tolerance
+        self.state_dim = state_dim
         self.failing_since: float | None = None  # time.monotonic() of the first failed cycle in a row
         self.error = False  # failed for longer than failure_tolerance
         self.e_stopped = False
@@ -145,7 +148,8 @@ class RecedingHorizonController:
                    params["explore_without_model"], params["exploration_smoothing"], params["seed"],
                    params["exploration_steps"], cost=cost, planner=planner,
                    planner_config=planner_config, needs_goal=params["needs_goal"], stop=stop,
-                   failure_tolerance=params.get("failure_tolerance", 0.5), source=source)
+                   failure_tolerance=params.get("failure_tolerance", 0.5), state_dim=len(params["state_names"]),
+                   source=source)
 
     # --- between cycles -----------------------------------------------------------
     def attach_planner(self, planner: Planner) -> None:
@@ -225,8 +229,12 @@ class RecedingHorizonController:
         self._swap_model()
         plan = None
         has_model = self.planner is not None if has_model is None else has_model
-        if state is not None and not np.all(np.isfinite(state)):
-            state, problem = None, problem or "state has non-finite values"
+        if state is not None:
+            state = np.asarray(state, dtype=float)
+            if self.state_dim is not None and state.shape != (self.state_dim,):
+                state, problem = None, problem or f"state has shape {state.shape}, expected ({self.state_dim},)"
+            elif not np.all(np.isfinite(state)):
+                state, problem = None, problem or "state has non-finite values"
         if state is not None:
             self.last_state = state
         failed = bool(problem)  # the state is unusable: a failed cycle

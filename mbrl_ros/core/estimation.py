@@ -98,7 +98,10 @@ class TimeLineEstimator:
         self._out_of_order_run = 0
         return None
 
-    def _accept(self, estimate: StateEstimate, sample: tuple) -> StateEstimate:
+    def _accept(self, estimate: StateEstimate, sample: tuple) -> StateEstimate | Rejection:
+        if not np.all(np.isfinite(estimate.values)):
+            # Finite but huge inputs can overflow on the way (a derivative over a short step, a filter).
+            return self._reject(f"input out of range: the state would be non-finite {estimate.values.tolist()}")
         self._last, self._last_sample = estimate, sample
         self.accepted += 1
         return estimate

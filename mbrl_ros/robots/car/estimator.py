@@ -155,9 +155,11 @@ class CarStateEstimator(TimeLineEstimator):
         alpha = self.config.speed_filter_alpha
         speed = float(speed) if last is None else alpha * float(speed) + (1.0 - alpha) * self._speed
         yaw = yaw_from_quaternion(qx, qy, qz, qw)
-        estimate = StateEstimate(stamp_ns, np.array([float(x), float(y), yaw, speed, steer]), STATE_NAMES)
-        self._steer, self._speed = steer, speed
-        return self._accept(estimate, sample)
+        out = self._accept(StateEstimate(stamp_ns, np.array([float(x), float(y), yaw, speed, steer]), STATE_NAMES),
+                           sample)
+        if isinstance(out, StateEstimate):
+            self._steer, self._speed = steer, speed
+        return out
 
     # ---- internals -------------------------------------------------------------------
     def _propagate_steer(self, from_ns: int | None, to_ns: int) -> float:

@@ -91,5 +91,7 @@ class HandStateEstimator(TimeLineEstimator):
                 velocities = np.zeros_like(positions)
             else:
                 velocities = (positions - self._last_positions) / ((stamp_ns - last.stamp_ns) * 1e-9)
-        self._last_positions = positions
-        return self._accept(StateEstimate(stamp_ns, np.concatenate([positions, velocities, tips])), sample)
+        out = self._accept(StateEstimate(stamp_ns, np.concatenate([positions, velocities, tips])), sample)
+        if isinstance(out, StateEstimate):
+            self._last_positions = positions
+        return out
