@@ -9,6 +9,7 @@ on its timer (trigger: timer, 5 Hz) with the car's config, exploring at random u
 from __future__ import annotations
 
 import json
+import os
 import selectors
 import signal
 import subprocess
@@ -18,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from mbrl_ros.ros_env import REPO_ROOT
-from child_output import wait_for_line
 
 PEERS = Path(__file__).with_name("controller_peers.py")
 CRUISING = [0.0, 0.0, 0.0, 3.0, 0.0]  # x, y, yaw, v = 3 m/s, steer
@@ -33,28 +33,38 @@ class Peer:
         self.commands: list[dict] = []
         self.diagnostics: list[dict] = []
         self.lines: list[str] = []
+        self.pending = b""
 
     def send(self, **command) -> None:
         self.proc.stdin.write(json.dumps(command) + "\n")
         self.proc.stdin.flush()
 
     def read(self, seconds: float) -> None:
+        """Whatever the stand-in printed within ``seconds``. Read from the pipe unbuffered: a buffered readline
+        can hold complete lines the selector no longer reports (the last command, once nothing follows it)."""
         deadline = time.monotonic() + seconds
+        fd = self.proc.stdout.fileno()
         with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            sel.register(fd, selectors.EVENT_READ)
             while time.monotonic() < deadline:
                 if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
                     continue
-                line = self.proc.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
                     pytest.fail(f"the stand-in ended:\n{self.proc.stderr.read()}")
-                kind, _, body = line.partition(" ")
-                if kind == "command":
-                    self.commands.append(json.loads(body))
-                elif kind == "diag":
-                    self.diagnostics.append(json.loads(body))
-                else:
-                    self.lines.append(line.strip())
+                self.pending += chunk
+                *lines, self.pending = self.pending.split(b"\n")
+                for line in lines:
+                    self.take(line.decode())
+
+    def take(self, line: str) -> None:
+        kind, _, body = line.partition(" ")
+        if kind == "command":
+            self.commands.append(json.loads(body))
+        elif kind == "diag":
+            self.diagnostics.append(json.loads(body))
+        else:
+            self.lines.append(line.strip())
 
     def wait(self, condition, timeout: float, what: str, controller_up: bool = True):
         deadline = time.monotonic() + timeout
@@ -87,8 +97,9 @@ def running(spawn):
     def start(*params: str, task: str = "parking") -> Peer:
         controller = spawn(*controller_argv(*params, task=task))
         peer_proc = spawn(str(PEERS), "/car", stdin=subprocess.PIPE)
-        wait_for_line(peer_proc, "ready", timeout=90, others=(controller,))
-        return Peer(peer_proc, controller)
+        peer = Peer(peer_proc, controller)
+        peer.wait(lambda: "ready" in peer.lines, 90, "the stand-in to discover the controller")
+        return peer
     return start
 
 
