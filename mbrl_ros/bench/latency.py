@@ -89,15 +89,15 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
     return result
 
 
-def planning_cycles(timings: list[tuple], commands: list[tuple[int, int]]
+def planning_cycles(timings: list[tuple], commands: list[tuple[int, int]], modes: tuple[str, ...] = ("plan",)
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each planning cycle paired with the first command received for its state stamp, in the order of
-    ``timings``: (state stamps ns [int64], planning ms, end-to-end ms = received - stamp)."""
+    """Each cycle of the ``modes`` paired with the first command received for its state stamp, in the order
+    of ``timings``: (state stamps ns [int64], planning ms, end-to-end ms = received - stamp)."""
     received: dict[int, int] = {}
     for stamp, arrival in commands:
         received.setdefault(stamp, arrival)
     matched = [(stamp, compute_ms) for stamp, mode, compute_ms, _deadline, _model in timings
-               if mode == "plan" and stamp in received]
+               if mode in modes and stamp in received]
     stamps = np.array([stamp for stamp, _ in matched], dtype=np.int64)
     planning = np.array([compute_ms for _, compute_ms in matched], dtype=float)
     end_to_end = np.array([(received[stamp] - stamp) / 1e6 for stamp, _ in matched], dtype=float)
