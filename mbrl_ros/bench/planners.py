@@ -233,6 +233,7 @@ def conditions(planner: Planner, threads: int) -> dict:
         "horizon": planner.horizon,
         "compiled": bool(getattr(planner, "compiled", getattr(config, "compile", False))),
         "ilqr_ensemble": getattr(config, "ensemble", None) if planner.name == "ilqr" else None,
+        "solve_threads": (getattr(config, "threads", None) or threads) if planner.name == "ilqr" else threads,
     }
 
 

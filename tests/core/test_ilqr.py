@@ -214,3 +214,27 @@ def test_box_qp_finds_the_bounded_minimum():
         assert np.all(k >= low) and np.all(k <= high)
         assert 0.5 * k @ H @ k + g @ k == pytest.approx(best, abs=1e-10)
         assert np.all(free == ((k > low) & (k < high)) | (np.abs((g + H @ k)) < 1e-9))
+
+
+def test_a_solve_runs_on_its_own_thread_count_and_restores_torchs():
+    seen = []
+
+    class ThreadsSeen(LinearModel):
+        def forward(self, states, actions):
+            seen.append(torch.get_num_threads())
+            return super().forward(states, actions)
+
+    cost = quadratic_cost()
+    cost.set_context("joint_target", torch.zeros(3))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for threads, expected in ((1, 1), (None, 2)):
+            seen.clear()
+            planner = IlqrPlanner(ThreadsSeen(), cost, IlqrConfig(horizon=5, threads=threads))
+            planner.plan(torch.tensor([1.0, -0.5, 0.8], dtype=torch.float64))
+            assert set(seen) == {expected} and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="ilqr: threads"):
+            build_planner("ilqr", LinearModel(), cost, {"threads": 0})
+    finally:
+        torch.set_num_threads(before)
