@@ -266,7 +266,9 @@ def load_transitions(
     names) are compared as wrapped angles. ``episodes_topic``: where the bag
     may hold the simulated drivers' episode reports (``episode_boundaries``); a
     transition from one reported episode into the next is a reset (None: not
-    read). Transitions across a reset are dropped and counted in the report
+    read; the reports of every bag read apply to every time line, so a second run
+    with a restarted clock may lose a transition at a stamp where the first
+    reset, never gain one). Transitions across a reset are dropped and counted in the report
     (``ended_reported_reset``, ``ended_jump``). ``state_names``/``action_names``: the columns, in
     order (default: the mapping's fields, or the names in the first message).
     ``namespace``: where relative topics resolve (``/car``); without it a

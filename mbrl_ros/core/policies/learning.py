@@ -5,7 +5,7 @@ model, the task cost (``build_cost`` of the controller's ``cost:`` section), the
 logged data and the deployed policy (``train_policy``: one round of a new learner):
 
 1. ``PolicyData.from_dataset`` splits the logged episodes as the model trainer
-   does (``validation_split``: whole episodes, by a hash of their id), so the
+   does (``validation_split``: whole episodes, by a hash of each one's first transition), so the
    held-out episodes are ones neither the model nor the policy was fitted on;
 2. the learner's actor (the deployed one at the first round, or a fresh one whose
    feature normaliser is fitted on the training states) and its critic or SAC
