@@ -11,6 +11,9 @@ Reads one JSON command per stdin line and prints what it sees on stdout:
 - ``{"e_stop": true|false}``, ``{"release": true}`` (the release service; prints ``release <message>``),
   ``{"transition": "deactivate"}`` (prints ``transition <ok>``), ``{"model": "car"}`` (a kinematic bicycle on
   ``dynamics/model``, latched), ``{"goal": [x, y, yaw]}`` (``goal_pose``);
+- fuzzing the estimator's inputs: ``{"odom": {"stamp_ns": N, "values": [x, y, qx, qy, qz, qw, v]}}`` on
+  ``hw/odom``, ``{"hw_command": {"stamp_ns": N, "names": [..], "values": [..]}}`` on ``hw/command``
+  (marked frame_id "fuzz", so the stand-in's own are told from the controller's);
 - ``{"set": {name: value}}`` through the rclpy parameter client (what `ros2 param set` calls: SetParameters;
   prints ``set {name: [successful, reason]}``), ``{"get": [names]}`` (prints ``get {name: value}``).
 
@@ -39,7 +42,9 @@ from std_srvs.srv import Trigger
 
 from mbrl_interfaces.msg import CommandVector, ModelUpdate, StateVector
 from mbrl_ros.ros.poses import goal_pose
-from mbrl_ros.ros.qos import COMMAND, LATCHED, LATEST_STATE
+from nav_msgs.msg import Odometry
+
+from mbrl_ros.ros.qos import COMMAND, LATCHED, LATEST_STATE, SENSOR
 from mbrl_ros.ros.stamps import ns_to_stamp
 
 CAR_NAMES = ["x", "y", "yaw", "v", "steer"]
@@ -79,6 +84,8 @@ def main(namespace: str) -> None:
     e_stop_pub = node.create_publisher(Bool, "e_stop", 10)
     model_pub = node.create_publisher(ModelUpdate, "dynamics/model", LATCHED)
     goal_pub = node.create_publisher(PoseStamped, "goal_pose", LATCHED)
+    odom_pub = node.create_publisher(Odometry, "hw/odom", SENSOR)
+    command_pub = node.create_publisher(CommandVector, "hw/command", COMMAND)
     release = node.create_client(Trigger, "controller/release_e_stop")
     lifecycle = node.create_client(ChangeState, "controller/change_state")
     fqn = f"{namespace.rstrip('/')}/controller"
@@ -124,6 +131,17 @@ def main(namespace: str) -> None:
             feeding.clear()
         elif "once" in command:
             state_pub.publish(state_message(command["once"], time.time_ns()))
+        elif "odom" in command:
+            msg = Odometry()
+            msg.header.stamp = ns_to_stamp(int(command["odom"]["stamp_ns"]))
+            p, q = msg.pose.pose.position, msg.pose.pose.orientation
+            p.x, p.y, q.x, q.y, q.z, q.w, msg.twist.twist.linear.x = command["odom"]["values"]
+            odom_pub.publish(msg)
+        elif "hw_command" in command:
+            msg = CommandVector(names=command["hw_command"]["names"], values=command["hw_command"]["values"])
+            msg.header.stamp = ns_to_stamp(int(command["hw_command"]["stamp_ns"]))
+            msg.header.frame_id = "fuzz"
+            command_pub.publish(msg)
         elif "e_stop" in command:
             e_stop_pub.publish(Bool(data=bool(command["e_stop"])))
         elif "model" in command:

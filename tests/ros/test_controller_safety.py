@@ -9,6 +9,7 @@ on its timer (trigger: timer, 5 Hz) with the car's config, exploring at random u
 from __future__ import annotations
 
 import json
+import math
 import os
 import selectors
 import signal
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mbrl_ros.ros_env import REPO_ROOT
 
@@ -89,6 +92,13 @@ def controller_argv(*params: str, task: str = "parking") -> list[str]:
             "--params-file", str(REPO_ROOT / "config" / "car.yaml"),
             "--params-file", str(REPO_ROOT / "config" / f"car_{task}.yaml"),
             "-p", "trigger:=timer", "-p", "random_transitions:=0", "-p", "diagnostics_period:=0.2", *params]
+
+
+def estimator_argv() -> list[str]:
+    return ["-c", "import sys; from mbrl_ros.nodes.estimator import main; sys.exit(main())",
+            "--ros-args", "-r", "__ns:=/car", "-r", "__node:=estimator",
+            "--params-file", str(REPO_ROOT / "config" / "car.yaml"),
+            "--params-file", str(REPO_ROOT / "config" / "car_parking.yaml")]
 
 
 @pytest.fixture
@@ -215,3 +225,48 @@ def test_parameters_set_at_run_time_are_checked_as_at_startup_and_kept_across_re
     peer.send(get=list(accepted))
     assert answer(peer, "get") == accepted  # not back to the launch values
     assert peer.controller.poll() is None
+
+
+# What the estimator and the controller may be sent: NaN, inf, huge values, wrong sizes, missing or unknown
+# names, stamps repeated, going back, or far in the future (a Time holds int32 seconds).
+FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e300, -1e300, 0.0]),
+                   st.floats(-5, 5))
+STAMPS = st.one_of(st.integers(0, 2 * 10**10), st.sampled_from([0, 10**9, (2**31 - 1) * 10**9]))
+NAMES = st.one_of(st.just(["x", "y", "yaw", "v", "steer"]), st.just(["u_accel", "u_steer"]),
+                  st.lists(st.sampled_from(["x", "y", "yaw", "v", "steer", "u_steer", "u_accel", "", "bogus"]),
+                           max_size=6))
+FUZZED = st.one_of(
+    st.fixed_dictionaries({"odom": st.fixed_dictionaries({"stamp_ns": STAMPS,
+                                                          "values": st.lists(FLOATS, min_size=7, max_size=7)})}),
+    st.fixed_dictionaries({"hw_command": st.fixed_dictionaries({"stamp_ns": STAMPS, "names": NAMES,
+                                                                "values": st.lists(FLOATS, max_size=4)})}),
+    st.fixed_dictionaries({"once": st.fixed_dictionaries({"stamp_ns": STAMPS, "names": NAMES, "valid": st.booleans(),
+                                                          "state": st.lists(FLOATS, max_size=7)})}),
+)
+
+
+@pytest.fixture
+def fuzzed_stack(spawn):
+    estimator = spawn(*estimator_argv())
+    controller = spawn(*controller_argv("-p", "state_timeout:=0.4"))
+    peer = Peer(spawn(str(PEERS), "/car", stdin=subprocess.PIPE), controller)
+    peer.wait(lambda: "ready" in peer.lines, 90, "the stand-in to discover the controller")
+    return peer, estimator
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(FUZZED, min_size=1, max_size=25))
+def test_fuzzed_messages_through_dds_give_only_finite_commands_within_limits(fuzzed_stack, messages):
+    """One estimator and one controller for every example (the fixture): they must outlive all of them."""
+    peer, estimator = fuzzed_stack
+    first = len(peer.commands)
+    for message in messages:
+        peer.send(**message)
+    peer.read(0.6)  # three control periods
+    assert estimator.poll() is None and peer.controller.poll() is None
+    for command in peer.commands[first:]:
+        if command["frame_id"] == "fuzz":
+            continue  # the stand-in's own
+        values = command["values"]
+        assert len(values) == 2 and all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in values), command
+    assert any(c["frame_id"] != "fuzz" for c in peer.commands[first:]), "the controller stopped commanding"
