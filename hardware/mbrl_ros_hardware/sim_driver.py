@@ -11,7 +11,8 @@ way for every robot:
   and advances the clock. While waiting it re-publishes the state, since the
   first messages after discovery can be lost.
 - ``lockstep: false``: a wall-clock timer steps at ``1/dt`` with the latest
-  command held (zero-order hold), like a real robot.
+  command held (zero-order hold), like a real robot; when that command is the
+  controller's stop, the robot's ``hold_stop`` instead (the car brakes on to a standstill).
 - Each finished episode is reported once on ``sim/episodes`` (diagnostic_msgs/
   DiagnosticArray with one status, named ``episode <k>``; latched, so a late
   subscriber gets the latest; the data_logger records them all) with the stamps it spans
@@ -32,6 +33,7 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 
 from mbrl_interfaces.msg import CommandVector
+from mbrl_ros.ros.commands import is_stop
 from mbrl_ros.ros.params import Param, declare_all
 from mbrl_ros.ros.qos import COMMAND, LATCHED
 from mbrl_ros.ros.stamps import ns_to_stamp, stamp_to_ns
@@ -142,6 +144,7 @@ class SimDriverNode(Node):
                                       f"{list(msg.values)}; ignored", throttle_duration_sec=5.0)
             return
         self.last_action = values
+        self.holding_stop = is_stop(msg)
         if not self.lockstep:
             return
         if stamp_to_ns(msg.header.stamp) < self.sim_time_ns:
@@ -150,7 +153,14 @@ class SimDriverNode(Node):
 
     def step_real_time(self) -> None:
         if not self.finished:
-            self.advance(getattr(self, "last_action", np.zeros(self.sim.action_dim)))
+            action = getattr(self, "last_action", np.zeros(self.sim.action_dim))
+            self.advance(self.hold_stop(action) if getattr(self, "holding_stop", False) else action)
+
+    def hold_stop(self, stop: np.ndarray) -> np.ndarray:
+        """Real time, the last command was the controller's stop (``mbrl_ros.ros.commands``) and nothing
+        followed (deactivated, ended): the action of each step meanwhile. Default: that command (the hand
+        holds its joints); a robot whose stop depends on its motion (the car brakes) overrides it."""
+        return stop
 
     def advance(self, action: np.ndarray) -> None:
         step = self.sim.step(action)

@@ -44,3 +44,22 @@ def test_the_simulated_car_brakes_to_a_standstill_and_stays_there():
     for _ in range(5):
         old = sim.step(np.zeros(2)).state
     assert old[3] > 0.4
+
+
+def test_the_real_time_simulator_holds_the_controllers_last_stop_as_braking_to_a_standstill():
+    from mbrl_ros.robots.car.stop import held_stop
+
+    sim = ParkingSim(max_episode_steps=200)
+    state = sim.reset(seed=0)
+    for _ in range(4):
+        state = sim.step(np.array([1.0, 0.0])).state
+    last_stop = np.array([-0.8, 0.0])  # the controller's stop, then nothing more (deactivated, shut down)
+    speeds = []
+    for _ in range(20):
+        state = sim.step(held_stop(float(state[3]), last_stop, sim.accel_per_unit, sim.dt)).state  # sim_car's
+        speeds.append(float(state[3]))
+    assert speeds[4:] == pytest.approx([0.0] * 16, abs=0.01)  # stands still; held as is it would reverse
+    assert min(speeds) > -0.01
+    for _ in range(5):  # the same command held as it is (zero-order hold) drives the car backwards
+        state = sim.step(last_stop).state
+    assert state[3] < -1.0

@@ -51,6 +51,7 @@ class ParkingSim:
     state_dim = 5
     action_dim = 2
     dt = 0.2  # highway-env's 5 Hz policy frequency
+    accel_per_unit = 5.0  # m/s^2 at u_accel = 1: highway-env's acceleration range
 
     def __init__(self, max_episode_steps: int | None = None) -> None:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

@@ -82,7 +82,7 @@ class RaceSim:
         self.params = parameters_vehicle2()  # a BMW 320i
         self.dt = dt
         self.substeps = max(1, int(round(dt / integration_step)))
-        self.accel_gain = accel_gain
+        self.accel_gain = self.accel_per_unit = accel_gain
         self.steer_gain = steer_gain
         self.steer_lag = steer_lag
         self.episode_steps = episode_steps

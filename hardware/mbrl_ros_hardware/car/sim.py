@@ -20,6 +20,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 
+from mbrl_ros.robots.car.stop import held_stop
 from mbrl_ros.ros.poses import goal_pose, odometry, path
 from mbrl_ros.ros.params import Param
 from mbrl_ros.ros.qos import LATCHED, SENSOR
@@ -53,6 +54,9 @@ class SimCarNode(SimDriverNode):
         from mbrl_ros_hardware.car.race import RaceSim
 
         return RaceSim(episode_steps=steps)
+
+    def hold_stop(self, stop: np.ndarray) -> np.ndarray:
+        return held_stop(float(self.state[3]), stop, self.sim.accel_per_unit, self.sim.dt)
 
     def default_episode_steps(self) -> int:
         return TASK_EPISODE_STEPS[self.p["task"]]

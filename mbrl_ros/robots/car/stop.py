@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-__all__ = ["CarStop", "braking_acceleration"]
+__all__ = ["CarStop", "braking_acceleration", "held_stop"]
 
 STANDSTILL = 0.01  # m/s: slower than this is standing still
 
@@ -28,6 +28,14 @@ def braking_acceleration(speed: float, deceleration: float, dt: float) -> float:
     if abs(speed) < STANDSTILL:
         return 0.0
     return -math.copysign(min(deceleration, abs(speed) / dt), speed)
+
+
+def held_stop(speed: float, stop, accel_per_unit: float, dt: float) -> np.ndarray:
+    """What a simulator running in real time applies while the controller's last command, ``stop``, holds
+    (deactivated, shut down): braking from ``speed`` at the stop's deceleration (``|u_accel|``; full braking
+    if that was zero while still moving) to a standstill, wheels as commanded, never on into reverse."""
+    deceleration = abs(float(stop[0])) * accel_per_unit or accel_per_unit
+    return np.array([braking_acceleration(speed, deceleration, dt) / accel_per_unit, float(stop[1])])
 
 
 class CarStop:
