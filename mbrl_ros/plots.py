@@ -165,3 +165,30 @@ def plot_learning_curve(path: Path, points: Sequence[Mapping], window: int, targ
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_progress(path: Path, transitions: Sequence[float], successes: Sequence[bool], distances: Sequence[float],
+                  distance_label: str = "final distance to the goal", title: str = "") -> Path:
+    """Each episode's outcome and final distance to its goal against the transitions collected by its end."""
+    plt = _pyplot()
+    x = np.asarray(transitions, dtype=float)
+    won = np.asarray(successes, dtype=bool)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    top.plot(x, np.cumsum(won) / np.arange(1, len(won) + 1), "-", color="tab:blue", label="success rate so far")
+    top.plot(x, won.astype(float), "|", color="0.4", ms=8, label="episode outcome")
+    top.set_ylabel("success")
+    top.set_ylim(-0.05, 1.05)
+    top.legend(fontsize=8, loc="best")
+    distances = np.asarray(distances, dtype=float)
+    bottom.plot(x[won], distances[won], "o", color="tab:green", ms=4, label="success")
+    bottom.plot(x[~won], distances[~won], "o", color="tab:red", ms=4, label="failure")
+    bottom.set_ylabel(distance_label)
+    bottom.set_xlabel("transitions collected (random + controlled)")
+    bottom.legend(fontsize=8, loc="best")
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+    top.set_title(title or "progress")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

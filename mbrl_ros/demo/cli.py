@@ -1,4 +1,5 @@
-"""``mbrl-ros demo ROBOT``: a simulated robot learning its task through the stack (the car parks or races)."""
+"""``mbrl-ros demo ROBOT``: a simulated robot learning its task through the stack (the car parks or races,
+the base reaches goals, the hand reaches fingertip targets)."""
 
 from __future__ import annotations
 

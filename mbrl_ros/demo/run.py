@@ -24,7 +24,7 @@ from tqdm import tqdm
 from mbrl_ros.stack_run import EpisodeTrace, StackRun, default_domain_id, prepare_config, progress_options
 from mbrl_ros.io.config import launch_parameters
 from mbrl_ros.demo.scene import Scene, demo_module
-from mbrl_ros.plots import plot_car_trajectories, plot_error_vs_horizon, plot_latency_histogram
+from mbrl_ros.plots import plot_car_trajectories, plot_error_vs_horizon, plot_latency_histogram, plot_progress
 from mbrl_ros.ros_env import REPO_ROOT
 
 
@@ -101,11 +101,14 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     last_stamp = int(evaluated[-1].report["end_stamp_ns"])
     first_stamp = int(evaluated[0].report["start_stamp_ns"])
     timings = [t for t in watcher.timings if first_stamp <= t[0] < last_stamp and t[1] == "plan"]
+    scene = demo.scene(task, config)
     summary = summarise(task, evaluated, traces[:first + episodes], timings,
-                        random=sum(t[1] == "explore" for t in watcher.timings))
+                        random=sum(t[1] == "explore" for t in watcher.timings), distance_key=scene.distance_key)
     summary["model"] = model_kind
-    write_report(out, task, demo.scene(task, config), evaluated, timings, summary, watcher)
+    write_report(out, task, scene, evaluated, traces[:first + episodes], timings, summary, watcher)
     print(f"[demo] {summary['episodes']} episodes: success rate {summary['success_rate']:.0%}"
+          + (f", mean final distance to the goal {summary['mean_final_distance_m']:.4f} m"
+             if "mean_final_distance_m" in summary else "")
           + (f", mean cross-track error {summary['mean_cross_track_error_m']:.2f} m"
              if "mean_cross_track_error_m" in summary else "")
           + f"; {summary['transitions']} transitions ({summary['random_transitions']} random); controller "
@@ -118,12 +121,13 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
 
 
 JSON_KEYS = ("task", "episodes", "success_rate", "transitions", "controller_latency_ms", "deadline_miss_rate",
-             "mean_cross_track_error_m", "random_transitions", "model")
+             "mean_cross_track_error_m", "mean_final_distance_m", "random_transitions", "model")
 
 
 def summarise(task: str, evaluated: list[EpisodeTrace], all_episodes: list[EpisodeTrace],
-              timings: list[tuple], random: int) -> dict:
-    """The issue's summary: success over the evaluated episodes, latency over their planning cycles."""
+              timings: list[tuple], random: int, distance_key: str = "final_position_error_m") -> dict:
+    """The issue's summary: success and mean final distance to the goal (the report's ``distance_key``)
+    over the evaluated episodes, latency over their planning cycles."""
     compute = np.array([t[2] for t in timings], dtype=float)
     deadline = np.array([t[3] for t in timings], dtype=float)
     summary = {
@@ -137,24 +141,33 @@ def summarise(task: str, evaluated: list[EpisodeTrace], all_episodes: list[Episo
                                   "p99": float(np.percentile(compute, 99)) if len(compute) else float("nan")},
         "deadline_miss_rate": float(np.mean(compute > deadline)) if len(compute) else float("nan"),
     }
+    distances = np.array([e.number(distance_key) for e in evaluated])
+    if np.isfinite(distances).any():  # a task with a goal
+        summary["mean_final_distance_m"] = float(np.nanmean(distances))
     if any("mean_cross_track_error_m" in e.report for e in evaluated):  # a path-following task
         summary["mean_cross_track_error_m"] = float(np.nanmean([e.number("mean_cross_track_error_m")
                                                                  for e in evaluated]))
     return summary
 
 
-def write_report(out: Path, task: str, scene: Scene, evaluated: list[EpisodeTrace], timings: list[tuple],
-                 summary: dict, watcher) -> None:
+def write_report(out: Path, task: str, scene: Scene, evaluated: list[EpisodeTrace], traces: list[EpisodeTrace],
+                 timings: list[tuple], summary: dict, watcher) -> None:
     from mbrl_ros.io import checkpoint
 
     title = f"{task}: {summary['success_rate']:.0%} success over {len(evaluated)} episodes"
     if "mean_cross_track_error_m" in summary:
         title += f", mean cross-track error {summary['mean_cross_track_error_m']:.2f} m"
-    shown = [e for e in evaluated if len(e.poses) > 1]
-    plot_car_trajectories(out / "trajectories.png", [np.array(e.poses) for e in shown],
-                          [watcher.goal_at(int(e.report["start_stamp_ns"])) if scene.goals else None for e in shown],
-                          [e.outcome for e in shown], bounds=scene.bounds, reference=scene.reference,
-                          circles=scene.circles, title=title)
+    if scene.paths:
+        shown = [e for e in evaluated if len(e.poses) > 1]
+        plot_car_trajectories(out / "trajectories.png", [np.array(e.poses) for e in shown],
+                              [watcher.goal_at(int(e.report["start_stamp_ns"])) if scene.goals else None
+                               for e in shown],
+                              [e.outcome for e in shown], bounds=scene.bounds, reference=scene.reference,
+                              circles=scene.circles, title=title)
+    # Every episode (random, waiting and evaluated) against the transitions collected by its end.
+    collected = np.cumsum([e.number("steps", 0) for e in traces])
+    plot_progress(out / "progress.png", collected, [e.success for e in traces],
+                  [e.number(scene.distance_key) for e in traces], distance_label=scene.distance_label, title=title)
     # The trainer's held-out error per horizon for every model it deployed.
     errors = {}
     for path in sorted((out / "checkpoints").glob("model_v*.pt"), key=lambda p: int(p.stem[7:])):
@@ -170,4 +183,23 @@ def write_report(out: Path, task: str, scene: Scene, evaluated: list[EpisodeTrac
                                title=f"controller planning latency ({len(timings)} cycles)")
     (out / "summary.json").write_text(json.dumps(
         {**summary, "model_errors": errors,
-         "episodes_detail": [e.report for e in evaluated]}, indent=2, default=str) + "\n")
+         "episodes_detail": [typed(e.report) for e in evaluated]}, indent=2) + "\n")
+
+
+def typed(report: dict[str, str]) -> dict:
+    """An episode report as the simulator meant it: its values travel as strings on sim/episodes
+    (diagnostic_msgs/KeyValue); booleans and numbers go back to JSON booleans and numbers."""
+    values: dict = {}
+    for key, text in report.items():
+        if text in ("True", "False"):
+            values[key] = text == "True"
+            continue
+        try:
+            values[key] = int(text)
+        except ValueError:
+            try:
+                number = float(text)
+                values[key] = number if np.isfinite(number) else None  # JSON has no NaN
+            except ValueError:
+                values[key] = text
+    return values

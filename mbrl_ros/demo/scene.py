@@ -20,12 +20,18 @@ from mbrl_ros.robots import available_robots
 @dataclass
 class Scene:
     """The plot's fixed parts: walls (``bounds``: xmin, ymin, xmax, ymax), a reference path [P, 2],
-    circular obstacles [M, 3] (x, y, r); ``goals``: whether each episode's goal pose is drawn."""
+    circular obstacles [M, 3] (x, y, r); ``goals``: whether each episode's goal pose is drawn;
+    ``paths``: whether the robot drives x-y paths to plot at all (the hand does not).
+    ``distance_key``: the episode report's final distance to the goal, plotted with success
+    against the transitions collected (``distance_label`` on its axis)."""
 
     bounds: tuple[float, float, float, float] | None = None
     reference: np.ndarray | None = None
     circles: np.ndarray | None = None
     goals: bool = True
+    paths: bool = True
+    distance_key: str = "final_position_error_m"
+    distance_label: str = "final distance to the goal (m)"
 
 
 def demo_module(robot: str) -> ModuleType | None:

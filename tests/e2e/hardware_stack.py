@@ -9,6 +9,8 @@ carry what the tests check.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import zlib
@@ -16,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mbrl_ros.stack_run import StackRun
-from mbrl_ros.ros_env import workspace_env
+from mbrl_ros.ros_env import REPO_ROOT, workspace_env
 
 
 def domain_for(name: str) -> int:
@@ -59,3 +61,24 @@ def emulated_robot(folder: Path, name: str, emulator_module: str, emulator_param
             run.stop()
     finally:
         stop_process(emulator)
+
+
+def small_hand_config(folder: Path, random_transitions: int = 200, small_model: bool = True) -> Path:
+    """The repository's hand config with less exploration (and, with ``small_model``, a smaller ensemble,
+    shorter training and fewer MPPI samples), so that a model comes sooner."""
+    shutil.copytree(REPO_ROOT / "config", folder)
+    changes = [("random_transitions: 1000", f"random_transitions: {random_transitions}"),
+               ("poll_period: 5.0", "poll_period: 0.5"), ("split_duration: 20.0", "split_duration: 2.0")]
+    if small_model:
+        changes += [("ensemble_size: 5", "ensemble_size: 2"), ("num_elites: 5", "num_elites: 2"),
+                    ("hidden_sizes: [200, 200]", "hidden_sizes: [64, 64]"), ("epochs: 100", "epochs: 10")]
+    hand = folder / "hand.yaml"
+    text = hand.read_text()
+    for old, new in changes:
+        assert old in text, f"config/hand.yaml no longer has '{old}'"
+        text = text.replace(old, new)
+    hand.write_text(text)
+    if small_model:
+        reach = folder / "hand_reach.yaml"
+        reach.write_text(re.sub(r"num_samples: \d+", "num_samples: 100", reach.read_text()))
+    return folder

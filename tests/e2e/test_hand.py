@@ -13,44 +13,21 @@ it as JointTrajectory, and its joint states must come back as the estimator's st
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from hardware_stack import domain_for, emulated_robot
+from hardware_stack import domain_for, emulated_robot, small_hand_config
 from mbrl_ros.stack_run import StackRun
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
-from mbrl_ros.ros_env import REPO_ROOT
 
 NODES = ("launch_check", "sim_hand", "estimator", "dynamics_server", "controller", "data_logger",
          "trainer")
-
-
-def small_config(folder):
-    """The repository's config with less exploration and training, so a model comes within ~30 s."""
-    shutil.copytree(REPO_ROOT / "config", folder)
-    hand = folder / "hand.yaml"
-    text = hand.read_text()
-    for old, new in (("random_transitions: 1000", "random_transitions: 200"),
-                     ("poll_period: 5.0", "poll_period: 0.5"),
-                     ("split_duration: 20.0", "split_duration: 2.0"),
-                     ("ensemble_size: 5", "ensemble_size: 2"),
-                     ("num_elites: 5", "num_elites: 2"),
-                     ("hidden_sizes: [200, 200]", "hidden_sizes: [64, 64]"),
-                     ("epochs: 100", "epochs: 10")):
-        assert old in text, f"config/hand.yaml no longer has '{old}'"
-        text = text.replace(old, new)
-    hand.write_text(text)
-    reach = folder / "hand_reach.yaml"
-    reach.write_text(reach.read_text().replace("num_samples: 300", "num_samples: 100"))
-    return folder
 
 
 @pytest.fixture(scope="module")
 def hand(tmp_path_factory):
     domain = domain_for("e2e-hand")
     folder = tmp_path_factory.mktemp("hand")
-    config = small_config(folder / "config")
+    config = small_hand_config(folder / "config")
     run = StackRun(folder, {"robot": "hand", "hardware": "sim", "lockstep": "true",
                             "run_dir": str(folder / "run"), "config_dir": str(config)},
                    domain, namespace="hand", watch_timing=False)
@@ -74,7 +51,10 @@ def test_the_hand_explores_learns_and_plans_with_the_learned_model(hand):
     assert watcher.status("/hand/controller")["model_kind"] == "ensemble"
     assert list((folder / "run" / "checkpoints").glob("model_v*.pt")), "the trainer saved no checkpoint"
     assert len(watcher.reports) >= 3, watcher.reports
-    assert all(float(e["final_goal_distance_m"]) < 0.5 for e in watcher.reports)
+    # Each report's success is HandReach's own verdict on its final distance (1 cm); whether the learned
+    # model reaches closer than random actions is tests/e2e/test_demo.py's hand test.
+    for report in watcher.reports:
+        assert (report["success"] == "True") == (float(report["final_goal_distance_m"]) < 0.01), report
 
 
 def test_the_logger_records_joint_states_that_read_back_as_hand_transitions(hand):

@@ -93,10 +93,11 @@ class HandSim:
 
     def step(self, action: np.ndarray) -> HandStep:
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        obs, _reward, terminated, truncated, _info = self.env.step(action)
+        obs, _reward, terminated, truncated, info = self.env.step(action)
         distance = float(np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]))
-        # The time limit is the driver's (max_episode_steps), not gymnasium's TimeLimit.
-        return HandStep(self._state(obs), distance, distance < self.distance_threshold, bool(terminated))
+        # Success is the environment's own verdict (HandReach: distance under 1 cm); the time limit is the
+        # driver's (max_episode_steps), not gymnasium's TimeLimit.
+        return HandStep(self._state(obs), distance, bool(info["is_success"]), bool(terminated))
 
     def goal_distance(self, state: HandState) -> float:
         return float(np.linalg.norm(state.fingertips - self.goal))
