@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from mbrl_ros.core import data_parallel as parallel
 from mbrl_ros.core.data import MultiStepError, TransitionDataset, multistep_error
 from mbrl_ros.core.models import Physics, SemiparametricDynamics, build_model
 from mbrl_ros.core.models.base import DynamicsModel, PhysicsModel
@@ -29,7 +30,7 @@ from mbrl_ros.core.training import train_ensemble
 
 TRAINING_KEYS = frozenset(
     name for name, p in inspect.signature(train_ensemble).parameters.items() if p.kind == p.KEYWORD_ONLY
-) - {"progress"}
+) - {"progress", "data_parallel"}
 
 
 @dataclass
@@ -67,6 +68,7 @@ def fit_model(
     progress: Callable[[int, dict], bool | None] | None = None,
     source: str = "model",
     physics: Physics | None = None,
+    data_parallel: bool = False,
 ) -> FitResult:
     """Build the model ``config`` describes and fit it to ``train``; score it on ``score_on`` (default ``val``).
 
@@ -74,21 +76,26 @@ def fit_model(
     a model is flattered (they chose it); ``score_on`` gives episodes that had no say.
 
     ``physics``: the robot's (its plug-in), which builds and identifies the kinds built on its physics prior.
+
+    ``data_parallel``: ``train`` and ``val`` are this rank's shards of the data (``core.data_parallel``);
+    ensembles train data-parallel, a physics prior is identified by rank 0 on all ranks' training
+    data, ``score_on`` is whole on each rank. Every rank returns the same model.
     """
     training = check_training_options(training or {}, source=f"{source}: training")
     started = time.perf_counter()
     config = copy.deepcopy(dict(config))
     model = build_model(config, where=source, physics=physics)
     details: dict[str, Any] = {}
+    identify = _identify_on_rank_0 if data_parallel else _identify
     if isinstance(model, PhysicsModel):
-        model = _identify(physics, model, train, config, details)
+        model = identify(physics, model, train, config, details)
     elif isinstance(model, SemiparametricDynamics):
         if isinstance(model.prior, PhysicsModel):
-            model.prior = _identify(physics, model.prior, train, config["prior"], details)
-        history = train_ensemble(model, train, val, progress=progress, **training)
+            model.prior = identify(physics, model.prior, train, config["prior"], details)
+        history = train_ensemble(model, train, val, progress=progress, data_parallel=data_parallel, **training)
         details["training"] = _history_summary(history)
     else:
-        history = train_ensemble(model, train, val, progress=progress, **training)
+        history = train_ensemble(model, train, val, progress=progress, data_parallel=data_parallel, **training)
         details["training"] = _history_summary(history)
     model.eval()
     val_error = None
@@ -116,6 +123,23 @@ def _identify(physics: Physics, model: PhysicsModel, data: TransitionDataset, co
         "converged": result.success,
     }
     return result.model()
+
+
+def _identify_on_rank_0(physics: Physics, model: PhysicsModel, shard: TransitionDataset, config: dict,
+                        details: dict) -> PhysicsModel:
+    """``_identify`` on all ranks' training data, run once (least squares is not data-parallel here)."""
+    data, _ = parallel.gather_dataset(shard)
+    outcome = None
+    if parallel.rank() == 0:
+        try:
+            outcome = (_identify(physics, model, data, config, details), config["params"], details["sysid"])
+        except (ValueError, RuntimeError) as err:  # every rank raises it, as one process would
+            outcome = err
+    outcome = parallel.broadcast(outcome)
+    if isinstance(outcome, Exception):
+        raise outcome
+    identified, config["params"], details["sysid"] = outcome
+    return identified
 
 
 def _history_summary(history) -> dict:

@@ -9,15 +9,22 @@ from mbrl_ros.core.model_kinds import MODEL_KINDS
 from mbrl_ros.robots import available_robots
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    fit = subparsers.add_parser(
-        "fit",
-        help="fit a dynamics model to recorded bags; checkpoint + report",
-        description="Read transitions from bags (the trainer's code and config), hold out whole episodes, "
-        "fit the model (and, for the comparison table, the other two kinds) and write DIR/model.pt (the "
-        "dynamics_server's 'checkpoint' parameter loads it), DIR/report.md, DIR/errors.csv, "
-        "DIR/error_vs_horizon.png and DIR/trajectories.png.",
-    )
+FIT_DESCRIPTION = (
+    "Read transitions from bags (the trainer's code and config), hold out whole episodes, "
+    "fit the model (and, for the comparison table, the other two kinds) and write DIR/model.pt (the "
+    "dynamics_server's 'checkpoint' parameter loads it), DIR/report.md, DIR/errors.csv, "
+    "DIR/error_vs_horizon.png and DIR/trajectories.png."
+)
+
+
+def fit_parser() -> argparse.ArgumentParser:
+    """The ``fit`` arguments alone: what each rank of a data-parallel fit parses (``offline.distributed``)."""
+    parser = argparse.ArgumentParser(prog="mbrl-ros fit (one rank)", description=FIT_DESCRIPTION)
+    _add_fit_arguments(parser)
+    return parser
+
+
+def _add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     fit.add_argument("bags", nargs="*", metavar="BAG", help="bag directories, or folders of bags")
     fit.add_argument("--robot", required=True, choices=available_robots(), help="reads config/<robot>.yaml")
     fit.add_argument("--model", choices=MODEL_KINDS, default=None,
@@ -29,6 +36,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--task", default=None, help="also read <robot>_<task>.yaml (e.g. parking, race)")
     fit.add_argument("--only", action="store_true",
                      help="fit only the requested model (default: also the other two kinds, for the comparison)")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    fit = subparsers.add_parser("fit", help="fit a dynamics model to recorded bags; checkpoint + report",
+                                description=FIT_DESCRIPTION)
+    _add_fit_arguments(fit)
+    fit.add_argument("--nproc", type=int, default=1, metavar="N",
+                     help="fit data-parallel in N processes on torch.distributed (gloo on CPU), each reading its "
+                     "share of the bags (needs at least N bags); across machines run "
+                     "'torchrun ... -m mbrl_ros.offline.distributed' with the same arguments (see the README)")
     fit.set_defaults(func=_run_fit)
 
     replay = subparsers.add_parser(
@@ -64,11 +81,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_fit(args: argparse.Namespace) -> int:
+    if args.nproc < 1:
+        print(f"mbrl-ros fit: error: --nproc: expected at least 1, got {args.nproc}", file=sys.stderr)
+        return 2
+    if args.nproc > 1:
+        from mbrl_ros.offline.distributed import launch
+
+        return launch(args, args.nproc)
+    return run_fit_args(args)
+
+
+def run_fit_args(args: argparse.Namespace, data_parallel: bool = False) -> int:
+    """``mbrl-ros fit`` with parsed arguments; a user error is one line on stderr and exit code 2."""
     from mbrl_ros.offline.fit import is_user_error, run_fit
 
     try:
         return run_fit(args.bags, args.robot, args.model, args.out, json_path=args.json,
-                       config_dir=args.config_dir, task=args.task, compare=not args.only)
+                       config_dir=args.config_dir, task=args.task, compare=not args.only,
+                       data_parallel=data_parallel)
     except Exception as err:
         if not is_user_error(err):
             raise

@@ -13,18 +13,26 @@ three on the same validation episodes (``compare=False`` fits only the requested
 one). A compared model that fails to fit, or that the robot's config has no
 section for (the hand has no parametric model), is reported as such; the
 requested one failing is an error.
+
+Data-parallel (``data_parallel=True``, in each process of a torch.distributed job: see
+``mbrl_ros.offline.distributed``): each rank reads its own consecutive share of the bags; the
+episode split is the single-process one, learned models train data-parallel, the gate episodes
+are gathered so every model is scored on all of them, and rank 0 alone writes the checkpoints.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import torch
 from tqdm import tqdm
 
+from mbrl_ros.core import data_parallel as parallel
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.fitting import FitResult, check_training_options, fit_model
 from mbrl_ros.core.model_kinds import MODEL_KINDS
@@ -97,9 +105,11 @@ class FitRun:
     params: dict  # the trainer section, with the trainer's defaults filled in
     dataset: TransitionDataset
     train: TransitionDataset
-    val: TransitionDataset  # the gate episodes every model is scored on
-    read_report: dict  # counts from transitions_from_bags (why episodes ended, names)
+    val: TransitionDataset  # the gate episodes every model is scored on (all ranks' when data-parallel)
+    read_report: dict  # counts from transitions_from_bags (why episodes ended, names), summed over ranks
     selection: TransitionDataset | None = None  # the episodes that stop training early and choose elites
+    # transitions / episodes of dataset, train and selection over all ranks (data-parallel: this rank's are shards)
+    totals: dict[str, int] = field(default_factory=dict)
     models: dict[str, ModelFit] = field(default_factory=dict)
     out: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
@@ -174,8 +184,12 @@ def fit_bags(
     config_dir: str | Path | None = None,
     task: str | None = None,
     compare: bool = True,
+    data_parallel: bool = False,
 ) -> FitRun:
-    """Fit the ``model`` kind (default: the config's ``model_kind``) to the bags; save it in ``out``."""
+    """Fit the ``model`` kind (default: the config's ``model_kind``) to the bags; save it in ``out``.
+
+    ``data_parallel``: this process is one rank of an initialised torch.distributed job.
+    """
     params, files = trainer_parameters(robot, task, config_dir)
     source = f"{files[0]} (trainer)"
     requested = model or require(params, "model_kind", source, str)
@@ -190,43 +204,91 @@ def fit_bags(
             unconfigured[kind] = f"not compared: the config has no '{kind}' section"
     training = check_training_options(params.get("training") or {}, source=f"{source}: training")
     bags = find_bags(bag_paths)
+    all_bags = bags
+    if data_parallel:
+        bags = _share_of(bags)
+        print(f"[fit] rank {parallel.rank()} of {parallel.world_size()} (pid {os.getpid()}): "
+              f"{', '.join(map(str, bags))}", flush=True)
 
     print(f"[fit] reading {len(bags)} bag(s) at dt {params['dt']} s", flush=True)
     read_report: dict = {}
-    dataset = read_transitions(bags, params, read_report, source, progress=True)
+    dataset = read_transitions(bags, params, read_report, source, progress=not data_parallel)
+    split = parallel.split_shards if data_parallel else split_episodes
     try:
-        train, selection, val = split_episodes(dataset, [float(params["val_fraction"]), float(params["gate_fraction"])],
-                                               int(params["split_seed"]))
+        train, selection, val = split(dataset, [float(params["val_fraction"]), float(params["gate_fraction"])],
+                                      int(params["split_seed"]))
     except ValueError as err:
-        raise FitError(f"{', '.join(map(str, bags))}: {err} (episodes end at resets and gaps in the recording; "
+        raise FitError(f"{', '.join(map(str, all_bags))}: {err} (episodes end at resets and gaps in the recording; "
                        "record more, or several runs)") from None
-    run = FitRun(bags, robot, task, requested, files, params, dataset, train, val, read_report, selection)
-    print(f"[fit] {len(dataset)} transitions in {len(dataset.episodes())} episodes: {len(train)} for training, "
-          f"{len(selection)} in {len(selection.episodes())} selection episodes (early stopping, elites), "
-          f"{len(val)} in {len(val.episodes())} held-out gate episodes", flush=True)
+    if data_parallel:
+        val, _ = parallel.gather_dataset(val, numbered_as=dataset)
+        read_report = _summed(parallel.gathered(read_report))
+    run = FitRun(all_bags, robot, task, requested, files, params, dataset, train, val, read_report, selection,
+                 totals=_totals(dataset, train, selection, data_parallel))
+    totals = run.totals
+    print(f"[fit] {totals['transitions']} transitions in {totals['episodes']} episodes: {totals['train']} for "
+          f"training, {totals['selection']} in {totals['selection_episodes']} selection episodes (early stopping, "
+          f"elites), {len(val)} in {len(val.episodes())} held-out gate episodes", flush=True)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    run.out = out
     for kind, config in sections.items():
-        run.models[kind] = _fit_one(run, kind, config, training, required=kind == requested)
-        result = run.models[kind]
+        run.models[kind] = _fit_one(run, kind, config, training, required=kind == requested,
+                                    data_parallel=data_parallel)
+    # Written once every model is fitted (and by rank 0 alone): a fit that fails or is stopped leaves no files.
+    out = Path(out)
+    run.out = out
+    if parallel.rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    for kind, result in run.models.items():
         if result.fit is not None:
             path = out / CHECKPOINT_NAME if kind == requested else out / "compared" / f"{kind}.pt"
-            checkpoint.save(path, result.fit.model, result.fit.config, _metrics(run, result))
+            if parallel.rank() == 0:
+                checkpoint.save(path, result.fit.model, result.fit.config, _metrics(run, result))
             result.checkpoint = path
     run.models.update({kind: ModelFit(kind, error=why) for kind, why in unconfigured.items()})
     run.files["checkpoint"] = run.models[requested].checkpoint
     return run
 
 
-def _fit_one(run: FitRun, kind: str, config: dict, training: dict, required: bool) -> ModelFit:
+def _share_of(bags: list[Path]) -> list[Path]:
+    """This rank's consecutive share of the bags (so the ranks' data in rank order is the bags' order)."""
+    rank, size = parallel.rank(), parallel.world_size()
+    if len(bags) < size:
+        raise FitError(f"{size} processes need at least {size} bags (each reads its own share), got {len(bags)}: "
+                       f"{', '.join(map(str, bags))}")
+    return bags[rank * len(bags) // size: (rank + 1) * len(bags) // size]
+
+
+def _totals(dataset: TransitionDataset, train: TransitionDataset, selection: TransitionDataset,
+            data_parallel: bool) -> dict[str, int]:
+    counts = {"transitions": len(dataset), "episodes": len(dataset.episodes()), "train": len(train),
+              "selection": len(selection), "selection_episodes": len(selection.episodes())}
+    if data_parallel:
+        summed = parallel.all_sum(torch.tensor(list(counts.values())))
+        counts = dict(zip(counts, summed.tolist()))
+    return counts
+
+
+def _summed(reports: list[dict]) -> dict:
+    """The ranks' read reports as one: counts added up (also per topic and reason), names from rank 0."""
+    total = dict(reports[0])
+    for report in reports[1:]:
+        for key, value in report.items():
+            if isinstance(value, dict):
+                total[key] = _summed([total.get(key, {}), value])
+            elif isinstance(value, int):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def _fit_one(run: FitRun, kind: str, config: dict, training: dict, required: bool,
+             data_parallel: bool = False) -> ModelFit:
     epochs = int(training.get("epochs", 100))
     learned = kind != "parametric"
     what = f"training {kind} (up to {epochs} epochs, early stop on held-out episodes)" if learned \
         else f"identifying {kind} (least squares)"
     print(f"[fit] {what}", flush=True)
-    bar = tqdm(total=epochs, desc=kind, unit="epoch", leave=False, disable=None) if learned else None
+    bar = tqdm(total=epochs, desc=kind, unit="epoch", leave=False, disable=None) \
+        if learned and parallel.rank() == 0 else None
 
     def progress(epoch: int, stats: dict) -> None:
         bar.update(epoch - bar.n)
@@ -235,8 +297,9 @@ def _fit_one(run: FitRun, kind: str, config: dict, training: dict, required: boo
     try:
         fit = fit_model(config, run.train, run.selection, score_on=run.val, training=training, horizons=run.horizons,
                         angle_dims=run.params.get("angle_dims", ()), error_scale=run.params.get("error_scale"),
-                        progress=progress if learned else None, source=f"{run.config_files[0]} trainer.{kind}",
-                        physics=get_robot(run.robot))
+                        progress=progress if bar is not None else None,
+                        source=f"{run.config_files[0]} trainer.{kind}", physics=get_robot(run.robot),
+                        data_parallel=data_parallel)
     except (ValueError, RuntimeError) as err:  # sysid not converging, a bad section, a diverging loss
         if required:
             raise FitError(f"fitting the requested '{kind}' model failed: {err}") from err
@@ -253,20 +316,23 @@ def _metrics(run: FitRun, result: ModelFit) -> dict[str, float]:
     """What the trainer stores with a checkpoint (``TrainingRound.metrics``)."""
     metrics = dict(result.fit.metrics())
     metrics["val_score"] = result.score
-    metrics["train_transitions"] = float(len(run.train))
-    metrics["selection_transitions"] = float(len(run.selection))
+    metrics["train_transitions"] = float(run.totals["train"])
+    metrics["selection_transitions"] = float(run.totals["selection"])
     metrics["val_transitions"] = float(len(run.val))
     return metrics
 
 
 def run_fit(bag_paths: Sequence[str], robot: str, model: str | None, out: str | None, *,
             json_path: str | None = None, config_dir: str | None = None, task: str | None = None,
-            compare: bool = True) -> int:
-    """The ``mbrl-ros fit`` command: fit, write the report, print the table."""
+            compare: bool = True, data_parallel: bool = False) -> int:
+    """The ``mbrl-ros fit`` command: fit, write the report, print the table (rank 0 of a data-parallel fit)."""
     from mbrl_ros.offline.report import write_report
 
     out = Path(out) if out else Path("runs") / time.strftime("fit-%Y%m%d-%H%M%S")
-    run = fit_bags(bag_paths, robot, model, out, config_dir=config_dir, task=task, compare=compare)
+    run = fit_bags(bag_paths, robot, model, out, config_dir=config_dir, task=task, compare=compare,
+                   data_parallel=data_parallel)
+    if parallel.rank() != 0:
+        return 0
     table = write_report(run, json_path)
     print(table)
     print(f"[fit] checkpoint ({run.requested}): {run.files['checkpoint']}")

@@ -281,15 +281,23 @@ class EnsembleDynamics(DynamicsModel):
         return (self.delta_targets(states, next_states) - self.output_mean) / self.output_std
 
     @torch.no_grad()
-    def fit_normalisers(self, states: torch.Tensor, actions: torch.Tensor, next_states: torch.Tensor) -> None:
-        """Set input/output mean and std from training data (constant columns get std 1)."""
-        if states.shape[0] < 2:
-            raise ValueError(f"fit_normalisers: need at least 2 transitions, got {states.shape[0]}")
+    def fit_normalisers(self, states: torch.Tensor, actions: torch.Tensor, next_states: torch.Tensor,
+                        sum_over: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> None:
+        """Set input/output mean and std from training data (constant columns get std 1).
+
+        ``sum_over``: sums a tensor over where the rest of the data is (``data_parallel.all_sum``
+        when each process holds a shard), so the statistics are those of all the data.
+        """
+        rows = int(sum_over(torch.tensor(float(states.shape[0]), dtype=torch.float64)))
+        if rows < 2:
+            raise ValueError(f"fit_normalisers: need at least 2 transitions, got {rows}")
         for (mean_buf, std_buf), data in (
             ((self.input_mean, self.input_std), self.raw_inputs(states, actions)),
             ((self.output_mean, self.output_std), self.delta_targets(states, next_states)),
         ):
-            mean, std = data.mean(0), data.std(0)
+            data = data.to(torch.float64)  # sums of many rows, then two passes (as torch.std)
+            mean = sum_over(data.sum(0)) / rows
+            std = (sum_over((data - mean).square().sum(0)) / (rows - 1)).sqrt()
             mean_buf.copy_(mean)
             std_buf.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
 
