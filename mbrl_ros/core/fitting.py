@@ -149,4 +149,5 @@ def _history_summary(history) -> dict:
         "elites": list(history.elites),
         "best_val_mse": min(history.val_mse) if history.val_mse else None,
         "seconds": history.seconds,
+        "gradient_sum_seconds": history.gradient_sum_seconds,
     }

@@ -49,6 +49,7 @@ class TrainingHistory:
     epochs_run: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
+    gradient_sum_seconds: float = 0.0  # data-parallel: time in the gradients' all_reduce (waits for ranks included)
 
 
 def gaussian_nll_terms(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -189,10 +190,12 @@ def train_ensemble(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if data_parallel:
+                summing = time.perf_counter()
                 for param in ensemble.parameters():
                     if param.grad is None:  # unused here; the ranks must still sum the same tensors
                         param.grad = torch.zeros_like(param)
                     parallel.all_sum(param.grad)
+                history.gradient_sum_seconds += time.perf_counter() - summing
             optimizer.step()
             total += float(loss.detach()) / members
             batches += 1

@@ -8,10 +8,11 @@ On one machine ``mbrl-ros fit BAG... --nproc N`` starts N ranks with torch's own
         -m mbrl_ros.offline.distributed BAG... --robot car --out DIR
 
 The BAG arguments must name the same bags, in the same order, on every machine (each rank
-reads only its consecutive share). Ranks talk over gloo on CPU (and NCCL for CUDA tensors
-where GPUs are). Rank 0 alone writes the checkpoint and the report. A rank that dies ends the
-job: the launcher stops the others and the error names the rank; nothing is written after
-training, and checkpoints are written atomically, so no half-written file is left.
+reads only its consecutive share). Ranks talk over gloo: the fit trains on the CPU (CUDA
+tensors would go over NCCL where each local rank has a GPU; not exercised here, no GPU).
+Rank 0 alone writes the checkpoint and the report. A rank that dies ends the job: the
+launcher stops the others and the error names the rank; files are written only after every
+model is fitted, checkpoints atomically, so no half-written output is left.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from mbrl_ros.offline.cli import fit_parser, run_fit_args
 
     args = fit_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if torch.cuda.is_available():
+    # The fit's tensors (weights, gradients, sums, gathered objects) are on the CPU: gloo carries them. Where
+    # every local rank has a GPU of its own, CUDA tensors go over NCCL (NCCL needs one device per rank).
+    if torch.cuda.device_count() >= int(os.environ.get("LOCAL_WORLD_SIZE", 1)):
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("cpu:gloo,cuda:nccl")
     else:
