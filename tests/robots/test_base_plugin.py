@@ -145,3 +145,18 @@ def test_the_base_stop_ramps_the_twist_down_within_its_limits_and_holds_zero():
         base.stop({**params, "max_accel": 0.0}, "controller")
     with pytest.raises(ValueError, match="controller: the base's stop needs 'v' and 'w'"):
         base.stop({**params, "state_names": ["x", "y", "yaw"]}, "controller")
+
+
+def test_the_real_time_simulator_holds_the_last_stop_as_a_zero_twist_and_the_base_comes_to_rest():
+    world = open_field()
+    world.reset(0)
+    for _ in range(20):
+        state = world.step([0.8, 1.0]).state
+    last_stop = np.array([0.7, 0.6])  # the stop's first ramp step, then nothing more (deactivated)
+    held = np.zeros(2)  # what sim_base steps with meanwhile (SimBaseNode.hold_stop)
+    speeds = [world.step(held).state[3] for _ in range(15)]
+    assert speeds[-1] == pytest.approx(0.0, abs=1e-3) and min(speeds) >= 0.0  # at rest (the lag decays), never reversing
+    assert all(b - a <= world.config.max_accel * world.config.dt + 1e-9 for a, b in zip(speeds[1:], speeds))
+    for _ in range(10):
+        state = world.step(last_stop).state
+    assert state[3] > 0.6  # the stop's command held as it is keeps the base driving

@@ -83,6 +83,12 @@ class SimBaseNode(SimDriverNode):
                                  "max_yaw_accel", "motor_lag", "slip", "goal_tolerance", "yaw_tolerance",
                                  "path_tolerance", "path_min_speed")}))
 
+    def hold_stop(self, stop: np.ndarray) -> np.ndarray:
+        """Real time, the controller's last command was its stop and nothing followed: a zero twist, which
+        the simulated base brakes to within its acceleration limits (the stop's last ramp step, held as it
+        is, would keep the base driving)."""
+        return np.zeros_like(stop)
+
     def default_episode_steps(self) -> int:
         return TASK_EPISODE_STEPS[self.p["task"]]
 
