@@ -147,6 +147,7 @@ def _history_summary(history) -> dict:
         "epochs": history.epochs_run,
         "stopped_early": history.stopped_early,
         "elites": list(history.elites),
+        "best_epoch": list(history.best_epoch),  # per member, the epoch whose weights were kept
         "best_val_mse": min(history.val_mse) if history.val_mse else None,
         "seconds": history.seconds,
         "gradient_sum_seconds": history.gradient_sum_seconds,
