@@ -112,6 +112,13 @@ class Robot:
         Raises ValueError naming ``source`` and the parameter when they do not fit the robot."""
         raise NotImplementedError
 
+    def check_estimated_states(self, params: Mapping[str, Any], source: str) -> None:
+        """Raise ValueError naming ``source`` when the node's ``state_names`` are not the ones this
+        robot's estimator produces (its ``state_names``, in that order)."""
+        if list(params["state_names"]) != list(self.state_names):
+            raise ValueError(f"{source}: parameter 'state_names' is {list(params['state_names'])}, but the "
+                             f"{self.name}'s estimator produces {list(self.state_names)}")
+
     # --- safety -------------------------------------------------------------------------------
     def stop(self, params: Mapping[str, Any], source: str) -> Stop:
         """This robot's stop (see ``Stop``), from the controller's parameters: the generic ones

@@ -66,9 +66,7 @@ class Base(Robot):
     def estimator(self, params: Mapping[str, Any], source: str):
         from mbrl_ros.robots.base.estimator import BaseStateEstimator
 
-        if list(params["state_names"]) != list(STATE_NAMES):
-            raise ValueError(f"{source}: parameter 'state_names' is {list(params['state_names'])}, but the base's "
-                             f"estimator produces {list(STATE_NAMES)}")
+        self.check_estimated_states(params, source)
         return BaseStateEstimator(params["velocity_filter_alpha"], params["resync_after"])
 
 

@@ -67,9 +67,7 @@ class Car(Robot):
     def estimator(self, params: Mapping[str, Any], source: str):
         from mbrl_ros.robots.car.estimator import CarStateEstimator, EstimatorConfig
 
-        if list(params["state_names"]) != list(STATE_NAMES):
-            raise ValueError(f"{source}: parameter 'state_names' is {list(params['state_names'])}, but the car's "
-                             f"estimator produces {list(STATE_NAMES)}")
+        self.check_estimated_states(params, source)
         if STEER_COMMAND not in params["action_names"]:
             raise ValueError(f"{source}: parameter 'action_names' {list(params['action_names'])} has no "
                              f"'{STEER_COMMAND}'")
