@@ -297,9 +297,28 @@ def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, 
     finally:
         bar.close()
         counts["wall_seconds"] = time.monotonic() - started_wall
+        _drain(publishers)
         node.destroy_node()
         rclpy.try_shutdown()
     return counts
+
+
+def _drain(publishers: dict, timeout: float = 2.0, linger: float = 0.3) -> None:
+    """Let the last messages reach their subscribers before the node goes.
+
+    Destroying a publisher right after its last ``publish`` loses what is still
+    in flight (the CI lost the last message of a bag one run in three): reliable
+    publishers wait until every subscriber acknowledged (at most ``timeout``),
+    best-effort ones, which get no acknowledgement, for ``linger`` seconds.
+    """
+    from rclpy.duration import Duration
+    from rclpy.qos import ReliabilityPolicy
+
+    deadline = time.monotonic() + timeout
+    for publisher in publishers.values():
+        if publisher.qos_profile.reliability == ReliabilityPolicy.RELIABLE:
+            publisher.wait_for_all_acked(Duration(seconds=max(0.0, deadline - time.monotonic())))
+    time.sleep(linger)
 
 
 def _wait_for_subscribers(publishers: dict, count: int) -> None:
