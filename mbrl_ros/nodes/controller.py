@@ -17,7 +17,9 @@ Stop: the robot plug-in's (``Robot.stop``: the car brakes to a standstill and
 holds it, the hand holds its measured joints), sent bypassing the rate limit and
 marked as a stop (``mbrl_ros.ros.commands``). ``e_stop`` (std_msgs/Bool) true
 latches it; only the service ``controller/release_e_stop`` (std_srvs/Trigger)
-clears it. Cycles that fail (no usable state, no valid plan) for longer than
+clears it. With ``e_stop_file`` set (the launch files: ``<run_dir>/e_stop``) the
+latch outlives the process: a respawned or relaunched controller starts stopped
+until the release service is called. Cycles that fail (no usable state, no valid plan) for longer than
 ``failure_tolerance`` report ERROR on /diagnostics with the stop held. A plan
 that raises, is non-finite or leaves the bounds, or a missing goal or path, gives
 the previous plan shifted while it lasts, else the stop; causes are counted.
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import sys
 import time
+import pathlib
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -95,6 +98,9 @@ PARAMS = [
     Param("threads", 1, "torch threads for planning (more threads than free cores makes latency jitter)", (1, 256)),
     Param("rollouts_rate_hz", 2.0, "rate of sampled-rollout markers (0: off)", (0.0, 100.0)),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
+    Param("e_stop_file", "", "file that keeps an engaged e-stop across restarts (a respawn after a crash, a new "
+          "launch): written when the e-stop engages, removed by the release service ('': kept in memory only)",
+          read_only=True),
     Param("max_model_bytes", 64 << 20, "largest model (bytes of weights) taken from dynamics/model", (1, 2**31 - 1)),
 ]
 # How a change at run time (`ros2 param set`) applies: "live" between cycles; "refused: why"; any other
@@ -140,7 +146,13 @@ class ControllerNode(LifecycleNode):
         self.timing_pub = self.create_publisher(CycleTiming, "controller/timing", 50)
         self.rollouts_pub = self.create_publisher(MarkerArray, "controller/rollouts", 1)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.e_stopped = False  # latched across reconfiguration: only the release service clears it
+        # Latched across reconfiguration (and, with e_stop_file, restarts): only the release service clears it.
+        e_stop_file = self.get_parameter("e_stop_file").value
+        self.e_stop_file = pathlib.Path(e_stop_file) if e_stop_file else None
+        self.e_stopped = self.e_stop_file is not None and self.e_stop_file.exists()
+        if self.e_stopped:
+            self.get_logger().warn(f"e-stop ENGAGED before this start (the file {self.e_stop_file} is there): "
+                                   "release with the service controller/release_e_stop")
         self.create_service(Trigger, "controller/release_e_stop", self.on_release_e_stop)
         self.contexts = self.robot.messages().context_inputs()
         self.subs = [
@@ -323,6 +335,7 @@ class ControllerNode(LifecycleNode):
             return
         if not self.e_stopped:
             self.get_logger().warn("e-stop ENGAGED (latched; release with the service controller/release_e_stop)")
+            self.keep_e_stop(True)
         self.e_stopped = True
         if self.core is not None:
             self.core.engage_e_stop()
@@ -332,12 +345,30 @@ class ControllerNode(LifecycleNode):
     def on_release_e_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         was = self.e_stopped
         self.e_stopped = False
+        self.keep_e_stop(False)
         if self.core is not None:
             self.core.release_e_stop()  # the planner's warm start is reset
         response.success = True
         response.message = "e-stop released" if was else "e-stop was not engaged"
         self.get_logger().warn(response.message)
         return response
+
+    def keep_e_stop(self, engaged: bool) -> None:
+        """Write (engaged) or remove the e_stop_file. A file that cannot be written leaves the e-stop engaged in
+        this process only, said in the log; one that cannot be removed keeps the next start stopped (safe)."""
+        if self.e_stop_file is None:
+            return
+        try:
+            if engaged:
+                from mbrl_ros.io.checkpoint import write_atomically
+
+                write_atomically(self.e_stop_file, f"engaged at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+            else:
+                self.e_stop_file.unlink(missing_ok=True)
+        except OSError as err:
+            self.get_logger().error(f"e_stop_file {self.e_stop_file}: cannot {'write' if engaged else 'remove'} "
+                                    f"it ({err.strerror}): the e-stop is "
+                                    f"{'not kept across a restart' if engaged else 'engaged again at the next start'}")
 
     def on_model(self, msg: ModelUpdate) -> None:
         self.last_messages["dynamics/model"] = msg

@@ -156,6 +156,32 @@ def test_e_stop_is_latched_until_the_service_releases_it_and_deactivation_stops(
     assert peer.commands[-1]["frame_id"] == "stop", peer.commands[-3:]
 
 
+def test_an_engaged_e_stop_outlives_a_killed_controller_until_the_service_releases_it(running, spawn, tmp_path):
+    e_stop_file = tmp_path / "run" / "e_stop"  # the launch files: <run_dir>/e_stop
+    peer = running("-p", f"e_stop_file:={e_stop_file}")
+    peer.send(state=CRUISING)
+    peer.wait(lambda: len([c for c in peer.commands if c["frame_id"] != "stop"]) >= 3, 60, "exploring commands")
+    peer.send(e_stop=True)
+    peer.wait(lambda: e_stop_file.exists(), 20, "the e-stop kept in its file")
+    peer.controller.kill()  # a crash: respawn starts a new process that never saw e_stop true
+    peer.controller.wait()
+    peer.read(1.0)
+    restarted, diagnosed = len(peer.commands), len(peer.diagnostics)
+    peer.controller = spawn(*controller_argv("-p", f"e_stop_file:={e_stop_file}"))
+    peer.wait(lambda: len(peer.commands) - restarted >= 5, 90, "the restarted controller's commands")
+    # Stopped from its first command on, braking from the measured 3 m/s, instead of exploring.
+    assert all(c["frame_id"] == "stop" and c["values"] == pytest.approx([BRAKE, 0.0])
+               for c in peer.commands[restarted:]), peer.commands[restarted:][:5]
+    peer.wait(lambda: len(peer.diagnostics) > diagnosed and peer.status().get("e_stop") == "True", 20,
+              "the restarted controller's diagnostics saying e_stop True")
+    peer.send(release=True)
+    peer.wait(lambda: "release e-stop released" in peer.lines, 20, "the release service's answer")
+    assert not e_stop_file.exists()
+    released = len(peer.commands)
+    peer.wait(lambda: len([c for c in peer.commands[released:] if c["frame_id"] != "stop"]) >= 3, 30,
+              "control to resume after the release")
+
+
 def test_stale_then_invalid_state_stops_and_repeated_failure_is_an_error_until_valid_again(running):
     peer = running("-p", "state_timeout:=0.4", "-p", "failure_tolerance:=1.0")
     peer.send(state=CRUISING)
