@@ -38,8 +38,9 @@ def path_points(msg: Path) -> np.ndarray:
 
 # --- driver outputs ---------------------------------------------------------------------------
 def odometry(stamp: Time, frame_id: str, child_frame_id: str, x: float, y: float, yaw: float,
-             speed: float, yaw_rate: float = 0.0) -> Odometry:
-    """Odometry of a robot at ``(x, y, yaw)`` moving at ``speed`` (body frame, signed), turning at ``yaw_rate``."""
+             speed: float, yaw_rate: float = 0.0, lateral_speed: float = 0.0) -> Odometry:
+    """Odometry of a robot at ``(x, y, yaw)`` moving at ``speed`` (body frame, signed; sideways at
+    ``lateral_speed``), turning at ``yaw_rate``."""
     msg = Odometry()
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
@@ -48,6 +49,7 @@ def odometry(stamp: Time, frame_id: str, child_frame_id: str, x: float, y: float
     o = msg.pose.pose.orientation
     o.x, o.y, o.z, o.w = quaternion_from_yaw(float(yaw))
     msg.twist.twist.linear.x = float(speed)
+    msg.twist.twist.linear.y = float(lateral_speed)
     msg.twist.twist.angular.z = float(yaw_rate)
     return msg
 

@@ -29,3 +29,29 @@ def test_analytic_jacobians_match_autograd(speed_input, lag, substeps):
     torch.testing.assert_close(B, expected_B, rtol=1e-12, atol=1e-12)
     # Not trivially equal: steering and speed move the pose, and the state moves itself.
     assert float(B[:, :3].abs().max()) > 1e-3 and float((A - torch.eye(5, dtype=torch.float64)).abs().max()) > 1e-2
+
+
+def test_lateral_states_append_the_kinematic_cars_lateral_velocity_and_yaw_rate():
+    """Issue 10 §2: the race's state ``[x, y, yaw, v, steer, v_y, yaw_rate]``. The kinematic part steps as the
+    five-state bicycle does (parking's model is unchanged), whatever v_y and yaw_rate the car had; the two
+    appended entries are the no-slip car's at the step's end."""
+    torch.manual_seed(0)
+    params = BicycleParams(wheelbase=2.58, rear_axle_to_cg=1.42, speed_gain=6.0, steer_gain=0.4, lag=0.1)
+    kinematic = KinematicBicycle(params, dt=0.05, substeps=2)
+    lateral = KinematicBicycle(params, dt=0.05, substeps=2, lateral_states=True)
+    states = torch.randn(64, 7) * torch.tensor([10.0, 10.0, 2.0, 5.0, 0.3, 2.0, 1.0]) + torch.tensor(
+        [0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0])
+    actions = torch.rand(64, 2) * 2 - 1
+    nxt = lateral(states, actions)
+    assert lateral.state_dim == 7 and nxt.shape == (64, 7)
+    torch.testing.assert_close(nxt[:, :5], kinematic(states[:, :5], actions))
+    v, steer = nxt[:, 3], nxt[:, 4]
+    beta = torch.atan(1.42 / 2.58 * torch.tan(steer))
+    torch.testing.assert_close(nxt[:, 5], v * torch.sin(beta))
+    torch.testing.assert_close(nxt[:, 6], v * torch.cos(beta) * torch.tan(steer) / 2.58)
+    # The slip the car had does not change the no-slip prediction.
+    other = states.clone()
+    other[:, 5:] = 0.0
+    torch.testing.assert_close(lateral(other, actions), nxt)
+    dfdx, dfdu = lateral.jacobians(states[:4], actions[:4])
+    assert dfdx.shape == (4, 7, 7) and dfdu.shape == (4, 7, 2)

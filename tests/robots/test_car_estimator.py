@@ -218,3 +218,20 @@ def test_commands_waiting_for_odometry_are_bounded(lag):
     assert isinstance(out, StateEstimate) and est.pending_commands == 0
     # The latest command has long been in effect.
     assert out.values[4] == pytest.approx(GAIN * math.sin(sent), abs=1e-3)
+
+
+def test_the_dynamic_layout_adds_the_twists_lateral_velocity_and_yaw_rate():
+    """Issue 10 §2: with ``DYNAMIC_STATE_NAMES`` (the race) the state ends with the odometry twist's
+    lateral velocity and yaw rate, as measured; the kinematic layout (parking) ignores them."""
+    from mbrl_ros.robots.car.estimator import DYNAMIC_STATE_NAMES
+
+    dynamic = CarStateEstimator(state_names=DYNAMIC_STATE_NAMES)
+    out = dynamic.update(0, 1.0, 2.0, quat(0.5), 12.0, -0.8, 0.6)
+    assert out.names == ("x", "y", "yaw", "v", "steer", "v_y", "yaw_rate")
+    np.testing.assert_allclose(out.values, [1.0, 2.0, 0.5, 12.0, 0.0, -0.8, 0.6], atol=1e-12)
+    kinematic = CarStateEstimator()
+    assert kinematic.update(0, 1.0, 2.0, quat(0.5), 12.0, -0.8, 0.6).values.shape == (5,)
+    bad = dynamic.update(DT_NS, 1.0, 2.0, quat(0.5), 12.0, 0.0, float("nan"))
+    assert isinstance(bad, Rejection) and "non-finite yaw_rate" in bad.reason
+    with pytest.raises(ValueError, match="none of the car's layouts"):
+        CarStateEstimator(state_names=("x", "y", "yaw", "v", "steer", "yaw_rate"))

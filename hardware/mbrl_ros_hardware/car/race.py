@@ -7,7 +7,14 @@ speed the real car understeers and lags, so a kinematic prior alone tracks the
 line visibly worse and learning matters.
 
 ROS-free, like ``parking``; same state convention ``[x, y, yaw, v, steer]``,
-action ``[u_accel, u_steer]`` in [-1, 1].
+action ``[u_accel, u_steer]`` in [-1, 1]; ``twist`` is what odometry measures:
+the body-frame velocity at the centre of gravity (longitudinal, lateral) and the
+yaw rate. ``v`` in the state is the longitudinal one, as the odometry's.
+
+An episode is ``laps`` laps (success), or ends when the car leaves the track
+(more than ``track_half_width`` from the centre line: an exit) or at the time
+limit. ``LapCounter`` counts laps by the arc length travelled along the centre
+line, so cutting a corner or turning back counts nothing.
 """
 
 from __future__ import annotations
@@ -40,14 +47,70 @@ def stadium_track(straight: float = 60.0, radius: float = 20.0, spacing: float =
     return points
 
 
+def _nearest_segment(position: np.ndarray, path: np.ndarray) -> tuple[int, float, float, np.ndarray]:
+    """The closed polyline's segment nearest to ``position``: its index, the fraction along it of the
+    nearest point, the distance to that point, and every segment's vector."""
+    a = path
+    ab = np.roll(path, -1, axis=0) - a
+    t = np.clip(np.einsum("ij,ij->i", position - a, ab) / np.einsum("ij,ij->i", ab, ab), 0.0, 1.0)
+    distances = np.linalg.norm(a + t[:, None] * ab - position, axis=1)
+    nearest = int(np.argmin(distances))
+    return nearest, float(t[nearest]), float(distances[nearest]), ab
+
+
 def cross_track_error(position: np.ndarray, path: np.ndarray) -> float:
     """Distance from a point to a closed polyline."""
-    a = path
-    b = np.roll(path, -1, axis=0)
-    ab = b - a
-    t = np.clip(np.einsum("ij,ij->i", position - a, ab) / np.einsum("ij,ij->i", ab, ab), 0.0, 1.0)
-    closest = a + t[:, None] * ab
-    return float(np.min(np.linalg.norm(closest - position, axis=1)))
+    return _nearest_segment(position, path)[2]
+
+
+def arc_length(position: np.ndarray, path: np.ndarray) -> float:
+    """Arc length along the closed polyline ``path`` of the point on it nearest to ``position``."""
+    nearest, t, _, ab = _nearest_segment(position, path)
+    lengths = np.linalg.norm(ab, axis=1)
+    return float(np.sum(lengths[:nearest]) + t * lengths[nearest])
+
+
+class LapCounter:
+    """Laps driven along a closed centre line, from positions sampled every ``dt`` seconds.
+
+    Progress is the arc length gained between samples (wrapped at the start line, so the
+    shorter way round counts: backwards is negative); a lap is done each time the total
+    progress passes another track length from where the car started. ``lap_times``: the
+    seconds each lap took (the first from the start, at whatever speed the car started).
+    """
+
+    def __init__(self, path: np.ndarray, dt: float) -> None:
+        self.path = np.asarray(path, dtype=float)
+        self.length = float(np.sum(np.linalg.norm(np.roll(self.path, -1, axis=0) - self.path, axis=1)))
+        self.dt = dt
+        self.reset()
+
+    def reset(self, position: np.ndarray | None = None) -> None:
+        self._s = None if position is None else arc_length(np.asarray(position, dtype=float), self.path)
+        self.progress = 0.0  # m along the line since the start
+        self.time = 0.0
+        self.lap_times: list[float] = []
+        self._lap_started = 0.0
+
+    @property
+    def laps(self) -> int:
+        return len(self.lap_times)
+
+    def update(self, position: np.ndarray) -> bool:
+        """One sample, ``dt`` after the last; True when it completes a lap."""
+        s = arc_length(np.asarray(position, dtype=float), self.path)
+        self.time += self.dt
+        if self._s is None:
+            self._s = s
+            return False
+        gained = (s - self._s + self.length / 2.0) % self.length - self.length / 2.0
+        self._s = s
+        self.progress += gained
+        if self.progress >= (self.laps + 1) * self.length:
+            self.lap_times.append(self.time - self._lap_started)
+            self._lap_started = self.time
+            return True
+        return False
 
 
 @dataclass
@@ -56,10 +119,12 @@ class RaceStep:
     cross_track_error: float
     crashed: bool  # left the track
     done: bool
+    success: bool  # drove the episode's laps without leaving the track
+    laps: int  # completed so far this episode
 
 
 class RaceSim:
-    """The single-track car on a stadium track; an episode is a fixed number of steps."""
+    """The single-track car on a stadium track; an episode is ``laps`` laps, an exit or ``episode_steps``."""
 
     state_dim = 5
     action_dim = 2
@@ -74,6 +139,7 @@ class RaceSim:
         episode_steps: int = 600,
         speed_range: tuple[float, float] = (2.0, 25.0),
         track_half_width: float = 6.0,
+        laps: int = 3,
     ) -> None:
         from vehiclemodels.parameters_vehicle2 import parameters_vehicle2
         from vehiclemodels.vehicle_dynamics_st import vehicle_dynamics_st
@@ -90,6 +156,8 @@ class RaceSim:
         self.speed_range = speed_range
         self.track_half_width = track_half_width
         self.path = stadium_track()
+        self.laps = laps
+        self.lap_counter = LapCounter(self.path, dt)
         self.wheelbase = self.params.a + self.params.b
         self._x = np.zeros(7)
         self._steps = 0
@@ -97,13 +165,21 @@ class RaceSim:
     @property
     def state(self) -> np.ndarray:
         x, y, steer, v, yaw = self._x[:5]
-        return np.array([x, y, yaw, v, steer])
+        return np.array([x, y, yaw, v * np.cos(self._x[6]), steer])
+
+    @property
+    def twist(self) -> tuple[float, float, float]:
+        """What odometry measures: the centre of gravity's velocity in the body frame (longitudinal,
+        lateral; m/s) and the yaw rate (rad/s)."""
+        v, yaw_rate, slip = self._x[3], self._x[5], self._x[6]
+        return float(v * np.cos(slip)), float(v * np.sin(slip)), float(yaw_rate)
 
     def reset(self, seed: int | None = None, speed: float = 5.0) -> np.ndarray:
         rng = np.random.default_rng(seed)
         # Start on the bottom straight heading +x, a little off the line.
         self._x = np.array([rng.uniform(-5.0, 5.0), -20.0 + rng.uniform(-0.5, 0.5), 0.0, speed, 0.0, 0.0, 0.0])
         self._steps = 0
+        self.lap_counter.reset(self._x[:2])
         return self.state
 
     def step(self, action: np.ndarray) -> RaceStep:
@@ -123,4 +199,7 @@ class RaceSim:
         state = self.state
         error = cross_track_error(state[:2], self.path)
         off_track = error > self.track_half_width
-        return RaceStep(state, error, off_track, off_track or self._steps >= self.episode_steps)
+        self.lap_counter.update(state[:2])
+        done_laps = self.lap_counter.laps >= self.laps and not off_track
+        return RaceStep(state, error, off_track, off_track or done_laps or self._steps >= self.episode_steps,
+                        done_laps, self.lap_counter.laps)

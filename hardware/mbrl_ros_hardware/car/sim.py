@@ -8,7 +8,10 @@ pose (parking) or the reference path (race), latched.
 Lockstep or real time, episodes and their reports on ``sim/episodes``: see
 ``mbrl_ros_hardware.sim_driver``. A car episode's report adds the final pose
 (never published as odometry: the next episode starts at once), the final
-distance to the goal, and on the race track the cross-track error.
+distance to the goal, and on the race track the cross-track error, the laps
+driven (``race_laps`` of them end the episode, a success) and their times. The
+race car's odometry carries the whole twist (longitudinal and lateral velocity,
+yaw rate): a slipping car's dynamics depend on them.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from mbrl_ros_hardware.sim_driver import SimDriverNode
 
 PARAMS = [
     Param("task", "parking", "simulated task: 'parking' (highway-env parking-v0) or 'race' (single-track car on a track)", read_only=True),
+    Param("race_laps", 3, "race: laps that end an episode with success", (1, 1000), read_only=True),
 ]
-# The time limit of an episode when max_episode_steps is 0: parking 20 s, race 30 s.
-TASK_EPISODE_STEPS = {"parking": 100, "race": 600}
+# The time limit of an episode when max_episode_steps is 0: parking 20 s, race 90 s (3 laps of the
+# 246 m track at a mean 8.2 m/s).
+TASK_EPISODE_STEPS = {"parking": 100, "race": 1800}
 
 
 class SimCarNode(SimDriverNode):
@@ -53,7 +58,7 @@ class SimCarNode(SimDriverNode):
             return ParkingSim(max_episode_steps=steps)
         from mbrl_ros_hardware.car.race import RaceSim
 
-        return RaceSim(episode_steps=steps)
+        return RaceSim(episode_steps=steps, laps=self.p["race_laps"])
 
     def hold_stop(self, stop: np.ndarray) -> np.ndarray:
         return held_stop(float(self.state[3]), stop, self.sim.accel_per_unit, self.sim.dt)
@@ -74,13 +79,21 @@ class SimCarNode(SimDriverNode):
         if self.cross_track_errors:
             result["mean_cross_track_error_m"] = float(np.mean(self.cross_track_errors))
             result["max_cross_track_error_m"] = float(np.max(self.cross_track_errors))
+            laps = self.sim.lap_counter
+            result["laps"] = laps.laps
+            # JSON-ish numbers the report's reader parses back ("nan": no lap completed).
+            result["mean_lap_time_s"] = float(np.mean(laps.lap_times)) if laps.lap_times else float("nan")
+            result["best_lap_time_s"] = float(np.min(laps.lap_times)) if laps.lap_times else float("nan")
         self.cross_track_errors = []
         return result
 
     # --- publishing -----------------------------------------------------
     def publish_state(self, stamp: Time) -> None:
         x, y, yaw, v, _steer = self.state
-        self.odom_pub.publish(odometry(stamp, self.p["frame_id"], "base_link", x, y, yaw, v))
+        # The race car's whole twist; parking's highway-env car is kinematic and reports its speed only.
+        v, lateral, yaw_rate = getattr(self.sim, "twist", (v, 0.0, 0.0))
+        self.odom_pub.publish(odometry(stamp, self.p["frame_id"], "base_link", x, y, yaw, v, yaw_rate,
+                                       lateral_speed=lateral))
 
     def publish_task(self, stamp: Time) -> None:
         self.goal = getattr(self.sim, "goal", None)

@@ -1,7 +1,9 @@
 """The car: a car-like robot, driven by ``u_accel`` and steered by ``u_steer`` (both in [-1, 1]).
 
 State ``[x, y, yaw, v, steer]`` (m, m, rad, m/s, rad) from odometry and the
-commands sent (``estimator``); physics prior: the kinematic bicycle
+commands sent (``estimator``), or per task (the config's ``state_names``) with the
+twist's lateral velocity and yaw rate appended, ``[..., v_y, yaw_rate]`` (m/s,
+rad/s): the race's slipping car needs them, parking's kinematic car does not; physics prior: the kinematic bicycle
 (``bicycle``, identified by ``sysid``); stop: brake to a standstill (``stop``); cost terms: ``goal_pose`` with
 highway-env's parking reward (``costs``); ROS side: odometry, goal pose and
 path (``messages``). Drivers: ``sim_car``, ``real_car``, ``car_emulator``
@@ -13,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from mbrl_ros.io.config import derived
-from mbrl_ros.robots.car.estimator import STATE_NAMES, STEER_COMMAND
+from mbrl_ros.robots.car.estimator import STATE_LAYOUTS, STATE_NAMES, STEER_COMMAND
 from mbrl_ros.robots.robot import Robot
 
 __all__ = ["ROBOT", "Car"]
@@ -28,22 +30,26 @@ class Car(Robot):
     angle_dims = (2,)
 
     def physics_prior(self, options: dict, where: str):
-        """The kinematic bicycle: ``params`` (BicycleParams), ``dt``, ``substeps``, ``speed_input``, ``learnable``."""
+        """The kinematic bicycle: ``params`` (BicycleParams), ``dt``, ``substeps``, ``speed_input``, ``learnable``,
+        ``lateral_states`` (true: the state with ``v_y`` and ``yaw_rate`` appended)."""
         from mbrl_ros.core.models import check_keys
         from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
 
         options = dict(options)
-        check_keys(options, {"params", "dt", "substeps", "speed_input", "learnable"}, where)
+        check_keys(options, {"params", "dt", "substeps", "speed_input", "learnable", "lateral_states"}, where)
         params = BicycleParams.from_dict(options.pop("params", {}) or {}, source=f"{where}.params")
         return KinematicBicycle(params, **options)
 
     def identify(self, model, states, actions, next_states):
         """The bicycle's parameters by least squares (``sysid.identify_bicycle``), starting from ``model``'s,
-        at its ``dt``, ``substeps`` and ``speed_input``."""
+        at its ``dt``, ``substeps`` and ``speed_input``. With lateral states the fit reads the kinematic
+        columns only: the bicycle's v_y and yaw rate follow from them, and a slipping car's differ."""
         from mbrl_ros.robots.car.sysid import identify_bicycle  # casadi: loaded only to fit
 
-        return identify_bicycle(states, actions, next_states, dt=model.dt, substeps=model.substeps,
-                                speed_input=model.speed_input, initial=model.params)
+        kinematic = len(STATE_NAMES)
+        return identify_bicycle(states[:, :kinematic], actions, next_states[:, :kinematic], dt=model.dt,
+                                substeps=model.substeps, speed_input=model.speed_input, initial=model.params,
+                                lateral_states=model.lateral_states)
 
     def cost_terms(self) -> dict:
         from mbrl_ros.robots.car.costs import CarGoalPoseTerm
@@ -64,6 +70,12 @@ class Car(Robot):
         except ValueError as err:
             raise ValueError(f"{source}: {err}") from None
 
+    def check_estimated_states(self, params: Mapping[str, Any], source: str) -> None:
+        """The car's estimator produces the kinematic state or, per task, the one with v_y and yaw_rate."""
+        if tuple(params["state_names"]) not in STATE_LAYOUTS:
+            raise ValueError(f"{source}: parameter 'state_names' is {list(params['state_names'])}, but the "
+                             f"car's estimator produces one of {[list(layout) for layout in STATE_LAYOUTS]}")
+
     def estimator(self, params: Mapping[str, Any], source: str):
         from mbrl_ros.robots.car.estimator import CarStateEstimator, EstimatorConfig
 
@@ -76,7 +88,7 @@ class Car(Robot):
         config = EstimatorConfig.from_dict(
             {k: params[k] for k in ("steer_gain", "steer_lag", "steer_rate_limit", "dt", "speed_filter_alpha",
                                     "resync_after")}, source=source)
-        return CarStateEstimator(config)
+        return CarStateEstimator(config, tuple(params["state_names"]))
 
 
 ROBOT = Car()

@@ -12,6 +12,12 @@ normalised to [-1, 1]. Parameters, all identifiable from driving data:
   speed in velocity mode. ``lag <= dt`` means the command is reached in one step.
 
 One step of ``dt`` is integrated with ``substeps`` explicit Euler steps.
+
+``lateral_states=True``: the state ``[x, y, yaw, v, steer, v_y, yaw_rate]`` of a
+task whose car slips (the race). The kinematic car does not slip, so it predicts
+them from the step's end: ``v_y = v sin(beta)`` (the centre of gravity's sideways
+velocity) and ``yaw_rate = v cos(beta) tan(steer) / L``; it reads neither. What a
+slipping car does instead is the residual's to learn, from inputs that show it.
 """
 
 from __future__ import annotations
@@ -57,8 +63,10 @@ class KinematicBicycle(PhysicsModel):
         substeps: int = 3,
         speed_input: str = "acceleration",
         learnable: bool = False,
+        lateral_states: bool = False,
     ) -> None:
-        super().__init__(state_dim=5, action_dim=2)
+        super().__init__(state_dim=7 if lateral_states else 5, action_dim=2)
+        self.lateral_states = bool(lateral_states)
         if speed_input not in SPEED_INPUTS:
             raise ValueError(f"speed_input: expected one of {SPEED_INPUTS}, got {speed_input!r}")
         if dt <= 0 or substeps < 1:
@@ -81,7 +89,7 @@ class KinematicBicycle(PhysicsModel):
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         wheelbase, rear, speed_gain, steer_gain, lag = self.theta.unbind()
-        x, y, yaw, v, steer = states.unbind(-1)
+        x, y, yaw, v, steer = states[..., :5].unbind(-1)
         u_speed, u_steer = actions.unbind(-1)
         h = self.dt / self.substeps
         # Fraction of the gap to the commanded value closed per substep.
@@ -96,6 +104,8 @@ class KinematicBicycle(PhysicsModel):
                 v = v + h * speed_gain * u_speed
             else:
                 v = v + alpha * (speed_gain * u_speed - v)
+        if self.lateral_states:
+            return torch.stack((x, y, yaw, v, steer, *kinematic_slip(v, steer, rear, wheelbase)), dim=-1)
         return torch.stack((x, y, yaw, v, steer), dim=-1)
 
     def jacobians(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,8 +113,10 @@ class KinematicBicycle(PhysicsModel):
 
         Forward-mode by hand: each state variable carries its derivative row with
         respect to ``(x0, u)`` (``[B, 7]``) through the same Euler substeps. About
-        as many tensor ops as one forward pass, all batched over B.
+        as many tensor ops as one forward pass, all batched over B. With lateral states: autograd's (the base's).
         """
+        if self.lateral_states:
+            return super().jacobians(states, actions)
         wheelbase, rear, speed_gain, steer_gain, lag = self.theta.unbind()
         x, y, yaw, v, steer = states.unbind(-1)
         u_speed, u_steer = actions.unbind(-1)
@@ -138,8 +150,16 @@ class KinematicBicycle(PhysicsModel):
         jacobian = torch.stack((dx, dy, dyaw, dv, dsteer), dim=1)  # [B, 5, 7]
         return jacobian[:, :, :5], jacobian[:, :, 5:]
 
-    def time_major(self) -> "BicycleTimeMajor":
+    def time_major(self):
+        if self.lateral_states:
+            return super().time_major()
         return BicycleTimeMajor(self)
+
+
+def kinematic_slip(v: torch.Tensor, steer: torch.Tensor, rear: torch.Tensor, wheelbase: torch.Tensor):
+    """The kinematic bicycle's lateral velocity and yaw rate at speed ``v`` and steering ``steer``."""
+    beta = torch.atan(rear / wheelbase * torch.tan(steer))
+    return v * torch.sin(beta), v * torch.cos(beta) * torch.tan(steer) / wheelbase
 
 
 class BicycleTimeMajor(TimeMajorDynamics):

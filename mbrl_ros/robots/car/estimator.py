@@ -1,4 +1,6 @@
-"""The car's model state ``[x, y, yaw, v, steer]`` from odometry and the commands sent (``CarStateEstimator``).
+"""The car's model state ``[x, y, yaw, v, steer]`` from odometry and the commands sent (``CarStateEstimator``),
+with the lateral velocity and yaw rate appended (``[..., v_y, yaw_rate]``, ``DYNAMIC_STATE_NAMES``) for a
+task whose dynamics depend on them (the race: tyre slip).
 
 ROS-free (numpy only): the estimator node feeds it message fields, tests feed it
 numbers. What it adds to the raw odometry:
@@ -11,7 +13,9 @@ numbers. What it adds to the raw odometry:
   limited to ``steer_rate_limit`` rad/s (0: no limit; a real steering servo
   has one), integrated exactly over the intervals between odometry stamps
   during which each command held;
-- an optional low-pass on the speed (``speed_filter_alpha``, 1.0 = none).
+- an optional low-pass on the speed (``speed_filter_alpha``, 1.0 = none);
+- with ``DYNAMIC_STATE_NAMES``, the twist's lateral velocity (``twist.linear.y``, body frame, m/s) and
+  yaw rate (``twist.angular.z``, rad/s) as measured: the slip a kinematic state cannot show.
 
 Bad sensor data never raises: ``update`` returns a ``Rejection`` with a reason
 (non-finite field, degenerate quaternion, out-of-order or duplicate stamp) and
@@ -35,6 +39,10 @@ from mbrl_ros.core.angles import yaw_from_quaternion
 from mbrl_ros.core.estimation import Rejection, StateEstimate, TimeLineEstimator, finite
 
 STATE_NAMES = ("x", "y", "yaw", "v", "steer")
+# The kinematic state plus what a dynamic (slipping) car needs: the twist's lateral velocity and yaw rate.
+# Appended, so every index of the kinematic state (the bicycle, the stop, the costs) stays where it was.
+DYNAMIC_STATE_NAMES = STATE_NAMES + ("v_y", "yaw_rate")
+STATE_LAYOUTS = (STATE_NAMES, DYNAMIC_STATE_NAMES)
 STEER_COMMAND = "u_steer"
 # Commands kept while no odometry comes (each waits for the sample after it): 20 s at 5 Hz,
 # 2 s at 50 Hz. Beyond that the oldest is folded into the command in effect (dropped_commands).
@@ -87,8 +95,13 @@ class _Command:
 @dataclass
 class CarStateEstimator(TimeLineEstimator):
     config: EstimatorConfig = field(default_factory=EstimatorConfig)
+    state_names: tuple[str, ...] = STATE_NAMES  # one of STATE_LAYOUTS
 
     def __post_init__(self) -> None:
+        self.state_names = tuple(self.state_names)
+        if self.state_names not in STATE_LAYOUTS:
+            raise ValueError(f"estimator: state_names {list(self.state_names)} are none of the car's layouts "
+                             f"{[list(layout) for layout in STATE_LAYOUTS]}")
         self.dropped_commands = 0  # folded away while odometry was missing (MAX_PENDING_COMMANDS)
         TimeLineEstimator.__init__(self, self.config.resync_after)
 
@@ -133,12 +146,15 @@ class CarStateEstimator(TimeLineEstimator):
         y: float,
         orientation: tuple[float, float, float, float],
         speed: float,
+        lateral_speed: float = 0.0,
+        yaw_rate: float = 0.0,
     ) -> StateEstimate | Rejection:
-        """One odometry sample (``orientation`` as ``(qx, qy, qz, qw)``) -> the model state."""
+        """One odometry sample (``orientation`` as ``(qx, qy, qz, qw)``; ``speed`` and ``lateral_speed``
+        in the body frame, ``yaw_rate`` about z) -> the model state."""
         qx, qy, qz, qw = orientation
-        sample = (x, y, qx, qy, qz, qw, speed)
+        sample = (x, y, qx, qy, qz, qw, speed, lateral_speed, yaw_rate)
         if not finite(stamp_ns, *sample):
-            names = ("stamp", "x", "y", "qx", "qy", "qz", "qw", "speed")
+            names = ("stamp", "x", "y", "qx", "qy", "qz", "qw", "speed", "lateral_speed", "yaw_rate")
             bad = [n for n, v in zip(names, (stamp_ns, *sample)) if not finite(v)]
             return self._reject(f"odometry: non-finite {', '.join(bad)}")
         if stamp_ns < 0:
@@ -155,8 +171,10 @@ class CarStateEstimator(TimeLineEstimator):
         alpha = self.config.speed_filter_alpha
         speed = float(speed) if last is None else alpha * float(speed) + (1.0 - alpha) * self._speed
         yaw = yaw_from_quaternion(qx, qy, qz, qw)
-        out = self._accept(StateEstimate(stamp_ns, np.array([float(x), float(y), yaw, speed, steer]), STATE_NAMES),
-                           sample)
+        values = [float(x), float(y), yaw, speed, steer]
+        if self.state_names == DYNAMIC_STATE_NAMES:
+            values += [float(lateral_speed), float(yaw_rate)]
+        out = self._accept(StateEstimate(stamp_ns, np.array(values), self.state_names), sample)
         if isinstance(out, StateEstimate):
             self._steer, self._speed = steer, speed
         return out

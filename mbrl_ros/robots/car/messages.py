@@ -53,8 +53,9 @@ class CarMessages(RobotMessages):
 
         def odom(msg: Odometry):
             pose, q = msg.pose.pose.position, msg.pose.pose.orientation
+            twist = msg.twist.twist
             return estimator.update(stamp_to_ns(msg.header.stamp), pose.x, pose.y, (q.x, q.y, q.z, q.w),
-                                    msg.twist.twist.linear.x)
+                                    twist.linear.x, twist.linear.y, twist.angular.z)
 
         # Commands first: when both are waiting, the executor takes them in creation order, and a
         # command received before an odometry was (nearly always) sent before it was measured.
@@ -70,5 +71,6 @@ MESSAGES = CarMessages()
 
 
 def goal_state(msg: PoseStamped) -> np.ndarray:
-    """The goal as a car state: the pose's x, y and yaw; speed and steering 0."""
+    """The goal as a car state: the pose's x, y and yaw; speed and steering 0 (and the kinematic layout's
+    size: a goal pose is a parking task's, whose state is kinematic)."""
     return planar_goal(msg, len(STATE_NAMES))

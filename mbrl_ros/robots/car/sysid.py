@@ -44,10 +44,12 @@ class BicycleSysIdResult(SysIdResult):
     dt: float = 0.2
     substeps: int = 3
     speed_input: str = "acceleration"
+    lateral_states: bool = False
 
     def model(self) -> KinematicBicycle:
         """The identified model, ready to plan with."""
-        return KinematicBicycle(self.params, self.dt, self.substeps, self.speed_input)
+        return KinematicBicycle(self.params, self.dt, self.substeps, self.speed_input,
+                                lateral_states=self.lateral_states)
 
     def config_params(self) -> dict[str, float]:
         return self.params.as_dict()
@@ -150,12 +152,14 @@ def identify_bicycle(
     substeps: int = 3,
     speed_input: str = "acceleration",
     initial: BicycleParams | None = None,
+    lateral_states: bool = False,
 ) -> BicycleSysIdResult:
     """Fit BicycleParams to transitions ``states[N, 5]``, ``actions[N, 2]``, ``next_states[N, 5]``.
 
     ``dt``, ``substeps`` and ``speed_input`` must be those the model will run with.
     ``initial`` overrides the regression-based initial guess. Arrays may be numpy or
-    torch; errors name the field and row of bad data.
+    torch; errors name the field and row of bad data. ``lateral_states``: the result's model appends
+    v_y and yaw_rate (``KinematicBicycle``); the fit is the same.
     """
     if not dt > 0 or substeps < 1:
         raise ValueError(f"dt must be > 0 and substeps >= 1, got dt={dt}, substeps={substeps}")
@@ -208,6 +212,7 @@ def identify_bicycle(
         dt=float(dt),
         substeps=int(substeps),
         speed_input=speed_input,
+        lateral_states=lateral_states,
         success=success,
         solver_status=status,
         notes=notes,

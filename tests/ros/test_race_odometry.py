@@ -1,0 +1,31 @@
+"""Issue 10 §2: the race's slip states travel over DDS: sim_car (task race) publishes the single-track car's
+whole twist on hw/odom, and the estimator, with the shipped race config, puts its lateral velocity and yaw
+rate into the state, as the odometry measured them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from child_output import wait_for_line
+
+CONFIG = Path(__file__).parents[2] / "config"
+PARAMS = ["--params-file", str(CONFIG / "car.yaml"), "--params-file", str(CONFIG / "car_race.yaml")]
+PEERS = Path(__file__).with_name("race_odometry_peers.py")
+
+
+def node(module: str, *ros_args: str) -> list[str]:
+    return ["-c", f"import sys; from {module} import main; sys.exit(main())",
+            "--ros-args", "-r", "__ns:=/car", *PARAMS, *ros_args]
+
+
+def test_the_race_state_carries_the_odometrys_lateral_velocity_and_yaw_rate(spawn):
+    sim = spawn(*node("mbrl_ros_hardware.car.sim", "-p", "task:=race", "-p", "lockstep:=false"))
+    estimator = spawn(*node("mbrl_ros.nodes.estimator"))
+    controller = spawn(str(PEERS), "10")
+    got = json.loads(wait_for_line(controller, "result ", timeout=120, others=(sim, estimator)))
+    assert len(got["turning"]) >= 10, got
+    for row in got["turning"]:
+        longitudinal, lateral, yaw_rate = row["twist"]
+        assert row["names"] == ["x", "y", "yaw", "v", "steer", "v_y", "yaw_rate"]
+        assert row["values"][3] == longitudinal and row["values"][5:] == [lateral, yaw_rate], row
