@@ -9,8 +9,13 @@ core, whose errors name the key.
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
@@ -78,3 +83,58 @@ def section(node: Node, prefix: str) -> dict:
     flat = {name: param.value for name, param in node.get_parameters_by_prefix(prefix).items()}
     return unflatten(flat)
 
+
+
+def params_files(argv: list[str]) -> list[str]:
+    """The ``--params-file`` paths among the ROS arguments of ``argv`` (``--ros-args ... [--]``)."""
+    files, in_ros_args = [], False
+    args = iter(argv)
+    for arg in args:
+        if arg == "--ros-args":
+            in_ros_args = True
+        elif arg == "--":
+            in_ros_args = False
+        elif in_ros_args and arg == "--params-file":
+            files.append(next(args, ""))
+    return [f for f in files if f]
+
+
+def section_matches(section: str, fully_qualified_name: str) -> bool:
+    """Whether a params file's node section (``/**``, ``/**/controller``, ``/car/*``) applies to a node (rcl's rule)."""
+    pattern = ""
+    for token in section.strip("/").split("/"):
+        pattern += "(/[^/]+)*" if token == "**" else "/[^/]+" if token == "*" else "/" + re.escape(token)
+    return re.fullmatch(pattern, fully_qualified_name) is not None
+
+
+def flat_keys(tree: dict, prefix: str = "") -> list[str]:
+    """``{'cost': {'goal': {'weight': 1}}}`` -> ``['cost.goal.weight']`` (rclpy's dotted names)."""
+    keys = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        keys += flat_keys(value, name + ".") if isinstance(value, dict) else [name]
+    return keys
+
+
+def check_params_files(node: Node, argv: list[str]) -> None:
+    """Refuse a key of this node's own section in a params file that the node does not declare (a typo such as
+    ``state_timout`` would otherwise be dropped without a word, and the default used): ValueError naming the
+    file, the section and the key, with the close names. The shared ``/**`` section is for every node, so its
+    keys are not checked here; a node that declares every key of the file (automatically_declare_parameters_
+    from_overrides) passes by construction."""
+    fqn = node.get_fully_qualified_name()
+    for path in params_files(argv):
+        try:
+            sections = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # rcl read it already (or refused it, naming the file)
+        for section, body in sections.items():
+            if section.strip("/") == "**" or not section_matches(str(section), fqn) or not isinstance(body, dict):
+                continue
+            for key in flat_keys(body.get("ros__parameters") or {}):
+                if not node.has_parameter(key):
+                    declared = node.list_parameters([], 0).names
+                    close = difflib.get_close_matches(key, declared, n=3)
+                    raise ValueError(f"{path}: section '{section}': '{key}' is not a parameter of {fqn}"
+                                     + (f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else "")
+                                     + f"; `ros2 param list {fqn}` lists them")

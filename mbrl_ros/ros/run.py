@@ -7,7 +7,8 @@ controller sends its stop). SIGINT and SIGTERM end the spin but leave the ROS
 context up until ``close()`` has run, so what it publishes still goes out
 (rclpy's own handlers shut the context down first). A bad
 parameter, params file or checkpoint ends the process with exit code 1 and a
-message that names it.
+message that names it, and so does a key of the node's own section of a params
+file that the node does not have (``check_params_files``: a typo, not a default).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+from mbrl_ros.ros.params import check_params_files
 
 SPIN_TIMEOUT = 0.1  # s: how long a signal may wait for the executor to come back to Python
 
@@ -38,6 +41,7 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = 
     node = None
     try:
         node = make_node()
+        check_params_files(node, args if args is not None else sys.argv)
         if hasattr(node, "start"):
             node.start()
         executor = rclpy.get_global_executor()

@@ -1,6 +1,7 @@
 """A node given a bad params file (issue 9 section 4): exit 1 with one line naming the file or the
 parameter, no traceback. Out-of-range values and wrong types are refused by the declared ranges
-and types; a file that is not a params file by rcl's parser."""
+and types; a file that is not a params file by rcl's parser; a key of the node's own section that the node
+does not have (a typo) by check_params_files."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ BAD = {  # params file -> what the error says
     "not YAML": ("/**/estimator:\n  ros__parameters: [1, 2\n", "Couldn't parse params file"),
     "out of range": ("/**/estimator:\n  ros__parameters:\n    dt: 100.0\n", "Parameter dt out of range"),
     "wrong type": ("/**/estimator:\n  ros__parameters:\n    resync_after: often\n", "resync_after"),
+    "unknown key": ("/**:\n  ros__parameters:\n    dt: 0.2\n/**/estimator:\n  ros__parameters:\n    resync_afer: 3\n",
+                    "section '/**/estimator': 'resync_afer' is not a parameter of /car/estimator "
+                    "(did you mean 'resync_after'?)"),
 }
 
 
@@ -28,5 +32,5 @@ def test_a_bad_params_file_ends_the_node_with_a_clear_error(tmp_path, ros_env, c
     said = [line for line in done.stderr.splitlines() if line.startswith("estimator: ")]
     assert len(said) == 1 and says in said[0], done.stderr
     assert "Traceback" not in done.stderr
-    if case == "not YAML":
+    if case in ("not YAML", "unknown key"):
         assert str(params) in said[0]
