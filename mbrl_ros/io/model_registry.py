@@ -1,11 +1,12 @@
-"""The dynamics_server's models, without ROS: what is deployed, what came before, versions.
+"""The dynamics_server's models (and policies), without ROS: what is deployed, what came before, versions.
 
 ``ModelRegistry.offer`` checks a candidate ModelUpdate (``model_update.validate``:
 size, checksum, loadable, finite weights, the expected dimensions, finite test
 predictions) and, if it passes, makes it the current model under the next version number. The models
 it replaced are kept, newest first, so ``rollback`` can re-deploy the previous
 one (under a new version: versions only increase, so a controller that
-ignores versions it has seen still swaps). ``predict_flat`` answers a batched
+ignores versions it has seen still swaps). The server keeps two: one for
+dynamics models, one (``kinds=("policy",)``) for policies. ``predict_flat`` answers a batched
 PredictBatch request with the current model.
 """
 
@@ -67,6 +68,7 @@ class ModelRegistry:
     action_dim: int | None = None
     history_size: int = 5
     max_bytes: int | None = None  # the largest weights accepted (None: any)
+    kinds: tuple[str, ...] | None = None  # the model_kinds taken (the dynamics models, or ("policy",)); None: any
     current: DeployedModel | None = None
     accepted: int = 0
     rejected: int = 0
@@ -93,6 +95,8 @@ class ModelRegistry:
         try:
             fields = as_fields(update, source)
             described = summary(fields)
+            if self.kinds is not None and fields["model_kind"] not in self.kinds:
+                raise CheckpointError(f"{source}: model_kind {fields['model_kind']!r}: expected one of {list(self.kinds)}")
             if self.current is not None and fields["checksum"] == self.current.checksum:
                 return self._note(Verdict("ignored", f"same checksum as the current model v{self.current.version}",
                                           candidate=described))

@@ -17,6 +17,12 @@ often a node takes an update (a flood costs it at most one check per interval).
 ``weights`` are the bytes of ``mbrl_ros.io.checkpoint.to_bytes``; ``checksum``
 is their sha256; ``config_yaml`` is a human-readable copy of the model config
 (the config that rebuilds the model travels inside the weights).
+
+A learned policy (``mbrl_ros.core.policies.Actor``) travels the same way, as a
+ModelUpdate of ``model_kind`` ``policy`` whose weights are the bytes of
+``mbrl_ros.io.policy_checkpoint.to_bytes`` (``pack_policy``), on ``policy/candidate``
+and ``policy/model``: ``unpack``, ``validate`` and the registry serve both, so a
+policy is checksummed, versioned, checked and rolled back exactly as a model is.
 """
 
 from __future__ import annotations
@@ -26,16 +32,18 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 import yaml
 
 from mbrl_ros.core.model_kinds import MODEL_KINDS
 from mbrl_ros.core.models.base import DynamicsModel
-from mbrl_ros.core.retraining import non_finite_problem
-from mbrl_ros.io import checkpoint
+from mbrl_ros.core.retraining import PROBE_ROWS, non_finite_problem
+from mbrl_ros.io import checkpoint, policy_checkpoint
 from mbrl_ros.io.checkpoint import CheckpointError
 
 FIELDS = ("model_kind", "version", "checksum", "metric_names", "metric_values", "config_yaml", "weights")
 MAX_VERSION = 2**32 - 1  # ModelUpdate.version is a uint32
+POLICY_KIND = "policy"  # the model_kind of a ModelUpdate carrying a policy (an Actor) instead of a dynamics model
 
 
 class ModelUpdateError(CheckpointError):
@@ -53,23 +61,35 @@ def pack(model: DynamicsModel, config: Mapping[str, Any], metrics: Mapping[str, 
     if config.get("type") != kind:
         raise ValueError(f"model kind {kind!r} differs from the config's type {config.get('type')!r}")
     metrics = {str(name): float(value) for name, value in (metrics or {}).items()}
-    weights = checkpoint.to_bytes(model, config, metrics)
+    return _fields(kind, version, checkpoint.to_bytes(model, config, metrics), metrics, config)
+
+
+def _fields(kind: str, version: int, weights: bytes, metrics: dict[str, float], config: Mapping[str, Any]) -> dict:
     return {
         "model_kind": kind,
         "version": int(version),
         "checksum": checkpoint.checksum(weights),
         "metric_names": list(metrics),
         "metric_values": list(metrics.values()),
-        "config_yaml": yaml.safe_dump(config, sort_keys=False),
+        "config_yaml": yaml.safe_dump(plain_data(config), sort_keys=False),
         "weights": weights,
     }
+
+
+def pack_policy(actor, metrics: Mapping[str, float] | None, version: int) -> dict[str, Any]:
+    """The fields of a ModelUpdate carrying the policy ``actor`` (model_kind ``policy``)."""
+    if not 0 <= int(version) <= MAX_VERSION:
+        raise ValueError(f"version: expected 0..{MAX_VERSION}, got {version}")
+    metrics = {str(name): float(value) for name, value in (metrics or {}).items()}
+    return _fields(POLICY_KIND, version, policy_checkpoint.to_bytes(actor, metrics), metrics, actor.config)
 
 
 def unpack(update: Mapping[str, Any] | Any, source: str = "ModelUpdate") -> tuple[DynamicsModel, dict, dict[str, float]]:
     """-> (model in eval mode, model config, metrics) from a ModelUpdate message or its fields.
 
     Refuses (ModelUpdateError, naming ``source``) a checksum that does not match
-    the weights, non-finite weights, and a model kind that is not the config's.
+    the weights, non-finite weights, and a model kind that is not the config's. A ``policy``
+    update gives (actor in eval mode, actor config, metrics).
     """
     fields = as_fields(update, source)
     weights = fields["weights"]
@@ -81,6 +101,9 @@ def unpack(update: Mapping[str, Any] | Any, source: str = "ModelUpdate") -> tupl
             f"{source}: checksum mismatch: message says {fields['checksum'][:12] or '(empty)'}..., "
             f"the {len(weights)} bytes of weights hash to {actual[:12]}..."
         )
+    if fields["model_kind"] == POLICY_KIND:
+        actor, config, _ = policy_checkpoint.from_bytes(weights, source=source)
+        return actor, config, metrics_of(fields, source)
     model, config, _ = checkpoint.from_bytes(weights, source=source)
     if config.get("type") != fields["model_kind"]:
         raise ModelUpdateError(
@@ -124,12 +147,28 @@ def validate(update: Mapping[str, Any] | Any, state_dim: int | None = None, acti
         raise ModelUpdateError(f"{source}: model has (state_dim, action_dim) = {got}, "
                                f"expected {(state_dim, action_dim)}")
     try:
-        problem = non_finite_problem(model)
+        problem = policy_problem(model) if fields["model_kind"] == POLICY_KIND else non_finite_problem(model)
     except Exception as err:  # a model whose config builds but whose forward pass fails
         problem = f"test prediction fails ({type(err).__name__}: {err})"
     if problem:
         raise ModelUpdateError(f"{source}: {problem}")
     return CheckedModel(fields, model, config, metrics)
+
+
+@torch.no_grad()
+def policy_problem(actor, seed: int = 0) -> str:
+    """What is wrong with a policy's actions ('' if nothing): non-finite, or outside its own bounds,
+    on a fixed probe batch (the zero state and context, seeded random ones)."""
+    g = torch.Generator().manual_seed(seed)
+    states = torch.randn(PROBE_ROWS, actor.state_dim, generator=g)
+    contexts = torch.randn(PROBE_ROWS, actor.context_dim, generator=g) if actor.context_dim else None
+    states[0] = 0
+    actions = actor(states, contexts)
+    if not bool(torch.isfinite(actions).all()):
+        return "test actions are not finite"
+    if bool((actions < actor.action_low).any() or (actions > actor.action_high).any()):
+        return "test actions leave the policy's action bounds"
+    return ""
 
 
 class UpdateThrottle:

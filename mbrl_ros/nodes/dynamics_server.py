@@ -16,6 +16,11 @@
   answers which model it restored and which it replaced; fails with a message
   when there is none. The rollback service lives here, not in the trainer,
   because this node owns the deployed models and their history.
+- Policies (``policy/candidate`` -> ``policy/model``, ``policy/rollback``): the
+  same, with a registry of its own that takes only ModelUpdates of model_kind
+  ``policy`` (checksum, loadable actor, finite weights, dimensions, finite test
+  actions within the actor's bounds). The trainer decides which policy is better;
+  the server checks, versions, publishes latched and rolls back, as for models.
 - ``dynamics/predict`` (mbrl_interfaces/PredictBatch): batched one-step
   predictions with the current model; a bad request gets ``success=false`` and a
   message naming the field.
@@ -38,7 +43,8 @@ from mbrl_interfaces.msg import ModelUpdate
 from mbrl_interfaces.srv import PredictBatch
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.model_registry import ModelRegistry, NoPreviousModel, PredictRequestError, predict_flat
-from mbrl_ros.io.model_update import UpdateThrottle, pack
+from mbrl_ros.core.model_kinds import MODEL_KINDS
+from mbrl_ros.io.model_update import POLICY_KIND, UpdateThrottle, pack
 from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
 from mbrl_ros.ros.run import run_node
 from mbrl_ros.ros.params import Param, declare_all
@@ -56,6 +62,15 @@ PARAMS = [
 ]
 
 
+class Deployments:
+    """One kind of update the server deploys (models or policies): its registry, throttle and topics."""
+
+    def __init__(self, node: Node, name: str, registry: ModelRegistry, min_interval: float) -> None:
+        self.name, self.registry = name, registry  # name: 'dynamics' or 'policy', the topics' prefix
+        self.throttle = UpdateThrottle(min_interval)
+        self.publisher = node.create_publisher(ModelUpdate, f"{name}/model", LATCHED)
+
+
 class DynamicsServerNode(Node):
     def __init__(self) -> None:
         super().__init__("dynamics_server", automatically_declare_parameters_from_overrides=True)
@@ -63,15 +78,21 @@ class DynamicsServerNode(Node):
         # The robot's state and action names (the params file's '/**' section), if given: models must fit them.
         dims = [len(self.get_parameter(n).value) if self.has_parameter(n) else None
                 for n in ("state_names", "action_names")]
-        self.registry = ModelRegistry(state_dim=dims[0], action_dim=dims[1], history_size=self.p["history_size"],
-                                      max_bytes=self.p["max_model_bytes"])
-        self.throttle = UpdateThrottle(self.p["min_update_interval"])
+        self.models, self.policies = (
+            Deployments(self, name, ModelRegistry(state_dim=dims[0], action_dim=dims[1], kinds=kinds,
+                                                  history_size=self.p["history_size"],
+                                                  max_bytes=self.p["max_model_bytes"]),
+                        self.p["min_update_interval"])
+            for name, kinds in (("dynamics", tuple(MODEL_KINDS)), ("policy", (POLICY_KIND,))))
+        self.registry = self.models.registry
         self.predict_stats = LoopStats()
-        self.model_pub = self.create_publisher(ModelUpdate, "dynamics/model", LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(ModelUpdate, "dynamics/candidate", self.on_candidate, LATCHED)
+        for deployments in (self.models, self.policies):
+            self.create_subscription(ModelUpdate, f"{deployments.name}/candidate",
+                                     lambda msg, d=deployments: self.on_candidate(d, msg), LATCHED)
+            self.create_service(Trigger, f"{deployments.name}/rollback",
+                                lambda request, response, d=deployments: self.on_rollback(d, request, response))
         self.create_service(PredictBatch, "dynamics/predict", self.on_predict)
-        self.create_service(Trigger, "dynamics/rollback", self.on_rollback)
         self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics)
         self.create_timer(max(self.p["min_update_interval"], 0.05), self.on_throttle_timer)
         if self.p["checkpoint"]:
@@ -82,49 +103,52 @@ class DynamicsServerNode(Node):
     def load_checkpoint(self, path: str) -> None:
         # A bad file stops the node (run_node: exit 1 with the message): it was asked for by name.
         model, config, metrics = checkpoint.load(path)  # refuses non-finite weights
-        if not self.consider(pack(model, config, metrics, version=0, kind=config["type"]), source=path):
+        if not self.consider(self.models, pack(model, config, metrics, version=0, kind=config["type"]), source=path):
             raise ValueError(f"parameter 'checkpoint': refused {path}: {self.registry.last_reason}")
 
     # --- models ------------------------------------------------------------------------------
-    def on_candidate(self, msg: ModelUpdate) -> None:
-        if self.throttle.offer(msg, time.monotonic()) is not None:
-            self.consider(msg, source=f"candidate v{msg.version} on dynamics/candidate")
+    def on_candidate(self, deployments: Deployments, msg: ModelUpdate) -> None:
+        if deployments.throttle.offer(msg, time.monotonic()) is not None:
+            self.consider(deployments, msg, source=f"candidate v{msg.version} on {deployments.name}/candidate")
 
     def on_throttle_timer(self) -> None:
-        msg = self.throttle.due(time.monotonic())
-        if msg is not None:
-            self.consider(msg, source=f"candidate v{msg.version} on dynamics/candidate")
+        for deployments in (self.models, self.policies):
+            msg = deployments.throttle.due(time.monotonic())
+            if msg is not None:
+                self.consider(deployments, msg, source=f"candidate v{msg.version} on {deployments.name}/candidate")
 
-    def consider(self, update, source: str) -> bool:
-        """Offer a model to the registry; publish it if accepted. -> whether it is served now."""
-        verdict = self.registry.offer(update, source=source)
+    def consider(self, deployments: Deployments, update, source: str) -> bool:
+        """Offer a model (or policy) to its registry; publish it if accepted. -> whether it is served now."""
+        registry = deployments.registry
+        verdict = registry.offer(update, source=source)
         if verdict.status == "accepted":
-            self.publish(verdict.deployed.fields)
+            self.publish(deployments, verdict.deployed.fields)
             self.get_logger().info(f"accepted {source}: now serving {verdict.deployed.describe()}")
         elif verdict.status == "ignored":
             self.get_logger().info(f"ignored {source}: {verdict.reason}")
         else:
-            version = self.registry.current.version if self.registry.current else "none"
+            version = registry.current.version if registry.current else "none"
             # The reason names the source already.
             self.get_logger().warn(f"rejected: {verdict.reason} (candidate: {verdict.candidate or 'unreadable'}; "
-                                   f"still serving version {version})")
+                                   f"still serving {deployments.name} version {version})")
         return verdict.status != "rejected"
 
-    def publish(self, fields: dict) -> None:
+    def publish(self, deployments: Deployments, fields: dict) -> None:
         msg = ModelUpdate(**fields)
         msg.header.stamp = self.get_clock().now().to_msg()
-        self.model_pub.publish(msg)
+        deployments.publisher.publish(msg)
 
-    def on_rollback(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+    def on_rollback(self, deployments: Deployments, request: Trigger.Request,
+                    response: Trigger.Response) -> Trigger.Response:
         try:
-            deployed = self.registry.rollback()
+            deployed = deployments.registry.rollback()
         except NoPreviousModel as err:
             response.success, response.message = False, str(err)
-            self.get_logger().warn(f"rollback refused: {err}")
+            self.get_logger().warn(f"{deployments.name}/rollback refused: {err}")
             return response
-        self.publish(deployed.fields)
-        response.success, response.message = True, f"{self.registry.last_reason}: {deployed.describe()}"
-        self.get_logger().info(f"rollback: {response.message}")
+        self.publish(deployments, deployed.fields)
+        response.success, response.message = True, f"{deployments.registry.last_reason}: {deployed.describe()}"
+        self.get_logger().info(f"{deployments.name}/rollback: {response.message}")
         return response
 
     # --- predictions ---------------------------------------------------------------------------
@@ -169,8 +193,21 @@ class DynamicsServerNode(Node):
             "predict_latency_p99_ms": f"{p99:.3f}",
             "predict_rejected": str(self.predict_stats.rejected),
             "last_predict_rejection": self.predict_stats.last_rejection,
-            "candidates_deferred": str(self.throttle.deferred),
+            "candidates_deferred": str(self.models.throttle.deferred),
         }
+        policies, policy = self.policies.registry, self.policies.registry.current
+        values.update({
+            "policy_version": str(policy.version) if policy else "none",
+            "policy_checksum": policy.checksum[:12] if policy else "",
+            "policy_accepted": str(policies.accepted),
+            "policy_rejected": str(policies.rejected),
+            "policy_rollbacks": str(policies.rollbacks),
+            "policy_last_decision": policies.last_decision,
+            "policy_last_reason": policies.last_reason,
+            "policy_last_candidate": policies.last_candidate,
+            "policy_candidates_deferred": str(self.policies.throttle.deferred),
+            **({f"policy_{name}": f"{value:.6g}" for name, value in policy.metrics.items()} if policy else {}),
+        })
         if current is not None:
             values.update({name: f"{value:.6g}" for name, value in current.metrics.items()})
         level, message = (DiagnosticStatus.OK, f"serving {current.describe()}") if current else \

@@ -31,6 +31,21 @@ to ``<checkpoint_dir>/decisions.jsonl`` and shown in /diagnostics (``last_*``,
 executor for a minute): its outcome is in the log, the file and diagnostics.
 Rollback is the dynamics_server's (``dynamics/rollback``): it owns the models
 that were deployed; the trainer then compares candidates with the restored one.
+
+Policies (off unless the ``policy`` section is given, with the ``cost`` section and
+``action_low``/``action_high`` of the controller): every time a model is deployed on
+``dynamics/model`` (and on ``trainer/train_policy``), the worker trains a policy
+(``core.policies.learning.PolicyLearner``, ``policy.method`` shac | mbpo) through that
+model from the logged real states, scores it and the deployed policy (``policy/model``,
+or standing still for the first) in closed loop on the model from held-out real
+episodes (the ``gate_fraction`` episodes), and, only if it is better, saves it as
+``policy_v<N>.pt`` and publishes it on ``policy/candidate`` as a ModelUpdate of
+model_kind ``policy``: the dynamics_server checks, versions, latches and rolls it back
+(``policy/rollback``) as it does models. Goals: each logged episode's last state
+(``final_state_goals``), for a policy with ``policy.context``. Decisions go to the same
+decisions.jsonl (``"kind": "policy"``) and to /diagnostics (``policy_*``). ROS parameters
+hold no nested lists: ``policy.actor.relative_dims`` is written flat
+([state index, context index, ...]).
 """
 
 from __future__ import annotations
@@ -57,7 +72,8 @@ from mbrl_ros.core.retraining import PerBagTransitions, RetrainSchedule, Trainin
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.bags import list_bags, load_transitions
 from mbrl_ros.io.config import model_section_at
-from mbrl_ros.io.model_update import pack, unpack
+from mbrl_ros.io import policy_checkpoint
+from mbrl_ros.io.model_update import pack, pack_policy, unpack
 from mbrl_ros.robots import available_robots, get_robot
 from mbrl_ros.ros.diagnostics import diagnostic_array
 from mbrl_ros.ros.run import run_node
@@ -91,15 +107,20 @@ PARAMS = [
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
 ]
 CLOSE_TIMEOUT = 10.0  # s close() waits for the worker: a round stops at its next epoch, well within
-CHECKPOINT_NAME = re.compile(r"model_v(\d+)\.pt$")
+
+
+def next_numbered_path(folder: str | os.PathLike, stem: str) -> tuple[int, Path]:
+    """``<stem>_v<N>.pt`` with N one past the highest already there (so a restart never overwrites)."""
+    folder = Path(folder)
+    pattern = re.compile(rf"{re.escape(stem)}_v(\d+)\.pt$")
+    taken = [int(m.group(1)) for f in folder.glob(f"{stem}_v*.pt") if (m := pattern.search(f.name))]
+    number = max(taken, default=0) + 1
+    return number, folder / f"{stem}_v{number}.pt"
 
 
 def save_numbered_checkpoint(folder: str | os.PathLike, model, config: dict, metrics: dict) -> tuple[int, Path]:
-    """Save as ``model_v<N>.pt`` with N one past the highest already there (so a restart never overwrites)."""
-    folder = Path(folder)
-    taken = [int(m.group(1)) for f in folder.glob("model_v*.pt") if (m := CHECKPOINT_NAME.search(f.name))]
-    number = max(taken, default=0) + 1
-    path = folder / f"model_v{number}.pt"
+    """Save as ``model_v<N>.pt`` (``next_numbered_path``)."""
+    number, path = next_numbered_path(folder, "model")
     checkpoint.save(path, model, config, metrics)
     return number, path
 
@@ -128,6 +149,7 @@ class TrainerNode(Node):
         self.state_topic = self.resolve_topic_name(self.p["state_topic"])
         self.command_topic = self.resolve_topic_name(self.p["command_topic"])
         self.schedule = RetrainSchedule(self.p["random_transitions"], self.p["retrain_every"])
+        self.policy = self.policy_settings()  # None: no policy learning
 
         self.lock = threading.Lock()  # guards what the worker and the callbacks share below
         self.deployed = None  # (version, model) from dynamics/model
@@ -142,8 +164,16 @@ class TrainerNode(Node):
         self.rounds = self.accepted = self.rejected = self.failed = 0
         self.last_round: dict[str, str] = {}
         self.decision_log = Path(self.p["checkpoint_dir"]) / "decisions.jsonl"
+        self.deployed_policy = None  # (version, actor) from policy/model
+        self.policy_requested = ""  # why a policy round is due ('' if none)
+        self.policy_rounds = self.policy_accepted = self.policy_rejected = self.policy_failed = 0
+        self.last_policy_round: dict[str, str] = {}
 
         self.candidate_pub = self.create_publisher(ModelUpdate, "dynamics/candidate", LATCHED)
+        if self.policy is not None:
+            self.policy_pub = self.create_publisher(ModelUpdate, "policy/candidate", LATCHED)
+            self.create_subscription(ModelUpdate, "policy/model", self.on_policy, LATCHED)
+            self.create_service(Trigger, "trainer/train_policy", self.on_train_policy)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED)
         self.create_service(Trigger, "trainer/train", self.on_train)
@@ -172,6 +202,34 @@ class TrainerNode(Node):
             with self.lock:
                 self.dropped[bag] = report.get("dropped", {})
 
+    def policy_settings(self):
+        """The ``policy`` section checked, its cost built and a learner made, or None when the section is absent."""
+        values = section(self, "policy")
+        if not values:
+            return None
+        from mbrl_ros.core.policies.config import PolicyConfig
+        from mbrl_ros.core.policies.learning import PolicyLearner
+
+        actor = values.get("actor", {})
+        flat = actor.get("relative_dims")
+        if flat and not isinstance(flat[0], (list, tuple)):  # a params file holds them flat: pair them up
+            if len(flat) % 2:
+                raise ValueError(f"parameter 'policy.actor.relative_dims': expected [state index, context index, "
+                                 f"...] (an even count), got {flat}")
+            actor["relative_dims"] = [list(flat[i:i + 2]) for i in range(0, len(flat), 2)]
+        config = PolicyConfig.from_dict(values, where="trainer parameter 'policy'")
+        bounds = [self.optional(name, None) for name in ("action_low", "action_high")]
+        if None in bounds:
+            raise ValueError("trainer parameters 'action_low' and 'action_high' (the controller's) are needed "
+                             "with the 'policy' section")
+        cost_section = section(self, "cost")
+        if not cost_section:
+            raise ValueError("trainer parameter 'cost' (the controller's cost section) is needed with the 'policy' "
+                             "section: the policy learns the planners' cost")
+        dims = self.robot.build_model(self.model_config, where="trainer").state_dim, len(bounds[0])
+        cost = self.robot.build_cost(cost_section, *dims, source="trainer parameter 'cost'")
+        return config, cost, PolicyLearner(config, *bounds)
+
     def optional(self, name: str, default):
         return list(self.get_parameter(name).value) if self.has_parameter(name) else default
 
@@ -184,7 +242,28 @@ class TrainerNode(Node):
             return
         with self.lock:
             self.deployed = (msg.version, model)
+            if self.policy is not None:
+                self.policy_requested = f"model v{msg.version} deployed"
+        self.wake.set()
         self.get_logger().info(f"deployed model is now v{msg.version}: candidates are compared with it")
+
+    def on_policy(self, msg: ModelUpdate) -> None:
+        try:
+            actor, _, _ = unpack(msg, source=f"policy/model v{msg.version}")
+        except ValueError as err:
+            self.get_logger().error(f"ignoring the deployed policy: {err}")
+            return
+        with self.lock:
+            self.deployed_policy = (msg.version, actor)
+        self.get_logger().info(f"deployed policy is now v{msg.version}: policy candidates are compared with it")
+
+    def on_train_policy(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self.lock:
+            self.policy_requested = "requested"
+            model = f"model v{self.deployed[0]}" if self.deployed else "no deployed model yet (it waits for one)"
+        self.wake.set()
+        response.success, response.message = True, f"queued a policy round on {model}"
+        return response
 
     def on_train(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self.lock:
@@ -210,6 +289,12 @@ class TrainerNode(Node):
                     self.train_round(self.dataset, "requested" if requested else "scheduled")
                 elif requested:
                     self.get_logger().warn(f"training requested but there is no data: {self.data_error or 'no bags'}")
+                with self.lock:
+                    policy_due = self.policy_requested if self.deployed and self.dataset is not None else ""
+                    if policy_due:
+                        self.policy_requested = ""
+                if policy_due and not self.stopping.is_set():
+                    self.policy_round(self.dataset, policy_due)
             except Exception as err:  # the worker must survive anything one round does
                 self.get_logger().error(f"trainer worker: {type(err).__name__}: {err}\n{traceback.format_exc()}")
             self.wake.wait(self.p["poll_period"])
@@ -275,6 +360,80 @@ class TrainerNode(Node):
         self.record_decision(round_number, why, started, "accepted", result.decision.reason, against, len(dataset),
                              result, version=number, note=f"saved {path}, published on dynamics/candidate")
 
+    def policy_round(self, dataset: TransitionDataset, why: str) -> None:
+        """Train a policy through the deployed model; publish it on policy/candidate only if it beats the deployed one."""
+        from mbrl_ros.core.policies.learning import PolicyData, final_state_goals
+
+        config, cost, learner = self.policy
+        with self.lock:
+            self.training_now = True
+            (model_version, model), deployed = self.deployed, self.deployed_policy
+            round_number = self.policy_rounds + 1
+        started = time.perf_counter()
+        against = f"deployed policy v{deployed[0]}" if deployed else "standing still (no deployed policy)"
+        record = {"kind": "policy", "round": round_number, "why": why, "method": config.method,
+                  "model_version": model_version, "compared_with": against, "transitions": len(dataset)}
+        try:
+            data = PolicyData.from_dataset(dataset, self.p["gate_fraction"], self.p["split_seed"],
+                                           final_state_goals(dataset) if config.context else None)
+            result = learner.round(model, cost, data, deployed[1] if deployed else None,
+                                   stop=self.stopping.is_set)
+        except (ValueError, RuntimeError, ArithmeticError) as err:
+            record.update(decision="failed", reason=f"{type(err).__name__}: {err}")
+            self.record_policy_decision(record, started)
+            return
+        finally:
+            with self.lock:
+                self.training_now = False
+        if self.stopping.is_set():  # cut short: never deployed
+            self.get_logger().info(f"policy round {round_number} abandoned: shutting down")
+            return
+        record.update(decision="accepted" if result.decision.accept else "rejected", reason=result.decision.reason,
+                      metrics=result.metrics())
+        if result.decision.accept:
+            number, path = next_numbered_path(self.p["checkpoint_dir"], "policy")
+            metrics = {**result.metrics(), "model_version": float(model_version)}
+            policy_checkpoint.save(path, result.actor, metrics)  # the same bytes as the message's weights
+            msg = ModelUpdate(**pack_policy(result.actor, metrics, number))
+            msg.header.stamp = self.get_clock().now().to_msg()
+            self.policy_pub.publish(msg)
+            record.update(candidate_version=number, note=f"saved {path}, published on policy/candidate")
+        self.record_policy_decision(record, started)
+
+    def record_policy_decision(self, record: dict, started: float) -> None:
+        record.update(seconds=round(time.perf_counter() - started, 3), wall_time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        named = f"policy v{record['candidate_version']}" if "candidate_version" in record else "policy candidate"
+        line = (f"policy round {record['round']} ({record['why']}, {record['method']} on model "
+                f"v{record['model_version']}, {record['seconds']:.1f} s): {named} {record['decision']} against "
+                f"{record['compared_with']}: {record['reason']}" + (f"; {record['note']}" if "note" in record else ""))
+        if record["decision"] == "failed":
+            self.get_logger().error(line)
+        else:
+            self.get_logger().info(line)
+        self.append_decision(record)
+        summary = {
+            "policy_last_decision": record["decision"], "policy_last_reason": record["reason"],
+            "policy_last_round": record["why"], "policy_last_compared_with": record["compared_with"],
+            "policy_last_candidate_version": str(record.get("candidate_version", "none")),
+            "policy_last_round_seconds": f"{record['seconds']:.2f}",
+            **{f"policy_candidate_{k}": f"{v:.6g}" for k, v in record.get("metrics", {}).items()},
+        }
+        with self.lock:
+            self.policy_rounds += 1
+            self.policy_accepted += record["decision"] == "accepted"
+            self.policy_rejected += record["decision"] == "rejected"
+            self.policy_failed += record["decision"] == "failed"
+            self.last_policy_round = summary
+
+    def append_decision(self, record: dict) -> None:
+        """One line of decisions.jsonl; a failure to write is logged (the decision is in the log and diagnostics)."""
+        try:
+            self.decision_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.decision_log.open("a") as f:
+                f.write(json.dumps(record, allow_nan=True) + "\n")
+        except OSError as err:
+            self.get_logger().error(f"cannot append to {self.decision_log}: {err}")
+
     def record_decision(self, round_number: int, why: str, started: float, decision: str, reason: str,
                         against: str, transitions: int, result: TrainingRound | None = None,
                         version: int | None = None, note: str = "") -> None:
@@ -299,12 +458,7 @@ class TrainerNode(Node):
             self.get_logger().error(line)
         else:
             self.get_logger().info(line)
-        try:
-            self.decision_log.parent.mkdir(parents=True, exist_ok=True)
-            with self.decision_log.open("a") as f:
-                f.write(json.dumps(record, allow_nan=True) + "\n")
-        except OSError as err:  # the decision is still in the log and diagnostics
-            self.get_logger().error(f"cannot append to {self.decision_log}: {err}")
+        self.append_decision(record)
         summary = {
             "last_round": why,
             "last_round_number": str(round_number),
@@ -352,6 +506,14 @@ class TrainerNode(Node):
                 "deployed_version": str(self.deployed[0]) if self.deployed else "none",
                 **self.last_round,
             }
+            if self.policy is not None:
+                values.update({
+                    "policy_method": self.policy[0].method,
+                    "policy_rounds": str(self.policy_rounds), "policy_accepted": str(self.policy_accepted),
+                    "policy_rejected": str(self.policy_rejected), "policy_failed": str(self.policy_failed),
+                    "deployed_policy_version": str(self.deployed_policy[0]) if self.deployed_policy else "none",
+                    **self.last_policy_round,
+                })
         outcome = values.get("last_round_outcome", "")
         level = DiagnosticStatus.WARN if values["data_error"] or values.get("last_decision") == "failed" \
             else DiagnosticStatus.OK

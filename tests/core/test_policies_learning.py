@@ -182,3 +182,25 @@ def test_a_sac_actor_becomes_the_controllers_actor_exactly():
     expected, _ = sac.predict(env.reset(), deterministic=True)
     with torch.no_grad():
         assert np.allclose(actor(env.states, env.contexts).numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["shac", "mbpo"])
+def test_a_round_stops_early_when_asked(method):
+    """The trainer's shutdown: ``stop`` true ends a round at its next iteration (SHAC) or model step (SAC)."""
+    from mbrl_ros.core.policies.learning import PolicyLearner
+
+    model = KinematicBicycle(BicycleParams(), dt=0.2)
+    cost = get_robot("car").build_cost(PARKING_LIKE, 5, 2)
+    cost.set_context("goal", torch.zeros(5))
+    data = PolicyData.from_dataset(driven_episodes(model, 20, 10, seed=0), val_fraction=0.3, seed=0)
+    config = PolicyConfig.from_dict({"method": method, "actor": {"hidden_sizes": [16]},
+                                     "shac": {"iterations": 20, "batch_size": 16},
+                                     "mbpo": {"rollouts": 8, "total_steps": 20, "learning_starts": 0,
+                                              "gradient_steps": 1, "batch_size": 16}})
+    learner = PolicyLearner(config, [-1.0, -1.0], [1.0, 1.0])
+    calls = []
+    stopped = learner.round(model, cost, data, stop=lambda: calls.append(1) or len(calls) > 3)
+    steps = stopped.history.iterations if method == "shac" else stopped.history.model_steps
+    assert 0 < steps <= 4 and len(calls) == 4  # SHAC asks before an iteration, SAC after a model step
+    full = PolicyLearner(config, [-1.0, -1.0], [1.0, 1.0]).round(model, cost, data)
+    assert (full.history.iterations if method == "shac" else full.history.model_steps) == 20

@@ -265,3 +265,51 @@ def test_predict_flat_returns_the_ensemble_spread():
     model = build_model(ENSEMBLE)
     next_states, spread = predict_flat(model, 5, 2, np.zeros(10), np.zeros(4))
     assert next_states.shape == spread.shape == (10,) and np.all(spread >= 0)
+
+
+# ---- policies: the same message, checks and registry ------------------------------------------
+
+def actor(seed: int = 0):
+    from mbrl_ros.core.policies import Actor
+
+    torch.manual_seed(seed)
+    policy = Actor(5, 2, [-1.0, -0.5], [1.0, 0.5], context_dim=5, hidden_sizes=[8], angle_dims=[2])
+    policy.fit_normaliser(torch.randn(50, 5), torch.randn(50, 5))
+    return policy.eval()
+
+
+def test_a_policy_travels_as_a_model_update_and_unpacks_to_the_same_actor():
+    from mbrl_ros.io.model_update import POLICY_KIND, pack_policy
+
+    policy = actor()
+    fields = pack_policy(policy, {"candidate_cost_starts": np.float32(1.5)}, version=4)
+    assert set(fields) == set(FIELDS) and (fields["model_kind"], fields["version"]) == (POLICY_KIND, 4)
+    assert fields["checksum"] == hashlib.sha256(fields["weights"]).hexdigest()
+    assert yaml.safe_load(fields["config_yaml"])["hidden_sizes"] == [8]
+    checked = validate(fields, state_dim=5, action_dim=2)
+    states, goals = torch.randn(7, 5), torch.randn(7, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(checked.model(states, goals), policy(states, goals))
+    assert checked.metrics == {"candidate_cost_starts": 1.5}
+    with pytest.raises(ModelUpdateError, match=r"\(state_dim, action_dim\) = \(5, 2\), expected \(6, 2\)"):
+        validate(fields, state_dim=6, action_dim=2, source="policy/candidate v4")
+
+
+def test_the_policy_registry_takes_only_sound_policies_and_rolls_back():
+    from mbrl_ros.io.model_update import pack_policy
+
+    registry = ModelRegistry(state_dim=5, action_dim=2, kinds=("policy",))
+    first, second = pack_policy(actor(0), None, 1), pack_policy(actor(1), None, 2)
+    assert registry.offer(first).accepted
+    verdict = registry.offer(candidate(), source="policy/candidate v9")
+    assert verdict.status == "rejected" and "model_kind 'parametric': expected one of ['policy']" in verdict.reason
+    broken = actor(2)
+    with torch.no_grad():
+        broken.net[0].weight[0, 0] = float("nan")
+    verdict = registry.offer(pack_policy(broken, None, 3), source="policy/candidate v3")
+    assert verdict.status == "rejected" and "non-finite" in verdict.reason and registry.current.version == 1
+    assert registry.offer(second).accepted and registry.current.checksum == second["checksum"]
+    restored = registry.rollback()
+    assert (restored.version, restored.checksum) == (3, first["checksum"])
+    models = ModelRegistry(state_dim=5, action_dim=2, kinds=("parametric",))
+    assert "expected one of ['parametric']" in models.offer(first).reason

@@ -7,11 +7,13 @@ Its node (in NAMESPACE) publishes candidates, records every ``dynamics/model`` a
 ``/diagnostics`` message it sees, and calls the services. Commands:
 
 - ``{"op": "publish_candidate", "fields": PICKLE_FILE, "topic": T}``: publish the pickled
-  ModelUpdate fields on ``dynamics/candidate`` (or on ``T``: ``dynamics/model``, as a server would);
+  ModelUpdate fields on ``dynamics/candidate`` (or on ``T``: ``dynamics/model``, as a server would,
+  or ``policy/candidate``);
   ``"fields"`` may be a list of files, published back to back
 - ``{"op": "wait_model", "checksum": HEX, "version": N, "timeout": S}``: the first
-  ``dynamics/model`` with that checksum and version (either omitted: any), or ``{"received": false}``
-- ``{"op": "models"}``: every ``dynamics/model`` received so far
+  ``dynamics/model`` with that checksum and version (either omitted: any), or ``{"received": false}``;
+  with ``"topic": "policy/model"``, the first such policy
+- ``{"op": "models"}``: every ``dynamics/model`` (or ``"topic"``'s message) received so far
 - ``{"op": "predict", "request": {...PredictBatch fields...}}``
 - ``{"op": "trigger", "service": NAME}``: call a std_srvs/Trigger service
 - ``{"op": "episodes"}``: the reports of the simulated episodes finished so far (``sim/episodes``), in order
@@ -48,22 +50,23 @@ class Peer(Node):
     def __init__(self, namespace: str) -> None:
         super().__init__("test_peer", namespace=namespace)
         self.lock = threading.Lock()
-        self.models: list[dict] = []
+        self.received: dict[str, list[dict]] = {"dynamics/model": [], "policy/model": []}
         self.statuses: list[tuple[str, dict]] = []
         self.episodes: dict[int, dict] = {}
         self.publishers_by_topic = {topic: self.create_publisher(ModelUpdate, topic, LATCHED)
-                                    for topic in ("dynamics/candidate", "dynamics/model")}
-        self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED)
+                                    for topic in ("dynamics/candidate", "dynamics/model", "policy/candidate")}
+        for topic, models in self.received.items():
+            self.create_subscription(ModelUpdate, topic, lambda msg, m=models: self.on_model(msg, m), LATCHED)
         self.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 50)
         self.create_subscription(DiagnosticArray, "sim/episodes", self.on_episodes,
                                  QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                                             durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.clients_by_name: dict[str, object] = {}
 
-    def on_model(self, msg: ModelUpdate) -> None:
+    def on_model(self, msg: ModelUpdate, models: list[dict]) -> None:
         weights = msg.weights.tobytes()
         with self.lock:
-            self.models.append({
+            models.append({
                 "version": msg.version, "model_kind": msg.model_kind, "checksum": msg.checksum,
                 "sha256": hashlib.sha256(weights).hexdigest(), "num_bytes": len(weights),
                 "metrics": dict(zip(msg.metric_names, msg.metric_values)), "config_yaml": msg.config_yaml,
@@ -123,13 +126,14 @@ def handle(peer: Peer, command: dict) -> dict:
     if op == "wait_model":
         def found():
             with peer.lock:
-                return next((m for m in peer.models if command.get("checksum") in (None, m["checksum"])
+                return next((m for m in peer.received[command.get("topic", "dynamics/model")]
+                             if command.get("checksum") in (None, m["checksum"])
                              and command.get("version") in (None, m["version"])), None)
         model = wait_until(found, command.get("timeout", 20.0))
         return {"received": model is not None, **(model or {})}
     if op == "models":
         with peer.lock:
-            return {"models": list(peer.models)}
+            return {"models": list(peer.received[command.get("topic", "dynamics/model")])}
     if op == "predict":
         response = call(peer, PredictBatch, "dynamics/predict", PredictBatch.Request(**command["request"]))
         if response is None:

@@ -476,3 +476,110 @@ def test_trainer_ends_cleanly_on_a_signal_in_the_middle_of_a_training_round(stac
     assert proc.wait(timeout=30) == 0, stack.logs()
     assert "terminate called" not in stack.logs() and "round 1 abandoned: shutting down" in stack.logs()
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("model_v*.pt"))
+
+
+# ---- policies: learned by the trainer from the deployed model, published like models -----------------------
+
+def policy_fields(tmp_path: Path, name: str, seed: int, nan: bool = False) -> tuple[dict, Path]:
+    """ModelUpdate fields of an untrained goal-reading actor (a NaN weight if asked), pickled for the peer."""
+    from mbrl_ros.core.policies import Actor
+    from mbrl_ros.io.model_update import pack_policy
+
+    torch.manual_seed(seed)
+    actor = Actor(5, 2, [-1.0, -1.0], [1.0, 1.0], context_dim=5, hidden_sizes=[32, 32], angle_dims=[2])
+    if nan:
+        with torch.no_grad():
+            actor.net[0].weight[0, 0] = float("nan")
+    fields = pack_policy(actor, {"candidate_cost_starts": 1.0}, version=50 + seed)
+    return fields, pickled(tmp_path, name, fields)
+
+
+def test_trainer_learns_a_policy_on_each_deployed_model_and_the_server_publishes_rejects_and_rolls_it_back(
+        stack, tmp_path):
+    """Issue 12 §1: a model deployed -> the trainer trains a policy through it from the logged states, validates
+    it in closed loop from held-out episodes against the deployed policy (standing still for the first) and
+    offers it only if better; the dynamics_server checks, versions and latches it on policy/model, rejects a
+    broken one with a diagnostic, and rolls back; the trainer compares its next policy with the restored one."""
+    episodes, steps = 20, 40
+    states, actions = drive_bicycle(episodes, steps)
+    write_driving_bag(tmp_path / "bags" / "run_0000", states, actions)
+    controller = launch_parameters(REPO_ROOT / "config", "car", "parking", "controller")
+    trainer = node_parameters(REPO_ROOT / "config" / "car.yaml", "trainer")
+    for key in ("state_names", "action_names"):
+        trainer.pop(key, None)
+    trainer.update(bag_dir=str(tmp_path / "bags"), checkpoint_dir=str(tmp_path / "checkpoints"),
+                   random_transitions=10**8, poll_period=0.3, dt=DT, diagnostics_period=0.2,
+                   cost=controller["cost"], action_low=controller["action_low"],
+                   action_high=controller["action_high"],
+                   policy={"method": "shac", "context": "goal",
+                           "actor": {"hidden_sizes": [32, 32], "angle_dims": [2], "relative_dims": [0, 0, 1, 1, 2, 2]},
+                           "shac": {"iterations": 30, "batch_size": 64},
+                           "validation": {"steps": 30, "max_starts": 64}})
+    stack.node("dynamics_server", robot_params(dynamics_server={"diagnostics_period": 0.2}))
+    stack.node("trainer", robot_params(trainer=trainer))
+    peer = stack.peer()
+    read = peer.do("wait_diagnostics", node="trainer", key="transitions", value=str(episodes * steps), timeout=60)
+    assert read["found"], (read, stack.logs())
+    assert read["values"]["policy_rounds"] == "0" and read["values"]["deployed_policy_version"] == "none"
+
+    truth, truth_file = bicycle_fields(tmp_path, 2.5, version=7)
+    peer.do("publish_candidate", fields=str(truth_file))
+    assert peer.do("wait_model", checksum=truth["checksum"], version=1, timeout=30)["received"], stack.logs()
+    policy = peer.do("wait_model", topic="policy/model", version=1, timeout=120)
+    assert policy["received"], stack.logs()
+    assert policy["model_kind"] == "policy" and policy["sha256"] == policy["checksum"]
+    metrics = policy["metrics"]
+    assert metrics["model_version"] == 1.0
+    for held_out in ("starts", "visited"):  # closed loop on the model, from held-out real episodes
+        assert metrics[f"candidate_cost_{held_out}"] < metrics[f"reference_cost_{held_out}"], metrics
+    saved = tmp_path / "checkpoints" / "policy_v1.pt"
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == policy["checksum"]
+    accepted = peer.do("wait_diagnostics", node="trainer", key="deployed_policy_version", value="1", timeout=20)
+    assert accepted["found"], accepted
+    values = accepted["values"]
+    assert (values["policy_last_decision"], values["policy_last_round"]) == ("accepted", "model v1 deployed")
+    assert values["policy_last_compared_with"] == "standing still (no deployed policy)"
+    late = stack.peer()  # a controller starting now gets the latched policy
+    assert late.do("wait_model", topic="policy/model", checksum=policy["checksum"], version=1, timeout=20)["received"]
+
+    broken, broken_file = policy_fields(tmp_path, "nan_policy", seed=1, nan=True)
+    peer.do("publish_candidate", fields=str(broken_file), topic="policy/candidate")
+    rejected = peer.do("wait_diagnostics", node="dynamics_server", key="policy_rejected", value="1", timeout=20)
+    assert rejected["found"], rejected
+    assert "non-finite values" in rejected["values"]["policy_last_reason"]
+    assert rejected["values"]["policy_version"] == "1" and rejected["values"]["model_version"] == "1"
+    model_as_policy = pickled(tmp_path, "model_as_policy", {**truth, "version": 60})
+    peer.do("publish_candidate", fields=str(model_as_policy), topic="policy/candidate")
+    rejected = peer.do("wait_diagnostics", node="dynamics_server", key="policy_rejected", value="2", timeout=20)
+    assert rejected["found"] and "expected one of ['policy']" in rejected["values"]["policy_last_reason"], rejected
+
+    other, other_file = policy_fields(tmp_path, "other_policy", seed=2)
+    peer.do("publish_candidate", fields=str(other_file), topic="policy/candidate")
+    assert peer.do("wait_model", topic="policy/model", checksum=other["checksum"], version=2, timeout=20)["received"]
+    rollback = peer.do("trigger", service="policy/rollback")
+    assert rollback["answered"] and rollback["success"], rollback
+    assert "rolled back to the model of v1 as v3 (replacing v2" in rollback["message"], rollback
+    assert late.do("wait_model", topic="policy/model", checksum=policy["checksum"], version=3, timeout=20)["received"]
+    assert peer.do("wait_diagnostics", node="trainer", key="deployed_policy_version", value="3", timeout=20)["found"]
+    assert [m["version"] for m in peer.do("models")["models"]] == [1]  # the model stayed as it was
+
+    queued = peer.do("trigger", service="trainer/train_policy")
+    assert queued["answered"] and queued["success"] and "model v1" in queued["message"], queued
+    second = peer.do("wait_diagnostics", node="trainer", key="policy_rounds", value="2", timeout=120)
+    assert second["found"], (second, stack.logs())
+    values = second["values"]
+    assert values["policy_last_compared_with"] == "deployed policy v3" and values["policy_last_round"] == "requested"
+    decisions = [json.loads(line) for line in (tmp_path / "checkpoints" / "decisions.jsonl").read_text().splitlines()]
+    assert [(d["kind"], d["round"], d["decision"], d["compared_with"]) for d in decisions] == [
+        ("policy", 1, "accepted", "standing still (no deployed policy)"),
+        ("policy", 2, values["policy_last_decision"], "deployed policy v3")]
+    # Only a better policy is offered: accepted, it is served as v4; rejected, nothing is saved or published.
+    costs = decisions[1]["metrics"]
+    better = all(costs[f"candidate_cost_{h}"] < costs[f"reference_cost_{h}"] for h in ("starts", "visited"))
+    assert (values["policy_last_decision"] == "accepted") == better, decisions[1]
+    if better:
+        assert peer.do("wait_model", topic="policy/model", version=4, timeout=20)["received"]
+    else:
+        time.sleep(1.0)
+        assert not (tmp_path / "checkpoints" / "policy_v2.pt").exists()
+        assert [m["version"] for m in peer.do("models", topic="policy/model")["models"]] == [1, 2, 3]

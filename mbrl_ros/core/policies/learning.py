@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -36,7 +36,17 @@ from mbrl_ros.core.policies.shac import ShacLearner
 from mbrl_ros.core.policies.validation import HeldOutStates, PolicyDecision, decide_policy
 from mbrl_ros.core.retraining import validation_split
 
-__all__ = ["PolicyData", "PolicyLearner", "PolicyRound", "new_actor", "train_policy"]
+__all__ = ["PolicyData", "PolicyLearner", "PolicyRound", "final_state_goals", "new_actor", "train_policy"]
+
+
+def final_state_goals(dataset: TransitionDataset) -> dict[int, list[float]]:
+    """Each episode's last logged state as its goal (hindsight relabelling, HER's 'final' strategy).
+
+    Logged episodes record where the robot went, not always the goal it was given;
+    every reached state is a goal the episode achieved, so a goal-conditioned policy can
+    learn from any logged driving. For a cost whose ``goal`` context is a state vector.
+    """
+    return {episode: dataset.next_states[end - 1].tolist() for episode, _, end in dataset.episodes()}
 
 
 def _episode_contexts(dataset: TransitionDataset, contexts: Mapping[int, Sequence[float]] | None,
@@ -138,8 +148,9 @@ class PolicyLearner:
         self.actor = actor
 
     def round(self, model: DynamicsModel, cost: TrajectoryCost, data: PolicyData,
-              deployed: Actor | None = None) -> PolicyRound:
-        """Train on ``model`` from ``data``'s training states; validate a copy against ``deployed``."""
+              deployed: Actor | None = None, stop: Callable[[], bool] | None = None) -> PolicyRound:
+        """Train on ``model`` from ``data``'s training states; validate a copy against ``deployed``.
+        ``stop()`` true (a shutdown) cuts the training short; the caller then discards the round."""
         started = time.perf_counter()
         config = self.config
         if (config.context is None) != (data.train_contexts is None):
@@ -149,7 +160,8 @@ class PolicyLearner:
             self._start(model, data, deployed)
         task = TaskCost(cost, config.context)
         seed = (config.shac.seed if config.method == "shac" else config.mbpo.seed) + self.rounds
-        history = self.learner.train(model, task, StartSampler(data.train_states, data.train_contexts, seed=seed))
+        history = self.learner.train(model, task, StartSampler(data.train_states, data.train_contexts, seed=seed),
+                                     stop=stop)
         self.rounds += 1
         candidate = copy.deepcopy(self.actor).eval()
         bad = [n for n, t in candidate.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from mbrl_ros.core.models.base import DynamicsModel
@@ -150,8 +151,10 @@ class MbpoLearner:
         self.sac: SAC | None = None
         self.cost_scale: float | None = None
 
-    def train(self, model: DynamicsModel, cost: TaskCost, sampler: StartSampler) -> MbpoHistory:
-        """Improve the actor in place (the SAC's deterministic action); returns what was done."""
+    def train(self, model: DynamicsModel, cost: TaskCost, sampler: StartSampler,
+              stop: Callable[[], bool] | None = None) -> MbpoHistory:
+        """Improve the actor in place (the SAC's deterministic action); returns what was done.
+        ``stop()`` true ends it at the next model step."""
         started = time.perf_counter()
         config, actor = self.config, self.actor
         env = ModelRolloutEnv(actor, model, cost, sampler, config.rollouts, config.rollout_length,
@@ -174,7 +177,8 @@ class MbpoLearner:
         was_training = model.training
         model.eval()
         try:
-            self.sac.learn(total_timesteps=config.total_steps * config.rollouts, reset_num_timesteps=False)
+            self.sac.learn(total_timesteps=config.total_steps * config.rollouts, reset_num_timesteps=False,
+                           callback=None if stop is None else _StopWhen(stop))
         finally:
             model.train(was_training)
         self.cost_scale = env.cost_scale
@@ -182,6 +186,17 @@ class MbpoLearner:
         return MbpoHistory(model_steps=env.steps_taken, transitions=env.steps_taken * env.num_envs,
                            gradient_steps=int(self.sac._n_updates) - updates_before,
                            cost_scale=env.cost_scale or 1.0, seconds=time.perf_counter() - started)
+
+
+class _StopWhen(BaseCallback):
+    """Ends SAC's learn() (its step callback returns False) once ``stop()`` is true."""
+
+    def __init__(self, stop: Callable[[], bool]) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def _on_step(self) -> bool:
+        return not self.stop()
 
 
 def train_mbpo(actor: Actor, model: DynamicsModel, cost: TaskCost, sampler: StartSampler,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -109,8 +110,9 @@ class ShacLearner:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.cost_scale: float | None = None
 
-    def train(self, model: DynamicsModel, cost: TaskCost, sampler: StartSampler) -> ShacHistory:
-        """Improve the actor in place; returns this round's losses."""
+    def train(self, model: DynamicsModel, cost: TaskCost, sampler: StartSampler,
+              stop: Callable[[], bool] | None = None) -> ShacHistory:
+        """Improve the actor in place; returns this round's losses. ``stop()`` true ends it at the next iteration."""
         started = time.perf_counter()
         config, actor = self.config, self.actor
         history = ShacHistory()
@@ -119,6 +121,8 @@ class ShacLearner:
         with frozen(model):
             episodes = _Episodes(sampler, config)
             for _ in range(config.iterations):
+                if stop is not None and stop():
+                    break
                 starts, contexts = episodes.starts()
                 states, actions = closed_loop(actor, model, starts, contexts, horizon)
                 step_costs = cost.steps(states, actions, contexts)
