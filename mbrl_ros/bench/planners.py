@@ -11,7 +11,8 @@ default (``compile`` on); pytorch_mppi as its users run it (eager), and
 additionally with its own ``compile()`` for reference. Each case's JSON holds
 these conditions, and Nav2's published time where it solves the same problem.
 
-iLQR cases: ``_cold`` forgets the warm start before each solve; ``_warm`` solves
+iLQR cases (``ilqr_bicycle_torch_*``: the same problem on the torch path, without the bicycle's numpy form,
+measured in the same run for ratios): ``_cold`` forgets the warm start before each solve; ``_warm`` solves
 again from the same state, warm-started from its own last plan shifted by one
 step (the plan for the state one step later, so a poor start); ``_receding``
 is the receding-horizon loop a controller runs: the car moves to the plan's
@@ -120,12 +121,13 @@ def mppi_hand() -> tuple[Planner, torch.Tensor]:
     return planner, torch.zeros(63)
 
 
-def ilqr_bicycle() -> tuple[Planner, torch.Tensor]:
+def ilqr_bicycle(numpy: bool = True) -> tuple[Planner, torch.Tensor]:
+    """``numpy: false``: the torch path the numpy form replaced, for ratios in the same run."""
     model = KinematicBicycle(dt=0.1, substeps=1)
     cost = build_cost({"goal_pose": {"form": "quadratic", "terminal_weight": 50.0, "stage_weight": 0.1},
                        "effort": {"weight": 0.1}}, 5, 2, source="bench ilqr_bicycle")
     cost.set_context("goal", torch.tensor([8.0, 4.0, 0.5, 0.0, 0.0]))
-    planner = build_planner("ilqr", model, cost, {"horizon": 50, "max_iterations": 50})
+    planner = build_planner("ilqr", model, cost, {"horizon": 50, "max_iterations": 50, "numpy": numpy})
     return planner, torch.zeros(5)
 
 
@@ -162,6 +164,10 @@ CASES = [
     Case("ilqr_bicycle_H50_cold", ilqr_bicycle, None, False, "median <= 60 ms"),
     Case("ilqr_bicycle_H50_warm", ilqr_bicycle, None, False, "median <= 10 ms"),
     Case("ilqr_bicycle_H50_receding", ilqr_bicycle, None, False, "median <= 10 ms"),
+    Case("ilqr_bicycle_torch_H50_cold", lambda: ilqr_bicycle(numpy=False), None, False, "the old path, for ratios"),
+    Case("ilqr_bicycle_torch_H50_warm", lambda: ilqr_bicycle(numpy=False), None, False, "the old path, for ratios"),
+    Case("ilqr_bicycle_torch_H50_receding", lambda: ilqr_bicycle(numpy=False), None, False,
+         "the old path, for ratios"),
     Case("ilqr_ensemble_H30", ilqr_ensemble, None, False, "warm median <= 40 ms"),
     Case("ilqr_ensemble_H30_receding", ilqr_ensemble, None, False, "median <= 40 ms"),
 ]
@@ -234,6 +240,8 @@ def conditions(planner: Planner, threads: int) -> dict:
         "compiled": bool(getattr(planner, "compiled", getattr(config, "compile", False))),
         "ilqr_ensemble": getattr(config, "ensemble", None) if planner.name == "ilqr" else None,
         "solve_threads": (getattr(config, "threads", None) or threads) if planner.name == "ilqr" else threads,
+        # iLQR on the model's float64 numpy form (DynamicsModel.numpy_dynamics), or the torch path.
+        "ilqr_numpy_form": bool(getattr(planner, "numpy_form", False)) if planner.name == "ilqr" else None,
     }
 
 

@@ -238,3 +238,62 @@ def test_a_solve_runs_on_its_own_thread_count_and_restores_torchs():
             build_planner("ilqr", LinearModel(), cost, {"threads": 0})
     finally:
         torch.set_num_threads(before)
+
+
+def bicycle_problem(dtype, numpy, **overrides):
+    """The bench's ilqr_bicycle problem (goal pose and effort, H=50), on the model's numpy form or not."""
+    from mbrl_ros.robots.car.bicycle import BicycleParams
+
+    cost = build_cost({"goal_pose": {"form": "quadratic", "terminal_weight": 50.0, "stage_weight": 0.1},
+                       "effort": {"weight": 0.1}, "smoothness": {"weight": 0.05}}, 5, 2)
+    cost.set_context("goal", torch.tensor([8.0, 4.0, 0.5, 0.0, 0.0]))
+    model = KinematicBicycle(BicycleParams(lag=overrides.pop("lag", 0.0)), dt=0.1, substeps=overrides.pop("substeps", 1),
+                             speed_input=overrides.pop("speed_input", "acceleration")).to(dtype)
+    return build_planner("ilqr", model, cost, {"horizon": 50, "max_iterations": 50, "numpy": numpy, **overrides})
+
+
+@pytest.mark.parametrize("options", [{}, {"speed_input": "velocity", "lag": 0.3, "substeps": 3, "max_rate": 0.3}])
+def test_numpy_fast_path_gives_the_torch_paths_plans(options):
+    """The bicycle's float64 numpy form (forward passes, linearisation) plans what the torch path plans:
+    cold, then warm-started and receding solves, with the same iterations; and the solves converge."""
+    for dtype, tolerance in ((torch.float64, 1e-7), (torch.float32, 2e-3)):
+        fast, generic = bicycle_problem(dtype, True, **options), bicycle_problem(dtype, False, **options)
+        state = torch.zeros(5, dtype=dtype)
+        for solve in range(4):
+            a, b = fast.plan(state), generic.plan(state)
+            assert fast._numpy is not None and generic._numpy is None
+            assert a.info["converged"] and b.info["converged"], (a.info, b.info)
+            history = a.info["cost_history"]
+            assert all(y <= x for x, y in zip(history, history[1:]))
+            assert solve > 0 or history[-1] < 0.5 * history[0]  # the cold solve gets somewhere
+            if dtype == torch.float64:
+                assert a.info["iterations"] == b.info["iterations"]
+            torch.testing.assert_close(a.nominal_actions, b.nominal_actions, rtol=0, atol=tolerance)
+            torch.testing.assert_close(a.predicted_states, b.predicted_states, rtol=0, atol=50 * tolerance)
+            if "max_rate" in options:
+                assert torch.all((a.nominal_actions[1:] - a.nominal_actions[:-1]).abs() <= 0.3 + 1e-6)
+            if solve >= 2:  # receding: the car moves along the plan
+                state = a.predicted_states[1]
+
+
+def test_a_numpy_form_that_does_not_match_the_model_is_not_used():
+    """A model's numpy form is checked against its forward and jacobians before a planner uses it. (The cost has
+    no action term: its zero action derivatives once stopped the solve with an autograd error.)"""
+    from mbrl_ros.robots.car.bicycle import BicycleNumpy
+
+    class WrongNumpy(BicycleNumpy):
+        def step(self, states, actions):
+            return super().step(states, actions) + 0.01
+
+    class Car(KinematicBicycle):
+        def numpy_dynamics(self):
+            return WrongNumpy(self)
+
+    cost = build_cost({"goal_pose": {"form": "quadratic"}}, 5, 2)
+    cost.set_context("goal", torch.tensor([2.0, 1.0, 0.0, 0.0, 0.0]))
+    with pytest.warns(RuntimeWarning, match="WrongNumpy does not match Car"):
+        planner = build_planner("ilqr", Car(), cost, {"horizon": 10})
+    planner.plan(torch.zeros(5))
+    assert planner._numpy is None
+    with pytest.raises(ValueError, match="ilqr: numpy"):
+        build_planner("ilqr", KinematicBicycle(), cost, {"numpy": 1})

@@ -1,5 +1,6 @@
 """The car's KinematicBicycle: its analytic Jacobians (iLQR's linearisation) against autograd."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,15 +14,21 @@ def autograd_jacobians(model, states, actions):
     return jac_x[rows, :, rows], jac_u[rows, :, rows]
 
 
-@pytest.mark.parametrize("speed_input", ["acceleration", "velocity"])
-@pytest.mark.parametrize("lag, substeps", [(0.0, 1), (0.0, 3), (0.05, 3), (0.3, 3), (0.3, 1)])
-def test_analytic_jacobians_match_autograd(speed_input, lag, substeps):
+def car_and_batch(speed_input, lag, substeps):
+    """A float64 bicycle and 32 random states and actions."""
     params = BicycleParams(wheelbase=2.7, rear_axle_to_cg=1.2, speed_gain=3.0, steer_gain=0.5, lag=lag)
     model = KinematicBicycle(params, dt=0.1, substeps=substeps, speed_input=speed_input).double()
     g = torch.Generator().manual_seed(substeps)
     states = torch.randn(32, 5, generator=g, dtype=torch.float64) * torch.tensor([5.0, 5.0, 3.0, 4.0, 0.5],
                                                                                 dtype=torch.float64)
     actions = torch.rand(32, 2, generator=g, dtype=torch.float64) * 2 - 1
+    return model, states, actions
+
+
+@pytest.mark.parametrize("speed_input", ["acceleration", "velocity"])
+@pytest.mark.parametrize("lag, substeps", [(0.0, 1), (0.0, 3), (0.05, 3), (0.3, 3), (0.3, 1)])
+def test_analytic_jacobians_match_autograd(speed_input, lag, substeps):
+    model, states, actions = car_and_batch(speed_input, lag, substeps)
     A, B = model.jacobians(states, actions)
     expected_A, expected_B = autograd_jacobians(model, states, actions)
     assert A.shape == (32, 5, 5) and B.shape == (32, 5, 2)
@@ -55,3 +62,24 @@ def test_lateral_states_append_the_kinematic_cars_lateral_velocity_and_yaw_rate(
     torch.testing.assert_close(lateral(other, actions), nxt)
     dfdx, dfdu = lateral.jacobians(states[:4], actions[:4])
     assert dfdx.shape == (4, 7, 7) and dfdu.shape == (4, 7, 2)
+    assert lateral.numpy_dynamics() is None  # iLQR plans the race car on the torch path
+
+
+@pytest.mark.parametrize("speed_input", ["acceleration", "velocity"])
+@pytest.mark.parametrize("lag, substeps", [(0.0, 1), (0.0, 3), (0.3, 3)])
+def test_numpy_form_matches_forward_and_jacobians(speed_input, lag, substeps):
+    """BicycleNumpy (iLQR's fast path) is KinematicBicycle in float64 numpy: same step, same Jacobians."""
+    model, states, actions = car_and_batch(speed_input, lag, substeps)
+    fast = model.numpy_dynamics()
+    with torch.no_grad():
+        expected = model(states, actions).numpy()
+    np.testing.assert_allclose(fast.step(states.numpy().T, actions.numpy().T).T, expected, rtol=1e-12, atol=1e-12)
+    for got, want in zip(fast.jacobians(states.numpy(), actions.numpy()), model.jacobians(states, actions)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-12, atol=1e-12)
+    # It holds the parameters it was built with; a new one reads changed ones.
+    with torch.no_grad():
+        model.theta[2] = 4.0
+        moved = model(states, actions).numpy()
+    assert not np.allclose(fast.step(states.numpy().T, actions.numpy().T).T, moved)
+    np.testing.assert_allclose(model.numpy_dynamics().step(states.numpy().T, actions.numpy().T).T, moved,
+                               rtol=1e-12, atol=1e-12)

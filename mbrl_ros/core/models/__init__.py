@@ -31,7 +31,7 @@ import inspect
 from typing import Any, Mapping, Protocol
 
 from mbrl_ros.core.model_kinds import MODEL_KINDS
-from mbrl_ros.core.models.base import DynamicsModel, PhysicsModel, Prediction, TimeMajorDynamics
+from mbrl_ros.core.models.base import DynamicsModel, NumpyDynamics, PhysicsModel, Prediction, TimeMajorDynamics
 from mbrl_ros.core.models.ensemble import EnsembleDynamics
 from mbrl_ros.core.models.semiparametric import SemiparametricDynamics
 
@@ -39,6 +39,7 @@ __all__ = [
     "DynamicsModel",
     "EnsembleDynamics",
     "MODEL_KINDS",
+    "NumpyDynamics",
     "Physics",
     "PhysicsModel",
     "Prediction",

@@ -3,6 +3,8 @@
 ``DynamicsModel``: batched ``(states[B, nx], actions[B, nu]) -> next states``.
 ``TimeMajorDynamics``: the same model in the sampling planners' layout; a model
 may return a faster view of itself from ``time_major()``.
+``NumpyDynamics``: the same in float64 numpy, for solvers of tiny batches (iLQR),
+where a model offers it.
 ``PhysicsModel``: a model built from a robot's physics (model kind
 ``parametric``), with physical parameters its robot can identify from data.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -110,6 +113,12 @@ class DynamicsModel(nn.Module):
         it here; planners check it against ``forward`` before they use it."""
         return TimeMajorDynamics(self)
 
+    def numpy_dynamics(self) -> "NumpyDynamics | None":
+        """This model in float64 numpy (``NumpyDynamics``) with its current parameters, or None (the
+        default). A model whose step is a few dozen elementwise operations offers it: for iLQR's tiny
+        sequential batches numpy's per-call overhead is a fraction of torch's."""
+        return None
+
 
 def _plain_attributes(module: nn.Module) -> dict:
     return {key: value for key, value in vars(module).items()
@@ -157,6 +166,22 @@ class TimeMajorDynamics:
     def still_valid(self) -> bool:
         """Whether a specialisation made when built still matches the model's parameters."""
         return True
+
+
+class NumpyDynamics:
+    """A model's float64 numpy form, time-major as ``TimeMajorDynamics``, from ``DynamicsModel.numpy_dynamics``.
+
+    ``step(states[nx, B], actions[nu, B]) -> next_states[nx, B]`` and
+    ``jacobians(states[B, nx], actions[B, nu]) -> (df/dx[B, nx, nx], df/du[B, nx, nu])``,
+    both the model's own ``forward`` and ``jacobians`` to float tolerance. It holds the
+    parameters it was built with: build a new one when they may have changed.
+    """
+
+    def step(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def jacobians(self, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
 
 
 class PhysicsModel(DynamicsModel):

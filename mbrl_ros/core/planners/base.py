@@ -20,10 +20,11 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from mbrl_ros.core.costs import TrajectoryCost
-from mbrl_ros.core.models.base import DynamicsModel, TimeMajorDynamics
+from mbrl_ros.core.models.base import DynamicsModel, NumpyDynamics, TimeMajorDynamics
 from mbrl_ros.core.validation import check_tensor
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "rollout",
     "TimeMajorDynamics",
     "time_major_dynamics",
+    "checked_numpy_dynamics",
     "counter_gaussian",
 ]
 
@@ -202,6 +204,31 @@ def time_major_dynamics(model: DynamicsModel) -> TimeMajorDynamics:
             warnings.warn(f"{type(fast).__name__} does not match {type(model).__name__}.forward; using forward",
                           RuntimeWarning, stacklevel=2)
             return TimeMajorDynamics(model)
+    return fast
+
+
+def checked_numpy_dynamics(model: DynamicsModel) -> NumpyDynamics | None:
+    """``model.numpy_dynamics()`` if it has one that matches ``model.forward`` and ``model.jacobians``, else None
+    (with a warning where it has one that does not)."""
+    fast = model.numpy_dynamics()
+    if fast is None:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    dtype, device = model_dtype_device(model)
+    states = (torch.rand(6, model.state_dim, generator=generator, dtype=dtype) * 2 - 1).to(device)
+    actions = (torch.rand(6, model.action_dim, generator=generator, dtype=dtype) * 2 - 1).to(device)
+    with torch.no_grad():
+        expected = model(states, actions).double().cpu().numpy()
+    with torch.enable_grad():
+        expected_jacobians = [j.detach().double().cpu().numpy() for j in model.jacobians(states, actions)]
+    as64 = [t.double().cpu().numpy() for t in (states, actions)]
+    got = fast.step(as64[0].T, as64[1].T).T
+    got_jacobians = fast.jacobians(*as64)
+    if not (np.allclose(got, expected, atol=1e-4, rtol=1e-4)
+            and all(np.allclose(g, e, atol=1e-4, rtol=1e-4) for g, e in zip(got_jacobians, expected_jacobians))):
+        warnings.warn(f"{type(fast).__name__} does not match {type(model).__name__}.forward/jacobians; "
+                      "using the torch path", RuntimeWarning, stacklevel=2)
+        return None
     return fast
 
 

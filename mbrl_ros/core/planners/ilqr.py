@@ -16,8 +16,8 @@ Each iteration:
    *Approximation*: the off-diagonal blocks from the smoothness term (``u[t]``
    with ``u[t+1]``) are dropped; the gradient keeps them, so the fixed point is
    the true optimum, only the Newton steps are approximate.
-3. **Backward pass** (float64 numpy: 5x5 matrices are far cheaper there than as
-   torch ops): Riccati-like recursion for feedforward ``k[t]`` and feedback
+3. **Backward pass** (float64 numpy and LAPACK's ``posv``, Cholesky and solve in one
+   call: 5x5 matrices are far cheaper there than as torch ops): Riccati-like recursion for feedforward ``k[t]`` and feedback
    ``K[t]``, with Levenberg-Marquardt regularisation ``Quu + mu I``; a non
    positive-definite ``Quu`` raises ``mu`` (by ``regularisation_factor``) and
    restarts the pass; a successful iteration lowers it. An action at a bound
@@ -36,8 +36,13 @@ Action bounds and rate limits are enforced by clamping inside the forward pass
 (not the boxed-QP variant), so every iterate is feasible. Stops when the relative
 cost decrease (or the predicted one) falls below ``tolerance`` or after
 ``max_iterations``. Warm starts from the previous solution shifted by one step.
-``compile: true`` compiles the closed-loop forward pass, which in eager mode is
-most of an iteration's time (H sequential model calls of tiny batches).
+A model with a float64 numpy form (``DynamicsModel.numpy_dynamics``; the car's
+bicycle) runs the closed-loop forward pass and the linearisation in numpy
+(``numpy: true``, the default): at these sizes (H steps of ~10 rows) torch's
+per-op overhead, not arithmetic, was most of a solve. The rollouts still go
+through the (torch) cost as one batch. ``compile: true`` compiles the torch path's
+closed-loop forward pass, which in eager mode is most of an iteration's time (H
+sequential model calls of tiny batches).
 
 On an ensemble (or a semi-parametric model), iLQR plans on one deterministic
 model for the whole solve (``model.deterministic``): the mean of the elites
@@ -52,9 +57,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.linalg.lapack import dposv as posv
 
 from mbrl_ros.core.costs import TrajectoryCost
-from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.models.base import DynamicsModel, NumpyDynamics
 from mbrl_ros.core.planners.base import (
     Planner,
     PlannerConfig,
@@ -62,6 +68,7 @@ from mbrl_ros.core.planners.base import (
     _one_of,
     _positive_int,
     _real,
+    checked_numpy_dynamics,
     shift_sequence,
     time_major_dynamics,
 )
@@ -86,6 +93,10 @@ class IlqrConfig(PlannerConfig):
     # On a model that samples (an ensemble): plan on the mean of its elites ("mean"), or on one
     # elite drawn per solve ("member"); see DynamicsModel.deterministic.
     ensemble: str = "mean"
+    # Forward passes and linearisation on the model's float64 numpy form (DynamicsModel.numpy_dynamics)
+    # where it has one: a step of ~10 rows costs about a microsecond per numpy call against several per
+    # torch op. false: always the torch path (the model's time-major step and jacobians).
+    numpy: bool = True
     # torch threads while solving (restored after); null leaves torch's setting. Every tensor of a
     # solve is tiny, so a second thread only adds waits: on a loaded 2-core machine, 2 threads made
     # receding-horizon solves of ilqr_bicycle_H50 about 8x slower (206 ms against 25 ms median).
@@ -104,7 +115,7 @@ class IlqrConfig(PlannerConfig):
         _one_of(source, "ensemble", self.ensemble, ("mean", "member"))
         if self.threads is not None:
             _positive_int(source, "threads", self.threads)
-        for key in ("warm_start", "compile"):
+        for key in ("warm_start", "compile", "numpy"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{source}: {key}: expected true or false, got {getattr(self, key)!r}")
 
@@ -142,7 +153,8 @@ def box_qp(H: np.ndarray, g: np.ndarray, low: np.ndarray, high: np.ndarray, star
             break
         held = now_held
         if free.any():
-            k[free] = np.linalg.solve(H[np.ix_(free, free)], -(g[free] + H[np.ix_(free, held)] @ k[held]))
+            rows = H[free]
+            k[free] = posv(rows[:, free], -(g[free] + rows[:, held] @ k[held]), lower=1)[1]
     return k, ~held
 
 
@@ -177,6 +189,8 @@ class IlqrPlanner(Planner):
         """Plan on ``model``'s deterministic form (``solve_model``) and its fastest time-major view."""
         self.solve_model = model.deterministic()
         self._dynamics = time_major_dynamics(self.solve_model)
+        self.numpy_form = self.config.numpy and checked_numpy_dynamics(self.solve_model) is not None
+        self._numpy: NumpyDynamics | None = None
         # An ensemble member per solve when configured (a model that does not sample ignores it).
         self._members = model.deterministic_members if self.config.ensemble == "member" else 0
 
@@ -187,6 +201,8 @@ class IlqrPlanner(Planner):
             self._dynamics = time_major_dynamics(self.solve_model)
         elif not self._dynamics.still_valid():
             self._dynamics = time_major_dynamics(self.solve_model)
+        # Built per solve: it holds the parameters of the moment.
+        self._numpy = self.solve_model.numpy_dynamics() if self.numpy_form else None
 
     # Derivatives -----------------------------------------------------------
     def linearise(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,6 +210,12 @@ class IlqrPlanner(Planner):
         the solve model's ``jacobians``."""
         with torch.enable_grad():
             return self.solve_model.jacobians(states.detach(), actions.detach())
+
+    def _linearise64(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``linearise`` in float64 numpy, from the model's numpy form where the solve has one."""
+        if self._numpy is not None:
+            return self._numpy.jacobians(_as64(states), _as64(actions))
+        return tuple(_as64(t) for t in self.linearise(states, actions))
 
     def _colouring_tangents(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Directions for Hessian columns: coordinate j at every step of one parity, ``2 * (nx + nu)`` of them."""
@@ -227,7 +249,8 @@ class IlqrPlanner(Planner):
         dx, du = vx * hx_step, vu * hu_step  # [2n, ...]
         batch_x = torch.cat((states[None], states + dx, states - dx)).detach().requires_grad_(True)
         batch_u = torch.cat((actions[None], actions + du, actions - du)).detach().requires_grad_(True)
-        gx, gu = torch.autograd.grad(self.cost(batch_x, batch_u).sum(), (batch_x, batch_u))
+        # materialize_grads: a cost without an action (or state) term has zero, not missing, derivatives.
+        gx, gu = torch.autograd.grad(self.cost(batch_x, batch_u).sum(), (batch_x, batch_u), materialize_grads=True)
         lx, lu = gx[0], gu[0]
         count = 2 * n
         # Column j of the diagonal block at step t, from the direction of t's parity.
@@ -270,35 +293,36 @@ class IlqrPlanner(Planner):
         L[:, n:, nx], L[:, nx, n:] = lu, lu
         V = np.zeros((n, n))
         V[:nx, :nx], V[:nx, nx], V[nx, :nx] = lxx[horizon], lx[horizon], lx[horizon]
-        gains = np.zeros((horizon, nu, n))  # [K | k]
-        qu = np.zeros((horizon, nu))
-        quu = np.zeros((horizon, nu, nu))
+        minus_gains = np.zeros((horizon, nu, n))  # -[K | k]
+        Ms = [None] * horizon
         reg = mu * np.eye(nu)
         bounded = [False] * horizon if low is None else list(np.isfinite(low).any(1) | np.isfinite(high).any(1))
         for t in range(horizon - 1, -1, -1):
-            M = L[t] + FT[t] @ V @ F[t]
-            quu[t], qu[t] = M[n:, n:], M[n:, nx]
-            quu_reg = quu[t] + reg
-            try:
-                np.linalg.cholesky(quu_reg)
-            except np.linalg.LinAlgError:
+            M = Ms[t] = L[t] + FT[t] @ (V @ F[t])
+            quu, mux = M[n:, n:], M[n:, :n]
+            quu_reg = quu + reg
+            # Cholesky factor and solve in one LAPACK call; info > 0: Quu + mu I is not positive definite.
+            _, Gn, info = posv(quu_reg, mux, lower=1)
+            if info:
                 return None
-            G = np.linalg.solve(quu_reg, -M[n:, :n])
-            kt = G[:, nx]
-            if bounded[t] and ((kt < low[t]) | (kt > high[t])).any():
-                kt, free = box_qp(quu_reg, qu[t], low[t], high[t], kt)
-                G = np.zeros((nu, n))  # no feedback on an action held at a bound
-                G[:, nx] = kt
-                if free.any():
-                    G[free, :nx] = -np.linalg.solve(quu_reg[np.ix_(free, free)], M[n:, :nx][free])
-            gains[t] = G
-            P = M[:n, n:] @ G
-            V = M[:n, :n] + P + P.T + G.T @ (quu[t] @ G)
-            V = 0.5 * (V + V.T)
-        k, K = gains[:, :, nx], gains[:, :, :nx]
+            if bounded[t]:
+                kt = -Gn[:, nx]
+                if ((kt < low[t]) | (kt > high[t])).any():
+                    kt, free = box_qp(quu_reg, M[n:, nx], low[t], high[t], kt)
+                    Gn = np.zeros((nu, n))  # no feedback on an action held at a bound
+                    Gn[:, nx] = -kt
+                    if free.any():
+                        Gn[free, :nx] = posv(quu_reg[free][:, free], mux[free, :nx], lower=1)[1]
+            minus_gains[t] = Gn
+            # V = Mxx + P + P' + G' Quu G with P = Mxu G, G = -Gn: symmetric by construction, then exactly.
+            U = M[:n, :n] + Gn.T @ (quu @ Gn - 2.0 * mux)
+            V = 0.5 * (U + U.T)
+        Ms = np.stack(Ms)
+        quu, qu = Ms[:, n:, n:], Ms[:, n:, nx]
+        k, K = -minus_gains[:, :, nx], -minus_gains[:, :, :nx]
         d1 = float(np.einsum("ti,ti->", k, qu))
         d2 = float(0.5 * np.einsum("ti,tij,tj->", k, quu, k))
-        return BackwardPass(k.copy(), K.copy(), d1, d2)
+        return BackwardPass(k, K, d1, d2)
 
     # Forward pass ------------------------------------------------------------
     def forward_pass(
@@ -306,6 +330,8 @@ class IlqrPlanner(Planner):
         alphas: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Closed-loop rollouts for all ``alphas[A]`` at once -> ``(costs[A], states[A, H+1, nx], actions[A, H, nu])``."""
+        if self._numpy is not None:
+            return self._closed_loop_numpy(state, states, actions, gains, alphas)
         k = torch.as_tensor(gains.k, dtype=self.dtype, device=self.device)
         K = torch.as_tensor(gains.K, dtype=self.dtype, device=self.device)
         previous, has_previous = self._previous()
@@ -340,6 +366,35 @@ class IlqrPlanner(Planner):
             before = u
         new_states, new_actions = torch.stack(xs).permute(2, 0, 1), torch.stack(us).permute(2, 0, 1)
         return self.cost(new_states, new_actions), new_states, new_actions
+
+    def _closed_loop_numpy(
+        self, state: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, gains: BackwardPass,
+        alphas: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``_closed_loop`` on the model's float64 numpy form; the rollouts then go through the (torch) cost
+        as one batch, in the planner's dtype."""
+        horizon, count = self.horizon, alphas.shape[0]
+        low, high = _as64(self.action_low)[:, None], _as64(self.action_high)[:, None]
+        rate = None if self.max_rate is None else _as64(self.max_rate)[:, None]
+        previous, has_previous = self._previous()
+        before = _as64(previous)[:, None]
+        offsets = ((_as64(actions) - np.einsum("tij,tj->ti", gains.K, _as64(states)[:-1]))[:, :, None]
+                   + gains.k[:, :, None] * _as64(alphas))  # [H, nu, A]
+        xs = np.empty((horizon + 1, self.state_dim, count))
+        us = np.empty((horizon, self.action_dim, count))
+        x = xs[0] = _as64(state)[:, None]
+        step = self._numpy.step
+        for t in range(horizon):
+            u = offsets[t] + gains.K[t] @ x
+            if rate is not None and (t > 0 or float(has_previous) > 0):
+                u = np.maximum(np.minimum(u, before + rate), before - rate)
+            u = us[t] = np.minimum(np.maximum(u, low), high)
+            x = xs[t + 1] = step(x, u)
+            before = u
+        new_states = torch.from_numpy(xs.transpose(2, 0, 1)).to(dtype=self.dtype, device=self.device)
+        new_actions = torch.from_numpy(us.transpose(2, 0, 1)).to(dtype=self.dtype, device=self.device)
+        with torch.no_grad():
+            return self.cost(new_states, new_actions), new_states, new_actions
 
     def open_loop(self, state: torch.Tensor, actions: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
         """Cost, states and (limited) actions of ``actions[H, nu]`` from ``state``, via the forward pass."""
@@ -387,10 +442,9 @@ class IlqrPlanner(Planner):
         as64 = None  # derivatives along (states, actions), kept while a rejected step leaves them unchanged
         for iterations in range(1, c.max_iterations + 1):
             if as64 is None:
-                A, B = self.linearise(states[:-1], actions)
                 with torch.enable_grad():
                     derivatives = self.quadratise(states, actions)
-                as64 = [t.detach().to(torch.float64).cpu().numpy() for t in (A, B, *derivatives)]
+                as64 = [*self._linearise64(states[:-1], actions), *(_as64(t) for t in derivatives)]
                 # Actions at a bound may only move inwards: k's box.
                 at_low, at_high = (actions <= self.action_low).cpu().numpy(), (actions >= self.action_high).cpu().numpy()
                 step_low, step_high = np.where(at_low, 0.0, -np.inf), np.where(at_high, 0.0, np.inf)
@@ -435,3 +489,7 @@ class IlqrPlanner(Planner):
                 "regularisation": mu,
             },
         )
+
+
+def _as64(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to(torch.float64).cpu().numpy()

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 
-from mbrl_ros.core.models.base import PhysicsModel, TimeMajorDynamics
+from mbrl_ros.core.models.base import NumpyDynamics, PhysicsModel, TimeMajorDynamics
 
 SPEED_INPUTS = ("acceleration", "velocity")
 
@@ -109,51 +110,63 @@ class KinematicBicycle(PhysicsModel):
         return torch.stack((x, y, yaw, v, steer), dim=-1)
 
     def jacobians(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Analytic ``df/dx[B, 5, 5]`` and ``df/du[B, 5, 2]`` of ``forward``, for iLQR.
-
-        Forward-mode by hand: each state variable carries its derivative row with
-        respect to ``(x0, u)`` (``[B, 7]``) through the same Euler substeps. About
-        as many tensor ops as one forward pass, all batched over B. With lateral states: autograd's (the base's).
-        """
+        """Analytic ``df/dx[B, 5, 5]`` and ``df/du[B, 5, 2]`` of ``forward``, for iLQR (see ``_jacobians``).
+        With lateral states: autograd's (the base's)."""
         if self.lateral_states:
             return super().jacobians(states, actions)
-        wheelbase, rear, speed_gain, steer_gain, lag = self.theta.unbind()
-        x, y, yaw, v, steer = states.unbind(-1)
-        u_speed, u_steer = actions.unbind(-1)
-        # Derivative rows d(variable)/d(x0, y0, yaw0, v0, steer0, u_speed, u_steer).
+        lag = self.theta[4]
+        alpha = torch.clamp(self.dt / self.substeps / torch.clamp(lag, min=1e-6), max=1.0)
         eye = torch.eye(7, dtype=states.dtype, device=states.device).expand(states.shape[0], 7, 7)
-        dx, dy, dyaw, dv, dsteer, du_speed, du_steer = eye.unbind(1)
-        h = self.dt / self.substeps
-        alpha = torch.clamp(h / torch.clamp(lag, min=1e-6), max=1.0)
-        ratio = rear / wheelbase
-        for _ in range(self.substeps):
-            steer = steer + alpha * (steer_gain * u_steer - steer)
-            dsteer = (1.0 - alpha) * dsteer + (alpha * steer_gain) * du_steer
-            tan_steer = torch.tan(steer)
-            sec2_steer = 1.0 + tan_steer * tan_steer
-            z = ratio * tan_steer
-            beta = torch.atan(z)
-            dbeta = (ratio * sec2_steer / (1.0 + z * z))[:, None] * dsteer
-            heading = yaw + beta
-            cos_heading, sin_heading = torch.cos(heading), torch.sin(heading)
-            dheading = dyaw + dbeta
-            cos_beta, sin_beta = torch.cos(beta), torch.sin(beta)
-            rate = cos_beta * tan_steer / wheelbase  # yaw rate per unit speed
-            drate = ((-sin_beta * tan_steer)[:, None] * dbeta + (cos_beta * sec2_steer)[:, None] * dsteer) / wheelbase
-            x, dx = x + h * v * cos_heading, dx + h * (cos_heading[:, None] * dv - (v * sin_heading)[:, None] * dheading)
-            y, dy = y + h * v * sin_heading, dy + h * (sin_heading[:, None] * dv + (v * cos_heading)[:, None] * dheading)
-            yaw, dyaw = yaw + h * v * rate, dyaw + h * (rate[:, None] * dv + v[:, None] * drate)
-            if self.speed_input == "acceleration":
-                v, dv = v + h * speed_gain * u_speed, dv + (h * speed_gain) * du_speed
-            else:
-                v, dv = v + alpha * (speed_gain * u_speed - v), (1.0 - alpha) * dv + (alpha * speed_gain) * du_speed
-        jacobian = torch.stack((dx, dy, dyaw, dv, dsteer), dim=1)  # [B, 5, 7]
-        return jacobian[:, :, :5], jacobian[:, :, 5:]
+        return _jacobians(states.unbind(-1), actions.unbind(-1), eye.unbind(1), self.theta.unbind()[:4], alpha,
+                          self.dt / self.substeps, self.substeps, self.speed_input == "acceleration", torch)
 
     def time_major(self):
         if self.lateral_states:
             return super().time_major()
         return BicycleTimeMajor(self)
+
+    def numpy_dynamics(self) -> "BicycleNumpy | None":
+        if self.lateral_states:  # the five-state car's form only
+            return None
+        return BicycleNumpy(self)
+
+
+def _jacobians(state, action, rows, params, alpha, h: float, substeps: int, acceleration: bool, ops):
+    """``KinematicBicycle.forward``'s Jacobians, for torch tensors or numpy arrays (``ops``: the module).
+
+    Forward-mode by hand: each state variable carries its derivative row with
+    respect to ``(x0, u)`` (``rows``: the identity's 7 rows, each ``[B, 7]``) through
+    the same Euler substeps. About as many array ops as one forward pass, all
+    batched over B. Returns ``(df/dx[B, 5, 5], df/du[B, 5, 2])``.
+    """
+    wheelbase, rear, speed_gain, steer_gain = params
+    x, y, yaw, v, steer = state
+    u_speed, u_steer = action
+    dx, dy, dyaw, dv, dsteer, du_speed, du_steer = rows
+    ratio = rear / wheelbase
+    for _ in range(substeps):
+        steer = steer + alpha * (steer_gain * u_steer - steer)
+        dsteer = (1.0 - alpha) * dsteer + (alpha * steer_gain) * du_steer
+        tan_steer = ops.tan(steer)
+        sec2_steer = 1.0 + tan_steer * tan_steer
+        z = ratio * tan_steer
+        beta = ops.atan(z)
+        dbeta = (ratio * sec2_steer / (1.0 + z * z))[:, None] * dsteer
+        heading = yaw + beta
+        cos_heading, sin_heading = ops.cos(heading), ops.sin(heading)
+        dheading = dyaw + dbeta
+        cos_beta, sin_beta = ops.cos(beta), ops.sin(beta)
+        rate = cos_beta * tan_steer / wheelbase  # yaw rate per unit speed
+        drate = ((-sin_beta * tan_steer)[:, None] * dbeta + (cos_beta * sec2_steer)[:, None] * dsteer) / wheelbase
+        x, dx = x + h * v * cos_heading, dx + h * (cos_heading[:, None] * dv - (v * sin_heading)[:, None] * dheading)
+        y, dy = y + h * v * sin_heading, dy + h * (sin_heading[:, None] * dv + (v * cos_heading)[:, None] * dheading)
+        yaw, dyaw = yaw + h * v * rate, dyaw + h * (rate[:, None] * dv + v[:, None] * drate)
+        if acceleration:
+            v, dv = v + h * speed_gain * u_speed, dv + (h * speed_gain) * du_speed
+        else:
+            v, dv = v + alpha * (speed_gain * u_speed - v), (1.0 - alpha) * dv + (alpha * speed_gain) * du_speed
+    jacobian = ops.stack((dx, dy, dyaw, dv, dsteer), axis=1)  # [B, 5, 7]
+    return jacobian[:, :, :5], jacobian[:, :, 5:]
 
 
 def kinematic_slip(v: torch.Tensor, steer: torch.Tensor, rear: torch.Tensor, wheelbase: torch.Tensor):
@@ -203,31 +216,75 @@ class BicycleTimeMajor(TimeMajorDynamics):
 
     def _step(self, current: tuple[torch.Tensor, ...], u_speed: torch.Tensor, u_steer: torch.Tensor) -> tuple:
         wheelbase, rear, speed_gain, steer_gain, lag = self.model.theta.unbind()
-        h = self.substep
+        alpha = None
         if not (self.steer_settles and self.acceleration):  # the lag's first-order step is used
-            alpha = torch.clamp(h / torch.clamp(lag, min=1e-6), max=1.0)
-        ratio = rear / wheelbase
-        x, y, yaw, v, steer = current
-        steer_command = steer_gain * u_steer
-        speed_command = speed_gain * u_speed
+            alpha = torch.clamp(self.substep / torch.clamp(lag, min=1e-6), max=1.0)
+        return _time_major_step(current, u_speed, u_steer, (wheelbase, rear, speed_gain, steer_gain), alpha,
+                                self.substep, self.model.substeps, self.steer_settles, self.acceleration, torch)
 
-        def steering(steer: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            tan_steer = torch.tan(steer)
-            z = ratio * tan_steer
-            cos_beta = torch.rsqrt(1.0 + z * z)
-            return cos_beta, z * cos_beta, cos_beta * tan_steer / wheelbase
 
-        if self.steer_settles:
-            steer = steer_command
+def _time_major_step(current, u_speed, u_steer, params, alpha, h: float, substeps: int, steer_settles: bool,
+                     acceleration: bool, ops) -> tuple:
+    """One step of ``BicycleTimeMajor`` on rows of torch tensors or numpy arrays (``ops``: the module, or
+    one with numpy's functions and an ``rsqrt``)."""
+    wheelbase, rear, speed_gain, steer_gain = params
+    ratio = rear / wheelbase
+    x, y, yaw, v, steer = current
+    steer_command = steer_gain * u_steer
+    speed_command = speed_gain * u_speed
+
+    def steering(steer):
+        tan_steer = ops.tan(steer)
+        z = ratio * tan_steer
+        cos_beta = ops.rsqrt(1.0 + z * z)
+        return cos_beta, z * cos_beta, cos_beta * tan_steer / wheelbase
+
+    if steer_settles:
+        steer = steer_command
+        cos_beta, sin_beta, yaw_rate_per_speed = steering(steer)
+    for _ in range(substeps):
+        if not steer_settles:
+            steer = steer + alpha * (steer_command - steer)
             cos_beta, sin_beta, yaw_rate_per_speed = steering(steer)
-        for _ in range(self.model.substeps):
-            if not self.steer_settles:
-                steer = steer + alpha * (steer_command - steer)
-                cos_beta, sin_beta, yaw_rate_per_speed = steering(steer)
-            cos_yaw, sin_yaw = torch.cos(yaw), torch.sin(yaw)
-            distance = h * v
-            x = x + distance * (cos_yaw * cos_beta - sin_yaw * sin_beta)
-            y = y + distance * (sin_yaw * cos_beta + cos_yaw * sin_beta)
-            yaw = yaw + distance * yaw_rate_per_speed
-            v = v + h * speed_command if self.acceleration else v + alpha * (speed_command - v)
-        return x, y, yaw, v, steer
+        cos_yaw, sin_yaw = ops.cos(yaw), ops.sin(yaw)
+        distance = h * v
+        x = x + distance * (cos_yaw * cos_beta - sin_yaw * sin_beta)
+        y = y + distance * (sin_yaw * cos_beta + cos_yaw * sin_beta)
+        yaw = yaw + distance * yaw_rate_per_speed
+        v = v + h * speed_command if acceleration else v + alpha * (speed_command - v)
+    return x, y, yaw, v, steer
+
+
+class _NumpyOps:
+    """numpy's functions under the names ``_time_major_step`` and ``_jacobians`` call."""
+
+    tan, atan, cos, sin, stack = np.tan, np.atan, np.cos, np.sin, np.stack
+
+    @staticmethod
+    def rsqrt(a: np.ndarray) -> np.ndarray:
+        return 1.0 / np.sqrt(a)
+
+
+class BicycleNumpy(NumpyDynamics):
+    """``BicycleTimeMajor`` and ``KinematicBicycle.jacobians`` in float64 numpy, with the model's parameters
+    as they are when built (a solver builds one per solve)."""
+
+    def __init__(self, model: KinematicBicycle) -> None:
+        wheelbase, rear, speed_gain, steer_gain, lag = (float(v) for v in model.theta.detach().cpu().tolist())
+        self.params = (wheelbase, rear, speed_gain, steer_gain)
+        self.h, self.substeps = model.dt / model.substeps, model.substeps
+        self.alpha = min(self.h / max(lag, 1e-6), 1.0)
+        self.acceleration = model.speed_input == "acceleration"
+        self.steer_settles = lag <= self.h
+
+    def step(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        rows = _time_major_step(tuple(states), actions[0], actions[1], self.params, self.alpha, self.h,
+                                self.substeps, self.steer_settles, self.acceleration, _NumpyOps)
+        out = np.empty((len(rows), actions.shape[1]))
+        out[0], out[1], out[2], out[3], out[4] = rows  # np.stack costs several times these copies
+        return out
+
+    def jacobians(self, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = tuple(np.broadcast_to(np.eye(7), (states.shape[0], 7, 7)).transpose(1, 0, 2))
+        return _jacobians(tuple(states.T), tuple(actions.T), rows, self.params, self.alpha, self.h, self.substeps,
+                          self.acceleration, _NumpyOps)
