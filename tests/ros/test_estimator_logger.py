@@ -146,3 +146,26 @@ def test_the_shipped_real_car_config_gives_the_estimator_the_bridges_steering_ga
     bridge = merge(launch_parameters(config, "car", task, "real_car"),
                    node_parameters(config / "car_real.yaml", "real_car"))
     assert estimator["steer_gain"] == estimator["max_steer"] == bridge["max_steer"]
+
+
+@pytest.mark.parametrize("task", ["parking", "race"])
+def test_the_shipped_real_car_config_gives_the_controller_the_bridges_acceleration_gain(task):
+    """The stop brakes at stop_deceleration only if the controller's accel_per_unit is the bridge's max_accel."""
+    from mbrl_ros.io.config import launch_parameters, merge, node_parameters
+
+    config = Path(__file__).parents[2] / "config"
+    controller = merge(launch_parameters(config, "car", task, "controller"),
+                       node_parameters(config / "car_real.yaml", "controller"))
+    bridge = merge(launch_parameters(config, "car", task, "real_car"),
+                   node_parameters(config / "car_real.yaml", "real_car"))
+    assert controller["accel_per_unit"] == controller["max_accel"] == bridge["max_accel"]
+
+
+def test_the_car_stop_refuses_an_acceleration_gain_other_than_the_real_cars():
+    from mbrl_ros.robots import get_robot
+
+    params = {"state_names": ["x", "y", "yaw", "v", "steer"], "action_names": ["u_accel", "u_steer"],
+              "accel_per_unit": 5.0, "stop_deceleration": 2.0, "dt": 0.2, "max_accel": 3.0}
+    with pytest.raises(ValueError, match=r"'accel_per_unit' is 5.0, but it follows from 'max_accel' \(3.0\)"):
+        get_robot("car").stop(params, "controller")
+    assert get_robot("car").stop({**params, "accel_per_unit": 3.0}, "controller") is not None

@@ -64,6 +64,8 @@ class Car(Robot):
         if "v" not in state_names or "u_accel" not in action_names:
             raise ValueError(f"{source}: the car's stop needs 'v' in parameter 'state_names' {state_names} and "
                              f"'u_accel' in 'action_names' {action_names}")
+        if params.get("max_accel"):  # the real car's bridge maps u_accel with this gain: one gain, or the stop lies
+            derived(params["max_accel"], params["accel_per_unit"], "accel_per_unit", "max_accel", source)
         try:
             return CarStop(state_names.index("v"), action_names.index("u_accel"), len(action_names),
                            params["accel_per_unit"], params["stop_deceleration"], params["dt"])

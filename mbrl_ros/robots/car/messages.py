@@ -42,6 +42,8 @@ class CarMessages(RobotMessages):
         Param("accel_per_unit", 5.0, "acceleration (m/s^2) at u_accel = 1: highway-env's 5, the race sim's "
               "accel_gain, the real car bridge's max_accel", (0.01, 100.0)),
         Param("stop_deceleration", 4.0, "deceleration (m/s^2) of the stop, at most accel_per_unit", (0.01, 100.0)),
+        Param("max_accel", 0.0, "the real car's acceleration (m/s^2) at u_accel = 1 (config/car_real.yaml, the "
+              "bridge's gain); when set, accel_per_unit must equal it (0: not on a real car)", (0.0, 100.0)),
     ]
 
     def sensor_inputs(self, estimator: CarStateEstimator, action_names: list[str]) -> list[SensorInput]:
