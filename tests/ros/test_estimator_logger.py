@@ -137,28 +137,18 @@ def test_estimator_refuses_a_steering_gain_other_than_the_real_cars(spawn, tmp_p
 
 
 @pytest.mark.parametrize("task", ["parking", "race"])
-def test_the_shipped_real_car_config_gives_the_estimator_the_bridges_steering_gain(task):
+@pytest.mark.parametrize("node_name, gain, bridge_gain", [("estimator", "steer_gain", "max_steer"),
+                                                         ("controller", "accel_per_unit", "max_accel")])
+def test_the_shipped_real_car_config_gives_each_node_the_bridges_gain(task, node_name, gain, bridge_gain):
+    """The estimator's steering angle and the controller's stop (its braking) are in the bridge's units."""
     from mbrl_ros.io.config import launch_parameters, merge, node_parameters
 
     config = Path(__file__).parents[2] / "config"
-    estimator = merge(launch_parameters(config, "car", task, "estimator"),
-                      node_parameters(config / "car_real.yaml", "estimator"))
+    node_params = merge(launch_parameters(config, "car", task, node_name),
+                        node_parameters(config / "car_real.yaml", node_name))
     bridge = merge(launch_parameters(config, "car", task, "real_car"),
                    node_parameters(config / "car_real.yaml", "real_car"))
-    assert estimator["steer_gain"] == estimator["max_steer"] == bridge["max_steer"]
-
-
-@pytest.mark.parametrize("task", ["parking", "race"])
-def test_the_shipped_real_car_config_gives_the_controller_the_bridges_acceleration_gain(task):
-    """The stop brakes at stop_deceleration only if the controller's accel_per_unit is the bridge's max_accel."""
-    from mbrl_ros.io.config import launch_parameters, merge, node_parameters
-
-    config = Path(__file__).parents[2] / "config"
-    controller = merge(launch_parameters(config, "car", task, "controller"),
-                       node_parameters(config / "car_real.yaml", "controller"))
-    bridge = merge(launch_parameters(config, "car", task, "real_car"),
-                   node_parameters(config / "car_real.yaml", "real_car"))
-    assert controller["accel_per_unit"] == controller["max_accel"] == bridge["max_accel"]
+    assert node_params[gain] == node_params[bridge_gain] == bridge[bridge_gain]
 
 
 def test_the_car_stop_refuses_an_acceleration_gain_other_than_the_real_cars():
