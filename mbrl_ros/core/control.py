@@ -12,7 +12,14 @@ controller node does per cycle between receiving a state and publishing a comman
   to a standstill, the hand holds its joints; the configured ``safe_action`` by default);
 - no model yet -> exploration (smoothed random actions), when enabled and while the
   exploration budget lasts, else the stop;
-- otherwise the planner's first action.
+- otherwise the planner's first action; with ``planner: policy`` (``controller:=policy``) the
+  learned policy's action instead (``set_policy``: an ``Actor``, swapped in between cycles
+  like a model; it reads the context named ``policy_context``, the goal by default).
+
+A planning cycle that faults (an exception, a non-finite or out-of-bounds plan, a missing
+context) or overruns its period falls back, in order, to the policy's action for the
+current state (when a policy is deployed; clipped to the bounds, checked finite; mode
+``fallback_policy``), the previous plan shifted by one step (mode ``fallback``), and the stop.
 
 Whatever the source, the action is clamped to the bounds at the output; all but the
 stop are also rate-limited against the previously sent action (a stop never waits
@@ -40,7 +47,8 @@ from mbrl_ros.core.stop import HoldCommand, Stop
 
 
 # What can go wrong in a planning cycle (counted in RecedingHorizonController.faults).
-FAULTS = ("exception", "non_finite_plan", "out_of_limit_plan", "missing_context", "overrun")
+FAULTS = ("exception", "non_finite_plan", "out_of_limit_plan", "missing_context", "overrun", "policy")
+POLICY_CONTROLLER = "policy"  # the planner name that runs the learned policy alone
 PLAN_TOLERANCE = 1e-6  # how far a plan may stray out of the action bounds (rounding)
 
 
@@ -73,7 +81,7 @@ class ExplorationPolicy:
 @dataclass
 class ControlOutput:
     action: np.ndarray
-    mode: str  # plan | explore | safe
+    mode: str  # plan | policy | explore | fallback | fallback_policy | safe
     reason: str  # why (for safe: what was wrong)
     plan: PlanResult | None
     compute_ms: float
@@ -85,7 +93,7 @@ class RecedingHorizonController:
                  cost: TrajectoryCost | None = None, planner: str = "mppi",
                  planner_config: Mapping[str, Any] | None = None, needs_goal: bool = False,
                  stop: Stop | None = None, failure_tolerance: float = 0.5, state_dim: int | None = None,
-                 source: str = "controller") -> None:
+                 policy_context: str = "goal", source: str = "controller") -> None:
         """``exploration_steps``: most random actions sent before the first model (0: no limit).
         A bounded budget keeps 'N random transitions, then learn' honest while training runs.
         ``cost``, ``planner`` and ``planner_config``: what ``set_model`` builds the planner from.
@@ -128,6 +136,10 @@ class RecedingHorizonController:
         self.planner: Planner | None = None
         self.pending_model: DynamicsModel | None = None
         self.last_action: np.ndarray | None = None
+        self.policy = None  # the learned policy (an Actor): controller:=policy, and the fallback before the stop
+        self.pending_policy = None
+        self.policy_context = policy_context
+        self.context_values: dict[str, Any] = {}  # the latest value of each context (the policy reads one)
 
     @classmethod
     def from_config(cls, params: Mapping[str, Any], *, term_kinds: Mapping[str, type[CostTerm]] = TERM_KINDS,
@@ -135,7 +147,7 @@ class RecedingHorizonController:
         """From the controller's parameters: ``action_low``, ``action_high``, ``safe_action``,
         ``max_rate`` ([0.0]: none), ``explore_without_model``, ``exploration_smoothing``, ``seed``,
         ``exploration_steps``, ``needs_goal``, ``failure_tolerance``, ``state_names`` (the state's size), ``cost`` (its
-        section) and ``planner`` with the section of that name. ``term_kinds``: the cost term kinds
+        section), ``policy_context`` and ``planner`` with the section of that name (``policy``: none). ``term_kinds``: the cost term kinds
         allowed (a robot's). Errors name ``source`` and the parameter."""
         max_rate = None if list(params["max_rate"]) == [0.0] else list(params["max_rate"])
         planner = params["planner"]
@@ -149,7 +161,7 @@ class RecedingHorizonController:
                    params["exploration_steps"], cost=cost, planner=planner,
                    planner_config=planner_config, needs_goal=params["needs_goal"], stop=stop,
                    failure_tolerance=params.get("failure_tolerance", 0.5), state_dim=len(params["state_names"]),
-                   source=source)
+                   policy_context=params.get("policy_context", "goal"), source=source)
 
     # --- between cycles -----------------------------------------------------------
     def attach_planner(self, planner: Planner) -> None:
@@ -158,6 +170,8 @@ class RecedingHorizonController:
     def set_model(self, model: DynamicsModel) -> None:
         """The first model builds the planner (from the cost and the planner settings); a later one
         replaces the current one at the start of the next cycle (``offer_model``)."""
+        if self.planner_name == POLICY_CONTROLLER:
+            return  # the policy alone: no planner to build (the model serves the trainer and the prior)
         if self.planner is None:
             if self.cost is None:
                 raise ValueError(f"{self.source}: no cost to plan with (build with from_config, or attach_planner)")
@@ -170,6 +184,40 @@ class RecedingHorizonController:
         """Queue a model; it replaces the current one at the start of the next cycle."""
         self.pending_model = model
 
+    def set_policy(self, policy) -> None:
+        """A learned policy (``core.policies.Actor``, checked by the caller); it replaces the current one
+        at the start of the next cycle."""
+        self.pending_policy = policy
+
+    def _swap_policy(self) -> None:
+        if self.pending_policy is None:
+            return
+        self.policy, self.pending_policy = self.pending_policy, None
+        self._give_policy_context()
+
+    def _give_policy_context(self) -> None:
+        value = self.context_values.get(self.policy_context)
+        if self.policy is not None and self.policy.context_dim and value is not None:
+            try:
+                self.policy.set_context(torch.as_tensor(np.asarray(value, dtype=float), dtype=torch.float32))
+            except ValueError as err:  # another size: the policy cannot act (its act() raises, counted there)
+                self.last_fault = f"policy: context {self.policy_context!r}: {err}"
+
+    def policy_action(self, state: np.ndarray) -> tuple[np.ndarray | None, str]:
+        """The policy's action for ``state`` clipped to the bounds, or None and why (no policy, it raises,
+        a non-finite action: counted as the fault 'policy')."""
+        if self.policy is None:
+            return None, "no policy"
+        try:
+            action = np.asarray(self.policy.act(state), dtype=float)
+            if action.shape != self.low.shape or not np.all(np.isfinite(action)):
+                raise ValueError(f"the policy's action {action.tolist()} is not {self.low.size} finite numbers")
+        except Exception as err:  # a cycle never kills the loop
+            self.faults["policy"] += 1
+            self.last_fault = f"policy: {type(err).__name__}: {err}"
+            return None, self.last_fault
+        return np.clip(action, self.low, self.high), ""
+
     def set_context(self, name: str, value: Any, goal: bool = False) -> int:
         """Give the cost its run-time context ``name`` (see ``TrajectoryCost.set_context``); returns how many
         terms read it. A ``goal`` starts a new episode (no warm start from the old one). ValueError when the
@@ -177,6 +225,9 @@ class RecedingHorizonController:
         readers = 0 if self.cost is None else self.cost.set_context(name, value)
         if not readers:
             raise ValueError(f"the cost has no {name} term")
+        self.context_values[name] = value
+        if name == self.policy_context:
+            self._give_policy_context()
         if goal:
             self.has_goal = True
             self.reset()
@@ -227,8 +278,11 @@ class RecedingHorizonController:
         started = time.perf_counter()
         now = time.monotonic() if now is None else now
         self._swap_model()
+        self._swap_policy()
         plan = None
-        has_model = self.planner is not None if has_model is None else has_model
+        policy_alone = self.planner_name == POLICY_CONTROLLER
+        ready = self.policy is not None if policy_alone else self.planner is not None
+        has_model = ready if has_model is None else has_model
         if state is not None:
             state = np.asarray(state, dtype=float)
             if self.state_dim is not None and state.shape != (self.state_dim,):
@@ -240,9 +294,9 @@ class RecedingHorizonController:
         failed = bool(problem)  # the state is unusable: a failed cycle
         if self.e_stopped:
             problem = "e-stop engaged"
-        elif not problem and self.needs_goal and not self.has_goal and self.planner is not None:
+        elif not problem and self.needs_goal and not self.has_goal and ready:
             problem = "no goal received yet"
-        if not problem and (not has_model or self.planner is None):
+        if not problem and (not has_model or not ready):
             budget_left = not self.exploration_steps or self.explored < self.exploration_steps
             if not self.explore:
                 problem = "no model yet"
@@ -253,12 +307,21 @@ class RecedingHorizonController:
         if problem:
             action = self.stop_command(state)
             return ControlOutput(action, "safe", problem, None, (time.perf_counter() - started) * 1e3)
-        if not has_model or self.planner is None:
+        if not has_model or not ready:
             action, mode, reason = self.exploration(), "explore", "no model yet"
             self.explored += 1
+        elif policy_alone:
+            action, reason = self.policy_action(state)
+            self._count_failure(action is None, now)
+            if action is None:
+                if self.error:
+                    reason = f"error: cycles failed for over {self.failure_tolerance} s ({reason})"
+                return ControlOutput(self.stop_command(state), "safe", reason, None,
+                                     (time.perf_counter() - started) * 1e3)
+            mode = "policy"
         else:
             action, mode, reason, plan = self._plan(state, deadline_s)
-            self._count_failure(mode == "safe" or (mode == "fallback" and plan is None), now)
+            self._count_failure(mode == "safe" or (mode.startswith("fallback") and plan is None), now)
             if mode == "safe" or (self.error and plan is None):  # no plan, nothing left of the last one, or error
                 if self.error:
                     reason = f"error: cycles failed for over {self.failure_tolerance} s ({reason})"
@@ -275,8 +338,9 @@ class RecedingHorizonController:
 
     def _plan(self, state: np.ndarray, deadline_s: float):
         """Plan, guarded: an exception, a non-finite or out-of-bounds plan, a missing context or an overrun
-        gives the previous plan shifted by one step while it lasts (mode 'fallback'), else no action
-        (the caller stops). Each cause is counted in ``faults``. Returns (action, mode, reason, plan)."""
+        gives the policy's action for this state (mode 'fallback_policy'), else the previous plan shifted by
+        one step while it lasts (mode 'fallback'), else no action (the caller stops). Each cause is counted
+        in ``faults``. Returns (action, mode, reason, plan)."""
         previous = None if self.last_action is None else torch.as_tensor(self.last_action, dtype=torch.float32)
         plan, fault, reason = None, "", ""
         started = time.perf_counter()
@@ -294,21 +358,30 @@ class RecedingHorizonController:
         except Exception as err:  # a cycle never kills the loop: counted, reported, the stop or the last plan
             fault, reason = "exception", f"{type(err).__name__}: {err}"
         if not fault:
-            shifted = None
-            if time.perf_counter() - started > deadline_s:  # late: what the previous plan has for now
+            late = time.perf_counter() - started > deadline_s
+            if late:  # what the policy or the previous plan has for now
                 self.faults["overrun"] += 1
-                shifted = self._shifted_plan()
+                reason = f"planning overran its {deadline_s * 1e3:.0f} ms period"
+                action, mode = self._fallback(state)
             self.previous_plan, self.plan_index = actions, 0
-            if shifted is not None:  # plan is returned too: a valid plan, counted as an overrun, not a failure
-                return shifted, "fallback", f"planning overran its {deadline_s * 1e3:.0f} ms period", plan
+            if late and action is not None:  # plan is returned too: a valid plan, counted as an overrun, not a failure
+                return action, mode, reason, plan
             return plan.action.detach().cpu().numpy().astype(float), "plan", "", plan
         self.faults[fault] += 1
         self.last_fault = f"{fault}: {reason}"
         self.planner.reset()  # its warm start may hold what went wrong
-        shifted = self._shifted_plan()
-        if shifted is None:
+        action, mode = self._fallback(state)
+        if action is None:
             return None, "safe", reason, None
-        return shifted, "fallback", reason, None
+        return action, mode, reason, None
+
+    def _fallback(self, state: np.ndarray) -> tuple[np.ndarray | None, str]:
+        """The policy's action for this state, else the previous plan's next action: (action, mode), or (None, '')."""
+        action, _ = self.policy_action(state)
+        if action is not None:
+            return action, "fallback_policy"
+        shifted = self._shifted_plan()
+        return (shifted, "fallback") if shifted is not None else (None, "")
 
     def _shifted_plan(self) -> np.ndarray | None:
         """The previous valid plan's next action, while it has one."""

@@ -95,12 +95,10 @@ class ModelRegistry:
         try:
             fields = as_fields(update, source)
             described = summary(fields)
-            if self.kinds is not None and fields["model_kind"] not in self.kinds:
-                raise CheckpointError(f"{source}: model_kind {fields['model_kind']!r}: expected one of {list(self.kinds)}")
             if self.current is not None and fields["checksum"] == self.current.checksum:
                 return self._note(Verdict("ignored", f"same checksum as the current model v{self.current.version}",
                                           candidate=described))
-            checked = validate(fields, self.state_dim, self.action_dim, self.max_bytes, source)
+            checked = validate(fields, self.state_dim, self.action_dim, self.max_bytes, source, self.kinds)
         except CheckpointError as err:
             self.rejected += 1
             return self._note(Verdict("rejected", str(err), candidate=described))

@@ -44,6 +44,7 @@ from mbrl_ros.io.checkpoint import CheckpointError
 FIELDS = ("model_kind", "version", "checksum", "metric_names", "metric_values", "config_yaml", "weights")
 MAX_VERSION = 2**32 - 1  # ModelUpdate.version is a uint32
 POLICY_KIND = "policy"  # the model_kind of a ModelUpdate carrying a policy (an Actor) instead of a dynamics model
+DYNAMICS_KINDS = tuple(MODEL_KINDS)
 
 
 class ModelUpdateError(CheckpointError):
@@ -123,16 +124,20 @@ class CheckedModel:
 
 
 def validate(update: Mapping[str, Any] | Any, state_dim: int | None = None, action_dim: int | None = None,
-             max_bytes: int | None = None, source: str = "ModelUpdate") -> CheckedModel:
+             max_bytes: int | None = None, source: str = "ModelUpdate",
+             kinds: tuple[str, ...] | None = None) -> CheckedModel:
     """Every check a model passes before it is used, or ModelUpdateError naming ``source`` and what is wrong.
 
-    In order: the message's fields, the size of its weights (``max_bytes``), the checksum,
+    In order: the message's fields, its model_kind (one of ``kinds``: the dynamics models where a model
+    is expected, ``(POLICY_KIND,)`` where a policy is; None: any), the size of its weights (``max_bytes``), the checksum,
     a readable checkpoint whose config builds the model and whose weights fit it, the
     model kind, the dimensions (``state_dim``/``action_dim``; None: any), finite weights,
     finite predictions on a probe batch, and the metrics. Nothing the update holds can
     raise anything else: it comes from another process, maybe another machine.
     """
     fields = as_fields(update, source)
+    if kinds is not None and fields["model_kind"] not in kinds:
+        raise ModelUpdateError(f"{source}: model_kind {fields['model_kind']!r}: expected one of {list(kinds)}")
     size = len(fields["weights"])
     if max_bytes is not None and size > max_bytes:
         raise ModelUpdateError(f"{source}: {size} bytes of weights, over the limit of {max_bytes} (max_model_bytes)")

@@ -21,8 +21,10 @@ clears it. With ``e_stop_file`` set (the launch files: ``<run_dir>/e_stop``) the
 latch outlives the process: a respawned or relaunched controller starts stopped
 until the release service is called. Cycles that fail (no usable state, no valid plan) for longer than
 ``failure_tolerance`` report ERROR on /diagnostics with the stop held. A plan
-that raises, is non-finite or leaves the bounds, or a missing goal or path, gives
-the previous plan shifted while it lasts, else the stop; causes are counted.
+that raises, is non-finite or leaves the bounds, a missing goal or path, or an overrun
+gives the learned policy's action (if one is deployed on ``policy/model``), else the
+previous plan shifted while it lasts, else the stop; causes are counted.
+``planner: policy`` (``controller:=policy``) drives with the learned policy alone.
 
 Parameters are declared once (no undeclared names, no blanket declaration of the
 params file): a change at run time (``ros2 param set``) is checked as configure
@@ -78,7 +80,9 @@ PARAMS = [
           (0, 100_000_000)),
     Param("trigger", "timer", "'timer': plan at 1/dt on the wall clock; 'state': plan once per new state (lockstep simulation)"),
     Param("planner", "mppi", "planner: mppi | cem | ilqr | rs (random shooting) (its settings are the section of that "
-          "name); a change at run time applies at the next configure"),
+          "name), or policy (the learned policy from policy/model alone); a change at run time applies at the next "
+          "configure"),
+    Param("policy_context", "goal", "the cost context the learned policy reads (as the trainer's policy.context)"),
     Param("state_names", ["x", "y", "yaw", "v", "steer"], "names of the state vector's entries, in model order"),
     Param("action_names", ["u_accel", "u_steer"], "names of the command vector's entries"),
     Param("action_low", [-1.0, -1.0], "lower action bounds, enforced at the output"),
@@ -112,6 +116,7 @@ RUNTIME = {
     "rate_hz": "refused: it follows from dt (1/dt), the robot config's control period",
     "exploration_steps": "refused: it follows from random_transitions (set that; applied at the next configure)",
 }
+FALLBACK_LOG = {"safe": "stop", "fallback": "previous plan", "fallback_policy": "policy"}  # what a cycle sent instead
 MODEL_UPDATE_INTERVAL = 0.5  # s between two models taken from dynamics/model: a flood costs one check per interval
 
 
@@ -160,17 +165,20 @@ class ControllerNode(LifecycleNode):
             *(self.create_subscription(c.message_type, c.topic, lambda msg, c=c: self.on_context(c, msg), LATCHED)
               for c in self.contexts),
             self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED),
+            self.create_subscription(ModelUpdate, "policy/model", self.on_policy, LATCHED),
             self.create_subscription(Bool, "e_stop", self.on_e_stop, 10),
         ]
         from mbrl_ros.io.model_update import UpdateThrottle  # torch: imported once the node is made, not at import
 
         self.model_throttle = UpdateThrottle(MODEL_UPDATE_INTERVAL)
+        self.policy_throttle = UpdateThrottle(MODEL_UPDATE_INTERVAL)
         self.create_timer(MODEL_UPDATE_INTERVAL, self.on_model_throttle, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # --- parameters --------------------------------------------------------------------------
     def read_parameters(self, changes: dict | None = None) -> dict:
         """The parameters in effect (with ``changes`` over them): the rows' values, the derived ones, and the
         ``cost`` and planner sections, checked as configure checks them (ValueError naming the parameter)."""
+        from mbrl_ros.core.control import POLICY_CONTROLLER
         from mbrl_ros.core.planners import PLANNERS
 
         flat = {name: param.value for name, param in self.get_parameters_by_prefix("").items()}
@@ -183,9 +191,9 @@ class ControllerNode(LifecycleNode):
                                          "exploration_steps", "random_transitions", source)
         if p["trigger"] not in ("timer", "state"):
             raise ValueError(f"{source}: parameter 'trigger' must be 'timer' or 'state', got {p['trigger']!r}")
-        if p["planner"] not in PLANNERS:
+        if p["planner"] not in PLANNERS and p["planner"] != POLICY_CONTROLLER:
             raise ValueError(f"{source}: parameter 'planner': unknown planner {p['planner']!r}; planners: "
-                             f"{sorted(PLANNERS)}")
+                             f"{sorted(PLANNERS)} or {POLICY_CONTROLLER!r}")
         for prefix in ("cost", p["planner"]):
             p[prefix] = unflatten({k[len(prefix) + 1:]: v for k, v in flat.items() if k.startswith(prefix + ".")})
         return p
@@ -246,11 +254,12 @@ class ControllerNode(LifecycleNode):
         self.model_version = 0
         self.model_kind = ""
         self.model_checksum = ""
+        self.policy_version, self.policy_checksum = 0, ""
         self.latest: StateVector | None = None
         self.latest_received = 0.0
         self.last_answered_ns = -1
         self.stats = LoopStats()
-        self.modes = {"plan": 0, "explore": 0, "fallback": 0, "safe": 0}
+        self.modes = {"plan": 0, "policy": 0, "explore": 0, "fallback": 0, "fallback_policy": 0, "safe": 0}
         self.last_reason = ""
         self.last_rollouts = 0.0
         self.active = False
@@ -259,6 +268,8 @@ class ControllerNode(LifecycleNode):
                 self.on_context(context, self.last_messages[context.topic])
         if "dynamics/model" in self.last_messages:
             self.swap_model(self.last_messages["dynamics/model"])
+        if "policy/model" in self.last_messages:
+            self.swap_policy(self.last_messages["policy/model"])
         self.get_logger().info(f"configured: planner {self.p['planner']}, trigger {self.p['trigger']}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -379,18 +390,44 @@ class ControllerNode(LifecycleNode):
         msg = self.model_throttle.due(time.monotonic())
         if msg is not None and self.core is not None:
             self.swap_model(msg)
+        msg = self.policy_throttle.due(time.monotonic())
+        if msg is not None and self.core is not None:
+            self.swap_policy(msg)
+
+    def on_policy(self, msg: ModelUpdate) -> None:
+        self.last_messages["policy/model"] = msg
+        if self.core is not None and self.policy_throttle.offer(msg, time.monotonic()) is not None:
+            self.swap_policy(msg)
+
+    def swap_policy(self, msg: ModelUpdate) -> None:
+        """A learned policy, checked completely (model_update.validate, a policy of this robot's sizes) before
+        it replaces the one in use between cycles; a refused one is counted and reported."""
+        from mbrl_ros.io.model_update import POLICY_KIND, ModelUpdateError, validate
+
+        if msg.checksum == self.policy_checksum:
+            return
+        try:
+            checked = validate(msg, self.state_dim, self.action_dim, self.p["max_model_bytes"],
+                               source=f"policy/model v{msg.version}", kinds=(POLICY_KIND,))
+        except ModelUpdateError as err:
+            self.stats.reject(str(err))
+            self.get_logger().error(f"policy v{msg.version} refused, keeping v{self.policy_version}: {err}")
+            return
+        self.core.set_policy(checked.model)
+        self.policy_version, self.policy_checksum = msg.version, msg.checksum
+        self.get_logger().info(f"policy v{msg.version} received, checksum {msg.checksum[:12]}")
 
     def swap_model(self, msg: ModelUpdate) -> None:
         """Checked completely (model_update.validate) before it replaces the model; a refused one is
         counted and reported, and the controller keeps the model it has."""
-        from mbrl_ros.io.model_update import ModelUpdateError, validate
+        from mbrl_ros.io.model_update import DYNAMICS_KINDS, ModelUpdateError, validate
 
         if msg.checksum == self.model_checksum:  # a respawned dynamics_server serving the same model again
             self.get_logger().info(f"model v{msg.version}: the model in use already ({msg.checksum[:12]})")
             return
         try:
             checked = validate(msg, self.state_dim, self.action_dim, self.p["max_model_bytes"],
-                               source=f"dynamics/model v{msg.version}")
+                               source=f"dynamics/model v{msg.version}", kinds=DYNAMICS_KINDS)
             self.core.set_model(checked.model)  # the first builds the planner; later ones swap in between cycles
         except (ModelUpdateError, ValueError) as err:  # ValueError: the planner's settings do not fit this model
             self.stats.reject(str(err))
@@ -434,8 +471,8 @@ class ControllerNode(LifecycleNode):
         out = self.core.step(state, problem, deadline_s=1.0 / self.p["rate_hz"])
         self.send(out.action, stamp, stop=out.mode == "safe")
         self.modes[out.mode] += 1
-        if out.reason and out.mode in ("safe", "fallback") and out.reason != self.last_reason:
-            self.get_logger().warn(f"{'stop' if out.mode == 'safe' else 'previous plan'}: {out.reason}")
+        if out.reason and out.mode in FALLBACK_LOG and out.reason != self.last_reason:
+            self.get_logger().warn(f"{FALLBACK_LOG[out.mode]}: {out.reason}")
         self.last_reason = out.reason
         deadline_ms = 1e3 / self.p["rate_hz"]
         self.stats.record(out.compute_ms, deadline_ms=deadline_ms)
@@ -499,7 +536,9 @@ class ControllerNode(LifecycleNode):
                        "model_kind": self.model_kind,
                        "last_reason": self.last_reason, "last_fault": self.core.last_fault,
                        "e_stop": str(self.e_stopped), "error": str(self.core.error)})
-        level = DiagnosticStatus.WARN if self.last_reason and (self.modes["safe"] or self.modes["fallback"]) \
+        values.update({"policy_version": str(self.policy_version), "policy_checksum": self.policy_checksum[:12]})
+        level = DiagnosticStatus.WARN if self.last_reason and (
+            self.modes["safe"] or self.modes["fallback"] or self.modes["fallback_policy"]) \
             else DiagnosticStatus.OK
         message = self.last_reason or "ok"
         if self.core.error:

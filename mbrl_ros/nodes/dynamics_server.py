@@ -43,8 +43,7 @@ from mbrl_interfaces.msg import ModelUpdate
 from mbrl_interfaces.srv import PredictBatch
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.model_registry import ModelRegistry, NoPreviousModel, PredictRequestError, predict_flat
-from mbrl_ros.core.model_kinds import MODEL_KINDS
-from mbrl_ros.io.model_update import POLICY_KIND, UpdateThrottle, pack
+from mbrl_ros.io.model_update import DYNAMICS_KINDS, POLICY_KIND, UpdateThrottle, pack
 from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
 from mbrl_ros.ros.run import run_node
 from mbrl_ros.ros.params import Param, declare_all
@@ -83,7 +82,7 @@ class DynamicsServerNode(Node):
                                                   history_size=self.p["history_size"],
                                                   max_bytes=self.p["max_model_bytes"]),
                         self.p["min_update_interval"])
-            for name, kinds in (("dynamics", tuple(MODEL_KINDS)), ("policy", (POLICY_KIND,))))
+            for name, kinds in (("dynamics", DYNAMICS_KINDS), ("policy", (POLICY_KIND,))))
         self.registry = self.models.registry
         self.predict_stats = LoopStats()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

@@ -198,3 +198,102 @@ def test_a_stop_that_begins_on_a_stale_state_brakes_from_the_last_measured_speed
     controller.step(np.array([0.0, 0.0, 0.0, 3.0, 0.0]), has_model=False)  # exploring at 3 m/s
     brakes = [controller.step(None, "state is stale").action[0] for _ in range(6)]
     assert brakes == pytest.approx([-0.8, -0.8, -0.8, -0.6, 0.0, 0.0])  # 3 -> 2.2 -> 1.4 -> 0.6 -> 0, held
+
+
+# ---- the learned policy: alone (controller:=policy) and as the fallback before the stop ------------------------
+
+def goal_policy(bias: float = 0.0):
+    """A small goal-reading actor (state and goal -> action), untrained: any fixed function will do."""
+    from mbrl_ros.core.policies import Actor
+
+    torch.manual_seed(0)
+    actor = Actor(5, 2, [-1.0, -1.0], [1.0, 1.0], context_dim=5, hidden_sizes=[8], angle_dims=[2])
+    with torch.no_grad():
+        actor.net[-1].bias.fill_(bias)
+    return actor.eval()
+
+
+GOAL = [10.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def mppi_with_goal() -> RecedingHorizonController:
+    """As the node builds it: the cost and planner settings first, then the model and the goal."""
+    controller = make_controller(cost=build_cost({"goal_pose": {"form": "quadratic"}}, 5, 2), planner="mppi",
+                                 planner_config={"horizon": 10, "num_samples": 64, "compile": False})
+    controller.set_model(KinematicBicycle())
+    controller.set_context("goal", GOAL, goal=True)
+    return controller
+
+
+def expected_action(actor, state, goal=GOAL):
+    with torch.no_grad():
+        return actor(torch.tensor(np.array([state]), dtype=torch.float32), torch.tensor([goal])).numpy()[0]
+
+
+def test_an_overrun_or_a_bad_plan_sends_the_policys_action_before_the_shifted_plan():
+    controller = mppi_with_goal()
+    state = np.array([0.0, 0.0, 0.3, 1.0, 0.0])
+    assert controller.step(state).mode == "plan"
+    policy = goal_policy(bias=0.4)
+    controller.set_policy(policy)  # given the goal the controller has
+    late = controller.step(state, deadline_s=0.0)
+    assert late.mode == "fallback_policy" and "overran" in late.reason and controller.faults["overrun"] == 1
+    np.testing.assert_allclose(late.action, expected_action(policy, state), atol=1e-5)
+    assert late.plan is not None and not controller.error  # a valid plan, late: no failure
+    controller.planner = FailingPlanner(controller.planner)
+    controller.planner.mode = "nan"
+    bad = controller.step(state, now=0.0)
+    assert bad.mode == "fallback_policy" and controller.faults["non_finite_plan"] == 1
+    np.testing.assert_allclose(bad.action, expected_action(policy, state), atol=1e-5)
+    # Failing for longer than the tolerance: the stop, even with a policy (the safety layer has the last word).
+    assert controller.step(state, now=0.3).mode == "fallback_policy"
+    assert controller.step(state, now=0.6).mode == "safe" and controller.error
+    controller.planner.mode = "ok"
+    assert controller.step(state, now=0.7).mode == "plan"
+
+
+def test_a_policy_that_fails_or_gives_non_finite_actions_is_skipped_for_the_shifted_plan_then_the_stop():
+    controller = mppi_with_goal()
+    state = np.array([0.0, 0.0, 0.0, 1.0, 0.0])
+    first = controller.step(state)
+    broken = goal_policy()
+    with torch.no_grad():
+        broken.net[0].weight[0, 0] = float("nan")
+    controller.set_policy(broken)
+    late = controller.step(state, deadline_s=0.0)
+    assert late.mode == "fallback" and controller.faults["policy"] == 1 and "policy" in controller.last_fault
+    np.testing.assert_allclose(late.action, first.plan.nominal_actions[1].numpy(), atol=1e-6)
+    unset = make_controller()  # a goal-reading policy with no goal yet cannot act
+    attach_mppi(unset, KinematicBicycle())
+    unset.set_policy(goal_policy())
+    unset.step(state)
+    assert unset.step(state, deadline_s=0.0).mode == "fallback" and "set_context" in unset.last_fault
+
+
+def test_controller_policy_drives_with_the_actor_alone_clipped_and_given_the_goal():
+    cost = {"goal_pose": {"form": "quadratic"}}
+    controller = RecedingHorizonController([-1.0, -0.5], [1.0, 0.5], [0.0, 0.0], cost=build_cost(cost, 5, 2),
+                                           planner="policy", needs_goal=True, explore=False)
+    state = np.array([1.0, 2.0, 0.3, 1.0, 0.0])
+    controller.set_model(KinematicBicycle())  # no planner is built for the policy alone
+    assert controller.planner is None
+    out = controller.step(state)
+    assert out.mode == "safe" and out.reason == "no model yet"  # no policy yet
+    policy = goal_policy(bias=2.0)  # saturates: the controller's narrower bounds clip it
+    controller.set_policy(policy)
+    assert controller.step(state).reason == "no goal received yet"
+    controller.set_context("goal", GOAL, goal=True)
+    out = controller.step(state)
+    assert out.mode == "policy" and out.plan is None
+    np.testing.assert_allclose(out.action, np.clip(expected_action(policy, state), [-1.0, -0.5], [1.0, 0.5]),
+                               atol=1e-5)
+    assert out.action[1] == 0.5
+    controller.set_context("goal", [0.0, 0.0, 3.0, 0.0, 0.0], goal=True)  # a new goal reaches the actor
+    np.testing.assert_allclose(controller.step(state).action, np.clip(expected_action(
+        policy, state, [0.0, 0.0, 3.0, 0.0, 0.0]), [-1.0, -0.5], [1.0, 0.5]), atol=1e-5)
+    broken = goal_policy()
+    with torch.no_grad():
+        broken.net[0].weight.fill_(float("nan"))
+    controller.set_policy(broken)
+    out = controller.step(state, now=0.0)
+    assert out.mode == "safe" and "policy" in out.reason and controller.faults["policy"] == 1

@@ -10,7 +10,8 @@ Reads one JSON command per stdin line and prints what it sees on stdout:
   ``{"once": {...same fields...}}`` publishes one message;
 - ``{"e_stop": true|false}``, ``{"release": true}`` (the release service; prints ``release <message>``),
   ``{"transition": "deactivate"}`` (prints ``transition <ok>``), ``{"model": "car"}`` (a kinematic bicycle on
-  ``dynamics/model``, latched), ``{"goal": [x, y, yaw]}`` (``goal_pose``);
+  ``dynamics/model``, latched), ``{"policy": PICKLE_FILE}`` (pickled ModelUpdate fields on ``policy/model``,
+  latched), ``{"goal": [x, y, yaw]}`` (``goal_pose``);
 - fuzzing the estimator's inputs: ``{"odom": {"stamp_ns": N, "values": [x, y, qx, qy, qz, qw, v]}}`` on
   ``hw/odom``, ``{"hw_command": {"stamp_ns": N, "names": [..], "values": [..]}}`` on ``hw/command``
   (marked frame_id "fuzz", so the stand-in's own are told from the controller's);
@@ -83,6 +84,7 @@ def main(namespace: str) -> None:
     state_pub = node.create_publisher(StateVector, "state", LATEST_STATE)
     e_stop_pub = node.create_publisher(Bool, "e_stop", 10)
     model_pub = node.create_publisher(ModelUpdate, "dynamics/model", LATCHED)
+    policy_pub = node.create_publisher(ModelUpdate, "policy/model", LATCHED)
     goal_pub = node.create_publisher(PoseStamped, "goal_pose", LATCHED)
     odom_pub = node.create_publisher(Odometry, "hw/odom", SENSOR)
     command_pub = node.create_publisher(CommandVector, "hw/command", COMMAND)
@@ -146,6 +148,11 @@ def main(namespace: str) -> None:
             e_stop_pub.publish(Bool(data=bool(command["e_stop"])))
         elif "model" in command:
             model_pub.publish(model_update())
+        elif "policy" in command:
+            import pickle
+
+            with open(command["policy"], "rb") as f:
+                policy_pub.publish(ModelUpdate(**pickle.load(f)))
         elif "goal" in command:
             goal_pub.publish(goal_pose(node.get_clock().now().to_msg(), "map", *command["goal"]))
         elif "release" in command:

@@ -296,3 +296,48 @@ def test_fuzzed_messages_through_dds_give_only_finite_commands_within_limits(fuz
         values = command["values"]
         assert len(values) == 2 and all(math.isfinite(v) and -1.0 <= v <= 1.0 for v in values), command
     assert any(c["frame_id"] != "fuzz" for c in peer.commands[first:]), "the controller stopped commanding"
+
+
+def goal_policy_file(tmp_path: Path) -> tuple[Path, object]:
+    """A goal-reading actor (untrained, fixed seed, biased off zero) as pickled policy/model fields, and the actor."""
+    import pickle
+
+    import torch
+
+    from mbrl_ros.core.policies import Actor
+    from mbrl_ros.io.model_update import pack_policy
+
+    torch.manual_seed(0)
+    actor = Actor(5, 2, [-1.0, -1.0], [1.0, 1.0], context_dim=5, hidden_sizes=[8], angle_dims=[2])
+    with torch.no_grad():
+        actor.net[-1].bias.copy_(torch.tensor([0.3, -0.2]))
+    path = tmp_path / "policy.pkl"
+    path.write_bytes(pickle.dumps(pack_policy(actor.eval(), {"candidate_cost_starts": 1.0}, version=1)))
+    return path, actor
+
+
+def test_on_a_forced_overrun_the_controller_sends_the_policys_action_not_the_stop(running, tmp_path):
+    """Issue 12 §2: every plan overruns (a 1 ms period): without a policy the shifted previous plan, then, once a
+    policy arrives on policy/model, its action for the measured state and the goal, within limits, no stop."""
+    import torch
+
+    policy_file, actor = goal_policy_file(tmp_path)
+    peer = running("-p", "dt:=0.001", "-p", "trigger:=state", "-p", "state_timeout:=2.0",
+                   "-p", "mppi.num_samples:=64")  # still far over 1 ms, and cycles often on a loaded machine
+    peer.send(goal=[10.0, 0.0, 0.0])
+    peer.send(model="car")
+    peer.send(state=CRUISING)
+    peer.wait(lambda: int(peer.status().get("faults_overrun", 0)) >= 3, 90, "planning overruns")
+    assert int(peer.status()["cycles_fallback"]) >= 1 and peer.status()["policy_version"] == "0"
+    peer.send(policy=str(policy_file))
+    peer.wait(lambda: int(peer.status().get("cycles_fallback_policy", 0)) >= 5, 60, "cycles on the policy")
+    assert peer.status()["policy_version"] == "1"
+    with torch.no_grad():
+        expected = actor(torch.tensor([CRUISING]), torch.tensor([[10.0, 0.0, 0.0, 0.0, 0.0]]))[0].tolist()
+    taken = len(peer.commands)
+    peer.read(2.0)
+    recent = peer.commands[taken:]
+    assert len(recent) >= 3 and all(c["frame_id"] != "stop" for c in recent), recent[:3]
+    for command in recent:
+        assert command["values"] == pytest.approx(expected, abs=1e-5)
+    assert "overran" in peer.status()["last_reason"] and peer.status()["error"] == "False"
