@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -135,6 +136,32 @@ def _capacity(n: int, minimum: int = 8) -> int:
     return max(minimum, 1 << max(0, n - 1).bit_length())
 
 
+def stage_and_terminal_weights(steps: int, stage_weight: float, terminal_weight: float) -> np.ndarray:
+    """Each state's factor in ``stage_and_terminal`` over ``steps`` = H+1 states, ``[H+1]`` (0 for the current)."""
+    factors = np.full(steps, float(stage_weight))
+    factors[0] = 0.0
+    factors[-1] += terminal_weight
+    return factors
+
+
+def zero_derivatives(states: np.ndarray, actions: np.ndarray) -> list[np.ndarray]:
+    """``[l_x, l_u, l_xx, l_uu, l_ux]`` of a term that is zero, to add a term's own into."""
+    (steps, nx), nu = states.shape, actions.shape[1]
+    return [np.zeros((steps, nx)), np.zeros((steps - 1, nu)), np.zeros((steps, nx, nx)),
+            np.zeros((steps - 1, nu, nu)), np.zeros((steps - 1, nu, nx))]
+
+
+def add_squares(lx: np.ndarray, lxx: np.ndarray, index, errors: np.ndarray, weights) -> None:
+    """Add the derivatives of ``sum weights * errors**2`` over the entries ``index`` (``errors[T, len(index)]``,
+    each entry's error moving one for one with it; ``weights`` broadcast to ``[T, len(index)]``)."""
+    lx[:, index] += 2.0 * weights * errors
+    lxx[:, index, index] += 2.0 * weights
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to(torch.float64).cpu().numpy()
+
+
 def stage_and_terminal(per_state: torch.Tensor, stage_weight: float, terminal_weight: float) -> torch.Tensor:
     """``per_state[K, H+1]`` -> [K]: stage sum over predicted states plus the weighted last state."""
     total = per_state.new_zeros(per_state.shape[0])
@@ -186,6 +213,13 @@ class CostTerm(nn.Module):
 
     def prepare(self, state: torch.Tensor) -> None:
         """Per-cycle set-up from the current state ``[nx]``, run once before a planning step."""
+
+    def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray] | None:
+        """Derivatives of this term along one trajectory, ``states[H+1, nx]``, ``actions[H, nu]`` (float64):
+        ``[l_x[H+1, nx], l_u[H, nu], l_xx[H+1, nx, nx], l_uu[H, nu, nu], l_ux[H, nu, nx]]``, the exact gradient
+        and the Hessian's diagonal blocks (per step), as iLQR uses them; None (the default): the planner
+        differentiates the term numerically. A subclass that changes what a form computes overrides this."""
+        return None
 
     def reads(self, name: str) -> bool:
         """Whether this term reads the run-time context ``name``."""
@@ -256,6 +290,20 @@ class GoalPoseTerm(CostTerm):
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return stage_and_terminal(self.per_state(states), self.stage_weight, self.terminal_weight)
+
+    def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray] | None:
+        if self.form != "quadratic":
+            return None
+        out = zero_derivatives(states, actions)
+        factors = stage_and_terminal_weights(len(states), self.stage_weight, self.terminal_weight)[:, None]
+        g = _numpy(self.goal)
+        errors = states[:, [self.ix, self.iy, self.iyaw, self.iv]] - g[[self.ix, self.iy, self.iyaw, self.iv]]
+        errors[:, 2] = wrap_angle(errors[:, 2])
+        weights = np.array([self.position_weight, self.position_weight, self.yaw_weight, self.speed_weight])
+        # One index at a time: two entries may name the same state (their derivatives add up).
+        for j, index in enumerate((self.ix, self.iy, self.iyaw, self.iv)):
+            add_squares(out[0], out[2], index, errors[:, j], factors[:, 0] * weights[j])
+        return out
 
 
 class PathTrackingTerm(CostTerm):
@@ -589,6 +637,12 @@ class EffortTerm(CostTerm):
         du = actions - self.reference
         return (du * du * self.weights).sum((1, 2))
 
+    def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray]:
+        out = zero_derivatives(states, actions)
+        every = np.arange(actions.shape[1])
+        add_squares(out[1], out[3], every, actions - _numpy(self.reference), _numpy(self.weights))
+        return out
+
 
 class SmoothnessTerm(CostTerm):
     """Squared action differences, including the first action against the previously applied one.
@@ -625,6 +679,24 @@ class SmoothnessTerm(CostTerm):
         first = actions[:, 0] - self.previous_action
         return total + self.has_previous * (first * first * self.weights).sum(1)
 
+    def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray]:
+        """The coupling blocks of ``u[t]`` with ``u[t+1]`` are left out (iLQR's per-step blocks); the
+        gradient keeps them."""
+        out = zero_derivatives(states, actions)
+        weights, lu, luu = _numpy(self.weights), out[1], out[3]
+        diff = 2.0 * weights * (actions[1:] - actions[:-1])
+        lu[1:] += diff
+        lu[:-1] -= diff
+        counts = np.zeros((len(actions), 1))  # how many squared differences each action is in
+        counts[1:] += 1.0
+        counts[:-1] += 1.0
+        has_previous = float(self.has_previous)
+        lu[0] += has_previous * 2.0 * weights * (actions[0] - _numpy(self.previous_action))
+        counts[0] += has_previous
+        every = np.arange(actions.shape[1])
+        luu[:, every, every] += 2.0 * weights * counts
+        return out
+
 
 class JointTargetTerm(CostTerm):
     """Weighted squared error of chosen state entries (hand joints) to a target set at run time."""
@@ -649,6 +721,15 @@ class JointTargetTerm(CostTerm):
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         error = states.index_select(-1, self.indices) - self.target
         return stage_and_terminal((error * error * self.weights).sum(-1), self.stage_weight, self.terminal_weight)
+
+    def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray]:
+        out = zero_derivatives(states, actions)
+        factors = stage_and_terminal_weights(len(states), self.stage_weight, self.terminal_weight)[:, None]
+        indices = self.indices.tolist()
+        for j, index in enumerate(indices):  # one at a time: an index may repeat
+            add_squares(out[0], out[2], index, states[:, index] - float(self.target[j]),
+                        factors[:, 0] * float(self.weights[j]))
+        return out
 
 
 TERM_KINDS: dict[str, type[CostTerm]] = {
@@ -699,6 +780,17 @@ class TrajectoryCost(nn.Module):
         for i, term in enumerate(self.terms.values()):
             total = total + self.weights[i] * term(states, actions)
         return total
+
+    def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray] | None:
+        """The weighted sum of the terms' ``CostTerm.numpy_derivatives``, or None if a term has none."""
+        parts = []
+        for term in self.terms.values():
+            part = term.numpy_derivatives(states, actions)
+            if part is None:
+                return None
+            parts.append(part)
+        weights = self.weights.tolist()
+        return [sum(w * part[i] for w, part in zip(weights, parts)) for i in range(5)]
 
     def breakdown(self, states: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted cost of each term, ``{name: [K]}``; they sum to ``forward``."""

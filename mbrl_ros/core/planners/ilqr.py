@@ -6,7 +6,9 @@ Each iteration:
    ``B[t] = df/du`` for all H steps in one batched call of the model's
    ``jacobians`` (analytic for a physics prior such as the car's bicycle,
    ``torch.func`` jacobians with vmap for networks).
-2. **Quadratise** the cost: the exact gradient (autograd), and the Hessian's
+2. **Quadratise** the cost: the cost's own derivatives where every term has them
+   (``CostTerm.numpy_derivatives``: goal pose, effort, smoothness, joint targets), else
+   the exact gradient (autograd), and the Hessian's
    diagonal blocks ``l_xx[t], l_uu[t], l_ux[t]`` from ``2 * (nx + nu)`` Hessian
    columns, each a central difference of exact gradients along a direction that
    perturbs one coordinate at every other time step at once (graph colouring).
@@ -94,8 +96,10 @@ class IlqrConfig(PlannerConfig):
     # elite drawn per solve ("member"); see DynamicsModel.deterministic.
     ensemble: str = "mean"
     # Forward passes and linearisation on the model's float64 numpy form (DynamicsModel.numpy_dynamics)
-    # where it has one: a step of ~10 rows costs about a microsecond per numpy call against several per
-    # torch op. false: always the torch path (the model's time-major step and jacobians).
+    # where it has one, and the cost's own derivatives (TrajectoryCost.numpy_derivatives) where all its
+    # terms have them: a step of ~10 rows costs about a microsecond per numpy call against several per
+    # torch op. false: always the torch path (the model's time-major step and jacobians, the cost's
+    # derivatives by autograd and finite differences).
     numpy: bool = True
     # torch threads while solving (restored after); null leaves torch's setting. Every tensor of a
     # solve is tiny, so a second thread only adds waits: on a loaded 2-core machine, 2 threads made
@@ -144,15 +148,19 @@ def box_qp(H: np.ndarray, g: np.ndarray, low: np.ndarray, high: np.ndarray, star
     """
     k = start
     held = np.zeros(len(g), dtype=bool)
+    # Few numpy calls per round (their overhead, not arithmetic, is the cost at these sizes).
     for _ in range(iterations):
         k = np.minimum(np.maximum(k, low), high)
         grad = g + H @ k
         now_held = ((k <= low) & (grad > 0)) | ((k >= high) & (grad < 0))
         free = ~now_held
-        if (now_held == held).all() and (np.abs(grad[free]) <= 1e-9 * (1.0 + np.abs(g[free]))).all():
+        if now_held.tolist() == held.tolist() and bool(
+                (np.abs(grad[free]) <= 1e-9 * (1.0 + np.abs(g[free]))).all()):
             break
         held = now_held
-        if free.any():
+        if not now_held.any():
+            k = posv(H, -g, lower=1)[1]
+        elif not now_held.all():
             rows = H[free]
             k[free] = posv(rows[:, free], -(g[free] + rows[:, held] @ k[held]), lower=1)[1]
     return k, ~held
@@ -216,6 +224,16 @@ class IlqrPlanner(Planner):
         if self._numpy is not None:
             return self._numpy.jacobians(_as64(states), _as64(actions))
         return tuple(_as64(t) for t in self.linearise(states, actions))
+
+    def _quadratise64(self, states: torch.Tensor, actions: torch.Tensor) -> list[np.ndarray]:
+        """``quadratise`` in float64 numpy: the cost's own derivatives (``TrajectoryCost.numpy_derivatives``,
+        where every term has them and ``numpy`` is on), else ``quadratise``'s numerical ones."""
+        if self.config.numpy:
+            derivatives = self.cost.numpy_derivatives(_as64(states), _as64(actions))
+            if derivatives is not None:
+                return derivatives
+        with torch.enable_grad():
+            return [_as64(t) for t in self.quadratise(states, actions)]
 
     def _colouring_tangents(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Directions for Hessian columns: coordinate j at every step of one parity, ``2 * (nx + nu)`` of them."""
@@ -442,9 +460,7 @@ class IlqrPlanner(Planner):
         as64 = None  # derivatives along (states, actions), kept while a rejected step leaves them unchanged
         for iterations in range(1, c.max_iterations + 1):
             if as64 is None:
-                with torch.enable_grad():
-                    derivatives = self.quadratise(states, actions)
-                as64 = [*self._linearise64(states[:-1], actions), *(_as64(t) for t in derivatives)]
+                as64 = [*self._linearise64(states[:-1], actions), *self._quadratise64(states, actions)]
                 # Actions at a bound may only move inwards: k's box.
                 at_low, at_high = (actions <= self.action_low).cpu().numpy(), (actions >= self.action_high).cpu().numpy()
                 step_low, step_high = np.where(at_low, 0.0, -np.inf), np.where(at_high, 0.0, np.inf)
