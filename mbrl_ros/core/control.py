@@ -177,6 +177,7 @@ class RecedingHorizonController:
                 raise ValueError(f"{self.source}: no cost to plan with (build with from_config, or attach_planner)")
             self.attach_planner(build_planner(self.planner_name, model, self.cost, self.planner_config,
                                               source=f"{self.source}: {self.planner_name}"))
+            self._give_prior()
         else:
             self.offer_model(model)
 
@@ -194,6 +195,12 @@ class RecedingHorizonController:
             return
         self.policy, self.pending_policy = self.pending_policy, None
         self._give_policy_context()
+        self._give_prior()
+
+    def _give_prior(self) -> None:
+        """The policy as the planner's sampling prior and warm start, where the planner takes one (MPPI)."""
+        if self.planner is not None and hasattr(self.planner, "set_prior"):
+            self.planner.set_prior(self.policy)
 
     def _give_policy_context(self) -> None:
         value = self.context_values.get(self.policy_context)

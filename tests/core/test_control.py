@@ -297,3 +297,21 @@ def test_controller_policy_drives_with_the_actor_alone_clipped_and_given_the_goa
     controller.set_policy(broken)
     out = controller.step(state, now=0.0)
     assert out.mode == "safe" and "policy" in out.reason and controller.faults["policy"] == 1
+
+
+def test_the_policy_becomes_mppis_prior_whether_it_arrives_before_or_after_the_model():
+    late_model = make_controller(cost=build_cost({"goal_pose": {"form": "quadratic"}}, 5, 2), planner="mppi",
+                                 planner_config={"horizon": 10, "num_samples": 64, "compile": False,
+                                                 "policy_prior_fraction": 0.5})
+    policy = goal_policy()
+    late_model.set_policy(policy)
+    late_model.set_context("goal", GOAL, goal=True)
+    late_model.step(np.zeros(5), has_model=False)  # swapped in, no planner yet
+    late_model.set_model(KinematicBicycle())
+    assert late_model.planner.prior is policy
+    out = late_model.step(np.array([0.0, 0.0, 0.0, 1.0, 0.0]))
+    assert out.mode == "plan" and out.plan.info["warm_start"] in ("policy", "shifted")
+    controller = mppi_with_goal()
+    controller.set_policy(policy)
+    controller.step(np.zeros(5))
+    assert controller.planner.prior is policy

@@ -36,6 +36,13 @@ share of the samples without noise (the nominal itself). ``disagreement_weight``
 adds ``weight * sum_t mean_j std_e(x[e, t, j])`` over the members' predictions from
 ``model.predict_members(states, actions) -> [E, B, nx]``, which steers an ensemble
 controller away from where its members disagree.
+
+A learned policy as prior (``set_prior``, with ``policy_prior_fraction`` > 0; the
+policy prior of TD-MPC and POLO): each plan first rolls the policy out in closed loop
+through the model from the current state; that action sequence (within bounds and
+rate limits) replaces the warm start when its cost beats the shifted previous plan's,
+and ``policy_prior_fraction`` of the samples are drawn around it instead of around
+the warm start, so good plans are found with fewer samples.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ class MppiConfig(PlannerConfig):
     zero_noise_fraction: float = 0.0  # share of samples evaluated without noise
     disagreement_weight: float = 0.0  # needs model.predict_members
     num_rollouts_returned: int = 0  # sampled trajectories in PlanResult.rollouts, for visualisation
+    policy_prior_fraction: float = 0.0  # share of samples drawn around the prior policy's rollout (set_prior)
     compile: bool | None = None  # None: compile when the model allows it
 
     def validate(self, source: str = "mppi") -> None:
@@ -91,6 +99,7 @@ class MppiConfig(PlannerConfig):
         _real(source, "control_cost_weight", self.control_cost_weight, low=0.0)
         _real(source, "zero_noise_fraction", self.zero_noise_fraction, low=0.0, high=1.0)
         _real(source, "disagreement_weight", self.disagreement_weight, low=0.0)
+        _real(source, "policy_prior_fraction", self.policy_prior_fraction, low=0.0, high=1.0)
         _positive_int(source, "num_rollouts_returned", self.num_rollouts_returned, minimum=0)
         if self.num_rollouts_returned > self.num_samples:
             raise ValueError(f"{source}: num_rollouts_returned: at most num_samples ({self.num_samples}), "
@@ -127,6 +136,11 @@ class MppiPlanner(Planner):
             mask = torch.ones(c.num_samples, dtype=self.dtype, device=self.device)
             mask[:num_zero] = 0.0
             self._noise_mask = mask
+        # Samples around the prior: the last ones (the zero-noise ones, first, stay on the warm start).
+        num_prior = int(math.ceil(c.policy_prior_fraction * c.num_samples))
+        self._prior_mask = torch.zeros(c.num_samples, dtype=self.dtype, device=self.device)
+        self._prior_mask[c.num_samples - num_prior:] = 1.0
+        self.prior = None
         self._check_disagreement(model)
         self._build_step()
 
@@ -145,6 +159,24 @@ class MppiPlanner(Planner):
         super().set_model(model)
         self._check_disagreement(model)
         self._build_step()
+
+    def set_prior(self, policy) -> None:
+        """The learned policy (``policy(states[B, nx]) -> actions[B, nu]``, its context set; None: none) whose
+        closed-loop rollout guides sampling and the warm start (when ``policy_prior_fraction`` > 0)."""
+        self.prior = policy
+
+    def prior_actions(self, state: torch.Tensor) -> torch.Tensor | None:
+        """The prior policy's closed-loop actions ``[H, nu]`` from ``state`` through the model, within the
+        limits (None without a prior, or when it gives non-finite actions)."""
+        if self.prior is None or self.config.policy_prior_fraction <= 0:
+            return None
+        with torch.no_grad():
+            x, actions = state[None], []
+            for _ in range(self.horizon):
+                actions.append(self.prior(x).to(self.dtype))
+                x = self.model(x, actions[-1])
+            actions = self.limit(torch.cat(actions))
+        return actions if bool(torch.isfinite(actions).all()) else None
 
     def sample_noise(self, num_samples: int | None = None, key: int = 0) -> torch.Tensor:
         """Noise as the planner samples it, ``[K, H, nu]``, for a given key (for tests and plots)."""
@@ -180,10 +212,20 @@ class MppiPlanner(Planner):
         if not self._dynamics.still_valid():
             self._build_step()
         previous, has_previous = self._previous()
+        prior = self.prior_actions(state)
+        warm_start = "shifted"
+        if prior is not None:
+            both = torch.stack([self._nominal, prior])  # the shifted previous plan and the policy's rollout
+            with torch.no_grad():
+                costs = self.cost(self._dynamics.rollout(state, both.permute(1, 2, 0)).permute(2, 0, 1), both)
+            if bool(costs[1] < costs[0]):
+                self._nominal, warm_start = prior, "policy"
+        else:
+            prior = self._nominal
         # Each step's noise is a pure function of (seed, step count): reproducible, no generator state.
         key = torch.tensor(self.config.seed * 1_000_003 + self._steps, dtype=torch.int64, device=self.device)
         self._steps += 1
-        out = self._call_step(state, self._nominal, previous, has_previous, key)
+        out = self._call_step(state, self._nominal, prior, previous, has_previous, key)
         plan, next_nominal, predicted, plan_cost, best_cost, ess, rollouts = out
         self._nominal = next_nominal
         return PlanResult(
@@ -192,7 +234,7 @@ class MppiPlanner(Planner):
             predicted_states=predicted,
             cost=float(plan_cost),
             rollouts=rollouts,
-            info={"best_sample_cost": float(best_cost), "effective_samples": float(ess)},
+            info={"best_sample_cost": float(best_cost), "effective_samples": float(ess), "warm_start": warm_start},
         )
 
     def _call_step(self, *args: torch.Tensor) -> tuple:
@@ -246,6 +288,7 @@ class MppiPlanner(Planner):
         self,
         state: torch.Tensor,
         nominal: torch.Tensor,
+        prior: torch.Tensor,
         previous: torch.Tensor,
         has_previous: torch.Tensor,
         key: torch.Tensor,
@@ -256,8 +299,9 @@ class MppiPlanner(Planner):
         noise = self._smooth(eps) * self.sigma[:, None]
         if self._noise_mask is not None:
             noise = noise * self._noise_mask
+        centres = nominal[:, :, None] + (prior - nominal)[:, :, None] * self._prior_mask  # [H, nu, K]
         samples = limit_actions(
-            nominal[:, :, None] + noise, self.action_low, self.action_high, self.max_rate, previous, has_previous,
+            centres + noise, self.action_low, self.action_high, self.max_rate, previous, has_previous,
             time_major=True,
         )
         if c.disagreement_weight > 0:
