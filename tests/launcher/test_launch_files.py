@@ -369,12 +369,14 @@ def test_bringup_refuses_a_task_of_another_robot_and_unknown_choices(args, messa
         load_launch_file(BRINGUP, args, environment=workspace_env())
 
 
-@pytest.mark.parametrize("planner", ["mppi", "ilqr", "cem", "rs"])
+@pytest.mark.parametrize("planner", ["mppi", "ilqr", "cem", "rs", "policy"])
 def test_bringup_gives_the_controller_the_chosen_planner(planner):
+    from mbrl_ros.core.control import POLICY_CONTROLLER
     from mbrl_ros.core.planners import PLANNERS
     from mbrl_ros.ros_env import workspace_env
 
-    assert planner in PLANNERS  # every launch choice is a planner the controller can build
+    # Every launch choice is a planner the controller can build, or the learned policy alone.
+    assert planner in PLANNERS or planner == POLICY_CONTROLLER
     with load_launch_file(BRINGUP, {"controller": planner}, environment=workspace_env()) as description:
         controller = next(n for n in description.nodes if n.name == "controller").command
         inline = yaml.safe_load(Path(controller[-1]).read_text())

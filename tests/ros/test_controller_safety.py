@@ -341,3 +341,36 @@ def test_on_a_forced_overrun_the_controller_sends_the_policys_action_not_the_sto
     for command in recent:
         assert command["values"] == pytest.approx(expected, abs=1e-5)
     assert "overran" in peer.status()["last_reason"] and peer.status()["error"] == "False"
+
+
+def test_controller_policy_answers_each_state_with_the_policys_action_and_stops_without_a_goal(running, tmp_path):
+    """Issue 12 §2 (controller:=policy, lockstep: one cycle per state): nothing but the stop until a policy and a
+    goal arrive, then each command is the policy's action for the state it answers; no planner, no model."""
+    import torch
+
+    policy_file, actor = goal_policy_file(tmp_path)
+    # The car's files set the controller's planner in its own section, which a -p (for every node) does not
+    # override: a third file does, as the launch file's `planner` (from controller:=policy) does.
+    (planner_file := tmp_path / "policy_planner.yaml").write_text(
+        json.dumps({"/**/controller": {"ros__parameters": {"planner": "policy"}}}))
+    peer = running("-p", "trigger:=state", "-p", "explore_without_model:=false", "--params-file", str(planner_file))
+    peer.send(state=CRUISING)
+    peer.wait(lambda: len(peer.commands) >= 3 and peer.status(), 60, "commands and diagnostics before any policy")
+    assert all(c["frame_id"] == "stop" for c in peer.commands) and peer.status()["planner"] == "policy"
+    peer.send(policy=str(policy_file))
+    peer.wait(lambda: peer.status().get("policy_version") == "1", 30, "the policy taken")
+    assert peer.commands[-1]["frame_id"] == "stop" and peer.status()["last_reason"] == "no goal received yet"
+    peer.send(goal=[-5.0, 3.0, 1.0])
+    peer.wait(lambda: int(peer.status().get("cycles_policy", 0)) >= 3, 30, "cycles on the policy")
+    moving = [0.0, 1.0, 0.5, 2.0, 0.1]
+    peer.send(state=moving)
+    peer.read(1.5)
+    taken = len(peer.commands)
+    peer.read(1.0)
+    with torch.no_grad():
+        expected = actor(torch.tensor([moving]), torch.tensor([[-5.0, 3.0, 1.0, 0.0, 0.0]]))[0].tolist()
+    recent = peer.commands[taken:]
+    assert len(recent) >= 3 and all(c["frame_id"] != "stop" for c in recent)
+    for command in recent:
+        assert command["values"] == pytest.approx(expected, abs=1e-5)
+    assert peer.status()["model_version"] == "0" and int(peer.status()["cycles_plan"]) == 0
