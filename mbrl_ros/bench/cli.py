@@ -97,6 +97,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     policy.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     policy.set_defaults(func=_run_policy_training)
 
+    race = which.add_parser(
+        "race-sweep", help="the race per model kind and target speed: laps, lap time, exits (demo runs)",
+        description="One `mbrl-ros demo car --task race` per model kind and target speed; per kind the highest "
+        "target speed it sustains for its laps without leaving the track, and the learned kinds' lap-time gain "
+        "over the prior at the prior's best speed. Writes JSON and a plot (lap time, exits against speed).")
+    race.add_argument("--speeds", type=float, nargs="+", default=[8.0, 11.0, 14.0, 17.0], help="target speeds (m/s)")
+    race.add_argument("--models", nargs="+", choices=["parametric", "semiparametric", "ensemble"],
+                      default=["parametric", "semiparametric", "ensemble"])
+    race.add_argument("--episodes", type=int, default=1, help="evaluated episodes (of 3 laps) per run (default 1)")
+    race.add_argument("--random-transitions", type=int, default=None, help="random budget (default: config)")
+    race.add_argument("--seed", type=int, default=0)
+    race.add_argument("--out", default="runs/race_sweep", help="run folder (default: runs/race_sweep)")
+    race.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    race.set_defaults(func=_run_race_sweep)
+
+
+def _run_race_sweep(args: argparse.Namespace) -> int:
+    from mbrl_ros.ros_env import restart_in_workspace_if_needed
+
+    restart_in_workspace_if_needed(args.argv)  # the demo watches mbrl_interfaces topics
+    from mbrl_ros.bench.race_sweep import run
+
+    run(speeds=args.speeds, models=args.models, episodes=args.episodes, random_transitions=args.random_transitions,
+        seed=args.seed, out=args.out, json_path=args.json)
+    return 0
+
 
 def _run_planners(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.planners import main

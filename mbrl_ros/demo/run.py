@@ -32,7 +32,9 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
              controller: str = "mppi",
              random_transitions: int | None = None, seed: int = 0, config_dir: str | None = None,
              out_dir: str | None = None, json_path: str | None = None, lockstep: bool = True,
-             domain_id: int | None = None, timeout_s: float = 3600.0, show_logs: bool = False) -> int:
+             domain_id: int | None = None, timeout_s: float = 3600.0, show_logs: bool = False,
+             overrides: dict[str, dict] | None = None) -> int:
+    """``overrides``: {node: {parameter: value}} merged into the task's parameter file (as the run's own)."""
     demo = demo_module(robot)
     if demo is None:
         raise ValueError(f"robot '{robot}' has no demo (no mbrl_ros_hardware.{robot}.demo)")
@@ -41,10 +43,11 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
         raise ValueError(f"robot '{robot}' has no task '{task}'; tasks: {list(demo.TASKS)}")
     out = Path(out_dir) if out_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    overrides: dict[str, dict] = {}
+    overrides = {node: dict(params) for node, params in (overrides or {}).items()}
     if random_transitions is not None:
         # The exploration budget, for both nodes that read it (the config's '/**' value stays as it was).
-        overrides = {node: {"random_transitions": random_transitions} for node in ("trainer", "controller")}
+        for node in ("trainer", "controller"):
+            overrides.setdefault(node, {})["random_transitions"] = random_transitions
     config = prepare_config(Path(config_dir) if config_dir else REPO_ROOT / "config", out / "config", robot,
                             task, overrides)
     params = {node: launch_parameters(config, robot, task, node) for node in ("controller", "trainer")}
@@ -105,23 +108,31 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     summary = summarise(task, evaluated, traces[:first + episodes], timings,
                         random=sum(t[1] == "explore" for t in watcher.timings), distance_key=scene.distance_key)
     summary["model"] = model_kind
+    tracking = params["controller"].get("cost", {}).get("path_tracking")
+    if tracking and "target_speed" in tracking:
+        summary["target_speed"] = float(tracking["target_speed"])
     write_report(out, task, scene, evaluated, traces[:first + episodes], timings, summary, watcher)
     print(f"[demo] {summary['episodes']} episodes: success rate {summary['success_rate']:.0%}"
           + (f", mean final distance to the goal {summary['mean_final_distance_m']:.4f} m"
              if "mean_final_distance_m" in summary else "")
           + (f", mean cross-track error {summary['mean_cross_track_error_m']:.2f} m"
              if "mean_cross_track_error_m" in summary else "")
+          + (f", {summary['laps']} laps (mean lap time "
+             + (f"{summary['mean_lap_time_s']:.2f} s" if summary["mean_lap_time_s"] is not None else "-")
+             + f"), {summary['track_exits']} track exits" if "laps" in summary else "")
           + f"; {summary['transitions']} transitions ({summary['random_transitions']} random); controller "
           f"latency p50 {summary['controller_latency_ms']['p50']:.1f} ms / p99 "
           f"{summary['controller_latency_ms']['p99']:.1f} ms, deadline misses {summary['deadline_miss_rate']:.1%}; "
           f"plots in {out}/", flush=True)
     if json_path:
-        Path(json_path).write_text(json.dumps({k: summary[k] for k in JSON_KEYS if k in summary}, indent=2) + "\n")
+        Path(json_path).write_text(json.dumps(json_numbers({k: summary[k] for k in JSON_KEYS if k in summary}),
+                                              indent=2) + "\n")
     return 0
 
 
 JSON_KEYS = ("task", "episodes", "success_rate", "transitions", "controller_latency_ms", "deadline_miss_rate",
-             "mean_cross_track_error_m", "mean_final_distance_m", "random_transitions", "model")
+             "mean_cross_track_error_m", "mean_final_distance_m", "random_transitions", "model",
+             "laps", "mean_lap_time_s", "best_lap_time_s", "track_exits", "target_speed")
 
 
 def summarise(task: str, evaluated: list[EpisodeTrace], all_episodes: list[EpisodeTrace],
@@ -147,7 +158,24 @@ def summarise(task: str, evaluated: list[EpisodeTrace], all_episodes: list[Episo
     if any("mean_cross_track_error_m" in e.report for e in evaluated):  # a path-following task
         summary["mean_cross_track_error_m"] = float(np.nanmean([e.number("mean_cross_track_error_m")
                                                                  for e in evaluated]))
+    if any("laps" in e.report for e in evaluated):  # a lap task (the race)
+        summary.update(lap_summary(evaluated))
     return summary
+
+
+def lap_summary(evaluated: list[EpisodeTrace]) -> dict:
+    """Laps completed over the episodes, their mean (weighted by laps) and best lap time, and the track exits
+    (episodes that ended off the track). Lap times are None (JSON null) when no lap was completed."""
+    laps = np.array([e.number("laps", 0) for e in evaluated], dtype=float)
+    means = np.array([e.number("mean_lap_time_s") for e in evaluated], dtype=float)
+    bests = np.array([e.number("best_lap_time_s") for e in evaluated], dtype=float)
+    timed = laps > 0
+    return {
+        "laps": int(laps.sum()),
+        "mean_lap_time_s": float(np.sum(laps[timed] * means[timed]) / laps[timed].sum()) if timed.any() else None,
+        "best_lap_time_s": float(np.min(bests[timed])) if timed.any() else None,
+        "track_exits": int(sum(e.report.get("crashed") == "True" for e in evaluated)),
+    }
 
 
 def write_report(out: Path, task: str, scene: Scene, evaluated: list[EpisodeTrace], traces: list[EpisodeTrace],
@@ -157,6 +185,10 @@ def write_report(out: Path, task: str, scene: Scene, evaluated: list[EpisodeTrac
     title = f"{task}: {summary['success_rate']:.0%} success over {len(evaluated)} episodes"
     if "mean_cross_track_error_m" in summary:
         title += f", mean cross-track error {summary['mean_cross_track_error_m']:.2f} m"
+    if "laps" in summary:
+        title += f"\n{summary['laps']} laps, {summary['track_exits']} track exits"
+        if summary["best_lap_time_s"] is not None:
+            title += f", best lap {summary['best_lap_time_s']:.2f} s"
     if scene.paths:
         shown = [e for e in evaluated if len(e.poses) > 1]
         plot_car_trajectories(out / "trajectories.png", [np.array(e.poses) for e in shown],
@@ -181,9 +213,21 @@ def write_report(out: Path, task: str, scene: Scene, evaluated: list[EpisodeTrac
     if timings:
         plot_latency_histogram(out / "latency.png", [t[2] for t in timings], deadline_ms=timings[0][3],
                                title=f"controller planning latency ({len(timings)} cycles)")
-    (out / "summary.json").write_text(json.dumps(
+    (out / "summary.json").write_text(json.dumps(json_numbers(
         {**summary, "model_errors": errors,
-         "episodes_detail": [typed(e.report) for e in evaluated]}, indent=2) + "\n")
+         "episodes_detail": [typed(e.report) for e in evaluated]}), indent=2) + "\n")
+
+
+def json_numbers(value):
+    """``value`` with every non-finite float as None: JSON has no NaN (json.dumps would write the
+    non-standard ``NaN``, which strict readers refuse)."""
+    if isinstance(value, dict):
+        return {k: json_numbers(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_numbers(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def typed(report: dict[str, str]) -> dict:

@@ -91,6 +91,9 @@ PARAMS = [
     Param("safe_action", [0.0, 0.0], "the stop's command for robots whose stop is a fixed command (the car and "
           "the hand compute theirs from the measured state: braking, holding the joints)"),
     Param("state_timeout", 0.5, "wall seconds without a fresh state before the stop", (0.01, 60.0)),
+    Param("overrun_fallback", True, "a plan that takes longer than its period (dt) is replaced by the previous "
+          "plan's next step, as a robot needs; false: the late plan is used, for a lockstep simulation whose world "
+          "waits for it (model comparisons that must not depend on the machine's load)"),
     Param("failure_tolerance", 0.5, "seconds of failed cycles in a row (no usable state or plan) before the "
           "controller reports ERROR, with the stop held until a cycle succeeds", (0.0, 3600.0)),
     Param("explore_without_model", True, "drive randomly (within limits) until the first model arrives, to collect data"),
@@ -111,7 +114,7 @@ PARAMS = [
 # parameter is checked as configure checks it and applied at the next configure (deactivate, cleanup,
 # configure, activate), which keeps it. Read-only ones (robot, autostart) are refused by rclpy.
 RUNTIME = {
-    "state_timeout": "live", "failure_tolerance": "live", "rollouts_rate_hz": "live",
+    "state_timeout": "live", "failure_tolerance": "live", "rollouts_rate_hz": "live", "overrun_fallback": "live",
     "dt": "refused: the robot config's control period, shared by every node and the model; restart the stack",
     "rate_hz": "refused: it follows from dt (1/dt), the robot config's control period",
     "exploration_steps": "refused: it follows from random_transitions (set that; applied at the next configure)",
@@ -468,7 +471,8 @@ class ControllerNode(LifecycleNode):
                 return  # this state was answered already (a re-published duplicate)
             self.last_answered_ns = stamp_ns
             stamp = self.latest.header.stamp
-        out = self.core.step(state, problem, deadline_s=1.0 / self.p["rate_hz"])
+        deadline_s = 1.0 / self.p["rate_hz"] if self.p["overrun_fallback"] else float("inf")
+        out = self.core.step(state, problem, deadline_s=deadline_s)
         self.send(out.action, stamp, stop=out.mode == "safe")
         self.modes[out.mode] += 1
         if out.reason and out.mode in FALLBACK_LOG and out.reason != self.last_reason:

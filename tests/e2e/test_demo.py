@@ -139,3 +139,34 @@ def test_demo_rejects_bad_arguments_before_starting_anything(tmp_path):
     assert done.returncode == 1 and "car.yaml: not found" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
 
+
+
+def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
+    """Issue 10 §2: `mbrl-ros demo car --task race` through the stack: sim_car counts the lap the identified
+    prior drives at 8 m/s (one lap per episode here, the shipped three take minutes), and the summary gives
+    laps, lap time and exits as JSON numbers. Lockstep without the overrun fallback, as the race sweep runs."""
+    import shutil
+
+    config = tmp_path / "config"
+    shutil.copytree(REPO_ROOT / "config", config)
+    with (config / "car_race.yaml").open("a") as f:
+        f.write("\n/**/sim_car:\n  ros__parameters:\n    race_laps: 1\n"
+                "/**/controller:\n  ros__parameters:\n    overrun_fallback: false\n    state_timeout: 30.0\n"
+                "    cost:\n      path_tracking:\n        target_speed: 8.0\n")
+    out, summary_file = tmp_path / "run", tmp_path / "summary.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "MBRL_ROS_IN"))}
+    env["ROS_DOMAIN_ID"] = str(1 + zlib.crc32(f"{os.getpid()}:e2e-demo-race".encode()) % 200)
+    command = [sys.executable, "-m", "mbrl_ros.cli", "demo", "car", "--task", "race", "--model", "parametric",
+               "--episodes", "1", "--random-transitions", "300", "--config-dir", str(config), "--out", str(out),
+               "--json", str(summary_file)]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(summary_file.read_text())
+    assert summary["task"] == "race" and summary["target_speed"] == 8.0
+    assert summary["laps"] == 1 and summary["track_exits"] == 0 and summary["success_rate"] == 1.0, summary
+    # One 245.7 m lap from a 5 m/s start toward 8 m/s: at least as long as at 8 m/s throughout.
+    assert 245.7 / 8.0 <= summary["mean_lap_time_s"] <= 1.25 * 245.7 / 8.0, summary
+    assert summary["best_lap_time_s"] == summary["mean_lap_time_s"]
+    detail = json.loads((out / "summary.json").read_text())["episodes_detail"][0]
+    assert detail["laps"] == 1 and detail["crashed"] is False and isinstance(detail["mean_cross_track_error_m"], float)
+    assert (out / "trajectories.png").stat().st_size > 10_000

@@ -34,9 +34,9 @@ PARAMS = [
     Param("task", "parking", "simulated task: 'parking' (highway-env parking-v0) or 'race' (single-track car on a track)", read_only=True),
     Param("race_laps", 3, "race: laps that end an episode with success", (1, 1000), read_only=True),
 ]
-# The time limit of an episode when max_episode_steps is 0: parking 20 s, race 90 s (3 laps of the
-# 246 m track at a mean 8.2 m/s).
-TASK_EPISODE_STEPS = {"parking": 100, "race": 1800}
+# The time limit of an episode when max_episode_steps is 0: parking 20 s, race 120 s (3 laps of the
+# 246 m track at a mean 6.1 m/s).
+TASK_EPISODE_STEPS = {"parking": 100, "race": 2400}
 
 
 class SimCarNode(SimDriverNode):
