@@ -145,14 +145,12 @@ def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
     """Issue 10 §2: `mbrl-ros demo car --task race` through the stack: sim_car counts the lap the identified
     prior drives at 8 m/s (one lap per episode here, the shipped three take minutes), and the summary gives
     laps, lap time and exits as JSON numbers. Lockstep without the overrun fallback, as the race sweep runs."""
-    import shutil
+    from mbrl_ros.stack_run import prepare_config
 
-    config = tmp_path / "config"
-    shutil.copytree(REPO_ROOT / "config", config)
-    with (config / "car_race.yaml").open("a") as f:
-        f.write("\n/**/sim_car:\n  ros__parameters:\n    race_laps: 1\n"
-                "/**/controller:\n  ros__parameters:\n    overrun_fallback: false\n    state_timeout: 30.0\n"
-                "    cost:\n      path_tracking:\n        target_speed: 8.0\n")
+    config = prepare_config(REPO_ROOT / "config", tmp_path / "config", "car", "race", {
+        "sim_car": {"race_laps": 1},
+        "controller": {"overrun_fallback": False, "state_timeout": 30.0,
+                       "cost": {"path_tracking": {"target_speed": 8.0}}}})
     out, summary_file = tmp_path / "run", tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "MBRL_ROS_IN"))}
     env["ROS_DOMAIN_ID"] = str(1 + zlib.crc32(f"{os.getpid()}:e2e-demo-race".encode()) % 200)
@@ -164,8 +162,10 @@ def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
     summary = json.loads(summary_file.read_text())
     assert summary["task"] == "race" and summary["target_speed"] == 8.0
     assert summary["laps"] == 1 and summary["track_exits"] == 0 and summary["success_rate"] == 1.0, summary
-    # One 245.7 m lap from a 5 m/s start toward 8 m/s: at least as long as at 8 m/s throughout.
-    assert 245.7 / 8.0 <= summary["mean_lap_time_s"] <= 1.25 * 245.7 / 8.0, summary
+    # One 245.7 m lap from a 5 m/s start toward 8 m/s: at least as long as at 8 m/s throughout (measured
+    # under load: 32.45 s, 0.08 m mean cross-track error).
+    assert 245.7 / 8.0 <= summary["mean_lap_time_s"] <= 1.15 * 245.7 / 8.0, summary
+    assert summary["mean_cross_track_error_m"] < 0.3, summary
     assert summary["best_lap_time_s"] == summary["mean_lap_time_s"]
     detail = json.loads((out / "summary.json").read_text())["episodes_detail"][0]
     assert detail["laps"] == 1 and detail["crashed"] is False and isinstance(detail["mean_cross_track_error_m"], float)
