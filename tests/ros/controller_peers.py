@@ -10,7 +10,7 @@ Reads one JSON command per stdin line and prints what it sees on stdout:
   ``{"once": {...same fields...}}`` publishes one message;
 - ``{"e_stop": true|false}``, ``{"release": true}`` (the release service; prints ``release <message>``),
   ``{"transition": "deactivate"}`` (prints ``transition <ok>``), ``{"model": "car"}`` (a kinematic bicycle on
-  ``dynamics/model``, latched), ``{"policy": PICKLE_FILE}`` (pickled ModelUpdate fields on ``policy/model``,
+  ``dynamics/model``, latched; ``"car_race"``: the race's, with v_y and yaw_rate), ``{"policy": PICKLE_FILE}`` (pickled ModelUpdate fields on ``policy/model``,
   latched), ``{"goal": [x, y, yaw]}`` (``goal_pose``);
 - fuzzing the estimator's inputs: ``{"odom": {"stamp_ns": N, "values": [x, y, qx, qy, qz, qw, v]}}`` on
   ``hw/odom``, ``{"hw_command": {"stamp_ns": N, "names": [..], "values": [..]}}`` on ``hw/command``
@@ -68,12 +68,16 @@ def state_message(spec: dict, now_ns: int) -> StateVector:
     return msg
 
 
-def model_update() -> ModelUpdate:
+def model_update(kind: str = "car") -> ModelUpdate:
+    """``car``: the parking car's bicycle (dt 0.2 s, five states); ``car_race``: the race's (dt 0.05 s, with
+    lateral velocity and yaw rate)."""
     from mbrl_ros.io.checkpoint import checksum, to_bytes
     from mbrl_ros.robots import get_robot
 
     config = {"type": "parametric", "dt": 0.2, "speed_input": "acceleration",
               "params": {"wheelbase": 2.5, "rear_axle_to_cg": 1.25, "speed_gain": 5.0, "steer_gain": 0.785}}
+    if kind == "car_race":
+        config.update(dt=0.05, lateral_states=True)
     blob = to_bytes(get_robot("car").build_model(config), config)
     return ModelUpdate(model_kind="parametric", version=1, checksum=checksum(blob), config_yaml="", weights=blob)
 
@@ -147,7 +151,7 @@ def main(namespace: str) -> None:
         elif "e_stop" in command:
             e_stop_pub.publish(Bool(data=bool(command["e_stop"])))
         elif "model" in command:
-            model_pub.publish(model_update())
+            model_pub.publish(model_update(command["model"]))
         elif "policy" in command:
             import pickle
 

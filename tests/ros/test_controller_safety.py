@@ -204,8 +204,8 @@ def test_stale_then_invalid_state_stops_and_repeated_failure_is_an_error_until_v
 
 def test_a_missing_path_on_the_race_task_is_counted_and_the_controller_stays_up(running):
     peer = running(task="race")  # hardware:=real task:=race with nothing publishing reference_path
-    peer.send(state=CRUISING)
-    peer.send(model="car")
+    peer.send(state=CRUISING + [0.0, 0.0], names=["x", "y", "yaw", "v", "steer", "v_y", "yaw_rate"])
+    peer.send(model="car_race")
     peer.wait(lambda: int(peer.status().get("faults_missing_context", "0")) >= 3, 60,
               "missing-context faults on /diagnostics")
     assert peer.commands[-1]["frame_id"] == "stop" and "path" in peer.status()["last_fault"]
