@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from mbrl_ros.core.compile_cache import use_compile_cache
 from mbrl_ros.core.costs import TrajectoryCost
 from mbrl_ros.core.models.base import DynamicsModel, NumpyDynamics, TimeMajorDynamics
 from mbrl_ros.core.validation import check_tensor
@@ -53,6 +54,9 @@ class PlannerConfig:
     # Warm start: what fills the last step after shifting the previous solution ("last" or "zero").
     shift_fill: str = "last"
     seed: int = 0
+    # Where torch.compile keeps compiled graphs across starts (core/compile_cache.py), used when the
+    # planner compiles; null: torch's default under /tmp, which a reboot loses.
+    compile_cache: str | None = "~/.cache/mbrl_ros/torch_compile"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, source: str = "planner") -> "PlannerConfig":
@@ -79,6 +83,8 @@ class PlannerConfig:
         _one_of(source, "shift_fill", self.shift_fill, ("last", "zero"))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"{source}: seed: expected an integer, got {self.seed!r}")
+        if self.compile_cache is not None and not (isinstance(self.compile_cache, str) and self.compile_cache):
+            raise ValueError(f"{source}: compile_cache: expected a directory or null, got {self.compile_cache!r}")
 
 
 def _positive_int(source: str, key: str, value: Any, minimum: int = 1) -> None:
@@ -347,6 +353,12 @@ class Planner:
         result.info["solve_ms"] = (time.perf_counter() - start) * 1e3
         self.previous_action = result.action.detach().clone()
         return result
+
+    def compile(self, fn, **options):
+        """``torch.compile(fn, **options)``, its graphs kept in the configured ``compile_cache`` across starts."""
+        if self.config.compile_cache is not None:
+            use_compile_cache(self.config.compile_cache)
+        return torch.compile(fn, **options)
 
     def reset(self) -> None:
         """Forget the warm start and the previously applied action."""

@@ -139,7 +139,7 @@ class CemPlanner(Planner):
         self._dynamics = time_major_dynamics(self.model)
         self._evaluate_fn = self._evaluate
         if self.config.compile:
-            self._evaluate_fn = torch.compile(self._evaluate, fullgraph=True, dynamic=False,
+            self._evaluate_fn = self.compile(self._evaluate, fullgraph=True, dynamic=False,
                                               options={"max_fusion_size": 100_000, "cpp_wrapper": True})
 
     def _reset(self) -> None:

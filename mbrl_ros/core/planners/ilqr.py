@@ -182,7 +182,7 @@ class IlqrPlanner(Planner):
         self._use_model(model)
         self._closed_loop_fn = self._closed_loop
         if c.compile:
-            self._closed_loop_fn = torch.compile(self._closed_loop, fullgraph=True, dynamic=False,
+            self._closed_loop_fn = self.compile(self._closed_loop, fullgraph=True, dynamic=False,
                                                  options={"max_fusion_size": 100_000})
 
     def _reset(self) -> None:

@@ -201,7 +201,7 @@ class MppiPlanner(Planner):
         self._step_fn = self._step
         if use_compile:
             inductor = self.COMPILE_BACKEND == "inductor"
-            self._step_fn = torch.compile(self._step, fullgraph=True, dynamic=False, backend=self.COMPILE_BACKEND,
+            self._step_fn = self.compile(self._step, fullgraph=True, dynamic=False, backend=self.COMPILE_BACKEND,
                                           options=self.COMPILE_OPTIONS if inductor else None)
 
     def _reset(self) -> None:
