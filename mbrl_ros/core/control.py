@@ -276,6 +276,17 @@ class RecedingHorizonController:
             self.planner.set_model(new)
 
     # --- one cycle ------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Whether there is something to control with: a planner (a model came), or the policy for ``policy``."""
+        return self.policy is not None if self.planner_name == POLICY_CONTROLLER else self.planner is not None
+
+    @property
+    def waiting_for_model(self) -> bool:
+        """Exploration is over and nothing to control with has come: the stop is all there is to command."""
+        budget_spent = bool(self.exploration_steps) and self.explored >= self.exploration_steps
+        return self.explore and budget_spent and not self.ready
+
     def step(self, state: np.ndarray | None, problem: str = "", has_model: bool | None = None,
              now: float | None = None, deadline_s: float = float("inf")) -> ControlOutput:
         """``state``: the latest measured state, None when there is none usable; ``problem``: why (''
@@ -288,7 +299,7 @@ class RecedingHorizonController:
         self._swap_policy()
         plan = None
         policy_alone = self.planner_name == POLICY_CONTROLLER
-        ready = self.policy is not None if policy_alone else self.planner is not None
+        ready = self.ready
         has_model = ready if has_model is None else has_model
         if state is not None:
             state = np.asarray(state, dtype=float)

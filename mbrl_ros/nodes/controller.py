@@ -7,7 +7,9 @@ command sent is the stop.
 
 The loop runs either on a wall-clock timer at 1/dt (``trigger: timer``,
 a real robot) or once per new state (``trigger: state``, lockstep simulation,
-where the simulator waits for the answer to each state). Each cycle hands the
+where the simulator waits for the answer to each state; once exploration is over and until
+a model comes, states are answered at most once per dt of wall time, ``pace_while_waiting``,
+so the simulation does not race through episodes of the stop). Each cycle hands the
 latest state to the ROS-free ``RecedingHorizonController`` (which owns the cost
 and the planner) and publishes its action on ``hw/command`` stamped with the
 state's stamp, so the command says which state it answers. A watchdog on the
@@ -41,6 +43,7 @@ controller object.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import pathlib
@@ -99,6 +102,9 @@ PARAMS = [
     Param("explore_without_model", True, "drive randomly (within limits) until the first model arrives, to collect data"),
     Param("random_transitions", 0, "exploration budget, the robot config's '/**' random_transitions: most random "
           "actions before the first model (0: no limit); then the safe command until a model arrives", (0, 100_000_000)),
+    Param("pace_while_waiting", True, "trigger 'state' (lockstep): once exploration is over and until a model "
+          "comes, answer states at most once per dt of wall time, so the simulated world does not run ahead "
+          "(filling the data with the stop) while the trainer fits the first model"),
     Param("exploration_smoothing", 0.8, "low-pass factor of the exploration noise", (0.0, 0.99)),
     Param("needs_goal", True, "require a goal (the robot's goal topic) before planning; false for path tracking"),
     Param("seed", 0, "seed of exploration and planner sampling", (0, 2**31 - 1)),
@@ -128,6 +134,8 @@ class ControllerNode(LifecycleNode):
         super().__init__("controller")
         self.core = None
         self.loop_timers = []
+        self.last_sent = -math.inf  # time.monotonic() of the last command
+        self.paced_state: StateVector | None = None  # a state whose answer waits for on_pace
         fixed = declare_all(self, [
             Param("autostart", True, "configure and activate on start (false: wait for lifecycle transitions)",
                   read_only=True),
@@ -287,6 +295,7 @@ class ControllerNode(LifecycleNode):
         else:
             self.loop_timers.append(self.create_timer(min(period, self.p["state_timeout"] / 2), self.watchdog,
                                                       clock=steady))
+            self.loop_timers.append(self.create_timer(period, self.on_pace, clock=steady))
         self.loop_timers.append(self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics,
                                                   clock=steady))
         self.get_logger().info("active")
@@ -444,6 +453,22 @@ class ControllerNode(LifecycleNode):
         if self.active:
             self.cycle()
 
+    def on_pace(self) -> None:
+        """State-triggered mode: answers the state held back while waiting for a model (``paced``)."""
+        if self.active and self.paced_state is not None:
+            self.paced_state = None
+            self.cycle()  # answers the latest state unless it was answered already
+
+    def paced(self) -> bool:
+        """Hold the latest state's answer back (to ``on_pace``) when lockstep waits for a model and the
+        last command went out less than dt of wall time ago (``pace_while_waiting``)."""
+        if not (self.p["trigger"] == "state" and self.p["pace_while_waiting"] and self.core.waiting_for_model):
+            return False
+        if time.monotonic() - self.last_sent < 1.0 / self.p["rate_hz"]:
+            self.paced_state = self.latest
+            return True
+        return False
+
     def watchdog(self) -> None:
         """State-triggered mode: nothing drives the loop when states stop, so this does."""
         if self.active and time.monotonic() - self.latest_received > self.p["state_timeout"]:
@@ -469,6 +494,8 @@ class ControllerNode(LifecycleNode):
             stamp_ns = stamp_to_ns(self.latest.header.stamp)
             if stamp_ns <= self.last_answered_ns:
                 return  # this state was answered already (a re-published duplicate)
+            if self.paced():
+                return
             self.last_answered_ns = stamp_ns
             stamp = self.latest.header.stamp
         deadline_s = 1.0 / self.p["rate_hz"] if self.p["overrun_fallback"] else float("inf")
@@ -502,6 +529,7 @@ class ControllerNode(LifecycleNode):
         msg.names = list(self.p["action_names"])
         msg.values = [float(a) for a in action]
         self.command_pub.publish(msg)
+        self.last_sent = time.monotonic()
 
     def publish_plan(self, plan, stamp) -> None:
         states = plan.predicted_states.detach().cpu().numpy()

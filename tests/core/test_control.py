@@ -43,12 +43,20 @@ def test_without_a_model_it_explores_within_bounds_or_stays_safe():
 
 def test_exploration_stops_when_its_budget_is_spent_and_planning_starts_with_a_model():
     controller = make_controller(exploration_steps=30)
-    modes = [controller.step(np.zeros(5), has_model=False).mode for _ in range(40)]
+    waiting = []
+    modes = []
+    for _ in range(40):
+        waiting.append(controller.waiting_for_model)
+        modes.append(controller.step(np.zeros(5), has_model=False).mode)
     assert modes == ["explore"] * 30 + ["safe"] * 10
+    assert waiting == [False] * 30 + [True] * 10  # the node paces lockstep by it (pace_while_waiting)
+    assert not make_controller().waiting_for_model  # no budget: it explores until a model comes
     waiting = controller.step(np.zeros(5), has_model=False)
     assert "budget" in waiting.reason
     np.testing.assert_array_equal(waiting.action, [0.0, 0.0])
+    assert controller.waiting_for_model
     attach_mppi(controller, KinematicBicycle())
+    assert not controller.waiting_for_model
     assert controller.step(np.zeros(5)).mode == "plan"
     with pytest.raises(ValueError, match="exploration_steps"):
         make_controller(exploration_steps=-1)

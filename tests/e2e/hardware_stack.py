@@ -68,7 +68,7 @@ def small_hand_config(folder: Path, random_transitions: int = 200, small_model: 
     shorter training and fewer MPPI samples), so that a model comes sooner."""
     shutil.copytree(REPO_ROOT / "config", folder)
     changes = [("random_transitions: 1000", f"random_transitions: {random_transitions}"),
-               ("poll_period: 5.0", "poll_period: 0.5"), ("split_duration: 20.0", "split_duration: 2.0")]
+               ("poll_period: 1.0", "poll_period: 0.5"), ("split_duration: 5.0", "split_duration: 2.0")]
     if small_model:
         changes += [("ensemble_size: 5", "ensemble_size: 2"), ("num_elites: 5", "num_elites: 2"),
                     ("hidden_sizes: [200, 200]", "hidden_sizes: [64, 64]"), ("epochs: 100", "epochs: 10")]

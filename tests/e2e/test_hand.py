@@ -13,12 +13,15 @@ it as JointTrajectory, and its joint states must come back as the estimator's st
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from hardware_stack import domain_for, emulated_robot, small_hand_config
 from mbrl_ros.stack_run import StackRun
 from mbrl_ros.io.bags import list_bags, transitions_from_bags
 
+RANDOM = 200  # small_hand_config's exploration budget
 NODES = ("launch_check", "sim_hand", "estimator", "dynamics_server", "controller", "data_logger",
          "trainer")
 
@@ -27,7 +30,7 @@ NODES = ("launch_check", "sim_hand", "estimator", "dynamics_server", "controller
 def hand(tmp_path_factory):
     domain = domain_for("e2e-hand")
     folder = tmp_path_factory.mktemp("hand")
-    config = small_hand_config(folder / "config")
+    config = small_hand_config(folder / "config", random_transitions=RANDOM)
     run = StackRun(folder, {"robot": "hand", "hardware": "sim", "lockstep": "true",
                             "run_dir": str(folder / "run"), "config_dir": str(config)},
                    domain, namespace="hand", watch_timing=False)
@@ -43,8 +46,17 @@ def test_the_hand_explores_learns_and_plans_with_the_learned_model(hand):
     assert set(run.runner.pids) == set(NODES), run.runner.pids
     run.wait_for(lambda: int(watcher.status("/hand/controller").get("cycles_explore", "0")) > 20, 120,
                  "the controller to explore on the hand's state")
+    run.wait_for(lambda: int(watcher.status("/hand/controller").get("cycles_explore", "0")) >= RANDOM, 120,
+                 "the controller to spend its exploration budget")
+    waiting_from, safe_before = time.monotonic(), int(watcher.status("/hand/controller")["cycles_safe"])
     run.wait_for(lambda: int(watcher.status("/hand/controller").get("model_version", "0")) >= 1, 180,
                  "the first trained ensemble to reach the controller")
+    # Waiting for it, lockstep ran at most at the control rate (pace_while_waiting), not as fast as the
+    # simulator steps: the stop's cycles over the wait's wall time (plus the one diagnostics period by
+    # which the first count may lag) at 25 Hz, with a 20 % margin.
+    waited = time.monotonic() - waiting_from
+    stops = int(watcher.status("/hand/controller")["cycles_safe"]) - safe_before
+    assert stops <= 1.2 * 25 * (waited + 1.0) + 5, (stops, waited)
     cycles = int(watcher.status("/hand/controller").get("cycles_plan", "0"))
     run.wait_for(lambda: int(watcher.status("/hand/controller").get("cycles_plan", "0")) > cycles + 20, 60,
                  "the controller to plan with the learned model")
