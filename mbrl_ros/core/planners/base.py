@@ -331,6 +331,7 @@ class Planner:
             raise ValueError(f"{self.name}: action_high must exceed action_low in every dimension, "
                              f"got low={self.action_low.tolist()} high={self.action_high.tolist()}")
         self.previous_action: torch.Tensor | None = None
+        self.prior = None  # a learned policy as sampling prior and warm start (set_prior)
         self.reset()
 
     # Public API --------------------------------------------------------------
@@ -359,6 +360,36 @@ class Planner:
         if self.config.compile_cache is not None:
             use_compile_cache(self.config.compile_cache)
         return torch.compile(fn, **options)
+
+    def set_prior(self, policy) -> None:
+        """A learned policy (``policy(states[B, nx]) -> actions[B, nu]``, its context set; None: none) as the
+        sampling prior and warm start of planners with ``policy_prior_fraction`` (MPPI, CEM) > 0."""
+        self.prior = policy
+
+    def prior_actions(self, state: torch.Tensor) -> torch.Tensor | None:
+        """The prior policy's closed-loop actions ``[H, nu]`` from ``state`` through the model, within the
+        limits (None without a prior, with ``policy_prior_fraction`` 0, or when its actions are not finite)."""
+        if self.prior is None or getattr(self.config, "policy_prior_fraction", 0.0) <= 0:
+            return None
+        with torch.no_grad():
+            x, actions = state[None], []
+            for _ in range(self.horizon):
+                actions.append(self.prior(x).to(self.dtype))
+                x = self.model(x, actions[-1])
+            actions = self.limit(torch.cat(actions))
+        return actions if bool(torch.isfinite(actions).all()) else None
+
+    def warm_start_from_prior(self, state: torch.Tensor, warm_start: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+        """-> (the warm start to plan from, the prior's actions or None, 'policy' | 'shifted'): the prior's
+        closed-loop actions replace the shifted previous plan when their cost through the model is lower."""
+        prior = self.prior_actions(state)
+        if prior is None:
+            return warm_start, None, "shifted"
+        both = torch.stack([warm_start, prior])
+        with torch.no_grad():
+            costs = self.cost(rollout(self.model, state, both), both)
+        return (prior, prior, "policy") if bool(costs[1] < costs[0]) else (warm_start, prior, "shifted")
 
     def reset(self) -> None:
         """Forget the warm start and the previously applied action."""

@@ -18,6 +18,10 @@ iCEM (Pinneri et al., 2020) options:
 - ``population_decay``: the population shrinks by this factor per iteration.
 - ``return_best``: apply the best sequence seen rather than the final mean.
 
+A learned policy as prior (``set_prior``, ``policy_prior_fraction`` > 0): its closed-loop
+rollout through the model becomes the mean's warm start when it beats the shifted
+previous plan, and that share of the first iteration's population is drawn around it.
+
 Everything is batched over the population; the only Python loop is over the few
 iterations. ``compile: true`` compiles the rollout-and-cost evaluation (one graph
 per distinct population size).
@@ -63,6 +67,7 @@ class CemConfig(PlannerConfig):
     return_best: bool = False
     num_rollouts_returned: int = 0
     compile: bool = False
+    policy_prior_fraction: float = 0.0  # share of the first population drawn around the prior policy's rollout
 
     def validate(self, source: str = "cem") -> None:
         super().validate(source)
@@ -77,6 +82,7 @@ class CemConfig(PlannerConfig):
         _real(source, "noise_exponent", self.noise_exponent, low=0.0, high=6.0)
         _real(source, "keep_elites_fraction", self.keep_elites_fraction, low=0.0, high=1.0)
         _real(source, "population_decay", self.population_decay, low=1.0)
+        _real(source, "policy_prior_fraction", self.policy_prior_fraction, low=0.0, high=1.0)
         _positive_int(source, "num_rollouts_returned", self.num_rollouts_returned, minimum=0)
         for key in ("shift_elites", "return_best", "compile"):
             if not isinstance(getattr(self, key), bool):
@@ -164,7 +170,7 @@ class CemPlanner(Planner):
         c = self.config
         if not self._dynamics.still_valid():
             self._build_evaluate()
-        mean = self._mean
+        mean, prior, warm_start = self.warm_start_from_prior(state, self._mean)
         std = self.initial_std.expand(self.horizon, -1).clone()
         kept = self._kept
         best_cost = torch.tensor(float("inf"), dtype=self.dtype, device=self.device)
@@ -173,6 +179,9 @@ class CemPlanner(Planner):
         for iteration in range(c.iterations):
             count = max(c.elites * 2, int(round(c.population / c.population_decay**iteration)))
             samples = self._sample(count, mean, std)
+            if iteration == 0 and prior is not None:
+                num_prior = min(count, int(math.ceil(c.policy_prior_fraction * count)))
+                samples = torch.cat((self._sample(num_prior, prior, std), samples[num_prior:]))
             if kept is not None:
                 samples = torch.cat((samples[: count - kept.shape[0]], self.limit(kept)))
             if iteration == c.iterations - 1:
@@ -204,5 +213,5 @@ class CemPlanner(Planner):
             predicted_states=predicted[0],
             cost=float(plan_cost),
             rollouts=rollouts,
-            info={"best_sample_cost": float(best_cost), "final_std": std.mean().item()},
+            info={"best_sample_cost": float(best_cost), "final_std": std.mean().item(), "warm_start": warm_start},
         )

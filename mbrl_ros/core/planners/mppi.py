@@ -140,7 +140,6 @@ class MppiPlanner(Planner):
         num_prior = int(math.ceil(c.policy_prior_fraction * c.num_samples))
         self._prior_mask = torch.zeros(c.num_samples, dtype=self.dtype, device=self.device)
         self._prior_mask[c.num_samples - num_prior:] = 1.0
-        self.prior = None
         self._check_disagreement(model)
         self._build_step()
 
@@ -159,24 +158,6 @@ class MppiPlanner(Planner):
         super().set_model(model)
         self._check_disagreement(model)
         self._build_step()
-
-    def set_prior(self, policy) -> None:
-        """The learned policy (``policy(states[B, nx]) -> actions[B, nu]``, its context set; None: none) whose
-        closed-loop rollout guides sampling and the warm start (when ``policy_prior_fraction`` > 0)."""
-        self.prior = policy
-
-    def prior_actions(self, state: torch.Tensor) -> torch.Tensor | None:
-        """The prior policy's closed-loop actions ``[H, nu]`` from ``state`` through the model, within the
-        limits (None without a prior, or when it gives non-finite actions)."""
-        if self.prior is None or self.config.policy_prior_fraction <= 0:
-            return None
-        with torch.no_grad():
-            x, actions = state[None], []
-            for _ in range(self.horizon):
-                actions.append(self.prior(x).to(self.dtype))
-                x = self.model(x, actions[-1])
-            actions = self.limit(torch.cat(actions))
-        return actions if bool(torch.isfinite(actions).all()) else None
 
     def sample_noise(self, num_samples: int | None = None, key: int = 0) -> torch.Tensor:
         """Noise as the planner samples it, ``[K, H, nu]``, for a given key (for tests and plots)."""
@@ -212,15 +193,8 @@ class MppiPlanner(Planner):
         if not self._dynamics.still_valid():
             self._build_step()
         previous, has_previous = self._previous()
-        prior = self.prior_actions(state)
-        warm_start = "shifted"
-        if prior is not None:
-            both = torch.stack([self._nominal, prior])  # the shifted previous plan and the policy's rollout
-            with torch.no_grad():
-                costs = self.cost(self._dynamics.rollout(state, both.permute(1, 2, 0)).permute(2, 0, 1), both)
-            if bool(costs[1] < costs[0]):
-                self._nominal, warm_start = prior, "policy"
-        else:
+        self._nominal, prior, warm_start = self.warm_start_from_prior(state, self._nominal)
+        if prior is None:
             prior = self._nominal
         # Each step's noise is a pure function of (seed, step count): reproducible, no generator state.
         key = torch.tensor(self.config.seed * 1_000_003 + self._steps, dtype=torch.int64, device=self.device)
