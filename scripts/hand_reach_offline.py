@@ -11,7 +11,10 @@ planner failure (the model knows a better plan) and a model failure (it does not
 More: ``rounds=N`` alternates ``evals`` control episodes with retraining on all data so far (``gate=1``: through
 the trainer's own round, core.retraining.train_candidate with config/hand.yaml's settings, printing the gate's
 verdict and both models' errors per state group); ``held=N`` measures the model on N held targets (see
-``held_targets``); ``planner=cem`` and ``p_KEY=VALUE`` set any planner key; ``verbose=0`` prints rounds only.
+``held_targets``); ``planner=cem`` and ``p_KEY=VALUE`` set any planner key; ``verbose=0`` prints rounds only;
+``model=oracle`` plans on the simulator itself (``SimulatorModel``: what the planner reaches with a perfect
+model; about 2 s a step with horizon=7 samples=200); ``tips=kinematics`` costs the fingertips that the
+simulator's kinematics give for the predicted joints instead of the model's fingertip outputs.
 """
 
 import os
@@ -28,6 +31,7 @@ from mbrl_ros.core.control import ExplorationPolicy
 from mbrl_ros.core.costs import TERM_KINDS, build_cost
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.models import build_model
+from mbrl_ros.core.models.base import DynamicsModel
 from mbrl_ros.core.planners import build_planner
 from mbrl_ros.core.retraining import train_candidate
 from mbrl_ros.core.training import train_ensemble
@@ -83,6 +87,59 @@ def held_targets(sim: HandSim, model, count: int, steps: int = 15) -> None:
           f"predicted, {100 * np.mean(from_joints):.2f} cm by kinematics of the predicted joints", flush=True)
 
 
+class KinematicTips(FingertipTargetTerm):
+    """``tips=kinematics``: the fingertips by the simulator's kinematics of the predicted joints, not the model's
+    fingertip outputs (slow, a Python loop over MuJoCo: a check of what kinematics would give, not a planner)."""
+
+    sim: HandSim
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        joints = states[..., :24].reshape(-1, 24).double().numpy()
+        tips = torch.tensor(np.array([self.sim.fingertips_at(q).ravel() for q in joints]), dtype=states.dtype)
+        return super().forward(torch.cat([states[..., :48], tips.reshape(*states.shape[:-1], 15)], -1), actions)
+
+
+class SimulatorModel(DynamicsModel):
+    """``model=oracle``: the simulator itself as the planner's model (mujoco.rollout from each state: joints set,
+    the rest of the physics state as at the episode's start), to tell what MPPI reaches with a perfect model."""
+
+    def __init__(self, sim: HandSim) -> None:
+        import mujoco
+        import mujoco.rollout
+
+        super().__init__(63, 20)
+        sim.reset(seed=0)  # valid physics data to start each rollout from
+        self.sim, self.mujoco = sim, mujoco
+        self.env = sim.unwrapped
+        m = self.env.model
+        self.qpos = [m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"robot0:{n}")] for n in sim.joint_names]
+        self.qvel = [m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"robot0:{n}")] for n in sim.joint_names]
+        self.spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        self.substeps = int(round(sim.dt / m.opt.timestep))
+        self.data = mujoco.MjData(m)
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        mujoco, m, d = self.mujoco, self.env.model, self.env.data
+        size = mujoco.mj_stateSize(m, self.spec)
+        base = np.empty(size)
+        mujoco.mj_getState(m, d, base, self.spec)
+        x = states.double().numpy()
+        initial = np.repeat(base[None], len(x), 0)
+        self.data.qpos[:], self.data.qvel[:] = d.qpos, d.qvel
+        for row, state in enumerate(x):  # the state vector's joints into each row's physics state
+            self.data.qpos[self.qpos], self.data.qvel[self.qvel] = state[:24], state[24:48]
+            mujoco.mj_getState(m, self.data, initial[row], self.spec)
+        control = np.repeat(np.array([self.sim.actuator_targets(a) for a in actions.double().numpy()])[:, None],
+                            self.substeps, 1)
+        out, _ = mujoco.rollout.rollout(m, self.data, initial, control)
+        result = np.empty_like(x)
+        for row in range(len(x)):
+            mujoco.mj_setState(m, self.data, out[row, -1], self.spec)
+            q, v = self.data.qpos[self.qpos].copy(), self.data.qvel[self.qvel].copy()
+            result[row] = np.concatenate([q, v, self.sim.fingertips_at(q).ravel()])
+        return torch.tensor(result, dtype=states.dtype)
+
+
 def main() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     torch.set_num_threads(1)
@@ -118,14 +175,18 @@ def main() -> None:
         print(f"  gate: {'deployed' if result.decision.accept else 'rejected'}: {result.decision.reason}", flush=True)
         return result.fit.model.eval() if result.decision.accept else current
 
-    model = fit(train)
+    model = SimulatorModel(HandSim("reach")) if a.get("model") == "oracle" else fit(train)
+    tips_term = FingertipTargetTerm
+    if a.get("tips") == "kinematics":
+        KinematicTips.sim = HandSim("reach")  # its own data: fingertips_at does not touch the episode's
+        tips_term = KinematicTips
     if int(a.get("held", 0)):
         held_targets(sim, model, int(a["held"]))
     cost = build_cost({"fingertips": {"type": "fingertip_target", "indices": list(range(48, 63)),
                                       "form": a.get("form", "norm"), "stage_weight": 1.0,
                                       "terminal_weight": float(a.get("terminal", 5.0))},
                        "effort": {"weight": float(a.get("effort", 0.001))}}, 63, 20,
-                      kinds={**TERM_KINDS, "fingertip_target": FingertipTargetTerm})
+                      kinds={**TERM_KINDS, "fingertip_target": tips_term})
     if a.get("planner", "mppi") == "mppi":
         planner_config = {"horizon": int(a.get("horizon", 10)), "num_samples": int(a.get("samples", 300)),
                           "temperature": float(a.get("temp", 0.05)), "sigma": [float(a.get("sigma", 0.3))] * 20,
