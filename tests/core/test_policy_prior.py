@@ -72,7 +72,8 @@ def test_the_policy_prior_at_16_samples_does_better_than_without_on_the_same_see
     model, cost, actor, starts = task
     without = episode_costs(model, cost, starts, 16, seed, planner=planner)
     with_prior = episode_costs(model, cost, starts, 16, seed, prior=actor, fraction=0.5, planner=planner)
-    # Measured (2 seeds, 8 starts, 40 steps): 0.39 -> 0.27 and 0.41 -> 0.25.
+    print(f"{planner} at 16 samples, seed {seed}: mean episode cost {without:.3f} without the prior, "
+          f"{with_prior:.3f} with it")  # pytest -s shows the numbers
     assert with_prior < 0.85 * without, (with_prior, without)
 
 
