@@ -46,9 +46,10 @@ import numpy as np
 from mbrl_ros.bench.latency import planning_cycles, real_time_car, start_real_time_car
 
 SAMPLE_S = 5.0  # seconds between memory samples
-# The controller's cycles that answer a state with a planned command: planned now, or the shifted
-# previous plan when planning overran the period (an overrun is a deadline miss, not a lost cycle).
-PLANNED = ("plan", "fallback")
+# The controller's cycles that answer a state with a planned command: planned now, or the learned policy's
+# action or the shifted previous plan when planning overran the period (an overrun is a deadline miss, not a
+# lost cycle), or the policy's action under controller:=policy.
+PLANNED = ("plan", "fallback", "fallback_policy", "policy")
 RETRAIN_EVERY = 100  # transitions (20 s of parking at 5 Hz): a round about every closed bag
 WARMUP_TIMEOUT_S = 600.0
 FLUSH_S = 3.0  # kept running after the window, so the logger has what the window sent (flush period 0.5 s)
