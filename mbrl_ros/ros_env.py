@@ -24,8 +24,10 @@ Shell users: ``source scripts/ros_env.sh``, or
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import typing
+import zlib
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +87,27 @@ def workspace_env(
 
 # Set in a process that reexec_in_workspace started, so that it never re-executes again.
 REEXEC_MARK = "MBRL_ROS_IN_WORKSPACE"
+
+
+def domain_in_use(domain: int) -> bool:
+    """Whether a DDS participant on this host is in ROS domain ``domain``: the first participant of a
+    domain binds its well-known metatraffic unicast port (the RTPS port mapping that Fast DDS and
+    Cyclone DDS follow: 7400 + 250 * domain + 10), which no other process can then bind."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("", 7410 + 250 * domain))
+        except OSError:
+            return True
+    return False
+
+
+def free_domain_id(label: str, domains: int = 200) -> int:
+    """A ROS domain (1..domains) for a run of its own: the first free one from a hash of the pid and
+    ``label``, so two runs on one machine (a demo and a test, two tests) do not talk to each other,
+    and none talks to robots on the default domain 0."""
+    start = zlib.crc32(f"{os.getpid()}:{label}".encode())
+    candidates = [1 + (start + k) % domains for k in range(domains)]
+    return next((d for d in candidates if not domain_in_use(d)), candidates[0])
 
 
 def reexec_in_workspace(cli_args: list[str], why: str) -> "typing.NoReturn":

@@ -20,7 +20,6 @@ import os
 import shutil
 import sys
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,7 +29,7 @@ import yaml
 from mbrl_ros.core.angles import yaw_from_quaternion
 from mbrl_ros.io.config import ConfigError, merge
 from mbrl_ros.ros.stamps import stamp_to_ns
-from mbrl_ros.ros_env import REPO_ROOT, workspace_env
+from mbrl_ros.ros_env import REPO_ROOT, free_domain_id, workspace_env
 
 
 
@@ -40,11 +39,11 @@ def progress_options() -> dict:
 
 
 def default_domain_id(label: str) -> int:
-    """A ROS domain for a run: ROS_DOMAIN_ID if set, else one derived from the pid (1..200),
-    so a demo does not talk to robots or other runs on the default domain 0."""
+    """A ROS domain for a run: ROS_DOMAIN_ID if set, else a free one (``ros_env.free_domain_id``),
+    so a demo does not talk to robots on the default domain 0 or to another run on this machine."""
     if os.environ.get("ROS_DOMAIN_ID", "").strip().isdigit():
         return int(os.environ["ROS_DOMAIN_ID"])
-    return 1 + zlib.crc32(f"{os.getpid()}:{label}".encode()) % 200
+    return free_domain_id(label)
 
 
 def prepare_config(source: Path, target: Path, robot: str, task: str,

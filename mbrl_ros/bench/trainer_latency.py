@@ -30,10 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
-from mbrl_ros.ros_env import REPO_ROOT, workspace_env
+from mbrl_ros.ros_env import REPO_ROOT, free_domain_id, workspace_env
 
 NAMESPACE = "/car"
 WINDOW = 500  # LoopStats' window in the controller's diagnostics
@@ -252,7 +251,7 @@ def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu
             "random_transitions": 100_000_000, "poll_period": 0.5, "training": {"epochs": epochs}}},
         "/**/controller": {"ros__parameters": {"trigger": "timer"}},
     }, indent=1))
-    domain = 1 + zlib.crc32(f"{os.getpid()}:{time.time()}".encode()) % 200
+    domain = free_domain_id("trainer-latency")
     env = workspace_env(domain_id=domain)
     env["ROS_LOG_DIR"] = str(work / "ros_log")
     config_files = [REPO_ROOT / "config" / "car.yaml", REPO_ROOT / "config" / "car_parking.yaml", overrides]

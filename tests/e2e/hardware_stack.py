@@ -8,21 +8,19 @@ carry what the tests check.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import sys
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
 from mbrl_ros.stack_run import StackRun
-from mbrl_ros.ros_env import REPO_ROOT, workspace_env
+from mbrl_ros.ros_env import REPO_ROOT, free_domain_id, workspace_env
 
 
 def domain_for(name: str) -> int:
-    return 1 + zlib.crc32(f"{os.getpid()}:{name}".encode()) % 200
+    return free_domain_id(name)
 
 
 def start_emulator(domain: int, module: str, params: dict[str, object], log: Path) -> subprocess.Popen:

@@ -7,13 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import yaml
 
 from hardware_stack import small_hand_config
-from mbrl_ros.ros_env import REPO_ROOT
+from mbrl_ros.ros_env import REPO_ROOT, free_domain_id
 
 HAND_RANDOM = 1000  # random transitions before the first model: 20 HandReach episodes
 
@@ -21,7 +20,7 @@ HAND_RANDOM = 1000  # random transitions before the first model: 20 HandReach ep
 def test_demo_car_brings_up_the_stack_learns_parks_and_reports(tmp_path):
     out, summary_file = tmp_path / "run", tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "MBRL_ROS_IN"))}
-    env["ROS_DOMAIN_ID"] = str(1 + zlib.crc32(f"{os.getpid()}:e2e-demo".encode()) % 200)
+    env["ROS_DOMAIN_ID"] = str(free_domain_id("e2e-demo"))
     command = [sys.executable, "-m", "mbrl_ros.cli", "demo", "car", "--episodes", "2",
                "--random-transitions", "400", "--out", str(out), "--json", str(summary_file)]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -55,7 +54,7 @@ def test_demo_car_brings_up_the_stack_learns_parks_and_reports(tmp_path):
 def test_demo_base_gives_the_same_outputs_as_the_cars(tmp_path):
     out, summary_file = tmp_path / "run", tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "MBRL_ROS_IN"))}
-    env["ROS_DOMAIN_ID"] = str(1 + zlib.crc32(f"{os.getpid()}:e2e-demo-base".encode()) % 200)
+    env["ROS_DOMAIN_ID"] = str(free_domain_id("e2e-demo-base"))
     command = [sys.executable, "-m", "mbrl_ros.cli", "demo", "base", "--episodes", "2",
                "--random-transitions", "300", "--out", str(out), "--json", str(summary_file)]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -99,7 +98,7 @@ def test_demo_hand_reaches_closer_than_random_actions_on_the_same_seeds(tmp_path
     out, summary_file = tmp_path / "run", tmp_path / "summary.json"
     config = small_hand_config(tmp_path / "config", random_transitions=HAND_RANDOM, small_model=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "MBRL_ROS_IN"))}
-    env["ROS_DOMAIN_ID"] = str(1 + zlib.crc32(f"{os.getpid()}:e2e-demo-hand".encode()) % 200)
+    env["ROS_DOMAIN_ID"] = str(free_domain_id("e2e-demo-hand"))
     command = [sys.executable, "-m", "mbrl_ros.cli", "demo", "hand", "--task", "reach", "--episodes", "3",
                "--config-dir", str(config), "--out", str(out), "--json", str(summary_file)]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -153,7 +152,7 @@ def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
                        "cost": {"path_tracking": {"target_speed": 8.0}}}})
     out, summary_file = tmp_path / "run", tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "MBRL_ROS_IN"))}
-    env["ROS_DOMAIN_ID"] = str(1 + zlib.crc32(f"{os.getpid()}:e2e-demo-race".encode()) % 200)
+    env["ROS_DOMAIN_ID"] = str(free_domain_id("e2e-demo-race"))
     command = [sys.executable, "-m", "mbrl_ros.cli", "demo", "car", "--task", "race", "--model", "parametric",
                "--episodes", "1", "--random-transitions", "300", "--config-dir", str(config), "--out", str(out),
                "--json", str(summary_file)]

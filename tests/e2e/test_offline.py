@@ -15,12 +15,10 @@ until its closed bags hold 600 transitions. Then:
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ import pytest
 from mbrl_ros.stack_run import StackRun, StackWatcher, prepare_config
 from mbrl_ros.io.bags import BagError, list_bags
 from mbrl_ros.offline.fit import read_transitions, trainer_parameters
-from mbrl_ros.ros_env import REPO_ROOT, workspace_env
+from mbrl_ros.ros_env import REPO_ROOT, free_domain_id, workspace_env
 
 TRANSITIONS_TO_RECORD = 600
 REPLAYED_BAGS = 3  # of 20 s each: about 300 steps, a minute of replay
@@ -38,7 +36,7 @@ NO_TRAINING = {"trainer": {"random_transitions": 100_000_000}}
 
 
 def domain_for(label: str) -> int:
-    return 1 + zlib.crc32(f"{os.getpid()}:{label}".encode()) % 200
+    return free_domain_id(label)
 
 
 def start_stack(folder: Path, label: str, **launch_args: str) -> StackRun:

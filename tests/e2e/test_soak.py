@@ -26,9 +26,9 @@ import json
 import os
 import subprocess
 import sys
-import zlib
 
 import numpy as np
+from mbrl_ros.ros_env import free_domain_id
 
 MINUTES = 2.0
 
@@ -36,7 +36,7 @@ MINUTES = 2.0
 def test_a_two_minute_soak_stays_within_bounds(tmp_path):
     out, result_file = tmp_path / "run", tmp_path / "soak.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "MBRL_ROS_IN"))}
-    env["ROS_DOMAIN_ID"] = str(1 + zlib.crc32(f"{os.getpid()}:e2e-soak".encode()) % 200)
+    env["ROS_DOMAIN_ID"] = str(free_domain_id("e2e-soak"))
     done = subprocess.run([sys.executable, "-m", "mbrl_ros.cli", "soak", "--minutes", str(MINUTES), "--out", str(out),
                            "--json", str(result_file)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=900)

@@ -9,14 +9,13 @@ plain rclpy and standard messages only (diagnostics, lifecycle services).
 from __future__ import annotations
 
 import os
-import zlib
 
 import pytest
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import GetState
 
 from mbrl_ros.stack_run import StackRun, prepare_config
-from mbrl_ros.ros_env import REPO_ROOT
+from mbrl_ros.ros_env import REPO_ROOT, free_domain_id
 
 NODES = ("launch_check", "sim_car", "estimator", "dynamics_server", "controller", "data_logger",
          "trainer")
@@ -30,7 +29,7 @@ SMALL = {"trainer": {"random_transitions": 500, "poll_period": 1.0},
 def stack(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stack")
     config = prepare_config(REPO_ROOT / "config", folder / "config", "car", "parking", SMALL)
-    domain = 1 + zlib.crc32(f"{os.getpid()}:e2e-stack".encode()) % 200
+    domain = free_domain_id("e2e-stack")
     # Standard messages only in this process (it cannot import mbrl_interfaces): no timing topic.
     run = StackRun(folder, {"robot": "car", "hardware": "sim", "task": "parking", "lockstep": "true",
                             "run_dir": str(folder / "run"), "config_dir": str(config)},

@@ -9,15 +9,12 @@ controller's last command is a stop.
 from __future__ import annotations
 
 import math
-import os
-import signal
-import zlib
 
 import pytest
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
-from mbrl_ros.ros_env import REPO_ROOT
+from mbrl_ros.ros_env import REPO_ROOT, free_domain_id
 from mbrl_ros.stack_run import StackRun, prepare_config
 
 # Exploration without a limit and no model: the car drives around at random until stopped.
@@ -29,7 +26,7 @@ OVERRIDES = {"controller": {"random_transitions": 0, "exploration_smoothing": 0.
 def stack(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stop")
     config = prepare_config(REPO_ROOT / "config", folder / "config", "car", "parking", OVERRIDES)
-    domain = 1 + zlib.crc32(f"{os.getpid()}:e2e-stop".encode()) % 200
+    domain = free_domain_id("e2e-stop")
     run = StackRun(folder, {"robot": "car", "hardware": "sim", "task": "parking", "lockstep": "true",
                             "run_dir": str(folder / "run"), "config_dir": str(config)}, domain, watch_timing=False)
     try:

@@ -20,6 +20,7 @@ from mbrl_ros.io.bag_tools import bag_info
 from mbrl_ros.io.bags import COMMAND_TYPE, STATE_TYPE, BagError, default_typestore, load_transitions, stack_mapping
 from mbrl_ros.io.ros_types import FROM_BAG, UNKNOWN, mbrl_typestore
 from upstream_bags import QOS_FOXY, QOS_GALACTIC, topics_of, write_mcap_bag, write_sqlite_bag
+from mbrl_ros.ros_env import free_domain_id
 
 T0 = 1_700_000_000 * 10**9
 STEPS = 30
@@ -247,8 +248,7 @@ def test_replay_publishes_every_message_of_a_bag_whose_metadata_qos_differs(tmp_
     import subprocess
     import sys
     import time
-    import zlib
-
+    
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.serialization import serialize_message
@@ -262,7 +262,7 @@ def test_replay_publishes_every_message_of_a_bag_whose_metadata_qos_differs(tmp_
     bag = write_sqlite_bag(tmp_path / "rosbag2_galactic", 5, [topic], messages, distro="galactic")
     assert rosbags_yields(bag) == 0
 
-    domain = 1 + zlib.crc32(f"{os.getpid()}:{request.node.nodeid}".encode()) % 200
+    domain = free_domain_id(request.node.nodeid)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node("replay_listener", context=context)

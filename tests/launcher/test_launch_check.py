@@ -7,16 +7,14 @@ mbrl-ros launch both honour.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import zlib
 
 import pytest
 
 from mbrl_ros.launch_check import HARDWARE_FILES, check_combination
 from mbrl_ros.robots import available_robots, get_robot
-from mbrl_ros.ros_env import REPO_ROOT, workspace_env
+from mbrl_ros.ros_env import REPO_ROOT, free_domain_id, workspace_env
 
 CONFIG = REPO_ROOT / "config"
 
@@ -47,7 +45,7 @@ def test_a_combination_the_stack_cannot_run_is_refused_with_the_reason(robot, ta
 
 def test_the_launch_ends_with_the_reason_and_exit_code_1(tmp_path):
     """robot:=hand model:=parametric: every argument a valid choice, the combination not; the whole launch ends."""
-    domain = 1 + zlib.crc32(f"{os.getpid()}:launch-check".encode()) % 200
+    domain = free_domain_id("launch-check")
     env = {**workspace_env(domain_id=domain), "ROS_LOG_DIR": str(tmp_path / "log")}
     ended = subprocess.run([sys.executable, "-m", "mbrl_ros.launcher", str(REPO_ROOT / "launch" / "bringup.launch.yaml"),
                             "robot:=hand", "model:=parametric", f"config_dir:={CONFIG}", f"run_dir:={tmp_path / 'run'}"],

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import zlib
 
 import pytest
 import rclpy
@@ -25,6 +24,7 @@ from std_msgs.msg import String
 from car_bags import write_car_bag
 
 from mbrl_ros.io.recording import BagRecorder, bag_qos
+from mbrl_ros.ros_env import free_domain_id
 
 T0 = 50 * 10**9  # the bag's first log time (ns)
 STEP = 100_000_000  # 0.1 s between messages
@@ -44,7 +44,7 @@ def string_bag(path):
 
 @pytest.fixture
 def domain(request) -> int:
-    return 1 + zlib.crc32(f"{os.getpid()}:{request.node.nodeid}".encode()) % 200
+    return free_domain_id(request.node.nodeid)
 
 
 @pytest.fixture

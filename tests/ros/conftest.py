@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import zlib
 
 import pytest
 
-from mbrl_ros.ros_env import workspace_env
+from mbrl_ros.ros_env import free_domain_id, workspace_env
 
 
 @pytest.fixture
 def ros_env(request) -> dict[str, str]:
     """The workspace environment, in a ROS domain (1..200) derived from the pid and test name."""
-    domain = 1 + zlib.crc32(f"{os.getpid()}:{request.node.nodeid}".encode()) % 200
+    domain = free_domain_id(request.node.nodeid)
     return workspace_env(domain_id=domain)
 
 

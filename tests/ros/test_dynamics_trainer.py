@@ -10,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import pickle
 import signal
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ import torch
 from mbrl_ros.io import checkpoint
 from mbrl_ros.io.config import launch_parameters, node_parameters
 from mbrl_ros.io.model_update import pack
-from mbrl_ros.ros_env import REPO_ROOT, workspace_env
+from mbrl_ros.ros_env import REPO_ROOT, free_domain_id, workspace_env
 from mbrl_ros.robots import get_robot
 from peer_client import Peer
 
@@ -45,7 +43,7 @@ BICYCLE = {"type": "parametric", "dt": DT, "substeps": 3, "speed_input": "accele
 @pytest.fixture
 def stack(request, tmp_path):
     """Start nodes and the peer in a domain of this test; stop them all at the end."""
-    domain = 1 + zlib.crc32(f"{os.getpid()}:{request.node.nodeid}".encode()) % 200
+    domain = free_domain_id(request.node.nodeid)
     env = workspace_env(domain_id=domain)
     env["ROS_LOG_DIR"] = str(tmp_path / "ros_log")
     procs: list[tuple[subprocess.Popen, Path]] = []
