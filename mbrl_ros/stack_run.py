@@ -186,6 +186,9 @@ class StackWatcher:
     def model_version(self) -> int:
         return int(self.node_status("controller").get("model_version", "0") or 0)
 
+    def policy_version(self) -> int:
+        return int(self.node_status("controller").get("policy_version", "0") or 0)
+
     def episodes(self) -> list[EpisodeTrace]:
         """Finished episodes with their odometry (by stamp: [start, end) of each episode)."""
         traces = []

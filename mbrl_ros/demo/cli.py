@@ -27,7 +27,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="evaluated episodes, counted from the first one that starts with a model (default: 20)")
     parser.add_argument("--model", choices=["parametric", "ensemble", "semiparametric"], default=None,
                         help="model kind the trainer fits (default: the config's trainer.model_kind)")
-    parser.add_argument("--controller", choices=["mppi", "cem", "ilqr", "rs"], default="mppi", help="default: mppi")
+    parser.add_argument("--controller", choices=["mppi", "cem", "ilqr", "rs", "policy"], default="mppi",
+                        help="default: mppi; policy: the policy the trainer learns on each model, alone (evaluated "
+                        "from the first episode that starts with it)")
+    parser.add_argument("--policy-prior", type=float, default=None, metavar="FRACTION",
+                        help="mppi or cem with the learned policy as prior: this share of the samples drawn around "
+                        "its rollout (the planner's policy_prior_fraction; the trainer then learns a policy)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="the planner's samples (mppi num_samples, cem population; default: from config)")
     parser.add_argument("--random-transitions", type=int, default=None,
                         help="random exploration before the first model (default: from config)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode and of exploration")
@@ -51,6 +58,10 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit("mbrl-ros demo: --episodes must be >= 1")
     if args.random_transitions is not None and args.random_transitions < 1:
         raise SystemExit("mbrl-ros demo: --random-transitions must be >= 1")
+    if args.policy_prior is not None and (args.controller not in ("mppi", "cem") or not 0 < args.policy_prior <= 1):
+        raise SystemExit("mbrl-ros demo: --policy-prior needs --controller mppi or cem and a fraction in (0, 1]")
+    if args.samples is not None and (args.controller not in ("mppi", "cem") or args.samples < 1):
+        raise SystemExit("mbrl-ros demo: --samples needs --controller mppi or cem and a count >= 1")
     tasks = demo_tasks()[args.robot]
     if args.task is not None and args.task not in tasks:
         raise SystemExit(f"mbrl-ros demo: robot {args.robot} has no task '{args.task}'; tasks: {', '.join(tasks)}")
@@ -66,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
             controller=args.controller, random_transitions=args.random_transitions, seed=args.seed,
             config_dir=args.config_dir, out_dir=args.out, json_path=args.json, lockstep=not args.real_time,
             domain_id=args.domain_id, timeout_s=args.timeout, show_logs=args.show_logs,
+            overrides=planner_overrides(args.controller, args.samples, args.policy_prior),
         )
     except (ValueError, LaunchError, RuntimeError) as error:  # config, launch file, a node that died
         print(f"mbrl-ros demo: error: {error}", file=sys.stderr)
@@ -73,3 +85,13 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("mbrl-ros demo: interrupted; the stack was stopped", file=sys.stderr)
         return 130
+
+
+def planner_overrides(controller: str, samples: int | None, policy_prior: float | None) -> dict[str, dict]:
+    """The controller's planner section as ``--samples`` and ``--policy-prior`` set it (run_demo's overrides)."""
+    section = {}
+    if samples is not None:
+        section["num_samples" if controller == "mppi" else "population"] = samples
+    if policy_prior is not None:
+        section["policy_prior_fraction"] = policy_prior
+    return {"controller": {controller: section}} if section else {}

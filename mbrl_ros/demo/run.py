@@ -51,6 +51,9 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     config = prepare_config(Path(config_dir) if config_dir else REPO_ROOT / "config", out / "config", robot,
                             task, overrides)
     params = {node: launch_parameters(config, robot, task, node) for node in ("controller", "trainer")}
+    # The trainer learns a policy for the policy alone, or for a planner that samples around it.
+    prior = float(params["controller"].get(controller, {}).get("policy_prior_fraction", 0.0))
+    learn_policy = controller == "policy" or prior > 0
     model_kind = model_kind or params["trainer"].get("model_kind", "parametric")
     budget = int(params["controller"].get("random_transitions", 0))
     domain = default_domain_id("demo") if domain_id is None else domain_id
@@ -59,7 +62,8 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
           f"'{controller}', {episodes} evaluated episodes -> {out}/", flush=True)
 
     run = StackRun(out, {"robot": robot, "hardware": "sim", "task": task, "controller": controller,
-                         "model": model_kind, "lockstep": str(lockstep).lower(), "seed": str(seed),
+                         "model": model_kind, "learn_policy": str(learn_policy).lower(),
+                         "lockstep": str(lockstep).lower(), "seed": str(seed),
                          "run_dir": str(out), "config_dir": str(config)},
                    domain, namespace=robot, echo=print if show_logs else None)
     watcher = run.watcher
@@ -76,10 +80,14 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
 
         run.wait_for(lambda: watcher.model_version() >= 1, timeout_s, "the first model to reach the controller",
                      tick=exploring)
+        if controller == "policy":  # the policy alone stands still until the trainer's first policy arrives
+            bar.set_postfix_str("waiting for the trainer's first policy")
+            run.wait_for(lambda: watcher.policy_version() >= 1, timeout_s, "the first policy to reach the controller",
+                         tick=exploring)
         bar.close()
         first = len(watcher.reports) + 1  # the episode running now started without a model
         print(f"[demo] model v{watcher.model_version()} ({watcher.node_status('controller').get('model_kind', '')}) "
-              f"deployed after {time.monotonic() - started:.0f} s; evaluating episodes from #{first}", flush=True)
+              + (f"and policy v{watcher.policy_version()} " if controller == "policy" else "") + f"deployed after {time.monotonic() - started:.0f} s; evaluating episodes from #{first}", flush=True)
 
         # 2. Episodes under the learned model (retrained online as data comes in).
         bar = tqdm(total=episodes, desc=task, unit="episode", **progress_options())
@@ -108,6 +116,11 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     summary = summarise(task, evaluated, traces[:first + episodes], timings,
                         random=sum(t[1] == "explore" for t in watcher.timings), distance_key=scene.distance_key)
     summary["model"] = model_kind
+    summary["controller"] = controller
+    if prior > 0:
+        summary["policy_prior_fraction"] = prior
+    if learn_policy:
+        summary["policy_version"] = watcher.policy_version()
     tracking = params["controller"].get("cost", {}).get("path_tracking")
     if tracking and "target_speed" in tracking:
         summary["target_speed"] = float(tracking["target_speed"])
@@ -131,7 +144,7 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
 
 
 JSON_KEYS = ("task", "episodes", "success_rate", "transitions", "controller_latency_ms", "deadline_miss_rate",
-             "mean_cross_track_error_m", "mean_final_distance_m", "random_transitions", "model",
+             "mean_cross_track_error_m", "mean_final_distance_m", "random_transitions", "model", "controller", "policy_prior_fraction", "policy_version",
              "laps", "mean_lap_time_s", "best_lap_time_s", "track_exits", "target_speed")
 
 

@@ -32,8 +32,9 @@ executor for a minute): its outcome is in the log, the file and diagnostics.
 Rollback is the dynamics_server's (``dynamics/rollback``): it owns the models
 that were deployed; the trainer then compares candidates with the restored one.
 
-Policies (off unless the ``policy`` section is given, with the ``cost`` section and
-``action_low``/``action_high`` of the controller): every time a model is deployed on
+Policies (off unless ``learn_policy`` is true: the ``policy`` section, with the robot config's
+``cost`` section and ``action_low``/``action_high``, written once in its ``/**`` section for the
+controller and the trainer; the launch files set ``learn_policy`` under ``controller:=policy``): every time a model is deployed on
 ``dynamics/model`` (and on ``trainer/train_policy``), the worker trains a policy
 (``core.policies.learning.PolicyLearner``, ``policy.method`` shac | mbpo) through that
 model from the logged real states, scores it and the deployed policy (``policy/model``,
@@ -93,6 +94,8 @@ PARAMS = [
     Param("max_jump", 2.0, "a position change (m) larger than this in one step is a reset, not motion", (0.0, 1e6)),
     Param("random_transitions", 2000, "transitions before the first model (the robot config's '/**' exploration "
           "budget)", (2, 100_000_000)),
+    Param("learn_policy", False, "learn a policy on each deployed model (the 'policy' section, the '/**' cost and "
+          "action bounds): true under controller:=policy or a planner's policy_prior_fraction", read_only=True),
     Param("retrain_every", 1000, "new transitions between training rounds", (1, 100_000_000)),
     Param("poll_period", 5.0, "seconds between looks at bag_dir", (0.05, 3600.0)),
     Param("val_fraction", 0.2, "fraction of the episodes that stop training early and choose the elites "
@@ -203,10 +206,13 @@ class TrainerNode(Node):
                 self.dropped[bag] = report.get("dropped", {})
 
     def policy_settings(self):
-        """The ``policy`` section checked, its cost built and a learner made, or None when the section is absent."""
+        """The ``policy`` section checked, its cost built and a learner made, or None unless ``learn_policy``."""
+        if not self.p["learn_policy"]:
+            return None
         values = section(self, "policy")
         if not values:
-            return None
+            raise ValueError("trainer parameter 'learn_policy' is true but there is no 'policy' section (method, "
+                             "actor, ...) in the parameters")
         from mbrl_ros.core.policies.config import PolicyConfig
         from mbrl_ros.core.policies.learning import PolicyLearner
 
@@ -220,12 +226,12 @@ class TrainerNode(Node):
         config = PolicyConfig.from_dict(values, where="trainer parameter 'policy'")
         bounds = [self.optional(name, None) for name in ("action_low", "action_high")]
         if None in bounds:
-            raise ValueError("trainer parameters 'action_low' and 'action_high' (the controller's) are needed "
-                             "with the 'policy' section")
+            raise ValueError("trainer parameters 'action_low' and 'action_high' (the controller's, in the robot "
+                             "config's '/**' section) are needed with the 'policy' section")
         cost_section = section(self, "cost")
         if not cost_section:
-            raise ValueError("trainer parameter 'cost' (the controller's cost section) is needed with the 'policy' "
-                             "section: the policy learns the planners' cost")
+            raise ValueError("trainer parameter 'cost' (the controller's cost section, in the robot config's '/**' "
+                             "section) is needed with the 'policy' section: the policy learns the planners' cost")
         dims = self.robot.build_model(self.model_config, where="trainer").state_dim, len(bounds[0])
         cost = self.robot.build_cost(cost_section, *dims, source="trainer parameter 'cost'")
         return config, cost, PolicyLearner(config, *bounds)

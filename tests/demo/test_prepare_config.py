@@ -21,7 +21,7 @@ def test_overrides_land_in_the_task_file_and_the_rest_is_copied_unchanged(tmp_pa
     # Strings come out quoted: rcl's parser would read a bare y or n as a boolean.
     text = (config / "car_parking.yaml").read_text()
     assert "'form': 'parking_reward'" in text
-    assert yaml.safe_load(text)["/**/controller"]["ros__parameters"]["cost"]["goal_pose"]["form"] == "parking_reward"
+    assert yaml.safe_load(text)["/**"]["ros__parameters"]["cost"]["goal_pose"]["form"] == "parking_reward"
 
 
 def test_a_missing_task_file_is_named(tmp_path):

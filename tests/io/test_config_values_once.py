@@ -47,3 +47,20 @@ def test_the_repository_config_writes_dt_and_the_budget_once(robot, task):
             assert "dt" not in trainer[kind] and "dt" not in (trainer[kind].get("prior") or {}), kind
     dts = {node: launch_parameters(CONFIG, robot, task, node)["dt"] for node in ("estimator", "controller", "trainer")}
     assert len(set(dts.values())) == 1, dts
+
+
+def test_a_task_with_a_learned_policy_gives_the_trainer_the_controllers_cost_and_bounds():
+    """Issue 12: the policy learns the planners' cost within the controller's bounds; the robot config writes
+    them once, in '/**', so the launch files give the trainer exactly the controller's."""
+    with_policy = [(r, t) for r, tasks in TASKS.items() for t in tasks
+                   if "policy" in launch_parameters(CONFIG, r, t, "trainer")]
+    assert ("car", "parking") in with_policy, with_policy
+    for robot, task in with_policy:
+        trainer = launch_parameters(CONFIG, robot, task, "trainer")
+        controller = launch_parameters(CONFIG, robot, task, "controller")
+        for key in ("cost", "action_low", "action_high"):
+            assert key in controller and trainer.get(key) == controller[key], (robot, task, key)
+        for file in (CONFIG / f"{robot}.yaml", CONFIG / f"{robot}_{task}.yaml"):
+            for name, body in yaml.safe_load(file.read_text()).items():
+                shared = {"cost", "action_low", "action_high"} & set(body["ros__parameters"])
+                assert name == "/**" or not shared, f"{file}: {name} sets {shared}: '/**' is the one place"

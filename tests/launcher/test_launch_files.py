@@ -381,3 +381,18 @@ def test_bringup_gives_the_controller_the_chosen_planner(planner):
         controller = next(n for n in description.nodes if n.name == "controller").command
         inline = yaml.safe_load(Path(controller[-1]).read_text())
         assert [section["ros__parameters"]["planner"] for section in inline.values()] == [planner]
+        # The trainer learns a policy (the config's policy section) exactly when the policy is to drive.
+        trainer = next(n for n in description.nodes if n.name == "trainer").command
+        inline = yaml.safe_load(Path(trainer[-1]).read_text())
+        learn = [section["ros__parameters"]["learn_policy"] for section in inline.values()]
+        assert learn == [planner == "policy"], learn
+
+
+def test_bringup_lets_a_planner_with_the_policy_prior_learn_a_policy():
+    from mbrl_ros.ros_env import workspace_env
+
+    with load_launch_file(BRINGUP, {"controller": "mppi", "learn_policy": "true"},
+                          environment=workspace_env()) as description:
+        trainer = next(n for n in description.nodes if n.name == "trainer").command
+        inline = yaml.safe_load(Path(trainer[-1]).read_text())
+        assert [section["ros__parameters"]["learn_policy"] for section in inline.values()] == [True]

@@ -501,14 +501,13 @@ def test_trainer_learns_a_policy_on_each_deployed_model_and_the_server_publishes
     episodes, steps = 20, 40
     states, actions = drive_bicycle(episodes, steps)
     write_driving_bag(tmp_path / "bags" / "run_0000", states, actions)
-    controller = launch_parameters(REPO_ROOT / "config", "car", "parking", "controller")
-    trainer = node_parameters(REPO_ROOT / "config" / "car.yaml", "trainer")
+    # The trainer's parameters as the launch files give them: the controller's cost and bounds come from the
+    # shared '/**' section, written once.
+    trainer = launch_parameters(REPO_ROOT / "config", "car", "parking", "trainer")
     for key in ("state_names", "action_names"):
         trainer.pop(key, None)
     trainer.update(bag_dir=str(tmp_path / "bags"), checkpoint_dir=str(tmp_path / "checkpoints"),
-                   random_transitions=10**8, poll_period=0.3, dt=DT, diagnostics_period=0.2,
-                   cost=controller["cost"], action_low=controller["action_low"],
-                   action_high=controller["action_high"],
+                   random_transitions=10**8, poll_period=0.3, dt=DT, diagnostics_period=0.2, learn_policy=True,
                    policy={"method": "shac", "context": "goal",
                            "actor": {"hidden_sizes": [32, 32], "angle_dims": [2], "relative_dims": [0, 0, 1, 1, 2, 2]},
                            "shac": {"iterations": 30, "batch_size": 64},
