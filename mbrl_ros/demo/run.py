@@ -96,7 +96,7 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
             done = watcher.reports[first:first + episodes]
             bar.update(len(done) - bar.n)
             wins = sum(r.get("success") == "True" for r in done)
-            plans = [t[2] for t in watcher.timings if t[1] == "plan"][-500:]
+            plans = [t[2] for t in watcher.timings if t[1] in ("plan", "policy")][-500:]
             latency = f" | plan p50 {np.median(plans):.0f} ms" if plans else ""
             bar.set_postfix_str(f"success {wins}/{len(done)} | model v{watcher.model_version()}{latency}",
                                 refresh=False)
@@ -111,7 +111,8 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     evaluated = traces[first:first + episodes]
     last_stamp = int(evaluated[-1].report["end_stamp_ns"])
     first_stamp = int(evaluated[0].report["start_stamp_ns"])
-    timings = [t for t in watcher.timings if first_stamp <= t[0] < last_stamp and t[1] == "plan"]
+    # The controller's answers: the planner's plans, or the policy's actions under controller:=policy.
+    timings = [t for t in watcher.timings if first_stamp <= t[0] < last_stamp and t[1] in ("plan", "policy")]
     scene = demo.scene(task, config)
     summary = summarise(task, evaluated, traces[:first + episodes], timings,
                         random=sum(t[1] == "explore" for t in watcher.timings), distance_key=scene.distance_key)

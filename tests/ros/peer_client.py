@@ -10,6 +10,9 @@ import time
 import pytest
 
 
+RESULT_MARGIN = 30.0  # s beyond an op's own wait for its result line (a loaded machine, a slow service call)
+
+
 class Peer:
     """dynamics_peers.py: one JSON command in, one result out."""
 
@@ -18,9 +21,11 @@ class Peer:
         self.expect("ready", timeout=60)
 
     def do(self, op: str, timeout: float = 60.0, **args) -> dict:
-        self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+        """``timeout``: how long a waiting op (wait_model, wait_diagnostics) waits, and, with a margin, how long
+        its result may take (without passing it on, those ops waited their own 20 s whatever the caller asked)."""
+        self.proc.stdin.write(json.dumps({"op": op, "timeout": timeout, **args}) + "\n")
         self.proc.stdin.flush()
-        return json.loads(self.expect("result ", timeout))
+        return json.loads(self.expect("result ", timeout + RESULT_MARGIN))
 
     def expect(self, prefix: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
