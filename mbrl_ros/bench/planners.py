@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from mbrl_ros.bench.timing import Timing, gemm_gflops, time_call
+from mbrl_ros.core.allocator import keep_freed_memory
 from mbrl_ros.core.costs import TrajectoryCost, build_cost
 from mbrl_ros.core.models import EnsembleDynamics
 from mbrl_ros.core.models.base import DynamicsModel
@@ -295,6 +296,7 @@ def main(quick: bool = False, json_path: str | None = None, cases: list[str] | N
          threads: int | None = None, repeats: int | None = None) -> int:
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    kept = keep_freed_memory()  # as the controller runs: both sides of every comparison share it
     known = [c.name for c in CASES]
     unknown = sorted(set(cases or []) - set(known))
     if unknown:
@@ -316,7 +318,7 @@ def main(quick: bool = False, json_path: str | None = None, cases: list[str] | N
               f"{fmt(r['baseline_median_ms'], '13.2f'):>13s} {fmt(r['speedup_vs_pytorch_mppi'], '7.1f') + 'x' if r['speedup_vs_pytorch_mppi'] else '-':>8s}  {r['target']}{extra}",
               flush=True)
     report = {"gemm_gflops": gflops, "threads": threads, "torch": torch.__version__, "quick": quick,
-              "cases": results}
+              "malloc_keeps_freed_memory": kept, "cases": results}
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {json_path}")

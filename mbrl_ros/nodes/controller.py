@@ -63,6 +63,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
 from mbrl_interfaces.msg import CommandVector, CycleTiming, ModelUpdate, StateVector
+from mbrl_ros.core.allocator import keep_freed_memory
 from mbrl_ros.io.config import derived
 from mbrl_ros.robots import available_robots, get_robot
 from mbrl_ros.robots.robot import ContextInput
@@ -585,6 +586,7 @@ def _point(x):
 
 
 def main(args: list[str] | None = None) -> int:
+    keep_freed_memory()  # planning steps reuse their freed memory instead of faulting it in again
     return run_node(ControllerNode, "controller", args)
 
 
