@@ -80,14 +80,14 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
 
         run.wait_for(lambda: watcher.model_version() >= 1, timeout_s, "the first model to reach the controller",
                      tick=exploring)
-        if controller == "policy":  # the policy alone stands still until the trainer's first policy arrives
+        if learn_policy:  # the policy alone stands still, and a prior is absent, until the first policy arrives
             bar.set_postfix_str("waiting for the trainer's first policy")
             run.wait_for(lambda: watcher.policy_version() >= 1, timeout_s, "the first policy to reach the controller",
                          tick=exploring)
         bar.close()
         first = len(watcher.reports) + 1  # the episode running now started without a model
         print(f"[demo] model v{watcher.model_version()} ({watcher.node_status('controller').get('model_kind', '')}) "
-              + (f"and policy v{watcher.policy_version()} " if controller == "policy" else "") + f"deployed after {time.monotonic() - started:.0f} s; evaluating episodes from #{first}", flush=True)
+              + (f"and policy v{watcher.policy_version()} " if learn_policy else "") + f"deployed after {time.monotonic() - started:.0f} s; evaluating episodes from #{first}", flush=True)
 
         # 2. Episodes under the learned model (retrained online as data comes in).
         bar = tqdm(total=episodes, desc=task, unit="episode", **progress_options())
