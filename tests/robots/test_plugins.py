@@ -52,11 +52,16 @@ def stop_params(robot, **extra) -> dict:
             "safe_action": [0.0] * len(robot.action_names), **extra}
 
 
+# Each robot's own stop parameters, as its controller declares them (the names may mean different things
+# per robot: the base's max_accel is its acceleration limit, the car's the real bridge's gain).
+OWN_STOP_PARAMS = {"car": {"accel_per_unit": 5.0, "stop_deceleration": 4.0},
+                   "base": {"max_accel": 1.0, "max_yaw_accel": 4.0}}
+
+
 def test_every_robot_has_a_stop_and_the_default_holds_the_configured_command():
     for name in available_robots():
         robot = get_robot(name)
-        # Every robot's own stop parameters (the car's, the base's), as its controller declares them.
-        params = stop_params(robot, accel_per_unit=5.0, stop_deceleration=4.0, max_accel=1.0, max_yaw_accel=4.0)
+        params = stop_params(robot, **OWN_STOP_PARAMS.get(name, {}))
         stop = robot.stop(params, "controller")
         action = stop.command(None, None)
         assert np.asarray(action).shape == (len(robot.action_names),) and np.all(np.isfinite(action))
