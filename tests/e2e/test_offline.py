@@ -105,9 +105,6 @@ def test_a_model_fitted_offline_parks_the_car(recording, tmp_path):
     assert not list((tmp_path / "run" / "checkpoints").glob("*.pt")), "the trainer trained: the model was not ours"
 
 
-# Flaky: the replayed transitions differed from the recorded ones in 1 of 2 clean-clone CI runs after the
-# last-message fix (stop 16), cause not found; rerun once, the rerun shows in -ra.
-@pytest.mark.flaky(reruns=1)
 def test_replaying_the_raw_topics_reproduces_the_recorded_transitions(recording, tmp_path):
     bags, config = recording
     replayed_bags = list_bags(bags)[:REPLAYED_BAGS]
