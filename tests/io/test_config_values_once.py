@@ -64,3 +64,16 @@ def test_a_task_with_a_learned_policy_gives_the_trainer_the_controllers_cost_and
             for name, body in yaml.safe_load(file.read_text()).items():
                 shared = {"cost", "action_low", "action_high"} & set(body["ros__parameters"])
                 assert name == "/**" or not shared, f"{file}: {name} sets {shared}: '/**' is the one place"
+
+
+@pytest.mark.parametrize("task", TASKS["car"])
+def test_the_car_models_steer_as_fast_as_the_estimator_does(task):
+    """The physics prior's steering rate limit is the estimator's (known, not fitted): a model that steered
+    faster or slower than the state it is fitted to would be identified wrong."""
+    limit = launch_parameters(CONFIG, "car", task, "estimator").get("steer_rate_limit", 0.0)
+    trainer = launch_parameters(CONFIG, "car", task, "trainer")
+    priors = [trainer[kind] for kind in ("parametric",) if kind in trainer]
+    priors += [trainer[kind]["prior"] for kind in ("semiparametric",) if kind in trainer]
+    assert priors
+    for prior in priors:
+        assert prior.get("steer_rate_limit", 0.0) == limit, (task, prior)

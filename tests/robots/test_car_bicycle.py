@@ -83,3 +83,39 @@ def test_numpy_form_matches_forward_and_jacobians(speed_input, lag, substeps):
     assert not np.allclose(fast.step(states.numpy().T, actions.numpy().T).T, moved)
     np.testing.assert_allclose(model.numpy_dynamics().step(states.numpy().T, actions.numpy().T).T, moved,
                                rtol=1e-12, atol=1e-12)
+
+
+def test_a_steering_rate_limit_makes_the_model_steer_as_the_estimator_integrates_it():
+    """Issue 10 §2: the race car's steering servo slews at most 0.4 rad/s after a 0.1 s lag. The model's
+    substeps follow the estimator's exact response (``d steer/dt = clip((target - steer) / lag, +-limit)``)
+    to within the Euler substeps' error, where the lag alone (the model without the limit) is far off; the
+    hand-written five-state forms do not model the limit, so the model gives autograd's and the generic ones."""
+    from mbrl_ros.robots.car.estimator import _actuator
+
+    params = BicycleParams(wheelbase=2.58, rear_axle_to_cg=1.42, speed_gain=6.0, steer_gain=0.4, lag=0.1)
+    limited = KinematicBicycle(params, dt=0.05, substeps=2, steer_rate_limit=0.4).double()
+    lag_only = KinematicBicycle(params, dt=0.05, substeps=2).double()
+    rng = np.random.default_rng(0)
+    steer, errors = {"limited": 0.0, "lag_only": 0.0, "exact": 0.0}, {"limited": [], "lag_only": []}
+    u = 0.0
+    for k in range(200):
+        if k % 10 == 0:
+            u = float(rng.uniform(-1.0, 1.0))
+        steer["exact"] = _actuator(steer["exact"], 0.4 * u, 0.05, 0.1, 0.4)
+        for name, model in (("limited", limited), ("lag_only", lag_only)):
+            state = torch.tensor([[0.0, 0.0, 0.0, 5.0, steer[name]]], dtype=torch.float64)
+            steer[name] = float(model(state, torch.tensor([[0.0, u]], dtype=torch.float64))[0, 4])
+            errors[name].append(abs(steer[name] - steer["exact"]))
+    assert max(errors["limited"]) < 0.005, max(errors["limited"])
+    assert max(errors["lag_only"]) > 0.1, max(errors["lag_only"])
+
+    states = torch.tensor([[1.0, 2.0, 0.3, 5.0, 0.0], [0.0, 0.0, -1.0, 8.0, 0.2]], dtype=torch.float64)
+    actions = torch.tensor([[0.5, 1.0], [-0.2, 0.45]], dtype=torch.float64)  # saturated, then within the limit
+    A, B = limited.jacobians(states, actions)
+    expected_A, expected_B = autograd_jacobians(limited, states, actions)
+    torch.testing.assert_close(A, expected_A)
+    torch.testing.assert_close(B, expected_B)
+    assert float(B[0, 4, 1]) == 0.0 and float(B[1, 4, 1]) > 0.0  # a saturated slew ignores the command
+    assert limited.numpy_dynamics() is None and type(limited.time_major()).__name__ == "TimeMajorDynamics"
+    with pytest.raises(ValueError, match="steer_rate_limit must be >= 0"):
+        KinematicBicycle(params, steer_rate_limit=-1.0)

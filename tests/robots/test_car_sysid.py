@@ -27,10 +27,10 @@ CASES = {
 
 
 def drive(params: BicycleParams, speed_input: str, top_speed: float, seed: int = 0, noise=NOISE_STD,
-          episodes=EPISODES, steps=STEPS):
+          episodes=EPISODES, steps=STEPS, steer_rate_limit=0.0):
     """Varied random driving: commands held for random durations, forwards and backwards."""
     g = torch.Generator().manual_seed(seed)
-    model = KinematicBicycle(params, DT, SUBSTEPS, speed_input).double()
+    model = KinematicBicycle(params, DT, SUBSTEPS, speed_input, steer_rate_limit=steer_rate_limit).double()
     state = torch.zeros(episodes, 5, dtype=torch.float64)
     state[:, 2] = torch.rand(episodes, generator=g, dtype=torch.float64) * 6.28
     held = torch.zeros(episodes, 2, dtype=torch.float64)
@@ -52,16 +52,18 @@ def drive(params: BicycleParams, speed_input: str, top_speed: float, seed: int =
 
 
 @pytest.mark.parametrize("speed_input", ["acceleration", "velocity"])
-@pytest.mark.parametrize("lag", [0.0, 0.3])
-def test_casadi_step_matches_the_torch_bicycle(speed_input, lag):
+@pytest.mark.parametrize("lag, steer_rate_limit", [(0.0, 0.0), (0.3, 0.0), (0.1, 0.4)])
+def test_casadi_step_matches_the_torch_bicycle(speed_input, lag, steer_rate_limit):
     params = BicycleParams(wheelbase=2.5, rear_axle_to_cg=1.1, speed_gain=3.0, steer_gain=0.5, lag=lag)
     g = torch.Generator().manual_seed(0)
     states = torch.randn(20, 5, generator=g, dtype=torch.float64)
     actions = torch.rand(20, 2, generator=g, dtype=torch.float64) * 2 - 1
-    expected = KinematicBicycle(params, DT, SUBSTEPS, speed_input).double()(states, actions).numpy()
+    model = KinematicBicycle(params, DT, SUBSTEPS, speed_input, steer_rate_limit=steer_rate_limit).double()
+    expected = model(states, actions).numpy()
     x, u = ca.SX.sym("x", 5), ca.SX.sym("u", 2)
     theta = [params.wheelbase, params.rear_axle_to_cg, params.speed_gain, params.steer_gain, params.lag]
-    step = ca.Function("step", [x, u], [bicycle_step_casadi(x, u, theta, DT, SUBSTEPS, speed_input)])
+    step = ca.Function("step", [x, u], [bicycle_step_casadi(x, u, theta, DT, SUBSTEPS, speed_input,
+                                                            steer_rate_limit)])
     got = np.asarray(step.map(20)(states.numpy().T, actions.numpy().T)).T
     # Not bit-exact: the torch model stores its parameters in float32 (0.3 -> 0.30000001).
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
@@ -81,6 +83,22 @@ def test_identification_recovers_all_parameters_within_2_percent(speed_input):
     for (state, rms), std in zip(result.rms_residual.items(), NOISE_STD):
         assert rms < 2.0 * std, (state, rms)
     assert result.model().params == result.params and result.num_transitions == EPISODES * STEPS
+
+
+def test_a_known_steering_rate_limit_makes_a_slew_limited_steering_identifiable():
+    """Issue 10 §2: the race car's servo slews at 0.4 rad/s. Fitted with the limit (known, not fitted) the
+    gain and lag are recovered; fitted without it, the same data give a wrong gain and lag (what made the
+    race's identified prior differ run to run) and a worse steering residual."""
+    true = BicycleParams(wheelbase=2.58, rear_axle_to_cg=1.42, speed_gain=6.0, steer_gain=0.4, lag=0.1)
+    data = drive(true, "acceleration", 8.0, episodes=10, steps=100, steer_rate_limit=0.4)
+    limited = identify_bicycle(*data, DT, SUBSTEPS, "acceleration", steer_rate_limit=0.4)
+    assert limited.success, limited.solver_status
+    assert limited.params.steer_gain == pytest.approx(0.4, rel=0.03) and limited.params.lag == pytest.approx(0.1, rel=0.2)
+    assert limited.model().steer_rate_limit == 0.4
+    unlimited = identify_bicycle(*data, DT, SUBSTEPS, "acceleration")
+    assert abs(unlimited.params.steer_gain - 0.4) > 0.05 or abs(unlimited.params.lag - 0.1) > 0.1, unlimited.params
+    assert unlimited.rms_residual["steer"] > 2 * limited.rms_residual["steer"], (unlimited.rms_residual,
+                                                                                 limited.rms_residual)
 
 
 def test_noise_free_data_is_fitted_exactly_from_a_poor_initial_guess():

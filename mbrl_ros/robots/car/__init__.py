@@ -31,12 +31,14 @@ class Car(Robot):
 
     def physics_prior(self, options: dict, where: str):
         """The kinematic bicycle: ``params`` (BicycleParams), ``dt``, ``substeps``, ``speed_input``, ``learnable``,
-        ``lateral_states`` (true: the state with ``v_y`` and ``yaw_rate`` appended)."""
+        ``lateral_states`` (true: the state with ``v_y`` and ``yaw_rate`` appended), ``steer_rate_limit`` (rad/s,
+        the steering servo's known slew rate, 0: none)."""
         from mbrl_ros.core.models import check_keys
         from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
 
         options = dict(options)
-        check_keys(options, {"params", "dt", "substeps", "speed_input", "learnable", "lateral_states"}, where)
+        check_keys(options, {"params", "dt", "substeps", "speed_input", "learnable", "lateral_states",
+                             "steer_rate_limit"}, where)
         params = BicycleParams.from_dict(options.pop("params", {}) or {}, source=f"{where}.params")
         return KinematicBicycle(params, **options)
 
@@ -49,7 +51,7 @@ class Car(Robot):
         kinematic = len(STATE_NAMES)
         return identify_bicycle(states[:, :kinematic], actions, next_states[:, :kinematic], dt=model.dt,
                                 substeps=model.substeps, speed_input=model.speed_input, initial=model.params,
-                                lateral_states=model.lateral_states)
+                                lateral_states=model.lateral_states, steer_rate_limit=model.steer_rate_limit)
 
     def cost_terms(self) -> dict:
         from mbrl_ros.robots.car.costs import CarGoalPoseTerm

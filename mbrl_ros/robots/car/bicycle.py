@@ -11,6 +11,13 @@ normalised to [-1, 1]. Parameters, all identifiable from driving data:
 - ``lag``: first-order actuator time constant (s) of the steering, and of the
   speed in velocity mode. ``lag <= dt`` means the command is reached in one step.
 
+``steer_rate_limit`` (rad/s, 0: none) is not identified: it is the steering
+servo's known slew rate, the estimator's ``steer_rate_limit`` (the race car's
+0.4 rad/s). With it the steering follows
+``d steer/dt = clip((steer_gain * u_steer - steer) / lag, -limit, limit)``, as the
+estimator integrates it; without it a fit explains a slew-limited steering with a
+long lag and a large gain, which differ run to run with the data.
+
 One step of ``dt`` is integrated with ``substeps`` explicit Euler steps.
 
 ``lateral_states=True``: the state ``[x, y, yaw, v, steer, v_y, yaw_rate]`` of a
@@ -65,9 +72,13 @@ class KinematicBicycle(PhysicsModel):
         speed_input: str = "acceleration",
         learnable: bool = False,
         lateral_states: bool = False,
+        steer_rate_limit: float = 0.0,
     ) -> None:
         super().__init__(state_dim=7 if lateral_states else 5, action_dim=2)
         self.lateral_states = bool(lateral_states)
+        if not steer_rate_limit >= 0:
+            raise ValueError(f"steer_rate_limit must be >= 0 rad/s (0: none), got {steer_rate_limit}")
+        self.steer_rate_limit = float(steer_rate_limit)
         if speed_input not in SPEED_INPUTS:
             raise ValueError(f"speed_input: expected one of {SPEED_INPUTS}, got {speed_input!r}")
         if dt <= 0 or substeps < 1:
@@ -95,8 +106,10 @@ class KinematicBicycle(PhysicsModel):
         h = self.dt / self.substeps
         # Fraction of the gap to the commanded value closed per substep.
         alpha = torch.clamp(h / torch.clamp(lag, min=1e-6), max=1.0)
+        most = self.steer_rate_limit * h  # the largest steering change in a substep (0: unlimited)
         for _ in range(self.substeps):
-            steer = steer + alpha * (steer_gain * u_steer - steer)
+            change = alpha * (steer_gain * u_steer - steer)
+            steer = steer + (change.clamp(-most, most) if most else change)
             beta = torch.atan(rear / wheelbase * torch.tan(steer))
             x = x + h * v * torch.cos(yaw + beta)
             y = y + h * v * torch.sin(yaw + beta)
@@ -111,8 +124,8 @@ class KinematicBicycle(PhysicsModel):
 
     def jacobians(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Analytic ``df/dx[B, 5, 5]`` and ``df/du[B, 5, 2]`` of ``forward``, for iLQR (see ``_jacobians``).
-        With lateral states: autograd's (the base's)."""
-        if self.lateral_states:
+        With lateral states or a steering rate limit: autograd's (the base's)."""
+        if not self.five_state_fast_paths:
             return super().jacobians(states, actions)
         lag = self.theta[4]
         alpha = torch.clamp(self.dt / self.substeps / torch.clamp(lag, min=1e-6), max=1.0)
@@ -120,13 +133,18 @@ class KinematicBicycle(PhysicsModel):
         return _jacobians(states.unbind(-1), actions.unbind(-1), eye.unbind(1), self.theta.unbind()[:4], alpha,
                           self.dt / self.substeps, self.substeps, self.speed_input == "acceleration", torch)
 
+    @property
+    def five_state_fast_paths(self) -> bool:
+        """Whether the hand-written forms below apply: the five-state car without a steering rate limit."""
+        return not (self.lateral_states or self.steer_rate_limit)
+
     def time_major(self):
-        if self.lateral_states:
+        if not self.five_state_fast_paths:
             return super().time_major()
         return BicycleTimeMajor(self)
 
     def numpy_dynamics(self) -> "BicycleNumpy | None":
-        if self.lateral_states:  # the five-state car's form only
+        if not self.five_state_fast_paths:
             return None
         return BicycleNumpy(self)
 

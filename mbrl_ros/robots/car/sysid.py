@@ -45,17 +45,19 @@ class BicycleSysIdResult(SysIdResult):
     substeps: int = 3
     speed_input: str = "acceleration"
     lateral_states: bool = False
+    steer_rate_limit: float = 0.0
 
     def model(self) -> KinematicBicycle:
         """The identified model, ready to plan with."""
         return KinematicBicycle(self.params, self.dt, self.substeps, self.speed_input,
-                                lateral_states=self.lateral_states)
+                                lateral_states=self.lateral_states, steer_rate_limit=self.steer_rate_limit)
 
     def config_params(self) -> dict[str, float]:
         return self.params.as_dict()
 
 
-def bicycle_step_casadi(state, action, theta, dt: float, substeps: int, speed_input: str):
+def bicycle_step_casadi(state, action, theta, dt: float, substeps: int, speed_input: str,
+                        steer_rate_limit: float = 0.0):
     """One step of ``KinematicBicycle.forward`` in casadi symbols.
 
     This duplicates the torch model on purpose: the torch version is batched and
@@ -68,8 +70,10 @@ def bicycle_step_casadi(state, action, theta, dt: float, substeps: int, speed_in
     wheelbase, rear, speed_gain, steer_gain, lag = (theta[i] for i in range(5))
     h = dt / substeps
     alpha = ca.fmin(h / ca.fmax(lag, 1e-6), 1.0)
+    most = steer_rate_limit * h
     for _ in range(substeps):
-        steer = steer + alpha * (steer_gain * u_steer - steer)
+        change = alpha * (steer_gain * u_steer - steer)
+        steer = steer + (ca.fmin(ca.fmax(change, -most), most) if most else change)
         beta = ca.atan(rear / wheelbase * ca.tan(steer))
         x = x + h * v * ca.cos(yaw + beta)
         y = y + h * v * ca.sin(yaw + beta)
@@ -153,13 +157,15 @@ def identify_bicycle(
     speed_input: str = "acceleration",
     initial: BicycleParams | None = None,
     lateral_states: bool = False,
+    steer_rate_limit: float = 0.0,
 ) -> BicycleSysIdResult:
     """Fit BicycleParams to transitions ``states[N, 5]``, ``actions[N, 2]``, ``next_states[N, 5]``.
 
     ``dt``, ``substeps`` and ``speed_input`` must be those the model will run with.
     ``initial`` overrides the regression-based initial guess. Arrays may be numpy or
     torch; errors name the field and row of bad data. ``lateral_states``: the result's model appends
-    v_y and yaw_rate (``KinematicBicycle``); the fit is the same.
+    v_y and yaw_rate (``KinematicBicycle``); the fit is the same. ``steer_rate_limit``: the steering's
+    known slew rate (rad/s, 0: none), fixed in the fit and kept in the result's model.
     """
     if not dt > 0 or substeps < 1:
         raise ValueError(f"dt must be > 0 and substeps >= 1, got dt={dt}, substeps={substeps}")
@@ -182,7 +188,7 @@ def identify_bicycle(
     lower = np.array([0.01, 0.0, 0.01, 0.01, 0.0])
     upper = np.array([100.0, 100.0, 100.0, 100.0, 10.0 / scale[4]])
     fit = fit_parameters(
-        lambda x, u, theta: bicycle_step_casadi(x, u, theta, dt, substeps, speed_input),
+        lambda x, u, theta: bicycle_step_casadi(x, u, theta, dt, substeps, speed_input, steer_rate_limit),
         states, actions, next_states, scale, lower, upper, angle_dims=(YAW,),
         constraint=lambda theta: theta[0] - theta[1],  # rear axle within the wheelbase
     )
@@ -213,6 +219,7 @@ def identify_bicycle(
         substeps=int(substeps),
         speed_input=speed_input,
         lateral_states=lateral_states,
+        steer_rate_limit=float(steer_rate_limit),
         success=success,
         solver_status=status,
         notes=notes,
