@@ -136,6 +136,8 @@ class ControllerNode(LifecycleNode):
         self.core = None
         self.loop_timers = []
         self.last_sent = -math.inf  # time.monotonic() of the last command
+        self.last_command: CommandVector | None = None  # re-sent when lockstep re-publishes the state it answered
+        self.resent = 0  # such re-sends
         self.paced_state: StateVector | None = None  # a state whose answer waits for on_pace
         fixed = declare_all(self, [
             Param("autostart", True, "configure and activate on start (false: wait for lifecycle transitions)",
@@ -494,7 +496,13 @@ class ControllerNode(LifecycleNode):
         if not problem:
             stamp_ns = stamp_to_ns(self.latest.header.stamp)
             if stamp_ns <= self.last_answered_ns:
-                return  # this state was answered already (a re-published duplicate)
+                # Answered already: a re-published duplicate. Lockstep re-publishes a state while its answer
+                # has not arrived (lost before discovery matched the simulator's subscription): answer it
+                # again with the same command, or the simulator and this loop wait on each other for ever.
+                if self.p["trigger"] == "state" and stamp_ns == self.last_answered_ns and self.last_command is not None:
+                    self.command_pub.publish(self.last_command)
+                    self.resent += 1
+                return
             if self.paced():
                 return
             self.last_answered_ns = stamp_ns
@@ -530,6 +538,7 @@ class ControllerNode(LifecycleNode):
         msg.names = list(self.p["action_names"])
         msg.values = [float(a) for a in action]
         self.command_pub.publish(msg)
+        self.last_command = msg
         self.last_sent = time.monotonic()
 
     def publish_plan(self, plan, stamp) -> None:
@@ -564,6 +573,7 @@ class ControllerNode(LifecycleNode):
 
         values = self.stats.as_key_values()
         values.update({f"cycles_{mode}": str(n) for mode, n in self.modes.items()})
+        values["commands_resent"] = str(self.resent)
         values.update({f"faults_{cause}": str(self.core.faults[cause]) for cause in FAULTS})
         values.update({"planner": self.p["planner"], "model_version": str(self.model_version),
                        "model_kind": self.model_kind,

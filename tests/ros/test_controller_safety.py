@@ -374,3 +374,25 @@ def test_controller_policy_answers_each_state_with_the_policys_action_and_stops_
     for command in recent:
         assert command["values"] == pytest.approx(expected, abs=1e-5)
     assert peer.status()["model_version"] == "0" and int(peer.status()["cycles_plan"]) == 0
+
+
+def test_in_lockstep_a_re_published_state_gets_the_same_command_again(running):
+    """Lockstep (trigger: state): the simulator re-publishes a state until a command answers it, since the first
+    command can be lost before discovery matches its subscription. The controller answers a re-sent state with
+    the command it sent for it (counted as commands_resent), not a new plan and not silence (a deadlock: the hand
+    stack once waited for ever on its first state); a new state gets a new command."""
+    peer = running("-p", "trigger:=state", "-p", "random_transitions:=1000")
+    first = {"state": CRUISING, "stamp_ns": 5_000_000_000}
+    peer.send(once=first)
+    peer.wait(lambda: len(peer.commands) >= 1, 60, "the answer to the first state")
+    answer = peer.commands[0]
+    assert answer["frame_id"] != "stop", answer  # exploring: a random command
+    for count in (2, 3):
+        peer.send(once=first)
+        peer.wait(lambda: len(peer.commands) >= count, 30, "the answer to the re-sent state")
+        assert (peer.commands[-1]["frame_id"], peer.commands[-1]["values"]) == (answer["frame_id"], answer["values"])
+    peer.send(once={"state": CRUISING, "stamp_ns": 5_200_000_000})
+    peer.wait(lambda: len(peer.commands) >= 4, 30, "the answer to the next state")
+    assert peer.commands[-1]["values"] != answer["values"]
+    peer.wait(lambda: peer.status().get("commands_resent") == "2", 30, "the re-sends counted")
+    assert peer.status()["cycles_explore"] == "2", peer.status()
