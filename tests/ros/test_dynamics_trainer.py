@@ -506,11 +506,14 @@ def test_trainer_learns_a_policy_on_each_deployed_model_and_the_server_publishes
     trainer = launch_parameters(REPO_ROOT / "config", "car", "parking", "trainer")
     for key in ("state_names", "action_names"):
         trainer.pop(key, None)
+    # 100 SHAC iterations: the first policy must beat standing still from the held-out episodes' starts, where
+    # it is hardest (the goal is where a 40-step random drive ended); offline on these data 30 iterations gave
+    # 19.0 against 19.36 (and 19.65-19.71 in the trainer: rejected, the CI failure), 100 gave 16.6 (14 % better).
     trainer.update(bag_dir=str(tmp_path / "bags"), checkpoint_dir=str(tmp_path / "checkpoints"),
                    random_transitions=10**8, poll_period=0.3, dt=DT, diagnostics_period=0.2, learn_policy=True,
                    policy={"method": "shac", "context": "goal",
                            "actor": {"hidden_sizes": [32, 32], "angle_dims": [2], "relative_dims": [0, 0, 1, 1, 2, 2]},
-                           "shac": {"iterations": 30, "batch_size": 64},
+                           "shac": {"iterations": 100, "batch_size": 64},
                            "validation": {"steps": 30, "max_starts": 64}})
     stack.node("dynamics_server", robot_params(dynamics_server={"diagnostics_period": 0.2}))
     stack.node("trainer", robot_params(trainer=trainer))
