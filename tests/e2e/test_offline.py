@@ -144,8 +144,37 @@ def test_replaying_the_raw_topics_reproduces_the_recorded_transitions(recording,
     reports = {"recorded": {}, "replayed": {}}
     original = recorded_transitions(replayed_bags, config, reports["recorded"])
     again = recorded_transitions(replayed, config, reports["replayed"])
-    assert len(again) == len(original), (reports, logs["data_logger"].read_text()[-2000:])
-    np.testing.assert_allclose(again.states.numpy(), original.states.numpy(), atol=1e-6)
-    np.testing.assert_allclose(again.actions.numpy(), original.actions.numpy(), atol=1e-6)
-    np.testing.assert_allclose(again.next_states.numpy(), original.next_states.numpy(), atol=1e-6)
-    assert [e[1:] for e in again.episodes()] == [e[1:] for e in original.episodes()]
+    # DDS delivers only to matched subscriptions, and a node's subscriptions match one by one: the live logger
+    # may miss the first states while it already records odometry (the replay then has a few transitions
+    # more), and the replayed estimator may miss the first odometry (a few fewer), or the command before it (the
+    # first state's steering then differs). Seen: 0 to 6 steps and one steering angle, always at the start. Past
+    # that start every transition and episode must be the same.
+    lost, original, again = aligned_at_the_start(original, again, MAX_LOST_AT_START)
+    assert len(again["states"]) == len(original["states"]) > 250, (lost, reports,
+                                                                    logs["data_logger"].read_text()[-2000:])
+    for field in ("states", "actions", "next_states"):
+        np.testing.assert_allclose(again[field], original[field], atol=1e-6, err_msg=f"{field} ({lost})")
+    assert again["episode_lengths"] == original["episode_lengths"], lost
+
+
+MAX_LOST_AT_START = 10  # steps of the first episode (2 s at 5 Hz)
+
+
+def aligned_at_the_start(first, second, most: int):
+    """``(steps dropped, first, second)`` as dicts of arrays (states, actions, next_states, episode_lengths) from
+    the second transition both share on: the first ``k <= most`` transitions of the dataset that starts earlier
+    dropped so that their second states are equal, then the first of both (its state's steering may come from a
+    command one side missed); fails if no such k exists."""
+    def arrays(data, k: int) -> dict:
+        lengths = [end - start for _, start, end in data.episodes()]
+        lengths[0] -= k + 1
+        return {"states": data.states[k + 1:].numpy(), "actions": data.actions[k + 1:].numpy(),
+                "next_states": data.next_states[k + 1:].numpy(), "episode_lengths": lengths}
+
+    for k in range(most + 1):
+        if len(first) > k + 1 and len(second) > 1 and np.allclose(first.states[k + 1], second.states[1], atol=1e-6):
+            return (k, "recorded"), arrays(first, k), arrays(second, 0)
+        if len(second) > k + 1 and len(first) > 1 and np.allclose(second.states[k + 1], first.states[1], atol=1e-6):
+            return (k, "replayed"), arrays(first, 0), arrays(second, k)
+    pytest.fail(f"the recorded and replayed transitions share no start within {most} steps: "
+                f"{first.states[:3].tolist()} vs {second.states[:3].tolist()}")
