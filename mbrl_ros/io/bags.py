@@ -273,8 +273,10 @@ def load_transitions(
     order (default: the mapping's fields, or the names in the first message).
     ``namespace``: where relative topics resolve (``/car``); without it a
     relative topic matches the bag's one topic ending in it. ``report``, if
-    given, gets counts of what was found and why episodes ended. ``progress``:
-    a tqdm bar over the bags.
+    given, gets counts of what was found and why episodes ended, and
+    ``report["episode_starts"]``: per episode id, ``(bag index, stamp ns)`` of
+    its first state (what ``messages_in_effect`` takes: the goal an episode
+    was given). ``progress``: a tqdm bar over the bags.
 
     A message that cannot be read as the mapping asks (a state with the wrong
     number of values, a field it lacks, bytes that are no CDR message) is
@@ -306,7 +308,7 @@ def load_transitions(
     report_drops: Counter[str] = Counter()
     for bag_index, path in enumerate(tqdm(paths, desc="reading bags", unit="bag", disable=not progress)):
         raws, store, reports = _read_raw(path, [s.topic for s in sides.values()], namespace, typestore,
-                                         episodes_topic)
+                                         None if episodes_topic is None else TopicMap(episodes_topic, EPISODES_TYPE))
         for side, raw in zip(sides.values(), raws):
             side.decode(path, bag_index, raw, store)
         if reports is not None:
@@ -327,13 +329,17 @@ def load_transitions(
     jump_idx = [state_names.index(n) for n in jump_names if n in state_names]
     bounds = _change_bounds(max_change or {}, state_names, angle_dims, source)
     max_age = mapping.max_command_age if mapping.max_command_age is not None else dt
-    s, a, ns, episodes = _align(states, commands, mapping.match, dt, max_stamp_error, max_age, max_jump, jump_idx,
-                                bounds, np.unique(np.asarray(boundaries, dtype=np.int64)), counts)
+    s, a, ns, episodes, row_bags, row_stamps = _align(
+        states, commands, mapping.match, dt, max_stamp_error, max_age, max_jump, jump_idx, bounds,
+        np.unique(np.asarray(boundaries, dtype=np.int64)), counts)
     counts["transitions"] = len(s)
     counts["episodes"] = int(episodes[-1]) + 1 if len(episodes) else 0
     if report is not None:
         report.update(counts)
         report["state_names"], report["action_names"] = list(state_names), list(action_names)
+        # Episode ids count up from 0 in row order: the first row of episode k is the k-th start.
+        first = np.flatnonzero(np.diff(episodes, prepend=-1) != 0)
+        report["episode_starts"] = list(zip(row_bags[first].tolist(), row_stamps[first].tolist()))
     if not len(s):
         raise _no_transitions(paths, mapping, counts)
     import torch
@@ -406,6 +412,99 @@ def episode_boundaries(path: Path, reports: _Raw, store: Typestore, dropped: Cou
             dropped[reason] += 1
             _log.warning("%s: topic '%s': dropped message %d: %s: %s", path, reports.topic, k, reason, error)
     return stamps
+
+
+def messages_in_effect(
+    bags: str | os.PathLike | Sequence[str | os.PathLike],
+    topic: str,
+    msgtype: str,
+    at: Sequence[tuple[int, int]],
+    *,
+    stamp: str = "header.stamp",
+    max_lag: float = 1.0,
+    namespace: str | None = None,
+    typestore: Typestore | None = None,
+    report: dict | None = None,
+) -> list[Any | None]:
+    """For each ``(bag index, stamp ns)`` of ``at``: the message of ``topic`` in effect then, or None.
+
+    In effect: the latest of that bag's ``topic`` messages stamped (``stamp``: a
+    builtin_interfaces/Time field, or "log_time") at or before the stamp. By stamp, not
+    log order: the logger repeats a latched message (a goal) at the start of every bag
+    (``BagSequence``'s ``repeat_latched``) with the stamp it was sent with, so a repeat
+    never overrides a newer message, and an episode continued in the next bag still
+    finds the goal it began with there. Only the same bag's messages count: the next
+    bag may be a new run whose clock restarted. ``at``: ``report["episode_starts"]``
+    of ``load_transitions`` over the same ``bags``. The messages are rosbags' objects,
+    whose fields are named as rclpy's messages' are.
+
+    None where the bag has no ``topic`` of type ``msgtype`` (``report["no_topic"]``), no
+    message stamped at or before (``"none_before"``), or where a malformed message may be
+    the one in effect (``"malformed"``). A message that cannot be read is dropped alone,
+    counted per reason in ``report["dropped"]`` (``{topic: {reason: count}}``) and logged
+    as a warning naming the bag, topic, message and field. Its stamp is unknown, only that
+    it was at or before its log time and, as a message is logged at most ``max_lag`` (s)
+    after its stamp, not much earlier: at a stamp ``t`` where the latest readable message
+    is stamped ``s``, one logged in ``(s, t + max_lag]`` may be newer and in effect, so
+    ``t`` gets None rather than a goal that may be stale. ``report["found"]`` counts the rest.
+    """
+    paths = [Path(bags)] if isinstance(bags, (str, os.PathLike)) else [Path(p) for p in bags]
+    counts: Counter[str] = Counter()
+    dropped: dict[str, Counter[str]] = {}
+    out: list[Any | None] = [None] * len(at)
+    queries: dict[int, list[int]] = {}
+    for k, (bag_index, _) in enumerate(at):
+        queries.setdefault(int(bag_index), []).append(k)
+    for bag_index, mine in sorted(queries.items()):
+        path = paths[bag_index]
+        _, store, raw = _read_raw(path, [], namespace, typestore, optional=TopicMap(topic, msgtype))
+        if raw is None or not len(raw.offsets):
+            counts["no_topic" if raw is None else "none_before"] += len(mine)
+            continue
+        where = f"{path}: topic '{raw.topic}' ({raw.msgtype})"
+        stamp_paths = [] if stamp == "log_time" else [f"{stamp}.sec", f"{stamp}.nanosec"]
+        bad: dict[int, str] = {}
+        columns = ColumnReader(store, raw.msgtype).read(raw.buffer, raw.offsets, raw.lengths, stamp_paths, bad=bad)
+        stamps = raw.log_ns.copy()
+        if stamp_paths and len(bad) < len(stamps):  # (no columns when no message could be read)
+            good = np.ones(len(stamps), dtype=bool)
+            good[list(bad)] = False
+            stamps[good] = (columns[stamp_paths[0]].astype(np.int64) * 1_000_000_000
+                            + columns[stamp_paths[1]].astype(np.int64))[good]
+        messages: list[Any | None] = []
+        for k in range(len(raw.offsets)):
+            message = None
+            if k not in bad:
+                data = raw.buffer[raw.offsets[k]:raw.offsets[k] + raw.lengths[k]].tobytes()
+                try:
+                    message = store.deserialize_cdr(data, raw.msgtype)
+                except Exception as error:  # noqa: BLE001 - a malformed message is dropped alone
+                    bad[k] = f"cannot deserialise: {type(error).__name__}: {error}"
+            messages.append(message)
+        for k, reason in sorted(bad.items()):
+            dropped.setdefault(raw.topic, Counter())[reason] += 1
+            _log.warning("%s: dropped message %d (logged at %d ns): %s", where, k, int(raw.log_ns[k]), reason)
+        readable = np.asarray([m is not None for m in messages], dtype=bool)
+        good = np.flatnonzero(readable)
+        good = good[np.argsort(stamps[good], kind="stable")]  # equal stamps: the later logged one is in effect
+        bad_logs = np.sort(raw.log_ns[~readable])
+        lag_ns = int(round(max_lag * 1e9))
+        for k in mine:
+            t = int(at[k][1])
+            before = int(np.searchsorted(stamps[good], t, side="right"))
+            newest = int(stamps[good[before - 1]]) if before else np.iinfo(np.int64).min
+            maybe_newer = np.searchsorted(bad_logs, newest, side="right")
+            if maybe_newer < len(bad_logs) and bad_logs[maybe_newer] <= t + lag_ns:
+                counts["malformed"] += 1
+            elif not before:
+                counts["none_before"] += 1
+            else:
+                out[k] = messages[int(good[before - 1])]
+                counts["found"] += 1
+    if report is not None:
+        report.update(counts)
+        report["dropped"] = {t: dict(reasons) for t, reasons in dropped.items()}
+    return out
 
 
 def transitions_from_bags(
@@ -579,12 +678,13 @@ def _has_bool(store: Typestore, msgtype: str, name: str) -> bool:
 # ---- aligning: rows -> transitions ------------------------------------------------------------
 def _align(states: _Rows, commands: _Rows, match: str, dt: float, max_stamp_error: float, max_age: float,
            max_jump: float, jump_idx: list[int], bounds: _ChangeBounds, boundaries: np.ndarray, counts: Counter):
-    """(states, actions, next states, episode ids) from the decoded rows; counts what was dropped and why."""
+    """(states, actions, next states, episode ids, and each state's bag index and stamp) from the decoded rows;
+    counts what was dropped and why."""
     # Log order over all bags; a state stamped before the previous one starts a new
     # time line (a restarted simulator or clock), so that equal stamps of two runs
     # are never paired. A state stamped like the previous one is the same state re-sent.
     order = np.lexsort((states.log_ns, states.bags))
-    stamps, values, valid = states.stamps[order], states.values[order], states.valid[order]
+    stamps, values, valid, bags = states.stamps[order], states.values[order], states.valid[order], states.bags[order]
     step = np.diff(stamps)
     timeline = np.concatenate([[0], np.cumsum(step < 0)])
     keep = np.concatenate([[True], step != 0])
@@ -599,7 +699,7 @@ def _align(states: _Rows, commands: _Rows, match: str, dt: float, max_stamp_erro
     ctimeline = np.where(before > 0, timeline[np.maximum(before - 1, 0)], 0)
     counts["invalid_commands"] += int((~cvalid).sum())
 
-    stamps, values, valid, timeline = stamps[keep], values[keep], valid[keep], timeline[keep]
+    stamps, values, valid, timeline, bags = stamps[keep], values[keep], valid[keep], timeline[keep], bags[keep]
     n = len(stamps)
     action_row = np.full(n, -1, dtype=np.int64)
     good = np.flatnonzero(cvalid)
@@ -660,7 +760,8 @@ def _align(states: _Rows, commands: _Rows, match: str, dt: float, max_stamp_erro
     if inside:
         counts["states_within_a_step"] += inside
     rows = np.asarray(rows, dtype=np.int64)
-    return (values[rows], cvalues[action_row[rows]], values[next_row[rows]], np.asarray(episode_ids, dtype=np.int64))
+    return (values[rows], cvalues[action_row[rows]], values[next_row[rows]], np.asarray(episode_ids, dtype=np.int64),
+            bags[rows], stamps[rows])
 
 
 def _count_at_or_before(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -698,9 +799,10 @@ def _next_state(stamps: np.ndarray, timeline: np.ndarray, dt_ns: int, err_ns: in
 
 # ---- reading: bag -> the wanted topics' messages ------------------------------------------------
 def _read_raw(path: Path, wanted: list[TopicMap], namespace: str | None, base: Typestore | None,
-              optional: str | None = None) -> tuple[list[_Raw], Typestore, _Raw | None]:
+              optional: TopicMap | None = None) -> tuple[list[_Raw], Typestore, _Raw | None]:
     """The messages of each wanted topic of the bag at ``path``, the typestore to decode them with, and
-    the messages of the ``optional`` episode-report topic (None where the bag has no such topic).
+    the messages of the ``optional`` topic (the episode reports, a goal): None where the bag has no such
+    topic of that type.
 
     Read from the storage files directly (``bag_storage``), never through
     rosbags' Reader, which yields nothing for bags whose metadata.yaml and
@@ -758,16 +860,16 @@ def _read_raw(path: Path, wanted: list[TopicMap], namespace: str | None, base: T
         bag.close()
 
 
-def _optional_topic(topics: Mapping[str, StorageTopic], query: str | None, namespace: str | None,
+def _optional_topic(topics: Mapping[str, StorageTopic], query: TopicMap | None, namespace: str | None,
                     path: Path) -> StorageTopic | None:
-    """The bag's episode-report topic ``query`` if it has one of the reports' type, else None."""
+    """The bag's topic ``query.topic`` if it has one of ``query.type``, else None."""
     if query is None:
         return None
     try:
-        topic = _find_topic(topics, query, namespace, path)
+        topic = _find_topic(topics, query.topic, namespace, path)
     except BagError:  # not recorded (a real robot), or ambiguous: episodes are split by the other rules
         return None
-    return topic if topic.type == EPISODES_TYPE else None
+    return topic if topic.type == query.type else None
 
 
 def _find_topic(topics: Mapping[str, StorageTopic], query: str, namespace: str | None, path: Path) -> StorageTopic:

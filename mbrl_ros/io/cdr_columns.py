@@ -151,16 +151,17 @@ class _Walker:
     def align(self, size: int) -> None:
         self.pos = HEADER + -(-(self.pos - HEADER) // size) * size
 
-    def take(self, size: int) -> int:
+    def take(self, size: int, path: str) -> int:
         start = self.pos
         self.pos += size
         if self.pos > len(self.raw):
-            raise LayoutError(f"message ends at byte {len(self.raw)}, its fields need more")
+            raise LayoutError(f"field '{path}': the message ends at byte {len(self.raw)}, the field needs bytes "
+                              f"{start}-{self.pos - 1}")
         return start
 
     def count(self, path: str) -> int:
         self.align(4)
-        start = self.take(4)
+        start = self.take(4, path)
         self.layout.fixed.extend(range(start, start + 4))
         value = int(np.frombuffer(self.raw, dtype=self.order + "u4", count=1, offset=start)[0])
         if value > len(self.raw):
@@ -200,7 +201,7 @@ class _Walker:
     def base(self, primitive: str, path: str) -> None:
         if primitive == "string":
             length = self.count(path)
-            start = self.take(length)
+            start = self.take(length, path)
             self.layout.fixed.extend(range(start, start + length))
             self.layout.strings[path] = self.raw[start:start + length].rstrip(b"\0").decode("utf-8", "replace")
             return
@@ -209,7 +210,7 @@ class _Walker:
             raise LayoutError(f"'{path}': primitive type {primitive} is not supported by the column reader")
         size = int(dtype[1])
         self.align(size)
-        self.layout.numbers[path] = (self.take(size), dtype)
+        self.layout.numbers[path] = (self.take(size, path), dtype)
 
 
 def walk(raw: bytes | memoryview, typename: str, store: Typestore) -> Layout:
