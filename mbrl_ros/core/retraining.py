@@ -273,6 +273,8 @@ class PerBagTransitions:
         self._read: dict[Path, tuple[int, TransitionDataset | None]] = {}  # bag -> (metadata mtime, data)
         self._failed: dict[Path, tuple[int, int]] = {}  # bag -> (metadata mtime, OSErrors in a row)
         self.dataset: TransitionDataset | None = None
+        # dataset's episode id -> (bag, the id read(bag) gave it): what a bag says of its own episodes (a goal)
+        self.origins: dict[int, tuple[Path, int]] = {}
         self.reads = 0  # bags read so far (each new or changed bag once)
 
     def update(self, bags: Sequence[os.PathLike | str]) -> list[Path]:
@@ -309,16 +311,17 @@ class PerBagTransitions:
             self._failed.pop(gone, None)
             self.errors.pop(gone, None)
         if fresh or bags != self.bags:
-            self.dataset = self._join(bags)
+            self.dataset, self.origins = self._join(bags)
         self.bags = bags
         return fresh
 
-    def _join(self, bags: list[Path]) -> TransitionDataset | None:
+    def _join(self, bags: list[Path]) -> tuple[TransitionDataset | None, dict[int, tuple[Path, int]]]:
         parts = [(bag, self._read[bag][1]) for bag in bags if bag in self._read and self._read[bag][1] is not None]
         if not parts:
-            return None
+            return None, {}
         first = parts[0][1]
         joined = TransitionDataset(first.state_dim, first.action_dim, first.dtype)
+        origins: dict[int, tuple[Path, int]] = {}
         offset = 0
         for bag, part in parts:
             if (part.state_dim, part.action_dim) != (joined.state_dim, joined.action_dim):
@@ -328,8 +331,9 @@ class PerBagTransitions:
             ids = part.episode_ids
             # Episodes keep their ids as long as bags are only added after them: validation stays stable.
             joined.append(part.states, part.actions, part.next_states, ids - int(ids.min()) + offset)
+            origins.update((episode - int(ids.min()) + offset, (bag, episode)) for episode, _, _ in part.episodes())
             offset += int(ids.max()) - int(ids.min()) + 1
-        return joined
+        return joined, origins
 
 
 def _metadata_mtime(bag: Path) -> int:

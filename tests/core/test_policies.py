@@ -18,7 +18,7 @@ from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.policies import Actor, ConstantPolicy, build_actor
 from mbrl_ros.core.policies.config import PolicyConfig
-from mbrl_ros.core.policies.learning import PolicyData
+from mbrl_ros.core.policies.learning import PolicyData, final_state_goals, logged_or_final_goals
 from mbrl_ros.core.policies.rollouts import StartSampler, TaskCost, closed_loop
 from mbrl_ros.core.policies.shac import td_lambda_targets
 from mbrl_ros.core.policies.validation import HeldOutStates, closed_loop_costs, decide_policy
@@ -287,6 +287,23 @@ def test_policy_data_holds_out_whole_episodes():
     assert torch.equal(split.train_contexts[:, 0], (split.train_states[:, 0] / 100).round())
     with pytest.raises(ValueError, match="no context \\(goal\\) for episode 3"):
         PolicyData.from_dataset(data, 0.3, 1, {e: [0.0] * NX for e in range(10) if e != 3})
+
+
+def test_logged_goals_where_logged_else_the_final_state():
+    """Issue 12: each episode's goal is the one its log says it was given; an episode without one takes
+    where it ended (hindsight), and the counts say how many took which."""
+    data = TransitionDataset(NX, NU)
+    for episode in range(4):
+        states = torch.randn(6, NX)
+        data.append(states, torch.zeros(6, NU), states + 1, episode)
+    final = final_state_goals(data)
+    logged = {0: [10.0] * NX, 2: None, 3: [30.0] * NX}  # 1: absent (its bag had no goal), 2: none in effect
+    goals, counts = logged_or_final_goals(data, logged)
+    assert goals == {0: [10.0] * NX, 1: final[1], 2: final[2], 3: [30.0] * NX}
+    assert counts == {"logged": 2, "final_state": 2}
+    assert logged_or_final_goals(data, {}) == (final, {"logged": 0, "final_state": 4})
+    with pytest.raises(ValueError, match="episode 3's logged goal has 3 values, a state .* 5"):
+        logged_or_final_goals(data, {3: [1.0, 2.0, 3.0]})
 
 
 # --------------------------------------------------------------------------- checkpoints

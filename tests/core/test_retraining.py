@@ -256,6 +256,8 @@ def test_per_bag_transitions_reads_each_closed_bag_once_and_keeps_episode_ids(tm
     assert cache.update(bags[:2]) == bags[:2]
     assert len(cache.dataset) == 2 * 5 + 3 * 4
     assert [e for e, _, _ in cache.dataset.episodes()] == [0, 1, 2, 3, 4]
+    # What each bag said of its own episodes (a logged goal) is found from the joined ids.
+    assert cache.origins == {0: (bags[0], 0), 1: (bags[0], 1), 2: (bags[1], 0), 3: (bags[1], 1), 4: (bags[1], 2)}
     first_ids = cache.dataset.episode_ids.clone()
     assert cache.update(bags[:2]) == [] and calls == ["run_0", "run_1"]  # nothing new: nothing read
 
@@ -273,8 +275,10 @@ def test_per_bag_transitions_reads_each_closed_bag_once_and_keeps_episode_ids(tm
     os.utime(bags[2] / "metadata.yaml", ns=(1, 10**18))
     assert cache.update(bags) == [bags[2]] and not cache.errors
     assert len(cache.dataset) == 28 and cache.dataset.episodes()[-1][0] == 5
+    assert cache.origins[5] == (bags[2], 0)
     cache.update(bags[1:])
     assert len(cache.dataset) == 18 and cache.reads == 4
+    assert cache.origins == {0: (bags[1], 0), 1: (bags[1], 1), 2: (bags[1], 2), 3: (bags[2], 0)}
 
 
 def test_per_bag_transitions_retries_a_bag_that_raises_oserror_a_bounded_number_of_times(tmp_path):

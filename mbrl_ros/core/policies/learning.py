@@ -36,7 +36,8 @@ from mbrl_ros.core.policies.shac import ShacLearner
 from mbrl_ros.core.policies.validation import HeldOutStates, PolicyDecision, decide_policy
 from mbrl_ros.core.retraining import validation_split
 
-__all__ = ["PolicyData", "PolicyLearner", "PolicyRound", "final_state_goals", "new_actor", "train_policy"]
+__all__ = ["PolicyData", "PolicyLearner", "PolicyRound", "final_state_goals", "logged_or_final_goals", "new_actor",
+           "train_policy"]
 
 
 def final_state_goals(dataset: TransitionDataset) -> dict[int, list[float]]:
@@ -47,6 +48,29 @@ def final_state_goals(dataset: TransitionDataset) -> dict[int, list[float]]:
     learn from any logged driving. For a cost whose ``goal`` context is a state vector.
     """
     return {episode: dataset.next_states[end - 1].tolist() for episode, _, end in dataset.episodes()}
+
+
+def logged_or_final_goals(dataset: TransitionDataset, logged: Mapping[int, Sequence[float] | None]
+                          ) -> tuple[dict[int, list[float]], dict[str, int]]:
+    """Each episode's logged goal (``logged``: episode id -> the goal it was given, None or absent where
+    none was logged), else its last state (``final_state_goals``). -> (goals, how many episodes took
+    each: ``{"logged": n, "final_state": m}``).
+
+    The task's goals where the log has them: random exploration ends near where it started, so
+    final states alone teach a policy goals unlike the task's (parking spots 10-20 m away).
+    """
+    final = final_state_goals(dataset)
+    goals, counts = {}, {"logged": 0, "final_state": 0}
+    for episode, goal in final.items():
+        given = logged.get(episode)
+        if given is not None:
+            if len(given) != len(goal):
+                raise ValueError(f"policy data: episode {episode}'s logged goal has {len(given)} values, a state "
+                                 f"(the final-state goal) {len(goal)}")
+            goal = [float(v) for v in given]
+        goals[episode] = goal
+        counts["logged" if given is not None else "final_state"] += 1
+    return goals, counts
 
 
 def _episode_contexts(dataset: TransitionDataset, contexts: Mapping[int, Sequence[float]] | None,
