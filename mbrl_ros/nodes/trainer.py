@@ -42,8 +42,14 @@ or standing still for the first) in closed loop on the model from held-out real
 episodes (the ``gate_fraction`` episodes), and, only if it is better, saves it as
 ``policy_v<N>.pt`` and publishes it on ``policy/candidate`` as a ModelUpdate of
 model_kind ``policy``: the dynamics_server checks, versions, latches and rolls it back
-(``policy/rollback``) as it does models. Goals: each logged episode's last state
-(``final_state_goals``), for a policy with ``policy.context``. Decisions go to the same
+(``policy/rollback``) as it does models. Goals, for a policy with ``policy.context``: each
+episode's logged goal, the message on ``policy_context_topic`` (default: the robot plug-in's
+input of that context, the car's ``goal_pose``, which the data_logger records) in effect at
+the episode's first state (``io.bags.messages_in_effect``), converted by the plug-in as the
+controller converts it; an episode without one (or whose message is malformed: dropped and
+counted with the bag's dropped messages) takes its last state (``logged_or_final_goals``,
+hindsight). How many took which is in the log line, decisions.jsonl (``goals``) and
+/diagnostics (``policy_goals_logged``, ``policy_goals_final_state``). Decisions go to the same
 decisions.jsonl (``"kind": "policy"``) and to /diagnostics (``policy_*``). ROS parameters
 hold no nested lists: ``policy.actor.relative_dims`` is written flat
 ([state index, context index, ...]).
@@ -58,6 +64,7 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -71,7 +78,7 @@ from mbrl_ros.core.fitting import check_training_options
 from mbrl_ros.core.model_kinds import MODEL_KINDS
 from mbrl_ros.core.retraining import PerBagTransitions, RetrainSchedule, TrainingRound, train_candidate
 from mbrl_ros.io import checkpoint
-from mbrl_ros.io.bags import list_bags, load_transitions
+from mbrl_ros.io.bags import BagError, list_bags, load_transitions, messages_in_effect
 from mbrl_ros.io.config import model_section_at
 from mbrl_ros.io import policy_checkpoint
 from mbrl_ros.io.model_update import pack, pack_policy, unpack
@@ -96,6 +103,10 @@ PARAMS = [
           "budget)", (2, 100_000_000)),
     Param("learn_policy", False, "learn a policy on each deployed model (the 'policy' section, the '/**' cost and "
           "action bounds): true under controller:=policy or a planner's policy_prior_fraction", read_only=True),
+    Param("policy_context_topic", "", "topic in the bags whose message in effect at an episode's first state is that "
+          "episode's policy context (policy.context: the goal it was given), converted as the controller converts "
+          "it; '' : the robot plug-in's input of that context (the car's goal_pose); 'none': every episode's final "
+          "state (hindsight). Episodes without a logged goal take their final state", read_only=True),
     Param("retrain_every", 1000, "new transitions between training rounds", (1, 100_000_000)),
     Param("poll_period", 5.0, "seconds between looks at bag_dir", (0.05, 3600.0)),
     Param("val_fraction", 0.2, "fraction of the episodes that stop training early and choose the elites "
@@ -153,6 +164,7 @@ class TrainerNode(Node):
         self.command_topic = self.resolve_topic_name(self.p["command_topic"])
         self.schedule = RetrainSchedule(self.p["random_transitions"], self.p["retrain_every"])
         self.policy = self.policy_settings()  # None: no policy learning
+        self.context_input = self.policy_context_input()  # None: final-state goals only
 
         self.lock = threading.Lock()  # guards what the worker and the callbacks share below
         self.deployed = None  # (version, model) from dynamics/model
@@ -160,6 +172,8 @@ class TrainerNode(Node):
         self.training_now = False
         self.bag_cache = PerBagTransitions(self.read_bag)
         self.dropped: dict[Path, dict[str, dict[str, int]]] = {}  # bag -> topic -> reason -> messages dropped
+        self.bag_goals: dict[Path, dict[int, list[float] | None]] = {}  # bag -> its episode id -> logged goal
+        self.origins: dict[int, tuple[Path, int]] = {}  # dataset episode -> (bag, its id there)
         self.bags: list[Path] = []
         self.dataset: TransitionDataset | None = None
         self.data_error = ""
@@ -194,16 +208,68 @@ class TrainerNode(Node):
         """One closed bag's transitions; the messages dropped from it (malformed ones) are kept in
         ``dropped[bag]`` ({topic: {reason: count}}) for the log and diagnostics."""
         report: dict = {}
+        goals: dict[int, list[float] | None] = {}
         try:
-            return load_transitions([bag], section(self, "transitions"), self.p["dt"],
-                                    max_stamp_error=self.p["max_stamp_error"], max_jump=self.p["max_jump"],
-                                    max_change=self.max_change, angle_dims=self.angle_dims,
-                                    state_names=self.state_names, action_names=self.action_names,
-                                    namespace=self.get_namespace(), source="trainer parameter 'transitions'",
-                                    report=report)
+            dataset = load_transitions([bag], section(self, "transitions"), self.p["dt"],
+                                       max_stamp_error=self.p["max_stamp_error"], max_jump=self.p["max_jump"],
+                                       max_change=self.max_change, angle_dims=self.angle_dims,
+                                       state_names=self.state_names, action_names=self.action_names,
+                                       namespace=self.get_namespace(), source="trainer parameter 'transitions'",
+                                       report=report)
+            if self.context_input is not None:
+                goals = self.read_goals(bag, report["episode_starts"], report.setdefault("dropped", {}))
+            return dataset
         finally:
             with self.lock:
                 self.dropped[bag] = report.get("dropped", {})
+                self.bag_goals[bag] = goals
+
+    def read_goals(self, bag: Path, starts: list[tuple[int, int]], dropped: dict) -> dict[int, list[float] | None]:
+        """Each episode's logged goal (the context input's message in effect at its first state, converted by the
+        robot plug-in), None where there is none; a malformed message is dropped and counted in ``dropped``."""
+        context = self.context_input
+        where = f"bag {bag}: topic '{context.topic}'"
+        report: dict = {}
+        try:
+            messages = messages_in_effect([bag], context.topic, message_type_name(context.message_type), starts,
+                                          namespace=self.get_namespace(), report=report)
+        except BagError as err:  # the transitions were read: the bag's episodes keep their final states as goals
+            self.get_logger().warn(f"{where}: cannot read the logged goals ({err}); its episodes take their final "
+                                   "states")
+            return {}
+        for topic, reasons in report.get("dropped", {}).items():
+            for reason, count in reasons.items():
+                dropped.setdefault(topic, {})[reason] = dropped.get(topic, {}).get(reason, 0) + count
+        goals: dict[int, list[float] | None] = {}
+        for episode, message in enumerate(messages):
+            goal = None
+            if message is not None:
+                try:
+                    goal = [float(v) for v in context.convert(message)]
+                except (ValueError, TypeError, AttributeError) as err:  # a goal the controller would refuse too
+                    reason = f"goal not converted: {type(err).__name__}: {err}"
+                    topic = dropped.setdefault(self.resolve_topic_name(context.topic), {})
+                    topic[reason] = topic.get(reason, 0) + 1
+                    self.get_logger().warn(f"{where}: episode {episode}'s goal message dropped: {reason}")
+            goals[episode] = goal
+        return goals
+
+    def policy_context_input(self):
+        """The robot's input for ``policy.context`` (topic and conversion), on ``policy_context_topic``; None for
+        final-state goals only."""
+        if self.policy is None or self.policy[0].context is None or self.p["policy_context_topic"] == "none":
+            return None
+        context = self.policy[0].context
+        inputs = [c for c in self.robot.messages().context_inputs() if c.context == context]
+        if not inputs:
+            if self.p["policy_context_topic"]:
+                raise ValueError(f"trainer parameter 'policy_context_topic' is '{self.p['policy_context_topic']}' "
+                                 f"but robot '{self.robot.name}' has no input for the cost context '{context}' "
+                                 f"(policy.context) to convert its messages with")
+            self.get_logger().warn(f"robot '{self.robot.name}' has no input for the cost context '{context}': "
+                                   "every episode's goal is its final state")
+            return None
+        return replace(inputs[0], topic=self.p["policy_context_topic"] or inputs[0].topic)
 
     def policy_settings(self):
         """The ``policy`` section checked, its cost built and a learner made, or None unless ``learn_policy``."""
@@ -320,7 +386,9 @@ class TrainerNode(Node):
         error = "; ".join(errors.values()) if dataset is None or errors else ""
         with self.lock:
             self.bags, self.dataset, self.data_error = list(self.bag_cache.bags), dataset, error
+            self.origins = dict(self.bag_cache.origins)
             self.dropped = {bag: self.dropped[bag] for bag in self.bags if bag in self.dropped}
+            self.bag_goals = {bag: self.bag_goals[bag] for bag in self.bags if bag in self.bag_goals}
         if dataset is not None:
             self.get_logger().info(f"read {len(fresh)} new bag(s): {len(dataset)} transitions in "
                                    f"{len(dataset.episodes())} episodes from {len(self.bags) - len(errors)} bags")
@@ -368,7 +436,7 @@ class TrainerNode(Node):
 
     def policy_round(self, dataset: TransitionDataset, why: str) -> None:
         """Train a policy through the deployed model; publish it on policy/candidate only if it beats the deployed one."""
-        from mbrl_ros.core.policies.learning import PolicyData, final_state_goals
+        from mbrl_ros.core.policies.learning import PolicyData, logged_or_final_goals
 
         config, cost, learner = self.policy
         with self.lock:
@@ -380,8 +448,15 @@ class TrainerNode(Node):
         record = {"kind": "policy", "round": round_number, "why": why, "method": config.method,
                   "model_version": model_version, "compared_with": against, "transitions": len(dataset)}
         try:
-            data = PolicyData.from_dataset(dataset, self.p["gate_fraction"], self.p["split_seed"],
-                                           final_state_goals(dataset) if config.context else None)
+            goals = None
+            if config.context:
+                with self.lock:
+                    logged = {episode: self.bag_goals.get(bag, {}).get(own)
+                              for episode, (bag, own) in self.origins.items()}
+                goals, sources = logged_or_final_goals(dataset, logged)
+                topic = self.resolve_topic_name(self.context_input.topic) if self.context_input else "none"
+                record["goals"] = {**sources, "topic": topic}
+            data = PolicyData.from_dataset(dataset, self.p["gate_fraction"], self.p["split_seed"], goals)
             result = learner.round(model, cost, data, deployed[1] if deployed else None,
                                    stop=self.stopping.is_set)
         except (ValueError, RuntimeError, ArithmeticError) as err:
@@ -411,7 +486,9 @@ class TrainerNode(Node):
         named = f"policy v{record['candidate_version']}" if "candidate_version" in record else "policy candidate"
         line = (f"policy round {record['round']} ({record['why']}, {record['method']} on model "
                 f"v{record['model_version']}, {record['seconds']:.1f} s): {named} {record['decision']} against "
-                f"{record['compared_with']}: {record['reason']}" + (f"; {record['note']}" if "note" in record else ""))
+                f"{record['compared_with']}: {record['reason']}" + (f"; {record['note']}" if "note" in record else "")
+                + (f"; goals: {g['logged']} episodes' logged on {g['topic']}, {g['final_state']} final states"
+                   if (g := record.get("goals")) else ""))
         if record["decision"] == "failed":
             self.get_logger().error(line)
         else:
@@ -423,6 +500,7 @@ class TrainerNode(Node):
             "policy_last_candidate_version": str(record.get("candidate_version", "none")),
             "policy_last_round_seconds": f"{record['seconds']:.2f}",
             **{f"policy_candidate_{k}": f"{v:.6g}" for k, v in record.get("metrics", {}).items()},
+            **{f"policy_goals_{k}": str(v) for k, v in record.get("goals", {}).items()},
         }
         with self.lock:
             self.policy_rounds += 1
@@ -534,6 +612,11 @@ class TrainerNode(Node):
         self.worker.join(timeout=CLOSE_TIMEOUT)
         if self.worker.is_alive():
             print(f"[trainer] the training round did not stop within {CLOSE_TIMEOUT} s", file=sys.stderr, flush=True)
+
+
+def message_type_name(message_type: type) -> str:
+    """rclpy's ``geometry_msgs.msg.PoseStamped`` -> ``geometry_msgs/msg/PoseStamped`` (the name in bags)."""
+    return f"{message_type.__module__.split('.')[0]}/msg/{message_type.__name__}"
 
 
 def dropped_count(dropped: dict[str, dict[str, int]]) -> int:

@@ -35,6 +35,7 @@ NAMESPACE = "/car"
 STATE_NAMES = ["x", "y", "yaw", "v", "steer"]
 ACTION_NAMES = ["u_accel", "u_steer"]
 DT = 0.2
+GOAL_TYPE = "geometry_msgs/msg/PoseStamped"
 ENSEMBLE_CONFIG = {"type": "ensemble", "state_dim": 5, "action_dim": 2, "ensemble_size": 2, "hidden_sizes": [256]}
 BICYCLE = {"type": "parametric", "dt": DT, "substeps": 3, "speed_input": "acceleration",
            "params": {"wheelbase": 2.5, "rear_axle_to_cg": 1.2, "speed_gain": 5.0, "steer_gain": 0.7, "lag": 0.3}}
@@ -340,12 +341,14 @@ def drive_bicycle(episodes: int, steps: int, seed: int = 0) -> tuple[torch.Tenso
     return torch.stack(trajectory, 1) + noise, torch.stack(actions, 1)
 
 
-def write_driving_bag(path: Path, states: torch.Tensor, actions: torch.Tensor, malformed: set[int] = frozenset()
-                      ) -> None:
+def write_driving_bag(path: Path, states: torch.Tensor, actions: torch.Tensor, malformed: set[int] = frozenset(),
+                      goals: dict[int, tuple[float, float, float] | int] | None = None) -> None:
     """A bag as the data_logger records it: state and command (stamped as the state it answers), per step.
-    The states numbered in ``malformed`` (counting over all episodes) carry one value too few."""
+    The states numbered in ``malformed`` (counting over all episodes) carry one value too few. ``goals``:
+    episode -> the goal_pose (x, y, yaw) sent at its start (stamped with its first state, logged after it),
+    or an int: that goal's CDR bytes cut to that many."""
     from mbrl_ros.io.bags import COMMAND_TYPE, STATE_TYPE, default_typestore
-    from mbrl_ros.io.recording import BagRecorder
+    from mbrl_ros.io.recording import BagRecorder, bag_qos
 
     store = default_typestore()
     Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
@@ -353,13 +356,25 @@ def write_driving_bag(path: Path, states: torch.Tensor, actions: torch.Tensor, m
     def header(ns: int):
         return Header(stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9), frame_id="map")
 
+    def goal_pose(ns: int, goal) -> bytes:
+        x, y, yaw = goal if isinstance(goal, tuple) else (1.0, 2.0, 0.5)
+        t = store.types
+        pose = t["geometry_msgs/msg/Pose"](
+            position=t["geometry_msgs/msg/Point"](x=x, y=y, z=0.0),
+            orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=math.sin(yaw / 2), w=math.cos(yaw / 2)))
+        data = bytes(store.serialize_cdr(t[GOAL_TYPE](header=header(ns), pose=pose), GOAL_TYPE))
+        return data if isinstance(goal, tuple) else data[:goal]
+
     dt_ns = int(DT * 1e9)
     stamp = 100 * 10**9
     written = 0
     with BagRecorder(path, typestore=store) as bag:
         bag.add_topic(f"{NAMESPACE}/state", STATE_TYPE)
         bag.add_topic(f"{NAMESPACE}/hw/command", COMMAND_TYPE)
-        for episode_states, episode_actions in zip(states.double().numpy(), actions.double().numpy()):
+        if goals is not None:
+            bag.add_topic(f"{NAMESPACE}/goal_pose", GOAL_TYPE, bag_qos(reliable=True, transient_local=True))
+        for episode, (episode_states, episode_actions) in enumerate(zip(states.double().numpy(),
+                                                                        actions.double().numpy())):
             for k, values in enumerate(episode_states):
                 values = values[:-1] if written in malformed else values
                 written += 1
@@ -368,6 +383,8 @@ def write_driving_bag(path: Path, states: torch.Tensor, actions: torch.Tensor, m
                 if k < len(episode_actions):
                     command = store.types[COMMAND_TYPE](header=header(stamp), names=ACTION_NAMES, values=episode_actions[k])
                     bag.write(f"{NAMESPACE}/hw/command", stamp + 2_000_000, bytes(store.serialize_cdr(command, COMMAND_TYPE)))
+                if k == 0 and goals is not None and episode in goals:
+                    bag.write(f"{NAMESPACE}/goal_pose", stamp + 3_000_000, goal_pose(stamp, goals[episode]))
                 stamp += dt_ns
             stamp += 50 * dt_ns  # the next episode starts after a pause: no transition across it
 
@@ -583,3 +600,77 @@ def test_trainer_learns_a_policy_on_each_deployed_model_and_the_server_publishes
         time.sleep(1.0)
         assert not (tmp_path / "checkpoints" / "policy_v2.pt").exists()
         assert [m["version"] for m in peer.do("models", topic="policy/model")["models"]] == [1, 2, 3]
+
+
+def test_trainer_learns_the_policy_for_each_episodes_logged_goal_else_its_final_state(stack, tmp_path):
+    """Issue 12 (goals): the trainer's goal for an episode is the goal_pose logged at its start (the latest
+    stamped at or before its first state), converted as the controller converts it; an episode without one
+    takes its final state. A malformed goal (cut short; non-finite) is dropped and counted, not fatal: its
+    episode falls back. The decision record, the log and /diagnostics say how many episodes took which."""
+    episodes, steps = 10, 20
+    states, actions = drive_bicycle(episodes, steps, seed=3)
+    goals = {e: (10.0 + e, -12.0 + e, 0.3 * e) for e in range(2, episodes)}  # episodes 0 and 1: none yet
+    goals[5] = 30  # cut in its pose: its episode may not take episode 4's goal
+    goals[6] = (math.nan, 1.0, 0.0)  # the controller refuses it too
+    write_driving_bag(tmp_path / "bags" / "run_0000", states, actions, goals=goals)
+    trainer = launch_parameters(REPO_ROOT / "config", "car", "parking", "trainer")
+    for key in ("state_names", "action_names"):
+        trainer.pop(key, None)
+    trainer.update(bag_dir=str(tmp_path / "bags"), checkpoint_dir=str(tmp_path / "checkpoints"),
+                   random_transitions=10**8, poll_period=0.3, dt=DT, diagnostics_period=0.2, learn_policy=True,
+                   policy={**trainer["policy"], "shac": {"iterations": 3, "batch_size": 16, "horizon": 8},
+                           "validation": {"steps": 10, "max_starts": 8}})
+    # config/car_parking.yaml names the topic; without it the default is the same: the car's goal input.
+    assert trainer.pop("policy_context_topic") == "goal_pose"
+    stack.node("dynamics_server", robot_params(dynamics_server={"diagnostics_period": 0.2}))
+    stack.node("trainer", robot_params(trainer=trainer))
+    peer = stack.peer()
+    read = peer.do("wait_diagnostics", node="trainer", key="transitions", value=str(episodes * steps), timeout=60)
+    assert read["found"], (read, stack.logs())
+    truth, truth_file = bicycle_fields(tmp_path, 2.5, version=7)
+    peer.do("publish_candidate", fields=str(truth_file))
+    assert peer.do("wait_model", checksum=truth["checksum"], version=1, timeout=30)["received"], stack.logs()
+    done = peer.do("wait_diagnostics", node="trainer", key="policy_rounds", value="1", timeout=120)
+    assert done["found"], (done, stack.logs())
+    values = done["values"]
+    assert values["policy_last_decision"] in ("accepted", "rejected"), values  # the round ran on these goals
+    # 6 logged: episodes 2-4 and 7-9; final states: 0 and 1 (no goal before), 5 (cut), 6 (non-finite).
+    assert (values["policy_goals_logged"], values["policy_goals_final_state"]) == ("6", "4"), values
+    assert values["policy_goals_topic"] == f"{NAMESPACE}/goal_pose"
+    [record] = [json.loads(line) for line in (tmp_path / "checkpoints" / "decisions.jsonl").read_text().splitlines()]
+    assert record["goals"] == {"logged": 6, "final_state": 4, "topic": f"{NAMESPACE}/goal_pose"}, record
+    assert f"goals: 6 episodes' logged on {NAMESPACE}/goal_pose, 4 final states" in stack.logs()
+    # The two malformed goals, with the bag's other dropped messages, naming topic and field (or what is wrong).
+    assert values["dropped_messages"] == "2", values
+    dropped = values["dropped_by_topic"]
+    assert dropped.startswith(f"{NAMESPACE}/goal_pose: 2 (") and "field 'pose.position.y'" in dropped, dropped
+    assert "goal not converted: ValueError: non-finite values [nan" in dropped, dropped
+
+
+def test_the_goal_conversion_reads_bag_messages_as_the_controllers(tmp_path):
+    """The trainer converts the bags' goal_pose messages (rosbags' objects) with the function the controller
+    applies to rclpy's: the same bytes give the same goal both ways."""
+    code = """if True:
+        import json, math, sys
+        from rclpy.serialization import deserialize_message, serialize_message
+        from geometry_msgs.msg import PoseStamped
+        from mbrl_ros.io.bags import default_typestore
+        from mbrl_ros.nodes.trainer import message_type_name
+        from mbrl_ros.robots import get_robot
+
+        [goal] = [c for c in get_robot("car").messages().context_inputs() if c.context == "goal"]
+        msg = PoseStamped()
+        msg.header.stamp.sec, msg.pose.position.x, msg.pose.position.y = 7, 12.5, -3.25
+        msg.pose.orientation.z, msg.pose.orientation.w = math.sin(0.6), math.cos(0.6)
+        data = serialize_message(msg)
+        name = message_type_name(goal.message_type)
+        bag_msg = default_typestore().deserialize_cdr(data, name)
+        print(json.dumps([goal.topic, name, goal.convert(deserialize_message(data, goal.message_type)).tolist(),
+                          goal.convert(bag_msg).tolist()]))
+    """
+    done = subprocess.run([sys.executable, "-c", code], env=workspace_env(), cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    topic, name, from_rclpy, from_bag = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (topic, name) == ("goal_pose", GOAL_TYPE)
+    assert from_bag == from_rclpy == pytest.approx([12.5, -3.25, 1.2, 0.0, 0.0])
