@@ -91,7 +91,9 @@ def summary(run) -> dict:
         "selection_transitions": run.totals["selection"],
         "val_transitions": len(run.val),
         "val_episodes": [e for e, _, _ in run.val.episodes()],
-        "read": {k: v for k, v in run.read_report.items() if k not in ("state_names", "action_names")},
+        # Counts only: not the names, nor each episode's first state (one entry per episode).
+        "read": {k: v for k, v in run.read_report.items() if k not in ("state_names", "action_names",
+                                                                       "episode_starts")},
         "models": models,
     }
 
