@@ -44,6 +44,9 @@ wrote of a robot's raw topics alike.
   that moves the robot within what it could do in one step (the car standing
   at its start pose, turned) is seen only there. States faster than ``dt``
   are read every ``dt``.
+- ``messages_in_effect(bags, topic, type, at)``: the message of a topic (a goal)
+  in effect at given stamps, e.g. each episode's first state (``load_transitions``'
+  ``report["episode_starts"]``): the trainer's goal per episode.
 - ``transitions_from_bags``: the earlier API (StateVector/CommandVector topics
   by name), kept for callers and tests; it builds the mapping and calls
   ``load_transitions``.
