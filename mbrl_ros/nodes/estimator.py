@@ -67,14 +67,19 @@ class EstimatorNode(Node):
         # Diagnostics on the wall clock: under sim time they go on when the simulation stalls.
         self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.frame_id = ""  # of the last measurement: the frame of the states published
         for sensor in messages.sensor_inputs(self.core, list(self.p["action_names"])):
             self.create_subscription(sensor.message_type, sensor.topic,
-                                     lambda msg, read=sensor.read: self.on_sensor(read, msg), sensor.qos)
+                                     lambda msg, sensor=sensor: self.on_sensor(sensor, msg), sensor.qos)
 
     # --- inputs ------------------------------------------------------------------------------
-    def on_sensor(self, read, msg) -> None:
+    def on_sensor(self, sensor, msg) -> None:
         started = time.perf_counter()
-        self.on_estimate(read(msg), msg.header.frame_id, started)
+        if sensor.measures:
+            self.frame_id = msg.header.frame_id
+        out = sensor.read(msg)
+        for one in out if isinstance(out, list) else [out]:
+            self.on_estimate(one, self.frame_id, started)
 
     def on_estimate(self, out: StateEstimate | Rejection | None, frame_id: str, started: float) -> None:
         """A sensor message's outcome: an estimate to publish, a rejection, or None (nothing yet)."""
@@ -120,6 +125,9 @@ class EstimatorNode(Node):
             "repeats": str(self.core.repeats),
             "resyncs": str(self.core.resyncs),
         })
+        for counter in ("held_for_command", "released_without_command"):  # the car's in lockstep
+            if hasattr(self.core, counter):
+                values[counter] = str(getattr(self.core, counter))
         level, message = DiagnosticStatus.OK, "ok"
         if self.stats.rejected > self.faults_reported:
             level = DiagnosticStatus.WARN

@@ -142,13 +142,16 @@ class SensorInput:
     """A topic the estimator node subscribes to, and what one of its messages does to the estimator.
 
     ``read(message)`` feeds the estimator and returns its outcome: a new estimate to
-    publish, a ``Rejection`` (with its reason), or None (nothing to publish yet).
+    publish, a ``Rejection`` (with its reason), None (nothing to publish yet), or a list of
+    them in order. ``measures``: its messages are measurements of the state, whose header's
+    frame the published states take (a command input's are not).
     """
 
     topic: str
     message_type: type
     qos: Any  # rclpy.qos.QoSProfile
-    read: Callable[[Any], StateEstimate | Rejection | None]
+    read: Callable[[Any], StateEstimate | Rejection | None | list]
+    measures: bool = True
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ class Car(Robot):
         config = EstimatorConfig.from_dict(
             {k: params[k] for k in ("steer_gain", "steer_lag", "steer_rate_limit", "dt", "speed_filter_alpha",
                                     "resync_after")}, source=source)
-        return CarStateEstimator(config, tuple(params["state_names"]))
+        return CarStateEstimator(config, tuple(params["state_names"]), bool(params.get("wait_for_command", False)))
 
 
 ROBOT = Car()

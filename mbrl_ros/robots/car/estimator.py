@@ -94,8 +94,17 @@ class _Command:
 
 @dataclass
 class CarStateEstimator(TimeLineEstimator):
+    """``wait_for_command`` (lockstep simulation): the simulator steps only on the command that answers a
+    state, so the next odometry sample follows that command; but the command reaches this estimator over its
+    own connection, and on a loaded machine the sample can come first (its steering would then be one command
+    stale, in the state the controller plans from and the logger records). An odometry sample that comes before
+    any command answering the last sample is held until one does (``held_for_command``); a re-send of it or a
+    later sample releases it without one (``released_without_command``, never seen in lockstep but bounded).
+    On a robot (real time) odometry comes at its own rate, so nothing is held."""
+
     config: EstimatorConfig = field(default_factory=EstimatorConfig)
     state_names: tuple[str, ...] = STATE_NAMES  # one of STATE_LAYOUTS
+    wait_for_command: bool = False
 
     def __post_init__(self) -> None:
         self.state_names = tuple(self.state_names)
@@ -103,6 +112,9 @@ class CarStateEstimator(TimeLineEstimator):
             raise ValueError(f"estimator: state_names {list(self.state_names)} are none of the car's layouts "
                              f"{[list(layout) for layout in STATE_LAYOUTS]}")
         self.dropped_commands = 0  # folded away while odometry was missing (MAX_PENDING_COMMANDS)
+        self.held_for_command = self.released_without_command = 0
+        self._held: tuple | None = None  # wait_for_command: the update() arguments of a held sample
+        self._latest_command_ns = -1  # the latest stamp of any command received
         TimeLineEstimator.__init__(self, self.config.resync_after)
 
     def reset(self) -> None:
@@ -112,12 +124,14 @@ class CarStateEstimator(TimeLineEstimator):
         self._speed = 0.0
         self._u_steer = 0.0  # the command in effect since the last accepted sample
         self._pending: list[_Command] = []  # commands received since then
+        self._latest_command_ns = -1  # the latest stamp of the commands received on this time line
 
     def resync(self) -> None:
         """A new time line keeps the commands received: they answer its samples."""
         pending = self._pending
         self.reset()
         self._pending = pending
+        self._latest_command_ns = max((c.stamp_ns for c in pending), default=-1)
 
     @property
     def pending_commands(self) -> int:
@@ -125,10 +139,12 @@ class CarStateEstimator(TimeLineEstimator):
         return len(self._pending)
 
     # ---- inputs ---------------------------------------------------------------------
-    def command(self, stamp_ns: int, u_steer: float) -> Rejection | None:
-        """Record a steering command sent at (or planned for the state stamped) ``stamp_ns``."""
+    def command(self, stamp_ns: int, u_steer: float) -> StateEstimate | Rejection | None:
+        """Record a steering command sent at (or planned for the state stamped) ``stamp_ns``; with
+        ``wait_for_command``, the estimate of the sample it releases."""
         if not finite(stamp_ns, u_steer):
             return self._reject(f"command: non-finite field (stamp {stamp_ns}, u_steer {u_steer})")
+        self._latest_command_ns = max(self._latest_command_ns, int(stamp_ns))
         # Drivers saturate at the contract's [-1, 1]; so does the actuator.
         self._pending.append(_Command(int(stamp_ns), min(1.0, max(-1.0, float(u_steer)))))
         if len(self._pending) > MAX_PENDING_COMMANDS:
@@ -137,6 +153,9 @@ class CarStateEstimator(TimeLineEstimator):
             self._pending.sort(key=lambda c: c.stamp_ns)
             self._u_steer = self._pending.pop(0).u_steer
             self.dropped_commands += 1
+        if self._held is not None and not self._awaits_command(int(self._held[0])):
+            held, self._held = self._held, None
+            return self._update(*held)
         return None
 
     def update(
@@ -148,9 +167,33 @@ class CarStateEstimator(TimeLineEstimator):
         speed: float,
         lateral_speed: float = 0.0,
         yaw_rate: float = 0.0,
-    ) -> StateEstimate | Rejection:
+    ) -> StateEstimate | Rejection | list[StateEstimate | Rejection] | None:
         """One odometry sample (``orientation`` as ``(qx, qy, qz, qw)``; ``speed`` and ``lateral_speed``
-        in the body frame, ``yaw_rate`` about z) -> the model state."""
+        in the body frame, ``yaw_rate`` about z) -> the model state; with ``wait_for_command``, None while
+        it is held, or a list when it releases a held sample first."""
+        sample = (stamp_ns, x, y, orientation, speed, lateral_speed, yaw_rate)
+        if not self.wait_for_command:
+            return self._update(*sample)
+        outs = []
+        if self._held is not None:
+            held, self._held = self._held, None
+            self.released_without_command += 1
+            outs.append(self._update(*held))
+            if held[0] == stamp_ns:  # the simulator re-sent the held sample: its estimate answers it
+                return outs[0]
+        if finite(stamp_ns) and self._awaits_command(int(stamp_ns)):
+            self._held = sample
+            self.held_for_command += 1
+        else:
+            outs.append(self._update(*sample))
+        return outs[0] if len(outs) == 1 else (outs or None)
+
+    def _awaits_command(self, stamp_ns: int) -> bool:
+        """Whether a sample at ``stamp_ns`` would come before any command answering the last sample."""
+        last = self._last
+        return last is not None and stamp_ns > last.stamp_ns and self._latest_command_ns < last.stamp_ns
+
+    def _update(self, stamp_ns, x, y, orientation, speed, lateral_speed, yaw_rate) -> StateEstimate | Rejection:
         qx, qy, qz, qw = orientation
         sample = (x, y, qx, qy, qz, qw, speed, lateral_speed, yaw_rate)
         if not finite(stamp_ns, *sample):
