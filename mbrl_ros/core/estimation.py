@@ -68,6 +68,10 @@ class TimeLineEstimator:
         self.last_rejection = ""
         self.reset()
 
+    def counters(self) -> dict[str, int]:
+        """What the estimator node reports on /diagnostics. Subclasses add their own."""
+        return {"accepted": self.accepted, "repeats": self.repeats, "resyncs": self.resyncs}
+
     def reset(self) -> None:
         """Forget the filter state and the time line (counters are kept). Subclasses extend it."""
         self._last: StateEstimate | None = None

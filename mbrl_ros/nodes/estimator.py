@@ -121,13 +121,8 @@ class EstimatorNode(Node):
         values.update({
             "processing_p50_ms": f"{p50:.3f}",
             "processing_p99_ms": f"{p99:.3f}",
-            "accepted": str(self.core.accepted),
-            "repeats": str(self.core.repeats),
-            "resyncs": str(self.core.resyncs),
+            **{name: str(count) for name, count in self.core.counters().items()},
         })
-        for counter in ("held_for_command", "released_without_command"):  # the car's in lockstep
-            if hasattr(self.core, counter):
-                values[counter] = str(getattr(self.core, counter))
         level, message = DiagnosticStatus.OK, "ok"
         if self.stats.rejected > self.faults_reported:
             level = DiagnosticStatus.WARN

@@ -274,3 +274,5 @@ def test_lockstep_holds_an_odometry_that_comes_before_the_command_it_followed():
     # Bad input is rejected at once, never held.
     est.command(5 * DT_NS, 0.0)
     assert isinstance(est.update(6 * DT_NS, math.nan, 0.0, quat(0.0), 0.0), Rejection)
+    assert est.counters() == {"accepted": est.accepted, "repeats": est.repeats, "resyncs": est.resyncs,
+                              "held_for_command": 4, "released_without_command": 2}

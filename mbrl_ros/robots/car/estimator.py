@@ -114,8 +114,12 @@ class CarStateEstimator(TimeLineEstimator):
         self.dropped_commands = 0  # folded away while odometry was missing (MAX_PENDING_COMMANDS)
         self.held_for_command = self.released_without_command = 0
         self._held: tuple | None = None  # wait_for_command: the update() arguments of a held sample
-        self._latest_command_ns = -1  # the latest stamp of any command received
         TimeLineEstimator.__init__(self, self.config.resync_after)
+
+    def counters(self) -> dict[str, int]:
+        """The time line's counters and the samples held for a command and released without (lockstep)."""
+        return {**super().counters(), "held_for_command": self.held_for_command,
+                "released_without_command": self.released_without_command}
 
     def reset(self) -> None:
         """Forget the filter state and the time line (counters are kept)."""
