@@ -11,8 +11,9 @@ default (``compile`` on); pytorch_mppi as its users run it (eager), and
 additionally with its own ``compile()`` for reference. Each case's JSON holds
 these conditions, and Nav2's published time where it solves the same problem.
 
-iLQR cases (``ilqr_bicycle_torch_*``: the same problem on the torch path, without the bicycle's numpy form,
-measured in the same run for ratios): ``_cold`` forgets the warm start before each solve; ``_warm`` solves
+iLQR cases (``ilqr_bicycle_numpy_*``: the same problem on the numpy path, without the compiled backward pass
+and rollouts; ``ilqr_bicycle_torch_*``: on the torch path, without the bicycle's numpy form; both measured in
+the same run for ratios): ``_cold`` forgets the warm start before each solve; ``_warm`` solves
 again from the same state, warm-started from its own last plan shifted by one
 step (the plan for the state one step later, so a poor start); ``_receding``
 is the receding-horizon loop a controller runs: the car moves to the plan's
@@ -122,13 +123,15 @@ def mppi_hand() -> tuple[Planner, torch.Tensor]:
     return planner, torch.zeros(63)
 
 
-def ilqr_bicycle(numpy: bool = True) -> tuple[Planner, torch.Tensor]:
-    """``numpy: false``: the torch path the numpy form replaced, for ratios in the same run."""
+def ilqr_bicycle(numpy: bool = True, native: bool = True) -> tuple[Planner, torch.Tensor]:
+    """``numpy: false``: the torch path the numpy form replaced; ``native: false``: the numpy path the compiled
+    one replaced; both for ratios in the same run."""
     model = KinematicBicycle(dt=0.1, substeps=1)
     cost = build_cost({"goal_pose": {"form": "quadratic", "terminal_weight": 50.0, "stage_weight": 0.1},
                        "effort": {"weight": 0.1}}, 5, 2, source="bench ilqr_bicycle")
     cost.set_context("goal", torch.tensor([8.0, 4.0, 0.5, 0.0, 0.0]))
-    planner = build_planner("ilqr", model, cost, {"horizon": 50, "max_iterations": 50, "numpy": numpy})
+    planner = build_planner("ilqr", model, cost, {"horizon": 50, "max_iterations": 50, "numpy": numpy,
+                                                 "native": native})
     return planner, torch.zeros(5)
 
 
@@ -165,6 +168,12 @@ CASES = [
     Case("ilqr_bicycle_H50_cold", ilqr_bicycle, None, False, "median <= 60 ms"),
     Case("ilqr_bicycle_H50_warm", ilqr_bicycle, None, False, "median <= 10 ms"),
     Case("ilqr_bicycle_H50_receding", ilqr_bicycle, None, False, "median <= 10 ms"),
+    Case("ilqr_bicycle_numpy_H50_cold", lambda: ilqr_bicycle(native=False), None, False,
+         "the numpy path, for ratios"),
+    Case("ilqr_bicycle_numpy_H50_warm", lambda: ilqr_bicycle(native=False), None, False,
+         "the numpy path, for ratios"),
+    Case("ilqr_bicycle_numpy_H50_receding", lambda: ilqr_bicycle(native=False), None, False,
+         "the numpy path, for ratios"),
     Case("ilqr_bicycle_torch_H50_cold", lambda: ilqr_bicycle(numpy=False), None, False, "the old path, for ratios"),
     Case("ilqr_bicycle_torch_H50_warm", lambda: ilqr_bicycle(numpy=False), None, False, "the old path, for ratios"),
     Case("ilqr_bicycle_torch_H50_receding", lambda: ilqr_bicycle(numpy=False), None, False,
@@ -243,6 +252,8 @@ def conditions(planner: Planner, threads: int) -> dict:
         "solve_threads": (getattr(config, "threads", None) or threads) if planner.name == "ilqr" else threads,
         # iLQR on the model's float64 numpy form (DynamicsModel.numpy_dynamics), or the torch path.
         "ilqr_numpy_form": bool(getattr(planner, "numpy_form", False)) if planner.name == "ilqr" else None,
+        # What runs as compiled C (IlqrConfig.native), or why nothing does.
+        "ilqr_native": getattr(planner, "native_status", None) if planner.name == "ilqr" else None,
     }
 
 

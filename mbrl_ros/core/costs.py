@@ -163,8 +163,9 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 
 
 def stage_and_terminal(per_state: torch.Tensor, stage_weight: float, terminal_weight: float) -> torch.Tensor:
-    """``per_state[K, H+1]`` -> [K]: stage sum over predicted states plus the weighted last state."""
-    total = per_state.new_zeros(per_state.shape[0])
+    """``per_state[K, H+1]`` -> [K]: stage sum over predicted states plus the weighted last state (torch
+    tensors or numpy arrays)."""
+    total = np.zeros(len(per_state)) if isinstance(per_state, np.ndarray) else per_state.new_zeros(per_state.shape[0])
     if stage_weight:
         total = total + stage_weight * per_state[:, 1:].sum(1)
     if terminal_weight:
@@ -219,6 +220,13 @@ class CostTerm(nn.Module):
         ``[l_x[H+1, nx], l_u[H, nu], l_xx[H+1, nx, nx], l_uu[H, nu, nu], l_ux[H, nu, nx]]``, the exact gradient
         and the Hessian's diagonal blocks (per step), as iLQR uses them; None (the default): the planner
         differentiates the term numerically. A subclass that changes what a form computes overrides this."""
+        return None
+
+    def numpy_cost(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray | None:
+        """``forward`` in float64 numpy (``states[K, H+1, nx]``, ``actions[K, H, nu]`` -> ``[K]``), or None (the
+        default): the planner calls ``forward``. For solvers that score a few trajectories at a time (iLQR's
+        line search), where torch's per-op overhead is most of the cost. A subclass that changes what a form
+        computes overrides this."""
         return None
 
     def reads(self, name: str) -> bool:
@@ -290,6 +298,15 @@ class GoalPoseTerm(CostTerm):
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return stage_and_terminal(self.per_state(states), self.stage_weight, self.terminal_weight)
+
+    def numpy_cost(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray | None:
+        if self.form != "quadratic":
+            return None
+        index = [self.ix, self.iy, self.iyaw, self.iv]
+        errors = states[:, :, index] - _numpy(self.goal)[index]
+        errors[:, :, 2] = wrap_angle(errors[:, :, 2])
+        weights = np.array([self.position_weight, self.position_weight, self.yaw_weight, self.speed_weight])
+        return stage_and_terminal((errors * errors) @ weights, self.stage_weight, self.terminal_weight)
 
     def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray] | None:
         if self.form != "quadratic":
@@ -637,6 +654,10 @@ class EffortTerm(CostTerm):
         du = actions - self.reference
         return (du * du * self.weights).sum((1, 2))
 
+    def numpy_cost(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        du = actions - _numpy(self.reference)
+        return (du * du * _numpy(self.weights)).sum((1, 2))
+
     def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray]:
         out = zero_derivatives(states, actions)
         every = np.arange(actions.shape[1])
@@ -678,6 +699,12 @@ class SmoothnessTerm(CostTerm):
         total = (diff * diff * self.weights).sum((1, 2))
         first = actions[:, 0] - self.previous_action
         return total + self.has_previous * (first * first * self.weights).sum(1)
+
+    def numpy_cost(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        weights = _numpy(self.weights)
+        diff = actions[:, 1:] - actions[:, :-1]
+        first = actions[:, 0] - _numpy(self.previous_action)
+        return (diff * diff * weights).sum((1, 2)) + float(self.has_previous) * (first * first * weights).sum(1)
 
     def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray]:
         """The coupling blocks of ``u[t]`` with ``u[t+1]`` are left out (iLQR's per-step blocks); the
@@ -721,6 +748,11 @@ class JointTargetTerm(CostTerm):
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         error = states.index_select(-1, self.indices) - self.target
         return stage_and_terminal((error * error * self.weights).sum(-1), self.stage_weight, self.terminal_weight)
+
+    def numpy_cost(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        error = states[:, :, self.indices.tolist()] - _numpy(self.target)
+        return stage_and_terminal((error * error * _numpy(self.weights)).sum(-1), self.stage_weight,
+                                  self.terminal_weight)
 
     def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray]:
         out = zero_derivatives(states, actions)
@@ -791,6 +823,17 @@ class TrajectoryCost(nn.Module):
             parts.append(part)
         weights = self.weights.tolist()
         return [sum(w * part[i] for w, part in zip(weights, parts)) for i in range(5)]
+
+    def numpy_cost(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray | None:
+        """``forward`` in float64 numpy, the weighted sum of the terms' ``CostTerm.numpy_cost``, or None if a
+        term has none."""
+        total = 0.0
+        for weight, term in zip(self.weights.tolist(), self.terms.values()):
+            part = term.numpy_cost(states, actions)
+            if part is None:
+                return None
+            total = total + weight * part
+        return total
 
     def breakdown(self, states: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted cost of each term, ``{name: [K]}``; they sum to ``forward``."""

@@ -56,7 +56,7 @@ def test_a_case_records_its_conditions_beside_the_old_fields():
             "planner": "ilqr", "grad_mode": "no_grad", "threads": 1, "dtype": "float32",
             "dynamics": "KinematicBicycle", "propagation": None, "cost_terms": ["goal_pose", "effort"],
             "samples": None, "horizon": 10, "compiled": False, "ilqr_ensemble": "mean", "solve_threads": 1,
-            "ilqr_numpy_form": True,
+            "ilqr_numpy_form": True, "ilqr_native": "backward pass, closed-loop rollouts",
         }
         assert result["iterations_median"] >= 1 and result["median_ms"] > 0
 
@@ -66,10 +66,13 @@ def test_nav2_cases_are_there_with_their_published_times():
     assert cases["mppi_bicycle_K1024_H100"].reference["median_ms"] == 3.4
     assert "8-12 ms" in cases["mppi_bicycle_K2000_H56_obstacles"].reference["note"]
     assert {"ilqr_ensemble_H30", "ilqr_bicycle_H50_warm", "ilqr_bicycle_H50_cold"} <= set(cases)
-    # The old (torch) path of the iLQR bicycle cases, for ratios measured in the same run.
+    # The older (numpy, torch) paths of the iLQR bicycle cases, for ratios measured in the same run.
     for mode in ("cold", "warm", "receding"):
         assert cases[f"ilqr_bicycle_torch_H50_{mode}"].build()[0].numpy_form is False
-        assert cases[f"ilqr_bicycle_H50_{mode}"].build()[0].numpy_form is True
+        numpy_path = cases[f"ilqr_bicycle_numpy_H50_{mode}"].build()[0]
+        assert numpy_path.numpy_form is True and numpy_path.native_status == "off"
+        compiled = cases[f"ilqr_bicycle_H50_{mode}"].build()[0]
+        assert compiled.numpy_form is True and compiled.config.native
     planner, _ = bench.nav2_bicycle(64, 5, obstacles=True)
     assert planner.cost.names == ["path_tracking", "effort", "obstacles"]
     assert (planner.config.num_samples, planner.horizon) == (64, 5)

@@ -329,3 +329,167 @@ def test_the_costs_own_derivatives_are_the_numerical_ones():
         assert np.abs(got[0]).max() > 1.0 and np.abs(got[3]).max() > 0.1
     path = build_cost({"path_tracking": {}, "effort": {}}, 5, 2)
     assert path.numpy_derivatives(states.numpy(), actions.numpy()) is None
+
+
+# Native path (ilqr_native.py): compiled backward pass and closed-loop rollouts --------------------------
+def random_backward_problem(rng, horizon=8, nx=4, nu=3):
+    """Derivatives of a random problem, as backward_pass takes them, and random actions at bounds."""
+    A = np.eye(nx) + 0.3 * rng.normal(size=(horizon, nx, nx))
+    B = rng.normal(size=(horizon, nx, nu))
+    lx, lu = rng.normal(size=(horizon + 1, nx)), 3.0 * rng.normal(size=(horizon, nu))
+    m = rng.normal(size=(horizon + 1, nx, nx))
+    lxx = m @ m.transpose(0, 2, 1) + 0.1 * np.eye(nx)
+    r = rng.normal(size=(horizon, nu, nu))
+    luu = r @ r.transpose(0, 2, 1) + 0.05 * np.eye(nu) - rng.uniform(0.0, 1.5) * np.eye(nu)  # at times indefinite
+    lux = 0.2 * rng.normal(size=(horizon, nu, nx))
+    at = rng.integers(0, 3, size=(horizon, nu))  # 0: at the low bound, 1: at the high bound, 2: inside
+    return [A, B, lx, lu, lxx, luu, lux], at == 0, at == 1
+
+
+def test_native_backward_pass_is_the_numpy_one(tmp_path):
+    """On random problems, with actions at bounds (box QPs) and indefinite Quu: the same gains, predicted change,
+    and the same refusals; a box QP that would need more rounds goes back to numpy (UNSETTLED), never a guess."""
+    from mbrl_ros.core.planners.ilqr_native import UNSETTLED, NativeBackwardPass
+
+    native = NativeBackwardPass(8, 4, 3, str(tmp_path))
+    rng = np.random.default_rng(1)
+    outcomes = {"solved": 0, "refused": 0, "boxed": 0, "unsettled": 0}
+    for _ in range(300):
+        derivatives, at_low, at_high = random_backward_problem(rng)
+        mu = float(rng.choice([0.0, 1e-3, 1.0]))
+        low, high = np.where(at_low, 0.0, -np.inf), np.where(at_high, 0.0, np.inf)
+        expected = IlqrPlanner.backward_pass(*derivatives, mu=mu, low=low, high=high)
+        got = native(*derivatives, mu, at_low, at_high)
+        if got is UNSETTLED:
+            outcomes["unsettled"] += 1
+            continue
+        if expected is None:
+            assert got is None
+            outcomes["refused"] += 1
+            continue
+        k, K, d1, d2 = got
+        np.testing.assert_allclose(k, expected.k, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(K, expected.K, rtol=1e-9, atol=1e-9)
+        assert (d1, d2) == pytest.approx((expected.d1, expected.d2), rel=1e-9, abs=1e-12)
+        assert np.all(k[at_low] >= 0.0) and np.all(k[at_high] <= 0.0)
+        outcomes["solved"] += 1
+        outcomes["boxed"] += int(np.any((K == 0).all(axis=2)))  # an action held at its bound: no feedback
+    assert outcomes["solved"] > 100 and outcomes["refused"] > 20 and outcomes["boxed"] > 50, outcomes
+    assert outcomes["unsettled"] < 10, outcomes
+
+
+@pytest.mark.parametrize("options", [{}, {"speed_input": "velocity", "lag": 0.3, "substeps": 3, "max_rate": 0.3}])
+def test_native_path_gives_the_numpy_paths_plans(options, monkeypatch):
+    """Compiled backward pass and rollouts (the bicycle's symbolic step) plan what the numpy path plans, cold, warm
+    and receding, with the same iterations, through solves whose actions sit at their bounds (box QPs)."""
+    numpy_passes = []
+    numpy_backward = IlqrPlanner.backward_pass
+    monkeypatch.setattr(IlqrPlanner, "backward_pass",
+                        staticmethod(lambda *a, **k: numpy_passes.append(1) or numpy_backward(*a, **k)))
+    for dtype in (torch.float64, torch.float32):
+        native, plain = bicycle_problem(dtype, True, **options), bicycle_problem(dtype, True, native=False, **options)
+        assert native.native_status == "backward pass, closed-loop rollouts" and plain.native_status == "off"
+        state, at_bounds = torch.zeros(5, dtype=dtype), 0
+        for solve in range(5):
+            numpy_passes.clear()
+            a = native.plan(state)
+            assert native.native_status == "backward pass, closed-loop rollouts" and not numpy_passes
+            b = plain.plan(state)
+            assert numpy_passes and a.info["converged"] and b.info["converged"]
+            assert a.info["iterations"] == b.info["iterations"]
+            assert a.cost == pytest.approx(b.cost, rel=1e-9)
+            torch.testing.assert_close(a.nominal_actions, b.nominal_actions, rtol=0, atol=1e-7)
+            torch.testing.assert_close(a.predicted_states, b.predicted_states, rtol=0, atol=1e-6)
+            at_bounds += int((a.nominal_actions.abs() >= 1.0).sum())
+            if solve >= 2:  # receding: the car moves along the plan
+                state = a.predicted_states[1]
+        assert at_bounds > 0
+
+
+def test_without_a_compiler_or_a_writable_cache_ilqr_plans_on_the_numpy_path(tmp_path, monkeypatch, caplog):
+    """No compiler, or a cache directory that cannot be made: a logged reason, and the numpy path's plans."""
+    plain = bicycle_problem(torch.float64, True, native=False).plan(torch.zeros(5, dtype=torch.float64))
+    (tmp_path / "a_file").write_text("")
+    for cache, cc, reason in ((tmp_path / "empty", str(tmp_path / "no_cc"), "no C compiler"),
+                              (tmp_path / "a_file" / "cache", None, "cannot write the compile cache")):
+        if cc:
+            monkeypatch.setenv("CC", cc)
+        else:
+            monkeypatch.delenv("CC", raising=False)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mbrl_ros.core.planners.ilqr"):
+            planner = bicycle_problem(torch.float64, True, native_cache=str(cache))
+            result = planner.plan(torch.zeros(5, dtype=torch.float64))
+        assert planner.native_status.startswith("numpy path:") and reason in planner.native_status
+        assert any(reason in r.getMessage() for r in caplog.records), caplog.records
+        assert planner._native_backward is None and planner._native_loop is None
+        assert result.info["iterations"] == plain.info["iterations"]
+        torch.testing.assert_close(result.nominal_actions, plain.nominal_actions, rtol=0, atol=1e-12)
+
+
+def test_a_later_start_loads_the_compiled_code_without_a_compiler(tmp_path, monkeypatch):
+    """The first planner compiles into native_cache; the next ones (another start) load it: they need no compiler,
+    and a different model setting (another symbolic step) is compiled apart, not confused with it."""
+    cache = str(tmp_path / "cache")
+    first = bicycle_problem(torch.float64, True, native_cache=cache)
+    first.plan(torch.zeros(5, dtype=torch.float64))
+    built = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(built) == 2 and all(name.endswith(".so") for name in built), built
+    monkeypatch.setenv("CC", str(tmp_path / "no_cc"))
+    again = bicycle_problem(torch.float64, True, native_cache=cache)
+    again.plan(torch.zeros(5, dtype=torch.float64))
+    assert again.native_status == "backward pass, closed-loop rollouts"
+    other = bicycle_problem(torch.float64, True, native_cache=cache, substeps=2)
+    other.plan(torch.zeros(5, dtype=torch.float64))
+    assert other.native_status.startswith("numpy path:") and "no C compiler" in other.native_status
+    assert other._native_backward is not None and other._native_loop is None
+
+
+def test_a_symbolic_step_that_does_not_match_the_model_is_not_compiled(tmp_path, caplog):
+    from mbrl_ros.core.models.base import SymbolicStep
+    from mbrl_ros.robots.car.bicycle import BicycleNumpy
+
+    class WrongSymbolic(BicycleNumpy):
+        def symbolic(self):
+            right = super().symbolic()
+            return SymbolicStep(right.key, right.parameters, lambda x, u, p: right.step(x, u, p) + 0.01)
+
+    class Car(KinematicBicycle):
+        def numpy_dynamics(self):
+            return WrongSymbolic(self)
+
+    cost = build_cost({"goal_pose": {"form": "quadratic"}, "effort": {}}, 5, 2)
+    cost.set_context("goal", torch.tensor([2.0, 1.0, 0.0, 0.0, 0.0]))
+    with caplog.at_level("WARNING", logger="mbrl_ros.core.planners.ilqr"):
+        planner = build_planner("ilqr", Car(), cost, {"horizon": 10, "native_cache": str(tmp_path)})
+        planner.plan(torch.zeros(5))
+    assert "WrongSymbolic.symbolic does not match its step" in planner.native_status
+    assert any("does not match" in r.getMessage() for r in caplog.records)
+    assert planner._native_loop is None and planner._native_backward is not None
+    with pytest.raises(ValueError, match="ilqr: native_cache"):
+        build_planner("ilqr", KinematicBicycle(), cost, {"native_cache": ""})
+
+
+def test_the_costs_numpy_form_is_its_forward():
+    """TrajectoryCost.numpy_cost (iLQR's line search) equals forward on a batch, each term; None with a term that
+    has no numpy form."""
+    cost = build_cost({"goal_pose": {"form": "quadratic", "terminal_weight": 50.0, "stage_weight": 0.3,
+                                     "yaw_weight": 2.0, "weight": 1.5},
+                       "effort": {"weights": [0.1, 0.4], "reference": [0.2, -0.1]},
+                       "smoothness": {"weights": [0.5, 0.05]},
+                       "joints": {"type": "joint_target", "indices": [3, 4, 3], "weights": [1.0, 2.0, 0.5],
+                                  "stage_weight": 0.2, "terminal_weight": 3.0, "weight": 0.7}}, 5, 2).double()
+    cost.set_context("goal", torch.tensor([8.0, 4.0, 3.0, 0.5, 0.0]))
+    cost.set_context("joint_target", torch.tensor([1.0, 0.1, 1.0]))
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(7, 13, 5, generator=g, dtype=torch.float64) * 3.0
+    actions = torch.rand(7, 12, 2, generator=g, dtype=torch.float64) * 2 - 1
+    for previous in (None, torch.tensor([0.3, -0.2], dtype=torch.float64)):
+        cost.set_context("previous_action", previous)
+        np.testing.assert_allclose(cost.numpy_cost(states.numpy(), actions.numpy()), cost(states, actions).numpy(),
+                                   rtol=1e-12)
+        for name, term in cost.terms.items():
+            np.testing.assert_allclose(term.numpy_cost(states.numpy(), actions.numpy()),
+                                       term(states, actions).numpy(), rtol=1e-12, err_msg=name)
+    path = build_cost({"path_tracking": {}, "effort": {}}, 5, 2)
+    assert path.numpy_cost(states.numpy(), actions.numpy()) is None

@@ -83,6 +83,15 @@ def test_numpy_form_matches_forward_and_jacobians(speed_input, lag, substeps):
     assert not np.allclose(fast.step(states.numpy().T, actions.numpy().T).T, moved)
     np.testing.assert_allclose(model.numpy_dynamics().step(states.numpy().T, actions.numpy().T).T, moved,
                                rtol=1e-12, atol=1e-12)
+    # Its symbolic step (iLQR's compiled rollouts) too, with the parameters as inputs: the new ones move it.
+    import casadi
+
+    symbolic = model.numpy_dynamics().symbolic()
+    x, u, p = casadi.SX.sym("x", 5), casadi.SX.sym("u", 2), casadi.SX.sym("p", len(symbolic.parameters))
+    step = casadi.Function("step", [x, u, p], [symbolic.step(x, u, p)]).map(len(states))
+    np.testing.assert_allclose(np.array(step(states.numpy().T, actions.numpy().T, symbolic.parameters)).T, moved,
+                               rtol=1e-12, atol=1e-12)
+    assert symbolic.key == fast.symbolic().key and symbolic.key[1:3] == (model.dt / substeps, substeps)
 
 
 def test_a_steering_rate_limit_makes_the_model_steer_as_the_estimator_integrates_it():

@@ -11,7 +11,7 @@ where a model offers it.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -182,6 +182,23 @@ class NumpyDynamics:
 
     def jacobians(self, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
+
+    def symbolic(self) -> "SymbolicStep | None":
+        """``step`` in casadi symbols, for a solver that compiles its loops to C (iLQR's native path), or
+        None (the default)."""
+        return None
+
+
+class SymbolicStep(NamedTuple):
+    """A model step in casadi symbols: ``step(x[nx], u[nu], p[P]) -> x'[nx]`` (``casadi.SX``).
+
+    ``parameters[P]`` (float64) are the values of ``p`` now: they are inputs of the compiled code,
+    so new parameter values reuse it. ``key`` names everything else the expression depends on
+    (the model, its settings), so a solver rebuilds its compiled code when the key changes."""
+
+    key: tuple
+    parameters: np.ndarray
+    step: Callable
 
 
 class PhysicsModel(DynamicsModel):

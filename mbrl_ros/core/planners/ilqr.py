@@ -41,8 +41,13 @@ cost decrease (or the predicted one) falls below ``tolerance`` or after
 A model with a float64 numpy form (``DynamicsModel.numpy_dynamics``; the car's
 bicycle) runs the closed-loop forward pass and the linearisation in numpy
 (``numpy: true``, the default): at these sizes (H steps of ~10 rows) torch's
-per-op overhead, not arithmetic, was most of a solve. The rollouts still go
-through the (torch) cost as one batch. ``compile: true`` compiles the torch path's
+per-op overhead, not arithmetic, was most of a solve. The rollouts go through the
+cost as one batch, in numpy where every term has a numpy form
+(``TrajectoryCost.numpy_cost``). ``native: true`` (the default) goes further: the
+backward pass (for any model) and, on a model whose numpy form has a symbolic step
+(``NumpyDynamics.symbolic``), the closed-loop rollouts run as C compiled once by the
+machine's compiler and cached on disk (``ilqr_native.py``): one call each instead of
+hundreds of numpy calls. They compute the same steps, so they plan the same. ``compile: true`` compiles the torch path's
 closed-loop forward pass, which in eager mode is most of an iteration's time (H
 sequential model calls of tiny batches).
 
@@ -55,6 +60,7 @@ that same model.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +68,8 @@ import torch
 from scipy.linalg.lapack import dposv as posv
 
 from mbrl_ros.core.costs import TrajectoryCost
-from mbrl_ros.core.models.base import DynamicsModel, NumpyDynamics
+from mbrl_ros.core.models.base import DynamicsModel, NumpyDynamics, SymbolicStep
+from mbrl_ros.core.native import NativeUnavailable
 from mbrl_ros.core.planners.base import (
     Planner,
     PlannerConfig,
@@ -74,8 +81,11 @@ from mbrl_ros.core.planners.base import (
     shift_sequence,
     time_major_dynamics,
 )
+from mbrl_ros.core.planners.ilqr_native import UNSETTLED, NativeBackwardPass, NativeClosedLoop
 
 __all__ = ["IlqrConfig", "IlqrPlanner", "BackwardPass"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,6 +115,12 @@ class IlqrConfig(PlannerConfig):
     # solve is tiny, so a second thread only adds waits: on a loaded 2-core machine, 2 threads made
     # receding-horizon solves of ilqr_bicycle_H50 about 8x slower (206 ms against 25 ms median).
     threads: int | None = 1
+    # The backward pass, and the closed-loop rollouts on a model with a symbolic step
+    # (NumpyDynamics.symbolic: the car's bicycle), as C compiled once with the machine's compiler
+    # (ilqr_native.py), kept in native_cache across starts. Without a compiler or a writable cache, the
+    # numpy path (a logged warning says why).
+    native: bool = True
+    native_cache: str = "~/.cache/mbrl_ros/native"
 
     def validate(self, source: str = "ilqr") -> None:
         super().validate(source)
@@ -119,7 +135,9 @@ class IlqrConfig(PlannerConfig):
         _one_of(source, "ensemble", self.ensemble, ("mean", "member"))
         if self.threads is not None:
             _positive_int(source, "threads", self.threads)
-        for key in ("warm_start", "compile", "numpy"):
+        if not isinstance(self.native_cache, str) or not self.native_cache:
+            raise ValueError(f"{source}: native_cache: expected a directory, got {self.native_cache!r}")
+        for key in ("warm_start", "compile", "numpy", "native"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{source}: {key}: expected true or false, got {getattr(self, key)!r}")
 
@@ -179,6 +197,14 @@ class IlqrPlanner(Planner):
         self.alphas = torch.tensor([0.5**i for i in range(c.line_search_steps)], dtype=self.dtype, device=self.device)
         self._tangents = self._colouring_tangents()
         self.gains: BackwardPass | None = None
+        self._native_backward: NativeBackwardPass | None = None
+        self._native_loop: NativeClosedLoop | None = None
+        self._native_key: tuple | None = None
+        self.native_status = "off"  # what runs compiled, or why nothing does
+        if c.native:
+            self._native_backward = self._native(
+                "backward pass", lambda: NativeBackwardPass(self.horizon, self.state_dim, self.action_dim,
+                                                            c.native_cache))
         self._use_model(model)
         self._closed_loop_fn = self._closed_loop
         if c.compile:
@@ -199,6 +225,9 @@ class IlqrPlanner(Planner):
         self._dynamics = time_major_dynamics(self.solve_model)
         self.numpy_form = self.config.numpy and checked_numpy_dynamics(self.solve_model) is not None
         self._numpy: NumpyDynamics | None = None
+        self._symbolic: SymbolicStep | None = None
+        if self.numpy_form:
+            self._use_symbolic_step(self.solve_model.numpy_dynamics())  # compiled now, not in the first solve
         # An ensemble member per solve when configured (a model that does not sample ignores it).
         self._members = model.deterministic_members if self.config.ensemble == "member" else 0
 
@@ -211,6 +240,29 @@ class IlqrPlanner(Planner):
             self._dynamics = time_major_dynamics(self.solve_model)
         # Built per solve: it holds the parameters of the moment.
         self._numpy = self.solve_model.numpy_dynamics() if self.numpy_form else None
+        if self._numpy is not None:
+            self._use_symbolic_step(self._numpy)
+
+    def _use_symbolic_step(self, numpy_form: NumpyDynamics) -> None:
+        """The rollouts compiled for ``numpy_form``'s symbolic step (built, or failed, once per kind of step)."""
+        self._symbolic = numpy_form.symbolic() if self.config.native else None
+        if self._symbolic is not None and self._symbolic.key != self._native_key:
+            self._native_key = self._symbolic.key
+            self._native_loop = self._native("closed-loop rollouts", lambda: NativeClosedLoop.checked(
+                self.horizon, self.state_dim, self.action_dim, len(self.alphas), self._symbolic, numpy_form,
+                self.config.native_cache))
+
+    def _native(self, what: str, build):
+        """``build()``, or None with a logged reason; ``native_status`` says which parts run compiled."""
+        try:
+            built = build()
+        except NativeUnavailable as err:
+            self.native_status = f"numpy path: {err}"
+            log.warning("ilqr: %s on the numpy path: %s", what, err)
+            return None
+        if not self.native_status.startswith("numpy path"):
+            self.native_status = what if self.native_status == "off" else f"{self.native_status}, {what}"
+        return built
 
     # Derivatives -----------------------------------------------------------
     def linearise(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -342,12 +394,26 @@ class IlqrPlanner(Planner):
         d2 = float(0.5 * np.einsum("ti,tij,tj->", k, quu, k))
         return BackwardPass(k, K, d1, d2)
 
+    def _backward(self, as64: list[np.ndarray], mu: float, at_low: np.ndarray, at_high: np.ndarray,
+                  step_low: np.ndarray, step_high: np.ndarray) -> BackwardPass | None:
+        """``backward_pass``, compiled where it can be (``NativeBackwardPass``), else (or where its box QPs
+        have not settled) in numpy."""
+        if self._native_backward is not None:
+            native = self._native_backward(*as64, mu, at_low, at_high)
+            if native is None:
+                return None
+            if native is not UNSETTLED:
+                return BackwardPass(*native)
+        return self.backward_pass(*as64, mu=mu, low=step_low, high=step_high)
+
     # Forward pass ------------------------------------------------------------
     def forward_pass(
         self, state: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, gains: BackwardPass,
         alphas: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Closed-loop rollouts for all ``alphas[A]`` at once -> ``(costs[A], states[A, H+1, nx], actions[A, H, nu])``."""
+        if self._numpy is not None and self._native_loop is not None and self._symbolic is not None:
+            return self._closed_loop_native(state, states, actions, gains, alphas)
         if self._numpy is not None:
             return self._closed_loop_numpy(state, states, actions, gains, alphas)
         k = torch.as_tensor(gains.k, dtype=self.dtype, device=self.device)
@@ -389,8 +455,8 @@ class IlqrPlanner(Planner):
         self, state: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, gains: BackwardPass,
         alphas: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``_closed_loop`` on the model's float64 numpy form; the rollouts then go through the (torch) cost
-        as one batch, in the planner's dtype."""
+        """``_closed_loop`` on the model's float64 numpy form; the rollouts then go through the cost as one
+        batch (``_scored``)."""
         horizon, count = self.horizon, alphas.shape[0]
         low, high = _as64(self.action_low)[:, None], _as64(self.action_high)[:, None]
         rate = None if self.max_rate is None else _as64(self.max_rate)[:, None]
@@ -409,10 +475,36 @@ class IlqrPlanner(Planner):
             u = us[t] = np.minimum(np.maximum(u, low), high)
             x = xs[t + 1] = step(x, u)
             before = u
-        new_states = torch.from_numpy(xs.transpose(2, 0, 1)).to(dtype=self.dtype, device=self.device)
-        new_actions = torch.from_numpy(us.transpose(2, 0, 1)).to(dtype=self.dtype, device=self.device)
+        return self._scored(xs.transpose(2, 0, 1), us.transpose(2, 0, 1))
+
+    def _scored(self, states: np.ndarray, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(costs[A], states, actions)`` of float64 rollouts ``states[A, H+1, nx]``, ``actions[A, H, nu]``: the
+        cost's numpy form where all its terms have one (``TrajectoryCost.numpy_cost``, in float64), else the
+        cost in the planner's dtype; states and actions as tensors in that dtype."""
+        costs = self.cost.numpy_cost(states, actions)
+        new_states = torch.from_numpy(states).to(dtype=self.dtype, device=self.device)
+        new_actions = torch.from_numpy(actions).to(dtype=self.dtype, device=self.device)
+        if costs is not None:
+            return torch.from_numpy(costs), new_states, new_actions
         with torch.no_grad():
             return self.cost(new_states, new_actions), new_states, new_actions
+
+    def _closed_loop_native(
+        self, state: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, gains: BackwardPass,
+        alphas: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``_closed_loop_numpy``'s rollouts in one compiled call (``NativeClosedLoop``)."""
+        rate = np.full(self.action_dim, np.inf) if self.max_rate is None else _as64(self.max_rate)
+        previous, has_previous = self._previous()
+        windows = np.empty((self.horizon, self.action_dim))
+        windows[:] = rate
+        if not float(has_previous) > 0:
+            windows[0] = np.inf  # no previous action: the first step's rate is free
+        offsets = ((_as64(actions) - np.einsum("tij,tj->ti", gains.K, _as64(states)[:-1]))[:, :, None]
+                   + gains.k[:, :, None] * _as64(alphas))  # [H, nu, A]
+        return self._scored(*self._native_loop(_as64(state), _as64(previous), offsets, gains.K, windows,
+                                               _as64(self.action_low), _as64(self.action_high),
+                                               self._symbolic.parameters))
 
     def open_loop(self, state: torch.Tensor, actions: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
         """Cost, states and (limited) actions of ``actions[H, nu]`` from ``state``, via the forward pass."""
@@ -466,7 +558,7 @@ class IlqrPlanner(Planner):
                 step_low, step_high = np.where(at_low, 0.0, -np.inf), np.where(at_high, 0.0, np.inf)
             gains = None
             while gains is None and mu <= c.regularisation_max:
-                gains = self.backward_pass(*as64, mu=mu, low=step_low, high=step_high)
+                gains = self._backward(as64, mu, at_low, at_high, step_low, step_high)
                 if gains is None:
                     mu = max(mu * c.regularisation_factor, c.regularisation_min or 1e-9)
             if gains is None:

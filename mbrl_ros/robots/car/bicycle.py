@@ -30,11 +30,12 @@ slipping car does instead is the residual's to learn, from inputs that show it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from mbrl_ros.core.models.base import NumpyDynamics, PhysicsModel, TimeMajorDynamics
+from mbrl_ros.core.models.base import NumpyDynamics, PhysicsModel, SymbolicStep, TimeMajorDynamics
 
 SPEED_INPUTS = ("acceleration", "velocity")
 
@@ -301,6 +302,20 @@ class BicycleNumpy(NumpyDynamics):
         out = np.empty((len(rows), actions.shape[1]))
         out[0], out[1], out[2], out[3], out[4] = rows  # np.stack costs several times these copies
         return out
+
+    def symbolic(self) -> SymbolicStep:
+        """``step`` in casadi symbols; the parameters (and ``alpha``, from the lag) are its inputs."""
+        import casadi  # only where a solver compiles
+
+        ops = SimpleNamespace(tan=casadi.tan, cos=casadi.cos, sin=casadi.sin, rsqrt=lambda a: 1.0 / casadi.sqrt(a))
+
+        def step(x, u, p):
+            return casadi.vertcat(*_time_major_step(tuple(x[i] for i in range(5)), u[0], u[1],
+                                                    tuple(p[i] for i in range(4)), p[4], self.h, self.substeps,
+                                                    self.steer_settles, self.acceleration, ops))
+
+        key = ("KinematicBicycle", self.h, self.substeps, self.steer_settles, self.acceleration)
+        return SymbolicStep(key, np.array([*self.params, self.alpha]), step)
 
     def jacobians(self, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rows = tuple(np.broadcast_to(np.eye(7), (states.shape[0], 7, 7)).transpose(1, 0, 2))
