@@ -60,6 +60,7 @@ __all__ = [
     "REQUIRED",
     "SQRT_EPS",
     "as_tensor",
+    "as_float64",
     "parse_choice",
     "parse_index",
     "parse_indices",
@@ -158,7 +159,11 @@ def add_squares(lx: np.ndarray, lxx: np.ndarray, index, errors: np.ndarray, weig
     lxx[:, index, index] += 2.0 * weights
 
 
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
+def as_float64(tensor: torch.Tensor) -> np.ndarray:
+    """A float64 numpy copy of ``tensor``, in few torch calls (each costs microseconds: numpy solvers call this
+    often)."""
+    if tensor.device.type == "cpu":
+        return tensor.detach().numpy().astype(np.float64)
     return tensor.detach().to(torch.float64).cpu().numpy()
 
 
@@ -303,7 +308,7 @@ class GoalPoseTerm(CostTerm):
         if self.form != "quadratic":
             return None
         index = [self.ix, self.iy, self.iyaw, self.iv]
-        errors = states[:, :, index] - _numpy(self.goal)[index]
+        errors = states[:, :, index] - as_float64(self.goal)[index]
         errors[:, :, 2] = wrap_angle(errors[:, :, 2])
         weights = np.array([self.position_weight, self.position_weight, self.yaw_weight, self.speed_weight])
         return stage_and_terminal((errors * errors) @ weights, self.stage_weight, self.terminal_weight)
@@ -313,7 +318,7 @@ class GoalPoseTerm(CostTerm):
             return None
         out = zero_derivatives(states, actions)
         factors = stage_and_terminal_weights(len(states), self.stage_weight, self.terminal_weight)[:, None]
-        g = _numpy(self.goal)
+        g = as_float64(self.goal)
         errors = states[:, [self.ix, self.iy, self.iyaw, self.iv]] - g[[self.ix, self.iy, self.iyaw, self.iv]]
         errors[:, 2] = wrap_angle(errors[:, 2])
         weights = np.array([self.position_weight, self.position_weight, self.yaw_weight, self.speed_weight])
@@ -655,13 +660,13 @@ class EffortTerm(CostTerm):
         return (du * du * self.weights).sum((1, 2))
 
     def numpy_cost(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        du = actions - _numpy(self.reference)
-        return (du * du * _numpy(self.weights)).sum((1, 2))
+        du = actions - as_float64(self.reference)
+        return (du * du * as_float64(self.weights)).sum((1, 2))
 
     def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray]:
         out = zero_derivatives(states, actions)
         every = np.arange(actions.shape[1])
-        add_squares(out[1], out[3], every, actions - _numpy(self.reference), _numpy(self.weights))
+        add_squares(out[1], out[3], every, actions - as_float64(self.reference), as_float64(self.weights))
         return out
 
 
@@ -701,16 +706,16 @@ class SmoothnessTerm(CostTerm):
         return total + self.has_previous * (first * first * self.weights).sum(1)
 
     def numpy_cost(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        weights = _numpy(self.weights)
+        weights = as_float64(self.weights)
         diff = actions[:, 1:] - actions[:, :-1]
-        first = actions[:, 0] - _numpy(self.previous_action)
+        first = actions[:, 0] - as_float64(self.previous_action)
         return (diff * diff * weights).sum((1, 2)) + float(self.has_previous) * (first * first * weights).sum(1)
 
     def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray]:
         """The coupling blocks of ``u[t]`` with ``u[t+1]`` are left out (iLQR's per-step blocks); the
         gradient keeps them."""
         out = zero_derivatives(states, actions)
-        weights, lu, luu = _numpy(self.weights), out[1], out[3]
+        weights, lu, luu = as_float64(self.weights), out[1], out[3]
         diff = 2.0 * weights * (actions[1:] - actions[:-1])
         lu[1:] += diff
         lu[:-1] -= diff
@@ -718,7 +723,7 @@ class SmoothnessTerm(CostTerm):
         counts[1:] += 1.0
         counts[:-1] += 1.0
         has_previous = float(self.has_previous)
-        lu[0] += has_previous * 2.0 * weights * (actions[0] - _numpy(self.previous_action))
+        lu[0] += has_previous * 2.0 * weights * (actions[0] - as_float64(self.previous_action))
         counts[0] += has_previous
         every = np.arange(actions.shape[1])
         luu[:, every, every] += 2.0 * weights * counts
@@ -750,8 +755,8 @@ class JointTargetTerm(CostTerm):
         return stage_and_terminal((error * error * self.weights).sum(-1), self.stage_weight, self.terminal_weight)
 
     def numpy_cost(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        error = states[:, :, self.indices.tolist()] - _numpy(self.target)
-        return stage_and_terminal((error * error * _numpy(self.weights)).sum(-1), self.stage_weight,
+        error = states[:, :, self.indices.tolist()] - as_float64(self.target)
+        return stage_and_terminal((error * error * as_float64(self.weights)).sum(-1), self.stage_weight,
                                   self.terminal_weight)
 
     def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray]:

@@ -102,6 +102,9 @@ class BufferedFunction:
         for i in range(function.n_in()):
             if function.sparsity_in(i).nnz() != self.inputs[i].size:
                 raise ValueError(f"{function.name()}: input {i} is sparse; BufferedFunction takes dense ones")
+        for i in range(function.n_out()):
+            if function.sparsity_out(i).nnz() != self.outputs[i].size:
+                raise ValueError(f"{function.name()}: output {i} is sparse; BufferedFunction takes dense ones")
         self._buffer, self._call = function.buffer()
         for i, array in enumerate(self.inputs):
             self._buffer.set_arg(i, memoryview(array.reshape(-1)))

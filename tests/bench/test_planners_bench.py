@@ -56,7 +56,7 @@ def test_a_case_records_its_conditions_beside_the_old_fields():
             "planner": "ilqr", "grad_mode": "no_grad", "threads": 1, "dtype": "float32",
             "dynamics": "KinematicBicycle", "propagation": None, "cost_terms": ["goal_pose", "effort"],
             "samples": None, "horizon": 10, "compiled": False, "ilqr_ensemble": "mean", "solve_threads": 1,
-            "ilqr_numpy_form": True, "ilqr_native": "backward pass, closed-loop rollouts",
+            "ilqr_numpy_form": True, "ilqr_native": "backward pass, closed-loop rollouts, linearisation",
         }
         assert result["iterations_median"] >= 1 and result["median_ms"] > 0
 

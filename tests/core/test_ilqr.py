@@ -388,12 +388,12 @@ def test_native_path_gives_the_numpy_paths_plans(options, monkeypatch):
                         staticmethod(lambda *a, **k: numpy_passes.append(1) or numpy_backward(*a, **k)))
     for dtype in (torch.float64, torch.float32):
         native, plain = bicycle_problem(dtype, True, **options), bicycle_problem(dtype, True, native=False, **options)
-        assert native.native_status == "backward pass, closed-loop rollouts" and plain.native_status == "off"
+        assert native.native_status == "backward pass, closed-loop rollouts, linearisation" and plain.native_status == "off"
         state, at_bounds = torch.zeros(5, dtype=dtype), 0
         for solve in range(5):
             numpy_passes.clear()
             a = native.plan(state)
-            assert native.native_status == "backward pass, closed-loop rollouts" and not numpy_passes
+            assert native.native_status == "backward pass, closed-loop rollouts, linearisation" and not numpy_passes
             b = plain.plan(state)
             assert numpy_passes and a.info["converged"] and b.info["converged"]
             assert a.info["iterations"] == b.info["iterations"]
@@ -422,7 +422,7 @@ def test_without_a_compiler_or_a_writable_cache_ilqr_plans_on_the_numpy_path(tmp
             result = planner.plan(torch.zeros(5, dtype=torch.float64))
         assert planner.native_status.startswith("numpy path:") and reason in planner.native_status
         assert any(reason in r.getMessage() for r in caplog.records), caplog.records
-        assert planner._native_backward is None and planner._native_loop is None
+        assert planner._native_backward is None and planner._native_model is None
         assert result.info["iterations"] == plain.info["iterations"]
         torch.testing.assert_close(result.nominal_actions, plain.nominal_actions, rtol=0, atol=1e-12)
 
@@ -434,15 +434,15 @@ def test_a_later_start_loads_the_compiled_code_without_a_compiler(tmp_path, monk
     first = bicycle_problem(torch.float64, True, native_cache=cache)
     first.plan(torch.zeros(5, dtype=torch.float64))
     built = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert len(built) == 2 and all(name.endswith(".so") for name in built), built
+    assert len(built) == 3 and all(name.endswith(".so") for name in built), built
     monkeypatch.setenv("CC", str(tmp_path / "no_cc"))
     again = bicycle_problem(torch.float64, True, native_cache=cache)
     again.plan(torch.zeros(5, dtype=torch.float64))
-    assert again.native_status == "backward pass, closed-loop rollouts"
+    assert again.native_status == "backward pass, closed-loop rollouts, linearisation"
     other = bicycle_problem(torch.float64, True, native_cache=cache, substeps=2)
     other.plan(torch.zeros(5, dtype=torch.float64))
     assert other.native_status.startswith("numpy path:") and "no C compiler" in other.native_status
-    assert other._native_backward is not None and other._native_loop is None
+    assert other._native_backward is not None and other._native_model is None
 
 
 def test_a_symbolic_step_that_does_not_match_the_model_is_not_compiled(tmp_path, caplog):
@@ -465,7 +465,7 @@ def test_a_symbolic_step_that_does_not_match_the_model_is_not_compiled(tmp_path,
         planner.plan(torch.zeros(5))
     assert "WrongSymbolic.symbolic does not match its step" in planner.native_status
     assert any("does not match" in r.getMessage() for r in caplog.records)
-    assert planner._native_loop is None and planner._native_backward is not None
+    assert planner._native_model is None and planner._native_backward is not None
     with pytest.raises(ValueError, match="ilqr: native_cache"):
         build_planner("ilqr", KinematicBicycle(), cost, {"native_cache": ""})
 

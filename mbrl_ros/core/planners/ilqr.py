@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from scipy.linalg.lapack import dposv as posv
 
-from mbrl_ros.core.costs import TrajectoryCost
+from mbrl_ros.core.costs import TrajectoryCost, as_float64
 from mbrl_ros.core.models.base import DynamicsModel, NumpyDynamics, SymbolicStep
 from mbrl_ros.core.native import NativeUnavailable
 from mbrl_ros.core.planners.base import (
@@ -81,7 +81,7 @@ from mbrl_ros.core.planners.base import (
     shift_sequence,
     time_major_dynamics,
 )
-from mbrl_ros.core.planners.ilqr_native import UNSETTLED, NativeBackwardPass, NativeClosedLoop
+from mbrl_ros.core.planners.ilqr_native import UNSETTLED, NativeBackwardPass, NativeModel
 
 __all__ = ["IlqrConfig", "IlqrPlanner", "BackwardPass"]
 
@@ -198,8 +198,9 @@ class IlqrPlanner(Planner):
         self._tangents = self._colouring_tangents()
         self.gains: BackwardPass | None = None
         self._native_backward: NativeBackwardPass | None = None
-        self._native_loop: NativeClosedLoop | None = None
+        self._native_model: NativeModel | None = None
         self._native_key: tuple | None = None
+        self._fixed64: tuple | None = None  # a solve's constants in float64 (_closed_loop_native)
         self.native_status = "off"  # what runs compiled, or why nothing does
         if c.native:
             self._native_backward = self._native(
@@ -248,7 +249,7 @@ class IlqrPlanner(Planner):
         self._symbolic = numpy_form.symbolic() if self.config.native else None
         if self._symbolic is not None and self._symbolic.key != self._native_key:
             self._native_key = self._symbolic.key
-            self._native_loop = self._native("closed-loop rollouts", lambda: NativeClosedLoop.checked(
+            self._native_model = self._native("closed-loop rollouts, linearisation", lambda: NativeModel.checked(
                 self.horizon, self.state_dim, self.action_dim, len(self.alphas), self._symbolic, numpy_form,
                 self.config.native_cache))
 
@@ -273,19 +274,21 @@ class IlqrPlanner(Planner):
 
     def _linearise64(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """``linearise`` in float64 numpy, from the model's numpy form where the solve has one."""
+        if self._native_model is not None and self._symbolic is not None:
+            return self._native_model.jacobians(as_float64(states), as_float64(actions), self._symbolic.parameters)
         if self._numpy is not None:
-            return self._numpy.jacobians(_as64(states), _as64(actions))
-        return tuple(_as64(t) for t in self.linearise(states, actions))
+            return self._numpy.jacobians(as_float64(states), as_float64(actions))
+        return tuple(as_float64(t) for t in self.linearise(states, actions))
 
     def _quadratise64(self, states: torch.Tensor, actions: torch.Tensor) -> list[np.ndarray]:
         """``quadratise`` in float64 numpy: the cost's own derivatives (``TrajectoryCost.numpy_derivatives``,
         where every term has them and ``numpy`` is on), else ``quadratise``'s numerical ones."""
         if self.config.numpy:
-            derivatives = self.cost.numpy_derivatives(_as64(states), _as64(actions))
+            derivatives = self.cost.numpy_derivatives(as_float64(states), as_float64(actions))
             if derivatives is not None:
                 return derivatives
         with torch.enable_grad():
-            return [_as64(t) for t in self.quadratise(states, actions)]
+            return [as_float64(t) for t in self.quadratise(states, actions)]
 
     def _colouring_tangents(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Directions for Hessian columns: coordinate j at every step of one parity, ``2 * (nx + nu)`` of them."""
@@ -412,7 +415,7 @@ class IlqrPlanner(Planner):
         alphas: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Closed-loop rollouts for all ``alphas[A]`` at once -> ``(costs[A], states[A, H+1, nx], actions[A, H, nu])``."""
-        if self._numpy is not None and self._native_loop is not None and self._symbolic is not None:
+        if self._numpy is not None and self._native_model is not None and self._symbolic is not None:
             return self._closed_loop_native(state, states, actions, gains, alphas)
         if self._numpy is not None:
             return self._closed_loop_numpy(state, states, actions, gains, alphas)
@@ -458,15 +461,15 @@ class IlqrPlanner(Planner):
         """``_closed_loop`` on the model's float64 numpy form; the rollouts then go through the cost as one
         batch (``_scored``)."""
         horizon, count = self.horizon, alphas.shape[0]
-        low, high = _as64(self.action_low)[:, None], _as64(self.action_high)[:, None]
-        rate = None if self.max_rate is None else _as64(self.max_rate)[:, None]
+        low, high = as_float64(self.action_low)[:, None], as_float64(self.action_high)[:, None]
+        rate = None if self.max_rate is None else as_float64(self.max_rate)[:, None]
         previous, has_previous = self._previous()
-        before = _as64(previous)[:, None]
-        offsets = ((_as64(actions) - np.einsum("tij,tj->ti", gains.K, _as64(states)[:-1]))[:, :, None]
-                   + gains.k[:, :, None] * _as64(alphas))  # [H, nu, A]
+        before = as_float64(previous)[:, None]
+        offsets = ((as_float64(actions) - np.einsum("tij,tj->ti", gains.K, as_float64(states)[:-1]))[:, :, None]
+                   + gains.k[:, :, None] * as_float64(alphas))  # [H, nu, A]
         xs = np.empty((horizon + 1, self.state_dim, count))
         us = np.empty((horizon, self.action_dim, count))
-        x = xs[0] = _as64(state)[:, None]
+        x = xs[0] = as_float64(state)[:, None]
         step = self._numpy.step
         for t in range(horizon):
             u = offsets[t] + gains.K[t] @ x
@@ -493,18 +496,21 @@ class IlqrPlanner(Planner):
         self, state: torch.Tensor, states: torch.Tensor, actions: torch.Tensor, gains: BackwardPass,
         alphas: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``_closed_loop_numpy``'s rollouts in one compiled call (``NativeClosedLoop``)."""
-        rate = np.full(self.action_dim, np.inf) if self.max_rate is None else _as64(self.max_rate)
-        previous, has_previous = self._previous()
-        windows = np.empty((self.horizon, self.action_dim))
-        windows[:] = rate
-        if not float(has_previous) > 0:
-            windows[0] = np.inf  # no previous action: the first step's rate is free
-        offsets = ((_as64(actions) - np.einsum("tij,tj->ti", gains.K, _as64(states)[:-1]))[:, :, None]
-                   + gains.k[:, :, None] * _as64(alphas))  # [H, nu, A]
-        return self._scored(*self._native_loop(_as64(state), _as64(previous), offsets, gains.K, windows,
-                                               _as64(self.action_low), _as64(self.action_high),
-                                               self._symbolic.parameters))
+        """``_closed_loop_numpy``'s rollouts in one compiled call (``NativeModel``)."""
+        if self._fixed64 is None or self._fixed64[0] is not state:  # what stays the same in a solve, once
+            rate = np.full(self.action_dim, np.inf) if self.max_rate is None else as_float64(self.max_rate)
+            previous, has_previous = self._previous()
+            windows = np.empty((self.horizon, self.action_dim))
+            windows[:] = rate
+            if not float(has_previous) > 0:
+                windows[0] = np.inf  # no previous action: the first step's rate is free
+            self._fixed64 = (state, as_float64(state), as_float64(previous), windows, as_float64(self.action_low),
+                             as_float64(self.action_high), as_float64(alphas))
+        _, x0, previous, windows, low, high, alphas64 = self._fixed64
+        offsets = ((as_float64(actions) - np.einsum("tij,tj->ti", gains.K, as_float64(states)[:-1]))[:, :, None]
+                   + gains.k[:, :, None] * alphas64)  # [H, nu, A]
+        return self._scored(*self._native_model.rollouts(x0, previous, offsets, gains.K, windows, low, high,
+                                                         self._symbolic.parameters))
 
     def open_loop(self, state: torch.Tensor, actions: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
         """Cost, states and (limited) actions of ``actions[H, nu]`` from ``state``, via the forward pass."""
@@ -541,6 +547,7 @@ class IlqrPlanner(Planner):
 
     def _solve(self, state: torch.Tensor) -> PlanResult:
         c = self.config
+        self._fixed64 = None
         self._solve_model_for_this_solve()
         actions = self._warm if (c.warm_start and self._warm is not None) else self.initial_actions()
         cost, states, actions = self.open_loop(state, actions)
@@ -598,6 +605,3 @@ class IlqrPlanner(Planner):
             },
         )
 
-
-def _as64(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().to(torch.float64).cpu().numpy()

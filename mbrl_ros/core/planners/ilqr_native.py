@@ -1,8 +1,9 @@
-"""iLQR's two loops over time steps as compiled C (``core/native.py``): the backward pass, and the
-closed-loop rollouts of the line search on a model's symbolic step (``NumpyDynamics.symbolic``).
+"""iLQR's loops over time steps as compiled C (``core/native.py``): the backward pass, and on a
+model's symbolic step (``NumpyDynamics.symbolic``) the closed-loop rollouts of the line search and
+the linearisation.
 
-Both compute what ``IlqrPlanner.backward_pass`` and ``IlqrPlanner._closed_loop_numpy`` compute, step
-by step in the same order, written in casadi symbols; ``tests/core/test_ilqr.py`` checks that the
+They compute what ``IlqrPlanner.backward_pass``, ``IlqrPlanner._closed_loop_numpy`` and the numpy
+form's ``jacobians`` compute, step by step, written in casadi symbols; ``tests/core/test_ilqr.py`` checks that the
 plans are the same.
 
 The backward pass branches on data where an action is at a bound (``box_qp``'s active sets).
@@ -23,7 +24,7 @@ import numpy as np
 from mbrl_ros.core.models.base import NumpyDynamics, SymbolicStep
 from mbrl_ros.core.native import BufferedFunction, NativeUnavailable, compile_function
 
-__all__ = ["NativeBackwardPass", "NativeClosedLoop", "UNSETTLED"]
+__all__ = ["NativeBackwardPass", "NativeModel", "UNSETTLED"]
 
 BOX_ROUNDS = 4  # box_qp's active-set rounds per step (one or two for a handful of actions)
 UNSETTLED = object()  # NativeBackwardPass's answer where numpy's box_qp would iterate longer
@@ -173,9 +174,10 @@ class NativeBackwardPass:
                 float(out[:, self._d2].sum()))
 
 
-class NativeClosedLoop:
-    """``IlqrPlanner._closed_loop_numpy``'s rollouts (all step sizes at once) on a symbolic model step,
-    compiled: ``step(x[nx], u[nu], p[P]) -> x'`` in casadi symbols (``SymbolicStep.step``)."""
+class NativeModel:
+    """The compiled loops over a model's symbolic step (``SymbolicStep.step``: ``step(x[nx], u[nu], p[P]) -> x'``
+    in casadi symbols): ``IlqrPlanner._closed_loop_numpy``'s rollouts (all step sizes at once) and the
+    linearisation along a trajectory (the step's Jacobians, by casadi's algorithmic differentiation)."""
 
     def __init__(self, horizon: int, nx: int, nu: int, count: int, step: Callable, parameters: int,
                  name: str, directory: str) -> None:
@@ -201,22 +203,43 @@ class NativeClosedLoop:
         self.function = compile_function(rollout.map(f"{name}_H{horizon}_A{count}", "serial", count, [0, 2, 3], []),
                                          directory)
         self.call = BufferedFunction(self.function)
+        x, u, p = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", parameters)
+        following = step(x, u, p)
+        # Transposed: each Jacobian's rows are contiguous in the C-order output.
+        jacobians = ca.Function("ilqr_linearise_step", [x, u, p], [ca.densify(ca.jacobian(following, x).T),
+                                                                   ca.densify(ca.jacobian(following, u).T)])
+        self.linearisation = BufferedFunction(compile_function(
+            jacobians.map(f"{name}_linearise_H{horizon}", "serial", horizon, [2], []), directory))
 
     @classmethod
     def checked(cls, horizon: int, nx: int, nu: int, count: int, symbolic: SymbolicStep, numpy_form: NumpyDynamics,
-                directory: str) -> "NativeClosedLoop":
-        """Built for ``symbolic``, once its step is seen to match ``numpy_form.step`` (else NativeUnavailable)."""
+                directory: str) -> "NativeModel":
+        """Built for ``symbolic``, once its step and Jacobians are seen to match ``numpy_form``'s (else
+        NativeUnavailable)."""
         x, u, p = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", len(symbolic.parameters))
-        step = ca.Function("step", [x, u, p], [symbolic.step(x, u, p)])
+        following = symbolic.step(x, u, p)
+        step = ca.Function("step", [x, u, p], [following, ca.jacobian(following, x), ca.jacobian(following, u)])
         generator = np.random.default_rng(0)
-        states, actions = generator.uniform(-1, 1, (nx, 6)), generator.uniform(-1, 1, (nu, 6))
-        got = np.array(step.map(6)(states, actions, symbolic.parameters))
-        if not np.allclose(got, numpy_form.step(states, actions), rtol=1e-9, atol=1e-9):
-            raise NativeUnavailable(f"{type(numpy_form).__name__}.symbolic does not match its step")
-        name = "ilqr_closed_loop_" + hashlib.sha256(repr(symbolic.key).encode()).hexdigest()[:8]
+        states, actions = generator.uniform(-1, 1, (6, nx)), generator.uniform(-1, 1, (6, nu))
+        expected = (numpy_form.step(states.T, actions.T).T, *numpy_form.jacobians(states, actions))
+        for i in range(len(states)):
+            got = step(states[i], actions[i], symbolic.parameters)
+            if not all(np.allclose(np.array(g).reshape(e[i].shape), e[i], rtol=1e-9, atol=1e-9)
+                       for g, e in zip(got, expected)):
+                raise NativeUnavailable(f"{type(numpy_form).__name__}.symbolic does not match its step")
+        name = "ilqr_model_" + hashlib.sha256(repr(symbolic.key).encode()).hexdigest()[:8]
         return cls(horizon, nx, nu, count, symbolic.step, len(symbolic.parameters), name, directory)
 
-    def __call__(self, x0: np.ndarray, before: np.ndarray, offsets: np.ndarray, K: np.ndarray,
+    def jacobians(self, states: np.ndarray, actions: np.ndarray, parameters: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``states[H, nx]``, ``actions[H, nu]`` -> ``(df/dx[H, nx, nx], df/du[H, nx, nu])``, as
+        ``NumpyDynamics.jacobians``."""
+        x, u, p = self.linearisation.inputs
+        x[:], u[:], p[:] = states, actions, parameters
+        self.linearisation.call()
+        A, B = self.linearisation.outputs
+        return A.reshape(self.horizon, self.nx, self.nx).copy(), B.reshape(self.horizon, self.nx, self.nu).copy()
+
+    def rollouts(self, x0: np.ndarray, before: np.ndarray, offsets: np.ndarray, K: np.ndarray,
                  windows: np.ndarray, low: np.ndarray, high: np.ndarray, parameters: np.ndarray):
         """``offsets[H, nu, A]``, ``K[H, nu, nx]``, ``windows[H, nu]`` -> ``(states[A, H+1, nx], actions[A, H, nu])``."""
         nx, nu = self.nx, self.nu
