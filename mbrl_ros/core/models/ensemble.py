@@ -29,8 +29,12 @@ held-out data):
   bound to particles as in ``"ts1"``/``"tsinf"``, and each particle's next
   state is drawn from its member's predicted Gaussian (mean and variance), so
   rollouts spread with the aleatoric noise the model learned, not only with
-  the members' disagreement. The draws come from the model's seeded generator
-  (``seed``): one seed, one set of rollouts. Runs the differentiable path.
+  the members' disagreement. Runs the differentiable path.
+
+Random draws (TS1's assignment, the sampled noise) are counter-based
+(``core.counter_random``): a pure function of the model's ``seed`` and how many
+draws it has made, so a rollout compiles with ``torch.compile`` (a
+``torch.Generator`` cannot be traced) and one seed gives one set of rollouts.
 
 The weights are stacked tensors ``[E, in, out]``: training runs all members in
 one batched matmul, a checkpoint's weights transfer as a handful of tensors,
@@ -55,7 +59,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mbrl_ros.core.angles import wrap_angle
-from mbrl_ros.core.models.base import DynamicsModel, Prediction
+from mbrl_ros.core.counter_random import counter_gaussian, counter_permutation
+from mbrl_ros.core.models.base import DynamicsModel, Prediction, TimeMajorDynamics
 from mbrl_ros.core.validation import check_state_action_batch
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -158,8 +163,8 @@ class EnsembleDynamics(DynamicsModel):
         self.input_dim = len(plain_dims) + 2 * len(angle_dims) + action_dim
         sizes = [self.input_dim, *hidden_sizes, 2 * state_dim]
 
-        # Draws the initial weights, then TS1's member assignments. A fresh Generator always
-        # starts from the same default seed, so without a seed it is seeded from the OS.
+        # Draws the initial weights. A fresh Generator always starts from the same default
+        # seed, so without a seed it is seeded from the OS.
         self.generator = torch.Generator()
         if seed is None:
             self.generator.seed()
@@ -173,6 +178,10 @@ class EnsembleDynamics(DynamicsModel):
             b = (torch.rand(ensemble_size, fan_out, generator=self.generator) * 2 - 1) * bound
             self.layer_weights.append(nn.Parameter(w))
             self.layer_biases.append(nn.Parameter(b))
+        # TS1's member assignments and the sampled noise: draw k uses key seed * 1_000_003 + k.
+        draw_seed = int(torch.randint(2**31, (1,), generator=self.generator)) if seed is None else int(seed)
+        self.register_buffer("_draw_seed", torch.tensor(draw_seed, dtype=torch.int64), persistent=False)
+        self.register_buffer("_draws", torch.tensor(0, dtype=torch.int64), persistent=False)
         self.max_logvar = nn.Parameter(torch.full((state_dim,), float(max_logvar)))
         self.min_logvar = nn.Parameter(torch.full((state_dim,), float(min_logvar)))
 
@@ -225,8 +234,14 @@ class EnsembleDynamics(DynamicsModel):
         self._elite_list = indices
 
     def seed(self, seed: int) -> None:
-        """Reseed the generator that draws TS1 member assignments."""
-        self.generator.manual_seed(int(seed))
+        """Restart the random draws (TS1 member assignments, sampled noise) from ``seed``."""
+        self._draw_seed.fill_(int(seed))
+        self._draws.zero_()
+
+    def _next_draw_key(self) -> torch.Tensor:
+        """The key of the next random draw (0-d int64); in place, so a compiled rollout counts too."""
+        self._draws.add_(1)
+        return self._draw_seed * 1_000_003 + self._draws
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -352,7 +367,7 @@ class EnsembleDynamics(DynamicsModel):
         inputs = self.normalised_inputs(states, actions)
         plan = self._group_plan(states.shape[0], states.device)
         mean, raw_logvar = self._grouped_outputs(inputs, plan, 2 * self.state_dim).split(self.state_dim, dim=-1)
-        noise = torch.randn(mean.shape, generator=self.generator, dtype=mean.dtype).to(mean.device)
+        noise = counter_gaussian(self._next_draw_key(), tuple(mean.shape), mean.dtype)
         return self._denormalised_next(states, mean + torch.exp(0.5 * self._bounded_logvar(raw_logvar)) * noise)
 
     def _denormalised_next(self, states: torch.Tensor, delta_mean: torch.Tensor) -> torch.Tensor:
@@ -363,7 +378,7 @@ class EnsembleDynamics(DynamicsModel):
         n = self.num_elites
         if self._members == "ts1":
             layout = _GroupLayout.get(self._layouts, batch, n, device)
-            order = torch.randperm(batch, generator=self.generator).to(device, non_blocking=True)
+            order = counter_permutation(self._next_draw_key(), batch)
             return layout.plan(order)
         key = (batch, n, str(device))
         plan = self._tsinf_plans.get(key)
@@ -408,8 +423,9 @@ class EnsembleDynamics(DynamicsModel):
             delta = self._grouped_outputs(inputs, self._group_plan(states.shape[0], states.device), self.state_dim)
         return self._denormalised_next(states, delta)
 
-    def _forward_fast(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        net = self._folded_elites()
+    def _forward_fast(self, states: torch.Tensor, actions: torch.Tensor,
+                      net: "_FoldedElites | None" = None) -> torch.Tensor:
+        net = net or self._folded_elites()
         features = net.features(states, actions)
         batch, n = states.shape[0], self.num_elites
         if self._propagation == "mean":
@@ -432,6 +448,11 @@ class EnsembleDynamics(DynamicsModel):
                 rows = plan.order[:, None].expand(-1, self.state_dim)
                 delta = torch.empty_like(delta).scatter_(0, rows, delta)
         return delta.add_(states)
+
+    def time_major(self) -> TimeMajorDynamics:
+        """The fast path's rollout for the sampling planners (``EnsembleTimeMajor``); the plain view of ``forward``
+        for the sampled propagations (they run the differentiable path)."""
+        return TimeMajorDynamics(self) if self._sampled else EnsembleTimeMajor(self)
 
     def deterministic(self, member: int | None = None) -> "EnsembleMean":
         """The mean of the elites' predicted means, or elite slot ``member``'s alone, whatever the propagation."""
@@ -537,6 +558,25 @@ class _GroupLayout:
         return _GroupPlan(order, self.sizes, self.per_group, padded)
 
 
+class EnsembleTimeMajor(TimeMajorDynamics):
+    """The ensemble in the sampling planners' layout: ``forward``'s fast path on transposed views, with the elites'
+    folded weights held here. When the model changes (an optimiser step, a hot swap's ``load_state_dict``) and the
+    shapes stay, ``still_valid`` copies the new folded weights into these same tensors: a compiled planning step
+    reads them as inputs, so it sees the new model without a recompile. Other shapes: not valid, build anew."""
+
+    def __init__(self, model: EnsembleDynamics) -> None:
+        super().__init__(model)
+        current = model._folded_elites()
+        self.net = _FoldedElites(model, current.key)  # tensors of its own, not the model's cache
+
+    def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.model._forward_fast(states.T, actions.T, self.net).T
+
+    def still_valid(self) -> bool:
+        current = self.model._folded_elites()
+        return current.key == self.net.key or self.net.copy_from(current)
+
+
 class _FoldedElites:
     """The elites' networks rearranged for fast rollouts (no autograd).
 
@@ -580,6 +620,18 @@ class _FoldedElites:
             biases[0] = None
         self.weights = [w.contiguous() for w in weights]
         self.biases = [None if b is None else b.unsqueeze(1).contiguous() for b in biases]
+
+    def copy_from(self, other: "_FoldedElites") -> bool:
+        """Take ``other``'s weights into these tensors, in place; False (nothing copied) where shapes differ."""
+        mine = [t for t in (*self.weights, *self.biases) if t is not None]
+        theirs = [t for t in (*other.weights, *other.biases) if t is not None]
+        if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs)):
+            return False
+        with torch.no_grad():
+            for a, b in zip(mine, theirs):
+                a.copy_(b)
+        self.key = other.key
+        return True
 
     def features(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         key = (states.shape[0], states.dtype, states.device)

@@ -13,6 +13,7 @@ second action of an old plan still obeys them.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import time
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from mbrl_ros.core.compile_cache import use_compile_cache
+from mbrl_ros.core.counter_random import counter_gaussian
 from mbrl_ros.core.costs import TrajectoryCost
 from mbrl_ros.core.models.base import DynamicsModel, NumpyDynamics, TimeMajorDynamics
 from mbrl_ros.core.validation import check_tensor
@@ -205,7 +207,8 @@ def time_major_dynamics(model: DynamicsModel) -> TimeMajorDynamics:
         dtype, device = model_dtype_device(model)
         states = (torch.rand(6, model.state_dim, generator=generator, dtype=dtype) * 2 - 1).to(device)
         actions = (torch.rand(3, model.action_dim, 6, generator=generator, dtype=dtype) * 2 - 1).to(device)
-        expected = TimeMajorDynamics(model).rollout(states.T, actions)
+        # On a copy: a model with counter-based random draws (the ensemble's TS1) then draws the same for both.
+        expected = TimeMajorDynamics(copy.deepcopy(model)).rollout(states.T, actions)
         if not torch.allclose(fast.rollout(states.T, actions), expected, atol=1e-4, rtol=1e-4):
             warnings.warn(f"{type(fast).__name__} does not match {type(model).__name__}.forward; using forward",
                           RuntimeWarning, stacklevel=2)
@@ -236,40 +239,6 @@ def checked_numpy_dynamics(model: DynamicsModel) -> NumpyDynamics | None:
                       "using the torch path", RuntimeWarning, stacklevel=2)
         return None
     return fast
-
-
-# --------------------------------------------------------------------------- noise
-_MASK32 = 0xFFFFFFFF
-
-
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A bijective 32-bit integer hash (int64 holding values < 2**32; products stay < 2**63)."""
-    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
-    x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
-    return (x >> 16) ^ x
-
-
-def counter_gaussian(key: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Standard normal noise that is a pure function of an integer ``key`` tensor (0-d int64).
-
-    Counter-based: each pair of normals is one 32-bit hash of (element index, key),
-    split into two 16-bit uniforms and turned into normals by Box-Muller. No
-    generator state, so it runs inside a compiled graph as plain vectorised
-    arithmetic (inductor's own random kernels are scalar and about 10x slower on a
-    CPU, and eager ``torch.randn`` is serial), gives the same numbers eager and
-    compiled, and makes a planner reproducible from its seed and step count. The
-    16-bit uniforms cap |z| at 4.7 (a 3e-6 tail), harmless for sampling-based
-    planning; this is not a general-purpose random number generator.
-    """
-    count = math.prod(shape)
-    half = (count + 1) // 2
-    index = torch.arange(half, dtype=torch.int64, device=key.device)
-    bits = _mix32(index ^ _mix32((key & _MASK32) ^ 0x5BD1E995))
-    u1 = ((bits >> 16).to(dtype) + 1.0) * (1.0 / 65536.0)  # (0, 1]: log stays finite
-    angle = (bits & 0xFFFF).to(dtype) * (2.0 * math.pi / 65536.0)
-    radius = torch.sqrt(-2.0 * torch.log(u1))
-    normals = torch.cat((radius * torch.cos(angle), radius * torch.sin(angle)))
-    return normals[:count].reshape(shape)
 
 
 def shift_sequence(actions: torch.Tensor, fill: str, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ kernels (compiling takes minutes for long horizons; later steps reuse it).
 
 Speed on a CPU comes from three choices: the batch is kept time-major ([H, nu, K]
 actions, [H+1, nx, K] states: see ``base.TimeMajorDynamics``); noise is a
-counter-based hash inside the graph (``base.counter_gaussian``: vectorised,
+counter-based hash inside the graph (``core.counter_random.counter_gaussian``: vectorised,
 reproducible from the seed and the step count, identical eager and compiled);
 and the cost's per-cycle work (path pruning) happens once in ``cost.prepare``.
 
