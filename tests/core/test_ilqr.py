@@ -470,6 +470,27 @@ def test_a_symbolic_step_that_does_not_match_the_model_is_not_compiled(tmp_path,
         build_planner("ilqr", KinematicBicycle(), cost, {"native_cache": ""})
 
 
+def test_large_problems_keep_the_numpy_backward_pass():
+    """Above NATIVE_MAX_SIZE states + actions the compiled code would take minutes to build (it grows with the
+    cube): such a planner says so and plans on numpy, compiling nothing."""
+    from mbrl_ros.core.planners.ilqr import NATIVE_MAX_SIZE
+
+    class Chain(DynamicsModel):
+        def __init__(self):
+            super().__init__(NATIVE_MAX_SIZE - 1, 2)
+
+        def forward(self, states, actions):
+            return torch.cat((states[:, 1:], actions[:, :1]), 1) + 0.1 * actions[:, 1:]
+
+    cost = build_cost({"state": {"type": "joint_target", "indices": [0, 1]}, "effort": {}}, NATIVE_MAX_SIZE - 1, 2)
+    cost.set_context("joint_target", torch.ones(2))
+    planner = build_planner("ilqr", Chain().double(), cost, {"horizon": 20, "native_cache": "/nonexistent/cache"})
+    assert planner.native_status == f"numpy path: nx + nu = {NATIVE_MAX_SIZE + 1} > {NATIVE_MAX_SIZE}"
+    assert planner._native_backward is None
+    result = planner.plan(torch.zeros(NATIVE_MAX_SIZE - 1, dtype=torch.float64))
+    assert result.info["converged"] and result.cost < result.info["cost_history"][0]
+
+
 def test_the_costs_numpy_form_is_its_forward():
     """TrajectoryCost.numpy_cost (iLQR's line search) equals forward on a batch, each term; None with a term that
     has no numpy form."""

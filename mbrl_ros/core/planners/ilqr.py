@@ -86,6 +86,7 @@ from mbrl_ros.core.planners.ilqr_native import UNSETTLED, NativeBackwardPass, Na
 __all__ = ["IlqrConfig", "IlqrPlanner", "BackwardPass"]
 
 log = logging.getLogger(__name__)
+NATIVE_MAX_SIZE = 16  # the largest nx + nu whose loops are compiled (IlqrConfig.native)
 
 
 @dataclass
@@ -115,10 +116,10 @@ class IlqrConfig(PlannerConfig):
     # solve is tiny, so a second thread only adds waits: on a loaded 2-core machine, 2 threads made
     # receding-horizon solves of ilqr_bicycle_H50 about 8x slower (206 ms against 25 ms median).
     threads: int | None = 1
-    # The backward pass, and the closed-loop rollouts on a model with a symbolic step
+    # The backward pass, and the closed-loop rollouts and linearisation on a model with a symbolic step
     # (NumpyDynamics.symbolic: the car's bicycle), as C compiled once with the machine's compiler
-    # (ilqr_native.py), kept in native_cache across starts. Without a compiler or a writable cache, the
-    # numpy path (a logged warning says why).
+    # (ilqr_native.py), kept in native_cache across starts; for nx + nu <= NATIVE_MAX_SIZE. Without a
+    # compiler or a writable cache, the numpy path (a logged warning says why).
     native: bool = True
     native_cache: str = "~/.cache/mbrl_ros/native"
 
@@ -202,7 +203,11 @@ class IlqrPlanner(Planner):
         self._native_key: tuple | None = None
         self._fixed64: tuple | None = None  # a solve's constants in float64 (_closed_loop_native)
         self.native_status = "off"  # what runs compiled, or why nothing does
-        if c.native:
+        if c.native and self.state_dim + self.action_dim > NATIVE_MAX_SIZE:
+            # Its C grows with (nx + nu)^3 and takes minutes to compile (the hand: 63 + 20); at such sizes
+            # numpy's calls are arithmetic more than overhead.
+            self.native_status = f"numpy path: nx + nu = {self.state_dim + self.action_dim} > {NATIVE_MAX_SIZE}"
+        elif c.native:
             self._native_backward = self._native(
                 "backward pass", lambda: NativeBackwardPass(self.horizon, self.state_dim, self.action_dim,
                                                             c.native_cache))
@@ -246,7 +251,7 @@ class IlqrPlanner(Planner):
 
     def _use_symbolic_step(self, numpy_form: NumpyDynamics) -> None:
         """The rollouts compiled for ``numpy_form``'s symbolic step (built, or failed, once per kind of step)."""
-        self._symbolic = numpy_form.symbolic() if self.config.native else None
+        self._symbolic = numpy_form.symbolic() if self._native_backward is not None else None
         if self._symbolic is not None and self._symbolic.key != self._native_key:
             self._native_key = self._symbolic.key
             self._native_model = self._native("closed-loop rollouts, linearisation", lambda: NativeModel.checked(
