@@ -47,9 +47,9 @@ cost as one batch, in numpy where every term has a numpy form
 backward pass (for any model) and, on a model whose numpy form has a symbolic step
 (``NumpyDynamics.symbolic``), the closed-loop rollouts run as C compiled once by the
 machine's compiler and cached on disk (``ilqr_native.py``): one call each instead of
-hundreds of numpy calls. They compute the same steps, so they plan the same. ``compile: true`` compiles the torch path's
-closed-loop forward pass, which in eager mode is most of an iteration's time (H
-sequential model calls of tiny batches).
+hundreds of numpy calls. They compute the same steps, so they plan the same.
+``compile: true`` compiles the torch path's closed-loop forward pass, which in eager
+mode is most of an iteration's time (H sequential model calls of tiny batches).
 
 On an ensemble (or a semi-parametric model), iLQR plans on one deterministic
 model for the whole solve (``model.deterministic``): the mean of the elites
@@ -202,11 +202,11 @@ class IlqrPlanner(Planner):
         self._native_model: NativeModel | None = None
         self._native_key: tuple | None = None
         self._fixed64: tuple | None = None  # a solve's constants in float64 (_closed_loop_native)
-        self.native_status = "off"  # what runs compiled, or why nothing does
+        self._native_problem: str | None = None  # why a part is not compiled
         if c.native and self.state_dim + self.action_dim > NATIVE_MAX_SIZE:
             # Its C grows with (nx + nu)^3 and takes minutes to compile (the hand: 63 + 20); at such sizes
             # numpy's calls are arithmetic more than overhead.
-            self.native_status = f"numpy path: nx + nu = {self.state_dim + self.action_dim} > {NATIVE_MAX_SIZE}"
+            self._native_problem = f"nx + nu = {self.state_dim + self.action_dim} > {NATIVE_MAX_SIZE}"
         elif c.native:
             self._native_backward = self._native(
                 "backward pass", lambda: NativeBackwardPass(self.horizon, self.state_dim, self.action_dim,
@@ -259,16 +259,24 @@ class IlqrPlanner(Planner):
                 self.config.native_cache))
 
     def _native(self, what: str, build):
-        """``build()``, or None with a logged reason; ``native_status`` says which parts run compiled."""
+        """``build()``, or None with a logged reason (``native_status``)."""
         try:
-            built = build()
+            return build()
         except NativeUnavailable as err:
-            self.native_status = f"numpy path: {err}"
+            self._native_problem = str(err)
             log.warning("ilqr: %s on the numpy path: %s", what, err)
             return None
-        if not self.native_status.startswith("numpy path"):
-            self.native_status = what if self.native_status == "off" else f"{self.native_status}, {what}"
-        return built
+
+    @property
+    def native_status(self) -> str:
+        """Which parts run compiled (``native``), and why the others do not."""
+        parts = [what for what, built in (("backward pass", self._native_backward),
+                                          ("closed-loop rollouts, linearisation",
+                                           self._native_model if self._symbolic is not None else None)) if built]
+        if self._native_problem is None:
+            return ", ".join(parts) or "off"
+        return f"{', '.join(parts)}; numpy path for the rest: {self._native_problem}" if parts else \
+            f"numpy path: {self._native_problem}"
 
     # Derivatives -----------------------------------------------------------
     def linearise(self, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -420,7 +428,7 @@ class IlqrPlanner(Planner):
         alphas: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Closed-loop rollouts for all ``alphas[A]`` at once -> ``(costs[A], states[A, H+1, nx], actions[A, H, nu])``."""
-        if self._numpy is not None and self._native_model is not None and self._symbolic is not None:
+        if self._native_model is not None and self._symbolic is not None:
             return self._closed_loop_native(state, states, actions, gains, alphas)
         if self._numpy is not None:
             return self._closed_loop_numpy(state, states, actions, gains, alphas)
@@ -502,7 +510,8 @@ class IlqrPlanner(Planner):
         alphas: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``_closed_loop_numpy``'s rollouts in one compiled call (``NativeModel``)."""
-        if self._fixed64 is None or self._fixed64[0] is not state:  # what stays the same in a solve, once
+        # What stays the same in a solve, converted once (reset by _solve; a call from outside a solve: per state).
+        if self._fixed64 is None or self._fixed64[0] is not state:
             rate = np.full(self.action_dim, np.inf) if self.max_rate is None else as_float64(self.max_rate)
             previous, has_previous = self._previous()
             windows = np.empty((self.horizon, self.action_dim))
@@ -609,4 +618,3 @@ class IlqrPlanner(Planner):
                 "regularisation": mu,
             },
         )
-

@@ -3,8 +3,8 @@ model's symbolic step (``NumpyDynamics.symbolic``) the closed-loop rollouts of t
 the linearisation.
 
 They compute what ``IlqrPlanner.backward_pass``, ``IlqrPlanner._closed_loop_numpy`` and the numpy
-form's ``jacobians`` compute, step by step, written in casadi symbols; ``tests/core/test_ilqr.py`` checks that the
-plans are the same.
+form's ``jacobians`` compute, step by step, written in casadi symbols; ``tests/core/test_ilqr.py``
+checks that the plans are the same.
 
 The backward pass branches on data where an action is at a bound (``box_qp``'s active sets).
 Here every branch is computed and the right one selected (``if_else``): the box QP runs a fixed
@@ -54,11 +54,10 @@ def _cholesky_solve(matrix: ca.SX, rhs: ca.SX) -> tuple[ca.SX, ca.SX]:
 
 def _masked_solve(matrix: ca.SX, rhs: ca.SX, free: ca.SX) -> ca.SX:
     """``matrix[free, free]^-1 rhs[free]`` in the free rows, 0 in the others (``free``: 0/1 per row)."""
-    n = matrix.shape[0]
-    held = 1 - free
-    masked = (free @ free.T) * matrix + ca.diag(held)
-    solution, _ = _cholesky_solve(masked, rhs * ca.repmat(free, 1, rhs.shape[1]))
-    return solution * ca.repmat(free, 1, rhs.shape[1]) if n else solution
+    masked = (free @ free.T) * matrix + ca.diag(1 - free)  # the held rows and columns: the identity's
+    rows = ca.repmat(free, 1, rhs.shape[1])
+    solution, _ = _cholesky_solve(masked, rhs * rows)
+    return solution * rows
 
 
 def _box_qp(quu: ca.SX, g: ca.SX, at_low: ca.SX, at_high: ca.SX, start: ca.SX) -> tuple[ca.SX, ca.SX, ca.SX]:
@@ -241,7 +240,8 @@ class NativeModel:
 
     def rollouts(self, x0: np.ndarray, before: np.ndarray, offsets: np.ndarray, K: np.ndarray,
                  windows: np.ndarray, low: np.ndarray, high: np.ndarray, parameters: np.ndarray):
-        """``offsets[H, nu, A]``, ``K[H, nu, nx]``, ``windows[H, nu]`` -> ``(states[A, H+1, nx], actions[A, H, nu])``."""
+        """``offsets[H, nu, A]``, ``K[H, nu, nx]``, ``windows[H, nu]`` (the rate limit per step) ->
+        ``(states[A, H+1, nx], actions[A, H, nu])``."""
         nx, nu = self.nx, self.nu
         start, offset_in, shared, limits = self.call.inputs
         start[0, :nx], start[0, nx:] = x0, before
