@@ -478,8 +478,7 @@ class IlqrPlanner(Planner):
         rate = None if self.max_rate is None else as_float64(self.max_rate)[:, None]
         previous, has_previous = self._previous()
         before = as_float64(previous)[:, None]
-        offsets = ((as_float64(actions) - np.einsum("tij,tj->ti", gains.K, as_float64(states)[:-1]))[:, :, None]
-                   + gains.k[:, :, None] * as_float64(alphas))  # [H, nu, A]
+        offsets = _offsets(states, actions, gains, as_float64(alphas))
         xs = np.empty((horizon + 1, self.state_dim, count))
         us = np.empty((horizon, self.action_dim, count))
         x = xs[0] = as_float64(state)[:, None]
@@ -521,10 +520,8 @@ class IlqrPlanner(Planner):
             self._fixed64 = (state, as_float64(state), as_float64(previous), windows, as_float64(self.action_low),
                              as_float64(self.action_high), as_float64(alphas))
         _, x0, previous, windows, low, high, alphas64 = self._fixed64
-        offsets = ((as_float64(actions) - np.einsum("tij,tj->ti", gains.K, as_float64(states)[:-1]))[:, :, None]
-                   + gains.k[:, :, None] * alphas64)  # [H, nu, A]
-        return self._scored(*self._native_model.rollouts(x0, previous, offsets, gains.K, windows, low, high,
-                                                         self._symbolic.parameters))
+        return self._scored(*self._native_model.rollouts(x0, previous, _offsets(states, actions, gains, alphas64),
+                                                         gains.K, windows, low, high, self._symbolic.parameters))
 
     def open_loop(self, state: torch.Tensor, actions: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
         """Cost, states and (limited) actions of ``actions[H, nu]`` from ``state``, via the forward pass."""
@@ -618,3 +615,9 @@ class IlqrPlanner(Planner):
                 "regularisation": mu,
             },
         )
+
+
+def _offsets(states: torch.Tensor, actions: torch.Tensor, gains: BackwardPass, alphas: np.ndarray) -> np.ndarray:
+    """``u[t] = (ubar[t] + alpha k[t] - K[t] xbar[t]) + K[t] x[t]``: the part in brackets, ``[H, nu, A]``."""
+    return ((as_float64(actions) - np.einsum("tij,tj->ti", gains.K, as_float64(states)[:-1]))[:, :, None]
+            + gains.k[:, :, None] * alphas)
