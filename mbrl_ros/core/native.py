@@ -56,12 +56,16 @@ def compile_function(function: ca.Function, directory: str | os.PathLike) -> ca.
     name = function.name()
     with tempfile.TemporaryDirectory(prefix="mbrl_ros_native_") as scratch:
         source = Path(scratch) / f"{name}.c"
-        generator = ca.CodeGenerator(source.name, {"with_header": False})
-        generator.add(function)
-        generator.generate(f"{scratch}/")
-        text = source.read_bytes()
+        try:
+            generator = ca.CodeGenerator(source.name, {"with_header": False})
+            generator.add(function)
+            generator.generate(f"{scratch}/")
+            text = source.read_bytes()
+            directory = Path(directory).expanduser()  # RuntimeError without a home directory
+        except (RuntimeError, OSError) as err:
+            raise NativeUnavailable(f"cannot generate {name}.c into {str(directory)!r}: {err}") from err
         key = hashlib.sha256(b"\0".join([text, ca.__version__.encode(), *(f.encode() for f in FLAGS)]))
-        path = Path(directory).expanduser() / f"{name}_{key.hexdigest()[:20]}.so"
+        path = directory / f"{name}_{key.hexdigest()[:20]}.so"
         if not path.exists():
             cc = compiler()
             if cc is None:

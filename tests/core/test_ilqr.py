@@ -446,6 +446,23 @@ def test_a_later_start_loads_the_compiled_code_without_a_compiler(tmp_path, monk
     assert other._native_backward is not None and other._native_model is None
 
 
+def test_a_refit_that_moves_the_lag_across_a_substep_keeps_the_compiled_code(tmp_path):
+    """A new model whose steering lag passes the substep (the numpy form's steer_settles flips) swaps in between
+    solves without a compile (in the control loop, that would be a long cycle), and still plans as numpy does."""
+    from mbrl_ros.robots.car.bicycle import BicycleParams
+
+    native = bicycle_problem(torch.float64, True, native_cache=str(tmp_path))  # lag 0: settles in a substep
+    plain = bicycle_problem(torch.float64, True, native=False)
+    built, state = native._native_model, torch.zeros(5, dtype=torch.float64)
+    for planner in (native, plain):
+        planner.plan(state)
+        planner.set_model(KinematicBicycle(BicycleParams(lag=0.3), dt=0.1, substeps=1).double())
+    a, b = native.plan(state), plain.plan(state)
+    assert native._native_model is built and native.native_status == "backward pass, closed-loop rollouts, linearisation"
+    assert a.info["iterations"] == b.info["iterations"]
+    torch.testing.assert_close(a.nominal_actions, b.nominal_actions, rtol=0, atol=1e-7)
+
+
 def test_a_symbolic_step_that_does_not_match_the_model_is_not_compiled(tmp_path, caplog):
     from mbrl_ros.core.models.base import SymbolicStep
     from mbrl_ros.robots.car.bicycle import BicycleNumpy

@@ -216,8 +216,12 @@ class NativeModel:
         """Built for ``symbolic``, once its step and Jacobians are seen to match ``numpy_form``'s (else
         NativeUnavailable)."""
         x, u, p = ca.SX.sym("x", nx), ca.SX.sym("u", nu), ca.SX.sym("p", len(symbolic.parameters))
-        following = symbolic.step(x, u, p)
-        step = ca.Function("step", [x, u, p], [following, ca.jacobian(following, x), ca.jacobian(following, u)])
+        try:  # a model's own code: whatever it raises, the planner keeps its numpy path
+            following = symbolic.step(x, u, p)
+            step = ca.Function("step", [x, u, p], [following, ca.jacobian(following, x), ca.jacobian(following, u)])
+        except Exception as err:
+            raise NativeUnavailable(f"{type(numpy_form).__name__}.symbolic failed: {type(err).__name__}: {err}") \
+                from err
         generator = np.random.default_rng(0)
         states, actions = generator.uniform(-1, 1, (6, nx)), generator.uniform(-1, 1, (6, nu))
         expected = (numpy_form.step(states.T, actions.T).T, *numpy_form.jacobians(states, actions))

@@ -304,7 +304,11 @@ class BicycleNumpy(NumpyDynamics):
         return out
 
     def symbolic(self) -> SymbolicStep:
-        """``step`` in casadi symbols; the parameters (and ``alpha``, from the lag) are its inputs."""
+        """``step`` in casadi symbols; the parameters (and ``alpha``, from the lag) are its inputs.
+
+        Always the lagged steering's form: with ``alpha = 1`` (a lag within one substep) it reaches the
+        command in the first substep, as ``steer_settles`` does, so a refit that moves the lag across a
+        substep keeps the compiled code (its key names only the settings)."""
         import casadi  # only where a solver compiles
 
         ops = SimpleNamespace(tan=casadi.tan, cos=casadi.cos, sin=casadi.sin, rsqrt=lambda a: 1.0 / casadi.sqrt(a))
@@ -312,9 +316,9 @@ class BicycleNumpy(NumpyDynamics):
         def step(x, u, p):
             return casadi.vertcat(*_time_major_step(tuple(x[i] for i in range(5)), u[0], u[1],
                                                     tuple(p[i] for i in range(4)), p[4], self.h, self.substeps,
-                                                    self.steer_settles, self.acceleration, ops))
+                                                    False, self.acceleration, ops))
 
-        key = ("KinematicBicycle", self.h, self.substeps, self.steer_settles, self.acceleration)
+        key = ("KinematicBicycle", self.h, self.substeps, self.acceleration)
         return SymbolicStep(key, np.array([*self.params, self.alpha]), step)
 
     def jacobians(self, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
