@@ -144,6 +144,8 @@ def format_dry_run(description: LaunchDescription) -> str:
         lines.append(f"[{node.label}] {node.source} output={node.output} "
                      f"respawn={str(node.respawn).lower()}"
                      + (f" respawn_delay={node.respawn_delay:g}" if node.respawn else "")
+                     + (f" respawn_max_retries={node.respawn_max_retries}"
+                        if node.respawn and node.respawn_max_retries >= 0 else "")
                      + (" on_exit=shutdown" if node.shutdown_on_exit else ""))
         for name, value in sorted(node.environment_changes.items()):
             lines.append(f"  env {name}={value}")

@@ -60,6 +60,7 @@ class NodeAction:
     params_files: list[str]
     source: str                      # file:line of the node tag
     shutdown_on_exit: bool = False   # on_exit: shutdown - its exit ends the launch (a respawn is not made)
+    respawn_max_retries: int = -1    # respawns made at most over the launch (upstream's meaning); -1: no limit
 
     @property
     def full_name(self) -> str | None:
@@ -317,7 +318,8 @@ class Visitor:
                                  if self.base_environment.get(k) != v},
             output=output, respawn=self._respawn(node), respawn_delay=node.respawn_delay or 0.0,
             params_files=params_files, source=f"{node.file}:{node.line}",
-            shutdown_on_exit=node.on_exit == "shutdown")
+            shutdown_on_exit=node.on_exit == "shutdown",
+            respawn_max_retries=-1 if node.respawn_max_retries is None else node.respawn_max_retries)
 
     def _params_files(self, node: fe.Node, node_key: str) -> list[str]:
         files: list[str] = []

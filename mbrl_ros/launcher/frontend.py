@@ -100,6 +100,7 @@ class Node(Entity):
     output: Template | None = None
     respawn: Template | None = None
     respawn_delay: float | None = None
+    respawn_max_retries: int | None = None  # upstream's: respawns made at most (over the launch), -1 no limit
     on_exit: str | None = None
     args: list[tuple[Part, ...]] = field(default_factory=list)
     ros_args: list[tuple[Part, ...]] | None = None
@@ -118,7 +119,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "push-ros-namespace": ("namespace",),
     "set_env": ("name", "value"),
     "node": ("pkg", "exec", "name", "namespace", "param", "remap", "output", "respawn",
-             "respawn_delay", "on_exit", "args", "ros_args"),
+             "respawn_delay", "respawn_max_retries", "on_exit", "args", "ros_args"),
 }
 # Upstream spells this tag both ways.
 ATTRIBUTES["push_ros_namespace"] = ATTRIBUTES["push-ros-namespace"]
@@ -204,6 +205,18 @@ class _Body:
                 f"{value!r} (the upstream YAML front end rejects integers here)", key)
         if value < 0:
             raise self.error(f"attribute '{key}' must not be negative, got {value}", key)
+        return value
+
+    def respawn_max_retries(self) -> int | None:
+        key = "respawn_max_retries"
+        value = self._get(key, False)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            # Upstream Jazzy passes a quoted value on as a string and fails at the first respawn
+            # (TypeError comparing it with the count; ros2/launch#968): only a plain integer works there.
+            raise self.error(f"attribute '{key}' must be an unquoted integer >= -1 such as 10 (-1: no limit), "
+                             f"got {type(value).__name__} {value!r}", key)
         return value
 
     def mappings(self, key: str) -> list[LineDict] | None:
@@ -294,7 +307,8 @@ def _parse_node(b: _Body) -> Node:
         **b.common(), pkg=b.template("pkg"), exec=b.template("exec", True),
         name=b.template("name"), namespace=b.template("namespace"), params=params,
         remaps=remaps, output=b.template("output"), respawn=respawn,
-        respawn_delay=b.non_negative_float("respawn_delay"), on_exit=on_exit,
+        respawn_delay=b.non_negative_float("respawn_delay"), respawn_max_retries=b.respawn_max_retries(),
+        on_exit=on_exit,
         args=[] if args is None else split_command_line(args, b),
         ros_args=None if ros_args is None else split_command_line(ros_args, b))
 

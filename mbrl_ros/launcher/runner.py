@@ -12,7 +12,9 @@
   launcher returns only when no process of any group is left.
 - A node that exits on its own is reported with its exit code; the others keep
   running (upstream's default); a node with `respawn` is started again after
-  `respawn_delay`; a node with `on_exit: shutdown` ends the whole launch. The exit status is 1 if any node failed (exited non-zero
+  `respawn_delay`, at most `respawn_max_retries` times over the launch (as upstream counts them: a node
+  that cannot start, e.g. with a lasting configuration error, is not restarted every second for ever);
+  a node with `on_exit: shutdown` ends the whole launch. The exit status is 1 if any node failed (exited non-zero
   on its own, could not start, or had to be killed with SIGKILL), else 0.
 
 Everything happens in one loop (one thread, no per-process threads): spawning,
@@ -101,6 +103,8 @@ class _Process:
         self.next_stage_at: float | None = None
         self.hurried = False           # a repeated stop request moved the next signal to now
         self.respawn_at: float | None = None
+        self.respawns = 0              # made so far (respawn_max_retries bounds them)
+        self.given_up = False          # respawn_max_retries reached: stays down
         self.failed = False
         self.partial: dict[int, bytes] = {}
 
@@ -348,7 +352,13 @@ class LaunchRunner:
             elif not process.group_gone and not process.group_alive():
                 process.group_gone = True
             if not process.active and process.action.respawn and not self._shutting_down \
-                    and not self._requests and process.respawn_at is None:
+                    and not self._requests and process.respawn_at is None and not process.given_up:
+                limit = process.action.respawn_max_retries
+                if 0 <= limit <= process.respawns:
+                    process.given_up = True
+                    self._event("ERROR", process.label, f"not respawning: respawned {process.respawns} time(s), "
+                                                        f"respawn_max_retries is {limit}")
+                    continue
                 process.respawn_at = now + process.action.respawn_delay
                 self._event("INFO", process.label,
                             f"respawning in {process.action.respawn_delay:g} s")
@@ -374,6 +384,7 @@ class LaunchRunner:
     def _run_timers(self, now: float) -> None:
         for process in self._processes:
             if process.respawn_at is not None and now >= process.respawn_at:
+                process.respawns += 1
                 self._spawn(process)
             if process.active and process.next_stage_at is not None and now >= process.next_stage_at:
                 if process.stop_stage < 3:

@@ -119,8 +119,9 @@ PARAMS = [
     Param("checkpoint_dir", "checkpoints", "where accepted models are saved as model_v<N>.pt"),
     Param("threads", 1, "torch threads for training", (1, 256), read_only=True),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
+    Param("stop_timeout", 10.0, "seconds a shutdown waits for a training round to stop at its next epoch; past "
+          "it the process ends with exit code 1", (0.0, 600.0)),
 ]
-CLOSE_TIMEOUT = 10.0  # s close() waits for the worker: a round stops at its next epoch, well within
 
 
 def next_numbered_path(folder: str | os.PathLike, stem: str) -> tuple[int, Path]:
@@ -173,6 +174,10 @@ class TrainerNode(Node):
         self.bag_cache = PerBagTransitions(self.read_bag)
         self.dropped: dict[Path, dict[str, dict[str, int]]] = {}  # bag -> topic -> reason -> messages dropped
         self.bag_goals: dict[Path, dict[int, list[float] | None]] = {}  # bag -> its episode id -> logged goal
+        # What read_bag found, taken into ``dropped`` and ``bag_goals`` together with the dataset (worker only),
+        # so /diagnostics never shows a bag's drops beside a dataset that does not hold the bag yet.
+        self.bag_reports: dict[Path, tuple[dict, dict]] = {}
+        self.round_epochs = 0
         self.origins: dict[int, tuple[Path, int]] = {}  # dataset episode -> (bag, its id there)
         self.bags: list[Path] = []
         self.dataset: TransitionDataset | None = None
@@ -220,9 +225,7 @@ class TrainerNode(Node):
                 goals = self.read_goals(bag, report["episode_starts"], report.setdefault("dropped", {}))
             return dataset
         finally:
-            with self.lock:
-                self.dropped[bag] = report.get("dropped", {})
-                self.bag_goals[bag] = goals
+            self.bag_reports[bag] = (report.get("dropped", {}), goals)
 
     def read_goals(self, bag: Path, starts: list[tuple[int, int]], dropped: dict) -> dict[int, list[float] | None]:
         """Each episode's logged goal (the context input's message in effect at its first state, converted by the
@@ -380,15 +383,16 @@ class TrainerNode(Node):
         for bag in fresh:
             if bag in errors:
                 self.get_logger().warn(f"skipping bag {bag}: {errors[bag]}")
-            elif dropped := self.dropped.get(bag):
+            elif dropped := self.bag_reports.get(bag, ({}, {}))[0]:
                 self.get_logger().warn(f"bag {bag}: dropped {dropped_count(dropped)} malformed message(s), kept the "
                                        f"rest: {dropped_summary(dropped)}")
         error = "; ".join(errors.values()) if dataset is None or errors else ""
         with self.lock:
             self.bags, self.dataset, self.data_error = list(self.bag_cache.bags), dataset, error
             self.origins = dict(self.bag_cache.origins)
-            self.dropped = {bag: self.dropped[bag] for bag in self.bags if bag in self.dropped}
-            self.bag_goals = {bag: self.bag_goals[bag] for bag in self.bags if bag in self.bag_goals}
+            self.bag_reports = {bag: self.bag_reports[bag] for bag in self.bags if bag in self.bag_reports}
+            self.dropped = {bag: dropped for bag, (dropped, _) in self.bag_reports.items()}
+            self.bag_goals = {bag: goals for bag, (_, goals) in self.bag_reports.items()}
         if dataset is not None:
             self.get_logger().info(f"read {len(fresh)} new bag(s): {len(dataset)} transitions in "
                                    f"{len(dataset.episodes())} episodes from {len(self.bags) - len(errors)} bags")
@@ -396,6 +400,7 @@ class TrainerNode(Node):
     def train_round(self, dataset: TransitionDataset, why: str) -> None:
         with self.lock:
             self.training_now = True
+            self.round_epochs = 0
             deployed = self.deployed
             self.trained_at = len(dataset)
             round_number = self.rounds + 1
@@ -408,7 +413,7 @@ class TrainerNode(Node):
                 angle_dims=self.angle_dims, error_scale=self.error_scale,
                 min_improvement=self.p["min_improvement"], split_seed=self.p["split_seed"],
                 source=f"trainer '{self.p['model_kind']}'", physics=self.robot,
-                progress=lambda epoch, stats: self.stopping.is_set(),  # a shutdown ends the round at the next epoch
+                progress=self.on_epoch,
             )
         except (ValueError, RuntimeError, ArithmeticError) as err:
             # Too few episodes, identification did not converge, training diverged (FloatingPointError), ...
@@ -433,6 +438,12 @@ class TrainerNode(Node):
         self.candidate_pub.publish(msg)
         self.record_decision(round_number, why, started, "accepted", result.decision.reason, against, len(dataset),
                              result, version=number, note=f"saved {path}, published on dynamics/candidate")
+
+    def on_epoch(self, epoch: int, stats: dict) -> bool:
+        """After each training epoch of a round: counted for /diagnostics; True (a shutdown) ends the round."""
+        with self.lock:
+            self.round_epochs = epoch
+        return self.stopping.is_set()
 
     def policy_round(self, dataset: TransitionDataset, why: str) -> None:
         """Train a policy through the deployed model; publish it on policy/candidate only if it beats the deployed one."""
@@ -582,6 +593,7 @@ class TrainerNode(Node):
                 "episodes": str(len(self.dataset.episodes()) if self.dataset is not None else 0),
                 "data_error": self.data_error,
                 "training_now": str(self.training_now),
+                "round_epochs": str(self.round_epochs),  # epochs of the round in progress, or of the last one
                 "trained_at_transitions": str(self.trained_at if self.trained_at is not None else "never"),
                 "rounds": str(self.rounds),
                 "accepted": str(self.accepted),
@@ -609,9 +621,16 @@ class TrainerNode(Node):
         self.wake.set()
         # A round in progress stops at its next training epoch (train_round's progress callback); the worker
         # must be gone before the interpreter exits, or a torch thread it runs aborts the process (SIGABRT).
-        self.worker.join(timeout=CLOSE_TIMEOUT)
+        self.worker.join(timeout=self.p["stop_timeout"])
         if self.worker.is_alive():
-            print(f"[trainer] the training round did not stop within {CLOSE_TIMEOUT} s", file=sys.stderr, flush=True)
+            # An epoch longer than the timeout (a large model on a loaded machine): leaving the interpreter now
+            # would abort the process in the worker's torch thread ("terminate called without an active
+            # exception", SIGABRT). End it here instead, with a code that says the round did not stop; nothing
+            # of the round is written (a candidate is saved only after its training).
+            print(f"[trainer] the training round did not stop within {self.p['stop_timeout']} s: exiting with "
+                  "code 1", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(1)
 
 
 def message_type_name(message_type: type) -> str:

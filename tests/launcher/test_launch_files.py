@@ -174,6 +174,7 @@ def test_node_command_line_is_built_like_launch_ros(tmp_path, ament_prefix):
             output: screen
             respawn: 'true'
             respawn_delay: 1.5
+            respawn_max_retries: 4
             param:
             - {name: a_string, value: '5'}
             - {name: an_int, value: "$(var rate)"}
@@ -200,7 +201,7 @@ def test_node_command_line_is_built_like_launch_ros(tmp_path, ament_prefix):
             "a_string": "5", "an_int": 20, "floats": [1.0, 2.5], "nested": {"gain": 0.5}}}}
         assert yaml.safe_load(Path(generated_2).read_text()) == {
             "/car/est/estimator": {"ros__parameters": {"after_file": True}}}
-        assert (node.output, node.respawn, node.respawn_delay) == ("screen", True, 1.5)
+        assert (node.output, node.respawn, node.respawn_delay, node.respawn_max_retries) == ("screen", True, 1.5, 4)
         assert node.label == "estimator"
     assert not Path(generated_1).exists(), "cleanup() removes generated parameter files"
 
@@ -257,6 +258,8 @@ def test_executables_from_entry_points_and_not_found(tmp_path, ament_prefix, mon
     ("- arg: {name: rate, default: 5}", "attribute 'default' must be a string, got int 5 \\(quote it"),
     ("- node: {pkg: a, exec: b, respawn: true}", "attribute 'respawn' must be a string"),
     ("- node: {pkg: a, exec: b, respawn_delay: 2}", "must be a float such as 2.0"),
+    ("- node: {pkg: a, exec: b, respawn_max_retries: '3'}", "must be an unquoted integer >= -1 such as 10"),
+    ("- node: {pkg: a, exec: b, respawn_max_retries: -2}", "must be an unquoted integer >= -1"),
     ("- node: {pkg: a, exec: b, on_exit: restart}", "attribute 'on_exit' must be 'shutdown'"),
     ("- node: {pkg: a, exec: b, if: x, unless: y}", "'if' and 'unless' are mutually exclusive"),
     ("- node: {pkg: a, exec: b, param: [{name: p}]}", "param 'p' needs exactly one of 'value'"),

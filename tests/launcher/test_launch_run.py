@@ -72,6 +72,21 @@ def test_respawn_restarts_until_stopped(tmp_path, ament_prefix, captured):
     assert all(process_gone(pid) for pid in runner.pids["flaky"])
 
 
+def test_respawn_stops_after_respawn_max_retries(tmp_path, ament_prefix, captured):
+    """A node that keeps failing (a lasting configuration error) is started 1 + respawn_max_retries times, then
+    left down with an error; the launch then has nothing left to run and ends, failed."""
+    path = write(tmp_path / "retries.launch.yaml", """
+        launch:
+        - node: {pkg: test_pkg, exec: sleeper, name: broken, respawn: 'true', respawn_delay: 0.1,
+                 respawn_max_retries: 2, args: "--after 0 --exit-code 3"}
+        """)
+    runner = launcher.start(path, output=captured)
+    assert runner.wait(timeout=20) == 1, captured.text()
+    assert runner.exit_codes == {"broken": [3, 3, 3]}
+    assert any("not respawning: respawned 2 time(s), respawn_max_retries is 2" in t
+               for t in captured.of("broken", "launch")), captured.text()
+
+
 def test_on_exit_shutdown_ends_the_launch_with_that_node_respawn_or_not(tmp_path, ament_prefix, captured):
     """As upstream's on_exit: shutdown (issue 9 §4: a node refusing its configuration brings the launch down)."""
     path = write(tmp_path / "on_exit.launch.yaml", """

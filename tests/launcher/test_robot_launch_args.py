@@ -39,6 +39,9 @@ def test_every_node_but_the_hardware_driver_respawns_in_every_robot_launch_file(
                 assert "respawn" not in node, where
             else:
                 assert node.get("respawn") == "true" and isinstance(node.get("respawn_delay"), float), where
+                # A lasting failure (a configuration error) is not restarted for ever; an unquoted integer, the
+                # only form upstream Jazzy's YAML front end handles (ros2/launch#968).
+                assert type(node.get("respawn_max_retries")) is int and node["respawn_max_retries"] > 0, where
 
 
 def test_roles_split_every_robots_stack_between_the_robot_and_the_workstation():

@@ -20,7 +20,8 @@ Its node (in NAMESPACE) publishes candidates, records every ``dynamics/model`` a
 - ``{"op": "latest", "node": NAME_PART}``: the values of the newest /diagnostics status of that node
   (``{}`` if none yet)
 - ``{"op": "wait_diagnostics", "node": NAME_PART, "key": K, "value": V, "timeout": S}``:
-  the values of the first /diagnostics status of that node with ``values[K] == V``
+  the values of the first /diagnostics status of that node with ``values[K] == V`` (with ``"at_least": true``,
+  an integer ``values[K] >= V``)
 
 Needs the environment of ``mbrl_ros.ros_env.workspace_env()`` (it imports mbrl_interfaces).
 """
@@ -155,7 +156,12 @@ def handle(peer: Peer, command: dict) -> dict:
         def found():
             with peer.lock:
                 return next((values for name, values in peer.statuses
-                             if command["node"] in name and values.get(command["key"]) == command["value"]), None)
+                             if command["node"] in name and matches(values.get(command["key"]))), None)
+
+        def matches(value: str | None) -> bool:
+            if command.get("at_least"):
+                return value is not None and value.lstrip("-").isdigit() and int(value) >= int(command["value"])
+            return value == command["value"]
         values = wait_until(found, command.get("timeout", 20.0))
         if values is None:
             with peer.lock:

@@ -47,7 +47,7 @@ def stack(request, tmp_path):
     domain = free_domain_id(request.node.nodeid)
     env = workspace_env(domain_id=domain)
     env["ROS_LOG_DIR"] = str(tmp_path / "ros_log")
-    procs: list[tuple[subprocess.Popen, Path]] = []
+    procs: list[tuple[subprocess.Popen, Path | None, int]] = []  # process, log, expected exit code
 
     class Stack:
         def argv(self, name: str, params: dict, tag: str = "") -> list[str]:
@@ -59,11 +59,12 @@ def stack(request, tmp_path):
             return [sys.executable, "-c", code, "--ros-args", "-r", f"__ns:={NAMESPACE}", "--params-file",
                     str(params_file)]
 
-        def node(self, name: str, params: dict) -> subprocess.Popen:
+        def node(self, name: str, params: dict, exit_code: int = 0) -> subprocess.Popen:
+            """A node process; ``exit_code``: the one it must end with (checked at the end of the test)."""
             log = tmp_path / f"{name}.log"
             proc = subprocess.Popen(self.argv(name, params), env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
                                     stdout=log.open("w"), stderr=subprocess.STDOUT)
-            procs.append((proc, log))
+            procs.append((proc, log, exit_code))
             return proc
 
         def run_to_end(self, name: str, params: dict, tag: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
@@ -74,19 +75,19 @@ def stack(request, tmp_path):
         def peer(self) -> Peer:
             proc = subprocess.Popen([sys.executable, str(PEER), NAMESPACE], env=env, cwd=REPO_ROOT, text=True,
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            procs.append((proc, None))
+            procs.append((proc, None, 0))
             return Peer(proc)
 
         def logs(self) -> str:
-            return "\n".join(f"--- {log.name}:\n{log.read_text()[-3000:]}" for _, log in procs if log is not None)
+            return "\n".join(f"--- {log.name}:\n{log.read_text()[-3000:]}" for _, log, _ in procs if log is not None)
 
     yield Stack()
-    for proc, _ in procs:
+    for proc, _, _ in procs:
         if proc.stdin is not None:
             proc.stdin.close()  # the peer ends at the end of its input
         elif proc.poll() is None:
             proc.terminate()
-    for proc, log in procs:
+    for proc, log, exit_code in procs:
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -94,7 +95,7 @@ def stack(request, tmp_path):
             proc.wait()
             pytest.fail(f"{proc.args[:3]} did not end within 10 s of SIGTERM")
         if log is not None:
-            assert proc.returncode == 0, f"{log.name}: exit code {proc.returncode}\n{log.read_text()[-3000:]}"
+            assert proc.returncode == exit_code, f"{log.name}: exit code {proc.returncode}\n{log.read_text()[-3000:]}"
 
 
 def robot_params(**nodes) -> dict:
@@ -467,29 +468,49 @@ def test_trainer_train_service_accepts_rejects_a_worse_candidate_and_rollback_re
     assert [m["version"] for m in peer.do("models")["models"]] == [1, 2, 3]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_trainer_ends_cleanly_on_a_signal_in_the_middle_of_a_training_round(stack, tmp_path, sig):
-    """Issue 9 §4: Ctrl-C (or SIGTERM) during a round used to abort the trainer ("terminate called without an
-    active exception", exit -6): the round stops at its next epoch, nothing is deployed, exit code 0."""
+def trainer_in_a_long_round(stack, tmp_path, exit_code=0, **changes):
+    """A trainer process well into a training round far longer than a test waits: (process, peer)."""
     states, actions = drive_bicycle(10, 40)
     write_driving_bag(tmp_path / "bags" / "run_0000", states, actions)
     trainer = node_parameters(REPO_ROOT / "config" / "car.yaml", "trainer")
     for key in ("state_names", "action_names"):
         trainer.pop(key, None)
-    # A wide ensemble for many epochs: a round far longer than the test waits, its thread nearly always inside
-    # a torch operation (where the old daemon thread aborted the process at interpreter exit).
-    trainer.update(model_kind="ensemble", ensemble={**trainer["ensemble"], "hidden_sizes": [1024, 1024]},
+    # A wide ensemble for many epochs: its thread nearly always inside a torch operation (where the old daemon
+    # thread aborted the process at interpreter exit), each epoch a fraction of a second on a quiet machine.
+    trainer.update(model_kind="ensemble", ensemble={**trainer["ensemble"], "hidden_sizes": [512, 512]},
                    training={**trainer["training"], "epochs": 100_000, "patience": 100_000},
                    bag_dir=str(tmp_path / "bags"), checkpoint_dir=str(tmp_path / "checkpoints"),
-                   random_transitions=10, retrain_every=10, poll_period=0.3, dt=DT, diagnostics_period=0.2)
-    proc = stack.node("trainer", robot_params(trainer=trainer))
+                   random_transitions=10, retrain_every=10, poll_period=0.3, dt=DT, diagnostics_period=0.2,
+                   **changes)
+    proc = stack.node("trainer", robot_params(trainer=trainer), exit_code)
     peer = stack.peer()
-    training = peer.do("wait_diagnostics", node="trainer", key="training_now", value="True", timeout=90)
+    # Well into the round: its second epoch done (the first one's set-up can take seconds on a loaded machine).
+    training = peer.do("wait_diagnostics", node="trainer", key="round_epochs", value="2", at_least=True,
+                       timeout=90)
     assert training["found"], (training, stack.logs())
-    time.sleep(1.0)  # well into the round
+    return proc, peer
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_trainer_ends_cleanly_on_a_signal_in_the_middle_of_a_training_round(stack, tmp_path, sig):
+    """Issue 9 §4: Ctrl-C (or SIGTERM) during a round used to abort the trainer ("terminate called without an
+    active exception", exit -6): the round stops at its next epoch, nothing is deployed, exit code 0."""
+    proc, _ = trainer_in_a_long_round(stack, tmp_path)
     proc.send_signal(sig)
     assert proc.wait(timeout=30) == 0, stack.logs()
     assert "terminate called" not in stack.logs() and "round 1 abandoned: shutting down" in stack.logs()
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("model_v*.pt"))
+
+
+def test_a_round_that_does_not_stop_in_time_ends_the_trainer_with_code_1_not_an_abort(stack, tmp_path):
+    """An epoch longer than ``stop_timeout`` (a large model on a loaded machine; here a timeout of 0): the trainer
+    says so and exits with code 1, never SIGABRT from the interpreter's exit under a running torch thread."""
+    proc, _ = trainer_in_a_long_round(stack, tmp_path, exit_code=1, stop_timeout=0.0)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 1, stack.logs()
+    logs = stack.logs()
+    assert "the training round did not stop within 0.0 s: exiting with code 1" in logs and \
+        "terminate called" not in logs, logs
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("model_v*.pt"))
 
 
