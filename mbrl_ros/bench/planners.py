@@ -18,7 +18,10 @@ again from the same state, warm-started from its own last plan shifted by one
 step (the plan for the state one step later, so a poor start); ``_receding``
 is the receding-horizon loop a controller runs: the car moves to the plan's
 next state (the model is the plant) and the next solve starts from the shifted
-plan, with a fresh episode (untimed cold solve) every ``EPISODE`` solves.
+plan, with a fresh episode (untimed cold solve) every ``EPISODE`` solves. The
+``ilqr_bicycle_H50_*`` cases also time the numpy path (``native: false``) on the same problem, solve by
+solve in turns with the compiled one (``paired_*`` in the JSON): a ratio under the same load, which a
+shared machine's load does not skew as it skews cases run one after the other.
 
 Numbers, not pass/fail: the targets from the issue are printed next to the
 measurements and the JSON carries them all.
@@ -42,7 +45,7 @@ from mbrl_ros.core.allocator import keep_freed_memory
 from mbrl_ros.core.costs import TrajectoryCost, build_cost
 from mbrl_ros.core.models import EnsembleDynamics
 from mbrl_ros.core.models.base import DynamicsModel
-from mbrl_ros.core.planners import Planner, build_planner
+from mbrl_ros.core.planners import Planner, PlanResult, build_planner
 from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
 
 
@@ -54,6 +57,9 @@ class Case:
     baseline: bool  # also run through pytorch_mppi
     targets: str  # the issue's target, printed beside the numbers
     reference: dict | None = None  # a published time for the same problem: {"source", "median_ms", "note"}
+    # The same problem on another path, (what, build), timed solve by solve in turns with ours: a ratio under
+    # the same load (the JSON's paired_* fields).
+    paired: tuple[str, Callable[[], tuple[Planner, torch.Tensor]]] | None = None
 
 
 def reference_path(points: int = 200) -> torch.Tensor:
@@ -156,6 +162,8 @@ NAV2_1024 = {"source": "Nav2 MPPI controller, published (desktop CPU)", "median_
 NAV2_2000 = {"source": "Nav2 MPPI controller, published (desktop CPU)", "median_ms": 10.0,
              "note": "8-12 ms for 2,000 samples x 56 steps with all default critics"}
 
+NUMPY_PATH = ("the numpy path (native: false)", lambda: ilqr_bicycle(native=False))
+
 CASES = [
     Case("mppi_bicycle_K2000_H56", mppi_bicycle, None, True, "median <= 3 ms, p99 <= 5 ms, >= 3x pytorch_mppi"),
     Case("mppi_bicycle_K1024_H100", lambda: nav2_bicycle(1024, 100), None, True, "beside Nav2's 3.4 ms",
@@ -165,9 +173,9 @@ CASES = [
     Case("mppi_ensemble_K1024_H30", mppi_ensemble, ensemble_flops(6, 2, (128, 128), 1024, 30), True,
          "median <= 15 ms, p99 <= 20 ms, >= 2x pytorch_mppi"),
     Case("mppi_hand_K1000_H7", mppi_hand, ensemble_flops(63, 20, (250, 250), 1000, 7), True, "p99 <= 40 ms"),
-    Case("ilqr_bicycle_H50_cold", ilqr_bicycle, None, False, "median <= 60 ms"),
-    Case("ilqr_bicycle_H50_warm", ilqr_bicycle, None, False, "median <= 10 ms"),
-    Case("ilqr_bicycle_H50_receding", ilqr_bicycle, None, False, "median <= 10 ms"),
+    Case("ilqr_bicycle_H50_cold", ilqr_bicycle, None, False, "median <= 60 ms", paired=NUMPY_PATH),
+    Case("ilqr_bicycle_H50_warm", ilqr_bicycle, None, False, "median <= 10 ms", paired=NUMPY_PATH),
+    Case("ilqr_bicycle_H50_receding", ilqr_bicycle, None, False, "median <= 10 ms", paired=NUMPY_PATH),
     Case("ilqr_bicycle_numpy_H50_cold", lambda: ilqr_bicycle(native=False), None, False,
          "the numpy path, for ratios"),
     Case("ilqr_bicycle_numpy_H50_warm", lambda: ilqr_bicycle(native=False), None, False,
@@ -217,21 +225,42 @@ def pytorch_mppi_baseline(planner: Planner, compiled: bool):
     return step
 
 
-def receding_horizon_timing(planner: Planner, start: torch.Tensor, repeats: int, warmup: int) -> tuple[Timing, list]:
-    """Solves along the plan's own trajectory (see the module docstring); each solve timed alone."""
-    state, samples, results = start, [], []
-    for i in range(warmup + repeats):
-        if i % EPISODE == 0:
+def solver(planner: Planner, start: torch.Tensor, mode: str) -> Callable[[], tuple[float, PlanResult]]:
+    """One timed solve of a case -> ``(ms, result)`` (see the module docstring): ``cold`` forgets the warm start
+    (timed with the solve), ``warm`` solves again from ``start``, ``receding`` from the last plan's next state,
+    with a fresh episode (an untimed cold solve) every ``EPISODE`` solves."""
+    current = {"state": start, "solves": 0}
+
+    def solve() -> tuple[float, PlanResult]:
+        if mode == "receding" and current["solves"] % EPISODE == 0:
             planner.reset()
-            state = planner.plan(start).predicted_states[1]  # untimed: the episode's cold solve
+            current["state"] = planner.plan(start).predicted_states[1]
+        current["solves"] += 1
         begin = time.perf_counter()
-        result = planner.plan(state)
+        if mode == "cold":
+            planner.reset()
+        result = planner.plan(current["state"])
         elapsed = time.perf_counter() - begin
-        state = result.predicted_states[1]
-        if i >= warmup:
-            samples.append(elapsed * 1e3)
-            results.append(result)
-    return Timing(float(np.median(samples)), float(np.percentile(samples, 99)), repeats), results
+        if mode == "receding":
+            current["state"] = result.predicted_states[1]
+        return elapsed * 1e3, result
+
+    return solve
+
+
+def time_solves(solvers: list[Callable[[], tuple[float, PlanResult]]], repeats: int,
+                warmup: int) -> list[tuple[Timing, list[PlanResult]]]:
+    """Each of ``solvers`` ``warmup + repeats`` times, taking turns solve by solve, so that paths compared in a
+    case share the machine's load -> ``(timing, results after warm-up)`` per solver."""
+    samples: list[list[float]] = [[] for _ in solvers]
+    results: list[list[PlanResult]] = [[] for _ in solvers]
+    for i in range(warmup + repeats):
+        for j, solve in enumerate(solvers):
+            elapsed, result = solve()
+            if i >= warmup:
+                samples[j].append(elapsed)
+                results[j].append(result)
+    return [(Timing(float(np.median(s)), float(np.percentile(s, 99)), repeats), r) for s, r in zip(samples, results)]
 
 
 def conditions(planner: Planner, threads: int) -> dict:
@@ -259,19 +288,11 @@ def conditions(planner: Planner, threads: int) -> dict:
 
 def run_case(case: Case, repeats: int, warmup: int, with_baseline: bool, threads: int | None = None) -> dict:
     planner, state = case.build()
-    solves = []
-    if case.name.endswith("_receding"):
-        ours, solves = receding_horizon_timing(planner, state, repeats, warmup)
-    else:
-        if case.name.endswith("_cold"):
-            def call():
-                planner.reset()
-                solves.append(planner.plan(state))
-        else:
-            def call():  # warm: each solve starts from the shifted last one
-                solves.append(planner.plan(state))
-        ours = time_call(call, repeats, warmup)
-        solves = solves[warmup:]
+    mode = next((m for m in ("cold", "receding") if case.name.endswith(f"_{m}")), "warm")
+    solvers = [solver(planner, state, mode)]
+    if case.paired is not None:
+        solvers.append(solver(*case.paired[1](), mode))
+    (ours, solves), *paired = time_solves(solvers, repeats, warmup)
     iterations = [r.info["iterations"] for r in solves if "iterations" in r.info]
     result = {
         "name": case.name,
@@ -286,6 +307,12 @@ def run_case(case: Case, repeats: int, warmup: int, with_baseline: bool, threads
         "reference": case.reference,
         "iterations_median": float(np.median(iterations)) if iterations else None,
     }
+    if paired:
+        (other, other_solves), = paired
+        other_iterations = [r.info["iterations"] for r in other_solves if "iterations" in r.info]
+        result.update({"paired": case.paired[0], "paired_median_ms": other.median_ms, "paired_p99_ms": other.p99_ms,
+                       "paired_iterations_median": float(np.median(other_iterations)) if other_iterations else None,
+                       "speedup_vs_paired": other.median_ms / ours.median_ms})
     if case.baseline and with_baseline:
         result["conditions"]["baseline"] = "pytorch_mppi.MPPI, eager, command under torch.no_grad"
         eager = pytorch_mppi_baseline(planner, compiled=False)
@@ -325,6 +352,9 @@ def main(quick: bool = False, json_path: str | None = None, cases: list[str] | N
         extra = "" if r["iterations_median"] is None else f"  ({r['iterations_median']:g} iterations)"
         if r["reference"]:
             extra += f"  [{r['reference']['note']}: {r['reference']['median_ms']} ms published]"
+        if r.get("paired"):
+            extra += (f"  [in turns with {r['paired']}: {r['paired_median_ms']:.2f} ms, p99 {r['paired_p99_ms']:.2f}; "
+                      f"{r['speedup_vs_paired']:.1f}x]")
         print(f"{r['name']:34s} {r['median_ms']:10.2f} {r['p99_ms']:8.2f} {fmt(r['gflops'], '8.1f'):>8s} "
               f"{fmt(r['baseline_median_ms'], '13.2f'):>13s} {fmt(r['speedup_vs_pytorch_mppi'], '7.1f') + 'x' if r['speedup_vs_pytorch_mppi'] else '-':>8s}  {r['target']}{extra}",
               flush=True)

@@ -61,6 +61,33 @@ def test_a_case_records_its_conditions_beside_the_old_fields():
         assert result["iterations_median"] >= 1 and result["median_ms"] > 0
 
 
+def test_a_paired_case_times_both_paths_in_turns_on_the_same_problem():
+    """The iLQR bicycle cases time the numpy path solve by solve in turns with the compiled one: both solve the
+    same problem (the same iterations, float64 costs to rounding), and the JSON carries both and their ratio."""
+    names = []
+
+    def tiny_ilqr(native=True):
+        model = KinematicBicycle(dt=0.1, substeps=1).double()
+        cost = build_cost({"goal_pose": {"form": "quadratic"}, "effort": {"weight": 0.1}}, 5, 2)
+        cost.set_context("goal", torch.tensor([2.0, 1.0, 0.3, 0.0, 0.0]))
+        planner = build_planner("ilqr", model, cost, {"horizon": 10, "native": native})
+        original = planner.plan
+        planner.plan = lambda state: names.append(native) or original(state)  # who solved, in which order
+        return planner, torch.zeros(5, dtype=torch.float64)
+
+    for mode in ("cold", "warm", "receding"):
+        names.clear()
+        case = bench.Case(f"tiny_ilqr_{mode}", tiny_ilqr, None, False, "none",
+                          paired=("the numpy path", lambda: tiny_ilqr(native=False)))
+        result = bench.run_case(case, repeats=4, warmup=1, with_baseline=False, threads=1)
+        assert result["paired"] == "the numpy path" and result["conditions"]["ilqr_native"].startswith("backward")
+        assert result["speedup_vs_paired"] == pytest.approx(result["paired_median_ms"] / result["median_ms"])
+        assert result["paired_iterations_median"] == result["iterations_median"] >= 1
+        assert names.count(True) >= 5 and names.count(False) >= 5
+        if mode != "receding":  # in turns (receding adds an untimed cold solve per episode to each)
+            assert names == [True, False] * 5, names
+
+
 def test_nav2_cases_are_there_with_their_published_times():
     cases = {case.name: case for case in bench.CASES}
     assert cases["mppi_bicycle_K1024_H100"].reference["median_ms"] == 3.4
