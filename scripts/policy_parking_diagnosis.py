@@ -1,0 +1,227 @@
+"""Why the learned parking policy does not park (issue 12): policy, MPPI and standing still side by side.
+
+ROS-free, one process. Everything the stack does for ``mbrl-ros demo car --controller policy``, in process:
+
+- logged data: the controller's exploration (``ExplorationPolicy``, the controller's smoothing and seed)
+  driving highway-env's ``parking-v0`` (``ParkingSim``, 100-step episodes as sim_car runs them) for the
+  config's ``random_transitions``, each episode's goal the simulator's goal (what goal_pose logs);
+- the model: the kinematic bicycle of ``trainer.parametric`` with highway-env's true parameters (what
+  identification finds: the deployed model's errors are ~1e-6 m);
+- the policy: one trainer round (``PolicyLearner.round``) with the trainer's ``policy`` section and the
+  controller's cost; or ``--policy FILE`` (a ``policy_v<N>.pt`` from a demo run);
+- the controllers, each a ``RecedingHorizonController`` built from the controller's parameters as the
+  controller node builds it: ``policy`` (the actor alone), ``mppi`` at ``--samples`` samples, and
+  standing still (the stop: brake and hold).
+
+For the evaluation seeds (the demo's evaluated episodes: seed = episode number), each controller drives
+``--steps`` steps in closed loop ON THE MODEL from the simulator's start towards its goal, and (``--sim``)
+on the simulator itself. Printed per controller: mean episode cost (the controller's cost, summed per step),
+mean final and closest distance to the spot, and parked (highway-env's success: its reward > -0.12 at some
+step, on the model computed from the state as highway-env computes it).
+
+    .venv/bin/python scripts/policy_parking_diagnosis.py [--iterations N] [--sim] [--policy FILE]
+
+What it found (seeds 45-64, 100 steps, load average 5-7 on 2 cores; MPPI at 100 samples: 17/20 parked,
+episode cost 105, standing still 274): the demo's deployed policy (--policy its policy_v1.pt) costs 280
+on the model, WORSE than standing still, and 0/20 park on the model as in the simulator (same numbers
+with --sim: the model is exact, so nothing between trainer and controller differs). The learning was the
+problem: SHAC's rollouts started at any logged state of random exploration; a third of them hit a wall
+(the walls' cost gradient ~150x the goal's) and the actor learned to brake. Trained without the walls
+term (--train-without walls, an experiment) it parks 18/20; with its episodes starting where the
+logged episodes start (policy.shac.starts: episode_starts, now the default) 9/20 at 1,000 iterations
+and 15/20 at 2,000 (cost 99, below MPPI's 105), against 0/20 (205) and 1/20 (177 at 3,000) before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+import numpy as np
+import torch
+import yaml
+
+from mbrl_ros.core.control import ExplorationPolicy, RecedingHorizonController
+from mbrl_ros.core.data import TransitionDataset
+from mbrl_ros.core.policies.config import PolicyConfig
+from mbrl_ros.core.policies.learning import PolicyData, PolicyLearner
+from mbrl_ros.io.config import launch_parameters
+from mbrl_ros.robots import get_robot
+from mbrl_ros.robots.car.bicycle import BicycleParams
+from mbrl_ros.ros_env import REPO_ROOT
+
+HIGHWAY_WEIGHTS = np.array([1.0, 0.3, 0.0, 0.0, 0.02, 0.02])
+HIGHWAY_SCALES = np.array([100.0, 100.0, 5.0, 5.0, 1.0, 1.0])
+
+
+def parked(state: np.ndarray, goal: np.ndarray) -> bool:
+    """highway-env's is_success: its reward (weighted L1 of the scaled observations, power 0.5) > -0.12."""
+    def features(s):
+        return np.array([s[0], s[1], s[3] * np.cos(s[2]), s[3] * np.sin(s[2]), np.cos(s[2]), np.sin(s[2])])
+    g = features(goal)
+    g[2:4] = 0.0
+    return float(np.sum(np.abs(features(state) - g) / HIGHWAY_SCALES * HIGHWAY_WEIGHTS) ** 0.5) < 0.12
+
+
+def explore(sim, controller_params: dict, transitions: int) -> tuple[TransitionDataset, dict[int, list[float]]]:
+    """The demo's random transitions: the controller's exploration noise on the simulator, one goal per episode."""
+    noise = ExplorationPolicy(np.array(controller_params["action_low"]), np.array(controller_params["action_high"]),
+                              controller_params.get("exploration_smoothing", 0.8), controller_params.get("seed", 0))
+    data, goals, episode = TransitionDataset(5, 2), {}, 0
+    while len(data) < transitions:
+        state, states, actions = sim.reset(seed=episode), [], []
+        goals[episode] = sim.goal.tolist()
+        noise.reset()
+        states.append(state)
+        while True:
+            action = noise()
+            step = sim.step(action)
+            actions.append(action)
+            states.append(step.state)
+            if step.done:
+                break
+        data.append_trajectory(torch.tensor(np.array(states), dtype=torch.float32),
+                               torch.tensor(np.array(actions), dtype=torch.float32), episode)
+        episode += 1
+    return data, goals
+
+
+def controller(params: dict, name: str, model, policy=None, samples: int | None = None):
+    # The controller node's defaults for what the config does not set (mbrl_ros/nodes/controller.py PARAMS).
+    params = {"max_rate": [0.0], "safe_action": [0.0, 0.0], "exploration_smoothing": 0.8, "seed": 0,
+              "exploration_steps": 0, "needs_goal": True, **copy.deepcopy(params), "explore_without_model": False}
+    params["planner"] = "mppi" if name == "mppi" else "policy"
+    if samples:
+        params["mppi"]["num_samples"] = samples
+    robot = get_robot("car")
+    c = RecedingHorizonController.from_config(params, term_kinds=robot.term_kinds(), source=name,
+                                              stop=robot.stop(params, name))
+    c.set_model(model)
+    if policy is not None:
+        c.set_policy(policy)
+    return c
+
+
+def episode(c: RecedingHorizonController, step_fn, start: np.ndarray, goal: np.ndarray, steps: int,
+            cost, still: bool) -> dict:
+    c.set_context("goal", goal.tolist(), goal=True)
+    cost.set_context("goal", torch.as_tensor(goal, dtype=torch.float32))
+    state, total, success, closest = start.copy(), 0.0, False, np.inf
+    for _ in range(steps):
+        action = c.stop_command(state) if still else c.step(state, deadline_s=np.inf).action
+        state, done = step_fn(state, action)
+        with torch.no_grad():
+            total += float(cost(torch.as_tensor(state, dtype=torch.float32)[None, None],
+                                torch.as_tensor(action, dtype=torch.float32)[None, None])[0])
+        closest = min(closest, float(np.hypot(*(state[:2] - goal[:2]))))
+        success = success or parked(state, goal)
+        if done:
+            break
+    return {"cost": total, "final": float(np.hypot(*(state[:2] - goal[:2]))), "closest": closest,
+            "parked": success}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=None, help="SHAC iterations (default: the config's)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override the trainer's policy section, e.g. shac.horizon=32 (YAML value)")
+    parser.add_argument("--policy", default=None, help="a policy_v<N>.pt to evaluate instead of training one")
+    parser.add_argument("--samples", type=int, default=100, help="MPPI samples")
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=45, help="the demo's first evaluated episode")
+    parser.add_argument("--steps", type=int, default=100, help="steps per episode (sim_car's parking: 100)")
+    parser.add_argument("--sim", action="store_true", help="also drive the simulator itself")
+    parser.add_argument("--skip-mppi", action="store_true")
+    parser.add_argument("--train-without", action="append", default=[], metavar="TERM",
+                        help="leave this cost term out of the policy's training (an experiment; scored with all)")
+    parser.add_argument("--train-cost", action="append", default=[], metavar="TERM.KEY=VALUE",
+                        help="change a cost term's setting for the policy's training only (an experiment)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    from mbrl_ros_hardware.car.parking import ParkingSim
+
+    config = REPO_ROOT / "config"
+    ctrl = launch_parameters(config, "car", "parking", "controller")
+    trainer = launch_parameters(config, "car", "parking", "trainer")
+    robot = get_robot("car")
+    model = robot.build_model({**trainer["parametric"], "params": BicycleParams().as_dict()},
+                              where="trainer.parametric")
+    model.eval()
+    cost = robot.build_cost(ctrl["cost"], 5, 2, source="controller.cost")
+    sim = ParkingSim(max_episode_steps=args.steps)
+    print(f"load average {os.getloadavg()}", flush=True)
+
+    if args.policy:
+        from mbrl_ros.io.policy_checkpoint import load
+        actor = load(args.policy)[0]
+        print(f"policy from {args.policy}")
+    else:
+        started = time.perf_counter()
+        data, goals = explore(sim, ctrl, int(ctrl["random_transitions"]))
+        section = copy.deepcopy(trainer["policy"])
+        flat = section["actor"]["relative_dims"]
+        section["actor"]["relative_dims"] = [flat[i:i + 2] for i in range(0, len(flat), 2)]
+        if args.iterations:
+            section["shac"]["iterations"] = args.iterations
+        for item in args.set:
+            key, value = item.split("=", 1)
+            *path, last = key.split(".")
+            target = section
+            for part in path:
+                target = target.setdefault(part, {})
+            target[last] = yaml.safe_load(value)
+        policy_config = PolicyConfig.from_dict(section)
+        policy_data = PolicyData.from_dataset(data, trainer.get("gate_fraction", 0.2), trainer.get("split_seed", 0),
+                                              goals)
+        cost_section = {k: dict(v) for k, v in ctrl["cost"].items() if k not in args.train_without}
+        for item in args.train_cost:
+            key, value = item.split("=", 1)
+            term, setting = key.split(".", 1)
+            cost_section[term][setting] = yaml.safe_load(value)
+        train_cost = robot.build_cost(cost_section, 5, 2, source="controller.cost")
+        round_ = PolicyLearner(policy_config, ctrl["action_low"], ctrl["action_high"]).round(model, train_cost,
+                                                                                             policy_data)
+        actor = round_.actor
+        print(f"trained on {len(data)} transitions in {len(data.episodes())} episodes, "
+              f"{round_.history.iterations} SHAC iterations in {time.perf_counter() - started:.1f} s: "
+              f"{round_.decision.reason}", flush=True)
+
+    def on_model(state, action):
+        with torch.no_grad():
+            nxt = model(torch.as_tensor(state, dtype=torch.float32)[None],
+                        torch.as_tensor(action, dtype=torch.float32)[None])[0]
+        return nxt.double().numpy(), False
+
+    def on_sim(state, action):
+        step = sim.step(action)
+        return step.state, step.done
+
+    pairs = []
+    for seed in range(args.first_seed, args.first_seed + args.episodes):
+        start = sim.reset(seed=seed)
+        pairs.append((seed, start.copy(), sim.goal.copy()))
+    names = ["policy", "still"] + ([] if args.skip_mppi else ["mppi"])
+    worlds = [("model", on_model)] + ([("sim", on_sim)] if args.sim else [])
+    for world, step_fn in worlds:
+        for name in names:
+            started = time.perf_counter()
+            c = controller(ctrl, name, model, actor if name == "policy" else None, args.samples)
+            rows = []
+            for seed, start, goal in pairs:
+                if world == "sim":
+                    start = sim.reset(seed=seed)
+                rows.append(episode(c, step_fn, start, goal, args.steps, cost, name == "still"))
+            label = f"mppi{args.samples}" if name == "mppi" else name
+            print(f"{world:5s} {label:9s}: parked {sum(r['parked'] for r in rows):2d}/{len(rows)}, "
+                  f"mean episode cost {np.mean([r['cost'] for r in rows]):7.2f}, "
+                  f"final distance {np.mean([r['final'] for r in rows]):5.1f} m, "
+                  f"closest {np.mean([r['closest'] for r in rows]):5.1f} m "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+    print(f"load average {os.getloadavg()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
