@@ -392,3 +392,54 @@ def test_a_learner_carries_its_actor_and_critic_over_rounds_and_starts_from_the_
     assert learner.actor is actor and learner.learner.critic is critic  # carried over, deployed or not
     assert not torch.equal(first.actor.net[0].weight, second.actor.net[0].weight)  # and it went on learning
     assert first.actor is not actor and second.actor is not actor  # candidates are copies
+
+
+class RecordingBicycle(KinematicBicycle):
+    """The bicycle, keeping the states each call starts from (the first call of a rollout: its start states)."""
+
+    def __init__(self) -> None:
+        super().__init__(BicycleParams(), dt=0.2)
+        self.calls: list[torch.Tensor] = []
+
+    def forward(self, states, actions):
+        self.calls.append(states.detach().clone())
+        return super().forward(states, actions)
+
+
+@pytest.mark.parametrize("starts", ["episode_starts", "logged_states"])
+def test_shac_episodes_start_where_the_logged_episodes_started(starts):
+    """Issue 12 (the parking policy that does not park): SHAC's rollouts began at any logged state of random
+    exploration (fast drives into walls no action saves) and the actor learned to brake, not to park. They
+    start from the training episodes' first states, with those episodes' goals, and the normaliser still sees
+    every logged state; ``starts: logged_states`` keeps the old way, and MBPO branches from every state."""
+    from mbrl_ros.core.policies.learning import PolicyLearner
+
+    data = TransitionDataset(NX, NU)
+    for episode in range(6):
+        states = torch.randn(8, NX) * 3
+        states[0] = torch.tensor([0.0, 0.0, 0.5 * episode, 0.0, 0.0])  # each episode starts at rest at the origin
+        data.append(states, torch.zeros(8, NU), states, episode)
+    goals = {e: [10.0 + e, 1.0, 0.0, 0.0, 0.0] for e in range(6)}
+    split = PolicyData.from_dataset(data, 0.3, 0, goals)
+    train_firsts = {(float(s[0]), float(s[2])) for s in split.train_states if float(s[0]) == 0.0}
+    assert split.episode_starts.shape[0] == len(train_firsts) >= 3
+    assert {(float(s[0]), float(s[2])) for s in split.episode_starts} == train_firsts
+    assert torch.equal(split.episode_start_contexts[:, 0] - 10.0, (split.episode_starts[:, 2] / 0.5).round())
+    horizon, iterations = 4, 3
+    config = PolicyConfig.from_dict({"context": "goal", "actor": {"hidden_sizes": [16], "angle_dims": [2]},
+                                     "shac": {"iterations": iterations, "horizon": horizon, "batch_size": 8,
+                                              "episode_length": horizon, "starts": starts},
+                                     "validation": {"steps": 2}})
+    model = RecordingBicycle()
+    learner = PolicyLearner(config, [-1.0, -1.0], [1.0, 1.0])
+    learner.round(model, build_cost(GOAL_COST, NX, NU), split)
+    rollout_starts = torch.cat(model.calls[0:horizon * iterations:horizon])  # each iteration restarts (episode_length)
+    at_rest = (rollout_starts[:, [0, 1, 3, 4]] == 0).all(1)
+    if starts == "episode_starts":
+        assert bool(at_rest.all()), rollout_starts[~at_rest]
+        # the normaliser was fitted on every logged state, not on the few starts
+        assert float(learner.actor.feature_std[0]) > 1.0
+    else:
+        assert not bool(at_rest.all())
+    with pytest.raises(ValueError, match="policy.shac.starts: expected one of"):
+        PolicyConfig.from_dict({"shac": {"starts": "anywhere"}})

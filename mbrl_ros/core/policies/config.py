@@ -24,6 +24,7 @@ from typing import Any, Mapping
 __all__ = ["ActorSettings", "MbpoConfig", "PolicyConfig", "ShacConfig", "ValidationConfig", "METHODS"]
 
 METHODS = ("shac", "mbpo")
+SHAC_STARTS = ("episode_starts", "logged_states")
 
 
 def _check(where: str, key: str, value: Any, default: Any, low: float | None, high: float | None,
@@ -122,6 +123,13 @@ class ShacConfig(_Section):
     critic_hidden_sizes: list = field(default_factory=lambda: [64, 64])
     target_tau: float = 0.2         # target critic: tau * new + (1 - tau) * old, each iteration
     max_grad_norm: float = 1.0
+    # Where episodes start: the logged episodes' first states (episode_starts: the task's start
+    # distribution, as SHAC starts from its environment's resets; the episodes then go on under the
+    # actor for episode_length steps), or any logged state (logged_states). Random exploration's
+    # states include fast drives into walls that no action can save: on the car's parking task a third
+    # of the rollouts from them hit a wall, whose cost's gradient is ~150x the goal's, and the actor
+    # learned to brake instead of to park (scripts/policy_parking_diagnosis.py).
+    starts: str = "episode_starts"
     seed: int = 0
 
     _limits = {
@@ -131,6 +139,10 @@ class ShacConfig(_Section):
         "critic_minibatches": (1, None, False), "target_tau": (0.0, 1.0, True),
         "max_grad_norm": (0.0, None, True),
     }
+
+    def validate(self, where: str) -> None:
+        if self.starts not in SHAC_STARTS:
+            raise ValueError(f"{where}.starts: expected one of {list(SHAC_STARTS)}, got {self.starts!r}")
 
 
 @dataclass

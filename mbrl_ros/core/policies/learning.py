@@ -89,26 +89,45 @@ def _episode_contexts(dataset: TransitionDataset, contexts: Mapping[int, Sequenc
 
 @dataclass
 class PolicyData:
-    """Start states (and contexts) to train from, and held-out sets to validate on."""
+    """States (and contexts) to train from, and held-out sets to validate on.
+
+    ``train_states``: every logged state of the training episodes, each with its episode's context
+    (the actor's normaliser is fitted on them; MBPO branches its model rollouts from them).
+    ``episode_starts``: the training episodes' first states, each with its episode's context (where
+    SHAC's episodes start: the task's own start distribution, see ``ShacConfig.starts``).
+    """
 
     train_states: torch.Tensor
     train_contexts: torch.Tensor | None
     held_out: list[HeldOutStates]
+    episode_starts: torch.Tensor | None = None
+    episode_start_contexts: torch.Tensor | None = None
 
     @classmethod
     def from_dataset(cls, dataset: TransitionDataset, val_fraction: float = 0.2, seed: int = 0,
                      episode_contexts: Mapping[int, Sequence[float]] | None = None) -> "PolicyData":
         """Whole episodes split as the model trainer splits them; ``episode_contexts``: episode id -> goal."""
         train, val = validation_split(dataset, val_fraction, seed)
-        first_rows = torch.tensor([first for _, first, _ in val.episodes()], dtype=torch.long)
+        first_rows = lambda part: torch.tensor([first for _, first, _ in part.episodes()], dtype=torch.long)  # noqa: E731
         return cls(
             train_states=train.states,
             train_contexts=_episode_contexts(train, episode_contexts, rows=True),
             held_out=[
-                HeldOutStates("starts", val.states[first_rows], _episode_contexts(val, episode_contexts, rows=False)),
+                HeldOutStates("starts", val.states[first_rows(val)], _episode_contexts(val, episode_contexts, rows=False)),
                 HeldOutStates("visited", val.states, _episode_contexts(val, episode_contexts, rows=True)),
             ],
+            episode_starts=train.states[first_rows(train)],
+            episode_start_contexts=_episode_contexts(train, episode_contexts, rows=False),
         )
+
+    def start_states(self, starts: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Where training rollouts start: ``episode_starts`` or every logged state (``logged_states``)."""
+        if starts == "logged_states":
+            return self.train_states, self.train_contexts
+        if self.episode_starts is None:
+            raise ValueError("policy.shac.starts is 'episode_starts' but the policy data has no episode starts "
+                             "(build it with PolicyData.from_dataset)")
+        return self.episode_starts, self.episode_start_contexts
 
 
 def new_actor(config: PolicyConfig, state_dim: int, action_dim: int, action_low, action_high,
@@ -184,8 +203,9 @@ class PolicyLearner:
             self._start(model, data, deployed)
         task = TaskCost(cost, config.context)
         seed = (config.shac.seed if config.method == "shac" else config.mbpo.seed) + self.rounds
-        history = self.learner.train(model, task, StartSampler(data.train_states, data.train_contexts, seed=seed),
-                                     stop=stop)
+        # SHAC's episodes start where the task's episodes start; MBPO branches from every logged state.
+        starts, contexts = data.start_states(config.shac.starts if config.method == "shac" else "logged_states")
+        history = self.learner.train(model, task, StartSampler(starts, contexts, seed=seed), stop=stop)
         self.rounds += 1
         candidate = copy.deepcopy(self.actor).eval()
         bad = [n for n, t in candidate.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]

@@ -2,7 +2,8 @@
 Policy Learning with Parallel Differentiable Simulation", ICLR 2022).
 
 Each iteration rolls the actor through the differentiable dynamics model for
-``horizon`` steps from a batch of real logged states, and descends
+``horizon`` steps from a batch of states (parallel episodes that start where the
+logged episodes started, ``ShacConfig.starts``, and go on under the actor), and descends
 
     loss = mean over the batch of [ sum_t gamma^t c_t + gamma^H V(x_H) ] / H
 
@@ -184,7 +185,7 @@ class _Episodes:
     """SHAC's parallel episodes over the model: each iteration continues from where the last one ended.
 
     The batch is ``contexts_per_batch`` groups sharing one context; a group
-    restarts from real states (with a new context) after ``episode_length``
+    restarts from the sampler's real states (with a new context) after ``episode_length``
     model steps, groups staggered so a few restart each iteration. Continuing
     lets the critic learn the values of the states the actor drives to, beyond
     one horizon; restarting keeps the rollouts near the data the model knows.
