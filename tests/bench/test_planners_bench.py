@@ -5,6 +5,7 @@ import torch
 
 from mbrl_ros.bench import planners as bench
 from mbrl_ros.core.costs import build_cost
+from mbrl_ros.core.models.base import TimeMajorDynamics
 from mbrl_ros.core.planners import build_planner
 from mbrl_ros.robots.car.bicycle import KinematicBicycle
 
@@ -19,6 +20,9 @@ class GradModeRecorder(KinematicBicycle):
     def forward(self, states, actions):
         self.grad_modes.add(torch.is_grad_enabled())
         return super().forward(states, actions)
+
+    def time_major(self):
+        return TimeMajorDynamics(self)  # our MPPI plans through forward too (not the bicycle's fast path)
 
 
 def small_mppi(model):
