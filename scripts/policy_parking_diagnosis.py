@@ -30,6 +30,9 @@ problem: SHAC's rollouts started at any logged state of random exploration; a th
 term (--train-without walls, an experiment) it parks 18/20; with its episodes starting where the
 logged episodes start (policy.shac.starts: episode_starts, now the default) 9/20 at 1,000 iterations
 and 15/20 at 2,000 (cost 99, below MPPI's 105), against 0/20 (205) and 1/20 (177 at 3,000) before.
+The trainer's episodes are also cut at the data_logger's bag splits (--split-every 100): with those
+pieces' mid-drive first states among the starts it parked 1/20 (192); taking only the pieces that begin
+an episode (a piece under the same logged goal as the one before continues it) 16/20 (92).
 """
 
 from __future__ import annotations
@@ -65,14 +68,18 @@ def parked(state: np.ndarray, goal: np.ndarray) -> bool:
     return float(np.sum(np.abs(features(state) - g) / HIGHWAY_SCALES * HIGHWAY_WEIGHTS) ** 0.5) < 0.12
 
 
-def explore(sim, controller_params: dict, transitions: int) -> tuple[TransitionDataset, dict[int, list[float]]]:
-    """The demo's random transitions: the controller's exploration noise on the simulator, one goal per episode."""
+def explore(sim, controller_params: dict, transitions: int, split_every: int = 0
+            ) -> tuple[TransitionDataset, dict[int, list[float]]]:
+    """The demo's random transitions: the controller's exploration noise on the simulator, one goal per episode.
+    ``split_every``: also cut an episode every that many steps of the whole run (0: never), as the data_logger's
+    bags (split_duration) cut the trainer's episodes."""
     noise = ExplorationPolicy(np.array(controller_params["action_low"]), np.array(controller_params["action_high"]),
                               controller_params.get("exploration_smoothing", 0.8), controller_params.get("seed", 0))
-    data, goals, episode = TransitionDataset(5, 2), {}, 0
+    data, goals, episode, resets = TransitionDataset(5, 2), {}, 0, 0
     while len(data) < transitions:
-        state, states, actions = sim.reset(seed=episode), [], []
-        goals[episode] = sim.goal.tolist()
+        state, states, actions = sim.reset(seed=resets), [], []
+        goal = sim.goal.tolist()
+        resets += 1
         noise.reset()
         states.append(state)
         while True:
@@ -82,9 +89,13 @@ def explore(sim, controller_params: dict, transitions: int) -> tuple[TransitionD
             states.append(step.state)
             if step.done:
                 break
-        data.append_trajectory(torch.tensor(np.array(states), dtype=torch.float32),
-                               torch.tensor(np.array(actions), dtype=torch.float32), episode)
-        episode += 1
+        states, actions = np.array(states), np.array(actions)
+        cuts = [0] + [k for k in range(1, len(actions)) if split_every and (len(data) + k) % split_every == 0]
+        for first, end in zip(cuts, cuts[1:] + [len(actions)]):
+            goals[episode] = goal
+            data.append_trajectory(torch.tensor(states[first:end + 1], dtype=torch.float32),
+                                   torch.tensor(actions[first:end], dtype=torch.float32), episode)
+            episode += 1
     return data, goals
 
 
@@ -135,6 +146,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per episode (sim_car's parking: 100)")
     parser.add_argument("--sim", action="store_true", help="also drive the simulator itself")
     parser.add_argument("--skip-mppi", action="store_true")
+    parser.add_argument("--split-every", type=int, default=0,
+                        help="cut the logged episodes every N steps as the data_logger's bags do (sim_car: 100)")
     parser.add_argument("--train-without", action="append", default=[], metavar="TERM",
                         help="leave this cost term out of the policy's training (an experiment; scored with all)")
     parser.add_argument("--train-cost", action="append", default=[], metavar="TERM.KEY=VALUE",
@@ -160,7 +173,7 @@ def main() -> None:
         print(f"policy from {args.policy}")
     else:
         started = time.perf_counter()
-        data, goals = explore(sim, ctrl, int(ctrl["random_transitions"]))
+        data, goals = explore(sim, ctrl, int(ctrl["random_transitions"]), args.split_every)
         section = copy.deepcopy(trainer["policy"])
         flat = section["actor"]["relative_dims"]
         section["actor"]["relative_dims"] = [flat[i:i + 2] for i in range(0, len(flat), 2)]

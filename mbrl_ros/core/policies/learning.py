@@ -36,8 +36,8 @@ from mbrl_ros.core.policies.shac import ShacLearner
 from mbrl_ros.core.policies.validation import HeldOutStates, PolicyDecision, decide_policy
 from mbrl_ros.core.retraining import validation_split
 
-__all__ = ["PolicyData", "PolicyLearner", "PolicyRound", "final_state_goals", "logged_or_final_goals", "new_actor",
-           "train_policy"]
+__all__ = ["PolicyData", "PolicyLearner", "PolicyRound", "continued_episodes", "final_state_goals",
+           "logged_or_final_goals", "new_actor", "train_policy"]
 
 
 def final_state_goals(dataset: TransitionDataset) -> dict[int, list[float]]:
@@ -73,6 +73,21 @@ def logged_or_final_goals(dataset: TransitionDataset, logged: Mapping[int, Seque
     return goals, counts
 
 
+def continued_episodes(dataset: TransitionDataset, contexts: Mapping[int, Sequence[float]] | None) -> set[int]:
+    """Episodes (ids) whose context (logged goal) is the one of the episode stored just before them: the log
+    cut one episode of the task there (the data_logger's bag splits, a dropped transition), it did not begin
+    one. Without contexts (or with final-state goals, each its own) every episode began where it starts."""
+    if contexts is None:
+        return set()
+    continued, previous = set(), None
+    for episode, _, _ in dataset.episodes():
+        context = None if contexts.get(episode) is None else [float(v) for v in contexts[episode]]
+        if context is not None and context == previous:
+            continued.add(episode)
+        previous = context
+    return continued
+
+
 def _episode_contexts(dataset: TransitionDataset, contexts: Mapping[int, Sequence[float]] | None,
                       rows: bool) -> torch.Tensor | None:
     """Per row (``rows``) or per episode: the context of each row's or episode's id."""
@@ -93,8 +108,9 @@ class PolicyData:
 
     ``train_states``: every logged state of the training episodes, each with its episode's context
     (the actor's normaliser is fitted on them; MBPO branches its model rollouts from them).
-    ``episode_starts``: the training episodes' first states, each with its episode's context (where
-    SHAC's episodes start: the task's own start distribution, see ``ShacConfig.starts``).
+    ``episode_starts``: the first states of the training episodes that began there (not of those the log
+    only cut: ``continued_episodes``), each with its episode's context (where SHAC's episodes start: the
+    task's own start distribution, see ``ShacConfig.starts``).
     """
 
     train_states: torch.Tensor
@@ -109,6 +125,13 @@ class PolicyData:
         """Whole episodes split as the model trainer splits them; ``episode_contexts``: episode id -> goal."""
         train, val = validation_split(dataset, val_fraction, seed)
         first_rows = lambda part: torch.tensor([first for _, first, _ in part.episodes()], dtype=torch.long)  # noqa: E731
+        # Where the task's episodes began: not where the log merely cut one (a bag split, a dropped
+        # transition), which goes on under the goal of the episode before it.
+        continued = continued_episodes(dataset, episode_contexts)
+        began = torch.tensor([episode not in continued for episode, _, _ in train.episodes()])
+        if not bool(began.any()):
+            began[:] = True
+        start_contexts = _episode_contexts(train, episode_contexts, rows=False)
         return cls(
             train_states=train.states,
             train_contexts=_episode_contexts(train, episode_contexts, rows=True),
@@ -116,8 +139,8 @@ class PolicyData:
                 HeldOutStates("starts", val.states[first_rows(val)], _episode_contexts(val, episode_contexts, rows=False)),
                 HeldOutStates("visited", val.states, _episode_contexts(val, episode_contexts, rows=True)),
             ],
-            episode_starts=train.states[first_rows(train)],
-            episode_start_contexts=_episode_contexts(train, episode_contexts, rows=False),
+            episode_starts=train.states[first_rows(train)[began]],
+            episode_start_contexts=None if start_contexts is None else start_contexts[began],
         )
 
     def start_states(self, starts: str) -> tuple[torch.Tensor, torch.Tensor | None]:
