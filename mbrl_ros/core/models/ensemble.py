@@ -548,6 +548,8 @@ class _GroupLayout:
 
     @staticmethod
     def get(cache: dict, batch: int, groups: int, device: torch.device) -> "_GroupLayout":
+        if torch.compiler.is_compiling():  # a cache filled while tracing changes the guards: a recompile
+            return _GroupLayout(batch, groups, device)
         key = (batch, groups, str(device))
         if key not in cache:
             cache[key] = _GroupLayout(batch, groups, device)
@@ -634,10 +636,13 @@ class _FoldedElites:
         return True
 
     def features(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        key = (states.shape[0], states.dtype, states.device)
-        ones = self._ones.get(key)
-        if ones is None:
-            ones = self._ones[key] = states.new_ones(states.shape[0], 1)
+        if torch.compiler.is_compiling():  # a cache filled while tracing changes the guards: a recompile
+            ones = states.new_ones(states.shape[0], 1)
+        else:
+            key = (states.shape[0], states.dtype, states.device)
+            ones = self._ones.get(key)
+            if ones is None:
+                ones = self._ones[key] = states.new_ones(states.shape[0], 1)
         if self.angle_dims.numel() == 0:
             return torch.cat((states, actions, ones), dim=1)
         if self.contiguous_angles is not None:
