@@ -303,7 +303,27 @@ class TrainerNode(Node):
                              "section) is needed with the 'policy' section: the policy learns the planners' cost")
         dims = self.robot.build_model(self.model_config, where="trainer").state_dim, len(bounds[0])
         cost = self.robot.build_cost(cost_section, *dims, source="trainer parameter 'cost'")
-        return config, cost, PolicyLearner(config, *bounds)
+        return config, cost, PolicyLearner(config, *bounds, first_reference=self.stop_reference(bounds))
+
+    def stop_reference(self, bounds) -> tuple:
+        """The robot's stop as a policy (the car: brake to a standstill and hold it): what the stack does without
+        a policy, so what a first policy must beat; built from the robot's stop parameters, which the robot
+        config writes in its '/**' section for the controller and the trainer alike."""
+        from mbrl_ros.core.policies import StopPolicy
+
+        if self.state_names is None or self.action_names is None:
+            raise ValueError("trainer parameters 'state_names' and 'action_names' (the robot config's '/**' section) "
+                             "are needed with the 'policy' section: the robot's stop is the first policy's reference")
+        params = {"state_names": self.state_names, "action_names": self.action_names, "dt": self.p["dt"]}
+        for name in [p.name for p in self.robot.messages().controller_parameters] + ["safe_action"]:
+            if self.has_parameter(name):
+                params[name] = self.get_parameter(name).value
+        try:
+            stop = self.robot.stop(params, "trainer")
+        except KeyError as err:
+            raise ValueError(f"trainer: the robot's stop, the reference a first policy must beat, needs parameter "
+                             f"{err} in the robot config's '/**' section (the controller reads it there too)") from None
+        return StopPolicy(stop, *bounds), "robot's stop (standing still)"
 
     def optional(self, name: str, default):
         return list(self.get_parameter(name).value) if self.has_parameter(name) else default
@@ -455,7 +475,7 @@ class TrainerNode(Node):
             (model_version, model), deployed = self.deployed, self.deployed_policy
             round_number = self.policy_rounds + 1
         started = time.perf_counter()
-        against = f"deployed policy v{deployed[0]}" if deployed else "standing still (no deployed policy)"
+        against = f"deployed policy v{deployed[0]}" if deployed else "the robot's stop (no deployed policy)"
         record = {"kind": "policy", "round": round_number, "why": why, "method": config.method,
                   "model_version": model_version, "compared_with": against, "transitions": len(dataset)}
         try:

@@ -468,3 +468,41 @@ def test_an_episode_the_log_only_cut_is_no_start():
     started = split.episode_start_contexts[:, 0].tolist()  # each begun episode's own goal, once
     assert len(set(started)) == len(started) == split.episode_starts.shape[0]
     assert all(g % 2 == 0 and g in split.train_contexts[:, 0].tolist() for g in started)
+
+
+def test_a_first_policy_must_beat_the_robots_stop_not_the_centre_action():
+    """The first policy's reference is what the stack does without one: the robot's stop (the car brakes to a
+    standstill). The centre action (u_accel 0) lets the car coast on, so a policy that only brakes gently
+    looked far better than "standing still" (issue 12: a policy worse than the stop passed validation)."""
+    from mbrl_ros.core.policies import StopPolicy
+    from mbrl_ros.core.policies.learning import PolicyLearner
+    from mbrl_ros.robots.car.stop import CarStop
+
+    model = KinematicBicycle(BicycleParams(), dt=0.2)
+    stop = StopPolicy(CarStop(3, 0, NU, 5.0, 4.0, 0.2), [-1.0, -1.0], [1.0, 1.0])
+    moving = torch.tensor([[0.0, 0.0, 0.0, 8.0, 0.0], [2.0, 1.0, 1.0, 6.0, 0.0], [0.0, 0.0, -1.0, 4.0, 0.0]])
+    states, _ = closed_loop(stop, model, moving, None, 15)
+    assert states[:, -1, 3].abs().max() < 1e-6  # braked to a standstill and held it on the model
+    goals = moving.clone()
+    goals[:, 3] = 0.0  # stay where you are
+    task = TaskCost(build_cost(GOAL_COST, NX, NU), "goal")
+    held = [HeldOutStates("held", moving, goals)]
+    gentle = ConstantPolicy([-0.3, 0.0])
+    assert decide_policy(gentle, ConstantPolicy([0.0, 0.0]), model, task, held, 15).accept
+    refused = decide_policy(gentle, stop, model, task, held, 15, reference_name="robot's stop (standing still)")
+    assert not refused.accept and "not better than the robot's stop" in refused.reason
+
+    # The learner takes that reference for its first round (none deployed).
+    data = TransitionDataset(NX, NU)
+    for episode in range(6):
+        start = torch.randn(6, NX) * 3
+        data.append(start, torch.zeros(6, NU), start, episode)
+    split = PolicyData.from_dataset(data, 0.3, 0, {e: [float(e), 1.0, 0.0, 0.0, 0.0] for e in range(6)})
+    config = PolicyConfig.from_dict({"context": "goal", "actor": {"hidden_sizes": [8], "angle_dims": [2]},
+                                     "shac": {"iterations": 1, "horizon": 4, "batch_size": 8},
+                                     "validation": {"steps": 5}})
+    learner = PolicyLearner(config, [-1.0, -1.0], [1.0, 1.0], first_reference=(stop, "robot's stop (standing still)"))
+    decision = learner.round(model, build_cost(GOAL_COST, NX, NU), split).decision
+    assert "robot's stop (standing still)" in decision.reason, decision.reason
+    assert decision.reference == {k: pytest.approx(float(closed_loop_costs(stop, model, task, h, 5).mean()))
+                                  for k, h in [(h.name, h) for h in split.held_out]}

@@ -576,7 +576,7 @@ def test_trainer_learns_a_policy_on_each_deployed_model_and_the_server_publishes
     assert accepted["found"], accepted
     values = accepted["values"]
     assert (values["policy_last_decision"], values["policy_last_round"]) == ("accepted", "model v1 deployed")
-    assert values["policy_last_compared_with"] == "standing still (no deployed policy)"
+    assert values["policy_last_compared_with"] == "the robot's stop (no deployed policy)"
     late = stack.peer()  # a controller starting now gets the latched policy
     assert late.do("wait_model", topic="policy/model", checksum=policy["checksum"], version=1, timeout=20)["received"]
 
@@ -609,7 +609,7 @@ def test_trainer_learns_a_policy_on_each_deployed_model_and_the_server_publishes
     assert values["policy_last_compared_with"] == "deployed policy v3" and values["policy_last_round"] == "requested"
     decisions = [json.loads(line) for line in (tmp_path / "checkpoints" / "decisions.jsonl").read_text().splitlines()]
     assert [(d["kind"], d["round"], d["decision"], d["compared_with"]) for d in decisions] == [
-        ("policy", 1, "accepted", "standing still (no deployed policy)"),
+        ("policy", 1, "accepted", "the robot's stop (no deployed policy)"),
         ("policy", 2, values["policy_last_decision"], "deployed policy v3")]
     # Only a better policy is offered: accepted, it is served as v4; rejected, nothing is saved or published.
     costs = decisions[1]["metrics"]

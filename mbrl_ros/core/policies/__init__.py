@@ -9,6 +9,6 @@
 - ``validation``: closed-loop scores on held-out states, and the deploy decision.
 """
 
-from mbrl_ros.core.policies.actor import Actor, ConstantPolicy, build_actor
+from mbrl_ros.core.policies.actor import Actor, ConstantPolicy, StopPolicy, build_actor
 
-__all__ = ["Actor", "ConstantPolicy", "build_actor"]
+__all__ = ["Actor", "ConstantPolicy", "StopPolicy", "build_actor"]

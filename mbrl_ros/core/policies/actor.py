@@ -33,7 +33,7 @@ from torch import nn
 from mbrl_ros.core.models.ensemble import _state_indices
 from mbrl_ros.core.validation import check_tensor
 
-__all__ = ["ACTIVATIONS", "Actor", "ConstantPolicy", "build_actor", "mlp"]
+__all__ = ["ACTIVATIONS", "Actor", "ConstantPolicy", "StopPolicy", "build_actor", "mlp"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}
 
@@ -306,6 +306,27 @@ class ConstantPolicy(nn.Module):
 
     def forward(self, states: torch.Tensor, contexts: torch.Tensor | None = None) -> torch.Tensor:
         return self.action.expand(*states.shape[:-1], -1)
+
+
+class StopPolicy(nn.Module):
+    """A robot's stop (``core.stop.Stop``: the car brakes to a standstill and holds it) as a policy: what the
+    stack does without one, so the reference a first learned policy must beat. Each row's command comes from
+    that state alone (a stop reset per row), clamped to the action bounds as the controller sends it; numpy,
+    row by row: for validation's few hundred states, not for training."""
+
+    def __init__(self, stop, action_low: Sequence[float], action_high: Sequence[float]) -> None:
+        super().__init__()
+        self.stop = stop
+        self.low, self.high = np.asarray(action_low, dtype=float), np.asarray(action_high, dtype=float)
+
+    def forward(self, states: torch.Tensor, contexts: torch.Tensor | None = None) -> torch.Tensor:
+        rows = states.detach().reshape(-1, states.shape[-1]).double().cpu().numpy()
+        actions = []
+        for row in rows:
+            self.stop.reset()
+            actions.append(np.clip(self.stop.command(row, None), self.low, self.high))
+        out = torch.as_tensor(np.array(actions).reshape(len(rows), -1), dtype=states.dtype, device=states.device)
+        return out.reshape(*states.shape[:-1], -1)
 
 
 ACTOR_KEYS = ("state_dim", "action_dim", "action_low", "action_high", "context_dim", "hidden_sizes",

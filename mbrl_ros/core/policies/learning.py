@@ -13,7 +13,8 @@ logged data and the deployed policy (``train_policy``: one round of a new learne
 3. ``shac`` or ``mbpo`` improves it on rollouts from the training states, and a
    copy of it is the candidate;
 4. ``decide_policy`` scores candidate and deployed policy (for the first policy:
-   the constant action at the centre of the bounds) in closed loop on the same
+   ``first_reference``, the robot's stop in the trainer, else the constant action
+   at the centre of the bounds) in closed loop on the same
    model from the held-out states; only a better, finite candidate is accepted.
 """
 
@@ -31,7 +32,7 @@ from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.models.base import DynamicsModel
 from mbrl_ros.core.policies.actor import Actor, ConstantPolicy
 from mbrl_ros.core.policies.config import PolicyConfig
-from mbrl_ros.core.policies.rollouts import StartSampler, TaskCost
+from mbrl_ros.core.policies.rollouts import PolicyFn, StartSampler, TaskCost
 from mbrl_ros.core.policies.shac import ShacLearner
 from mbrl_ros.core.policies.validation import HeldOutStates, PolicyDecision, decide_policy
 from mbrl_ros.core.retraining import validation_split
@@ -193,9 +194,13 @@ class PolicyLearner:
     A learner whose actor becomes non-finite starts afresh at the next round.
     """
 
-    def __init__(self, config: PolicyConfig, action_low, action_high) -> None:
+    def __init__(self, config: PolicyConfig, action_low, action_high,
+                 first_reference: tuple[PolicyFn, str] | None = None) -> None:
+        """``first_reference``: (policy, name) a first policy must beat where none is deployed: the robot's stop
+        (``StopPolicy``) in the trainer; default, the constant action at the centre of the bounds."""
         self.config = config
         self.action_low, self.action_high = action_low, action_high
+        self.first_reference = first_reference
         self.actor: Actor | None = None
         self.learner = None
         self.rounds = 0
@@ -237,7 +242,9 @@ class PolicyLearner:
             decision = PolicyDecision(False, f"candidate has non-finite weights {bad}; the learner starts afresh")
         else:
             reference, name = deployed, "deployed policy"
-            if reference is None:
+            if reference is None and self.first_reference is not None:
+                reference, name = self.first_reference
+            elif reference is None:
                 reference = ConstantPolicy(((candidate.action_low + candidate.action_high) / 2).tolist())
                 name = "constant action at the centre of the bounds"
             v = config.validation
