@@ -38,7 +38,7 @@ controller and the trainer; the launch files set ``learn_policy`` under ``contro
 ``dynamics/model`` (and on ``trainer/train_policy``), the worker trains a policy
 (``core.policies.learning.PolicyLearner``, ``policy.method`` shac | mbpo) through that
 model from the logged real states, scores it and the deployed policy (``policy/model``,
-or standing still for the first) in closed loop on the model from held-out real
+or the robot's stop for the first: the car brakes and holds) in closed loop on the model from held-out real
 episodes (the ``gate_fraction`` episodes), and, only if it is better, saves it as
 ``policy_v<N>.pt`` and publishes it on ``policy/candidate`` as a ModelUpdate of
 model_kind ``policy``: the dynamics_server checks, versions, latches and rolls it back
