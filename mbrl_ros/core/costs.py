@@ -304,13 +304,17 @@ class GoalPoseTerm(CostTerm):
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return stage_and_terminal(self.per_state(states), self.stage_weight, self.terminal_weight)
 
+    def _numpy_errors(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The quadratic form's errors ``[..., 4]`` (x, y, wrapped yaw, v) of ``states[..., nx]`` and their weights."""
+        index = [self.ix, self.iy, self.iyaw, self.iv]
+        errors = states[..., index] - as_float64(self.goal)[index]
+        errors[..., 2] = wrap_angle(errors[..., 2])
+        return errors, np.array([self.position_weight, self.position_weight, self.yaw_weight, self.speed_weight])
+
     def numpy_cost(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray | None:
         if self.form != "quadratic":
             return None
-        index = [self.ix, self.iy, self.iyaw, self.iv]
-        errors = states[:, :, index] - as_float64(self.goal)[index]
-        errors[:, :, 2] = wrap_angle(errors[:, :, 2])
-        weights = np.array([self.position_weight, self.position_weight, self.yaw_weight, self.speed_weight])
+        errors, weights = self._numpy_errors(states)
         return stage_and_terminal((errors * errors) @ weights, self.stage_weight, self.terminal_weight)
 
     def numpy_derivatives(self, states: np.ndarray, actions: np.ndarray) -> list[np.ndarray] | None:
@@ -318,10 +322,7 @@ class GoalPoseTerm(CostTerm):
             return None
         out = zero_derivatives(states, actions)
         factors = stage_and_terminal_weights(len(states), self.stage_weight, self.terminal_weight)[:, None]
-        g = as_float64(self.goal)
-        errors = states[:, [self.ix, self.iy, self.iyaw, self.iv]] - g[[self.ix, self.iy, self.iyaw, self.iv]]
-        errors[:, 2] = wrap_angle(errors[:, 2])
-        weights = np.array([self.position_weight, self.position_weight, self.yaw_weight, self.speed_weight])
+        errors, weights = self._numpy_errors(states)
         # One index at a time: two entries may name the same state (their derivatives add up).
         for j, index in enumerate((self.ix, self.iy, self.iyaw, self.iv)):
             add_squares(out[0], out[2], index, errors[:, j], factors[:, 0] * weights[j])
