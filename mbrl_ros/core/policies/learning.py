@@ -103,6 +103,11 @@ def _episode_contexts(dataset: TransitionDataset, contexts: Mapping[int, Sequenc
     return torch.cat(out)
 
 
+def _first_rows(dataset: TransitionDataset) -> torch.Tensor:
+    """The row of each episode's first state."""
+    return torch.tensor([first for _, first, _ in dataset.episodes()], dtype=torch.long)
+
+
 @dataclass
 class PolicyData:
     """States (and contexts) to train from, and held-out sets to validate on.
@@ -125,7 +130,6 @@ class PolicyData:
                      episode_contexts: Mapping[int, Sequence[float]] | None = None) -> "PolicyData":
         """Whole episodes split as the model trainer splits them; ``episode_contexts``: episode id -> goal."""
         train, val = validation_split(dataset, val_fraction, seed)
-        first_rows = lambda part: torch.tensor([first for _, first, _ in part.episodes()], dtype=torch.long)  # noqa: E731
         # Where the task's episodes began: not where the log merely cut one (a bag split, a dropped
         # transition), which goes on under the goal of the episode before it.
         continued = continued_episodes(dataset, episode_contexts)
@@ -137,10 +141,10 @@ class PolicyData:
             train_states=train.states,
             train_contexts=_episode_contexts(train, episode_contexts, rows=True),
             held_out=[
-                HeldOutStates("starts", val.states[first_rows(val)], _episode_contexts(val, episode_contexts, rows=False)),
+                HeldOutStates("starts", val.states[_first_rows(val)], _episode_contexts(val, episode_contexts, rows=False)),
                 HeldOutStates("visited", val.states, _episode_contexts(val, episode_contexts, rows=True)),
             ],
-            episode_starts=train.states[first_rows(train)[began]],
+            episode_starts=train.states[_first_rows(train)[began]],
             episode_start_contexts=None if start_contexts is None else start_contexts[began],
         )
 
