@@ -21,10 +21,12 @@ tuned = sys.argv[1] == "tuned" and keep_freed_memory()
 planner, state = nav2_bicycle(1000, 56)
 planner.config.compile = False
 planner._build_step()
-for _ in range(3):
+# The heap reaches its high-water mark within the first few steps (measured: a late ~10k-page growth at
+# the third or fourth step in some runs, at most a few hundred pages per step after the fifth).
+for _ in range(6):
     planner.plan(state)
 faults = []
-for _ in range(4):
+for _ in range(6):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     planner.plan(state)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -43,8 +45,4 @@ def test_a_planning_step_reuses_freed_memory_once_malloc_keeps_it():
     assert tuned["tuned"] and not plain["tuned"]
     print(f"minor page faults per eager MPPI step: plain {plain['faults']}, keep_freed_memory {tuned['faults']}")
     assert min(plain["faults"]) > 10_000  # tens of MB of intermediates faulted in again at every step
-    # Steady state: most steps fault nothing once malloc keeps freed memory. One step in four has been seen to
-    # fault ~10k pages again (a clean-clone CI run with a demo stack beside it: [0, 10555, 0, 0] against
-    # ~35k for every plain step), so the median, not the maximum, is held to 2 % of the plain steps.
-    tuned_median = sorted(tuned["faults"])[len(tuned["faults"]) // 2]
-    assert tuned_median < 0.02 * min(plain["faults"]), (plain, tuned)
+    assert max(tuned["faults"]) < 0.02 * min(plain["faults"])
