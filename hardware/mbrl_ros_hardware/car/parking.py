@@ -22,6 +22,9 @@ WALL_HALF_X = 35.0
 WALL_HALF_Y = 21.0
 CAR_LENGTH = 5.0
 CAR_WIDTH = 2.0
+# sim_car's parking episode: 20 s at highway-env's 5 Hz (highway-env's own default is 100 s).
+EPISODE_STEPS = 100
+POLICY_HZ = 5.0
 
 
 @dataclass
@@ -45,23 +48,31 @@ def goal_from_observation(desired_goal: np.ndarray) -> np.ndarray:
     return np.array([x, y, np.arctan2(sin_h, cos_h), 0.0, 0.0])
 
 
+def make_parking_env(max_episode_steps: int | None = None):
+    """highway-env's ``parking-v0`` as the stack simulates it: its default config (walls on, its goal
+    reward and ``is_success``), the episode truncated after ``max_episode_steps`` steps. A gymnasium
+    TimeLimit does that: highway-env's own ``duration`` alone ends it one step late (its clock sums 0.2 s
+    steps and 100 of them fall short of 20.0 s), where sim_car counts its steps."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    import gymnasium as gym
+    import highway_env  # noqa: F401  (registers the environments)
+
+    if max_episode_steps is None:
+        return gym.make("parking-v0")
+    return gym.make("parking-v0", config={"duration": max_episode_steps / POLICY_HZ},
+                    max_episode_steps=max_episode_steps)
+
+
 class ParkingSim:
     """One parking lot, one car, one goal spot per episode."""
 
     state_dim = 5
     action_dim = 2
-    dt = 0.2  # highway-env's 5 Hz policy frequency
+    dt = 1.0 / POLICY_HZ
     accel_per_unit = 5.0  # m/s^2 at u_accel = 1: highway-env's acceleration range
 
     def __init__(self, max_episode_steps: int | None = None) -> None:
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-        import gymnasium as gym
-        import highway_env  # noqa: F401  (registers the environments)
-
-        config = {}
-        if max_episode_steps is not None:
-            config["duration"] = max_episode_steps / 5.0
-        self.env = gym.make("parking-v0", config=config)
+        self.env = make_parking_env(max_episode_steps)
         self.steer_range = float(self.env.unwrapped.config["steering_range"])
         self.state = np.zeros(self.state_dim)
         self.goal = np.zeros(self.state_dim)

@@ -28,6 +28,7 @@ from mbrl_ros.ros.poses import goal_pose, odometry, path
 from mbrl_ros.ros.params import Param
 from mbrl_ros.ros.qos import LATCHED, SENSOR
 from mbrl_ros.ros.run import run_node
+from mbrl_ros_hardware.car.parking import EPISODE_STEPS as PARKING_EPISODE_STEPS
 from mbrl_ros_hardware.sim_driver import SimDriverNode
 
 PARAMS = [
@@ -36,7 +37,7 @@ PARAMS = [
 ]
 # The time limit of an episode when max_episode_steps is 0: parking 20 s, race 120 s (3 laps of the
 # 246 m track at a mean 6.1 m/s).
-TASK_EPISODE_STEPS = {"parking": 100, "race": 2400}
+TASK_EPISODE_STEPS = {"parking": PARKING_EPISODE_STEPS, "race": 2400}
 
 
 class SimCarNode(SimDriverNode):
