@@ -146,13 +146,17 @@ def plot_predicted_trajectories(
 
 
 def plot_learning_curve(path: Path, points: Sequence[Mapping], window: int, target_success: float,
-                        target_transitions: int, title: str = "") -> Path:
-    """Windowed success rate (and each episode's outcome) against transitions collected."""
+                        target_transitions: int, title: str = "", label: str | None = None) -> Path:
+    """Windowed success rate (and each episode's outcome, where points have ``success``) against transitions
+    collected. ``label``: the success curve's legend (default: the window's)."""
     plt = _pyplot()
     x = [p["transitions"] for p in points]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(x, [p["success_rate"] for p in points], "-", color="tab:blue", label=f"success, last {window} episodes")
-    ax.plot(x, [float(p["success"]) for p in points], "|", color="0.4", ms=8, label="episode outcome")
+    outcomes = all("success" in p for p in points)
+    ax.plot(x, [p["success_rate"] for p in points], "-" if outcomes else "o-", color="tab:blue",
+            label=label or f"success, last {window} episodes")
+    if outcomes:
+        ax.plot(x, [float(p["success"]) for p in points], "|", color="0.4", ms=8, label="episode outcome")
     ax.axhline(target_success, color="tab:green", ls="--", lw=1, label=f"{target_success:.0%}")
     ax.axvline(target_transitions, color="tab:orange", ls="--", lw=1, label=f"{target_transitions} transitions")
     ax.set_xlabel("transitions collected (random + controlled)")

@@ -112,6 +112,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     race.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     race.set_defaults(func=_run_race_sweep)
 
+    sb3 = which.add_parser(
+        "sb3-parking", help="model-free baseline: stable-baselines3 SAC+HER on parking-v0, success against transitions",
+        description="Trains SB3's SAC with HerReplayBuffer on highway-env parking-v0 as sim_car configures it "
+        "(100-step episodes, walls, the env's is_success) and evaluates the deterministic policy on the demo's seeds at "
+        "checkpoints of the budget of real transitions. Prints a table, writes JSON and a plot (OUT/sb3_parking.*).")
+    sb3.add_argument("--max-steps", type=int, default=50_000, help="environment transitions in all (default 50000)")
+    sb3.add_argument("--checkpoints", type=int, nargs="+", metavar="N",
+                     help="evaluate after these many transitions (default: 1000, 2000, the reference budget, "
+                     "5000, 10000, ... below --max-steps, and --max-steps)")
+    sb3.add_argument("--episodes", type=int, default=20, help="evaluation episodes per checkpoint (default 20)")
+    sb3.add_argument("--first-seed", type=int, default=None,
+                     help="seed of the first evaluation episode (default 44: the 95%% parking demo's evaluated 44-63)")
+    sb3.add_argument("--train-seed", type=int, default=0,
+                     help="training episode k uses seed train-seed + k, as sim_car's episode k")
+    sb3.add_argument("--seed", type=int, default=0, help="SB3's seed (networks, exploration)")
+    sb3.add_argument("--preset", choices=["zoo", "highway-env"], default="zoo",
+                     help="hyperparameters: the RL Zoo's (default) or highway-env's notebook (about 9x the compute)")
+    sb3.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    sb3.add_argument("--budget", type=int, default=None, help="reference transitions (default 2766: the 95%% demo's)")
+    sb3.add_argument("--target", type=float, default=None, help="reference success (default 0.95: the demo's)")
+    sb3.add_argument("--reference", metavar="DEMO_JSON",
+                     help="take --budget and --target from a `mbrl-ros demo car --json` file")
+    sb3.add_argument("--out", default="runs/sb3_parking", help="folder of the plot and JSON (default runs/sb3_parking)")
+    sb3.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    sb3.set_defaults(func=_run_sb3_parking)
+
+
+def _run_sb3_parking(args: argparse.Namespace) -> int:
+    from mbrl_ros.bench.sb3_parking import run
+
+    demo = {k: v for k, v in (("first_seed", args.first_seed), ("budget", args.budget), ("target", args.target))
+            if v is not None}  # else the module's: the 95 % demo's
+    run(max_steps=args.max_steps, checkpoints=args.checkpoints, episodes=args.episodes, train_seed=args.train_seed,
+        seed=args.seed, preset=args.preset, threads=args.threads, reference=args.reference, out=args.out,
+        json_path=args.json, **demo)
+    return 0
+
 
 def _run_race_sweep(args: argparse.Namespace) -> int:
     from mbrl_ros.ros_env import restart_in_workspace_if_needed
