@@ -131,6 +131,7 @@ class RecedingHorizonController:
         self.faults: Counter[str] = Counter()  # failed plans by cause (FAULTS), and overruns
         self.last_fault = ""
         self.previous_plan: np.ndarray | None = None  # the last valid plan's actions [H, nu]
+        self.first_plan_ms: float | None = None  # how long the first plan took (a compiling planner compiles in it)
         self.plan_index = 0  # which of them was sent last
         self.source = source
         self.planner: Planner | None = None
@@ -366,6 +367,8 @@ class RecedingHorizonController:
             if self.cost is not None:
                 self.cost.check_ready()
             plan = self.planner.plan(torch.as_tensor(state, dtype=torch.float32), previous_action=previous)
+            if self.first_plan_ms is None:
+                self.first_plan_ms = (time.perf_counter() - started) * 1e3
             actions = plan.nominal_actions.detach().cpu().numpy().astype(float).reshape(-1, len(self.low))
             if not np.all(np.isfinite(actions)) or not np.all(np.isfinite(plan.action.detach().cpu().numpy())):
                 fault, reason = "non_finite_plan", "the plan has non-finite actions"

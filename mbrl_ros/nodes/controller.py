@@ -568,6 +568,17 @@ class ControllerNode(LifecycleNode):
             markers.markers.append(marker)
         self.rollouts_pub.publish(markers)
 
+    def compile_values(self) -> dict[str, str]:
+        """Whether the planner plans compiled, how long the first plan took, and (compiled) the compile
+        cache's hits and misses in this process: a start that compiles misses, a later one hits."""
+        values = {"planner_compiled": str(bool(getattr(self.core.planner, "compiled", False))),
+                  "first_plan_ms": "" if self.core.first_plan_ms is None else f"{self.core.first_plan_ms:.1f}"}
+        if values["planner_compiled"] == "True":
+            from mbrl_ros.core.compile_cache import compile_cache_counters
+
+            values.update({f"compile_{name}": str(n) for name, n in compile_cache_counters().items()})
+        return values
+
     def publish_diagnostics(self) -> None:
         from mbrl_ros.core.control import FAULTS
 
@@ -580,6 +591,7 @@ class ControllerNode(LifecycleNode):
                        "last_reason": self.last_reason, "last_fault": self.core.last_fault,
                        "e_stop": str(self.e_stopped), "error": str(self.core.error)})
         values.update({"policy_version": str(self.policy_version), "policy_checksum": self.policy_checksum[:12]})
+        values.update(self.compile_values())
         level = DiagnosticStatus.WARN if self.last_reason and (
             self.modes["safe"] or self.modes["fallback"] or self.modes["fallback_policy"]) \
             else DiagnosticStatus.OK
