@@ -17,6 +17,8 @@ BAD = {  # params file -> what the error says
     "unknown key": ("/**:\n  ros__parameters:\n    dt: 0.2\n/**/estimator:\n  ros__parameters:\n    resync_afer: 3\n",
                     "section '/**/estimator': 'resync_afer' is not a parameter of /car/estimator "
                     "(did you mean 'resync_after'?)"),
+    "unknown executor": ("/**:\n  ros__parameters:\n    executor: threads\n",
+                         "parameter 'executor' must be one of ['single', 'events'], got 'threads'"),
 }
 
 
