@@ -48,8 +48,8 @@ def default_domain_id(label: str) -> int:
 
 def prepare_config(source: Path, target: Path, robot: str, task: str,
                    overrides: dict[str, dict] | None = None) -> Path:
-    """Copy the parameter files to ``target`` and merge ``overrides`` ({node: {param: value}})
-    into ``<robot>_<task>.yaml``, the file the launch file loads last."""
+    """Copy the parameter files to ``target`` and merge ``overrides`` ({node: {param: value}}; the node
+    "/**": all of them) into ``<robot>_<task>.yaml``, the file the launch file loads last."""
     source, target = Path(source), Path(target)
     for name in (f"{robot}.yaml", f"{robot}_{task}.yaml"):
         if not (source / name).is_file():
@@ -59,7 +59,8 @@ def prepare_config(source: Path, target: Path, robot: str, task: str,
         task_file = target / f"{robot}_{task}.yaml"
         data = yaml.safe_load(task_file.read_text()) or {}
         for node, params in overrides.items():
-            section = data.setdefault(f"/**/{node}", {}).setdefault("ros__parameters", {})
+            name = node if node.startswith("/") else f"/**/{node}"  # "/**": every node's section
+            section = data.setdefault(name, {}).setdefault("ros__parameters", {})
             section.update(merge(section, params))
         # Strings are quoted on the way out: rcl's YAML parser reads a bare y/n as a boolean.
         task_file.write_text(f"# {source / task_file.name} with this run's overrides\n"

@@ -50,6 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                          help="race runs at 20 Hz, parking at 5 Hz (default: race)")
     latency.add_argument("--out", default=None, help="run folder (default: a temporary one)")
     latency.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    latency.add_argument("--executor", choices=["single", "events"], default=None,
+                         help="every node's rclpy executor (default: the config's; the race sets events)")
     latency.set_defaults(func=_run_latency)
 
     curve = which.add_parser(
@@ -174,7 +176,7 @@ def _run_latency(args: argparse.Namespace) -> int:
     restart_in_workspace_if_needed(args.argv)  # it watches mbrl_interfaces topics
     from mbrl_ros.bench.latency import run
 
-    run(duration_s=args.duration, task=args.task, out=args.out, json_path=args.json)
+    run(duration_s=args.duration, task=args.task, out=args.out, json_path=args.json, executor=args.executor)
     return 0
 
 

@@ -57,14 +57,18 @@ def start_real_time_car(folder: Path, task: str, config: Path, label: str) -> St
 
 
 def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out: str | None = None,
-        json_path: str | None = None) -> dict:
+        json_path: str | None = None, executor: str | None = None) -> dict:
     folder = Path(out) if out else Path(tempfile.mkdtemp(prefix="mbrl_latency_"))
     folder.mkdir(parents=True, exist_ok=True)
     # The trainer stays idle (its first round needs more data than the run collects): this
     # measures the control path alone; `mbrl-ros bench trainer-latency` measures it training.
-    config, rate_hz = real_time_car(folder, task, {"trainer": {"random_transitions": 100_000_000}})
-    print(f"[latency] car/{task} in real time at {rate_hz:g} Hz, {duration_s:g} s after {warmup_s:g} s warm-up "
-          f"-> {folder}/", flush=True)
+    overrides: dict[str, dict] = {"trainer": {"random_transitions": 100_000_000}}
+    if executor is not None:  # every node's (the config's, if not given)
+        overrides["/**"] = {"executor": executor}
+    config, rate_hz = real_time_car(folder, task, overrides)
+    executor = launch_parameters(config, "car", task, "controller").get("executor", "single")
+    print(f"[latency] car/{task} in real time at {rate_hz:g} Hz, {duration_s:g} s after {warmup_s:g} s warm-up, "
+          f"{executor} executor -> {folder}/", flush=True)
     run = start_real_time_car(folder, task, config, "latency")
     watcher = run.watcher
     try:
@@ -79,6 +83,7 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
 
     result = analyse(watcher.timings, watcher.commands, rate_hz, duration_s)
     result["task"] = task
+    result["executor"] = executor
     print(f"[latency] {result['cycles']} planning cycles: planning p50 {result['planning_ms']['p50']:.2f} / p99 "
           f"{result['planning_ms']['p99']:.2f} ms; end-to-end p50 {result['end_to_end_ms']['p50']:.2f} / p99 "
           f"{result['end_to_end_ms']['p99']:.2f} ms; overhead p50 {result['overhead_ms']['p50']:.2f} / p99 "

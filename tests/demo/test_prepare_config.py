@@ -27,3 +27,14 @@ def test_overrides_land_in_the_task_file_and_the_rest_is_copied_unchanged(tmp_pa
 def test_a_missing_task_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="car_fly.yaml"):
         prepare_config(REPO_ROOT / "config", tmp_path / "config", "car", "fly")
+
+
+def test_an_override_for_every_node_lands_in_the_shared_section(tmp_path):
+    """``"/**"`` is every node's section (``mbrl-ros bench latency --executor``): the task file's own
+    entries there stay, and each node reads the new one."""
+    config = prepare_config(REPO_ROOT / "config", tmp_path / "config", "car", "race", {"/**": {"executor": "single"}})
+    shared = yaml.safe_load((config / "car_race.yaml").read_text())["/**"]["ros__parameters"]
+    assert shared["executor"] == "single" and shared["dt"] == 0.05
+    assert "/**/**" not in (config / "car_race.yaml").read_text()
+    for node in ("estimator", "controller", "sim_car"):
+        assert node_parameters(config / "car_race.yaml", node)["executor"] == "single"
