@@ -13,8 +13,9 @@ the trainer's own round, core.retraining.train_candidate with config/hand.yaml's
 verdict and both models' errors per state group); ``held=N`` measures the model on N held targets (see
 ``held_targets``); ``planner=cem`` and ``p_KEY=VALUE`` set any planner key; ``verbose=0`` prints rounds only;
 ``model=oracle`` plans on the simulator itself (``SimulatorModel``: what the planner reaches with a perfect
-model; about 2 s a step with horizon=7 samples=200); ``tips=kinematics`` costs the fingertips that the
-simulator's kinematics give for the predicted joints instead of the model's fingertip outputs.
+model; one mujoco.rollout call per plan, about 2 s a step with the shipped horizon=10 samples=300);
+``tips=kinematics`` costs the fingertips that the simulator's kinematics give for the predicted joints instead
+of the model's fingertip outputs.
 """
 
 import os
@@ -31,7 +32,7 @@ from mbrl_ros.core.control import ExplorationPolicy
 from mbrl_ros.core.costs import TERM_KINDS, build_cost
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.models import build_model
-from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.models.base import DynamicsModel, TimeMajorDynamics
 from mbrl_ros.core.planners import build_planner
 from mbrl_ros.core.retraining import train_candidate
 from mbrl_ros.core.training import train_ensemble
@@ -100,44 +101,58 @@ class KinematicTips(FingertipTargetTerm):
 
 
 class SimulatorModel(DynamicsModel):
-    """``model=oracle``: the simulator itself as the planner's model (mujoco.rollout from each state: joints set,
-    the rest of the physics state as at the episode's start), to tell what MPPI reaches with a perfect model."""
+    """``model=oracle``: the simulator itself as the planner's model. The 63 entries are the hand's whole physics
+    state (24 joint positions and velocities: nq = nv = 24, no activations; the fingertips follow by kinematics),
+    so a step from any state is exact (the joints; HandReach's fingertips are its site positions from before the
+    step's last substep, up to ~1 mm away while moving fast). A plan's K x H rollouts are one mujoco.rollout call
+    (``time_major``)."""
 
     def __init__(self, sim: HandSim) -> None:
         import mujoco
         import mujoco.rollout
 
         super().__init__(63, 20)
-        sim.reset(seed=0)  # valid physics data to start each rollout from
+        sim.reset(seed=0)
         self.sim, self.mujoco = sim, mujoco
-        self.env = sim.unwrapped
-        m = self.env.model
-        self.qpos = [m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"robot0:{n}")] for n in sim.joint_names]
-        self.qvel = [m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"robot0:{n}")] for n in sim.joint_names]
-        self.spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        m = self.model_ = sim.unwrapped.model
+        if (m.nq, m.nv, m.na) != (24, 24, 0):
+            raise ValueError(f"oracle: expected 24 joints and no activations, got nq={m.nq} nv={m.nv} na={m.na}")
+        ids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"robot0:{n}") for n in sim.joint_names]
+        self.spec = mujoco.mjtState.mjSTATE_FULLPHYSICS  # [time, qpos, qvel]
+        self.qpos = 1 + m.jnt_qposadr[ids]
+        self.qvel = 1 + m.nq + m.jnt_dofadr[ids]
         self.substeps = int(round(sim.dt / m.opt.timestep))
         self.data = mujoco.MjData(m)
 
+    def __deepcopy__(self, memo):  # no state of its own between calls (time_major_dynamics' check copies it)
+        return self
+
+    def time_major(self) -> TimeMajorDynamics:
+        return SimulatorRollout(self)
+
+    def simulate(self, states: np.ndarray, controls: np.ndarray) -> np.ndarray:
+        """``states[B, 63]``, normalised actions ``controls[B, H, 20]`` -> ``states[B, H, 63]`` after each step."""
+        count, horizon = controls.shape[:2]
+        initial = np.zeros((count, self.mujoco.mj_stateSize(self.model_, self.spec)))
+        initial[:, self.qpos], initial[:, self.qvel] = states[:, :24], states[:, 24:48]
+        targets = self.sim.actuator_targets(controls)
+        out, _ = self.mujoco.rollout.rollout(self.model_, self.data, initial, np.repeat(targets, self.substeps, 1))
+        out = out[:, self.substeps - 1::self.substeps]  # [B, H, state]
+        q, v = out[..., self.qpos], out[..., self.qvel]
+        tips = np.array([self.sim.fingertips_at(row).ravel() for row in q.reshape(-1, 24)])
+        return np.concatenate([q, v, tips.reshape(count, horizon, 15)], -1)
+
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        mujoco, m, d = self.mujoco, self.env.model, self.env.data
-        size = mujoco.mj_stateSize(m, self.spec)
-        base = np.empty(size)
-        mujoco.mj_getState(m, d, base, self.spec)
-        x = states.double().numpy()
-        initial = np.repeat(base[None], len(x), 0)
-        self.data.qpos[:], self.data.qvel[:] = d.qpos, d.qvel
-        for row, state in enumerate(x):  # the state vector's joints into each row's physics state
-            self.data.qpos[self.qpos], self.data.qvel[self.qvel] = state[:24], state[24:48]
-            mujoco.mj_getState(m, self.data, initial[row], self.spec)
-        control = np.repeat(np.array([self.sim.actuator_targets(a) for a in actions.double().numpy()])[:, None],
-                            self.substeps, 1)
-        out, _ = mujoco.rollout.rollout(m, self.data, initial, control)
-        result = np.empty_like(x)
-        for row in range(len(x)):
-            mujoco.mj_setState(m, self.data, out[row, -1], self.spec)
-            q, v = self.data.qpos[self.qpos].copy(), self.data.qvel[self.qvel].copy()
-            result[row] = np.concatenate([q, v, self.sim.fingertips_at(q).ravel()])
-        return torch.tensor(result, dtype=states.dtype)
+        out = self.simulate(states.double().numpy(), actions.double().numpy()[:, None])
+        return torch.tensor(out[:, 0], dtype=states.dtype)
+
+
+class SimulatorRollout(TimeMajorDynamics):
+    def rollout(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        count = actions.shape[2]
+        x = (state[:, None].expand(-1, count) if state.dim() == 1 else state).T
+        out = self.model.simulate(x.double().numpy(), actions.permute(2, 0, 1).double().numpy())
+        return torch.cat([x[None], torch.tensor(out, dtype=state.dtype).permute(1, 0, 2)]).permute(0, 2, 1)
 
 
 def main() -> None:
