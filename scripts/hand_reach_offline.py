@@ -6,16 +6,18 @@ controller's exploration policy, trains the trainer's ensemble, then plans with 
 final distance, and the model's own view (the plan's predicted end, the one-step prediction), so a
 planner failure (the model knows a better plan) and a model failure (it does not) can be told apart.
 
-    .venv/bin/python scripts/hand_reach_offline.py random=1000 horizon=10 samples=300 temp=0.05 sigma=0.3
+    .venv/bin/python scripts/hand_reach_offline.py random=1000 horizon=10 samples=300 temp=0.05 sigma=0.15 beta=0.98
+
+(the defaults: config/hand_reach.yaml's MPPI).
 
 More: ``rounds=N`` alternates ``evals`` control episodes with retraining on all data so far (``gate=1``: through
 the trainer's own round, core.retraining.train_candidate with config/hand.yaml's settings, printing the gate's
 verdict and both models' errors per state group); ``held=N`` measures the model on N held targets (see
-``held_targets``); ``planner=cem`` and ``p_KEY=VALUE`` set any planner key; ``verbose=0`` prints rounds only;
-``model=oracle`` plans on the simulator itself (``SimulatorModel``: what the planner reaches with a perfect
-model; one mujoco.rollout call per plan, about 2 s a step with the shipped horizon=10 samples=300);
-``tips=kinematics`` costs the fingertips that the simulator's kinematics give for the predicted joints instead
-of the model's fingertip outputs.
+``held_targets``); ``planner=cem`` and ``p_KEY=VALUE`` set any planner key; ``first=N`` the first evaluated
+seed (100); ``verbose=0`` prints rounds only; ``model=oracle`` plans on the simulator itself
+(``SimulatorModel``: what the planner reaches with a perfect model; one mujoco.rollout call per plan, about 2 s
+a step with horizon=10 samples=300); ``tips=kinematics`` costs the fingertips that the simulator's kinematics
+give for the predicted joints instead of the model's fingertip outputs.
 """
 
 import os
@@ -204,8 +206,8 @@ def main() -> None:
                       kinds={**TERM_KINDS, "fingertip_target": tips_term})
     if a.get("planner", "mppi") == "mppi":
         planner_config = {"horizon": int(a.get("horizon", 10)), "num_samples": int(a.get("samples", 300)),
-                          "temperature": float(a.get("temp", 0.05)), "sigma": [float(a.get("sigma", 0.3))] * 20,
-                          "noise_smoothing": "beta", "beta": float(a.get("beta", 0.5)), "compile": False}
+                          "temperature": float(a.get("temp", 0.05)), "sigma": [float(a.get("sigma", 0.15))] * 20,
+                          "noise_smoothing": "beta", "beta": float(a.get("beta", 0.98)), "compile": False}
     else:
         planner_config = {"horizon": int(a.get("horizon", 10)), "compile": False}
     # p_KEY=VALUE: any other planner setting (a number, or true/false)
@@ -213,7 +215,7 @@ def main() -> None:
         if key.startswith("p_"):
             planner_config[key[2:]] = {"true": True, "false": False}.get(value) if value in ("true", "false") else (
                 int(value) if value.lstrip("-").isdigit() else float(value))
-    finals, plan_s, seed = [], [], 100
+    finals, plan_s, seed = [], [], int(a.get("first", 100))
     for round_ in range(int(a.get("rounds", 1))):
         planner = build_planner(a.get("planner", "mppi"), model, cost, planner_config)
         round_finals = []
