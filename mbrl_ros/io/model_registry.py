@@ -12,8 +12,12 @@ PredictBatch request with the current model.
 
 from __future__ import annotations
 
+import base64
 import collections
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -44,7 +48,8 @@ class DeployedModel(CheckedModel):
 
 @dataclass(frozen=True)
 class Verdict:
-    """What ``offer`` did: ``status`` is accepted, rejected (a broken model) or ignored (already current)."""
+    """What ``offer`` did: ``status`` is accepted, rejected (a broken model) or ignored (already current, or
+    a model a rollback replaced)."""
 
     status: str
     reason: str
@@ -78,6 +83,7 @@ class ModelRegistry:
     last_candidate: str = ""  # the last offered candidate as it described itself
     _history: collections.deque = field(default_factory=collections.deque, repr=False)
     _last_version: int = 0
+    _rolled_back: dict = field(default_factory=dict, repr=False)  # checksum -> the version a rollback replaced
 
     def __post_init__(self) -> None:
         if self.history_size < 1:
@@ -97,6 +103,9 @@ class ModelRegistry:
             described = summary(fields)
             if self.current is not None and fields["checksum"] == self.current.checksum:
                 return self._note(Verdict("ignored", f"same checksum as the current model v{self.current.version}",
+                                          candidate=described))
+            if fields["checksum"] in self._rolled_back:  # re-delivered (a latched candidate after a restart)
+                return self._note(Verdict("ignored", f"a rollback replaced this model (v{self._rolled_back[fields['checksum']]})",
                                           candidate=described))
             checked = validate(fields, self.state_dim, self.action_dim, self.max_bytes, source, self.kinds)
         except CheckpointError as err:
@@ -118,6 +127,7 @@ class ModelRegistry:
                 else "no model deployed yet, nothing to roll back"
             )
         previous, replaced = self._history.popleft(), self.current
+        self._rolled_back[replaced.checksum] = replaced.version
         self.current = DeployedModel(with_version(previous.fields, self._next_version()),
                                      previous.model, previous.config, previous.metrics)
         self.rollbacks += 1
@@ -125,6 +135,47 @@ class ModelRegistry:
         self.last_reason = (f"rolled back to the model of v{previous.version} as v{self.current.version} "
                             f"(replacing v{replaced.version} {replaced.checksum[:12]})")
         return self.current
+
+    def save(self, path: str | os.PathLike) -> None:
+        """The current model, the history and the last version number, to ``path`` (JSON, weights in base64),
+        written to a temporary file and renamed: a kill mid-write leaves the previous file."""
+        def entry(model: DeployedModel) -> dict:
+            return {**model.fields, "weights": base64.b64encode(model.fields["weights"]).decode("ascii")}
+
+        state = {"last_version": self._last_version, "current": None if self.current is None else entry(self.current),
+                 "history": [entry(m) for m in self._history], "rolled_back": self._rolled_back}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(state))
+        os.replace(temporary, path)
+
+    def restore(self, path: str | os.PathLike) -> bool:
+        """What ``save`` wrote, each model checked again as a candidate is; False (nothing changed) when there is
+        no file. A file that cannot be read or holds a model that fails a check raises CheckpointError naming
+        the file: a restart must not serve less than it served."""
+        path = Path(path)
+        if not path.is_file():
+            return False
+        try:
+            state = json.loads(path.read_text())
+            saved = [state["current"], *state["history"]] if state["current"] is not None else []
+            last_version = int(state["last_version"])
+            rolled_back = {str(checksum): int(version) for checksum, version in state["rolled_back"].items()}
+            models = []
+            for fields in saved:
+                fields = {**fields, "weights": base64.b64decode(fields["weights"])}
+                checked = validate(fields, self.state_dim, self.action_dim, self.max_bytes, f"{path} v{fields['version']}",
+                                   self.kinds)
+                models.append(DeployedModel(checked.fields, checked.model, checked.config, checked.metrics))
+        except CheckpointError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{path}: not a saved model registry ({type(err).__name__}: {err})") from None
+        self._last_version, self._rolled_back = last_version, rolled_back
+        self.current = models[0] if models else None
+        self._history = collections.deque(models[1:], maxlen=self.history_size)
+        return True
 
     def _next_version(self) -> int:
         if self._last_version >= MAX_VERSION:

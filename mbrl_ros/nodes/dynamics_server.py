@@ -24,6 +24,13 @@
 - ``dynamics/predict`` (mbrl_interfaces/PredictBatch): batched one-step
   predictions with the current model; a bad request gets ``success=false`` and a
   message naming the field.
+- ``state_dir`` (the launch files give ``<run_dir>/dynamics_server``): the served
+  model, the earlier ones kept for rollback and the last version number are
+  written there after each change (``ModelRegistry.save``, one JSON file per
+  registry, renamed into place), so a respawned server serves the same model
+  under the same version, goes on numbering and can still roll back. A file
+  that fails its checks is moved aside (``.bad-<time>``) with an error, and the
+  server starts without that history.
 - ``/diagnostics`` about once a second: version, checksum prefix, accepted,
   rejected and rollback counts, the last decision, its reason and candidate,
   predict latency p50/p99.
@@ -32,8 +39,10 @@
 from __future__ import annotations
 
 import array
+import os
 import sys
 import time
+from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
@@ -42,6 +51,7 @@ from std_srvs.srv import Trigger
 from mbrl_interfaces.msg import ModelUpdate
 from mbrl_interfaces.srv import PredictBatch
 from mbrl_ros.io import checkpoint
+from mbrl_ros.io.checkpoint import CheckpointError
 from mbrl_ros.io.model_registry import ModelRegistry, NoPreviousModel, PredictRequestError, predict_flat
 from mbrl_ros.io.model_update import DYNAMICS_KINDS, POLICY_KIND, UpdateThrottle, pack
 from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
@@ -58,6 +68,8 @@ PARAMS = [
     Param("min_update_interval", 0.5, "seconds between two candidates considered: a flood is bounded, "
           "the newest candidate waits its turn", (0.0, 3600.0)),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.05, 60.0)),
+    Param("state_dir", "", "where the served models, their history and version numbers are kept across restarts "
+          "(dynamics.json, policy.json); empty: nowhere, a restart starts again at version 1", read_only=True),
 ]
 
 
@@ -94,15 +106,58 @@ class DynamicsServerNode(Node):
         self.create_service(PredictBatch, "dynamics/predict", self.on_predict)
         self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics)
         self.create_timer(max(self.p["min_update_interval"], 0.05), self.on_throttle_timer)
+        self.restore(self.models)
+        self.restore(self.policies)
         if self.p["checkpoint"]:
             self.load_checkpoint(self.p["checkpoint"])
-        else:
+        elif self.registry.current is None:
             self.get_logger().info("no checkpoint given: waiting for the first model on dynamics/candidate")
+
+    # --- across restarts -----------------------------------------------------------------------
+    def state_file(self, deployments: Deployments) -> Path | None:
+        return Path(self.p["state_dir"]) / f"{deployments.name}.json" if self.p["state_dir"] else None
+
+    def restore(self, deployments: Deployments) -> None:
+        """The models served before a restart, served again under their versions (latched): a respawned server
+        goes on numbering and can still roll back. An unreadable or failing file is moved aside, not lost."""
+        path = self.state_file(deployments)
+        if path is None:
+            return
+        try:
+            if not deployments.registry.restore(path):
+                return
+        except CheckpointError as err:
+            aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
+            os.replace(path, aside)
+            self.get_logger().error(f"{err}; moved to {aside}, starting without {deployments.name} history")
+            return
+        current = deployments.registry.current
+        if current is not None:
+            self.publish(deployments, current.fields)
+        self.get_logger().info(f"restored {deployments.name} from {path}: serving "
+                               f"{current.describe() if current else 'nothing yet'}, "
+                               f"{len(deployments.registry.previous)} earlier for rollback")
+
+    def save(self, deployments: Deployments) -> None:
+        path = self.state_file(deployments)
+        if path is None:
+            return
+        try:
+            deployments.registry.save(path)
+        except OSError as err:  # serving goes on; the next restart starts from the last file written
+            self.get_logger().error(f"cannot keep the {deployments.name} models in {path}: {err}",
+                                    throttle_duration_sec=10.0)
 
     def load_checkpoint(self, path: str) -> None:
         # A bad file stops the node (run_node: exit 1 with the message): it was asked for by name.
         model, config, metrics = checkpoint.load(path)  # refuses non-finite weights
-        if not self.consider(self.models, pack(model, config, metrics, version=0, kind=config["type"]), source=path):
+        fields = pack(model, config, metrics, version=0, kind=config["type"])
+        served = [m for m in (self.registry.current, *self.registry.previous) if m and m.checksum == fields["checksum"]]
+        if served:  # a respawn: the restored models came from it, or after it
+            self.get_logger().info(f"parameter 'checkpoint': {path} was served already as v{served[0].version}; "
+                                   f"serving the restored {self.registry.current.describe()}")
+            return
+        if not self.consider(self.models, fields, source=path):
             raise ValueError(f"parameter 'checkpoint': refused {path}: {self.registry.last_reason}")
 
     # --- models ------------------------------------------------------------------------------
@@ -121,6 +176,7 @@ class DynamicsServerNode(Node):
         registry = deployments.registry
         verdict = registry.offer(update, source=source)
         if verdict.status == "accepted":
+            self.save(deployments)
             self.publish(deployments, verdict.deployed.fields)
             self.get_logger().info(f"accepted {source}: now serving {verdict.deployed.describe()}")
         elif verdict.status == "ignored":
@@ -145,6 +201,7 @@ class DynamicsServerNode(Node):
             response.success, response.message = False, str(err)
             self.get_logger().warn(f"{deployments.name}/rollback refused: {err}")
             return response
+        self.save(deployments)
         self.publish(deployments, deployed.fields)
         response.success, response.message = True, f"{deployments.registry.last_reason}: {deployed.describe()}"
         self.get_logger().info(f"{deployments.name}/rollback: {response.message}")

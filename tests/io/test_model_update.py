@@ -232,7 +232,50 @@ def test_rollback_redeploys_the_previous_model_as_a_new_version():
     assert (back.version, back.checksum) == (5, a["checksum"])
     with pytest.raises(NoPreviousModel, match="no previous model"):
         registry.rollback()
-    assert registry.offer(c).accepted and registry.current.version == 6
+    # A model a rollback replaced is not deployed again by offering it again: the trainer's latched candidate,
+    # delivered anew to a restarted server, would undo the rollback.
+    again = registry.offer(c)
+    assert again.status == "ignored" and "a rollback replaced this model (v3)" in again.reason
+    assert registry.offer(candidate(3.5)).accepted and registry.current.version == 6
+
+
+def test_a_saved_registry_is_restored_with_its_versions_history_and_rollbacks(tmp_path):
+    """What a respawned dynamics_server starts from (its state_dir): the same model under the same version,
+    the history rollback needs, the next version number, and the models rollbacks replaced."""
+    registry = ModelRegistry(state_dim=5, action_dim=2, history_size=3)
+    a, b, c = candidate(2.0), candidate(2.5), candidate(3.0)
+    for update in (a, b, c):
+        registry.offer(update)
+    registry.rollback()  # b as v4; c was replaced
+    path = tmp_path / "server" / "dynamics.json"
+    registry.save(path)
+    assert not list(path.parent.glob(".*.tmp"))
+    restored = ModelRegistry(state_dim=5, action_dim=2, history_size=3)
+    assert restored.restore(path)
+    assert (restored.current.version, restored.current.checksum) == (4, b["checksum"])
+    assert [(m.version, m.checksum) for m in restored.previous] == [(1, a["checksum"])]
+    assert torch.equal(restored.current.model.theta, registry.current.model.theta)
+    assert restored.offer(c).status == "ignored"
+    assert restored.offer(candidate(3.5)).deployed.version == 5
+    back = restored.rollback()
+    assert (back.version, back.checksum) == (6, b["checksum"])
+    assert not ModelRegistry().restore(tmp_path / "none.json")
+
+
+def test_a_saved_registry_that_fails_its_checks_is_refused_naming_the_file(tmp_path):
+    registry = ModelRegistry(state_dim=5, action_dim=2)
+    registry.offer(candidate())
+    path = tmp_path / "dynamics.json"
+    registry.save(path)
+    with pytest.raises(checkpoint.CheckpointError, match=r"\(5, 2\).*\(4, 2\)|\(4, 2\).*\(5, 2\)"):
+        ModelRegistry(state_dim=4, action_dim=2).restore(path)  # another robot's models
+    text = path.read_text()
+    path.write_text(text.replace(registry.current.checksum, "ab" * 32))
+    with pytest.raises(checkpoint.CheckpointError, match=f"{path} v1.*checksum mismatch"):
+        ModelRegistry().restore(path)
+    path.write_text(text[: len(text) // 2])
+    with pytest.raises(checkpoint.CheckpointError, match=f"{path}: not a saved model registry"):
+        ModelRegistry().restore(path)
 
 
 # ---- predict -------------------------------------------------------------------------------

@@ -180,6 +180,33 @@ def test_dynamics_server_deploys_candidates_rejects_nan_weights_and_rolls_back(s
     assert {broken["checksum"], overflowing["checksum"]}.isdisjoint({checksum for _, checksum in seen})
 
 
+def test_a_killed_dynamics_server_serves_its_model_under_the_same_version_and_can_still_roll_back(stack, tmp_path):
+    """A respawned server (same ``state_dir``, as the launch files give it) goes on where it stopped: it serves
+    the model it served, under its version, ignores the trainer's latched candidate delivered to it anew, and
+    rolls back to the model before. Without the state it would serve that candidate again as v1."""
+    params = robot_params(dynamics_server={"diagnostics_period": 0.2, "state_dir": str(tmp_path / "server")})
+    server = stack.node("dynamics_server", params, exit_code=-signal.SIGKILL)
+    peer = stack.peer()
+    first, first_file = bicycle_fields(tmp_path, 2.5, version=41)
+    second, second_file = bicycle_fields(tmp_path, 3.0, version=43)
+    peer.do("publish_candidate", fields=str(first_file))
+    assert peer.do("wait_model", checksum=first["checksum"], version=1, timeout=45)["received"], stack.logs()
+    peer.do("publish_candidate", fields=str(second_file))
+    assert peer.do("wait_model", checksum=second["checksum"], version=2, timeout=20)["received"], stack.logs()
+    server.kill()
+    server.wait(timeout=10)
+    stack.node("dynamics_server", params)
+    # Only the new process has seen a candidate it ignores: the latched second one, delivered anew.
+    diagnostics = peer.do("wait_diagnostics", node="dynamics_server", key="last_decision", value="ignored", timeout=60)
+    assert diagnostics["found"], (diagnostics, stack.logs())
+    assert diagnostics["values"]["model_version"] == "2", diagnostics
+    assert diagnostics["values"]["checksum"] == second["checksum"][:12], diagnostics
+    rollback = peer.do("trigger", service="dynamics/rollback")
+    assert rollback["answered"] and rollback["success"], (rollback, stack.logs())
+    assert "rolled back to the model of v1 as v3 (replacing v2 " in rollback["message"]
+    assert peer.do("wait_model", checksum=first["checksum"], version=3, timeout=20)["received"]
+
+
 def test_dynamics_server_refuses_to_serve_a_poisoned_checkpoint(stack, tmp_path):
     config = dict(BICYCLE)
     nan_weight = build_model(config)
