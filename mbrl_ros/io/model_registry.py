@@ -136,24 +136,27 @@ class ModelRegistry:
                             f"(replacing v{replaced.version} {replaced.checksum[:12]})")
         return self.current
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, owner: Mapping[str, Any] | None = None) -> None:
         """The current model, the history and the last version number, to ``path`` (JSON, weights in base64),
-        written to a temporary file and renamed: a kill mid-write leaves the previous file."""
+        written to a temporary file and renamed: a kill mid-write leaves the previous file. ``owner``: what the
+        models are for (the robot, its state and action names); ``restore`` takes them back only for the same."""
         def entry(model: DeployedModel) -> dict:
             return {**model.fields, "weights": base64.b64encode(model.fields["weights"]).decode("ascii")}
 
         state = {"last_version": self._last_version, "current": None if self.current is None else entry(self.current),
-                 "history": [entry(m) for m in self._history], "rolled_back": self._rolled_back}
+                 "history": [entry(m) for m in self._history], "rolled_back": self._rolled_back,
+                 "owner": dict(owner or {})}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
         temporary.write_text(json.dumps(state))
         os.replace(temporary, path)
 
-    def restore(self, path: str | os.PathLike) -> bool:
+    def restore(self, path: str | os.PathLike, owner: Mapping[str, Any] | None = None) -> bool:
         """What ``save`` wrote, each model checked again as a candidate is; False (nothing changed) when there is
-        no file. A file that cannot be read or holds a model that fails a check raises CheckpointError naming
-        the file: a restart must not serve less than it served."""
+        no file. A file that cannot be read, was saved for another ``owner`` (another robot in the same run
+        folder: its models may have the same sizes) or holds a model that fails a check raises CheckpointError
+        naming the file."""
         path = Path(path)
         if not path.is_file():
             return False
@@ -162,6 +165,9 @@ class ModelRegistry:
             saved = [state["current"], *state["history"]] if state["current"] is not None else []
             last_version = int(state["last_version"])
             rolled_back = {str(checksum): int(version) for checksum, version in state["rolled_back"].items()}
+            saved_owner = state["owner"]
+            if dict(owner or {}) != saved_owner:
+                raise CheckpointError(f"{path}: saved for {saved_owner}, not for {dict(owner or {})}")
             models = []
             for fields in saved:
                 fields = {**fields, "weights": base64.b64decode(fields["weights"])}

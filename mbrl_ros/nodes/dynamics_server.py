@@ -29,8 +29,9 @@
   written there after each change (``ModelRegistry.save``, one JSON file per
   registry, renamed into place), so a respawned server serves the same model
   under the same version, goes on numbering and can still roll back. A file
-  that fails its checks is moved aside (``.bad-<time>``) with an error, and the
-  server starts without that history.
+  that fails its checks, or was kept for another robot or other state or action
+  names (a reused run folder), is moved aside (``.bad-<time>``) with an error,
+  and the server starts without that history.
 - ``/diagnostics`` about once a second: version, checksum prefix, accepted,
   rejected and rollback counts, the last decision, its reason and candidate,
   predict latency p50/p99.
@@ -89,6 +90,10 @@ class DynamicsServerNode(Node):
         # The robot's state and action names (the params file's '/**' section), if given: models must fit them.
         dims = [len(self.get_parameter(n).value) if self.has_parameter(n) else None
                 for n in ("state_names", "action_names")]
+        # Whose models a state_dir holds: a run folder reused by another robot must not serve them.
+        self.owner = {n: self.get_parameter(n).value for n in ("robot", "state_names", "action_names")
+                      if self.has_parameter(n)}
+        self.owner = {n: v if isinstance(v, str) else list(v) for n, v in self.owner.items()}
         self.models, self.policies = (
             Deployments(self, name, ModelRegistry(state_dim=dims[0], action_dim=dims[1], kinds=kinds,
                                                   history_size=self.p["history_size"],
@@ -124,7 +129,7 @@ class DynamicsServerNode(Node):
         if path is None:
             return
         try:
-            if not deployments.registry.restore(path):
+            if not deployments.registry.restore(path, self.owner):
                 return
         except CheckpointError as err:
             aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
@@ -143,7 +148,7 @@ class DynamicsServerNode(Node):
         if path is None:
             return
         try:
-            deployments.registry.save(path)
+            deployments.registry.save(path, self.owner)
         except OSError as err:  # serving goes on; the next restart starts from the last file written
             self.get_logger().error(f"cannot keep the {deployments.name} models in {path}: {err}",
                                     throttle_duration_sec=10.0)

@@ -248,10 +248,15 @@ def test_a_saved_registry_is_restored_with_its_versions_history_and_rollbacks(tm
         registry.offer(update)
     registry.rollback()  # b as v4; c was replaced
     path = tmp_path / "server" / "dynamics.json"
-    registry.save(path)
+    car = {"robot": "car", "state_names": ["x", "y", "yaw", "v", "steer"], "action_names": ["u_accel", "u_steer"]}
+    registry.save(path, car)
     assert not list(path.parent.glob(".*.tmp"))
+    # Another robot in the same run folder, with models of the same sizes: not its models.
+    base = {"robot": "base", "state_names": ["x", "y", "yaw", "v", "w"], "action_names": ["v", "w"]}
+    with pytest.raises(checkpoint.CheckpointError, match=f"{path}: saved for .*'car'.*not for .*'base'"):
+        ModelRegistry(state_dim=5, action_dim=2).restore(path, base)
     restored = ModelRegistry(state_dim=5, action_dim=2, history_size=3)
-    assert restored.restore(path)
+    assert restored.restore(path, car)
     assert (restored.current.version, restored.current.checksum) == (4, b["checksum"])
     assert [(m.version, m.checksum) for m in restored.previous] == [(1, a["checksum"])]
     assert torch.equal(restored.current.model.theta, registry.current.model.theta)
