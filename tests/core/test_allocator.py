@@ -22,8 +22,9 @@ planner, state = nav2_bicycle(1000, 56)
 planner.config.compile = False
 planner._build_step()
 # The heap reaches its high-water mark within the first few steps (measured: a late ~10k-page growth at
-# the third or fourth step in some runs, at most a few hundred pages per step after the fifth).
-for _ in range(6):
+# the third or fourth step in some runs, at most a few hundred pages per step after the fifth; once in
+# about 8 clean-clone runs a single growth of that size even after six warm-up steps: ci11, stop 19's ci4).
+for _ in range(10):
     planner.plan(state)
 faults = []
 for _ in range(6):
@@ -45,4 +46,7 @@ def test_a_planning_step_reuses_freed_memory_once_malloc_keeps_it():
     assert tuned["tuned"] and not plain["tuned"]
     print(f"minor page faults per eager MPPI step: plain {plain['faults']}, keep_freed_memory {tuned['faults']}")
     assert min(plain["faults"]) > 10_000  # tens of MB of intermediates faulted in again at every step
-    assert max(tuned["faults"]) < 0.02 * min(plain["faults"])
+    # Every step but at most one (a rare late growth of the heap to a new high-water mark, which then stays)
+    # faults under 2 % of a plain step; a plain step faults them all again every time.
+    over = [f for f in tuned["faults"] if f >= 0.02 * min(plain["faults"])]
+    assert len(over) <= 1 and sorted(tuned["faults"])[-2] < 0.02 * min(plain["faults"]), (plain, tuned)
