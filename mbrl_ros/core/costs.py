@@ -334,7 +334,11 @@ class PathTrackingTerm(CostTerm):
 
     Per state: ``distance_weight * d^2`` (d: distance to the nearest segment),
     ``heading_weight * (1 - cos(yaw - heading of that segment))`` and
-    ``speed_weight * (v - target_speed)^2``; per trajectory,
+    ``speed_weight * (v - target_speed)^2`` and, where the path is the centre line
+    of a track ``half_width`` wide each side, ``edge_weight * max(0, d - (half_width
+    - edge_margin))^2``: nothing within the margin of the edges, steep towards and
+    beyond them, so leaving the track costs more than any loss of speed (the
+    distance and speed parts alone trade an exit for a few m/s); per trajectory,
     ``-progress_weight * (s(x_H) - s(x_0))`` with ``s`` the arc length of the
     nearest point on the path (the path should not cross itself near the car).
 
@@ -357,6 +361,9 @@ class PathTrackingTerm(CostTerm):
         "progress_weight": 0.0,
         "speed_weight": 0.0,
         "target_speed": 0.0,
+        "half_width": 0.0,       # m each side of the path; 0: no edges
+        "edge_margin": 0.0,      # m inside the edges where the edge part starts
+        "edge_weight": 0.0,
         "stage_weight": 1.0,
         "terminal_weight": 0.0,
         "window_segments": 0,
@@ -374,6 +381,12 @@ class PathTrackingTerm(CostTerm):
         self.progress_weight = parse_number("progress_weight", c["progress_weight"], low=0)
         self.speed_weight = parse_number("speed_weight", c["speed_weight"], low=0)
         self.target_speed = parse_number("target_speed", c["target_speed"])
+        self.half_width = parse_number("half_width", c["half_width"], low=0)
+        self.edge_margin = parse_number("edge_margin", c["edge_margin"], low=0)
+        self.edge_weight = parse_number("edge_weight", c["edge_weight"], low=0)
+        if self.edge_weight and not self.edge_margin < self.half_width:
+            raise ValueError(f"edge_weight > 0 needs 0 <= edge_margin < half_width, got edge_margin "
+                             f"{self.edge_margin} and half_width {self.half_width}")
         self.stage_weight = parse_number("stage_weight", c["stage_weight"], low=0)
         self.terminal_weight = parse_number("terminal_weight", c["terminal_weight"], low=0)
         self.window_segments = parse_number("window_segments", c["window_segments"], low=0, integer=True)
@@ -456,9 +469,12 @@ class PathTrackingTerm(CostTerm):
             yaw = states[..., self.iyaw]
             alignment = torch.cos(yaw) * segments[nearest, 5] + torch.sin(yaw) * segments[nearest, 6]
             per_state = per_state + self.distance_weight * d2 + self.heading_weight * (1.0 - alignment)
-        elif self.distance_weight:
+        elif self.distance_weight or self.edge_weight:
             d2, _, _ = _point_segment_distance2(x, y, segments)
             per_state = per_state + self.distance_weight * d2
+        if self.edge_weight:
+            beyond = torch.relu(torch.sqrt(d2 + SQRT_EPS) - (self.half_width - self.edge_margin))
+            per_state = per_state + self.edge_weight * beyond * beyond
         if self.speed_weight:
             dv = states[..., self.iv] - self.target_speed
             per_state = per_state + self.speed_weight * dv * dv

@@ -105,6 +105,33 @@ def test_path_padding_and_window_do_not_change_distances():
     assert torch.allclose(strided(states, actions).double(), 2 * d2[:, 2::2].sum(1), rtol=1e-4)
 
 
+def test_path_edges_cost_nothing_inside_the_margin_and_steeply_beyond():
+    """Issue 10 §2: the race cost knows the track's edges: zero within half_width - edge_margin of the centre
+    line, then edge_weight * (excess)^2, steeper the further out, with finite gradients on the line and at the
+    margin's boundary."""
+    term = PathTrackingTerm(NX, NU, distance_weight=0.0, half_width=6.0, edge_margin=1.5, edge_weight=200.0)
+    term.set_path(torch.tensor([[0.0, 0.0], [100.0, 0.0]]))
+    lateral = torch.tensor([0.0, 2.0, 4.5, 5.0, 6.0, 7.0, -7.0])
+    states = torch.zeros(len(lateral), 2, NX)
+    states[:, 1, 0] = 50.0
+    states[:, 1, 1] = lateral
+    actions = torch.zeros(len(lateral), 1, NU)
+    excess = (lateral.abs() - 4.5).clamp(min=0)
+    assert torch.allclose(term(states, actions), 200.0 * excess**2, atol=1e-3)
+    assert (term(states, actions)[:3] == 0).all()  # inside the margin: nothing
+    # Steep: leaving the track (7 m) costs 25x what the margin's first half metre does.
+    assert term(states, actions)[5].item() == pytest.approx(25 * term(states, actions)[3].item(), rel=1e-4)
+    states.requires_grad_(True)
+    term(states, actions).sum().backward()
+    assert torch.isfinite(states.grad).all()
+    assert states.grad[5, 1, 1].item() == pytest.approx(2 * 200.0 * 2.5, rel=1e-4)  # pushes back to the line
+    assert states.grad[0, 1, 1].item() == 0.0
+    # Off by default; a margin as wide as the track is refused, naming the keys.
+    assert PathTrackingTerm(NX, NU).edge_weight == 0.0
+    with pytest.raises(ValueError, match="edge_margin.*half_width"):
+        build_cost({"path_tracking": {"half_width": 2.0, "edge_margin": 2.0, "edge_weight": 1.0}}, NX, NU)
+
+
 # --------------------------------------------------------------------------- obstacles
 def test_obstacles_circle_rectangle_boundary_soft_and_collision():
     term = ObstaclesTerm(NX, NU, margin=3.0, collision_cost=1000.0, circles=[[0, 0, 1]])
