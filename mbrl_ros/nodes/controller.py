@@ -69,7 +69,7 @@ from mbrl_ros.robots import available_robots, get_robot
 from mbrl_ros.robots.robot import ContextInput
 from mbrl_ros.ros.commands import STOP_FRAME_ID
 from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
-from mbrl_ros.ros.run import run_node
+from mbrl_ros.ros.run import EXECUTOR, run_node
 from mbrl_ros.ros.params import Param, declare_all, declare_sections, unflatten
 from mbrl_ros.ros.qos import COMMAND, LATCHED, LATEST_STATE
 from mbrl_ros.ros.stamps import stamp_to_ns
@@ -126,6 +126,9 @@ RUNTIME = {
     "rate_hz": "refused: it follows from dt (1/dt), the robot config's control period",
     "exploration_steps": "refused: it follows from random_transitions (set that; applied at the next configure)",
 }
+# Parameters the controller does not read: rclpy's use_sim_time (its time source applies it) and run_node's
+# executor (declared once the node is built, read-only).
+NOT_OURS = {"use_sim_time", EXECUTOR.name}
 FALLBACK_LOG = {"safe": "stop", "fallback": "previous plan", "fallback_policy": "policy"}  # what a cycle sent instead
 MODEL_UPDATE_INTERVAL = 0.5  # s between two models taken from dynamics/model: a flood costs one check per interval
 
@@ -223,6 +226,9 @@ class ControllerNode(LifecycleNode):
     def on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """A change at run time (``ros2 param set``) is checked as configure checks it, and refused with the
         reason when it cannot be taken. How an accepted one applies: RUNTIME (else at the next configure)."""
+        params = [param for param in params if param.name not in NOT_OURS]
+        if not params:
+            return SetParametersResult(successful=True)
         for param in params:
             if param.name in RUNTIME and RUNTIME[param.name].startswith("refused"):
                 return SetParametersResult(successful=False, reason=f"parameter '{param.name}': {RUNTIME[param.name]}")
@@ -236,6 +242,8 @@ class ControllerNode(LifecycleNode):
     def on_parameters_set(self, params: list[Parameter]) -> None:
         """Accepted changes: the live ones now (callbacks run between cycles), the rest at the next configure."""
         for param in params:
+            if param.name in NOT_OURS:
+                continue
             how = RUNTIME.get(param.name, "at the next configure")
             if how == "live" and self.core is not None:
                 self.p[param.name] = param.value

@@ -202,8 +202,7 @@ class TrainerNode(Node):
         self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics)
         self.wake = threading.Event()
         self.stopping = threading.Event()
-        self.worker = threading.Thread(target=self.work, name="trainer-worker", daemon=True)
-        self.worker.start()
+        self.worker: threading.Thread | None = None  # started by start(), once run_node has checked everything
         self.get_logger().info(
             f"training '{kind}' from {self.state_topic} and {self.command_topic} in {self.p['bag_dir']}: first model "
             f"at {self.p['random_transitions']} transitions, then every {self.p['retrain_every']}"
@@ -636,9 +635,18 @@ class TrainerNode(Node):
         message = "training" if values["training_now"] == "True" else (outcome or "waiting for data")
         self.diag_pub.publish(diagnostic_array(self, self.get_fully_qualified_name(), values, level, message))
 
+    def start(self) -> None:
+        """Start the training worker: after the node is built and its parameters and params files have passed
+        every check (run_node), so a node refused for a bad key never reads a bag, and no thread of ours runs
+        while rclpy is still being set up in the main thread."""
+        self.worker = threading.Thread(target=self.work, name="trainer-worker", daemon=True)
+        self.worker.start()
+
     def close(self) -> None:
         self.stopping.set()
         self.wake.set()
+        if self.worker is None:
+            return
         # A round in progress stops at its next training epoch (train_round's progress callback); the worker
         # must be gone before the interpreter exits, or a torch thread it runs aborts the process (SIGABRT).
         self.worker.join(timeout=self.p["stop_timeout"])

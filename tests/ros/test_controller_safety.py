@@ -215,6 +215,12 @@ def test_a_missing_path_on_the_race_task_is_counted_and_the_controller_stays_up(
     assert peer.commands[-1]["frame_id"] == "stop" and "path" in peer.status()["last_fault"]
     peer.read(1.0)
     assert peer.controller.poll() is None and int(peer.status()["cycles_safe"]) > 3
+    # The race config's executor (events) is run_node's, declared once the node is built: not reported as a
+    # controller parameter "set ... applied at the next configure" (it never is).
+    peer.controller.send_signal(signal.SIGINT)
+    _, err = peer.controller.communicate(timeout=30)
+    assert peer.controller.returncode == 0, err
+    assert "parameter 'executor'" not in err and "set to" not in err, err
 
 
 def answer(peer: Peer, kind: str) -> dict:
