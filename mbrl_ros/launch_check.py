@@ -9,9 +9,11 @@ stays until the launch stops it (SIGINT or SIGTERM: exit 0). The one rule of wha
 
 - the robot is a plug-in (``mbrl_ros.robots``);
 - the task has its parameter file ``<config_dir>/<robot>_<task>.yaml``;
-- the model kind is one of the robot's ``model_kinds()`` (those on a physics prior need one).
+- the model kind is one of the robot's ``model_kinds()`` (those on a physics prior need one);
+- a learned policy (``learn_policy``, the default under ``controller:=policy``) needs a ``policy``
+  section for the trainer in the robot's or the task's file (the method, the actor, the context).
 
-    launch_check --robot car --task parking --model parametric --config-dir config [--ros-args ...]
+    launch_check --robot car --task parking --model parametric --config-dir config [--learn-policy true] [--ros-args ...]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 HARDWARE_FILES = ("sim", "real")  # <robot>_real.yaml holds the hardware's parameters, not a task
 
 
-def check_combination(robot: str, task: str, model: str, config_dir: str | Path) -> None:
+def check_combination(robot: str, task: str, model: str, config_dir: str | Path, learn_policy: bool = False) -> None:
     """Raise ValueError naming what cannot run together (and what can)."""
     from mbrl_ros.robots import get_robot
 
@@ -37,6 +39,16 @@ def check_combination(robot: str, task: str, model: str, config_dir: str | Path)
                          f"its tasks: {', '.join(tasks) or 'none'}")
     if model not in plugin.model_kinds():
         raise ValueError(f"robot '{robot}' cannot run model '{model}'; its models: {', '.join(plugin.model_kinds())}")
+    if learn_policy:
+        from mbrl_ros.io.config import launch_parameters
+
+        if not launch_parameters(folder, robot, task, "trainer").get("policy"):
+            with_policy = sorted(p.stem[len(robot) + 1:] for p in folder.glob(f"{robot}_*.yaml")
+                                 if p.stem[len(robot) + 1:] not in HARDWARE_FILES
+                                 and launch_parameters(folder, robot, p.stem[len(robot) + 1:], "trainer").get("policy"))
+            raise ValueError(f"robot '{robot}' task '{task}' has no learned policy (controller:=policy or "
+                             f"learn_policy:=true): no trainer 'policy' section in {folder / f'{robot}.yaml'} or "
+                             f"{folder / f'{robot}_{task}.yaml'}; tasks with one: {', '.join(with_policy) or 'none'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="launch_check", description=__doc__.split("\n\n")[0])
     for name in ("robot", "task", "model", "config-dir"):
         parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--learn-policy", choices=["true", "false", "True", "False"], default="false")
     args = parser.parse_args(argv)
     try:
-        check_combination(args.robot, args.task, args.model, args.config_dir)
+        check_combination(args.robot, args.task, args.model, args.config_dir, args.learn_policy.lower() == "true")
     except ValueError as err:
         print(f"launch_check: {err}: the launch cannot run this combination", file=sys.stderr, flush=True)
         return 1
-    print(f"launch_check: robot {args.robot}, task {args.task}, model {args.model}: ok", flush=True)
+    print(f"launch_check: robot {args.robot}, task {args.task}, model {args.model}"
+          f"{', a learned policy' if args.learn_policy.lower() == 'true' else ''}: ok", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while True:

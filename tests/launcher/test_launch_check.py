@@ -53,3 +53,29 @@ def test_the_launch_ends_with_the_reason_and_exit_code_1(tmp_path):
     assert ended.returncode == 1, ended.stderr[-3000:]
     assert "robot 'hand' cannot run model 'parametric'; its models: ensemble" in ended.stdout + ended.stderr
     assert "launch_check exited (on_exit: shutdown): stopping all nodes" in ended.stderr
+
+
+def test_a_learned_policy_needs_the_tasks_policy_section():
+    """controller:=policy (learn_policy) on a task with no trainer 'policy' section: refused naming the files
+    and the tasks that have one, instead of a trainer that exits 1 and is respawned every second."""
+    check_combination("car", "parking", "ensemble", CONFIG, learn_policy=True)
+    for robot, task, others in (("car", "race", "parking"), ("base", "goal", "none")):
+        check_combination(robot, task, get_robot(robot).model_kinds()[0], CONFIG)  # fine without a policy
+        with pytest.raises(ValueError) as refused:
+            check_combination(robot, task, get_robot(robot).model_kinds()[0], CONFIG, learn_policy=True)
+        said = str(refused.value)
+        assert f"robot '{robot}' task '{task}' has no learned policy" in said and f"{robot}_{task}.yaml" in said
+        assert said.endswith(f"tasks with one: {others}"), said
+
+
+def test_controller_policy_on_a_task_without_a_policy_ends_the_launch_with_the_reason(tmp_path):
+    domain = free_domain_id("launch-check-policy")
+    env = {**workspace_env(domain_id=domain), "ROS_LOG_DIR": str(tmp_path / "log")}
+    ended = subprocess.run([sys.executable, "-m", "mbrl_ros.launcher", str(REPO_ROOT / "launch" / "bringup.launch.yaml"),
+                            "robot:=car", "task:=race", "controller:=policy", f"config_dir:={CONFIG}",
+                            f"run_dir:={tmp_path / 'run'}"],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert ended.returncode == 1, ended.stderr[-3000:]
+    assert "robot 'car' task 'race' has no learned policy" in ended.stdout + ended.stderr
+    assert "tasks with one: parking" in ended.stdout + ended.stderr
+    assert "launch_check exited (on_exit: shutdown): stopping all nodes" in ended.stderr
