@@ -161,6 +161,9 @@ def fit_parameters(
         # finite for noise-free data, where ipopt would otherwise fail on a badly scaled problem.
         weights = 1.0 / np.maximum(problem.rms(p), 1e-3 * spread) ** 2
 
+    # ipopt meets bounds within its tolerance (bound_relax_factor, 1e-8): a parameter bounded at 0 came back as
+    # -1.4e-8 (the race's rear_axle_to_cg, fitted on slipping data), which the model then refused.
+    p = np.clip(p, lower, upper)
     rms = problem.rms(p)
     # Gauss-Newton covariance of the scaled parameters, with residuals weighted by 1/noise.
     jac = np.asarray(problem.weighted_jacobian(p, weights))

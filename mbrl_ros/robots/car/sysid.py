@@ -193,6 +193,8 @@ def identify_bicycle(
         constraint=lambda theta: theta[0] - theta[1],  # rear axle within the wheelbase
     )
     theta, status, success = fit.theta, fit.status, fit.success
+    # The constraint holds within ipopt's tolerance too: the rear axle within the wheelbase, exactly.
+    theta[1] = min(theta[1], theta[0])
     params = BicycleParams(**{name: float(value) for name, value in zip(PARAM_NAMES, theta)})
 
     notes = []
