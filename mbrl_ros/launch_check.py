@@ -1,7 +1,7 @@
 """launch_check: whether the stack can run this robot, task and model, for the whole launch.
 
 Every argument of bringup.launch.yaml may be a valid choice while the combination is not
-(``robot:=car task:=reach``, ``robot:=hand model:=parametric``). The launch file starts this
+(``robot:=car task:=reach``; a robot without a physics prior with ``model:=parametric``). The launch file starts this
 small process (no ROS, no torch) with ``on_exit: shutdown``: for a combination the robot
 plug-ins cannot run it exits 1 with the reason and the launch ends, under the upstream
 ``ros2 launch`` and ``mbrl-ros launch`` alike, instead of a half-started stack. Otherwise it

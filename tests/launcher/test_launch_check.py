@@ -31,8 +31,6 @@ def test_every_task_file_and_model_kind_of_each_robot_is_a_valid_combination():
 @pytest.mark.parametrize("robot, task, model, why", [
     ("car", "reach", "parametric", "robot 'car' has no task 'reach' (no task file "),
     ("car", "real", "parametric", "robot 'car' has no task 'real'"),
-    ("hand", "reach", "parametric", "robot 'hand' cannot run model 'parametric'; its models: ensemble"),
-    ("hand", "reach", "semiparametric", "cannot run model 'semiparametric'"),
     ("boat", "reach", "ensemble", "unknown robot 'boat'"),
 ])
 def test_a_combination_the_stack_cannot_run_is_refused_with_the_reason(robot, task, model, why):
@@ -43,10 +41,32 @@ def test_a_combination_the_stack_cannot_run_is_refused_with_the_reason(robot, ta
         assert "its tasks: parking, race" in str(refused.value)
 
 
+@pytest.mark.parametrize("model", ["parametric", "semiparametric"])
+def test_a_model_kind_on_a_physics_prior_the_robot_lacks_is_refused(monkeypatch, model):
+    """Every shipped robot has a prior now; one without (the hand as it was) runs ensembles only."""
+    from mbrl_ros.robots.hand import Hand
+    from mbrl_ros.robots.robot import Robot
+
+    check_combination("hand", "reach", model, CONFIG)
+    monkeypatch.setattr(Hand, "physics_prior", Robot.physics_prior)
+    with pytest.raises(ValueError, match=f"robot 'hand' cannot run model '{model}'; its models: ensemble$"):
+        check_combination("hand", "reach", model, CONFIG)
+    check_combination("hand", "reach", "ensemble", CONFIG)
+
+
 def test_the_launch_ends_with_the_reason_and_exit_code_1(tmp_path):
-    """robot:=hand model:=parametric: every argument a valid choice, the combination not; the whole launch ends."""
+    """robot:=hand model:=parametric for a hand without a physics prior (every process of the launch
+    loads this sitecustomize, which takes the hand's away): every argument a valid choice, the
+    combination not; the whole launch ends."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "from mbrl_ros.robots.hand import Hand\nfrom mbrl_ros.robots.robot import Robot\n"
+        "Hand.physics_prior = Robot.physics_prior\n")
     domain = free_domain_id("launch-check")
-    env = {**workspace_env(domain_id=domain), "ROS_LOG_DIR": str(tmp_path / "log")}
+    env = workspace_env(domain_id=domain)
+    env = {**env, "ROS_LOG_DIR": str(tmp_path / "log"),
+           "PYTHONPATH": ":".join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)}
     ended = subprocess.run([sys.executable, "-m", "mbrl_ros.launcher", str(REPO_ROOT / "launch" / "bringup.launch.yaml"),
                             "robot:=hand", "model:=parametric", f"config_dir:={CONFIG}", f"run_dir:={tmp_path / 'run'}"],
                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)

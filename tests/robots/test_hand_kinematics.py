@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mbrl_ros.robots.hand import JOINTS
+from mbrl_ros.robots.hand import kinematics
 from mbrl_ros.robots.hand.kinematics import BODIES, HandKinematics
 from mbrl_ros_hardware.hand.shadow_hand import HandSim
 
@@ -39,19 +40,21 @@ def test_fingertips_match_mujocos_kinematics_for_random_joint_configurations(sim
     assert expected.std(axis=0).min() > 0.005
 
 
-def test_a_wrong_axis_or_offset_is_caught(sim):
+def test_a_wrong_axis_or_offset_is_caught(sim, monkeypatch):
     """The comparison above fails for the smallest plausible slip in the table (a flipped hinge axis,
-    a link 1 mm off)."""
+    a link 1 mm off), for hinges about a frame axis and about any other."""
     joints = torch.from_numpy(random_joints(sim, 50, seed=1))
     expected = np.stack([sim.fingertips_at(q).reshape(-1) for q in joints.numpy()])
-    for body in ("thbase", "lfmetacarpal", "ffmiddle"):
+    for body in ("thbase", "lfmetacarpal", "ffmiddle", "wrist"):
         i = [b[0] for b in BODIES].index(body)
-        flipped = HandKinematics(torch.float64)
-        flipped.axis_cross[i] *= -1  # K -> -K: the hinge turns the other way (K^2 is unchanged)
-        assert np.abs(flipped(joints).numpy() - expected).max() > 1e-3, body
-        shifted = HandKinematics(torch.float64)
-        shifted.body_pos[i, 2] += 0.001
-        assert np.abs(shifted(joints).numpy() - expected).max() > 5e-4, body
+        name, parent, pos, quat, joint, axis = BODIES[i]
+        flipped = (name, parent, pos, quat, joint, tuple(-a for a in axis))
+        shifted = (name, parent, (pos[0], pos[1], pos[2] + 0.001), quat, joint, axis)
+        for row, bound in ((flipped, 1e-3), (shifted, 5e-4)):
+            monkeypatch.setattr(kinematics, "BODIES", BODIES[:i] + (row,) + BODIES[i + 1:])
+            assert np.abs(HandKinematics(torch.float64)(joints).numpy() - expected).max() > bound, (body, row)
+    monkeypatch.setattr(kinematics, "BODIES", BODIES)
+    assert np.abs(HandKinematics(torch.float64)(joints).numpy() - expected).max() < 1e-7
 
 
 def test_kinematics_is_batched_over_leading_dimensions_and_differentiable(sim):

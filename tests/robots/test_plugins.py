@@ -30,13 +30,21 @@ def test_parametric_is_the_robots_physics_prior():
     semi = get_robot("car").build_model({"type": "semiparametric", "prior": {"type": "parametric"},
                                          "residual": {"ensemble_size": 1, "hidden_sizes": [4]}})
     assert semi.physics_robot == "car"
-    with pytest.raises(ValueError, match="robot 'hand' has no physics prior, so model kind 'parametric'"):
-        get_robot("hand").build_model({"type": "parametric"})
-    with pytest.raises(ValueError, match="robot 'hand' has no physics prior"):
-        get_robot("hand").build_model({"type": "semiparametric", "prior": {"type": "parametric"}})
+    hand = get_robot("hand").build_model({"type": "semiparametric", "prior": {"type": "parametric", "dt": 0.04},
+                                          "residual": {"ensemble_size": 1, "hidden_sizes": [4]}})
+    assert type(hand.prior).__name__ == "LaggedJoints" and hand.physics_robot == "hand" and hand.state_dim == 63
     ensemble = get_robot("hand").build_model({"type": "ensemble", "state_dim": 63, "action_dim": 20,
                                               "ensemble_size": 1, "hidden_sizes": [4]})
     assert ensemble.physics_robot == ""
+
+    class Arm(Robot):  # a robot without a physics prior runs ensembles only
+        name = "arm"
+
+    assert Arm().model_kinds() == ("ensemble",)
+    with pytest.raises(ValueError, match="robot 'arm' has no physics prior, so model kind 'parametric'"):
+        Arm().build_model({"type": "parametric"})
+    with pytest.raises(ValueError, match="robot 'arm' has no physics prior"):
+        Arm().build_model({"type": "semiparametric", "prior": {"type": "parametric"}})
 
 
 def test_robot_cost_terms_extend_the_cores():

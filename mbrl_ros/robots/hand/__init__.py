@@ -2,8 +2,9 @@
 
 State: the joints' positions (rad), their velocities (rad/s) and the five
 fingertip positions (m, world frame, thumb last), from joint states and
-fingertip poses of one stamp (``estimator``); no physics prior (the
-``parametric`` model kind is not available); cost terms: fingertip targets
+fingertip poses of one stamp (``estimator``); physics prior: each joint a linear second-order lag
+toward its actuator's target, fingertips by the hand's kinematics (``joint_lag``, ``kinematics``;
+identified by ``sysid``); cost terms: fingertip targets
 (``costs``); stop: hold the measured joint positions (``stop``); ROS side: joint states and fingertip poses (``messages``).
 Drivers: ``sim_hand``, ``real_hand``, ``hand_emulator`` (``mbrl_ros_hardware.hand``);
 config: ``config/hand.yaml`` and ``hand_<task>.yaml``.
@@ -34,6 +35,29 @@ class Hand(Robot):
     state_units = ("rad",) * len(JOINTS) + ("rad/s",) * len(JOINTS) + ("m",) * 3 * len(FINGERTIPS)
     action_names = ACTUATORS
     action_units = ("1",) * len(ACTUATORS)
+
+    def physics_prior(self, options: dict, where: str):
+        """The lagged joints and kinematics: ``params`` (JointLagParams: per name a number or 24), ``dt``,
+        ``fingertip_lag`` (s the fingertips are measured before the joints: HandReach 0.002), ``learnable``."""
+        from mbrl_ros.core.models import check_keys
+        from mbrl_ros.robots.hand.joint_lag import JointLagParams, LaggedJoints
+
+        options = dict(options)
+        check_keys(options, {"params", "dt", "fingertip_lag", "learnable"}, where)
+        params = JointLagParams.from_dict(options.pop("params", {}) or {}, source=f"{where}.params",
+                                          dt=float(options.get("dt", 0.04)))
+        try:
+            return LaggedJoints(params, **options)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+
+    def identify(self, model, states, actions, next_states):
+        """Each joint's six parameters by linear least squares (``sysid.identify_joint_lag``), at ``model``'s
+        ``dt`` and ``fingertip_lag``."""
+        from mbrl_ros.robots.hand.sysid import identify_joint_lag
+
+        return identify_joint_lag(states, actions, next_states, dt=model.dt, fingertip_lag=model.fingertip_lag,
+                                  initial=model.params)
 
     def cost_terms(self) -> dict:
         from mbrl_ros.robots.hand.costs import FingertipTargetTerm

@@ -80,7 +80,8 @@ class HandKinematics(nn.Module):
     """``joints[..., 24]`` (rad, ``JOINTS`` order) -> fingertips ``[..., 15]`` (m, world frame, ``FINGERTIPS`` order).
 
     Batched over any leading dimensions, differentiable, in ``dtype`` (the table is float64: build in float64 for
-    float64 results, ``.double()`` of a float32 one keeps float32's rounding). Hinge rotations by Rodrigues' formula ``I + sin(q) K + (1 - cos(q)) K^2``.
+    float64 results, ``.double()`` of a float32 one keeps float32's rounding). Hinges about +x, +y or +z turn
+    two columns of the frame; any other axis by Rodrigues' formula ``I + sin(q) K + (1 - cos(q)) K^2``.
     """
 
     def __init__(self, dtype: torch.dtype = torch.float32) -> None:
@@ -89,6 +90,11 @@ class HandKinematics(nn.Module):
         self._parents = [names.index(parent) if parent != "world" else -1 for _, parent, *_ in BODIES]
         self._joints = [JOINTS.index(joint) if joint else -1 for *_, joint, _ in BODIES]
         self._tip_bodies = [names.index(FINGERTIP_SITES[tip][0]) for tip in FINGERTIPS]
+        self._pos_nonzero = [tuple(k for k in range(3) if b[2][k] != 0.0) for b in BODIES]
+        self._site_nonzero = [tuple(k for k in range(3) if FINGERTIP_SITES[tip][1][k] != 0.0) for tip in FINGERTIPS]
+        self._rot_identity = [tuple(b[3]) == (1.0, 0.0, 0.0, 0.0) for b in BODIES]
+        self._hinge_axes = [(0, 1, 2)[b[5].index(1.0)] if b[5] and sorted(b[5]) == [0.0, 0.0, 1.0] else None
+                            for b in BODIES]
         self.register_buffer("body_pos", torch.tensor([b[2] for b in BODIES], dtype=dtype))
         self.register_buffer("body_rot", torch.stack([_quat_matrix(b[3]) for b in BODIES]).to(dtype))
         axes = [b[5] or (0.0, 0.0, 1.0) for b in BODIES]
@@ -102,23 +108,43 @@ class HandKinematics(nn.Module):
         if joints.shape[-1] != len(JOINTS):
             raise ValueError(f"HandKinematics: expected {len(JOINTS)} joint positions in the last dimension, got "
                              f"shape {tuple(joints.shape)}")
-        batch = joints.shape[:-1]
-        eye = torch.eye(3, dtype=self.body_rot.dtype, device=joints.device)
-        sin, cos = torch.sin(joints)[..., None, None], torch.cos(joints)[..., None, None]
-        rotations: list[torch.Tensor] = []
-        positions: list[torch.Tensor] = []
+        # Frames as three column vectors [..., 3] each, and each constant applied only where it is not
+        # trivial (most bodies sit on the parent's z axis with its orientation, most hinges turn about x
+        # or y): a few elementwise products per body instead of a batched 3x3 matmul, ~5x faster here.
+        sin, cos = torch.sin(joints)[..., None], torch.cos(joints)[..., None]
+        frames: list[tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = []
         for i, (parent, joint) in enumerate(zip(self._parents, self._joints)):
             if parent < 0:
-                pos = self.body_pos[i].expand(*batch, 3)
-                rot = self.body_rot[i].expand(*batch, 3, 3)
+                pos = self.body_pos[i].expand(*joints.shape[:-1], 3)
+                cols = tuple(self.body_rot[i][:, k].expand(*joints.shape[:-1], 3) for k in range(3))
             else:
-                pos = positions[parent] + (rotations[parent] @ self.body_pos[i][:, None])[..., 0]
-                rot = rotations[parent] @ self.body_rot[i]
+                pos, cols = frames[parent][0], frames[parent][1]
+                pos = _offset(pos, cols, self.body_pos[i], self._pos_nonzero[i])
+                if not self._rot_identity[i]:
+                    cols = tuple(sum(cols[r] * self.body_rot[i][r, k] for r in range(3)) for k in range(3))
             if joint >= 0:
-                hinge = eye + sin[..., joint, :, :] * self.axis_cross[i] + (1 - cos[..., joint, :, :]) * self.axis_cross2[i]
-                rot = rot @ hinge
-            rotations.append(rot)
-            positions.append(pos)
-        tips = [positions[b] + (rotations[b] @ self.site_pos[k][:, None])[..., 0]
-                for k, b in enumerate(self._tip_bodies)]
-        return torch.cat(tips, dim=-1)
+                cols = _hinge(cols, sin[..., joint, :], cos[..., joint, :], self._hinge_axes[i],
+                              self.axis_cross[i], self.axis_cross2[i])
+            frames.append((pos, cols))
+        return torch.cat([_offset(frames[b][0], frames[b][1], self.site_pos[k], self._site_nonzero[k])
+                          for k, b in enumerate(self._tip_bodies)], dim=-1)
+
+
+def _offset(pos: torch.Tensor, cols: tuple[torch.Tensor, ...], offset: torch.Tensor, nonzero: tuple[int, ...]):
+    """``pos + R @ offset``, over the offset's nonzero entries only."""
+    for k in nonzero:
+        pos = pos + cols[k] * offset[k]
+    return pos
+
+
+def _hinge(cols, sin, cos, axis: int | None, cross: torch.Tensor, cross2: torch.Tensor):
+    """``R @ Rot(axis, q)`` in columns; ``axis`` is 0, 1 or 2 for +x, +y, +z, or None (any axis: Rodrigues)."""
+    c0, c1, c2 = cols
+    if axis == 0:
+        return c0, cos * c1 + sin * c2, cos * c2 - sin * c1
+    if axis == 1:
+        return cos * c0 - sin * c2, c1, sin * c0 + cos * c2
+    if axis == 2:
+        return cos * c0 + sin * c1, cos * c1 - sin * c0, c2
+    rot = [[float(r == k) + sin * cross[r, k] + (1 - cos) * cross2[r, k] for k in range(3)] for r in range(3)]
+    return tuple(c0 * rot[0][k] + c1 * rot[1][k] + c2 * rot[2][k] for k in range(3))

@@ -1,0 +1,144 @@
+"""The hand's physics prior: each joint follows its actuator's target as a linear second-order lag,
+and the fingertips follow from the joints by the hand's kinematics.
+
+State ``[q (24, rad), v (24, rad/s), fingertips (15, m)]``, action the 20 actuators' position targets
+normalised to [-1, 1], mapped through their control ranges as HandReach maps them (``CTRL_RANGE``).
+Each joint ``j`` has a target ``r_j``: its own actuator's, or, for the distal joints ``FFJ0``, ``MFJ0``,
+``RFJ0`` and ``LFJ0`` (no actuator: a tendon couples each to its ``J1``), the ``J1`` actuator's. Per joint,
+with ``gap = r_j - q_j``, one control period is::
+
+    q' = q + gain * gap + carry * v + offset
+    v' = vel_gain * gap + vel_carry * v + vel_offset
+
+six parameters per joint (``PARAM_NAMES``), identifiable by linear least squares (``sysid``). A
+MuJoCo position actuator (force ``kp (r - q)``, joint damping, armature) is a linear second-order
+system, whose exact discretisation has this form; ``offset`` takes up gravity's pull where it is
+nearly constant, and the coupled distal joints' smaller ``gain`` their tendon's slack. The defaults
+are a first-order lag of ``DEFAULT_LAG`` s, which no data gave: identify them (``mbrl-ros fit``, the trainer).
+
+Fingertips are ``kinematics(q' - fingertip_lag * v')``: HandReach reads the fingertip sites that
+MuJoCo computed at the start of the step's last physics substep (0.002 s before the joints it
+reports), so its fingertips lag the joints by one MuJoCo timestep (config: ``fingertip_lag: 0.002``);
+a real hand measuring both together has 0.
+
+What it leaves out, for a learned residual (model kind ``semiparametric``): the actuators' force
+limits, gravity's dependence on the pose, contacts between fingers, joint limits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from mbrl_ros.core.models.base import PhysicsModel
+from mbrl_ros.robots.hand import ACTUATORS, JOINTS
+from mbrl_ros.robots.hand.kinematics import HandKinematics
+from mbrl_ros.robots.hand.stop import CTRL_RANGE
+
+__all__ = ["DEFAULT_LAG", "JointLagParams", "LaggedJoints", "PARAM_NAMES", "TARGET_ACTUATOR"]
+
+PARAM_NAMES = ("gain", "carry", "offset", "vel_gain", "vel_carry", "vel_offset")
+DEFAULT_LAG = 0.13  # s: about what HandReach's joints identify (gain ~0.27 per 0.04 s step)
+NUM_JOINTS = len(JOINTS)
+
+
+def _driving_actuator(joint: str) -> int:
+    own = f"A_{joint}"
+    return ACTUATORS.index(own if own in ACTUATORS else f"A_{joint[:-1]}1")  # xFJ0: the xFJ1 actuator
+
+
+# Per joint (JOINTS order), the actuator (ACTUATORS index) whose target it follows.
+TARGET_ACTUATOR = tuple(_driving_actuator(j) for j in JOINTS)
+
+
+@dataclass
+class JointLagParams:
+    """Per-joint parameters, each a list of 24 floats in ``JOINTS`` order (see the module's equations)."""
+
+    gain: list
+    carry: list
+    offset: list
+    vel_gain: list
+    vel_carry: list
+    vel_offset: list
+
+    @classmethod
+    def first_order_lag(cls, dt: float, lag: float = DEFAULT_LAG) -> "JointLagParams":
+        """A first-order lag of time constant ``lag``: ``q`` closes ``1 - exp(-dt / lag)`` of the gap per step,
+        and ends the step at the velocity that lag has there."""
+        gain = 1.0 - math.exp(-dt / lag)
+        return cls.from_dict({"gain": gain, "carry": 0.0, "offset": 0.0, "vel_gain": (1.0 - gain) / lag,
+                              "vel_carry": 0.0, "vel_offset": 0.0})
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "joint lag params", dt: float = 0.04) -> "JointLagParams":
+        """From a config's ``params``: each name a number (every joint) or a list of 24 (per joint); names left
+        out take the first-order lag's values at ``dt``."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+        default = None if names <= set(values) else cls.first_order_lag(dt)
+        out = {}
+        for name in PARAM_NAMES:
+            value = values[name] if name in values else getattr(default, name)
+            array = np.broadcast_to(np.asarray(value, dtype=float), (NUM_JOINTS,)) if np.ndim(value) == 0 \
+                else np.asarray(value, dtype=float)
+            if array.shape != (NUM_JOINTS,) or not np.isfinite(array).all():
+                raise ValueError(f"{source}.{name}: expected a finite number or {NUM_JOINTS} finite numbers (one "
+                                 f"per joint, {list(JOINTS)}), got {value!r}")
+            out[name] = [float(v) for v in array]
+        return cls(**out)
+
+    def as_array(self) -> np.ndarray:
+        """``[24, 6]``: one row per joint, one column per ``PARAM_NAMES`` entry."""
+        return np.array([getattr(self, name) for name in PARAM_NAMES], dtype=float).T
+
+    @classmethod
+    def from_array(cls, theta: np.ndarray) -> "JointLagParams":
+        return cls(**{name: [float(v) for v in theta[:, k]] for k, name in enumerate(PARAM_NAMES)})
+
+    def as_dict(self) -> dict:
+        return {name: list(getattr(self, name)) for name in PARAM_NAMES}
+
+
+class LaggedJoints(PhysicsModel):
+    """Batched hand prior; parameters ``theta[24, 6]`` are a buffer (or trainable with ``learnable=True``)."""
+
+    robot = "hand"
+
+    def __init__(self, params: JointLagParams | None = None, dt: float = 0.04, fingertip_lag: float = 0.0,
+                 learnable: bool = False) -> None:
+        super().__init__(state_dim=2 * NUM_JOINTS + 15, action_dim=len(ACTUATORS))
+        if not dt > 0 or not fingertip_lag >= 0:
+            raise ValueError(f"need dt > 0 and fingertip_lag >= 0, got dt={dt}, fingertip_lag={fingertip_lag}")
+        self.dt, self.fingertip_lag = float(dt), float(fingertip_lag)
+        self.params = params or JointLagParams.first_order_lag(self.dt)
+        theta = torch.tensor(self.params.as_array(), dtype=torch.float32)
+        if learnable:
+            self.theta = torch.nn.Parameter(theta)
+        else:
+            self.register_buffer("theta", theta)
+        low, high = np.array([CTRL_RANGE[a] for a in ACTUATORS])[list(TARGET_ACTUATOR)].T
+        self.register_buffer("target_centre", torch.tensor((low + high) / 2, dtype=torch.float32), persistent=False)
+        self.register_buffer("target_half", torch.tensor((high - low) / 2, dtype=torch.float32), persistent=False)
+        self.register_buffer("target_actuator", torch.tensor(TARGET_ACTUATOR), persistent=False)
+        self.kinematics = HandKinematics()
+        for name, buffer in list(self.kinematics.named_buffers(recurse=False)):  # the tree is the code's, not data
+            self.kinematics.register_buffer(name, buffer, persistent=False)
+
+    def joint_targets(self, actions: torch.Tensor) -> torch.Tensor:
+        """``actions[..., 20]`` in [-1, 1] -> each joint's target ``[..., 24]`` (rad)."""
+        return self.target_centre + actions.clamp(-1.0, 1.0).index_select(-1, self.target_actuator) * self.target_half
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        q, v = states[..., :NUM_JOINTS], states[..., NUM_JOINTS:2 * NUM_JOINTS]
+        gap = self.joint_targets(actions) - q
+        gain, carry, offset, vel_gain, vel_carry, vel_offset = self.theta.unbind(-1)
+        next_q = q + gain * gap + carry * v + offset
+        next_v = vel_gain * gap + vel_carry * v + vel_offset
+        tips = self.kinematics(next_q - self.fingertip_lag * next_v)
+        return torch.cat([next_q, next_v, tips], dim=-1)
