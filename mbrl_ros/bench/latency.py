@@ -78,10 +78,12 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
         watcher.commands.clear()
         started = time.monotonic()
         run.wait_for(lambda: time.monotonic() - started >= duration_s, duration_s + 60, "the measurement")
+        breakdown = path_breakdown(run.watcher.node_status("estimator"), run.watcher.node_status("controller"))
     finally:
         run.stop()
 
     result = analyse(watcher.timings, watcher.commands, rate_hz, duration_s)
+    result["breakdown_ms"] = breakdown
     result["task"] = task
     result["executor"] = executor
     print(f"[latency] {result['cycles']} planning cycles: planning p50 {result['planning_ms']['p50']:.2f} / p99 "
@@ -89,9 +91,23 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
           f"{result['end_to_end_ms']['p99']:.2f} ms; overhead p50 {result['overhead_ms']['p50']:.2f} / p99 "
           f"{result['overhead_ms']['p99']:.2f} ms; target e2e p99 <= planning p99 + {TARGET_MARGIN_MS:g} ms: "
           f"{'met' if result['target_met'] else 'MISSED'}", flush=True)
+    print("[latency] where the time goes (the nodes' /diagnostics, their last 500 cycles): "
+          + "; ".join(f"{k} p50 {v['p50']:.2f} / p99 {v['p99']:.2f} ms" for k, v in breakdown.items()), flush=True)
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def path_breakdown(estimator: dict[str, str], controller: dict[str, str]) -> dict[str, dict[str, float]]:
+    """The stages of the path from the nodes' own diagnostics (each a window of their last 500 cycles):
+    the estimator's odometry stamp -> state published (the simulator's hop and the estimator), its time in the
+    callback, and the controller's state arrival -> command published (planning included). What is left of
+    the end-to-end time is the two hops state -> controller and command -> receiver."""
+    def stage(values: dict[str, str], key: str) -> dict[str, float]:
+        return {q: float(values.get(f"{key}_{q}_ms", "nan")) for q in ("p50", "p99")}
+
+    return {"odometry_to_state": stage(estimator, "latency"), "estimator_callback": stage(estimator, "processing"),
+            "state_to_command": stage(controller, "state_to_command")}
 
 
 def planning_cycles(timings: list[tuple], commands: list[tuple[int, int]], modes: tuple[str, ...] = ("plan",)

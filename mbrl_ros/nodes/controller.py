@@ -281,6 +281,9 @@ class ControllerNode(LifecycleNode):
         self.latest_received = 0.0
         self.last_answered_ns = -1
         self.stats = LoopStats()
+        # From a state's arrival to its command's publication (planning included): with the estimator's
+        # latency (odometry stamp -> state published), where the path's time goes (`mbrl-ros bench latency`).
+        self.state_to_command = LoopStats()
         self.modes = {"plan": 0, "policy": 0, "explore": 0, "fallback": 0, "fallback_policy": 0, "safe": 0}
         self.last_reason = ""
         self.last_rollouts = 0.0
@@ -518,6 +521,8 @@ class ControllerNode(LifecycleNode):
         deadline_s = 1.0 / self.p["rate_hz"] if self.p["overrun_fallback"] else float("inf")
         out = self.core.step(state, problem, deadline_s=deadline_s)
         self.send(out.action, stamp, stop=out.mode == "safe")
+        if not problem:
+            self.state_to_command.record((self.last_sent - self.latest_received) * 1e3)
         self.modes[out.mode] += 1
         if out.reason and out.mode in FALLBACK_LOG and out.reason != self.last_reason:
             self.get_logger().warn(f"{FALLBACK_LOG[out.mode]}: {out.reason}")
@@ -591,6 +596,8 @@ class ControllerNode(LifecycleNode):
         from mbrl_ros.core.control import FAULTS
 
         values = self.stats.as_key_values()
+        values.update(zip(("state_to_command_p50_ms", "state_to_command_p99_ms"),
+                          (f"{v:.3f}" for v in self.state_to_command.percentiles())))
         values.update({f"cycles_{mode}": str(n) for mode, n in self.modes.items()})
         values["commands_resent"] = str(self.resent)
         values.update({f"faults_{cause}": str(self.core.faults[cause]) for cause in FAULTS})

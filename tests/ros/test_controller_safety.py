@@ -408,3 +408,7 @@ def test_in_lockstep_a_re_published_state_gets_the_same_command_again(running):
     assert peer.commands[-1]["values"] != answer["values"]
     peer.wait(lambda: peer.status().get("commands_resent") == "2", 30, "the re-sends counted")
     assert peer.status()["cycles_explore"] == "2", peer.status()
+    # The time from a state's arrival to its command (what `mbrl-ros bench latency` splits the path with): both
+    # answered states are in it, and a re-send, answered without a cycle, is not (a resend's ~0 would pull p50 down).
+    p50, p99 = (float(peer.status()[f"state_to_command_{q}_ms"]) for q in ("p50", "p99"))
+    assert 0 < p50 <= p99, peer.status()
