@@ -31,6 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     trainer.add_argument("--model", default="ensemble", choices=["parametric", "ensemble", "semiparametric"],
                          help="what the trainer trains (default ensemble: the most CPU)")
     trainer.add_argument("--epochs", type=int, default=30, help="training epochs per round (default 30)")
+    trainer.add_argument("--policy", choices=["shac", "mbpo"], default=None,
+                         help="the trainer learns a policy by this method instead of models (learn_policy)")
     trainer.add_argument("--trainer-cpu", type=int, default=None, metavar="N",
                          help="pin the trainer to CPU N and the other nodes to the remaining CPUs")
     trainer.add_argument("--sched-idle", action="store_true", help="run the trainer under SCHED_IDLE")
@@ -195,7 +197,7 @@ def _run_trainer_latency(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.trainer_latency import main
 
     return main(phases=args.phases, model=args.model, epochs=args.epochs, trainer_cpu=args.trainer_cpu,
-                sched_idle=args.sched_idle, json_path=args.json, keep=args.keep)
+                sched_idle=args.sched_idle, json_path=args.json, keep=args.keep, policy=args.policy)
 
 
 def _run_recording(args: argparse.Namespace) -> int:

@@ -6,6 +6,10 @@ controller plans with MPPI from the first cycle), controller in timer mode at
 its configured rate (config/car.yaml, car_parking.yaml), and the trainer on a
 folder of synthetic driving bags (a few thousand transitions), which this
 benchmark keeps training by calling ``trainer/train`` again after every round.
+With ``--policy shac|mbpo`` the trainer learns a policy instead (``learn_policy``
+with the parking task's policy section, the method as given) through the served
+bicycle, and the benchmark keeps it busy with ``trainer/train_policy`` (issue 12:
+the controller's p99 with the policy trainer running).
 
 Phases alternate in one run (idle, training, training, idle, ...), so both
 conditions see the same machine load from outside, a trend in it included. A phase lasts until the
@@ -91,7 +95,7 @@ def write_driving_bags(folder: Path, bags: int, episodes: int, steps: int, dt: f
 class Watcher:
     """The benchmark's own rclpy node: /diagnostics of the controller and trainer, the train service."""
 
-    def __init__(self, domain_id: int) -> None:
+    def __init__(self, domain_id: int, service: str = "trainer/train") -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -103,7 +107,7 @@ class Watcher:
         self.latest: dict[str, dict[str, str]] = {}
         self.trainer_busy: list[bool] = []  # training_now, one per trainer diagnostics message
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
-        self.train = self.node.create_client(Trigger, f"{NAMESPACE}/trainer/train")
+        self.train = self.node.create_client(Trigger, f"{NAMESPACE}/{service}")
         self.trigger = Trigger
         # Spun from the benchmark's own thread (spin_for), never from a second one: a service
         # call from one thread while another spins hung the watcher in one run.
@@ -186,6 +190,7 @@ def run_phase(watcher: Watcher, training: bool, timeout: float) -> dict:
     busy_from = len(watcher.trainer_busy)
     started = time.monotonic()
     rounds_before = int(watcher.values("trainer").get("rounds", "0"))
+    policy_rounds_before = int(watcher.values("trainer").get("policy_rounds", "0"))
     deadline = started + timeout
     while time.monotonic() < deadline:
         values = watcher.values("controller")
@@ -208,6 +213,7 @@ def run_phase(watcher: Watcher, training: bool, timeout: float) -> dict:
         "deadline_misses_total": int(values["deadline_misses"]),
         "trainer_busy_fraction": round(sum(busy) / len(busy), 3) if busy else 0.0,
         "trainer_rounds": int(trainer.get("rounds", "0")) - rounds_before,
+        "policy_rounds": int(trainer.get("policy_rounds", "0")) - policy_rounds_before,
         "load_average_1min": os.getloadavg()[0],  # the machine is shared: how loaded it was
     }
 
@@ -229,7 +235,8 @@ def summarise(phases: list[dict]) -> dict:
 
 
 def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu: int | None = None,
-         sched_idle: bool = False, json_path: str | None = None, keep: str | None = None) -> int:
+         sched_idle: bool = False, json_path: str | None = None, keep: str | None = None,
+         policy: str | None = None) -> int:
     from mbrl_ros.robots import get_robot
     from mbrl_ros.io import checkpoint
     from mbrl_ros.io.config import node_parameters
@@ -248,7 +255,8 @@ def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu
         "/**/dynamics_server": {"ros__parameters": {"checkpoint": str(model_file)}},
         "/**/trainer": {"ros__parameters": {
             "bag_dir": str(work / "bags"), "checkpoint_dir": str(work / "checkpoints"), "model_kind": model,
-            "random_transitions": 100_000_000, "poll_period": 0.5, "training": {"epochs": epochs}}},
+            "random_transitions": 100_000_000, "poll_period": 0.5, "training": {"epochs": epochs},
+            **({"learn_policy": True, "policy": {"method": policy}} if policy else {})}},
         "/**/controller": {"ros__parameters": {"trigger": "timer"}},
     }, indent=1))
     domain = free_domain_id("trainer-latency")
@@ -270,7 +278,7 @@ def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu
                 argv += ["-p", f"{key}:={value}"]
             procs[name] = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
                                            stdout=(work / f"{name}.log").open("w"), stderr=subprocess.STDOUT)
-        watcher = Watcher(domain)
+        watcher = Watcher(domain, "trainer/train_policy" if policy else "trainer/train")
         watcher.wait(lambda: watcher.values("trainer").get("bags") == "4", 180, "trainer reading the bags")
         read = int(watcher.values("trainer")["transitions"])
         if read == 0:
@@ -291,7 +299,8 @@ def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu
             results.append(phase)
             print(f"  phase {i + 1}/{2 * phases} {'training' if phase['training'] else 'idle':8s} "
                   f"p50 {phase['p50_ms']:7.2f} ms  p99 {phase['p99_ms']:7.2f} ms  rate {phase['rate_hz']:.2f} Hz  "
-                  f"trainer busy {phase['trainer_busy_fraction']:.0%} ({phase['trainer_rounds']} rounds)  "
+                  f"trainer busy {phase['trainer_busy_fraction']:.0%} ({phase['trainer_rounds']} model, "
+                  f"{phase['policy_rounds']} policy rounds)  "
                   f"load {phase['load_average_1min']:.2f}", flush=True)
         summary = summarise(results)
         for name, proc in procs.items():
@@ -312,7 +321,7 @@ def main(phases: int = 3, model: str = "ensemble", epochs: int = 30, trainer_cpu
         "benchmark": "trainer-latency",
         "controller_rate_hz": rate,
         "window_cycles": WINDOW,
-        "trainer": {"model_kind": model, "epochs": epochs, "transitions": read, "levers": levers},
+        "trainer": {"model_kind": model, "epochs": epochs, "policy": policy, "transitions": read, "levers": levers},
         "cpus": os.cpu_count(),
         "load_average_end": list(os.getloadavg()),
         "phases": results,
