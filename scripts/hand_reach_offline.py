@@ -14,7 +14,8 @@ More: ``rounds=N`` alternates ``evals`` control episodes with retraining on all 
 the trainer's own round, core.retraining.train_candidate with config/hand.yaml's settings, printing the gate's
 verdict and both models' errors per state group); ``held=N`` measures the model on N held targets (see
 ``held_targets``); ``planner=cem`` and ``p_KEY=VALUE`` set any planner key; ``first=N`` the first evaluated
-seed (100); ``verbose=0`` prints rounds only; ``model=oracle`` plans on the simulator itself
+seed (100); ``verbose=0`` prints rounds only; ``model=parametric`` plans on the hand's physics prior identified on the
+random data; ``model=oracle`` plans on the simulator itself
 (``SimulatorModel``: what the planner reaches with a perfect model; one mujoco.rollout call per plan, about 2 s
 a step with horizon=10 samples=300); ``tips=kinematics`` costs the fingertips that the simulator's kinematics
 give for the predicted joints instead of the model's fingertip outputs.
@@ -33,11 +34,13 @@ import yaml
 from mbrl_ros.core.control import ExplorationPolicy
 from mbrl_ros.core.costs import TERM_KINDS, build_cost
 from mbrl_ros.core.data import TransitionDataset
+from mbrl_ros.core.fitting import fit_model
 from mbrl_ros.core.models import build_model
 from mbrl_ros.core.models.base import DynamicsModel, TimeMajorDynamics
 from mbrl_ros.core.planners import build_planner
 from mbrl_ros.core.retraining import train_candidate
 from mbrl_ros.core.training import train_ensemble
+from mbrl_ros.robots import get_robot
 from mbrl_ros.robots.hand.costs import FingertipTargetTerm
 from mbrl_ros_hardware.hand.shadow_hand import HandSim
 
@@ -192,7 +195,12 @@ def main() -> None:
         print(f"  gate: {'deployed' if result.decision.accept else 'rejected'}: {result.decision.reason}", flush=True)
         return result.fit.model.eval() if result.decision.accept else current
 
-    model = SimulatorModel(HandSim("reach")) if a.get("model") == "oracle" else fit(train)
+    def prior(train):
+        """``model=parametric``: the hand's physics prior identified on the data (config/hand.yaml's trainer section)."""
+        config = {**HAND_CONFIG["/**/trainer"]["ros__parameters"]["parametric"], "dt": sim.dt}
+        return fit_model(config, train, physics=get_robot("hand")).model.eval()
+
+    model = {"oracle": lambda _: SimulatorModel(HandSim("reach")), "parametric": prior}.get(a.get("model"), fit)(train)
     tips_term = FingertipTargetTerm
     if a.get("tips") == "kinematics":
         KinematicTips.sim = HandSim("reach")  # its own data: fingertips_at does not touch the episode's
@@ -200,7 +208,7 @@ def main() -> None:
     if int(a.get("held", 0)):
         held_targets(sim, model, int(a["held"]))
     cost = build_cost({"fingertips": {"type": "fingertip_target", "indices": list(range(48, 63)),
-                                      "form": a.get("form", "norm"), "stage_weight": 1.0,
+                                      "form": a.get("form", "norm"), "stage_weight": float(a.get("stage", 1.0)),
                                       "terminal_weight": float(a.get("terminal", 5.0))},
                        "effort": {"weight": float(a.get("effort", 0.001))}}, 63, 20,
                       kinds={**TERM_KINDS, "fingertip_target": tips_term})
@@ -249,7 +257,7 @@ def main() -> None:
               f"{np.mean(np.array(round_finals) < 0.01):.0%}, planning p50 {1000 * np.median(plan_s):.0f} ms, "
               f"{len(train)} transitions", flush=True)
         if round_ + 1 < int(a.get("rounds", 1)):
-            model = gated(train, model) if a.get("gate") == "1" else fit(train)
+            model = gated(train, model) if a.get("gate") == "1" else (prior if a.get("model") == "parametric" else fit)(train)
     print(f"mean final distance {100 * np.mean(finals):.2f} cm, success {np.mean(np.array(finals) < 0.01):.0%}, "
           f"planning p50 {1000 * np.median(plan_s):.0f} ms")
 

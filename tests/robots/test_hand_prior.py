@@ -11,6 +11,8 @@ from mbrl_ros.core.control import ExplorationPolicy
 from mbrl_ros.core.data import TransitionDataset
 from mbrl_ros.core.fitting import fit_model
 from mbrl_ros.core.model_kinds import MODEL_KINDS
+from mbrl_ros.core.planners import build_planner
+from mbrl_ros.core.planners.base import checked_numpy_dynamics
 from mbrl_ros.robots import get_robot
 from mbrl_ros.robots.hand.joint_lag import JointLagParams, LaggedJoints
 from mbrl_ros_hardware.hand.shadow_hand import HandSim
@@ -127,3 +129,44 @@ def test_a_semiparametric_hand_model_trains_its_residual_on_the_identified_prior
     assert type(fit.model.prior).__name__ == "LaggedJoints" and "sysid" in fit.details and "training" in fit.details
     assert len(fit.config["prior"]["params"]["vel_gain"]) == 24
     assert tip_errors(fit.model.deterministic(), x[20:], u[20:], y[20:], 1).mean() < 0.01
+
+
+def test_the_numpy_form_is_the_prior_with_closed_form_jacobians():
+    """iLQR's float64 path (LaggedJointsNumpy): the same step, and Jacobians equal to autograd's, actions
+    inside and beyond their bounds (a clipped action moves nothing)."""
+    model = HAND.build_model({"type": "parametric", "dt": DT, "fingertip_lag": 0.002,
+                              "params": {"carry": 0.01, "offset": 0.003, "vel_carry": 0.1}}).double()
+    generator = torch.Generator().manual_seed(3)
+    states = torch.rand(9, 63, generator=generator, dtype=torch.float64) * 2 - 0.5
+    actions = torch.rand(9, 20, generator=generator, dtype=torch.float64) * 2.6 - 1.3
+    fast = model.numpy_dynamics()
+    expected = model(states, actions).detach().numpy()
+    assert np.abs(fast.step(states.numpy().T, actions.numpy().T).T - expected).max() < 1e-12
+    for got, want in zip(fast.jacobians(states.numpy(), actions.numpy()), model.jacobians(states, actions)):
+        assert np.abs(got - want.numpy()).max() < 1e-7
+    assert (np.abs(actions.numpy()) > 1).any() and (np.abs(actions.numpy()) < 1).any()
+    assert checked_numpy_dynamics(model.float()) is not None
+
+
+def test_ilqr_on_the_prior_brings_the_fingertips_to_a_pose_it_can_reach():
+    """iLQR through the prior (numpy path) on the prior itself: HandReach's cost, a target the hand can hold
+    (the fingertips of a held action), reached within 2 mm in 25 steps from the start pose."""
+    model = HAND.build_model({"type": "parametric", "dt": DT, "fingertip_lag": 0.002}).eval()
+    cost = HAND.build_cost({"fingertips": {"type": "fingertip_target", "indices": list(range(48, 63)),
+                                           "stage_weight": 1.0, "terminal_weight": 5.0},
+                            "effort": {"weight": 0.001}}, 63, 20)
+    sim = HandSim("reach")
+    s = sim.reset(seed=7)
+    state = torch.tensor(np.concatenate([s.positions, s.velocities, s.fingertips.reshape(-1)]), dtype=torch.float32)
+    held = torch.tensor(np.random.default_rng(7).uniform(-0.6, 0.6, 20), dtype=torch.float32)
+    with torch.no_grad():
+        target = model.rollout(state[None], held.expand(1, 60, 20))[0, -1, 48:]
+    cost.set_context("fingertip_target", target)
+    planner = build_planner("ilqr", model, cost, {"horizon": 10, "max_iterations": 10})
+    assert planner.numpy_form
+    start = float(torch.linalg.vector_norm(state[48:] - target))
+    x = state
+    with torch.no_grad():
+        for _ in range(25):
+            x = model(x[None], planner.plan(x).action[None])[0]
+    assert start > 0.03 and float(torch.linalg.vector_norm(x[48:] - target)) < 0.002

@@ -33,12 +33,12 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from mbrl_ros.core.models.base import PhysicsModel
+from mbrl_ros.core.models.base import NumpyDynamics, PhysicsModel
 from mbrl_ros.robots.hand import ACTUATORS, JOINTS
 from mbrl_ros.robots.hand.kinematics import HandKinematics
 from mbrl_ros.robots.hand.stop import CTRL_RANGE
 
-__all__ = ["DEFAULT_LAG", "JointLagParams", "LaggedJoints", "PARAM_NAMES", "TARGET_ACTUATOR"]
+__all__ = ["DEFAULT_LAG", "JointLagParams", "LaggedJoints", "LaggedJointsNumpy", "PARAM_NAMES", "TARGET_ACTUATOR"]
 
 PARAM_NAMES = ("gain", "carry", "offset", "vel_gain", "vel_carry", "vel_offset")
 DEFAULT_LAG = 0.13  # s: about what HandReach's joints identify (gain ~0.27 per 0.04 s step)
@@ -142,3 +142,48 @@ class LaggedJoints(PhysicsModel):
         next_v = vel_gain * gap + vel_carry * v + vel_offset
         tips = self.kinematics(next_q - self.fingertip_lag * next_v)
         return torch.cat([next_q, next_v, tips], dim=-1)
+
+    def numpy_dynamics(self) -> "LaggedJointsNumpy":
+        return LaggedJointsNumpy(self)
+
+
+class LaggedJointsNumpy(NumpyDynamics):
+    """``LaggedJoints`` in float64 numpy (iLQR's path): its step, and its Jacobians in closed form (the joint
+    rows are linear; the fingertip rows are the kinematics' geometric Jacobian times those rows)."""
+
+    def __init__(self, model: LaggedJoints) -> None:
+        self.theta = model.theta.detach().double().cpu().numpy()  # [24, 6]
+        self.centre, self.half = (b.double().cpu().numpy() for b in (model.target_centre, model.target_half))
+        self.actuator = np.array(TARGET_ACTUATOR)
+        self.fingertip_lag = model.fingertip_lag
+        self.kinematics = model.kinematics.numpy()
+
+    def _next_joints(self, q, v, actions):
+        gap = self.centre + np.clip(actions, -1.0, 1.0)[..., self.actuator] * self.half - q
+        gain, carry, offset, vel_gain, vel_carry, vel_offset = self.theta.T
+        return q + gain * gap + carry * v + offset, vel_gain * gap + vel_carry * v + vel_offset
+
+    def step(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        x, u = states.T, actions.T
+        next_q, next_v = self._next_joints(x[:, :NUM_JOINTS], x[:, NUM_JOINTS:2 * NUM_JOINTS], u)
+        tips = self.kinematics.tips(next_q - self.fingertip_lag * next_v)
+        return np.concatenate([next_q, next_v, tips], axis=1).T
+
+    def jacobians(self, states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch, n = states.shape[0], NUM_JOINTS
+        next_q, next_v = self._next_joints(states[:, :n], states[:, n:2 * n], actions)
+        _, jac_tips = self.kinematics.tips_and_jacobian(next_q - self.fingertip_lag * next_v)  # [B, 15, 24]
+        gain, carry, _, vel_gain, vel_carry, _ = self.theta.T
+        rows = np.arange(n)
+        jac_x = np.zeros((batch, states.shape[1], states.shape[1]))
+        jac_x[:, rows, rows], jac_x[:, rows, n + rows] = 1.0 - gain, carry
+        jac_x[:, n + rows, rows], jac_x[:, n + rows, n + rows] = -vel_gain, vel_carry
+        # Inside its bounds an action moves its joints' targets; clipped, it does not.
+        inside = (np.abs(actions) < 1.0)[:, self.actuator] * self.half  # [B, 24]
+        jac_u = np.zeros((batch, states.shape[1], actions.shape[1]))
+        jac_u[:, rows, self.actuator] = gain * inside
+        jac_u[:, n + rows, self.actuator] = vel_gain * inside
+        through = jac_x[:, :n, :2 * n] - self.fingertip_lag * jac_x[:, n:2 * n, :2 * n]
+        jac_x[:, 2 * n:, :2 * n] = jac_tips @ through
+        jac_u[:, 2 * n:] = jac_tips @ (jac_u[:, :n] - self.fingertip_lag * jac_u[:, n:2 * n])
+        return jac_x, jac_u

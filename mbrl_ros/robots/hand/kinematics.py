@@ -13,12 +13,13 @@ a site is at ``p + R @ site_pos``.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from mbrl_ros.robots.hand import FINGERTIPS, JOINTS
 
-__all__ = ["BODIES", "FINGERTIP_SITES", "HandKinematics"]
+__all__ = ["BODIES", "FINGERTIP_SITES", "HandKinematics", "NumpyKinematics"]
 
 # (body, parent, pos [m], quat [w, x, y, z], joint or None, hinge axis), parents before children.
 BODIES = (
@@ -108,26 +109,83 @@ class HandKinematics(nn.Module):
         if joints.shape[-1] != len(JOINTS):
             raise ValueError(f"HandKinematics: expected {len(JOINTS)} joint positions in the last dimension, got "
                              f"shape {tuple(joints.shape)}")
-        # Frames as three column vectors [..., 3] each, and each constant applied only where it is not
-        # trivial (most bodies sit on the parent's z axis with its orientation, most hinges turn about x
-        # or y): a few elementwise products per body instead of a batched 3x3 matmul, ~5x faster here.
-        sin, cos = torch.sin(joints)[..., None], torch.cos(joints)[..., None]
-        frames: list[tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = []
-        for i, (parent, joint) in enumerate(zip(self._parents, self._joints)):
-            if parent < 0:
-                pos = self.body_pos[i].expand(*joints.shape[:-1], 3)
-                cols = tuple(self.body_rot[i][:, k].expand(*joints.shape[:-1], 3) for k in range(3))
-            else:
-                pos, cols = frames[parent][0], frames[parent][1]
-                pos = _offset(pos, cols, self.body_pos[i], self._pos_nonzero[i])
-                if not self._rot_identity[i]:
-                    cols = tuple(sum(cols[r] * self.body_rot[i][r, k] for r in range(3)) for k in range(3))
-            if joint >= 0:
-                cols = _hinge(cols, sin[..., joint, :], cos[..., joint, :], self._hinge_axes[i],
-                              self.axis_cross[i], self.axis_cross2[i])
-            frames.append((pos, cols))
-        return torch.cat([_offset(frames[b][0], frames[b][1], self.site_pos[k], self._site_nonzero[k])
-                          for k, b in enumerate(self._tip_bodies)], dim=-1)
+        frames = _frames(self, self._tables(), joints, torch.sin, torch.cos)
+        return torch.cat(_tips(self, self._tables(), frames), dim=-1)
+
+    def _tables(self) -> dict:
+        return {name: getattr(self, name) for name in ("body_pos", "body_rot", "axis_cross", "axis_cross2", "site_pos")}
+
+    def numpy(self) -> "NumpyKinematics":
+        """The same kinematics in float64 numpy, with its Jacobian (for iLQR's numpy path)."""
+        return NumpyKinematics(self)
+
+
+class NumpyKinematics:
+    """``HandKinematics`` in float64 numpy: ``tips(joints[B, 24]) -> [B, 15]`` and ``jacobian``, the geometric
+    Jacobian ``d tip / d q_j = axis_j x (tip - origin_j)`` over the joints on the tip's chain."""
+
+    def __init__(self, kinematics: HandKinematics) -> None:
+        self.structure = kinematics
+        self.tables = {name: value.detach().double().cpu().numpy() for name, value in kinematics._tables().items()}
+        axes = np.array([b[5] or (0.0, 0.0, 0.0) for b in BODIES])  # a hinge's axis in its body's frame
+        self.axes = axes
+        chains = []
+        for body in kinematics._tip_bodies:
+            chain = []
+            while body >= 0:
+                if kinematics._joints[body] >= 0:
+                    chain.append(body)
+                body = kinematics._parents[body]
+            chains.append(chain)
+        self.chains = chains
+
+    def tips(self, joints: np.ndarray) -> np.ndarray:
+        frames = _frames(self.structure, self.tables, joints, np.sin, np.cos)
+        return np.concatenate(_tips(self.structure, self.tables, frames), axis=-1)
+
+    def tips_and_jacobian(self, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[B, 15]`` and ``d tips / d joints [B, 15, 24]``."""
+        frames = _frames(self.structure, self.tables, joints, np.sin, np.cos)
+        tips = _tips(self.structure, self.tables, frames)
+        jacobian = np.zeros((*joints.shape[:-1], 3 * len(tips), joints.shape[-1]))
+        for k, (tip, chain) in enumerate(zip(tips, self.chains)):
+            for body in chain:
+                origin, cols = frames[body]
+                axis = sum(cols[r] * self.axes[body][r] for r in range(3) if self.axes[body][r] != 0.0)
+                jacobian[..., 3 * k:3 * k + 3, self.structure._joints[body]] = np.cross(axis, tip - origin)
+        return np.concatenate(tips, axis=-1), jacobian
+
+
+def _frames(structure: HandKinematics, tables: dict, joints, sin, cos) -> list:
+    """Every body's world frame ``(origin [..., 3], (x, y, z) columns [..., 3] each)`` for ``joints[..., 24]``,
+    in torch or numpy (``sin``, ``cos`` and the ``tables`` of one of them).
+
+    Frames as three column vectors, and each constant applied only where it is not trivial (most bodies
+    sit on the parent's z axis with its orientation, most hinges turn about x or y): a few elementwise
+    products per body instead of a batched 3x3 matmul, ~5x faster here."""
+    sines, cosines = sin(joints)[..., None], cos(joints)[..., None]
+    zero = joints[..., :3] * 0.0
+    body_pos, body_rot = tables["body_pos"], tables["body_rot"]
+    frames = []
+    for i, (parent, joint) in enumerate(zip(structure._parents, structure._joints)):
+        if parent < 0:
+            pos = zero + body_pos[i]
+            cols = tuple(zero + body_rot[i][:, k] for k in range(3))
+        else:
+            pos, cols = frames[parent]
+            pos = _offset(pos, cols, body_pos[i], structure._pos_nonzero[i])
+            if not structure._rot_identity[i]:
+                cols = tuple(sum(cols[r] * body_rot[i][r, k] for r in range(3)) for k in range(3))
+        if joint >= 0:
+            cols = _hinge(cols, sines[..., joint, :], cosines[..., joint, :], structure._hinge_axes[i],
+                          tables["axis_cross"][i], tables["axis_cross2"][i])
+        frames.append((pos, cols))
+    return frames
+
+
+def _tips(structure: HandKinematics, tables: dict, frames: list) -> list:
+    return [_offset(frames[b][0], frames[b][1], tables["site_pos"][k], structure._site_nonzero[k])
+            for k, b in enumerate(structure._tip_bodies)]
 
 
 def _offset(pos: torch.Tensor, cols: tuple[torch.Tensor, ...], offset: torch.Tensor, nonzero: tuple[int, ...]):
