@@ -106,7 +106,7 @@ def test_demo_hand_reaches_closer_than_random_actions_on_the_same_seeds(tmp_path
     assert "[demo] hand/reach" in done.stdout and "success rate" in done.stdout, done.stdout
 
     summary = json.loads(summary_file.read_text())
-    assert summary["task"] == "reach" and summary["episodes"] == 3 and summary["model"] == "ensemble"
+    assert summary["task"] == "reach" and summary["episodes"] == 3 and summary["model"] == "parametric"
     assert summary["random_transitions"] == HAND_RANDOM and summary["transitions"] > HAND_RANDOM
     assert 0 < summary["controller_latency_ms"]["p50"] <= summary["controller_latency_ms"]["p99"]
     for plot in ("progress.png", "model_error.png", "latency.png"):

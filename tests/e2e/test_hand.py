@@ -2,8 +2,8 @@
 
 hardware:=sim, in lockstep:
 sim_hand (HandReach-v3, MuJoCo) -> estimator (joint states + fingertips -> 63-entry state) ->
-controller (explores, then MPPI on the learned ensemble) -> sim_hand; the data_logger records,
-the trainer fits an ensemble from the bags and the dynamics_server deploys it. One stack for the
+controller (explores, then MPPI on the identified physics prior) -> sim_hand; the data_logger records,
+the trainer identifies the hand's prior from the bags and the dynamics_server deploys it. One stack for the
 module, with a small exploration budget and short training so that it fits in about a minute.
 
 hardware:=real: real_hand bridges to hand_emulator (the MuJoCo hand behind a Shadow-style driver,
@@ -50,7 +50,7 @@ def test_the_hand_explores_learns_and_plans_with_the_learned_model(hand):
                  "the controller to spend its exploration budget")
     waiting_from, safe_before = time.monotonic(), int(watcher.status("/hand/controller")["cycles_safe"])
     run.wait_for(lambda: int(watcher.status("/hand/controller").get("model_version", "0")) >= 1, 180,
-                 "the first trained ensemble to reach the controller")
+                 "the first identified model to reach the controller")
     # Waiting for it, lockstep ran at most at the control rate (pace_while_waiting), not as fast as the
     # simulator steps: the stop's cycles over the wait's wall time (plus the one diagnostics period by
     # which the first count may lag) at 25 Hz, with a 20 % margin.
@@ -59,8 +59,8 @@ def test_the_hand_explores_learns_and_plans_with_the_learned_model(hand):
     assert stops <= 1.2 * 25 * (waited + 1.0) + 5, (stops, waited)
     cycles = int(watcher.status("/hand/controller").get("cycles_plan", "0"))
     run.wait_for(lambda: int(watcher.status("/hand/controller").get("cycles_plan", "0")) > cycles + 20, 60,
-                 "the controller to plan with the learned model")
-    assert watcher.status("/hand/controller")["model_kind"] == "ensemble"
+                 "the controller to plan with the identified model")
+    assert watcher.status("/hand/controller")["model_kind"] == "parametric"
     assert list((folder / "run" / "checkpoints").glob("model_v*.pt")), "the trainer saved no checkpoint"
     assert len(watcher.reports) >= 3, watcher.reports
     # Each report's success is HandReach's own verdict on its final distance (1 cm); whether the learned

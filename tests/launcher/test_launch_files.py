@@ -344,8 +344,8 @@ BRINGUP = Path(__file__).resolve().parents[2] / "launch" / "bringup.launch.yaml"
 @pytest.mark.parametrize("args, driver, task, model", [
     ({}, "sim_car", "parking", "parametric"),
     ({"hardware": "real"}, "real_car", "parking", "parametric"),
-    ({"robot": "hand"}, "sim_hand", "reach", "ensemble"),
-    ({"robot": "hand", "hardware": "real"}, "real_hand", "reach", "ensemble"),
+    ({"robot": "hand"}, "sim_hand", "reach", "parametric"),
+    ({"robot": "hand", "hardware": "real"}, "real_hand", "reach", "parametric"),
 ])
 def test_bringup_picks_the_driver_and_the_robots_default_task_and_model(args, driver, task, model):
     from mbrl_ros.ros_env import workspace_env
