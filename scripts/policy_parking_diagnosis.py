@@ -33,6 +33,15 @@ and 15/20 at 2,000 (cost 99, below MPPI's 105), against 0/20 (205) and 1/20 (177
 The trainer's episodes are also cut at the data_logger's bag splits (--split-every 100): with those
 pieces' mid-drive first states among the starts it parked 1/20 (192); taking only the pieces that begin
 an episode (a piece under the same logged goal as the one before continues it) 16/20 (92).
+
+Stop 20, the policy as MPPI's prior (--prior 0.5, 100 samples, seeds 178-197 as the stack's demo evaluated
+them, on the model, load 3-4.5): stop 19's stack run (MPPI 100 + prior 0.5: 12/20) is reproduced here with its
+own policy (--policy <run>/checkpoints/policy_v1.pt): policy alone 5/20, MPPI 100 19/20, MPPI 50 19/20, with the
+prior 13/20 when every sample went around the policy's rollout once it beat the shifted plan (--prior-mode
+all-on-policy), 18/20 never replacing the warm start (keep), 19/20 as shipped now (the two centres swap roles).
+A policy trained here (default seed; 2,000 iterations, 216 s) parks 19/20 alone on those seeds (15/20 on 45-64),
+and with it as prior: 20/20 all-on-policy (cost 82.5), 20/20 keep (84.2), 20/20 shipped (85.1). The same
+training with --set shac.seed=1 parks 11/20 alone: one round's policy is a lottery over seeds.
 """
 
 from __future__ import annotations
@@ -99,13 +108,15 @@ def explore(sim, controller_params: dict, transitions: int, split_every: int = 0
     return data, goals
 
 
-def controller(params: dict, name: str, model, policy=None, samples: int | None = None):
+def controller(params: dict, name: str, model, policy=None, samples: int | None = None, prior: float = 0.0):
     # The controller node's defaults for what the config does not set (mbrl_ros/nodes/controller.py PARAMS).
     params = {"max_rate": [0.0], "safe_action": [0.0, 0.0], "exploration_smoothing": 0.8, "seed": 0,
               "exploration_steps": 0, "needs_goal": True, **copy.deepcopy(params), "explore_without_model": False}
     params["planner"] = "mppi" if name == "mppi" else "policy"
     if samples:
         params["mppi"]["num_samples"] = samples
+    if prior:
+        params["mppi"]["policy_prior_fraction"] = prior
     robot = get_robot("car")
     c = RecedingHorizonController.from_config(params, term_kinds=robot.term_kinds(), source=name,
                                               stop=robot.stop(params, name))
@@ -146,6 +157,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per episode (sim_car's parking: 100)")
     parser.add_argument("--sim", action="store_true", help="also drive the simulator itself")
     parser.add_argument("--skip-mppi", action="store_true")
+    parser.add_argument("--prior", type=float, default=0.0,
+                        help="also MPPI at --samples with the policy as prior (this policy_prior_fraction)")
+    parser.add_argument("--prior-mode", choices=["shipped", "all-on-policy", "keep"], default="shipped",
+                        help="experiment: when the policy's rollout beats the shifted plan, all-on-policy draws the "
+                        "prior's share around the policy too (before stop 20), keep never replaces the warm start")
+    parser.add_argument("--save-policy", default=None, help="write the trained policy here (for --policy)")
+    parser.add_argument("--only", default=None, help="comma-separated controllers to run (policy,still,mppi,prior)")
     parser.add_argument("--split-every", type=int, default=0,
                         help="cut the logged episodes every N steps as the data_logger's bags do (sim_car: 100)")
     parser.add_argument("--train-without", action="append", default=[], metavar="TERM",
@@ -154,6 +172,17 @@ def main() -> None:
                         help="change a cost term's setting for the policy's training only (an experiment)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.prior_mode != "shipped":
+        from mbrl_ros.core.planners.base import Planner
+
+        shipped = Planner.warm_start_from_prior
+
+        def other(self, state, warm_start):
+            warm, centre, which = shipped(self, state, warm_start)
+            if which != "policy":
+                return warm, centre, which
+            return (warm, warm, which) if args.prior_mode == "all-on-policy" else (centre, warm, "shifted")
+        Planner.warm_start_from_prior = other
     from mbrl_ros_hardware.car.parking import ParkingSim
 
     config = REPO_ROOT / "config"
@@ -198,6 +227,9 @@ def main() -> None:
         round_ = PolicyLearner(policy_config, ctrl["action_low"], ctrl["action_high"]).round(model, train_cost,
                                                                                              policy_data)
         actor = round_.actor
+        if args.save_policy:
+            from mbrl_ros.io.policy_checkpoint import save
+            save(args.save_policy, actor)
         print(f"trained on {len(data)} transitions in {len(data.episodes())} episodes, "
               f"{round_.history.iterations} SHAC iterations in {time.perf_counter() - started:.1f} s: "
               f"{round_.decision.reason}", flush=True)
@@ -216,18 +248,22 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.episodes):
         start = sim.reset(seed=seed)
         pairs.append((seed, start.copy(), sim.goal.copy()))
-    names = ["policy", "still"] + ([] if args.skip_mppi else ["mppi"])
+    names = ["policy", "still"] + ([] if args.skip_mppi else ["mppi"]) + (["prior"] if args.prior else [])
+    if args.only:
+        names = [n for n in names if n in args.only.split(",")]
     worlds = [("model", on_model)] + ([("sim", on_sim)] if args.sim else [])
     for world, step_fn in worlds:
         for name in names:
             started = time.perf_counter()
-            c = controller(ctrl, name, model, actor if name == "policy" else None, args.samples)
+            c = controller(ctrl, "mppi" if name == "prior" else name, model,
+                           actor if name in ("policy", "prior") else None, args.samples,
+                           args.prior if name == "prior" else 0.0)
             rows = []
             for seed, start, goal in pairs:
                 if world == "sim":
                     start = sim.reset(seed=seed)
                 rows.append(episode(c, step_fn, start, goal, args.steps, cost, name == "still"))
-            label = f"mppi{args.samples}" if name == "mppi" else name
+            label = {"mppi": f"mppi{args.samples}", "prior": f"mppi{args.samples}+prior{args.prior:g}"}.get(name, name)
             print(f"{world:5s} {label:9s}: parked {sum(r['parked'] for r in rows):2d}/{len(rows)}, "
                   f"mean episode cost {np.mean([r['cost'] for r in rows]):7.2f}, "
                   f"final distance {np.mean([r['final'] for r in rows]):5.1f} m, "

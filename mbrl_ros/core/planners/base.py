@@ -350,15 +350,19 @@ class Planner:
 
     def warm_start_from_prior(self, state: torch.Tensor, warm_start: torch.Tensor
                               ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-        """-> (the warm start to plan from, the prior's actions or None, 'policy' | 'shifted'): the prior's
-        closed-loop actions replace the shifted previous plan when their cost through the model is lower."""
+        """-> (the warm start to plan from, the centre of the prior's share of samples or None, 'policy' |
+        'shifted'). The prior's closed-loop actions replace the shifted previous plan as the warm start when
+        their cost through the model is lower, and the prior's share of samples is then drawn around the shifted
+        plan instead: both stay sampled, and the weights decide. (Drawing every sample around a policy whose
+        rollout only looks better over the horizon threw the planner's own plan away: through the stack a poor
+        parking policy took MPPI at 100 samples from 19/20 to 13/20; with both kept, 19/20.)"""
         prior = self.prior_actions(state)
         if prior is None:
             return warm_start, None, "shifted"
         both = torch.stack([warm_start, prior])
         with torch.no_grad():
             costs = self.cost(rollout(self.model, state, both), both)
-        return (prior, prior, "policy") if bool(costs[1] < costs[0]) else (warm_start, prior, "shifted")
+        return (prior, warm_start, "policy") if bool(costs[1] < costs[0]) else (warm_start, prior, "shifted")
 
     def reset(self) -> None:
         """Forget the warm start and the previously applied action."""

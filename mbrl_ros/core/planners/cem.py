@@ -19,8 +19,9 @@ iCEM (Pinneri et al., 2020) options:
 - ``return_best``: apply the best sequence seen rather than the final mean.
 
 A learned policy as prior (``set_prior``, ``policy_prior_fraction`` > 0): its closed-loop
-rollout through the model becomes the mean's warm start when it beats the shifted
-previous plan, and that share of the first iteration's population is drawn around it.
+rollout through the model centres that share of the first iteration's population;
+when it beats the shifted previous plan it becomes the mean's warm start instead, and
+the share goes around the shifted plan (``Planner.warm_start_from_prior``).
 
 Everything is batched over the population; the only Python loop is over the few
 iterations. ``compile: true`` compiles the rollout-and-cost evaluation (one graph

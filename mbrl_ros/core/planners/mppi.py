@@ -39,10 +39,13 @@ controller away from where its members disagree.
 
 A learned policy as prior (``set_prior``, with ``policy_prior_fraction`` > 0; the
 policy prior of TD-MPC and POLO): each plan first rolls the policy out in closed loop
-through the model from the current state; that action sequence (within bounds and
-rate limits) replaces the warm start when its cost beats the shifted previous plan's,
-and ``policy_prior_fraction`` of the samples are drawn around it instead of around
-the warm start, so good plans are found with fewer samples.
+through the model from the current state, and ``policy_prior_fraction`` of the
+samples are drawn around that action sequence (within bounds and rate limits) instead
+of around the warm start, so good plans are found with fewer samples. When its cost
+beats the shifted previous plan's, the two swap roles: the policy's rollout becomes
+the warm start and the prior's share goes around the shifted plan, so a policy whose
+rollout only looks better over the horizon cannot take every sample from the
+planner's own plan (``Planner.warm_start_from_prior``).
 """
 
 from __future__ import annotations
