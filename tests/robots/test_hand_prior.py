@@ -14,6 +14,7 @@ from mbrl_ros.core.model_kinds import MODEL_KINDS
 from mbrl_ros.core.planners import build_planner
 from mbrl_ros.core.planners.base import checked_numpy_dynamics
 from mbrl_ros.robots import get_robot
+from mbrl_ros.robots.hand import JOINTS
 from mbrl_ros.robots.hand.joint_lag import JointLagParams, LaggedJoints
 from mbrl_ros_hardware.hand.shadow_hand import HandSim
 
@@ -70,7 +71,7 @@ def test_the_hand_offers_every_model_kind_on_its_prior():
     prior = HAND.build_model({"type": "parametric", "dt": DT, "fingertip_lag": 0.002,
                               "params": {"gain": 0.3, "vel_gain": [7.0] * 24}})
     assert isinstance(prior, LaggedJoints) and prior.physics_robot == "hand" and prior.settings() == \
-        {"dt": DT, "fingertip_lag": 0.002, "state_dim": 63, "action_dim": 20}
+        {"dt": DT, "fingertip_lag": 0.002, "distal_tendon": False, "state_dim": 63, "action_dim": 20}
     assert prior.params.gain == [0.3] * 24 and prior.params.carry == JointLagParams.first_order_lag(DT).carry
     for bad, match in (({"params": {"gain": [0.3] * 20}}, r"model.params.gain: expected a finite number or 24"),
                        ({"params": {"lag": 0.1}}, r"model.params: unknown key\(s\) \['lag'\]"),
@@ -131,14 +132,16 @@ def test_a_semiparametric_hand_model_trains_its_residual_on_the_identified_prior
     assert tip_errors(fit.model.deterministic(), x[20:], u[20:], y[20:], 1).mean() < 0.01
 
 
-def test_the_numpy_form_is_the_prior_with_closed_form_jacobians():
+@pytest.mark.parametrize("distal_tendon", [False, True])
+def test_the_numpy_form_is_the_prior_with_closed_form_jacobians(distal_tendon):
     """iLQR's float64 path (LaggedJointsNumpy): the same step, and Jacobians equal to autograd's, actions
-    inside and beyond their bounds (a clipped action moves nothing)."""
-    model = HAND.build_model({"type": "parametric", "dt": DT, "fingertip_lag": 0.002,
+    inside and beyond their bounds (a clipped action moves nothing), distal joints inside their tendon's
+    band, at its edges and at their limits."""
+    model = HAND.build_model({"type": "parametric", "dt": DT, "fingertip_lag": 0.002, "distal_tendon": distal_tendon,
                               "params": {"carry": 0.01, "offset": 0.003, "vel_carry": 0.1}}).double()
     generator = torch.Generator().manual_seed(3)
-    states = torch.rand(9, 63, generator=generator, dtype=torch.float64) * 2 - 0.5
-    actions = torch.rand(9, 20, generator=generator, dtype=torch.float64) * 2.6 - 1.3
+    states = torch.rand(60, 63, generator=generator, dtype=torch.float64) * 2 - 0.5
+    actions = torch.rand(60, 20, generator=generator, dtype=torch.float64) * 2.6 - 1.3
     fast = model.numpy_dynamics()
     expected = model(states, actions).detach().numpy()
     assert np.abs(fast.step(states.numpy().T, actions.numpy().T).T - expected).max() < 1e-12
@@ -170,3 +173,28 @@ def test_ilqr_on_the_prior_brings_the_fingertips_to_a_pose_it_can_reach():
         for _ in range(25):
             x = model(x[None], planner.plan(x).action[None])[0]
     assert start > 0.03 and float(torch.linalg.vector_norm(x[48:] - target)) < 0.002
+
+
+def test_the_distal_tendon_holds_each_distal_joint_near_its_steady_state():
+    """HandReach's distal joints have no actuator: their tendon keeps J0 within 0.142 rad of 1.142 J1 and
+    leaves it free inside. Held targets for 25 steps from HandSim's start: the lag toward J1's target ends
+    0.06-0.08 rad off the simulator's J0 (FF, MF, LF; measured), the tendon model within 0.03."""
+    x, u, y = simulate(range(20))
+    sim, rng = HandSim("reach"), np.random.default_rng(0)
+    errors = {}
+    for tendon in (False, True):
+        model = fit_model({"type": "parametric", "dt": DT, "fingertip_lag": 0.002, "distal_tendon": tendon},
+                          episodes(x, u, y, slice(0, 20)), physics=HAND).model
+        off = []
+        for k in range(10):
+            s, target = sim.reset(seed=300 + k), rng.uniform(-0.7, 0.7, 20)
+            state = torch.tensor(np.concatenate([s.positions, s.velocities, s.fingertips.reshape(-1)]),
+                                 dtype=torch.float32)[None]
+            with torch.no_grad():
+                for _ in range(25):
+                    s = sim.step(target).state
+                    state = model(state, torch.tensor(target, dtype=torch.float32)[None])
+            off.append(np.abs(state[0, :24].numpy() - s.positions))
+        errors[tendon] = np.mean(off, axis=0)
+    distal = [JOINTS.index(f"{f}J0") for f in ("FF", "MF", "LF")]
+    assert (errors[True][distal] < 0.03).all() and (errors[False][distal] > 0.05).all(), errors

@@ -38,12 +38,13 @@ class Hand(Robot):
 
     def physics_prior(self, options: dict, where: str):
         """The lagged joints and kinematics: ``params`` (JointLagParams: per name a number or 24), ``dt``,
-        ``fingertip_lag`` (s the fingertips are measured before the joints: HandReach 0.002), ``learnable``."""
+        ``fingertip_lag`` (s the fingertips are measured before the joints: HandReach 0.002), ``distal_tendon``
+        (true: the distal joints move only where their tendon pushes them, ``joint_lag.TENDON_SLACK``), ``learnable``."""
         from mbrl_ros.core.models import check_keys
         from mbrl_ros.robots.hand.joint_lag import JointLagParams, LaggedJoints
 
         options = dict(options)
-        check_keys(options, {"params", "dt", "fingertip_lag", "learnable"}, where)
+        check_keys(options, {"params", "dt", "fingertip_lag", "distal_tendon", "learnable"}, where)
         params = JointLagParams.from_dict(options.pop("params", {}) or {}, source=f"{where}.params",
                                           dt=float(options.get("dt", 0.04)))
         try:
@@ -57,7 +58,7 @@ class Hand(Robot):
         from mbrl_ros.robots.hand.sysid import identify_joint_lag
 
         return identify_joint_lag(states, actions, next_states, dt=model.dt, fingertip_lag=model.fingertip_lag,
-                                  initial=model.params)
+                                  initial=model.params, distal_tendon=model.distal_tendon)
 
     def cost_terms(self) -> dict:
         from mbrl_ros.robots.hand.costs import FingertipTargetTerm

@@ -40,6 +40,12 @@ from mbrl_ros.robots.hand.stop import CTRL_RANGE
 
 __all__ = ["DEFAULT_LAG", "JointLagParams", "LaggedJoints", "LaggedJointsNumpy", "PARAM_NAMES", "TARGET_ACTUATOR"]
 
+# The distal joints' tendon (gymnasium-robotics' shadow_hand MJCF, fixed tendon T_<x>FJ1c: 0.00705 J0 - 0.00805 J1,
+# limited to +-0.001): it holds J0 within TENDON_SLACK of TENDON_RATIO * J1 and leaves it free inside.
+TENDON_RATIO = 0.00805 / 0.00705
+TENDON_SLACK = 0.001 / 0.00705
+DISTAL_RANGE = (0.0, 1.571)  # rad, the J0 joints' range
+DISTAL_PAIRS = tuple((JOINTS.index(f"{f}J0"), JOINTS.index(f"{f}J1")) for f in ("FF", "MF", "RF", "LF"))
 PARAM_NAMES = ("gain", "carry", "offset", "vel_gain", "vel_carry", "vel_offset")
 DEFAULT_LAG = 0.13  # s: about what HandReach's joints identify (gain ~0.27 per 0.04 s step)
 NUM_JOINTS = len(JOINTS)
@@ -111,11 +117,13 @@ class LaggedJoints(PhysicsModel):
     robot = "hand"
 
     def __init__(self, params: JointLagParams | None = None, dt: float = 0.04, fingertip_lag: float = 0.0,
-                 learnable: bool = False) -> None:
+                 distal_tendon: bool = False, learnable: bool = False) -> None:
         super().__init__(state_dim=2 * NUM_JOINTS + 15, action_dim=len(ACTUATORS))
         if not dt > 0 or not fingertip_lag >= 0:
             raise ValueError(f"need dt > 0 and fingertip_lag >= 0, got dt={dt}, fingertip_lag={fingertip_lag}")
-        self.dt, self.fingertip_lag = float(dt), float(fingertip_lag)
+        self.dt, self.fingertip_lag, self.distal_tendon = float(dt), float(fingertip_lag), bool(distal_tendon)
+        self.register_buffer("distal", torch.tensor([d for d, _ in DISTAL_PAIRS]), persistent=False)
+        self.register_buffer("middle", torch.tensor([m for _, m in DISTAL_PAIRS]), persistent=False)
         self.params = params or JointLagParams.first_order_lag(self.dt)
         theta = torch.tensor(self.params.as_array(), dtype=torch.float32)
         if learnable:
@@ -140,6 +148,12 @@ class LaggedJoints(PhysicsModel):
         gain, carry, offset, vel_gain, vel_carry, vel_offset = self.theta.unbind(-1)
         next_q = q + gain * gap + carry * v + offset
         next_v = vel_gain * gap + vel_carry * v + vel_offset
+        if self.distal_tendon:
+            distal = q.index_select(-1, self.distal)
+            centre = TENDON_RATIO * next_q.index_select(-1, self.middle)
+            moved = torch.clamp(distal, min=centre - TENDON_SLACK, max=centre + TENDON_SLACK).clamp(*DISTAL_RANGE)
+            next_q = next_q.index_copy(-1, self.distal, moved)
+            next_v = next_v.index_copy(-1, self.distal, (moved - distal) / self.dt)
         tips = self.kinematics(next_q - self.fingertip_lag * next_v)
         return torch.cat([next_q, next_v, tips], dim=-1)
 
@@ -155,13 +169,20 @@ class LaggedJointsNumpy(NumpyDynamics):
         self.theta = model.theta.detach().double().cpu().numpy()  # [24, 6]
         self.centre, self.half = (b.double().cpu().numpy() for b in (model.target_centre, model.target_half))
         self.actuator = np.array(TARGET_ACTUATOR)
-        self.fingertip_lag = model.fingertip_lag
+        self.fingertip_lag, self.dt, self.distal_tendon = model.fingertip_lag, model.dt, model.distal_tendon
+        self.distal, self.middle = (np.array(p) for p in zip(*DISTAL_PAIRS))
         self.kinematics = model.kinematics.numpy()
 
     def _next_joints(self, q, v, actions):
         gap = self.centre + np.clip(actions, -1.0, 1.0)[..., self.actuator] * self.half - q
         gain, carry, offset, vel_gain, vel_carry, vel_offset = self.theta.T
-        return q + gain * gap + carry * v + offset, vel_gain * gap + vel_carry * v + vel_offset
+        next_q, next_v = q + gain * gap + carry * v + offset, vel_gain * gap + vel_carry * v + vel_offset
+        if self.distal_tendon:
+            centre = TENDON_RATIO * next_q[..., self.middle]
+            moved = np.clip(np.clip(q[..., self.distal], centre - TENDON_SLACK, centre + TENDON_SLACK), *DISTAL_RANGE)
+            next_v[..., self.distal] = (moved - q[..., self.distal]) / self.dt
+            next_q[..., self.distal] = moved
+        return next_q, next_v
 
     def step(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
         x, u = states.T, actions.T
@@ -183,7 +204,27 @@ class LaggedJointsNumpy(NumpyDynamics):
         jac_u = np.zeros((batch, states.shape[1], actions.shape[1]))
         jac_u[:, rows, self.actuator] = gain * inside
         jac_u[:, n + rows, self.actuator] = vel_gain * inside
+        if self.distal_tendon:
+            self._distal_rows(jac_x, jac_u, states[:, :n], next_q)
         through = jac_x[:, :n, :2 * n] - self.fingertip_lag * jac_x[:, n:2 * n, :2 * n]
         jac_x[:, 2 * n:, :2 * n] = jac_tips @ through
         jac_u[:, 2 * n:] = jac_tips @ (jac_u[:, :n] - self.fingertip_lag * jac_u[:, n:2 * n])
         return jac_x, jac_u
+
+    def _distal_rows(self, jac_x, jac_u, q, next_q) -> None:
+        """The distal joints' rows: J0 stays (d/dJ0 = 1) inside the tendon's band, follows TENDON_RATIO * J1'
+        at its edge, and nothing at the joint's own limits; v0' = (J0' - J0) / dt."""
+        n = NUM_JOINTS
+        for distal, middle in zip(self.distal, self.middle):
+            centre = TENDON_RATIO * next_q[:, middle]
+            held = q[:, distal]
+            edge = (held < centre - TENDON_SLACK) | (held > centre + TENDON_SLACK)
+            moved = np.where(edge, np.clip(held, centre - TENDON_SLACK, centre + TENDON_SLACK), held)
+            free = (moved > DISTAL_RANGE[0]) & (moved < DISTAL_RANGE[1])
+            row_x = np.where((edge & free)[:, None], TENDON_RATIO * jac_x[:, middle], 0.0)
+            row_u = np.where((edge & free)[:, None], TENDON_RATIO * jac_u[:, middle], 0.0)
+            row_x[:, distal] += np.where(~edge & free, 1.0, 0.0)
+            jac_x[:, distal], jac_u[:, distal] = row_x, row_u
+            jac_x[:, n + distal] = row_x / self.dt
+            jac_x[:, n + distal, distal] -= 1.0 / self.dt
+            jac_u[:, n + distal] = row_u / self.dt

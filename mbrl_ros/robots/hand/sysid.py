@@ -25,9 +25,10 @@ MIN_TRANSITIONS = 30
 class JointLagSysIdResult(SysIdResult):
     dt: float = 0.04
     fingertip_lag: float = 0.0
+    distal_tendon: bool = False
 
     def model(self) -> LaggedJoints:
-        return LaggedJoints(self.params, self.dt, self.fingertip_lag)
+        return LaggedJoints(self.params, self.dt, self.fingertip_lag, self.distal_tendon)
 
     def config_params(self) -> dict[str, list]:
         return self.params.as_dict()
@@ -43,8 +44,9 @@ def _rms_per_state(model: LaggedJoints, states, actions, next_states) -> dict[st
 
 
 def identify_joint_lag(states, actions, next_states, dt: float, fingertip_lag: float = 0.0,
-                       initial: JointLagParams | None = None) -> JointLagSysIdResult:
-    """Fit JointLagParams to ``states[N, 63]``, ``actions[N, 20]``, ``next_states[N, 63]`` at ``dt``."""
+                       initial: JointLagParams | None = None, distal_tendon: bool = False) -> JointLagSysIdResult:
+    """Fit JointLagParams to ``states[N, 63]``, ``actions[N, 20]``, ``next_states[N, 63]`` at ``dt``.
+    With ``distal_tendon`` the model moves the distal joints by their tendon, and their rows go unused."""
     dim = 2 * NUM_JOINTS + 15
     states = as_rows("states", states, dim, dtype=torch.float64).numpy()
     n = states.shape[0]
@@ -57,7 +59,7 @@ def identify_joint_lag(states, actions, next_states, dt: float, fingertip_lag: f
         raise ValueError(f"identify_joint_lag: actions {constant} are constant: the data cannot show how their joints "
                          "follow them; record varied commands")
     start = initial or JointLagParams.first_order_lag(dt)
-    model = LaggedJoints(start, dt, fingertip_lag)
+    model = LaggedJoints(start, dt, fingertip_lag, distal_tendon)
     q, v = states[:, :NUM_JOINTS], states[:, NUM_JOINTS:2 * NUM_JOINTS]
     gap = model.double().joint_targets(torch.from_numpy(actions)).numpy() - q
     theta = np.zeros((NUM_JOINTS, len(PARAM_NAMES)))
@@ -77,9 +79,11 @@ def identify_joint_lag(states, actions, next_states, dt: float, fingertip_lag: f
     params = JointLagParams.from_array(theta)
     return JointLagSysIdResult(
         params=params,
-        rms_residual=_rms_per_state(LaggedJoints(params, dt, fingertip_lag), states, actions, next_states),
-        initial_rms_residual=_rms_per_state(LaggedJoints(start, dt, fingertip_lag), states, actions, next_states),
+        rms_residual=_rms_per_state(LaggedJoints(params, dt, fingertip_lag, distal_tendon), states, actions,
+                                    next_states),
+        initial_rms_residual=_rms_per_state(LaggedJoints(start, dt, fingertip_lag, distal_tendon), states, actions,
+                                            next_states),
         param_std={f"{joint}.{name}": float(std[j, k]) for j, joint in enumerate(JOINTS)
                    for k, name in enumerate(PARAM_NAMES)},
         initial_params=start, num_transitions=n, success=True, solver_status="least squares (exact)",
-        dt=float(dt), fingertip_lag=float(fingertip_lag))
+        dt=float(dt), fingertip_lag=float(fingertip_lag), distal_tendon=bool(distal_tendon))
