@@ -110,6 +110,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     race.add_argument("--models", nargs="+", choices=["parametric", "semiparametric", "ensemble"],
                       default=["parametric", "semiparametric", "ensemble"])
     race.add_argument("--episodes", type=int, default=1, help="evaluated episodes (of 3 laps) per run (default 1)")
+    race.add_argument("--learning-episodes", type=int, default=0, metavar="N",
+                      help="episodes under each learned model (retrained online) before the evaluated ones "
+                           "(default 0)")
     race.add_argument("--random-transitions", type=int, default=None, help="random budget (default: config)")
     race.add_argument("--seed", type=int, default=0)
     race.add_argument("--out", default="runs/race_sweep", help="run folder (default: runs/race_sweep)")
@@ -161,7 +164,7 @@ def _run_race_sweep(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.race_sweep import run
 
     run(speeds=args.speeds, models=args.models, episodes=args.episodes, random_transitions=args.random_transitions,
-        seed=args.seed, out=args.out, json_path=args.json)
+        seed=args.seed, out=args.out, json_path=args.json, learning_episodes=args.learning_episodes)
     return 0
 
 

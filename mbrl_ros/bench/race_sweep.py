@@ -2,7 +2,8 @@
 
 For each model kind and target speed (the race cost's ``path_tracking.target_speed``) one
 ``mbrl-ros demo car --task race`` run through the whole stack: random driving, the trainer's
-model, then ``episodes`` evaluated episodes of ``race_laps`` (3) laps each. Per run: laps,
+model, ``learning_episodes`` under it (retrained online as their data come in), then ``episodes``
+evaluated episodes of ``race_laps`` (3) laps each. Per run: laps,
 mean and best lap time, track exits, mean cross-track error, success (all laps, no exit).
 Per model kind: the highest target speed at which every evaluated episode drove its laps
 without leaving the track. Then the lap-time gain of each learned kind over the parametric
@@ -84,7 +85,7 @@ def plot_sweep(path: Path, results: dict[str, list[dict]], title: str = "") -> P
 
 
 def run(speeds: list[float], models: list[str], episodes: int = 1, random_transitions: int | None = None,
-        seed: int = 0, out: str = "runs/race_sweep", json_path: str | None = None) -> dict:
+        seed: int = 0, out: str = "runs/race_sweep", json_path: str | None = None, learning_episodes: int = 0) -> dict:
     from mbrl_ros.demo.run import run_demo
 
     folder = Path(out)
@@ -98,12 +99,14 @@ def run(speeds: list[float], models: list[str], episodes: int = 1, random_transi
             summary_path = folder / f"{name}.json"
             overrides = {"controller": {"cost": {"path_tracking": {"target_speed": float(speed)}}, **LOCKSTEP}}
             rc = run_demo("car", "race", episodes=episodes, model_kind=kind, random_transitions=random_transitions,
-                          seed=seed, out_dir=str(folder / name), json_path=str(summary_path), overrides=overrides)
+                          seed=seed, out_dir=str(folder / name), json_path=str(summary_path), overrides=overrides,
+                          learning_episodes=learning_episodes)
             if rc != 0 or not summary_path.is_file():
                 raise RuntimeError(f"race sweep: the demo for {name} failed (exit {rc}); see {folder / name}/")
             results[kind].append(json.loads(summary_path.read_text()))
             (folder / "race_sweep_partial.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = {"speeds": list(map(float, speeds)), "episodes": episodes, "controller": LOCKSTEP, "runs": results,
+    report = {"speeds": list(map(float, speeds)), "episodes": episodes, "learning_episodes": learning_episodes,
+              "random_transitions": random_transitions, "controller": LOCKSTEP, "runs": results,
               **analyse(results)}
     plot_sweep(folder / "race_sweep.png", results)
     text = json.dumps(report, indent=2) + "\n"

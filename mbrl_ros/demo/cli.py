@@ -25,6 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         + "; ".join(f"{r}: {', '.join(ts)}" for r, ts in sorted(tasks.items())) + ")")
     parser.add_argument("--episodes", type=int, default=20,
                         help="evaluated episodes, counted from the first one that starts with a model (default: 20)")
+    parser.add_argument("--learning-episodes", type=int, default=0, metavar="N",
+                        help="episodes under the learned model (retrained online) before the evaluated ones "
+                             "(default: 0)")
     parser.add_argument("--model", choices=["parametric", "ensemble", "semiparametric"], default=None,
                         help="model kind the trainer fits (default: the config's trainer.model_kind)")
     parser.add_argument("--controller", choices=["mppi", "cem", "ilqr", "rs", "policy"], default="mppi",
@@ -56,6 +59,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise SystemExit("mbrl-ros demo: --episodes must be >= 1")
+    if args.learning_episodes < 0:
+        raise SystemExit("mbrl-ros demo: --learning-episodes must be >= 0")
     if args.random_transitions is not None and args.random_transitions < 1:
         raise SystemExit("mbrl-ros demo: --random-transitions must be >= 1")
     if args.policy_prior is not None and (args.controller not in ("mppi", "cem") or not 0 < args.policy_prior <= 1):
@@ -78,6 +83,7 @@ def _run(args: argparse.Namespace) -> int:
             config_dir=args.config_dir, out_dir=args.out, json_path=args.json, lockstep=not args.real_time,
             domain_id=args.domain_id, timeout_s=args.timeout, show_logs=args.show_logs,
             overrides=planner_overrides(args.controller, args.samples, args.policy_prior),
+            learning_episodes=args.learning_episodes,
         )
     except (ValueError, LaunchError, RuntimeError) as error:  # config, launch file, a node that died
         print(f"mbrl-ros demo: error: {error}", file=sys.stderr)

@@ -33,8 +33,11 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
              random_transitions: int | None = None, seed: int = 0, config_dir: str | None = None,
              out_dir: str | None = None, json_path: str | None = None, lockstep: bool = True,
              domain_id: int | None = None, timeout_s: float = 3600.0, show_logs: bool = False,
-             overrides: dict[str, dict] | None = None) -> int:
-    """``overrides``: {node: {parameter: value}} merged into the task's parameter file (as the run's own)."""
+             overrides: dict[str, dict] | None = None, learning_episodes: int = 0) -> int:
+    """``overrides``: {node: {parameter: value}} merged into the task's parameter file (as the run's own).
+    ``learning_episodes``: episodes driven under the learned model, retrained online as their data come in,
+    before the ``episodes`` evaluated ones (model-based RL's data from its own controller: random driving
+    rarely reaches the slip a fast lap has)."""
     demo = demo_module(robot)
     if demo is None:
         raise ValueError(f"robot '{robot}' has no demo (no mbrl_ros_hardware.{robot}.demo)")
@@ -59,7 +62,8 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     domain = default_domain_id("demo") if domain_id is None else domain_id
     print(f"[demo] {robot}/{task}: the stack in ROS domain {domain}, {'lockstep' if lockstep else 'real-time'} "
           f"simulation; {budget or 'unlimited'} random transitions, model '{model_kind}', planner "
-          f"'{controller}', {episodes} evaluated episodes -> {out}/", flush=True)
+          f"'{controller}', " + (f"{learning_episodes} learning then " if learning_episodes else "")
+          + f"{episodes} evaluated episodes -> {out}/", flush=True)
 
     run = StackRun(out, {"robot": robot, "hardware": "sim", "task": task, "controller": controller,
                          "model": model_kind, "learn_policy": str(learn_policy).lower(),
@@ -85,9 +89,22 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
             run.wait_for(lambda: watcher.policy_version() >= 1, timeout_s, "the first policy to reach the controller",
                          tick=exploring)
         bar.close()
-        first = len(watcher.reports) + 1  # the episode running now started without a model
+        # The episode running now started without a model; then the learning episodes.
+        first = len(watcher.reports) + 1 + learning_episodes
         print(f"[demo] model v{watcher.model_version()} ({watcher.node_status('controller').get('model_kind', '')}) "
               + (f"and policy v{watcher.policy_version()} " if learn_policy else "") + f"deployed after {time.monotonic() - started:.0f} s; evaluating episodes from #{first}", flush=True)
+        if learning_episodes:
+            bar = tqdm(total=learning_episodes, desc="learning", unit="episode", **progress_options())
+
+            def learning() -> None:
+                done = watcher.reports[first - learning_episodes:first]
+                bar.update(len(done) - bar.n)
+                wins = sum(r.get("success") == "True" for r in done)
+                bar.set_postfix_str(f"success {wins}/{len(done)} | model v{watcher.model_version()}", refresh=False)
+
+            run.wait_for(lambda: len(watcher.reports) >= first, timeout_s, f"{learning_episodes} learning episodes",
+                         tick=learning)
+            bar.close()
 
         # 2. Episodes under the learned model (retrained online as data comes in).
         bar = tqdm(total=episodes, desc=task, unit="episode", **progress_options())
@@ -117,6 +134,7 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     summary = summarise(task, evaluated, traces[:first + episodes], timings,
                         random=sum(t[1] == "explore" for t in watcher.timings), distance_key=scene.distance_key)
     summary["model"] = model_kind
+    summary["learning_episodes"] = learning_episodes
     summary["controller"] = controller
     if prior > 0:
         summary["policy_prior_fraction"] = prior
@@ -146,7 +164,7 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
 
 JSON_KEYS = ("task", "episodes", "success_rate", "transitions", "controller_latency_ms", "deadline_miss_rate",
              "mean_cross_track_error_m", "mean_final_distance_m", "random_transitions", "model", "controller", "policy_prior_fraction", "policy_version",
-             "laps", "mean_lap_time_s", "best_lap_time_s", "track_exits", "target_speed")
+             "laps", "mean_lap_time_s", "best_lap_time_s", "track_exits", "target_speed", "learning_episodes")
 
 
 def summarise(task: str, evaluated: list[EpisodeTrace], all_episodes: list[EpisodeTrace],

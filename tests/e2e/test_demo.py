@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -143,7 +144,8 @@ def test_demo_rejects_bad_arguments_before_starting_anything(tmp_path):
 def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
     """Issue 10 §2: `mbrl-ros demo car --task race` through the stack: sim_car counts the lap the identified
     prior drives at 8 m/s (one lap per episode here, the shipped three take minutes), and the summary gives
-    laps, lap time and exits as JSON numbers. Lockstep without the overrun fallback, as the race sweep runs.
+    laps, lap time and exits as JSON numbers, and evaluates only after --learning-episodes. Lockstep without the
+    overrun fallback, as the race sweep runs.
     Eager: the shipped config compiles the planning step, which takes minutes on a clean machine (the compiled
     step is tested in tests/core/test_mppi.py and test_compile_cache.py; this test counts laps)."""
     from mbrl_ros.stack_run import prepare_config
@@ -156,8 +158,8 @@ def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "MBRL_ROS_IN"))}
     env["ROS_DOMAIN_ID"] = str(free_domain_id("e2e-demo-race"))
     command = [sys.executable, "-m", "mbrl_ros.cli", "demo", "car", "--task", "race", "--model", "parametric",
-               "--episodes", "1", "--random-transitions", "300", "--config-dir", str(config), "--out", str(out),
-               "--json", str(summary_file)]
+               "--episodes", "1", "--learning-episodes", "1", "--random-transitions", "300",
+               "--config-dir", str(config), "--out", str(out), "--json", str(summary_file)]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(summary_file.read_text())
@@ -169,5 +171,9 @@ def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
     assert summary["mean_cross_track_error_m"] < 0.3, summary
     assert summary["best_lap_time_s"] == summary["mean_lap_time_s"]
     detail = json.loads((out / "summary.json").read_text())["episodes_detail"][0]
+    # The learning episode (under the model, retrained online) comes first and is not evaluated.
+    assert summary["learning_episodes"] == 1
+    first_with_model = int(re.search(r"evaluating episodes from #(\d+)", done.stdout).group(1)) - 1
+    assert detail["episode"] == first_with_model + 1, (detail["episode"], done.stdout[-2000:])
     assert detail["laps"] == 1 and detail["crashed"] is False and isinstance(detail["mean_cross_track_error_m"], float)
     assert (out / "trajectories.png").stat().st_size > 10_000

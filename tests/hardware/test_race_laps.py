@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 from mbrl_ros_hardware.car.race import LapCounter, RaceSim, arc_length, stadium_track
 
@@ -73,3 +76,11 @@ def test_the_race_sim_ends_an_episode_at_its_laps_or_at_an_exit():
     while not (step := sim.step(np.array([0.0, 0.0]))).done:
         pass
     assert step.crashed and not step.success and step.laps == 0 and step.cross_track_error > sim.track_half_width
+
+
+def test_the_race_costs_edges_are_where_the_race_sim_decides_an_exit():
+    """The race config's path_tracking half_width (the cost's track edges) is the sim's track_half_width."""
+    config = yaml.safe_load((Path(__file__).parents[2] / "config" / "car_race.yaml").read_text())
+    path_tracking = config["/**"]["ros__parameters"]["cost"]["path_tracking"]
+    assert path_tracking["half_width"] == RaceSim().track_half_width
+    assert 0 < path_tracking["edge_margin"] < path_tracking["half_width"] and path_tracking["edge_weight"] > 0
