@@ -399,3 +399,18 @@ def test_bringup_lets_a_planner_with_the_policy_prior_learn_a_policy():
         trainer = next(n for n in description.nodes if n.name == "trainer").command
         inline = yaml.safe_load(Path(trainer[-1]).read_text())
         assert [section["ros__parameters"]["learn_policy"] for section in inline.values()] == [True]
+
+
+@pytest.mark.parametrize("robot", ["car", "hand", "base"])
+@pytest.mark.parametrize("args, fallback", [({}, False), ({"lockstep": "false"}, True), ({"hardware": "real"}, True)])
+def test_a_lockstep_simulation_uses_late_plans_and_real_time_replaces_them(robot, args, fallback):
+    """The controller's overrun_fallback follows the clock the world runs on: a lockstep simulation waits for each
+    command (a plan slower than dt is late only on the wall clock: used), real time and hardware do not wait
+    (the previous plan's next step goes out instead)."""
+    from mbrl_ros.ros_env import workspace_env
+
+    with load_launch_file(BRINGUP, {"robot": robot, **args}, environment=workspace_env()) as description:
+        controller = next(n for n in description.nodes if n.name == "controller").command
+        inline = yaml.safe_load(Path(controller[-1]).read_text())
+        values = [section["ros__parameters"] for section in inline.values()]
+        assert [(v["overrun_fallback"], v["use_sim_time"]) for v in values] == [(fallback, not fallback)], values

@@ -412,3 +412,6 @@ def test_in_lockstep_a_re_published_state_gets_the_same_command_again(running):
     # answered states are in it, and a re-send, answered without a cycle, is not (a resend's ~0 would pull p50 down).
     p50, p99 = (float(peer.status()[f"state_to_command_{q}_ms"]) for q in ("p50", "p99"))
     assert 0 < p50 <= p99, peer.status()
+    # numpy's and scipy's OpenBLAS held to the controller's `threads` (1 by default), as torch is: left alone,
+    # OpenBLAS starts one thread per core (2 here) and iLQR's numpy solves took 3.5x as long on 2 busy cores.
+    assert peer.status()["blas_threads"] == "1", peer.status()
