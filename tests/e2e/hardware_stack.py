@@ -76,7 +76,13 @@ def small_hand_config(folder: Path, random_transitions: int = 200, small_model: 
         assert old in text, f"config/hand.yaml no longer has '{old}'"
         text = text.replace(old, new)
     hand.write_text(text)
+    reach = folder / "hand_reach.yaml"
+    text = reach.read_text()
+    # Eager: the shipped config compiles the planning step, minutes on a clean machine (the compiled step is
+    # tested in tests/core/test_mppi.py and test_compile_cache.py, at the node in tests/ros/test_controller_compile.py).
+    assert "compile: true" in text, "config/hand_reach.yaml no longer has 'compile: true'"
+    text = text.replace("compile: true", "compile: false")
     if small_model:
-        reach = folder / "hand_reach.yaml"
-        reach.write_text(re.sub(r"num_samples: \d+", "num_samples: 100", reach.read_text()))
+        text = re.sub(r"num_samples: \d+", "num_samples: 100", text)
+    reach.write_text(text)
     return folder
