@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import traceback
 import pathlib
 
 import numpy as np
@@ -150,6 +151,7 @@ class ControllerNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("controller")
         self.core = None
+        self.configure_error = ""  # why the last configure failed (on_configure)
         self.loop_timers = []
         self.last_sent = -math.inf  # time.monotonic() of the last command
         self.last_command: CommandVector | None = None  # re-sent when lockstep re-publishes the state it answered
@@ -266,8 +268,12 @@ class ControllerNode(LifecycleNode):
                                    f"{'applied now' if how == 'live' else 'applied at the next configure'}")
 
     def start(self) -> None:
+        """Autostart: configure and activate. A configure that fails at start ends the process (run_node: exit 1
+        with the reason), as a bad parameter does, rather than leaving an unconfigured controller that commands
+        nothing and says nothing more (a missing package once stalled a demo for 7 minutes that way)."""
         if self.autostart:
-            self.trigger_configure()
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise ValueError(f"configure failed: {self.configure_error}")
             self.trigger_activate()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -285,7 +291,12 @@ class ControllerNode(LifecycleNode):
             if self.e_stopped:
                 self.core.engage_e_stop()
         except (ValueError, TypeError) as err:
+            self.configure_error = str(err)
             self.get_logger().error(f"configure failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception as err:  # noqa: BLE001 - rclpy's lifecycle swallows it without a word (its own TODO)
+            self.configure_error = f"{type(err).__name__}: {err}"
+            self.get_logger().error(f"configure failed: {self.configure_error}\n{traceback.format_exc()}")
             return TransitionCallbackReturn.FAILURE
         self.model_version = 0
         self.model_kind = ""

@@ -36,3 +36,19 @@ def test_a_bad_params_file_ends_the_node_with_a_clear_error(tmp_path, ros_env, c
     assert "Traceback" not in done.stderr
     if case in ("not YAML", "unknown key"):
         assert str(params) in said[0]
+
+
+def test_a_controller_whose_configure_fails_unexpectedly_exits_naming_the_error(tmp_path, ros_env):
+    """rclpy's lifecycle swallows an exception of a transition callback without a word: a controller that could
+    not import a package stayed unconfigured, commanding nothing, and the demo waited 7 minutes in silence. Now
+    any error of the autostart's configure ends the process with exit 1 and the error (the launch respawns it)."""
+    from test_controller_safety import controller_argv
+
+    fake = tmp_path / "site"
+    fake.mkdir()
+    (fake / "threadpoolctl.py").write_text("raise ImportError('threadpoolctl is broken on this machine')\n")
+    env = {**ros_env, "PYTHONPATH": ":".join(p for p in (str(fake), ros_env.get("PYTHONPATH", "")) if p)}
+    done = subprocess.run([sys.executable, *controller_argv()], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("controller: ")]
+    assert said == ["controller: configure failed: ImportError: threadpoolctl is broken on this machine"], done.stderr
