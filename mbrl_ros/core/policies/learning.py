@@ -210,6 +210,10 @@ class PolicyLearner:
         self.rounds = 0
 
     def _start(self, model: DynamicsModel, data: PolicyData, deployed: Actor | None) -> None:
+        # The actor's first weights from the method's seed: drawn from the process's RNG wherever it happened to
+        # be, they changed with what other threads had drawn before (the trainer's callbacks validate models
+        # with random probes), and so did the policy: a test's first round beat the stop in one run, not the next.
+        torch.manual_seed(self.config.shac.seed if self.config.method == "shac" else self.config.mbpo.seed)
         actor = new_actor(self.config, model.state_dim, model.action_dim, self.action_low, self.action_high,
                           data.train_states, data.train_contexts)
         if deployed is not None and deployed.config == actor.config:
