@@ -26,6 +26,12 @@ from pathlib import Path
 HARDWARE_FILES = ("sim", "real")  # <robot>_real.yaml holds the hardware's parameters, not a task
 
 
+def robot_tasks(folder: Path, robot: str) -> list[str]:
+    """The robot's tasks: one ``<robot>_<task>.yaml`` each in ``folder`` (not its hardware files)."""
+    tasks = (p.stem[len(robot) + 1:] for p in folder.glob(f"{robot}_*.yaml"))
+    return sorted(task for task in tasks if task not in HARDWARE_FILES)
+
+
 def check_combination(robot: str, task: str, model: str, config_dir: str | Path, learn_policy: bool = False) -> None:
     """Raise ValueError naming what cannot run together (and what can)."""
     from mbrl_ros.robots import get_robot
@@ -33,19 +39,16 @@ def check_combination(robot: str, task: str, model: str, config_dir: str | Path,
     plugin = get_robot(robot, "launch argument 'robot'")
     folder = Path(config_dir)
     if task in HARDWARE_FILES or not (folder / f"{robot}_{task}.yaml").is_file():
-        tasks = sorted(p.stem[len(robot) + 1:] for p in folder.glob(f"{robot}_*.yaml")
-                       if p.stem[len(robot) + 1:] not in HARDWARE_FILES)
         raise ValueError(f"robot '{robot}' has no task '{task}' (no task file {folder / f'{robot}_{task}.yaml'}); "
-                         f"its tasks: {', '.join(tasks) or 'none'}")
+                         f"its tasks: {', '.join(robot_tasks(folder, robot)) or 'none'}")
     if model not in plugin.model_kinds():
         raise ValueError(f"robot '{robot}' cannot run model '{model}'; its models: {', '.join(plugin.model_kinds())}")
     if learn_policy:
         from mbrl_ros.io.config import launch_parameters
 
         if not launch_parameters(folder, robot, task, "trainer").get("policy"):
-            with_policy = sorted(p.stem[len(robot) + 1:] for p in folder.glob(f"{robot}_*.yaml")
-                                 if p.stem[len(robot) + 1:] not in HARDWARE_FILES
-                                 and launch_parameters(folder, robot, p.stem[len(robot) + 1:], "trainer").get("policy"))
+            with_policy = [other for other in robot_tasks(folder, robot)
+                           if launch_parameters(folder, robot, other, "trainer").get("policy")]
             raise ValueError(f"robot '{robot}' task '{task}' has no learned policy (controller:=policy or "
                              f"learn_policy:=true): no trainer 'policy' section in {folder / f'{robot}.yaml'} or "
                              f"{folder / f'{robot}_{task}.yaml'}; tasks with one: {', '.join(with_policy) or 'none'}")

@@ -93,34 +93,27 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
         first = len(watcher.reports) + 1 + learning_episodes
         print(f"[demo] model v{watcher.model_version()} ({watcher.node_status('controller').get('model_kind', '')}) "
               + (f"and policy v{watcher.policy_version()} " if learn_policy else "") + f"deployed after {time.monotonic() - started:.0f} s; evaluating episodes from #{first}", flush=True)
-        if learning_episodes:
-            bar = tqdm(total=learning_episodes, desc="learning", unit="episode", **progress_options())
 
-            def learning() -> None:
-                done = watcher.reports[first - learning_episodes:first]
+        def follow(begin: int, count: int, desc: str, what: str, latency: bool) -> None:
+            """A progress bar over the episodes [begin, begin + count) until they have all ended."""
+            bar = tqdm(total=count, desc=desc, unit="episode", **progress_options())
+
+            def tick() -> None:
+                done = watcher.reports[begin:begin + count]
                 bar.update(len(done) - bar.n)
                 wins = sum(r.get("success") == "True" for r in done)
-                bar.set_postfix_str(f"success {wins}/{len(done)} | model v{watcher.model_version()}", refresh=False)
+                plans = [t[2] for t in watcher.timings if t[1] in ("plan", "policy")][-500:] if latency else []
+                bar.set_postfix_str(f"success {wins}/{len(done)} | model v{watcher.model_version()}"
+                                    + (f" | plan p50 {np.median(plans):.0f} ms" if plans else ""), refresh=False)
 
-            run.wait_for(lambda: len(watcher.reports) >= first, timeout_s, f"{learning_episodes} learning episodes",
-                         tick=learning)
+            run.wait_for(lambda: len(watcher.reports) >= begin + count, timeout_s, what, tick=tick)
             bar.close()
 
+        if learning_episodes:
+            follow(first - learning_episodes, learning_episodes, "learning", f"{learning_episodes} learning episodes",
+                   latency=False)
         # 2. Episodes under the learned model (retrained online as data comes in).
-        bar = tqdm(total=episodes, desc=task, unit="episode", **progress_options())
-
-        def evaluating() -> None:
-            done = watcher.reports[first:first + episodes]
-            bar.update(len(done) - bar.n)
-            wins = sum(r.get("success") == "True" for r in done)
-            plans = [t[2] for t in watcher.timings if t[1] in ("plan", "policy")][-500:]
-            latency = f" | plan p50 {np.median(plans):.0f} ms" if plans else ""
-            bar.set_postfix_str(f"success {wins}/{len(done)} | model v{watcher.model_version()}{latency}",
-                                refresh=False)
-
-        run.wait_for(lambda: len(watcher.reports) >= first + episodes, timeout_s, f"{episodes} evaluated episodes",
-                     tick=evaluating)
-        bar.close()
+        follow(first, episodes, task, f"{episodes} evaluated episodes", latency=True)
         # The controller's own count of its random cycles: the watcher's timing subscription misses the first
         # ones whenever discovery matches it late (a loaded machine: 998 of 1,000).
         explored = watcher.node_status("controller").get("cycles_explore", "")

@@ -131,6 +131,8 @@ RUNTIME = {
 # Parameters the controller does not read: rclpy's use_sim_time (its time source applies it) and run_node's
 # executor (declared once the node is built, read-only).
 NOT_OURS = {"use_sim_time", EXECUTOR.name}
+
+
 def limit_blas_threads(threads: int) -> int:
     """Limit the BLAS libraries loaded in this process (numpy's and scipy's OpenBLAS: iLQR's numpy models and
     solves) to ``threads``, as torch.set_num_threads does for torch; -> the most any of them now uses (0: none
