@@ -20,6 +20,11 @@ way for every robot:
   starts with the next seed, after ``reset_gap`` seconds of simulated time so
   that the data path splits episodes at the gap. A simulator whose steps say
   nothing about success succeeds by reaching the time limit without a crash.
+- ``sim/start_evaluation`` (std_srvs/Trigger): the episodes from the next one on take the seeds
+  ``evaluation_seed``, ``evaluation_seed + 1``, ... (the answer's message names that episode's number), so
+  a run's evaluated episodes have the same starts and goals whenever its model arrived (the demo calls it
+  once the first model, and policy, reached the controller; before, episode k took seed + k, and the
+  evaluated seeds moved with the trainer's wall time).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
+from std_srvs.srv import Trigger
 
 from mbrl_interfaces.msg import CommandVector
 from mbrl_ros.ros.commands import is_stop
@@ -41,7 +47,10 @@ from mbrl_ros.ros.stamps import ns_to_stamp, stamp_to_ns
 SIM_PARAMS = [
     Param("lockstep", True, "step when a command arrives and publish /clock (true), or run in real time (false)",
           read_only=True),
-    Param("seed", 0, "seed of the first episode; episode k uses seed + k", (0, 2**31 - 1), read_only=True),
+    Param("seed", 0, "seed of the first episode; episode k uses seed + k (until sim/start_evaluation)",
+          (0, 2**31 - 1), read_only=True),
+    Param("evaluation_seed", 1000, "seed of the first episode after a call of sim/start_evaluation, then + 1 each",
+          (0, 2**31 - 1), read_only=True),
     Param("episodes", 0, "stop after this many episodes (0: run forever)", (0, 1_000_000)),
     Param("max_episode_steps", 0, "time limit of an episode, in control steps (0: the task's own)", (0, 100_000)),
     Param("frame_id", "map", "frame of the published poses"),
@@ -70,8 +79,10 @@ class SimDriverNode(Node):
         self.create_subscription(CommandVector, "hw/command", self.on_command, COMMAND)
         if self.lockstep:
             self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.create_service(Trigger, "sim/start_evaluation", self.on_start_evaluation)
         self.sim_time_ns = 0
         self.episode = 0
+        self.evaluation_from: int | None = None  # the first episode of the fixed evaluation seeds
         self.finished = False
 
     def start(self) -> None:
@@ -106,7 +117,10 @@ class SimDriverNode(Node):
     def start_episode(self) -> None:
         if self.episode and self.lockstep:
             self.sim_time_ns += int(round(self.reset_gap * 1e9))
-        self.seed = self.p["seed"] + self.episode
+        if self.evaluation_from is not None and self.episode >= self.evaluation_from:
+            self.seed = self.p["evaluation_seed"] + self.episode - self.evaluation_from
+        else:
+            self.seed = self.p["seed"] + self.episode
         self.state = self.sim.reset(seed=self.seed)
         self.steps = 0
         self.episode_start_ns = self.stamp_ns()
@@ -133,6 +147,16 @@ class SimDriverNode(Node):
             self.finished = True
             return
         self.start_episode()
+
+    def on_start_evaluation(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        # Runs in this node's executor, between steps: the episode running now keeps its seed.
+        if self.evaluation_from is None:
+            self.evaluation_from = self.episode + 1
+        response.success = True
+        response.message = (f"episode {self.evaluation_from} on: seeds {self.p['evaluation_seed']}, "
+                            f"{self.p['evaluation_seed'] + 1}, ...")
+        self.get_logger().info(f"sim/start_evaluation: {response.message}")
+        return response
 
     # --- stepping ----------------------------------------------------------
     def on_command(self, msg: CommandVector) -> None:

@@ -89,8 +89,10 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
             run.wait_for(lambda: watcher.policy_version() >= 1, timeout_s, "the first policy to reach the controller",
                          tick=exploring)
         bar.close()
-        # The episode running now started without a model; then the learning episodes.
-        first = len(watcher.reports) + 1 + learning_episodes
+        # The episode running now started without a model; then the learning episodes, then the evaluated ones.
+        # From the next episode on the simulator takes its fixed evaluation seeds (sim/start_evaluation), so every
+        # run evaluates on the same starts and goals however long its model and policy took to arrive.
+        first = start_evaluation(watcher) + learning_episodes
         print(f"[demo] model v{watcher.model_version()} ({watcher.node_status('controller').get('model_kind', '')}) "
               + (f"and policy v{watcher.policy_version()} " if learn_policy else "") + f"deployed after {time.monotonic() - started:.0f} s; evaluating episodes from #{first}", flush=True)
 
@@ -159,9 +161,23 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     return 0
 
 
+def start_evaluation(watcher) -> int:
+    """Call the simulator's ``sim/start_evaluation``: -> the number of the first episode on its fixed seeds."""
+    import re
+
+    from std_srvs.srv import Trigger
+
+    name = f"{watcher.namespace}/sim/start_evaluation"
+    response = watcher.call(Trigger, name, Trigger.Request())
+    found = re.match(r"episode (\d+) ", response.message)
+    if not response.success or not found:
+        raise RuntimeError(f"{name}: unexpected answer {response.message!r}")
+    return int(found.group(1))
+
+
 JSON_KEYS = ("task", "episodes", "success_rate", "transitions", "controller_latency_ms", "deadline_miss_rate",
              "mean_cross_track_error_m", "mean_final_distance_m", "random_transitions", "model", "controller", "policy_prior_fraction", "policy_version",
-             "laps", "mean_lap_time_s", "best_lap_time_s", "track_exits", "target_speed", "learning_episodes")
+             "laps", "mean_lap_time_s", "best_lap_time_s", "track_exits", "target_speed", "learning_episodes", "seeds")
 
 
 def summarise(task: str, evaluated: list[EpisodeTrace], all_episodes: list[EpisodeTrace],
@@ -180,6 +196,7 @@ def summarise(task: str, evaluated: list[EpisodeTrace], all_episodes: list[Episo
         "controller_latency_ms": {"p50": float(np.percentile(compute, 50)) if len(compute) else float("nan"),
                                   "p99": float(np.percentile(compute, 99)) if len(compute) else float("nan")},
         "deadline_miss_rate": float(np.mean(compute > deadline)) if len(compute) else float("nan"),
+        "seeds": [int(e.report["seed"]) for e in evaluated],  # the simulator's, fixed by sim/start_evaluation
     }
     distances = np.array([e.number(distance_key) for e in evaluated])
     if np.isfinite(distances).any():  # a task with a goal

@@ -38,6 +38,12 @@ def test_demo_car_brings_up_the_stack_learns_parks_and_reports(tmp_path):
     assert summary["transitions"] > 400
     assert 0 < summary["controller_latency_ms"]["p50"] <= summary["controller_latency_ms"]["p99"]
     assert 0.0 <= summary["deadline_miss_rate"] <= 1.0
+    # Issue 12 §3, same seeds side by side: the evaluated episodes take the simulator's evaluation seeds (1000, 1001,
+    # sim/start_evaluation) whenever the model arrived; before, episode k took seed k, and k moved with wall time.
+    assert summary["seeds"] == [1000, 1001], summary
+    first = int(re.search(r"evaluating episodes from #(\d+)", done.stdout).group(1))
+    detail = json.loads((out / "summary.json").read_text())["episodes_detail"]
+    assert [(e["episode"], e["seed"]) for e in detail] == [(first, 1000), (first + 1, 1001)], detail
 
     # What the run leaves behind: plots, bags, checkpoints, the exact config, the nodes' logs.
     for plot in ("trajectories.png", "model_error.png", "latency.png"):
@@ -175,5 +181,6 @@ def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
     assert summary["learning_episodes"] == 1
     first_with_model = int(re.search(r"evaluating episodes from #(\d+)", done.stdout).group(1)) - 1
     assert detail["episode"] == first_with_model + 1, (detail["episode"], done.stdout[-2000:])
+    assert detail["seed"] == 1001 and summary["seeds"] == [1001]  # the learning episode took 1000
     assert detail["laps"] == 1 and detail["crashed"] is False and isinstance(detail["mean_cross_track_error_m"], float)
     assert (out / "trajectories.png").stat().st_size > 10_000
