@@ -163,6 +163,8 @@ def main() -> None:
                         help="experiment: when the policy's rollout beats the shifted plan, all-on-policy draws the "
                         "prior's share around the policy too (before stop 20), keep never replaces the warm start")
     parser.add_argument("--save-policy", default=None, help="write the trained policy here (for --policy)")
+    parser.add_argument("--each-candidate", action="store_true",
+                        help="with --set candidates=N: also drive each candidate alone (policy: the one kept)")
     parser.add_argument("--only", default=None, help="comma-separated controllers to run (policy,still,mppi,prior)")
     parser.add_argument("--split-every", type=int, default=0,
                         help="cut the logged episodes every N steps as the data_logger's bags do (sim_car: 100)")
@@ -196,6 +198,7 @@ def main() -> None:
     sim = ParkingSim(max_episode_steps=args.steps)
     print(f"load average {os.getloadavg()}", flush=True)
 
+    candidates = {}  # name -> actor: each candidate of the round (--each-candidate)
     if args.policy:
         from mbrl_ros.io.policy_checkpoint import load
         actor = load(args.policy)[0]
@@ -224,9 +227,17 @@ def main() -> None:
             term, setting = key.split(".", 1)
             cost_section[term][setting] = yaml.safe_load(value)
         train_cost = robot.build_cost(cost_section, 5, 2, source="controller.cost")
-        round_ = PolicyLearner(policy_config, ctrl["action_low"], ctrl["action_high"]).round(model, train_cost,
-                                                                                             policy_data)
+        learner = PolicyLearner(policy_config, ctrl["action_low"], ctrl["action_high"])
+        round_ = learner.round(model, train_cost, policy_data)
         actor = round_.actor
+        selection = policy_data.held_out[0].name
+        for score in round_.candidates:
+            print(f"candidate {score.index} (seed {score.seed}): held-out costs "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in score.cost.items())
+                  + (" <- kept" if score.index == round_.chosen else ""), flush=True)
+        if args.each_candidate:
+            candidates = {f"cand{c.index}": copy.deepcopy(learner.lineages[c.index].actor).eval()
+                          for c in round_.candidates}
         if args.save_policy:
             from mbrl_ros.io.policy_checkpoint import save
             save(args.save_policy, actor)
@@ -251,13 +262,15 @@ def main() -> None:
     names = ["policy", "still"] + ([] if args.skip_mppi else ["mppi"]) + (["prior"] if args.prior else [])
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
+    names += list(candidates)
     worlds = [("model", on_model)] + ([("sim", on_sim)] if args.sim else [])
     for world, step_fn in worlds:
         for name in names:
             started = time.perf_counter()
-            c = controller(ctrl, "mppi" if name == "prior" else name, model,
-                           actor if name in ("policy", "prior") else None, args.samples,
-                           args.prior if name == "prior" else 0.0)
+            own = candidates.get(name)
+            c = controller(ctrl, "mppi" if name == "prior" else "policy" if own is not None else name, model,
+                           own if own is not None else actor if name in ("policy", "prior") else None,
+                           args.samples, args.prior if name == "prior" else 0.0)
             rows = []
             for seed, start, goal in pairs:
                 if world == "sim":

@@ -37,7 +37,9 @@ Policies (off unless ``learn_policy`` is true: the ``policy`` section, with the 
 controller and the trainer; the launch files set ``learn_policy`` under ``controller:=policy``): every time a model is deployed on
 ``dynamics/model`` (and on ``trainer/train_policy``), the worker trains a policy
 (``core.policies.learning.PolicyLearner``, ``policy.method`` shac | mbpo) through that
-model from the logged real states, scores it and the deployed policy (``policy/model``,
+model from the logged real states (``policy.candidates`` actors in turn, each its own seed, the best on the
+held-out starts kept: each one's costs in decisions.jsonl's ``candidates`` and /diagnostics'
+``policy_candidates_cost_<set>``), scores it and the deployed policy (``policy/model``,
 or the robot's stop for the first: the car brakes and holds) in closed loop on the model from held-out real
 episodes (the ``gate_fraction`` episodes), and, only if it is better, saves it as
 ``policy_v<N>.pt`` and publishes it on ``policy/candidate`` as a ModelUpdate of
@@ -64,7 +66,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -501,6 +503,8 @@ class TrainerNode(Node):
             return
         record.update(decision="accepted" if result.decision.accept else "rejected", reason=result.decision.reason,
                       metrics=result.metrics())
+        if len(result.candidates) > 1:  # policy.candidates: each one's seed and held-out costs, and which was kept
+            record.update(chosen_candidate=result.chosen, candidates=[asdict(c) for c in result.candidates])
         if result.decision.accept:
             number, path = next_numbered_path(self.p["checkpoint_dir"], "policy")
             metrics = {**result.metrics(), "model_version": float(model_version)}
@@ -531,6 +535,9 @@ class TrainerNode(Node):
             "policy_last_round_seconds": f"{record['seconds']:.2f}",
             **{f"policy_candidate_{k}": f"{v:.6g}" for k, v in record.get("metrics", {}).items()},
             **{f"policy_goals_{k}": str(v) for k, v in record.get("goals", {}).items()},
+            **({"policy_chosen_candidate": str(record["chosen_candidate"])} if "candidates" in record else {}),
+            **{f"policy_candidates_cost_{k}": ", ".join(f"{c['cost'][k]:.6g}" for c in record["candidates"])
+               for k in (record["candidates"][0]["cost"] if "candidates" in record else {})},
         }
         with self.lock:
             self.policy_rounds += 1

@@ -394,6 +394,56 @@ def test_a_learner_carries_its_actor_and_critic_over_rounds_and_starts_from_the_
     assert first.actor is not actor and second.actor is not actor  # candidates are copies
 
 
+def candidate_round(candidates: int, seed: int):
+    """One round on a small goal-reaching bicycle task: (learner, result)."""
+    from mbrl_ros.core.policies.learning import PolicyLearner
+
+    model = KinematicBicycle(BicycleParams(), dt=0.2)
+    generator = torch.Generator().manual_seed(3)
+    data = TransitionDataset(NX, NU)
+    for episode in range(10):
+        states = torch.randn(6, NX, generator=generator) * 3
+        data.append(states, torch.zeros(6, NU), states, episode)
+    goals = {e: [float(e % 4), 1.0, 0.0, 0.0, 0.0] for e in range(10)}
+    split = PolicyData.from_dataset(data, 0.3, 0, goals)
+    config = PolicyConfig.from_dict({"context": "goal", "candidates": candidates,
+                                     "actor": {"hidden_sizes": [16], "angle_dims": [2]},
+                                     "shac": {"iterations": 4, "horizon": 4, "batch_size": 8, "seed": seed},
+                                     "validation": {"steps": 8}})
+    learner = PolicyLearner(config, [-1.0, -1.0], [1.0, 1.0])
+    return learner, learner.round(model, build_cost(GOAL_COST, NX, NU), split)
+
+
+def test_a_round_keeps_the_candidate_with_the_lowest_held_out_cost_deterministically():
+    """Issue 12, one round's policy a lottery over seeds: ``policy.candidates: N`` trains N actors, candidate i
+    exactly as one learner with the method's seed + i would, and keeps the one with the lowest closed-loop cost
+    on the held-out starts; the same seed gives the same candidates and the same choice."""
+    learner, result = candidate_round(4, seed=7)
+    costs = [c.cost["starts"] for c in result.candidates]
+    assert [c.seed for c in result.candidates] == [7, 8, 9, 10] and all(math.isfinite(c) for c in costs)
+    assert len(set(costs)) == 4, costs  # the seeds make different policies
+    assert result.chosen == costs.index(min(costs)) != 0, costs  # not the first one: selection made the choice
+    assert result.decision.candidate["starts"] == pytest.approx(min(costs))  # the kept actor is the one decided on
+    assert learner.actor is learner.lineages[result.chosen].actor  # and its lineage is the learner's now
+    assert f"candidate {result.chosen} of 4 (seed {7 + result.chosen}" in result.decision.reason
+    assert result.metrics()["chosen_candidate"] == result.chosen and result.metrics()["candidates"] == 4
+    # Deterministic: the same seed, the same candidates and choice; candidate i is the single learner of seed + i.
+    _, again = candidate_round(4, seed=7)
+    assert [c.cost for c in again.candidates] == [c.cost for c in result.candidates] and again.chosen == result.chosen
+    for a, b in zip(again.actor.state_dict().values(), result.actor.state_dict().values()):
+        assert torch.equal(a, b)
+    _, alone = candidate_round(1, seed=7 + result.chosen)
+    assert alone.candidates[0].cost == result.candidates[result.chosen].cost
+    for a, b in zip(alone.actor.state_dict().values(), result.actor.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("value", [0, 2.5, True, "3"])
+def test_policy_candidates_must_be_a_count_and_its_error_names_the_key(value):
+    with pytest.raises(ValueError, match=r"policy\.candidates: expected an integer >= 1"):
+        PolicyConfig.from_dict({"candidates": value})
+
+
 class RecordingBicycle(KinematicBicycle):
     """The bicycle, keeping the states each call starts from (the first call of a rollout: its start states)."""
 

@@ -576,7 +576,7 @@ def test_trainer_learns_a_policy_on_each_deployed_model_and_the_server_publishes
     # 19.0 against 19.36 (and 19.65-19.71 in the trainer: rejected, the CI failure), 100 gave 16.6 (14 % better).
     trainer.update(bag_dir=str(tmp_path / "bags"), checkpoint_dir=str(tmp_path / "checkpoints"),
                    random_transitions=10**8, poll_period=0.3, dt=DT, diagnostics_period=0.2, learn_policy=True,
-                   policy={"method": "shac", "context": "goal",
+                   policy={"method": "shac", "context": "goal", "candidates": 2,
                            "actor": {"hidden_sizes": [32, 32], "angle_dims": [2], "relative_dims": [0, 0, 1, 1, 2, 2]},
                            "shac": {"iterations": 100, "batch_size": 64},
                            "validation": {"steps": 30, "max_starts": 64}})
@@ -604,6 +604,11 @@ def test_trainer_learns_a_policy_on_each_deployed_model_and_the_server_publishes
     values = accepted["values"]
     assert (values["policy_last_decision"], values["policy_last_round"]) == ("accepted", "model v1 deployed")
     assert values["policy_last_compared_with"] == "the robot's stop (no deployed policy)"
+    # policy.candidates: 2 -> two actors (seeds 0 and 1), each one's held-out costs diagnosed, the cheaper kept.
+    starts = [float(c) for c in values["policy_candidates_cost_starts"].split(", ")]
+    assert len(starts) == 2 and len(values["policy_candidates_cost_visited"].split(", ")) == 2, values
+    assert int(values["policy_chosen_candidate"]) == starts.index(min(starts)) and metrics["candidates"] == 2.0
+    assert metrics["candidate_cost_starts"] == pytest.approx(min(starts), rel=1e-5)
     late = stack.peer()  # a controller starting now gets the latched policy
     assert late.do("wait_model", topic="policy/model", checksum=policy["checksum"], version=1, timeout=20)["received"]
 
@@ -638,6 +643,9 @@ def test_trainer_learns_a_policy_on_each_deployed_model_and_the_server_publishes
     assert [(d["kind"], d["round"], d["decision"], d["compared_with"]) for d in decisions] == [
         ("policy", 1, "accepted", "the robot's stop (no deployed policy)"),
         ("policy", 2, values["policy_last_decision"], "deployed policy v3")]
+    assert [c["seed"] for c in decisions[0]["candidates"]] == [0, 1], decisions[0]
+    first_costs = [c["cost"]["starts"] for c in decisions[0]["candidates"]]
+    assert decisions[0]["chosen_candidate"] == first_costs.index(min(first_costs)), decisions[0]
     # Only a better policy is offered: accepted, it is served as v4; rejected, nothing is saved or published.
     costs = decisions[1]["metrics"]
     better = all(costs[f"candidate_cost_{h}"] < costs[f"reference_cost_{h}"] for h in ("starts", "visited"))

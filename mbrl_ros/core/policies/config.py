@@ -4,6 +4,7 @@
 
     policy:
       method: shac                 # shac | mbpo
+      candidates: 1                # actors trained per round, candidate i from the method's seed + i; the best on the held-out starts is kept
       context: goal                # the cost's run-time input the policy sees (goal, fingertip_target, ...); omit for none
       actor: {hidden_sizes: [64, 64], activation: relu, angle_dims: [2], relative_dims: [[0, 0], [1, 1], [2, 2]]}
       shac: {horizon: 16, iterations: 300, ...}
@@ -192,6 +193,11 @@ class ValidationConfig(_Section):
 class PolicyConfig:
     method: str = "shac"
     context: str | None = None
+    # Actors trained per round, one after another in the caller's thread (so a round takes ``candidates`` times
+    # as long and no more CPU at once): candidate i from the method's seed + i (its first weights, its critic or
+    # SAC, its start sampling), the one with the lowest closed-loop cost on the held-out starts kept. One round's
+    # policy is a lottery over seeds (issue 12: the same data gave a policy parking 19/20 with seed 0, 11/20 with 1).
+    candidates: int = 1
     actor: ActorSettings = field(default_factory=ActorSettings)
     shac: ShacConfig = field(default_factory=ShacConfig)
     mbpo: MbpoConfig = field(default_factory=MbpoConfig)
@@ -206,8 +212,9 @@ class PolicyConfig:
         context = values.get("context")
         if context is not None and (not isinstance(context, str) or not context.isidentifier()):
             raise ValueError(f"{where}.context: expected the name of a cost context (e.g. goal), got {context!r}")
+        candidates = _check(where, "candidates", values.get("candidates", cls.candidates), cls.candidates, 1, None, False)
         return cls(
-            method=method, context=context,
+            method=method, context=context, candidates=candidates,
             actor=ActorSettings.from_dict(values.get("actor"), f"{where}.actor"),
             shac=ShacConfig.from_dict(values.get("shac"), f"{where}.shac"),
             mbpo=MbpoConfig.from_dict(values.get("mbpo"), f"{where}.mbpo"),

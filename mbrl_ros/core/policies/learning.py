@@ -11,7 +11,9 @@ logged data and the deployed policy (``train_policy``: one round of a new learne
    feature normaliser is fitted on the training states) and its critic or SAC
    carry over between rounds;
 3. ``shac`` or ``mbpo`` improves it on rollouts from the training states, and a
-   copy of it is the candidate;
+   copy of it is the candidate; with ``policy.candidates: N``, N actors (each its
+   own seed) are trained in turn and the one with the lowest closed-loop cost on the
+   held-out starts is the candidate (every candidate's costs are in ``PolicyRound.candidates``);
 4. ``decide_policy`` scores candidate and deployed policy (for the first policy:
    ``first_reference``, the robot's stop in the trainer, else the constant action
    at the centre of the bounds) in closed loop on the same
@@ -21,8 +23,9 @@ logged data and the deployed policy (``train_policy``: one round of a new learne
 from __future__ import annotations
 
 import copy
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -34,10 +37,10 @@ from mbrl_ros.core.policies.actor import Actor, ConstantPolicy
 from mbrl_ros.core.policies.config import PolicyConfig
 from mbrl_ros.core.policies.rollouts import PolicyFn, StartSampler, TaskCost
 from mbrl_ros.core.policies.shac import ShacLearner
-from mbrl_ros.core.policies.validation import HeldOutStates, PolicyDecision, decide_policy
+from mbrl_ros.core.policies.validation import HeldOutStates, PolicyDecision, closed_loop_costs, decide_policy
 from mbrl_ros.core.retraining import validation_split
 
-__all__ = ["PolicyData", "PolicyLearner", "PolicyRound", "continued_episodes", "final_state_goals",
+__all__ = ["CandidateScore", "PolicyData", "PolicyLearner", "PolicyRound", "best_candidate", "continued_episodes", "final_state_goals",
            "logged_or_final_goals", "new_actor", "train_policy"]
 
 
@@ -172,30 +175,66 @@ def new_actor(config: PolicyConfig, state_dim: int, action_dim: int, action_low,
 
 
 @dataclass
+class CandidateScore:
+    """One candidate actor of a round: its seed and its mean closed-loop cost on each held-out set."""
+
+    index: int
+    seed: int
+    cost: dict[str, float]
+
+
+@dataclass
 class PolicyRound:
-    """A round's outcome: the candidate, the decision, what training did."""
+    """A round's outcome: the candidate kept, the decision, what training did, every candidate's score."""
 
     actor: Actor
     decision: PolicyDecision
     method: str
-    history: object  # ShacHistory or MbpoHistory
+    history: object  # ShacHistory or MbpoHistory of the kept candidate
     seconds: float
+    candidates: list[CandidateScore] = field(default_factory=list)
+    chosen: int = 0  # index of the kept candidate in ``candidates``
 
     def metrics(self) -> dict[str, float]:
         out = self.decision.metrics()
         out["train_seconds"] = self.seconds
+        if len(self.candidates) > 1:
+            out["candidates"] = float(len(self.candidates))
+            out["chosen_candidate"] = float(self.chosen)
         return out
+
+
+def best_candidate(scores: Sequence[CandidateScore], selection: str) -> int:
+    """The index of the candidate with the lowest cost on the held-out set ``selection`` (non-finite: never
+    preferred; a tie: the lower index)."""
+    def key(k: int) -> tuple[float, int]:
+        value = scores[k].cost[selection]
+        return (value if math.isfinite(value) else math.inf, k)
+    return min(range(len(scores)), key=key)
+
+
+class _Lineage:
+    """One candidate's actor and learner (critic or SAC), carried over from round to round."""
+
+    def __init__(self, index: int, seed: int) -> None:
+        self.index, self.seed = index, seed
+        self.actor: Actor | None = None
+        self.learner = None
 
 
 class PolicyLearner:
     """Learns one policy over many rounds (a trainer holds one).
 
-    The learner's own actor and its critic (SHAC) or SAC (MBPO) carry over from round
-    to round whether or not a round's candidate was deployed: learning a policy takes
-    more updates than one round, and a rejected candidate is not wasted work. The first
-    round starts from the deployed actor if its settings match, else from a fresh one
-    whose normaliser is fitted on that round's training states (and kept after).
-    A learner whose actor becomes non-finite starts afresh at the next round.
+    ``config.candidates`` lineages, lineage i seeded with the method's seed + i (exactly the learner
+    ``candidates: 1`` with that seed would be). Each lineage's actor and its critic (SHAC) or SAC (MBPO) carry
+    over from round to round whether or not a round's candidate was deployed: learning a policy takes
+    more updates than one round, and a rejected candidate is not wasted work. Each round trains every lineage
+    in turn (in the caller's thread: the round takes that many times as long, at the same CPU share), scores
+    each one's actor in closed loop on every held-out set, and keeps the one with the lowest cost on the first
+    set (``PolicyData.from_dataset``'s ``starts``: the task's start distribution); only that one is then
+    compared with the deployed policy. The first round starts each lineage from the deployed actor if its
+    settings match, else from a fresh one whose normaliser is fitted on that round's training states (and
+    kept after). A lineage whose actor becomes non-finite starts afresh at the next round.
     """
 
     def __init__(self, config: PolicyConfig, action_low, action_high,
@@ -205,60 +244,105 @@ class PolicyLearner:
         self.config = config
         self.action_low, self.action_high = action_low, action_high
         self.first_reference = first_reference
-        self.actor: Actor | None = None
-        self.learner = None
+        seed = config.shac.seed if config.method == "shac" else config.mbpo.seed
+        self.lineages = [_Lineage(i, seed + i) for i in range(config.candidates)]
+        self.chosen = 0  # the lineage of the last round's kept candidate
         self.rounds = 0
 
-    def _start(self, model: DynamicsModel, data: PolicyData, deployed: Actor | None) -> None:
-        # The actor's first weights from the method's seed: drawn from the process's RNG wherever it happened to
+    @property
+    def actor(self) -> Actor | None:
+        """The actor of the lineage whose candidate the last round kept."""
+        return self.lineages[self.chosen].actor
+
+    @property
+    def learner(self):
+        """That lineage's ShacLearner or MbpoLearner."""
+        return self.lineages[self.chosen].learner
+
+    def _start(self, lineage: _Lineage, model: DynamicsModel, data: PolicyData, deployed: Actor | None) -> None:
+        # The actor's first weights from the lineage's seed: drawn from the process's RNG wherever it happened to
         # be, they changed with what other threads had drawn before (the trainer's callbacks validate models
         # with random probes), and so did the policy: a test's first round beat the stop in one run, not the next.
-        torch.manual_seed(self.config.shac.seed if self.config.method == "shac" else self.config.mbpo.seed)
+        torch.manual_seed(lineage.seed)
         actor = new_actor(self.config, model.state_dim, model.action_dim, self.action_low, self.action_high,
                           data.train_states, data.train_contexts)
         if deployed is not None and deployed.config == actor.config:
             actor = copy.deepcopy(deployed).train()
         if self.config.method == "shac":
-            self.learner = ShacLearner(actor, self.config.shac, self.config.actor.activation)
+            lineage.learner = ShacLearner(actor, replace(self.config.shac, seed=lineage.seed),
+                                          self.config.actor.activation)
         else:
             from mbrl_ros.core.policies.mbpo import MbpoLearner  # stable-baselines3 only when asked for
 
-            self.learner = MbpoLearner(actor, self.config.mbpo)
-        self.actor = actor
+            lineage.learner = MbpoLearner(actor, replace(self.config.mbpo, seed=lineage.seed))
+        lineage.actor = actor
 
     def round(self, model: DynamicsModel, cost: TrajectoryCost, data: PolicyData,
               deployed: Actor | None = None, stop: Callable[[], bool] | None = None) -> PolicyRound:
-        """Train on ``model`` from ``data``'s training states; validate a copy against ``deployed``.
-        ``stop()`` true (a shutdown) cuts the training short; the caller then discards the round."""
+        """Train every lineage on ``model`` from ``data``'s training states; keep the best on the held-out starts;
+        validate a copy of it against ``deployed``. ``stop()`` true (a shutdown) cuts the training short; the
+        caller then discards the round."""
         started = time.perf_counter()
         config = self.config
         if (config.context is None) != (data.train_contexts is None):
             raise ValueError(f"policy.context is {config.context!r} but the data "
                              f"{'has no' if data.train_contexts is None else 'has'} contexts")
-        if self.learner is None:
-            self._start(model, data, deployed)
         task = TaskCost(cost, config.context)
-        seed = (config.shac.seed if config.method == "shac" else config.mbpo.seed) + self.rounds
+        v = config.validation
+        held_out = [h.subset(v.max_starts) for h in data.held_out]
+        if not held_out or any(h.states.shape[0] == 0 for h in held_out):
+            raise ValueError("policy validation needs at least one non-empty set of held-out states")
         # SHAC's episodes start where the task's episodes start; MBPO branches from every logged state.
         starts, contexts = data.start_states(config.shac.starts if config.method == "shac" else "logged_states")
-        history = self.learner.train(model, task, StartSampler(starts, contexts, seed=seed), stop=stop)
+        trained: list[tuple[Actor, object]] = []
+        scores: list[CandidateScore] = []
+        broken: list[str] = []
+        for lineage in self.lineages:
+            if stop is not None and stop() and trained:
+                break
+            if lineage.learner is None:
+                self._start(lineage, model, data, deployed)
+            sampler = StartSampler(starts, contexts, seed=lineage.seed + self.rounds)
+            history = lineage.learner.train(model, task, sampler, stop=stop)
+            candidate = copy.deepcopy(lineage.actor).eval()
+            bad = [n for n, t in candidate.state_dict().items()
+                   if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+            if bad:
+                broken.append(f"candidate {lineage.index} (seed {lineage.seed}) has non-finite weights {bad}; "
+                              "its learner starts afresh")
+                lineage.learner = lineage.actor = None
+                cost_by_set = {h.name: math.inf for h in held_out}
+            else:
+                cost_by_set = {h.name: float(closed_loop_costs(candidate, model, task, h, v.steps).mean())
+                               for h in held_out}
+            trained.append((candidate, history))
+            scores.append(CandidateScore(lineage.index, lineage.seed, cost_by_set))
         self.rounds += 1
-        candidate = copy.deepcopy(self.actor).eval()
-        bad = [n for n, t in candidate.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-        if bad:
-            self.learner = self.actor = None
-            decision = PolicyDecision(False, f"candidate has non-finite weights {bad}; the learner starts afresh")
+        chosen = best_candidate(scores, held_out[0].name)
+        candidate, history = trained[chosen]
+        if scores[chosen].cost[held_out[0].name] == math.inf and broken:
+            decision = PolicyDecision(False, "; ".join(broken))
         else:
+            self.chosen = scores[chosen].index
             reference, name = deployed, "deployed policy"
             if reference is None and self.first_reference is not None:
                 reference, name = self.first_reference
             elif reference is None:
                 reference = ConstantPolicy(((candidate.action_low + candidate.action_high) / 2).tolist())
                 name = "constant action at the centre of the bounds"
-            v = config.validation
-            decision = decide_policy(candidate, reference, model, task, [h.subset(v.max_starts) for h in data.held_out],
-                                     v.steps, v.min_improvement, reference_name=name)
-        return PolicyRound(candidate, decision, config.method, history, time.perf_counter() - started)
+            decision = decide_policy(candidate, reference, model, task, held_out, v.steps, v.min_improvement,
+                                     reference_name=name)
+            if len(scores) > 1:
+                decision.reason = (f"candidate {chosen} of {len(scores)} (seed {scores[chosen].seed}; "
+                                   f"{held_out[0].name} costs {candidate_costs(scores, held_out[0].name)}) "
+                                   f"{decision.reason}")
+        return PolicyRound(candidate, decision, config.method, history, time.perf_counter() - started,
+                           scores, chosen)
+
+
+def candidate_costs(scores: Sequence[CandidateScore], selection: str) -> str:
+    """``"14.18, 15.73, ..."``: each candidate's cost on ``selection``, in candidate order."""
+    return ", ".join(f"{s.cost[selection]:.4g}" for s in scores)
 
 
 def train_policy(config: PolicyConfig, model: DynamicsModel, cost: TrajectoryCost, data: PolicyData,
