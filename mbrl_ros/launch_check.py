@@ -9,7 +9,8 @@ stays until the launch stops it (SIGINT or SIGTERM: exit 0). The one rule of wha
 
 - the robot is a plug-in (``mbrl_ros.robots``);
 - the task has its parameter file ``<config_dir>/<robot>_<task>.yaml``;
-- the model kind is one of the robot's ``model_kinds()`` (those on a physics prior need one);
+- the model kind is one of the robot's ``model_kinds(state_names)`` for the task's state (those on a physics
+  prior need one that covers it: the hand's does not know rotate's block);
 - a learned policy (``learn_policy``, the default under ``controller:=policy``) needs a ``policy``
   section for the trainer in the robot's or the task's file (the method, the actor, the context).
 
@@ -41,11 +42,12 @@ def check_combination(robot: str, task: str, model: str, config_dir: str | Path,
     if task in HARDWARE_FILES or not (folder / f"{robot}_{task}.yaml").is_file():
         raise ValueError(f"robot '{robot}' has no task '{task}' (no task file {folder / f'{robot}_{task}.yaml'}); "
                          f"its tasks: {', '.join(robot_tasks(folder, robot)) or 'none'}")
-    if model not in plugin.model_kinds():
-        raise ValueError(f"robot '{robot}' cannot run model '{model}'; its models: {', '.join(plugin.model_kinds())}")
-    if learn_policy:
-        from mbrl_ros.io.config import launch_parameters
+    from mbrl_ros.io.config import launch_parameters
 
+    kinds = plugin.model_kinds(launch_parameters(folder, robot, task, "trainer").get("state_names"))
+    if model not in kinds:
+        raise ValueError(f"robot '{robot}' task '{task}' cannot run model '{model}'; its models: {', '.join(kinds)}")
+    if learn_policy:
         if not launch_parameters(folder, robot, task, "trainer").get("policy"):
             with_policy = [other for other in robot_tasks(folder, robot)
                            if launch_parameters(folder, robot, other, "trainer").get("policy")]

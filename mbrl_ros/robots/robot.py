@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -70,9 +70,10 @@ class Robot:
         raise ValueError(f"{where}: robot '{self.name}' has no physics prior, so model kind 'parametric' (and "
                          "'semiparametric', which adds a residual to it) is not available; use 'ensemble'")
 
-    def model_kinds(self) -> tuple[str, ...]:
-        """The model kinds this robot can run: every kind with a physics prior, else only 'ensemble'
-        (parametric and semiparametric are built on the prior)."""
+    def model_kinds(self, state_names: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The model kinds this robot can run (for a task whose state is ``state_names``, when given): every
+        kind with a physics prior, else only 'ensemble' (parametric and semiparametric are built on the prior).
+        A robot whose prior covers only some of its tasks' states overrides it."""
         from mbrl_ros.core.model_kinds import MODEL_KINDS
 
         has_prior = type(self).physics_prior is not Robot.physics_prior

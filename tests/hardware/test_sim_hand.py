@@ -26,7 +26,7 @@ def test_hand_sim_state_goal_and_success_are_handreachs():
     again.reset(seed=3)
     assert np.array_equal(again.goal, sim.goal)  # seeded goals
     assert len(fingertip_state_names()) == 15
-    with pytest.raises(ValueError, match="task must be one of"):
+    with pytest.raises(ValueError, match="parameter .task. must be one of"):
         HandSim("juggle")
 
 
@@ -98,3 +98,34 @@ def test_the_hand_stop_knows_the_actuator_ranges_and_holds_the_hand_where_it_is(
             state = sim.step(stop.command(values, None) if hold else np.zeros(20)).state
         drift[name] = float(np.abs(state.positions - held).max())
     assert drift["stop"] < 0.1 < drift["mid-range"], drift
+
+
+def test_hand_estimator_ends_the_state_with_the_blocks_odometry_of_the_same_stamp():
+    from mbrl_ros.robots.hand.estimator import BLOCK_STATE_NAMES
+
+    est = HandStateEstimator(JOINTS, fingertips=0, block=True)
+    assert est.state_dim == 6 + len(BLOCK_STATE_NAMES)
+    assert est.joints(10, JOINTS, [0.0, 1.0, 2.0], [3.0, 4.0, 5.0]) is None  # the block of this stamp is missing
+    out = est.block_odometry(10, (1.0, 2.0, 3.0), (0.0, 0.0, 0.0, -2.0), (0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+    # The quaternion normalised with its sign kept (HandManipulate tells q from -q).
+    assert out.values.tolist() == [0, 1, 2, 3, 4, 5, 1, 2, 3, 0, 0, 0, -1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    for bad, reason in ((((1, 2, 3), (0, 0, 0, 0), (0, 0, 0), (0, 0, 0)), "zero-length orientation"),
+                        (((1, 2, np.nan), (1, 0, 0, 0), (0, 0, 0), (0, 0, 0)), "non-finite block_z"),
+                        (((1, 2, 3), (1, 0, 0, 0), (0, 0, 0), (0, np.inf, 0)), "non-finite block_wy"),
+                        (((1, 2, 3), (1, 0, 0), (0, 0, 0), (0, 0, 0)), "expected 13 values")):
+        rejection = est.block_odometry(20, *bad)
+        assert isinstance(rejection, Rejection) and reason in rejection.reason, (bad, rejection)
+    without = HandStateEstimator(JOINTS, fingertips=0)
+    assert "parameter 'block' is false" in without.block_odometry(0, (0, 0, 0), (1, 0, 0, 0), (0, 0, 0), (0, 0, 0)).reason
+
+
+def test_the_hand_plugin_checks_the_block_state_names():
+    from mbrl_ros.robots import get_robot
+
+    hand = get_robot("hand")
+    params = {"joint_names": JOINTS, "fingertips": 0, "resync_after": 10, "block": True}
+    names = [*JOINTS, *(f"{j}_vel" for j in JOINTS)]
+    with pytest.raises(ValueError, match="'state_names' has 6 names, but 3 joints .* and the block make 19"):
+        hand.estimator({**params, "state_names": names}, "/hand/estimator")
+    with pytest.raises(ValueError, match="'state_names' must end with the block's"):
+        hand.estimator({**params, "state_names": names + [f"b{i}" for i in range(13)]}, "/hand/estimator")

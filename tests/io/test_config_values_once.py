@@ -9,7 +9,7 @@ from mbrl_ros.io.config import ConfigError, derived, launch_parameters, model_se
 from mbrl_ros.ros_env import REPO_ROOT
 
 CONFIG = REPO_ROOT / "config"
-TASKS = {"car": ("parking", "race"), "hand": ("reach",), "base": ("goal", "path")}
+TASKS = {"car": ("parking", "race"), "hand": ("reach", "rotate"), "base": ("goal", "path")}
 DERIVED = {"controller": ("rate_hz", "exploration_steps"), "real_car": ("control_period",),
            "real_hand": ("control_period",)}
 

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from mbrl_ros.io.config import launch_parameters
 from mbrl_ros.launch_check import HARDWARE_FILES, check_combination
 from mbrl_ros.robots import available_robots, get_robot
 from mbrl_ros.ros_env import REPO_ROOT, free_domain_id, workspace_env
@@ -24,8 +25,18 @@ def test_every_task_file_and_model_kind_of_each_robot_is_a_valid_combination():
         tasks = [t for p in CONFIG.glob(f"{robot}_*.yaml") if (t := p.stem.split("_", 1)[1]) not in HARDWARE_FILES]
         assert tasks, robot
         for task in tasks:
-            for model in get_robot(robot).model_kinds():
+            state_names = launch_parameters(CONFIG, robot, task, "trainer").get("state_names")
+            for model in get_robot(robot).model_kinds(state_names):
                 check_combination(robot, task, model, CONFIG)
+
+
+@pytest.mark.parametrize("model", ["parametric", "semiparametric"])
+def test_the_hands_prior_does_not_know_the_block_so_rotate_runs_the_ensemble_only(model):
+    """Issue 10 §1: launch_check knows the rotate task, whose state holds the block the joints' prior lacks."""
+    check_combination("hand", "rotate", "ensemble", CONFIG)
+    with pytest.raises(ValueError, match=f"robot 'hand' task 'rotate' cannot run model '{model}'; its models: "
+                                         "ensemble$"):
+        check_combination("hand", "rotate", model, CONFIG)
 
 
 @pytest.mark.parametrize("robot, task, model, why", [
@@ -49,7 +60,7 @@ def test_a_model_kind_on_a_physics_prior_the_robot_lacks_is_refused(monkeypatch,
 
     check_combination("hand", "reach", model, CONFIG)
     monkeypatch.setattr(Hand, "physics_prior", Robot.physics_prior)
-    with pytest.raises(ValueError, match=f"robot 'hand' cannot run model '{model}'; its models: ensemble$"):
+    with pytest.raises(ValueError, match=f"robot 'hand' task 'reach' cannot run model '{model}'; its models: ensemble$"):
         check_combination("hand", "reach", model, CONFIG)
     check_combination("hand", "reach", "ensemble", CONFIG)
 
@@ -71,7 +82,7 @@ def test_the_launch_ends_with_the_reason_and_exit_code_1(tmp_path):
                             "robot:=hand", "model:=parametric", f"config_dir:={CONFIG}", f"run_dir:={tmp_path / 'run'}"],
                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert ended.returncode == 1, ended.stderr[-3000:]
-    assert "robot 'hand' cannot run model 'parametric'; its models: ensemble" in ended.stdout + ended.stderr
+    assert "robot 'hand' task 'reach' cannot run model 'parametric'; its models: ensemble" in ended.stdout + ended.stderr
     assert "launch_check exited (on_exit: shutdown): stopping all nodes" in ended.stderr
 
 

@@ -2,10 +2,12 @@
 
 State: the joints' positions (rad), their velocities (rad/s) and the five
 fingertip positions (m, world frame, thumb last), from joint states and
-fingertip poses of one stamp (``estimator``); physics prior: each joint a linear second-order lag
+fingertip poses of one stamp (``estimator``); per task (the config's ``state_names``
+and the estimator's ``fingertips`` and ``block``) without the fingertips and with a held
+block's pose and twist (``estimator.BLOCK_STATE_NAMES``; rotate); physics prior: each joint a linear second-order lag
 toward its actuator's target, fingertips by the hand's kinematics (``joint_lag``, ``kinematics``;
-identified by ``sysid``); cost terms: fingertip targets
-(``costs``); stop: hold the measured joint positions (``stop``); ROS side: joint states and fingertip poses (``messages``).
+identified by ``sysid``); cost terms: fingertip targets, the block's orientation and
+its place in the palm (``costs``); stop: hold the measured joint positions (``stop``); ROS side: joint states and fingertip poses (``messages``).
 Drivers: ``sim_hand``, ``real_hand``, ``hand_emulator`` (``mbrl_ros_hardware.hand``);
 config: ``config/hand.yaml`` and ``hand_<task>.yaml``.
 """
@@ -52,6 +54,13 @@ class Hand(Robot):
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
 
+    def model_kinds(self, state_names=None) -> tuple[str, ...]:
+        """The prior knows the joints and the fingertips (the state ``state_names`` of this class, reach's):
+        a task whose state holds anything else (rotate: the block) runs the ensemble only."""
+        if state_names is not None and list(state_names) != list(self.state_names):
+            return ("ensemble",)
+        return super().model_kinds()
+
     def identify(self, model, states, actions, next_states):
         """Each joint's six parameters by linear least squares (``sysid.identify_joint_lag``), at ``model``'s
         ``dt`` and ``fingertip_lag``."""
@@ -81,12 +90,19 @@ class Hand(Robot):
     def estimator(self, params: Mapping[str, Any], source: str):
         from mbrl_ros.robots.hand.estimator import HandStateEstimator
 
+        from mbrl_ros.robots.hand.estimator import BLOCK_STATE_NAMES
+
         joints = [n for n in params["joint_names"] if n]
-        estimator = HandStateEstimator(joints, params["fingertips"], params["resync_after"])
-        if len(params["state_names"]) != estimator.state_dim:
-            raise ValueError(f"{source}: parameter 'state_names' has {len(params['state_names'])} names, but "
-                             f"{len(joints)} joints (positions, velocities) and {params['fingertips']} fingertips "
-                             f"make {estimator.state_dim}")
+        block = bool(params.get("block", False))
+        estimator = HandStateEstimator(joints, params["fingertips"], params["resync_after"], block)
+        names = list(params["state_names"])
+        if len(names) != estimator.state_dim:
+            raise ValueError(f"{source}: parameter 'state_names' has {len(names)} names, but "
+                             f"{len(joints)} joints (positions, velocities), {params['fingertips']} fingertips"
+                             f"{' and the block' if block else ''} make {estimator.state_dim}")
+        if block and tuple(names[-len(BLOCK_STATE_NAMES):]) != BLOCK_STATE_NAMES:
+            raise ValueError(f"{source}: parameter 'block' is true, so 'state_names' must end with the block's "
+                             f"{list(BLOCK_STATE_NAMES)}, not {names[-len(BLOCK_STATE_NAMES):]}")
         return estimator
 
 
