@@ -70,9 +70,9 @@ class Hand(Robot):
                                   initial=model.params, distal_tendon=model.distal_tendon)
 
     def cost_terms(self) -> dict:
-        from mbrl_ros.robots.hand.costs import FingertipTargetTerm
+        from mbrl_ros.robots.hand.costs import BlockOrientationTerm, BlockPositionTerm, FingertipTargetTerm
 
-        return {FingertipTargetTerm.kind: FingertipTargetTerm}
+        return {term.kind: term for term in (FingertipTargetTerm, BlockOrientationTerm, BlockPositionTerm)}
 
     def stop(self, params: Mapping[str, Any], source: str):
         """Hold the joints at their last measured positions (``stop.HoldJoints``)."""

@@ -1,4 +1,5 @@
-"""The hand's cost terms: fingertip positions to their targets (HandReach's goal)."""
+"""The hand's cost terms: fingertip positions to their targets (HandReach's goal); a held block's orientation
+about z to its goal and the block kept in the palm (HandManipulateBlockRotateZ's goal, PDDM's drop penalty)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from typing import Any
 
 import torch
 
+from mbrl_ros.core.angles import wrap_angle
 from mbrl_ros.core.costs import (REQUIRED, SQRT_EPS, CostTerm, as_tensor, parse_choice, parse_indices, parse_number,
                                  stage_and_terminal)
 from mbrl_ros.core.validation import check_tensor
 
-__all__ = ["FingertipTargetTerm"]
+__all__ = ["BlockOrientationTerm", "BlockPositionTerm", "FingertipTargetTerm", "block_yaw_error"]
 
 
 class FingertipTargetTerm(CostTerm):
@@ -41,4 +43,94 @@ class FingertipTargetTerm(CostTerm):
         error = states.index_select(-1, self.indices) - self.target
         squared = (error * error).sum(-1)
         per_state = squared if self.form == "squared" else torch.sqrt(torch.clamp(squared, min=SQRT_EPS))
+        return stage_and_terminal(per_state, self.stage_weight, self.terminal_weight)
+
+
+class BlockGoalTerm(CostTerm):
+    """A term on the block's state entries against its goal pose, the context ``block_goal``: x, y, z (m) and the
+    orientation quaternion qw, qx, qy, qz (the driver's goal_block_pose)."""
+
+    context = ("block_goal",)
+    entries = 0  # how many state indices the term reads
+
+    def configure_goal(self, c: dict[str, Any]) -> None:
+        indices = parse_indices("indices", c["indices"], self.state_dim)
+        if len(indices) != self.entries:
+            raise ValueError(f"indices: expected {self.entries} state indices, got {len(indices)}")
+        self.register_buffer("indices", torch.tensor(indices))
+        self.register_buffer("goal", torch.zeros(7))
+        self.stage_weight = parse_number("stage_weight", c["stage_weight"], low=0)
+        self.terminal_weight = parse_number("terminal_weight", c["terminal_weight"], low=0)
+
+    def set_block_goal(self, goal: torch.Tensor) -> None:
+        goal = check_tensor("block_goal", as_tensor("block_goal", goal, self.goal), (7,))
+        if float(torch.linalg.vector_norm(goal[3:])) < 1e-6:
+            raise ValueError("block_goal: zero-length orientation quaternion (entries 3..6: qw, qx, qy, qz)")
+        self.goal.copy_(goal)
+        self._context_set.add("block_goal")
+
+
+def block_yaw_error(quaternion: torch.Tensor, goal: torch.Tensor, double_cover: bool) -> torch.Tensor:
+    """The rotation about z from ``goal`` to ``quaternion`` (both ``[..., 4]``: w, x, y, z), the twist angles of
+    their swing-twist decompositions about z (``2 atan2(z, w)``, exact with any tilt) subtracted: wrapped to
+    (-pi, pi] (a turn of 2 pi is none), or with ``double_cover`` to (-2 pi, 2 pi], as HandManipulate's success
+    counts it (it tells a quaternion from its negative: the block's own quaternion must come near the goal's)."""
+    twist = 2.0 * torch.atan2(quaternion[..., 3], quaternion[..., 0])
+    goal_twist = 2.0 * torch.atan2(goal[..., 3], goal[..., 0])
+    error = twist - goal_twist
+    return 2.0 * wrap_angle(0.5 * error) if double_cover else wrap_angle(error)
+
+
+class BlockOrientationTerm(BlockGoalTerm):
+    """The block's orientation error about z to its goal (``block_yaw_error``; ``indices``: the state's qw, qx,
+    qy, qz) and, with ``tilt_weight``, its tilt (the swing angle of the decomposition, ``2 acos(|(w, z)|)``,
+    rad): HandManipulate's success needs the whole rotation within its threshold. ``form: angle``: the
+    absolute angles (rad); ``squared``: their squares."""
+
+    kind = "block_orientation"
+    entries = 4
+    defaults = {"indices": REQUIRED, "form": "angle", "double_cover": False, "tilt_weight": 0.0,
+                "stage_weight": 1.0, "terminal_weight": 1.0}
+
+    def configure(self, c: dict[str, Any]) -> None:
+        self.configure_goal(c)
+        self.form = parse_choice("form", c["form"], ("angle", "squared"))
+        if not isinstance(c["double_cover"], bool):
+            raise ValueError(f"double_cover: expected true or false, got {c['double_cover']!r}")
+        self.double_cover = c["double_cover"]
+        self.tilt_weight = parse_number("tilt_weight", c["tilt_weight"], low=0)
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        quaternion = states.index_select(-1, self.indices)
+        quaternion = quaternion / torch.clamp(torch.linalg.vector_norm(quaternion, dim=-1, keepdim=True), min=1e-6)
+        yaw = block_yaw_error(quaternion, self.goal[3:], self.double_cover)
+        per_state = yaw.abs() if self.form == "angle" else yaw * yaw
+        if self.tilt_weight:
+            twist_part = torch.sqrt(torch.clamp(quaternion[..., 0] ** 2 + quaternion[..., 3] ** 2, min=SQRT_EPS))
+            tilt = 2.0 * torch.acos(torch.clamp(twist_part, max=1.0))
+            per_state = per_state + self.tilt_weight * (tilt if self.form == "angle" else tilt * tilt)
+        return stage_and_terminal(per_state, self.stage_weight, self.terminal_weight)
+
+
+class BlockPositionTerm(BlockGoalTerm):
+    """The block kept in the palm: its distance (m) to the goal's position (``indices``: the state's x, y, z;
+    HandManipulateBlockRotateZ's goal position is where the block lay at the start), plus ``drop_cost`` for
+    each state with the block lower than ``drop_height`` (m, world z): PDDM's drop penalty."""
+
+    kind = "block_position"
+    entries = 3
+    defaults = {"indices": REQUIRED, "drop_height": 0.0, "drop_cost": 0.0, "stage_weight": 1.0,
+                "terminal_weight": 1.0}
+
+    def configure(self, c: dict[str, Any]) -> None:
+        self.configure_goal(c)
+        self.drop_height = parse_number("drop_height", c["drop_height"])
+        self.drop_cost = parse_number("drop_cost", c["drop_cost"], low=0)
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        position = states.index_select(-1, self.indices)
+        error = position - self.goal[:3]
+        per_state = torch.sqrt(torch.clamp((error * error).sum(-1), min=SQRT_EPS))
+        if self.drop_cost:
+            per_state = per_state + self.drop_cost * (position[..., 2] < self.drop_height).to(states.dtype)
         return stage_and_terminal(per_state, self.stage_weight, self.terminal_weight)
