@@ -23,7 +23,7 @@ class Scene:
     circular obstacles [M, 3] (x, y, r); ``goals``: whether each episode's goal pose is drawn;
     ``paths``: whether the robot drives x-y paths to plot at all (the hand does not).
     ``distance_key``: the episode report's final distance to the goal, plotted with success
-    against the transitions collected (``distance_label`` on its axis)."""
+    against the transitions collected (``distance_label`` on its axis; ``summary_key`` its mean in the summary)."""
 
     bounds: tuple[float, float, float, float] | None = None
     reference: np.ndarray | None = None
@@ -32,6 +32,7 @@ class Scene:
     paths: bool = True
     distance_key: str = "final_position_error_m"
     distance_label: str = "final distance to the goal (m)"
+    summary_key: str = "mean_final_distance_m"  # the summary's name of the distances' mean
 
 
 def demo_module(robot: str) -> ModuleType | None:

@@ -2,7 +2,8 @@
 
 ``TASKS``: the tasks sim_hand runs, the first the default; ``scene(task, config_dir)``:
 what the demo plots. The hand drives no x-y path, so there is no trajectory plot; its
-progress is the final fingertip distance (sim_hand's ``final_goal_distance_m``).
+progress is the final fingertip distance (reach: sim_hand's ``final_goal_distance_m``) or the
+block's final rotation error (rotate: ``final_rotation_error_rad``).
 """
 
 from __future__ import annotations
@@ -16,5 +17,8 @@ TASKS = tuple(_SIM_TASKS)
 
 
 def scene(task: str, config_dir: Path) -> Scene:
+    if task == "rotate":
+        return Scene(goals=False, paths=False, distance_key="final_rotation_error_rad",
+                     distance_label="final block rotation error (rad)", summary_key="mean_final_rotation_error_rad")
     return Scene(goals=False, paths=False, distance_key="final_goal_distance_m",
                  distance_label="final fingertip distance (m)")
