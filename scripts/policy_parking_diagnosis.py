@@ -42,6 +42,13 @@ all-on-policy), 18/20 never replacing the warm start (keep), 19/20 as shipped no
 A policy trained here (default seed; 2,000 iterations, 216 s) parks 19/20 alone on those seeds (15/20 on 45-64),
 and with it as prior: 20/20 all-on-policy (cost 82.5), 20/20 keep (84.2), 20/20 shipped (85.1). The same
 training with --set shac.seed=1 parks 11/20 alone: one round's policy is a lottery over seeds.
+
+Stop 21, best of N (policy.candidates; --set candidates=6 --each-candidate --only policy --first-seed 1000
+--episodes 50: the demo's evaluation seeds, on the model, load 5-10, 1,677 s for the six): the candidates of seeds
+0-5 park 43, 34, 23, 44, 48, 41 of 50 alone (one seed: 38.8/50 on average), their held-out starts costs 14.22,
+16.57, 16.82, 14.68, 14.20, 14.33 (the cheapest, seed 4, parks most; the two dearest, least). Keeping the
+cheapest of each subset of the six: of 2, 43.8/50 on average; of 3, 45.25 (worst 41); of 4, 46.2. As shipped
+(candidates: 3, seeds 0-2) the kept one is seed 0's, 43/50 against those three's 33.3 on average.
 """
 
 from __future__ import annotations
