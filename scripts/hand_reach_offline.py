@@ -15,7 +15,8 @@ the trainer's own round, core.retraining.train_candidate with config/hand.yaml's
 verdict and both models' errors per state group); ``held=N`` measures the model on N held targets (see
 ``held_targets``); ``planner=cem`` and ``p_KEY=VALUE`` set any planner key; ``first=N`` the first evaluated
 seed (100); ``verbose=0`` prints rounds only; ``model=parametric`` plans on the hand's physics prior identified on the
-random data; ``model=oracle`` plans on the simulator itself
+random data; ``model=semiparametric`` on that prior plus a residual ensemble trained on the data
+(config/hand.yaml; iLQR on it runs on the torch path: minutes per episode); ``model=oracle`` plans on the simulator itself
 (``SimulatorModel``: what the planner reaches with a perfect model; one mujoco.rollout call per plan, about 2 s
 a step with horizon=10 samples=300); ``tips=kinematics`` costs the fingertips that the simulator's kinematics
 give for the predicted joints instead of the model's fingertip outputs.
@@ -200,7 +201,19 @@ def main() -> None:
         config = {**HAND_CONFIG["/**/trainer"]["ros__parameters"]["parametric"], "dt": sim.dt}
         return fit_model(config, train, physics=get_robot("hand")).model.eval()
 
-    model = {"oracle": lambda _: SimulatorModel(HandSim("reach")), "parametric": prior}.get(a.get("model"), fit)(train)
+    def semiparametric(train):
+        """``model=semiparametric``: the prior plus a learned residual ensemble (config/hand.yaml's trainer section)."""
+        trainer = HAND_CONFIG["/**/trainer"]["ros__parameters"]
+        semi = trainer["semiparametric"]
+        config = {**semi, "prior": {**semi["prior"], "dt": sim.dt}}
+        started = time.time()
+        model = fit_model(config, train, val, physics=get_robot("hand"), training=trainer["training"]).model.eval()
+        print(f"trained on {len(train)} transitions in {time.time() - started:.0f} s", flush=True)
+        return model
+
+    builders = {"oracle": lambda _: SimulatorModel(HandSim("reach")), "parametric": prior,
+                "semiparametric": semiparametric}
+    model = builders.get(a.get("model"), fit)(train)
     tips_term = FingertipTargetTerm
     if a.get("tips") == "kinematics":
         KinematicTips.sim = HandSim("reach")  # its own data: fingertips_at does not touch the episode's
@@ -257,7 +270,7 @@ def main() -> None:
               f"{np.mean(np.array(round_finals) < 0.01):.0%}, planning p50 {1000 * np.median(plan_s):.0f} ms, "
               f"{len(train)} transitions", flush=True)
         if round_ + 1 < int(a.get("rounds", 1)):
-            model = gated(train, model) if a.get("gate") == "1" else (prior if a.get("model") == "parametric" else fit)(train)
+            model = gated(train, model) if a.get("gate") == "1" else builders.get(a.get("model"), fit)(train)
     print(f"mean final distance {100 * np.mean(finals):.2f} cm, success {np.mean(np.array(finals) < 0.01):.0%}, "
           f"planning p50 {1000 * np.median(plan_s):.0f} ms")
 

@@ -119,6 +119,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     race.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     race.set_defaults(func=_run_race_sweep)
 
+    bound = which.add_parser(
+        "hand-reach-bound", help="HandReach: the goals out of the hand's reach, the most any controller can succeed on",
+        description="For each evaluation seed the closest the hand's exact kinematics brings the fingertips to "
+        "HandReach's goal with every joint within its range (random restarts, Adam): the goals farther than the "
+        "env's 1 cm threshold fail whatever the controller. Prints per seed, writes JSON and a plot.")
+    bound.add_argument("--first-seed", type=int, default=1000,
+                       help="first seed (default 1000: the first episode `mbrl-ros demo hand` evaluates)")
+    bound.add_argument("--episodes", type=int, default=50, help="seeds (default 50)")
+    bound.add_argument("--restarts", type=int, default=128, help="random starts per goal (default 128)")
+    bound.add_argument("--steps", type=int, default=400, help="Adam steps per start (default 400)")
+    bound.add_argument("--out", default="runs/hand_reach_bound", help="folder of the plot and JSON")
+    bound.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    bound.set_defaults(func=_run_hand_reach_bound)
+
     sb3 = which.add_parser(
         "sb3-parking", help="model-free baseline: stable-baselines3 SAC+HER on parking-v0, success against transitions",
         description="Trains SB3's SAC with HerReplayBuffer on highway-env parking-v0 as sim_car configures it "
@@ -154,6 +168,14 @@ def _run_sb3_parking(args: argparse.Namespace) -> int:
     run(max_steps=args.max_steps, checkpoints=args.checkpoints, episodes=args.episodes, train_seed=args.train_seed,
         seed=args.seed, preset=args.preset, threads=args.threads, reference=args.reference, out=args.out,
         json_path=args.json, **demo)
+    return 0
+
+
+def _run_hand_reach_bound(args: argparse.Namespace) -> int:
+    from mbrl_ros.bench.hand_reach_bound import run
+
+    run(first_seed=args.first_seed, episodes=args.episodes, restarts=args.restarts, steps=args.steps,
+        out=args.out, json_path=args.json)
     return 0
 
 

@@ -1,0 +1,122 @@
+"""The most any controller can reach on HandReach: the goals the hand's kinematics cannot bring within 1 cm.
+
+HandReach-v3 samples a goal as a meeting point for the thumb and one random finger, 9 cm in front of and
+5 cm above the palm with 5 mm of noise, each of the two tips placed 5 mm short of it, the other three
+fingertips at their start (gymnasium-robotics ``reach.py``, ``_sample_goal``). Some of those meeting
+points lie beyond what the chosen finger and the thumb can reach together. Such an episode fails whatever
+the model and the planner: its goal is out of the hand's workspace.
+
+For each evaluation seed this finds the closest the fingertips can come to the goal with every one of the
+24 joints anywhere within its joint range (``jnt_range`` of the simulator's MuJoCo model), through the
+hand's exact kinematics (``robots/hand/kinematics.py``, tested against ``mj_kinematics``): ``restarts``
+random starts, each improved by Adam on the Euclidean distance (HandReach's own, over the 15
+coordinates) for ``steps`` steps. The bound is optimistic, so the success it gives is an upper bound: it
+ignores the tendons that couple each finger's distal joints to the next (limited tendons of the model),
+contacts, the actuators' reach and time. A local search with random restarts finds the workspace's
+closest point in practice, not provably (``restarts=512, steps=1000`` moved no verdict measured here).
+
+    mbrl-ros bench hand-reach-bound --first-seed 1000 --episodes 50 --json F
+
+(seeds 1000-1049: the episodes ``mbrl-ros demo hand`` evaluates). Prints per seed the closest reach,
+the count within the threshold (the highest success any controller can have on those seeds), JSON and a
+histogram (OUT/hand_reach_bound.png).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mbrl_ros.plots import _pyplot
+
+
+def joint_ranges(sim) -> tuple[np.ndarray, np.ndarray]:
+    """The 24 joints' ranges (rad, in ``sim.joint_names`` order, the kinematics' order) from the MuJoCo model."""
+    import mujoco
+
+    model = sim.unwrapped.model
+    ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"robot0:{name}") for name in sim.joint_names]
+    if not all(model.jnt_limited[ids]):
+        raise ValueError("hand_reach_bound: every hand joint must be limited in the MuJoCo model")
+    return model.jnt_range[ids, 0].copy(), model.jnt_range[ids, 1].copy()
+
+
+def closest_reach(goal: np.ndarray, low: np.ndarray, high: np.ndarray, restarts: int = 128, steps: int = 400,
+                  seed: int = 0) -> tuple[float, np.ndarray]:
+    """The smallest ``|kinematics(q) - goal|`` (m, over the 15 coordinates) found with ``low <= q <= high``,
+    and that ``q``. Joints are ``low + (high - low) * sigmoid(z)``: always within range."""
+    from mbrl_ros.robots.hand.kinematics import HandKinematics
+
+    kinematics = HandKinematics(torch.float64)
+    goal_t = torch.as_tensor(np.asarray(goal, float).reshape(-1))
+    low_t, high_t = torch.as_tensor(low, dtype=torch.float64), torch.as_tensor(high, dtype=torch.float64)
+    z = torch.randn(restarts, len(low), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    z.requires_grad_()
+    optimiser = torch.optim.Adam([z], lr=0.05)
+    for _ in range(steps + 1):
+        joints = low_t + (high_t - low_t) * torch.sigmoid(z)
+        distance = (kinematics(joints) - goal_t).norm(dim=-1)
+        if _ == steps:
+            break
+        optimiser.zero_grad()
+        distance.sum().backward()
+        optimiser.step()
+    best = int(distance.argmin())
+    return float(distance[best]), joints[best].detach().numpy()
+
+
+def run(first_seed: int = 1000, episodes: int = 50, restarts: int = 128, steps: int = 400,
+        out: str = "runs/hand_reach_bound", json_path: str | None = None) -> dict:
+    from mbrl_ros_hardware.hand.shadow_hand import HandSim
+
+    torch.set_num_threads(1)
+    sim = HandSim("reach")
+    low, high = joint_ranges(sim)
+    threshold = sim.distance_threshold
+    rows, started = [], time.time()
+    for k, seed in enumerate(range(first_seed, first_seed + episodes)):
+        sim.reset(seed=seed)
+        distance, _ = closest_reach(sim.goal, low, high, restarts, steps, seed)
+        rows.append({"seed": seed, "closest_reach_m": distance, "reachable": distance < threshold})
+        print(f"[{k + 1}/{episodes}] seed {seed}: closest reach {100 * distance:.2f} cm"
+              f"{'' if distance < threshold else '  (out of reach)'}", flush=True)
+    sim.close()
+    reachable = sum(r["reachable"] for r in rows)
+    result = {
+        "task": "reach", "first_seed": first_seed, "episodes": episodes, "threshold_m": threshold,
+        "reachable": reachable, "max_success_rate": reachable / episodes,
+        "out_of_reach_seeds": [r["seed"] for r in rows if not r["reachable"]],
+        "restarts": restarts, "steps": steps, "wall_s": time.time() - started,
+        "load_average": os.getloadavg()[0], "seeds": rows,
+    }
+    print(f"seeds {first_seed}-{first_seed + episodes - 1}: {reachable}/{episodes} goals within "
+          f"{100 * threshold:.0f} cm of the hand's workspace: no controller succeeds on more than "
+          f"{100 * result['max_success_rate']:.0f} %; out of reach: {result['out_of_reach_seeds']}")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    plot(folder / "hand_reach_bound.png", [r["closest_reach_m"] for r in rows], threshold, first_seed)
+    (folder / "hand_reach_bound.json").write_text(json.dumps(result, indent=2))
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def plot(path: Path, distances: list[float], threshold: float, first_seed: int) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    centimetres = 100 * np.asarray(distances)
+    ax.bar(first_seed + np.arange(len(centimetres)), centimetres,
+           color=["tab:blue" if d < 100 * threshold else "tab:red" for d in centimetres])
+    ax.axhline(100 * threshold, color="k", linestyle="--", label="success threshold")
+    ax.set_xlabel("evaluation seed")
+    ax.set_ylabel("closest reach (cm)")
+    ax.set_title("HandReach: the closest the hand's kinematics gets to each goal (red: out of reach)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
