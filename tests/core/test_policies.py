@@ -438,6 +438,25 @@ def test_a_round_keeps_the_candidate_with_the_lowest_held_out_cost_deterministic
         assert torch.equal(a, b)
 
 
+def test_the_cheapest_candidate_on_the_starts_is_kept_only_if_it_beats_the_reference_on_every_set():
+    """A stack run's round kept the cheapest on the held-out starts (12.46), which lost to the robot's stop on the
+    visited states (330.8 vs 300.4) and was rejected, where the other two beat the stop on both: the choice is the
+    cheapest on the starts among the candidates the decision accepts, else the cheapest on the starts."""
+    from mbrl_ros.core.policies.learning import CandidateScore, best_candidate
+
+    scores = [CandidateScore(0, 0, {"starts": 19.33, "visited": 123.43}),
+              CandidateScore(1, 1, {"starts": 14.33, "visited": 68.55}),
+              CandidateScore(2, 2, {"starts": 12.46, "visited": 330.77})]
+    stop = {"starts": 29.39, "visited": 300.35}
+    assert best_candidate(scores, "starts", stop) == 1
+    assert best_candidate(scores, "starts") == 2  # no reference: the cheapest on the starts
+    assert best_candidate(scores, "starts", {"starts": 10.0, "visited": 1000.0}) == 2  # none passes: the cheapest
+    assert best_candidate(scores, "starts", {"starts": 15.0, "visited": 130.0}, min_improvement=0.04) == 1
+    assert best_candidate(scores, "starts", {"starts": 15.0, "visited": 130.0}, min_improvement=0.1) == 2
+    scores[1].cost["visited"] = math.nan  # a non-finite cost never passes
+    assert best_candidate(scores, "starts", stop) == 0
+
+
 @pytest.mark.parametrize("value", [0, 2.5, True, "3"])
 def test_policy_candidates_must_be_a_count_and_its_error_names_the_key(value):
     with pytest.raises(ValueError, match=r"policy\.candidates: expected an integer >= 1"):

@@ -4,7 +4,7 @@
 
     policy:
       method: shac                 # shac | mbpo
-      candidates: 1                # actors trained per round, candidate i from the method's seed + i; the best on the held-out starts is kept
+      candidates: 1                # actors trained per round, candidate i from the method's seed + i; the cheapest on the held-out starts of those beating the reference kept
       context: goal                # the cost's run-time input the policy sees (goal, fingertip_target, ...); omit for none
       actor: {hidden_sizes: [64, 64], activation: relu, angle_dims: [2], relative_dims: [[0, 0], [1, 1], [2, 2]]}
       shac: {horizon: 16, iterations: 300, ...}
@@ -195,7 +195,8 @@ class PolicyConfig:
     context: str | None = None
     # Actors trained per round, one after another in the caller's thread (so a round takes ``candidates`` times
     # as long and no more CPU at once): candidate i from the method's seed + i (its first weights, its critic or
-    # SAC, its start sampling), the one with the lowest closed-loop cost on the held-out starts kept. One round's
+    # SAC, its start sampling), the one with the lowest closed-loop cost on the held-out starts kept, of those that
+    # beat the reference (deployed policy or stop) on every held-out set (``best_candidate``). One round's
     # policy is a lottery over seeds (issue 12: the same data gave a policy parking 19/20 with seed 0, 11/20 with 1).
     candidates: int = 1
     actor: ActorSettings = field(default_factory=ActorSettings)

@@ -26,7 +26,7 @@ from mbrl_ros.core.models.base import DynamicsModel
 from mbrl_ros.core.policies.rollouts import PolicyFn, TaskCost, closed_loop
 from mbrl_ros.core.validation import check_tensor
 
-__all__ = ["HeldOutStates", "PolicyDecision", "closed_loop_costs", "decide_policy", "evenly_spaced"]
+__all__ = ["HeldOutStates", "PolicyDecision", "closed_loop_costs", "decide_policy", "evenly_spaced", "worse_sets"]
 
 
 def evenly_spaced(count: int, most: int) -> torch.Tensor:
@@ -52,6 +52,12 @@ class HeldOutStates:
     def subset(self, most: int) -> "HeldOutStates":
         index = evenly_spaced(self.states.shape[0], most)
         return HeldOutStates(self.name, self.states[index], None if self.contexts is None else self.contexts[index])
+
+
+def worse_sets(ours: dict[str, float], theirs: dict[str, float], min_improvement: float = 0.0) -> list[str]:
+    """The held-out sets where cost ``ours`` is not ``min_improvement`` (relative) below ``theirs`` (where theirs is
+    not finite, any cost is better)."""
+    return [k for k in ours if math.isfinite(theirs[k]) and not ours[k] < theirs[k] - min_improvement * abs(theirs[k])]
 
 
 @torch.no_grad()
@@ -98,7 +104,7 @@ def decide_policy(candidate: PolicyFn, reference: PolicyFn, model: DynamicsModel
     bad = [k for k, v in ours.items() if not math.isfinite(v)]
     if bad:
         return PolicyDecision(False, f"candidate's closed-loop cost is not finite on {bad}", ours, theirs)
-    worse = [k for k in ours if math.isfinite(theirs[k]) and not ours[k] < theirs[k] - min_improvement * abs(theirs[k])]
+    worse = worse_sets(ours, theirs, min_improvement)
     if worse:
         needed = f" (needs {min_improvement:.0%} lower)" if min_improvement else ""
         return PolicyDecision(False, f"not better than the {reference_name} on {worse}{needed}: {scores}",
