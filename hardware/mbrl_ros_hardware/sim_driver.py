@@ -20,7 +20,8 @@ way for every robot:
   starts with the next seed, after ``reset_gap`` seconds of simulated time so
   that the data path splits episodes at the gap. A simulator whose steps say
   nothing about success succeeds by reaching the time limit without a crash.
-- ``sim/start_evaluation`` (std_srvs/Trigger): the episodes from the next one on take the seeds
+- ``sim/start_evaluation`` (std_srvs/Trigger): the episodes from the next one on (after
+  ``evaluation_delay`` more: a demo's learning episodes) take the seeds
   ``evaluation_seed``, ``evaluation_seed + 1``, ... (the answer's message names that episode's number), so
   a run's evaluated episodes have the same starts and goals whenever its model arrived (the demo calls it
   once the first model, and policy, reached the controller; before, episode k took seed + k, and the
@@ -51,6 +52,8 @@ SIM_PARAMS = [
           (0, 2**31 - 1), read_only=True),
     Param("evaluation_seed", 1000, "seed of the first episode after a call of sim/start_evaluation, then + 1 each",
           (0, 2**31 - 1), read_only=True),
+    Param("evaluation_delay", 0, "episodes after a call of sim/start_evaluation that keep their ordinary seeds "
+          "before the evaluation seeds start (a demo's learning episodes)", (0, 1_000_000), read_only=True),
     Param("episodes", 0, "stop after this many episodes (0: run forever)", (0, 1_000_000)),
     Param("max_episode_steps", 0, "time limit of an episode, in control steps (0: the task's own)", (0, 100_000)),
     Param("frame_id", "map", "frame of the published poses"),
@@ -151,7 +154,7 @@ class SimDriverNode(Node):
     def on_start_evaluation(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         # Runs in this node's executor, between steps: the episode running now keeps its seed.
         if self.evaluation_from is None:
-            self.evaluation_from = self.episode + 1
+            self.evaluation_from = self.episode + 1 + self.p["evaluation_delay"]
         response.success = True
         response.message = (f"episode {self.evaluation_from} on: seeds {self.p['evaluation_seed']}, "
                             f"{self.p['evaluation_seed'] + 1}, ...")

@@ -51,6 +51,10 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
         # The exploration budget, for both nodes that read it (the config's '/**' value stays as it was).
         for node in ("trainer", "controller"):
             overrides.setdefault(node, {})["random_transitions"] = random_transitions
+    if learning_episodes:
+        # The learning episodes keep the simulator's ordinary seeds: every run, whatever its learning episodes,
+        # evaluates on the same fixed seeds (evaluation_seed, + 1, ...).
+        overrides.setdefault(f"sim_{robot}", {})["evaluation_delay"] = learning_episodes
     config = prepare_config(Path(config_dir) if config_dir else REPO_ROOT / "config", out / "config", robot,
                             task, overrides)
     params = {node: launch_parameters(config, robot, task, node) for node in ("controller", "trainer")}
@@ -90,9 +94,10 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
                          tick=exploring)
         bar.close()
         # The episode running now started without a model; then the learning episodes, then the evaluated ones.
-        # From the next episode on the simulator takes its fixed evaluation seeds (sim/start_evaluation), so every
-        # run evaluates on the same starts and goals however long its model and policy took to arrive.
-        first = start_evaluation(watcher) + learning_episodes
+        # From the first evaluated one on the simulator takes its fixed evaluation seeds (sim/start_evaluation,
+        # after its evaluation_delay = the learning episodes), so every run evaluates on the same starts and
+        # goals however long its model and policy took to arrive and however many learning episodes it drove.
+        first = start_evaluation(watcher)
         print(f"[demo] model v{watcher.model_version()} ({watcher.node_status('controller').get('model_kind', '')}) "
               + (f"and policy v{watcher.policy_version()} " if learn_policy else "") + f"deployed after {time.monotonic() - started:.0f} s; evaluating episodes from #{first}", flush=True)
 

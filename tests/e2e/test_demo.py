@@ -171,9 +171,13 @@ def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
     detail = json.loads((out / "summary.json").read_text())["episodes_detail"][0]
     # The learning episode (under the model, retrained online) comes first and is not evaluated.
     assert summary["learning_episodes"] == 1
-    first_with_model = int(re.search(r"evaluating episodes from #(\d+)", done.stdout).group(1)) - 1
-    assert detail["episode"] == first_with_model + 1, (detail["episode"], done.stdout[-2000:])
-    assert detail["seed"] == 1001 and summary["seeds"] == [1001]  # the learning episode took 1000
+    first = int(re.search(r"evaluating episodes from #(\d+)", done.stdout).group(1))
+    assert detail["episode"] == first, (detail["episode"], done.stdout[-2000:])
+    # The learning episode keeps an ordinary seed: the evaluated one starts the fixed seeds (1000) as in a run
+    # without learning episodes (before, the learning episode took 1000 and the evaluation moved to 1001).
+    assert detail["seed"] == 1000 and summary["seeds"] == [1000]
+    learning = re.search(rf"episode {first - 1} done: .*'seed': (\d+)", (out / "stack.log").read_text())
+    assert learning and int(learning.group(1)) < 1000, learning
     assert detail["laps"] == 1 and detail["crashed"] is False and isinstance(detail["mean_cross_track_error_m"], float)
     assert (out / "trajectories.png").stat().st_size > 10_000
 
