@@ -258,6 +258,12 @@ def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, 
                bar_format="{desc}: {n:.1f}/{total} s of bag time [{elapsed}{postfix}]")
     started_wall = time.monotonic()
     try:
+        # Said once the node and its publishers exist and Ctrl-C ends in the summary below: a Ctrl-C during
+        # rclpy's start-up (the line printed before it) once left the process running past its 20 s (CI).
+        topics = ", ".join(f"{t} ({'latched' if p.transient_local else 'reliable' if p.reliable else 'best effort'})"
+                           for t, p in sorted(plans.items()))
+        print(f"[replay] {len(bags)} bag(s) at rate {rate}: {topics}"
+              + (f"; publishing {CLOCK_TOPIC}" if clock else ""), flush=True)
         _wait_for_subscribers(publishers, wait_for_subscribers)
         if delay > 0:
             time.sleep(delay)
@@ -375,10 +381,6 @@ def main(args: argparse.Namespace) -> int:
             except WorkspaceNotBuiltError as error:
                 raise ReplayError(str(error)) from None
         signal.signal(signal.SIGTERM, _raise_interrupt)  # stop as cleanly as on Ctrl-C
-        topics = ", ".join(f"{t} ({'latched' if p.transient_local else 'reliable' if p.reliable else 'best effort'})"
-                           for t, p in sorted(plans.items()))
-        print(f"[replay] {len(bags)} bag(s) at rate {args.rate}: {topics}"
-              + ("" if args.no_clock else f"; publishing {CLOCK_TOPIC}"), flush=True)
         counts = replay(bags, plans, rate=args.rate, loop=args.loop, clock=not args.no_clock,
                         clock_rate=args.clock_rate, delay=args.delay, wait_for_subscribers=args.wait_for_subscribers,
                         by_stamp=args.by_stamp, min_gap=args.min_gap,
@@ -386,6 +388,9 @@ def main(args: argparse.Namespace) -> int:
     except (ReplayError, BagError) as error:
         print(f"mbrl-ros replay: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the first message (reading the bags, rclpy's start-up)
+        print("[replay] stopped before replaying: nothing published", file=sys.stderr, flush=True)
+        return 0
     print(f"[replay] published {counts['messages']} messages: {counts['bag_seconds']:.2f} s of bag time in "
           f"{counts['wall_seconds']:.2f} s", flush=True)
     return 0
