@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 # Modules that provide a subcommand, in the order `--help` lists them.
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C is a KeyboardInterrupt in every subcommand, even where the parent started us with SIGINT
+    # ignored (a non-interactive shell's background job, some test runners' workers): Python keeps an
+    # inherited SIG_IGN, and `mbrl-ros replay --loop` then ran on after its SIGINT (a CI failure).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # for a subcommand that must restart itself (demo: in the workspace environment)

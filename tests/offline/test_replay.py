@@ -139,6 +139,25 @@ def test_ctrl_c_stops_cleanly_and_says_where(tmp_path, domain):
     assert "[replay] stopped after" in err and "Traceback" not in err, err
 
 
+def test_ctrl_c_stops_it_even_when_started_with_sigint_ignored(tmp_path, domain):
+    # A non-interactive shell's background job (and a test runner's worker) starts children with SIGINT
+    # ignored, and Python keeps that: the replay ran on past its SIGINT (a CI failure, SigIgn had SIGINT).
+    bag = string_bag(tmp_path / "bag")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = subprocess.Popen([sys.executable, "-m", "mbrl_ros.cli", "replay", str(bag), "--rate", "0.1", "--loop"],
+                            env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.stdout.readline().startswith("[replay] 1 bag(s)")
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out + err
+    assert "[replay] stopped after" in err, err
+
+
 def test_the_stacks_own_types_replay_in_the_workspace_environment(tmp_path, domain):
     bag = write_car_bag(tmp_path / "car", 30)
     assert "MBRL_ROS_IN_WORKSPACE" not in os.environ
