@@ -58,16 +58,19 @@ def closest_reach(goal: np.ndarray, low: np.ndarray, high: np.ndarray, restarts:
     z = torch.randn(restarts, len(low), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     z.requires_grad_()
     optimiser = torch.optim.Adam([z], lr=0.05)
-    for _ in range(steps + 1):
+
+    def reach() -> tuple[torch.Tensor, torch.Tensor]:
         joints = low_t + (high_t - low_t) * torch.sigmoid(z)
-        distance = (kinematics(joints) - goal_t).norm(dim=-1)
-        if _ == steps:
-            break
+        return joints, (kinematics(joints) - goal_t).norm(dim=-1)
+
+    for _ in range(steps):
         optimiser.zero_grad()
-        distance.sum().backward()
+        reach()[1].sum().backward()
         optimiser.step()
+    with torch.no_grad():
+        joints, distance = reach()
     best = int(distance.argmin())
-    return float(distance[best]), joints[best].detach().numpy()
+    return float(distance[best]), joints[best].numpy()
 
 
 def run(first_seed: int = 1000, episodes: int = 50, restarts: int = 128, steps: int = 400,
