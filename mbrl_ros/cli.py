@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
+
+from mbrl_ros.interrupts import exit_code, signal_name, stop_on_signals
 
 # Modules that provide a subcommand, in the order `--help` lists them.
 SUBCOMMAND_MODULES = (
@@ -36,14 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Ctrl-C is a KeyboardInterrupt in every subcommand, even where the parent started us with SIGINT
-    # ignored (a non-interactive shell's background job, some test runners' workers): Python keeps an
-    # inherited SIG_IGN, and `mbrl-ros replay --loop` then ran on after its SIGINT (a CI failure).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Ctrl-C and SIGTERM are a KeyboardInterrupt in every subcommand (mbrl_ros.interrupts), so each ends
+    # through its own cleanup (a demo stops its stack) instead of dying with its processes left behind.
+    stop_on_signals()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # for a subcommand that must restart itself (demo: in the workspace environment)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt as interrupt:  # a subcommand without its own message for it
+        print(f"mbrl-ros {args.command}: stopped by {signal_name(interrupt)}", file=sys.stderr)
+        return exit_code(interrupt)
 
 
 if __name__ == "__main__":

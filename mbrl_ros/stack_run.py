@@ -31,6 +31,7 @@ from mbrl_ros.io.config import ConfigError, merge
 from mbrl_ros.ros.stamps import stamp_to_ns
 from mbrl_ros.ros_env import REPO_ROOT, free_domain_id, workspace_env
 
+STOP_TIMEOUT_S = 30.0  # the launcher's SIGINT, SIGTERM and SIGKILL to a node take 12 s at most (5 + 5 + 2)
 
 
 def progress_options() -> dict:
@@ -269,8 +270,15 @@ class StackRun:
             if self.echo is not None:
                 self.echo(line)
 
-        self.runner = launcher.make_runner(description, output=output, log_directory=self.out / "log").start()
-        self.watcher = StackWatcher(domain_id, namespace, timing=watch_timing, commands=watch_commands)
+        self.watcher: StackWatcher | None = None
+        self.watcher_closed = False
+        self.runner = launcher.make_runner(description, output=output, log_directory=self.out / "log")
+        try:
+            self.runner.start()
+            self.watcher = StackWatcher(domain_id, namespace, timing=watch_timing, commands=watch_commands)
+        except BaseException:  # Ctrl-C or SIGTERM while the stack starts: it ends here too, not later, not never
+            self.stop()
+            raise
 
     def failed_nodes(self) -> dict[str, object]:
         failed: dict[str, object] = {name: codes for name, codes in self.runner.exit_codes.items() if any(codes)}
@@ -295,11 +303,27 @@ class StackRun:
                            + "\n".join(list(self.lines)[-30:]))
 
     def stop(self) -> None:
+        """Stop every process of the stack and return once they are all gone (the launcher escalates SIGINT,
+        SIGTERM, SIGKILL to each node's process group). A Ctrl-C or SIGTERM arriving meanwhile does not abandon
+        the stop, which would leave the nodes running: it moves the launcher on to its next signal, as the
+        launcher's own second Ctrl-C does, and is raised again once the stack has ended."""
+        interrupted: KeyboardInterrupt | None = None
         try:
-            self.watcher.close()
+            if self.watcher is not None and not self.watcher_closed:
+                self.watcher_closed = True  # its answers stay readable (demo's summary, benchmarks)
+                self.watcher.close()
+        except KeyboardInterrupt as interrupt:
+            interrupted = interrupt
         finally:
-            self.runner.stop(timeout=30)
+            while not self.runner.done:
+                try:
+                    self.runner.stop(timeout=STOP_TIMEOUT_S)  # asked again: the next signal now
+                    break
+                except KeyboardInterrupt as interrupt:
+                    interrupted = interrupted or interrupt
             self.log.close()
+        if interrupted is not None:
+            raise interrupted
 
 
 def _yaw(q) -> float:

@@ -88,9 +88,13 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, LaunchError, RuntimeError) as error:  # config, launch file, a node that died
         print(f"mbrl-ros demo: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("mbrl-ros demo: interrupted; the stack was stopped", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM (mbrl_ros.interrupts), at any moment
+        from mbrl_ros.interrupts import exit_code, signal_name
+
+        # run_demo returns or raises only once every process of its stack is gone (StackRun.stop).
+        print(f"mbrl-ros demo: stopped by {signal_name(interrupt)}; every process of the stack has ended",
+              file=sys.stderr)
+        return exit_code(interrupt)
 
 
 def planner_overrides(controller: str, samples: int | None, policy_prior: float | None) -> dict[str, dict]:

@@ -76,9 +76,15 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
                    domain, namespace=robot, echo=print if show_logs else None)
     watcher = run.watcher
     started = time.monotonic()
+    bars: list[tqdm] = []  # closed before the stack stops: a signal's message comes after the last bar, not before
+
+    def progress(**options) -> tqdm:
+        bars.append(tqdm(**options, **progress_options()))
+        return bars[-1]
+
     try:
         # 1. Explore until the first model reaches the controller.
-        bar = tqdm(total=budget or None, desc="exploring", unit="step", **progress_options())
+        bar = progress(total=budget or None, desc="exploring", unit="step")
 
         def exploring() -> None:
             explored = sum(t[1] == "explore" for t in watcher.timings)
@@ -103,7 +109,7 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
 
         def follow(begin: int, count: int, desc: str, what: str, latency: bool) -> None:
             """A progress bar over the episodes [begin, begin + count) until they have all ended."""
-            bar = tqdm(total=count, desc=desc, unit="episode", **progress_options())
+            bar = progress(total=count, desc=desc, unit="episode")
 
             def tick() -> None:
                 done = watcher.reports[begin:begin + count]
@@ -125,6 +131,8 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
         # ones whenever discovery matches it late (a loaded machine: 998 of 1,000).
         explored = watcher.node_status("controller").get("cycles_explore", "")
     finally:
+        for bar in bars:
+            bar.close()
         run.stop()
 
     traces = watcher.episodes()

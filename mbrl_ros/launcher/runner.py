@@ -200,9 +200,10 @@ class LaunchRunner:
         """Start the processes and supervise them from a background thread."""
         self._claim()
         self._thread = threading.Thread(target=self._loop, name="mbrl-launch", daemon=True)
+        # Before anything can be spawned: a Ctrl-C or SIGTERM while the caller waits below still stops them at exit.
+        atexit.register(self._stop_at_exit)
         self._thread.start()
         self._started.wait()
-        atexit.register(self._stop_at_exit)
         return self
 
     def request_stop(self, reason: str = "stop requested") -> None:
