@@ -248,9 +248,11 @@ class StackRun:
 
     def __init__(self, out: Path, launch_args: dict[str, str], domain_id: int, namespace: str = "car",
                  echo: Callable[[str], None] | None = None, watch_timing: bool = True,
-                 watch_commands: bool = False, processes: dict | None = None) -> None:
+                 watch_commands: bool = False, processes: dict | None = None,
+                 prepare: Callable[[object], None] | None = None) -> None:
         """``processes``: other processes the run depends on (name -> Popen, e.g. a device emulator);
-        one of them ending is a failure like a node's."""
+        one of them ending is a failure like a node's. ``prepare``: called with the loaded launch description
+        before anything starts, to change a node's command (tests: a node that starts late)."""
         from mbrl_ros import launcher
 
         self.out, self.domain_id = Path(out), domain_id
@@ -260,6 +262,8 @@ class StackRun:
         self.env = workspace_env(domain_id=domain_id)
         description = launcher.load_launch_file(REPO_ROOT / "launch" / "bringup.launch.yaml",
                                                 {"namespace": namespace, **launch_args}, environment=self.env)
+        if prepare is not None:
+            prepare(description)
         self.log = open(self.out / "stack.log", "a", buffering=1)
         self.echo = echo
 

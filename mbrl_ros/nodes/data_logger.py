@@ -21,6 +21,13 @@ its queues are deeper than the publishers' so a slow disk write does not drop
 messages. The stack's topics have their type and QoS in ``STACK_TOPICS``; any
 other topic in ``topics`` is looked up in the ROS graph until a publisher shows
 up, and subscribed with the QoS its publishers offer.
+
+What it records is on ``~/recording`` (``<namespace>/data_logger/recording``, a latched DiagnosticArray,
+re-sent whenever it changes): per topic the publishers its subscription has matched and whether a message
+has arrived; level OK once every topic has a matched publisher. A lockstep simulator holds its steps until
+then and until the logger has its command (``mbrl_ros_hardware.sim_driver``): it steps as soon as a command
+arrives, and under load it once drove all of its exploration in under a second, before this logger had
+matched ``hw/command``, so nothing of it was recorded and every training round failed.
 """
 
 from __future__ import annotations
@@ -72,7 +79,11 @@ PARAMS = [
     Param("discovery_period", 1.0, "wall seconds between looks for the types of topics not yet known",
           (0.05, 60.0), read_only=True),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.05, 60.0)),
+    Param("recording_period", 0.1, "wall seconds between looks at the subscriptions' matched publishers for "
+          "~/recording (what a lockstep simulator waits for)", (0.01, 10.0), read_only=True),
 ]
+
+RECORDING_TOPIC = "~/recording"  # what the logger records: publishers matched and messages received, per topic
 
 
 class DataLoggerNode(Node):
@@ -109,7 +120,10 @@ class DataLoggerNode(Node):
             + (f"; waiting for publishers of {self.pending}" if self.pending else "")
         )
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.recording_pub = self.create_publisher(DiagnosticArray, RECORDING_TOPIC, LATCHED)
+        self.recording: tuple | None = None  # what ~/recording said last
         wall = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(self.p["recording_period"], self.publish_recording, clock=wall)
         self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics, clock=wall)
         self.create_timer(self.p["flush_period"], self.flush, clock=wall)
         if self.pending:
@@ -202,6 +216,26 @@ class DataLoggerNode(Node):
             self.get_logger().info(f"closed {closed}")
         else:  # shut down by a signal: /rosout is gone, the console is still there
             print(f"[data_logger] closed {closed}", file=sys.stderr, flush=True)
+
+    def publish_recording(self) -> None:
+        """``~/recording``, when it changed: per topic its matched publishers and whether a message arrived;
+        level OK once every topic has a matched publisher (the topics still waiting for a type have none)."""
+        topics = {topic: (self.subscriptions_by_topic[topic].get_publisher_count(), self.bags.counts[topic] > 0)
+                  for topic in sorted(self.subscriptions_by_topic)}
+        topics.update({topic: (0, False) for topic in self.pending})
+        recording = tuple(sorted(topics.items()))
+        if recording == self.recording:
+            return
+        self.recording = recording
+        unmatched = [topic for topic, (publishers, _) in recording if not publishers]
+        values = {}
+        for topic, (publishers, received) in recording:
+            values[f"publishers {topic}"] = str(publishers)
+            values[f"received {topic}"] = str(received)
+        message = f"no publisher matched yet on {', '.join(unmatched)}" if unmatched else "recording every topic"
+        self.recording_pub.publish(diagnostic_array(self, self.get_fully_qualified_name(), values,
+                                                    DiagnosticStatus.WARN if unmatched else DiagnosticStatus.OK,
+                                                    message))
 
     def publish_diagnostics(self) -> None:
         values = self.stats.as_key_values()

@@ -8,7 +8,8 @@ context up until ``close()`` has run, so what it publishes still goes out
 (rclpy's own handlers shut the context down first). A bad
 parameter, params file or checkpoint ends the process with exit code 1 and a
 message that names it, and so does a key of the node's own section of a params
-file that the node does not have (``check_params_files``: a typo, not a default).
+file that the node does not have (``check_params_files``: a typo, not a default),
+and a ``NodeFatalError`` raised in a callback (a node that decided it cannot go on).
 Every node has the parameter ``executor``: rclpy's SingleThreadedExecutor
 (``single``, the default) or its experimental EventsExecutor (``events``), which
 took half the time per message hop here (README, "Executors").
@@ -28,6 +29,11 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from mbrl_ros.ros.params import Param, check_params_files, declare_all
+
+class NodeFatalError(RuntimeError):
+    """Raised by a node's callback that has decided the process must end (run_node: exit 1 with the message),
+    e.g. a lockstep simulator whose recorder never came."""
+
 
 SPIN_TIMEOUT = 0.1  # s: how long a signal may wait for the executor to come back to Python
 EXECUTOR = Param(
@@ -74,7 +80,7 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = 
     except RCLError:
         if rclpy.ok():
             raise  # after SIGINT/SIGTERM shut the context down, a callback's publish may fail: that is the end
-    except (ValueError, ParameterException) as err:
+    except (ValueError, ParameterException, NodeFatalError) as err:
         print(f"{name}: {err}", file=sys.stderr)
         return 1
     finally:

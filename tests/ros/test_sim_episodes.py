@@ -37,3 +37,33 @@ def test_each_episode_is_reported_once(spawn, ros_env):
         assert all(r["steps"] == "2" for r in watcher.reports)
     finally:
         watcher.close()
+
+
+def test_lockstep_without_its_recorder_holds_then_gives_up_naming_it(spawn):
+    """wait_for_recorder (the launch files' lockstep): no data_logger within recorder_timeout ends the simulator
+    with exit 1 and the reason, rather than a simulation that runs unrecorded or waits for ever."""
+    sim = spawn(*SIM_CAR[:-4], "-p", "lockstep:=true", "-p", "wait_for_recorder:=true",
+                "-p", "recorder_timeout:=2.0")
+    try:
+        out, err = sim.communicate(timeout=120)
+    finally:
+        sim.kill()
+    assert sim.returncode == 1, out + err
+    said = [line for line in err.splitlines() if line.startswith("sim_car: ")]
+    assert len(said) == 1 and "held the simulation" in said[0] and "recorder_timeout" in said[0] \
+        and "no data_logger (/car/data_logger/recording has no publisher)" in said[0], err
+    assert "lockstep: simulation held for 0 s: no data_logger" in err, err  # said while it waited
+    assert "Traceback" not in err, err
+
+
+def test_real_time_ignores_wait_for_recorder(spawn, ros_env):
+    """Real time steps on the wall clock as before, recorder or not (a robot does not wait for a logger)."""
+    watcher = StackWatcher(int(ros_env["ROS_DOMAIN_ID"]), "car", timing=False)
+    sim = spawn(*SIM_CAR, "-p", "wait_for_recorder:=true", "-p", "recorder_timeout:=1.0")
+    try:
+        deadline = time.monotonic() + 60
+        while len(watcher.reports) < 6 and time.monotonic() < deadline and sim.poll() is None:
+            watcher.spin(0.2)
+        assert len(watcher.reports) >= 6 and sim.poll() is None, (watcher.reports, sim.poll())
+    finally:
+        watcher.close()
