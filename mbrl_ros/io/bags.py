@@ -279,7 +279,10 @@ def load_transitions(
     given, gets counts of what was found and why episodes ended, and
     ``report["episode_starts"]``: per episode id, ``(bag index, stamp ns)`` of
     its first state (what ``messages_in_effect`` takes: the goal an episode
-    was given). ``progress``: a tqdm bar over the bags.
+    was given), ``report["episode_spans"]``: per episode id, the stamps (ns) of
+    its first state and of its last next state, and ``report["reset_stamps"]``:
+    the reported episode boundaries (what ``recorded_episodes`` takes).
+    ``progress``: a tqdm bar over the bags.
 
     A message that cannot be read as the mapping asks (a state with the wrong
     number of values, a field it lacks, bytes that are no CDR message) is
@@ -332,9 +335,9 @@ def load_transitions(
     jump_idx = [state_names.index(n) for n in jump_names if n in state_names]
     bounds = _change_bounds(max_change or {}, state_names, angle_dims, source)
     max_age = mapping.max_command_age if mapping.max_command_age is not None else dt
-    s, a, ns, episodes, row_bags, row_stamps = _align(
-        states, commands, mapping.match, dt, max_stamp_error, max_age, max_jump, jump_idx, bounds,
-        np.unique(np.asarray(boundaries, dtype=np.int64)), counts)
+    resets = np.unique(np.asarray(boundaries, dtype=np.int64))
+    s, a, ns, episodes, row_bags, row_stamps, next_stamps = _align(
+        states, commands, mapping.match, dt, max_stamp_error, max_age, max_jump, jump_idx, bounds, resets, counts)
     counts["transitions"] = len(s)
     counts["episodes"] = int(episodes[-1]) + 1 if len(episodes) else 0
     if report is not None:
@@ -343,6 +346,9 @@ def load_transitions(
         # Episode ids count up from 0 in row order: the first row of episode k is the k-th start.
         first = np.flatnonzero(np.diff(episodes, prepend=-1) != 0)
         report["episode_starts"] = list(zip(row_bags[first].tolist(), row_stamps[first].tolist()))
+        last = np.flatnonzero(np.diff(episodes, append=-1) != 0)
+        report["episode_spans"] = list(zip(row_stamps[first].tolist(), next_stamps[last].tolist()))
+        report["reset_stamps"] = resets.tolist()
     if not len(s):
         raise _no_transitions(paths, mapping, counts)
     import torch
@@ -361,6 +367,39 @@ def load_transitions(
     finally:
         torch.set_num_threads(threads)
     return dataset
+
+
+def recorded_episodes(pieces: Sequence[tuple[Any, int]],
+                      bag_spans: Mapping[Any, tuple[Sequence[tuple[int, int]], Sequence[int]]], dt: float,
+                      max_stamp_error: float | None = None) -> int:
+    """How many of the recording's episodes a dataset read bag by bag holds.
+
+    ``pieces``: per episode of the dataset, in storage order, its bag and its id in that bag's reading
+    (``PerBagTransitions.origins``); ``bag_spans``: per bag, what ``load_transitions`` reported of it: per
+    episode id the stamps (ns) of its first state and of its last next state (``report["episode_spans"]``), and
+    the reported episode boundaries (``report["reset_stamps"]``). The log cuts an episode where one transition
+    is missing from it: the one that straddles a bag split (the trainer reads bag by bag, and counted every
+    split as an episode: 14 for the car demo's 10) or one whose message was lost. A stored episode that starts
+    one step (``dt``, within ``max_stamp_error``, default ``dt / 4``) after the one before it ended, with no
+    reported reset between them, continues it and is not counted again. A piece without stamps counts alone.
+    """
+    step = int(round(dt * 1e9))
+    tolerance = int(round((dt / 4.0 if max_stamp_error is None else max_stamp_error) * 1e9))
+    boundaries = np.unique(np.asarray([stamp for bag in {bag for bag, _ in pieces}
+                                       for stamp in bag_spans.get(bag, ((), ()))[1]], dtype=np.int64))
+    count, previous_end = 0, None
+    for bag, episode in pieces:
+        spans = bag_spans.get(bag, ((), ()))[0]
+        if episode >= len(spans):
+            count, previous_end = count + 1, None
+            continue
+        start, end = spans[episode]
+        continued = (previous_end is not None and abs(start - previous_end - step) <= tolerance
+                     and np.searchsorted(boundaries, previous_end, side="right")
+                     == np.searchsorted(boundaries, start, side="right"))
+        count += not continued
+        previous_end = end
+    return count
 
 
 @dataclass(frozen=True)
@@ -764,7 +803,7 @@ def _align(states: _Rows, commands: _Rows, match: str, dt: float, max_stamp_erro
         counts["states_within_a_step"] += inside
     rows = np.asarray(rows, dtype=np.int64)
     return (values[rows], cvalues[action_row[rows]], values[next_row[rows]], np.asarray(episode_ids, dtype=np.int64),
-            bags[rows], stamps[rows])
+            bags[rows], stamps[rows], stamps[next_row[rows]])
 
 
 def _count_at_or_before(sorted_keys: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -80,7 +80,7 @@ from mbrl_ros.core.fitting import check_training_options
 from mbrl_ros.core.model_kinds import MODEL_KINDS
 from mbrl_ros.core.retraining import PerBagTransitions, RetrainSchedule, TrainingRound, train_candidate
 from mbrl_ros.io import checkpoint
-from mbrl_ros.io.bags import BagError, list_bags, load_transitions, messages_in_effect
+from mbrl_ros.io.bags import BagError, list_bags, load_transitions, messages_in_effect, recorded_episodes
 from mbrl_ros.io.config import model_section_at
 from mbrl_ros.io import policy_checkpoint
 from mbrl_ros.io.model_update import pack, pack_policy, unpack
@@ -179,6 +179,9 @@ class TrainerNode(Node):
         # What read_bag found, taken into ``dropped`` and ``bag_goals`` together with the dataset (worker only),
         # so /diagnostics never shows a bag's drops beside a dataset that does not hold the bag yet.
         self.bag_reports: dict[Path, tuple[dict, dict]] = {}
+        # bag -> (per its episode id: first state's and last next state's stamps, its reported resets) (worker only)
+        self.bag_spans: dict[Path, tuple[list[tuple[int, int]], list[int]]] = {}
+        self.recorded_episodes = 0  # the recording's episodes in the dataset (its episodes cut at bag splits joined)
         self.round_epochs = 0
         self.origins: dict[int, tuple[Path, int]] = {}  # dataset episode -> (bag, its id there)
         self.bags: list[Path] = []
@@ -227,6 +230,7 @@ class TrainerNode(Node):
             return dataset
         finally:
             self.bag_reports[bag] = (report.get("dropped", {}), goals)
+            self.bag_spans[bag] = (report.get("episode_spans", []), report.get("reset_stamps", []))
 
     def read_goals(self, bag: Path, starts: list[tuple[int, int]], dropped: dict) -> dict[int, list[float] | None]:
         """Each episode's logged goal (the context input's message in effect at its first state, converted by the
@@ -408,15 +412,27 @@ class TrainerNode(Node):
                 self.get_logger().warn(f"bag {bag}: dropped {dropped_count(dropped)} malformed message(s), kept the "
                                        f"rest: {dropped_summary(dropped)}")
         error = "; ".join(errors.values()) if dataset is None or errors else ""
+        recorded = self.count_recorded_episodes(dataset, self.bag_cache.origins) if dataset is not None else 0
         with self.lock:
+            self.recorded_episodes = recorded
             self.bags, self.dataset, self.data_error = list(self.bag_cache.bags), dataset, error
             self.origins = dict(self.bag_cache.origins)
             self.bag_reports = {bag: self.bag_reports[bag] for bag in self.bags if bag in self.bag_reports}
+            self.bag_spans = {bag: self.bag_spans[bag] for bag in self.bags if bag in self.bag_spans}
             self.dropped = {bag: dropped for bag, (dropped, _) in self.bag_reports.items()}
             self.bag_goals = {bag: goals for bag, (_, goals) in self.bag_reports.items()}
         if dataset is not None:
-            self.get_logger().info(f"read {len(fresh)} new bag(s): {len(dataset)} transitions in "
-                                   f"{len(dataset.episodes())} episodes from {len(self.bags) - len(errors)} bags")
+            pieces = len(dataset.episodes())
+            self.get_logger().info(
+                f"read {len(fresh)} new bag(s): {len(dataset)} transitions in {recorded} episodes"
+                + (f" (stored as {pieces} pieces: {pieces - recorded} cut(s) at a bag split or a lost message)"
+                   if pieces != recorded else "") + f" from {len(self.bags) - len(errors)} bags")
+
+    def count_recorded_episodes(self, dataset: TransitionDataset, origins: dict[int, tuple[Path, int]]) -> int:
+        """The recording's episodes in ``dataset``: read bag by bag, an episode running across a bag split is
+        stored as two (``PerBagTransitions``); the log once counted those, about twice the episodes driven."""
+        return recorded_episodes([origins[episode] for episode, _, _ in dataset.episodes()], self.bag_spans,
+                                 self.p["dt"], self.p["max_stamp_error"])
 
     def train_round(self, dataset: TransitionDataset, why: str) -> None:
         with self.lock:
@@ -616,7 +632,8 @@ class TrainerNode(Node):
                 "dropped_messages": str(dropped_count(dropped)),
                 "dropped_by_topic": dropped_summary(dropped),
                 "transitions": str(len(self.dataset) if self.dataset is not None else 0),
-                "episodes": str(len(self.dataset.episodes()) if self.dataset is not None else 0),
+                "episodes": str(self.recorded_episodes),  # as recorded: those cut at a bag split once
+                "episodes_stored": str(len(self.dataset.episodes()) if self.dataset is not None else 0),
                 "data_error": self.data_error,
                 "training_now": str(self.training_now),
                 "round_epochs": str(self.round_epochs),  # epochs of the round in progress, or of the last one
