@@ -201,6 +201,7 @@ class SimDriverNode(Node):
         """Why the simulation must not step now ('' once the recorder records everything and has a command)."""
         recorder = self.p["recorder"]
         if self.count_publishers(self.recording_topic) == 0:
+            self.recording = None  # a recorder that comes back reports afresh: not its predecessor's report
             return f"no {recorder} ({self.recording_topic} has no publisher)"
         if self.recording is None:
             return f"no report from {recorder} yet on {self.recording_topic}"
@@ -223,6 +224,7 @@ class SimDriverNode(Node):
         if self.recorder_ready:  # it was recording, now it is not (the logger died, a publisher went)
             self.recorder_ready = False
             self.held_since = time.monotonic()
+            self.get_logger().warning(f"lockstep: holding the simulation: {missing}")
         held = time.monotonic() - self.held_since
         if held > self.p["recorder_timeout"]:
             raise NodeFatalError(f"lockstep: held the simulation {held:.0f} s (recorder_timeout) waiting for the "

@@ -10,6 +10,9 @@ command received, says so while it waits, and gives up with a clear error after 
 
 from __future__ import annotations
 
+import os
+import signal
+
 from rosbags.rosbag2 import Reader
 
 from mbrl_ros.io.bags import default_typestore, list_bags
@@ -69,3 +72,34 @@ def test_lockstep_holds_its_first_step_until_a_late_data_logger_records(tmp_path
     assert "lockstep: holding the first step until data_logger records every topic" in log, log[-3000:]
     assert "lockstep: simulation held for" in log, log[-3000:]
     assert "lockstep: data_logger records every topic: stepping" in log, log[-3000:]
+
+
+def test_lockstep_holds_while_its_data_logger_is_away(tmp_path):
+    """The data_logger stopped (SIGTERM) and respawned by the launch mid-run: the simulation waits for it, so
+    the steps of those seconds are recorded too (before, lockstep drove on unrecorded)."""
+    config = prepare_config(REPO_ROOT / "config", tmp_path / "config", "car", "parking", OVERRIDES)
+    run = StackRun(tmp_path, {"robot": "car", "hardware": "sim", "task": "parking", "lockstep": "true",
+                              "run_dir": str(tmp_path / "run"), "config_dir": str(config)},
+                   free_domain_id("e2e-lockstep-recorder-away"), watch_timing=False)
+    try:
+        run.wait_for(lambda: len(run.watcher.reports) >= 2, 300, "two finished episodes")
+        run.expect_exits = True  # the data_logger's own exit (0), then its respawn
+        os.kill(run.runner.pids["data_logger"][-1], signal.SIGTERM)
+        away = len(run.watcher.reports)
+        run.wait_for(lambda: len(run.runner.pids["data_logger"]) >= 2, 60, "the data_logger's respawn")
+        run.wait_for(lambda: len(run.watcher.reports) >= away + 3, 300, "three episodes after the respawn")
+        episodes = list(run.watcher.reports[:away + 3])
+    finally:
+        run.stop()
+
+    stamps = set(recorded_command_stamps(tmp_path / "run" / "bags"))
+    lost = {}
+    for report in episodes:
+        start, end, steps = int(report["start_stamp_ns"]), int(report["end_stamp_ns"]), int(report["steps"])
+        lost[int(report["episode"])] = steps - sum(start <= stamp < end for stamp in stamps)
+    # The logger's last moments (its bag closed, its publisher not yet gone) may lose a few; its seconds away,
+    # 3-5 s of lockstep at 30-40 steps a second, would lose over a hundred.
+    assert sum(lost.values()) <= 20, lost
+    log = (tmp_path / "stack.log").read_text()
+    assert "lockstep: holding the simulation: no data_logger" in log, log[-3000:]
+    assert log.count("records every topic: stepping") == 2, log[-3000:]  # at the start, and once it was back
