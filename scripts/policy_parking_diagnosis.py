@@ -138,8 +138,16 @@ def episode(c: RecedingHorizonController, step_fn, start: np.ndarray, goal: np.n
     c.set_context("goal", goal.tolist(), goal=True)
     cost.set_context("goal", torch.as_tensor(goal, dtype=torch.float32))
     state, total, success, closest = start.copy(), 0.0, False, np.inf
+    policy_warm = 0  # with a prior: plans warm-started from the policy's rollout
     for _ in range(steps):
-        action = c.stop_command(state) if still else c.step(state, deadline_s=np.inf).action
+        if still:
+            action = c.stop_command(state)
+        else:
+            out = c.step(state, deadline_s=np.inf)
+            action = out.action
+            info = out.plan.info if out.plan is not None else {}
+            if info.get("warm_start") == "policy":
+                policy_warm += 1
         state, done = step_fn(state, action)
         with torch.no_grad():
             total += float(cost(torch.as_tensor(state, dtype=torch.float32)[None, None],
@@ -149,7 +157,7 @@ def episode(c: RecedingHorizonController, step_fn, start: np.ndarray, goal: np.n
         if done:
             break
     return {"cost": total, "final": float(np.hypot(*(state[:2] - goal[:2]))), "closest": closest,
-            "parked": success}
+            "parked": success, "policy_warm": policy_warm}
 
 
 def main() -> None:
@@ -169,6 +177,9 @@ def main() -> None:
     parser.add_argument("--prior-mode", choices=["shipped", "all-on-policy", "keep"], default="shipped",
                         help="experiment: when the policy's rollout beats the shifted plan, all-on-policy draws the "
                         "prior's share around the policy too (before stop 20), keep never replaces the warm start")
+    parser.add_argument("--mppi", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the controller's mppi section, e.g. policy_prior_adaptation=0.1 (YAML value)")
+    parser.add_argument("--per-seed", action="store_true", help="print each episode's result")
     parser.add_argument("--save-policy", default=None, help="write the trained policy here (for --policy)")
     parser.add_argument("--each-candidate", action="store_true",
                         help="with --set candidates=N: also drive each candidate alone (policy: the one kept)")
@@ -196,6 +207,9 @@ def main() -> None:
 
     config = REPO_ROOT / "config"
     ctrl = launch_parameters(config, "car", "parking", "controller")
+    for item in args.mppi:
+        key, value = item.split("=", 1)
+        ctrl["mppi"][key] = yaml.safe_load(value)
     trainer = launch_parameters(config, "car", "parking", "trainer")
     robot = get_robot("car")
     model = robot.build_model({**trainer["parametric"], "params": BicycleParams().as_dict()},
@@ -283,6 +297,10 @@ def main() -> None:
                 if world == "sim":
                     start = sim.reset(seed=seed)
                 rows.append(episode(c, step_fn, start, goal, args.steps, cost, name == "still"))
+            if args.per_seed:
+                for (seed, _, _), r in zip(pairs, rows):
+                    print(f"  {name} seed {seed}: parked {r['parked']}, final {r['final']:.2f} m, cost {r['cost']:.1f}, "
+                          f"plans warm-started from the policy {r['policy_warm']}")
             label = {"mppi": f"mppi{args.samples}", "prior": f"mppi{args.samples}+prior{args.prior:g}"}.get(name, name)
             print(f"{world:5s} {label:9s}: parked {sum(r['parked'] for r in rows):2d}/{len(rows)}, "
                   f"mean episode cost {np.mean([r['cost'] for r in rows]):7.2f}, "

@@ -98,10 +98,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def planner_overrides(controller: str, samples: int | None, policy_prior: float | None) -> dict[str, dict]:
-    """The controller's planner section as ``--samples`` and ``--policy-prior`` set it (run_demo's overrides)."""
+    """The planner section as ``--samples`` and ``--policy-prior`` set it (run_demo's overrides), for the controller
+    and the trainer (which checks a policy as that planner's prior with the same settings): in each node's own
+    section, which overrides the shared ``/**`` one key by key wherever the task file has the planner."""
     section = {}
     if samples is not None:
         section["num_samples" if controller == "mppi" else "population"] = samples
     if policy_prior is not None:
         section["policy_prior_fraction"] = policy_prior
-    return {"controller": {controller: section}} if section else {}
+    return {node: {controller: dict(section)} for node in ("controller", "trainer")} if section else {}

@@ -105,6 +105,9 @@ PARAMS = [
           "budget)", (2, 100_000_000)),
     Param("learn_policy", False, "learn a policy on each deployed model (the 'policy' section, the '/**' cost and "
           "action bounds): true under controller:=policy or a planner's policy_prior_fraction", read_only=True),
+    Param("prior_planner", "", "the controller's planner (the launch files give controller:=...): where its section "
+          "(the robot config's '/**', as the cost) has policy_prior_fraction > 0, each policy is also checked as that "
+          "planner's prior (policy.validation.prior_starts) and one it does worse with is not deployed", read_only=True),
     Param("policy_context_topic", "", "topic in the bags whose message in effect at an episode's first state is that "
           "episode's policy context (policy.context: the goal it was given), converted as the controller converts "
           "it; '' : the robot plug-in's input of that context (the car's goal_pose); 'none': every episode's final "
@@ -308,7 +311,33 @@ class TrainerNode(Node):
                              "section) is needed with the 'policy' section: the policy learns the planners' cost")
         dims = self.robot.build_model(self.model_config, where="trainer").state_dim, len(bounds[0])
         cost = self.robot.build_cost(cost_section, *dims, source="trainer parameter 'cost'")
-        return config, cost, PolicyLearner(config, *bounds, first_reference=self.stop_reference(bounds))
+        return config, cost, PolicyLearner(config, *bounds, first_reference=self.stop_reference(bounds),
+                                           prior_planner=self.prior_planner(cost, bounds))
+
+    def prior_planner(self, cost, bounds) -> tuple | None:
+        """(make_planner(model), name): the controller's planner where it samples around the policy (its section
+        in the '/**' parameters with policy_prior_fraction > 0), built as the controller builds it but eager;
+        else None."""
+        name = self.p["prior_planner"]
+        settings = section(self, name) if name else {}
+        if not settings or float(settings.get("policy_prior_fraction", 0.0)) <= 0:
+            return None
+        import copy
+
+        from mbrl_ros.core.planners import build_planner
+
+        settings = {**settings, "action_low": bounds[0], "action_high": bounds[1], "compile": False}
+        max_rate = self.optional("max_rate", [0.0])
+        if list(max_rate) != [0.0]:
+            settings["max_rate"] = max_rate
+
+        def make_planner(model):
+            return build_planner(name, model, copy.deepcopy(cost), settings, source=f"trainer: the prior's {name}")
+
+        make_planner(self.robot.build_model(self.model_config, where="trainer"))  # its settings checked now
+        self.get_logger().info(f"policies are also checked as the prior of '{name}' (policy_prior_fraction "
+                               f"{settings['policy_prior_fraction']})")
+        return make_planner, name
 
     def stop_reference(self, bounds) -> tuple:
         """The robot's stop as a policy (the car: brake to a standstill and hold it): what the stack does without

@@ -9,6 +9,8 @@ the point: the prior need not be good to help.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +110,85 @@ def test_the_warm_start_is_the_policys_rollout_only_when_it_beats_the_shifted_pl
     off = build_planner("mppi", model, cost, {**MPPI, "num_samples": 16})  # fraction 0: the prior is not used
     off.set_prior(actor)
     assert off.prior_actions(state) is None and off.plan(state).info["warm_start"] == "shifted"
+
+
+def test_a_policy_the_planner_does_better_without_is_rejected_as_its_prior(task):
+    """decide_prior (the trainer's check before a policy is deployed for a planner that samples around it): the
+    planner driven on the model from held-out starts with the candidate as prior, with the deployed one (or none)
+    and alone, on the same noise; and the candidate alone. MPPI at 16 samples with little noise (sigma 0.05)
+    barely leaves its warm start: the learned policy, alone better than it, makes it reach further and is
+    accepted; a prior that circles (full throttle, full lock), given 90 % of the samples, leaves it worse off."""
+    from mbrl_ros.core.policies.rollouts import TaskCost
+    from mbrl_ros.core.policies.validation import HeldOutStates, decide_prior
+
+    model, cost, actor, starts = task
+    held_out, task_cost = HeldOutStates("starts", starts), TaskCost(cost)
+
+    def planner(fraction: float):
+        settings = {**MPPI, "num_samples": 16, "sigma": [0.05, 0.05], "seed": 0, "policy_prior_fraction": fraction}
+        return lambda m: build_planner("mppi", m, cost, settings)
+
+    def policy(fn):  # a planner's prior takes states; decide_prior calls a policy with (states, contexts)
+        return lambda states, contexts: fn(states)
+
+    learned, circling = policy(actor), policy(ConstantPolicy([1.0, 1.0]))
+    good = decide_prior(learned, None, planner(0.5), model, task_cost, held_out, 30, "mppi")
+    print(good.reason)  # -s shows the costs
+    assert good.accept and "it helps mppi as a prior" in good.reason and "with no prior" in good.reason, good.reason
+    assert good.candidate["planner"] < 0.95 * good.reference["planner"], good.reason
+    assert good.reference["planner_alone"] == good.reference["planner"]  # alone it is about as good as MPPI alone
+    bad = decide_prior(circling, None, planner(0.9), model, task_cost, held_out, 30, "mppi")
+    print(bad.reason)
+    assert not bad.accept and "mppi does better without it" in bad.reason, bad.reason
+    assert bad.candidate["planner"] > 1.2 * bad.reference["planner"], bad.reason
+    # Against a deployed policy: the circling one does not replace the learned one; the learned one replaces it.
+    assert not decide_prior(circling, learned, planner(0.9), model, task_cost, held_out, 30).accept
+    assert decide_prior(learned, circling, planner(0.9), model, task_cost, held_out, 30).accept
+    # A policy alone far worse than the planner alone is no prior for it (prior_alone_ratio), even where the
+    # planner's cost with it is lower: the learned one costs 1.02 times what MPPI alone costs; with a ratio of 1.0
+    # it is rejected for it alone.
+    assert good.reference["planner_alone"] < good.candidate["alone"] <= 1.1 * good.reference["planner_alone"]
+    strict = decide_prior(learned, None, planner(0.5), model, task_cost, held_out, 30, "mppi", alone_ratio=1.0)
+    print(strict.reason)
+    assert not strict.accept and "alone it costs more than 1 times what mppi alone" in strict.reason, strict.reason
+    assert strict.candidate["planner"] < strict.reference["planner"]
+
+
+def test_a_round_checks_the_candidate_as_the_planners_prior_after_it_beats_the_reference():
+    """PolicyLearner with ``prior_planner`` (the trainer's, where the controller's planner samples around the
+    policy): a candidate that beats the reference is then checked by ``decide_prior`` on validation.prior_starts
+    held-out starts, its costs in the decision's metrics; prior_starts: 0 turns the check off."""
+    from mbrl_ros.core.policies.learning import PolicyLearner
+
+    torch.manual_seed(0)
+    model = KinematicBicycle(BicycleParams(), dt=0.2)
+    cost = get_robot("car").build_cost(PARKING_LIKE, 5, 2)
+    cost.set_context("goal", torch.zeros(5))
+    data = PolicyData.from_dataset(driven_episodes(model, 30, 10, seed=0), val_fraction=0.3, seed=0)
+    settings = {**MPPI, "num_samples": 16, "sigma": [0.05, 0.05], "policy_prior_fraction": 0.5}
+    made = []
+
+    def make_planner(m):
+        made.append(m)
+        return build_planner("mppi", m, cost, settings)
+
+    def round_with(validation: dict):
+        config = PolicyConfig.from_dict({"method": "shac", "actor": {"hidden_sizes": [64, 64], "angle_dims": [2]},
+                                         "shac": {"iterations": 100, "batch_size": 64}, "validation": validation})
+        learner = PolicyLearner(config, [-1.0, -1.0], [1.0, 1.0], prior_planner=(make_planner, "mppi"))
+        return learner.round(model, cost, data)
+
+    checked = round_with({"steps": 20, "prior_starts": 3})
+    assert made and all(m is model for m in made)  # the planner drives the round's model
+    assert "better than the constant action" in checked.decision.reason, checked.decision.reason
+    assert "mppi's episode cost from 3 held-out starts" in checked.decision.reason, checked.decision.reason
+    metrics = checked.metrics()
+    for key in ("candidate_cost_planner", "candidate_cost_alone", "reference_cost_planner",
+                "reference_cost_planner_alone", "candidate_cost_starts"):
+        assert math.isfinite(metrics[key]), (key, metrics)
+    strict = round_with({"steps": 20, "prior_starts": 3, "prior_alone_ratio": 0.01})
+    assert not strict.decision.accept and "alone it costs more than 0.01 times" in strict.decision.reason, \
+        strict.decision.reason
+    made.clear()
+    off = round_with({"steps": 20, "prior_starts": 0})
+    assert not made and off.decision.accept and "mppi" not in off.decision.reason, off.decision.reason

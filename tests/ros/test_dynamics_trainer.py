@@ -675,7 +675,12 @@ def test_trainer_learns_the_policy_for_each_episodes_logged_goal_else_its_final_
     trainer.update(bag_dir=str(tmp_path / "bags"), checkpoint_dir=str(tmp_path / "checkpoints"),
                    random_transitions=10**8, poll_period=0.3, dt=DT, diagnostics_period=0.2, learn_policy=True,
                    policy={**trainer["policy"], "shac": {"iterations": 3, "batch_size": 16, "horizon": 8},
-                           "validation": {"steps": 10, "max_starts": 8}})
+                           "validation": {"steps": 10, "max_starts": 8, "prior_starts": 2}},
+                   # The controller's planner samples around the policy (the launch files give prior_planner from
+                   # controller:=..., the planner's section is in the shared '/**' one): each policy that beats the
+                   # stop is then checked as its prior.
+                   prior_planner="mppi", mppi={**trainer["mppi"], "num_samples": 16, "horizon": 8,
+                                               "policy_prior_fraction": 0.5})
     # config/car_parking.yaml names the topic; without it the default is the same: the car's goal input.
     assert trainer.pop("policy_context_topic") == "goal_pose"
     stack.node("dynamics_server", robot_params(dynamics_server={"diagnostics_period": 0.2}))
@@ -696,6 +701,11 @@ def test_trainer_learns_the_policy_for_each_episodes_logged_goal_else_its_final_
     [record] = [json.loads(line) for line in (tmp_path / "checkpoints" / "decisions.jsonl").read_text().splitlines()]
     assert record["goals"] == {"logged": 6, "final_state": 4, "topic": f"{NAMESPACE}/goal_pose"}, record
     assert f"goals: 6 episodes' logged on {NAMESPACE}/goal_pose, 4 final states" in stack.logs()
+    assert "policies are also checked as the prior of 'mppi' (policy_prior_fraction 0.5)" in stack.logs()
+    costs = record["metrics"]
+    beat_the_stop = all(costs[f"candidate_cost_{h}"] < costs[f"reference_cost_{h}"] for h in ("starts", "visited"))
+    assert ("mppi's episode cost from 2 held-out starts" in record["reason"]) == beat_the_stop, record
+    assert ("candidate_cost_planner" in costs) == beat_the_stop, record
     # The two malformed goals, with the bag's other dropped messages, naming topic and field (or what is wrong).
     assert values["dropped_messages"] == "2", values
     dropped = values["dropped_by_topic"]

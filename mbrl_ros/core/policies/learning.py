@@ -17,7 +17,10 @@ logged data and the deployed policy (``train_policy``: one round of a new learne
 4. ``decide_policy`` scores candidate and deployed policy (for the first policy:
    ``first_reference``, the robot's stop in the trainer, else the constant action
    at the centre of the bounds) in closed loop on the same
-   model from the held-out states; only a better, finite candidate is accepted.
+   model from the held-out states; only a better, finite candidate is accepted;
+5. with ``prior_planner`` (the controller's planner, where it samples around the policy) and
+   ``validation.prior_starts`` > 0, ``decide_prior`` then drives that planner on the model with the
+   candidate as prior and with the deployed policy (or none): a candidate it does worse with is rejected.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from mbrl_ros.core.policies.config import PolicyConfig
 from mbrl_ros.core.policies.rollouts import PolicyFn, StartSampler, TaskCost
 from mbrl_ros.core.policies.shac import ShacLearner
 from mbrl_ros.core.policies.validation import (HeldOutStates, PolicyDecision, closed_loop_costs, decide_policy,
-                                                 worse_sets)
+                                                 decide_prior, worse_sets)
 from mbrl_ros.core.retraining import validation_split
 
 __all__ = ["CandidateScore", "PolicyData", "PolicyLearner", "PolicyRound", "best_candidate", "continued_episodes", "final_state_goals",
@@ -244,10 +247,14 @@ class PolicyLearner:
     """
 
     def __init__(self, config: PolicyConfig, action_low, action_high,
-                 first_reference: tuple[PolicyFn, str] | None = None) -> None:
+                 first_reference: tuple[PolicyFn, str] | None = None,
+                 prior_planner: tuple[Callable[[DynamicsModel], object], str] | None = None) -> None:
         """``first_reference``: (policy, name) a first policy must beat where none is deployed: the robot's stop
-        (``StopPolicy``) in the trainer; default, the constant action at the centre of the bounds."""
+        (``StopPolicy``) in the trainer; default, the constant action at the centre of the bounds.
+        ``prior_planner``: (make_planner(model) -> a planner, its name) where the controller's planner samples
+        around the policy: a candidate must not leave it worse off (``decide_prior``)."""
         self.config = config
+        self.prior_planner = prior_planner
         self.action_low, self.action_high = action_low, action_high
         self.first_reference = first_reference
         seed = config.shac.seed if config.method == "shac" else config.mbpo.seed
@@ -344,6 +351,14 @@ class PolicyLearner:
             self.chosen = scores[chosen].index
             decision = decide_policy(candidate, reference, model, task, held_out, v.steps, v.min_improvement,
                                      reference_name=name)
+            if decision.accept and self.prior_planner is not None and v.prior_starts > 0:
+                make_planner, planner_name = self.prior_planner
+                as_prior = decide_prior(candidate, deployed, make_planner, model, task,
+                                        held_out[0].subset(v.prior_starts), v.steps, planner_name,
+                                        alone_ratio=v.prior_alone_ratio)
+                decision = PolicyDecision(as_prior.accept, f"{decision.reason}; {as_prior.reason}",
+                                          {**decision.candidate, **as_prior.candidate},
+                                          {**decision.reference, **as_prior.reference})
             if len(scores) > 1:
                 decision.reason = (f"candidate {chosen} of {len(scores)} (seed {scores[chosen].seed}; "
                                    f"{held_out[0].name} costs {candidate_costs(scores, held_out[0].name)}) "
