@@ -21,11 +21,23 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mbrl_ros.stack_run import EpisodeTrace, StackRun, default_domain_id, prepare_config, progress_options
+from mbrl_ros.stack_run import (EpisodeTrace, StackRun, StackWatcher, default_domain_id, prepare_config,
+                                progress_options)
 from mbrl_ros.io.config import launch_parameters
 from mbrl_ros.demo.scene import Scene, demo_module
 from mbrl_ros.plots import plot_car_trajectories, plot_error_vs_horizon, plot_latency_histogram, plot_progress
 from mbrl_ros.ros_env import REPO_ROOT
+
+
+def first_policy_settled(watcher: StackWatcher, controller: str) -> bool:
+    """Whether the demo can evaluate: the first policy reached the controller, or, for a planner that samples around
+    the policy (its prior), the trainer's first policy round ended without deploying one (the planner plans without
+    a prior until a policy passes the trainer's checks; the policy alone has nothing to drive with)."""
+    if watcher.policy_version() >= 1:
+        return True
+    trainer = watcher.node_status("trainer")
+    rounds = int(trainer.get("policy_rounds", "0") or 0)
+    return controller != "policy" and rounds >= 1 and trainer.get("policy_last_decision") in ("rejected", "failed")
 
 
 def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, model_kind: str | None = None,
@@ -96,16 +108,22 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
                      tick=exploring)
         if learn_policy:  # the policy alone stands still, and a prior is absent, until the first policy arrives
             bar.set_postfix_str("waiting for the trainer's first policy")
-            run.wait_for(lambda: watcher.policy_version() >= 1, timeout_s, "the first policy to reach the controller",
-                         tick=exploring)
+            run.wait_for(lambda: first_policy_settled(watcher, controller), timeout_s,
+                         "the first policy to reach the controller", tick=exploring)
         bar.close()
         # The episode running now started without a model; then the learning episodes, then the evaluated ones.
         # From the first evaluated one on the simulator takes its fixed evaluation seeds (sim/start_evaluation,
         # after its evaluation_delay = the learning episodes), so every run evaluates on the same starts and
         # goals however long its model and policy took to arrive and however many learning episodes it drove.
         first = start_evaluation(watcher)
+        policy = ""
+        if learn_policy:
+            policy = (f"and policy v{watcher.policy_version()} " if watcher.policy_version() else
+                      "(no policy: the trainer's first was not deployed, so the planner plans without a prior until "
+                      "one passes) ")
         print(f"[demo] model v{watcher.model_version()} ({watcher.node_status('controller').get('model_kind', '')}) "
-              + (f"and policy v{watcher.policy_version()} " if learn_policy else "") + f"deployed after {time.monotonic() - started:.0f} s; evaluating episodes from #{first}", flush=True)
+              + policy + f"deployed after {time.monotonic() - started:.0f} s; evaluating episodes from #{first}",
+              flush=True)
 
         def follow(begin: int, count: int, desc: str, what: str, latency: bool) -> None:
             """A progress bar over the episodes [begin, begin + count) until they have all ended."""
