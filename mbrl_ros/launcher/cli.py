@@ -59,8 +59,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     except LaunchError as err:
         print(f"mbrl-ros launch: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C while reading files: nothing was started
-        return 130
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM while reading files: nothing was started
+        from mbrl_ros.interrupts import exit_code
+
+        return exit_code(interrupt)
     if args.dry_run:
         with description:
             print(format_dry_run(description))

@@ -82,3 +82,18 @@ def test_subcommand_of_the_mbrl_ros_command(ament_prefix, tmp_path, capsys):
     assert "nothing started" in capsys.readouterr().out
     args = parser.parse_args(["launch", str(path), "--frobnicate"])
     assert args.func(args) == 2
+
+
+@pytest.mark.parametrize("interrupt, code", [(KeyboardInterrupt, 130), ("Terminated", 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_launch_file_is_read_ends_with_its_shells_code(monkeypatch, interrupt, code):
+    """Nothing started yet: Ctrl-C is 130, SIGTERM (mbrl_ros.interrupts.Terminated) 143, not 130 for both."""
+    from mbrl_ros.interrupts import Terminated
+    from mbrl_ros.launcher import cli
+
+    raised = Terminated if interrupt == "Terminated" else interrupt
+
+    def stopped(*_args, **_kwargs):
+        raise raised()
+
+    monkeypatch.setattr(cli, "load_launch_file", stopped)
+    assert main([str(DATA / "example.launch.yaml")]) == code
