@@ -98,16 +98,18 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
         # 1. Explore until the first model reaches the controller.
         bar = progress(total=budget or None, desc="exploring", unit="step")
 
+        waiting_for = "model"
+
         def exploring() -> None:
             explored = sum(t[1] == "explore" for t in watcher.timings)
             bar.update(min(explored, budget or explored) - bar.n)
-            bar.set_postfix_str("waiting for the trainer's first model" if budget and explored >= budget
+            bar.set_postfix_str(f"waiting for the trainer's first {waiting_for}" if budget and explored >= budget
                                 else "random driving", refresh=False)
 
         run.wait_for(lambda: watcher.model_version() >= 1, timeout_s, "the first model to reach the controller",
                      tick=exploring)
         if learn_policy:  # the policy alone stands still, and a prior is absent, until the first policy arrives
-            bar.set_postfix_str("waiting for the trainer's first policy")
+            waiting_for = "policy"
             run.wait_for(lambda: first_policy_settled(watcher, controller), timeout_s,
                          "the first policy to reach the controller", tick=exploring)
         bar.close()
