@@ -160,6 +160,25 @@ def episode(c: RecedingHorizonController, step_fn, start: np.ndarray, goal: np.n
             "parked": success, "policy_warm": policy_warm}
 
 
+def check_prior(args, ctrl: dict, model, cost, actor, pairs) -> None:
+    """The trainer's check of a policy as MPPI's prior (``decide_prior``), from the first ``--check-prior`` evaluation
+    starts with their goals as the held-out starts, ``--check-steps`` steps, MPPI at ``--samples`` with ``--prior``."""
+    from mbrl_ros.core.planners import build_planner
+    from mbrl_ros.core.policies.rollouts import TaskCost
+    from mbrl_ros.core.policies.validation import HeldOutStates, decide_prior
+
+    chosen = pairs[:args.check_prior]
+    held_out = HeldOutStates("starts", torch.tensor(np.array([p[1] for p in chosen]), dtype=torch.float32),
+                             torch.tensor(np.array([p[2] for p in chosen]), dtype=torch.float32))
+    settings = {**ctrl["mppi"], "num_samples": args.samples, "policy_prior_fraction": args.prior or 0.5,
+                "action_low": ctrl["action_low"], "action_high": ctrl["action_high"], "compile": False}
+    started = time.perf_counter()
+    decision = decide_prior(actor.eval(), None, lambda m: build_planner("mppi", m, copy.deepcopy(cost), settings),
+                            model, TaskCost(cost, "goal"), held_out, args.check_steps, f"mppi{args.samples}")
+    print(f"{'accepted' if decision.accept else 'rejected'}: {decision.reason} "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=None, help="SHAC iterations (default: the config's)")
@@ -179,6 +198,10 @@ def main() -> None:
                         "prior's share around the policy too (before stop 20), keep never replaces the warm start")
     parser.add_argument("--mppi", action="append", default=[], metavar="KEY=VALUE",
                         help="override the controller's mppi section, e.g. policy_prior_adaptation=0.1 (YAML value)")
+    parser.add_argument("--check-prior", type=int, default=0, metavar="STARTS",
+                        help="instead of driving: the trainer's check of the policy as MPPI's prior (decide_prior) "
+                        "from the first STARTS evaluation starts (MPPI at --samples, share --prior or 0.5)")
+    parser.add_argument("--check-steps", type=int, default=50, help="steps per start for --check-prior")
     parser.add_argument("--per-seed", action="store_true", help="print each episode's result")
     parser.add_argument("--save-policy", default=None, help="write the trained policy here (for --policy)")
     parser.add_argument("--each-candidate", action="store_true",
@@ -280,6 +303,9 @@ def main() -> None:
     for seed in range(args.first_seed, args.first_seed + args.episodes):
         start = sim.reset(seed=seed)
         pairs.append((seed, start.copy(), sim.goal.copy()))
+    if args.check_prior:
+        check_prior(args, ctrl, model, cost, actor, pairs)
+        return
     names = ["policy", "still"] + ([] if args.skip_mppi else ["mppi"]) + (["prior"] if args.prior else [])
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
