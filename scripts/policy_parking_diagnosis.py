@@ -16,7 +16,7 @@ ROS-free, one process. Everything the stack does for ``mbrl-ros demo car --contr
 For the evaluation seeds (the demo's evaluated episodes: seed = episode number), each controller drives
 ``--steps`` steps in closed loop ON THE MODEL from the simulator's start towards its goal, and (``--sim``)
 on the simulator itself. Printed per controller: mean episode cost (the controller's cost, summed per step),
-mean final and closest distance to the spot, and parked (highway-env's success: its reward > -0.12 at some
+mean final and closest distance to the spot, the controller's step time p50 / p99 (one torch thread), and parked (highway-env's success: its reward > -0.12 at some
 step, on the model computed from the state as highway-env computes it).
 
     .venv/bin/python scripts/policy_parking_diagnosis.py [--iterations N] [--sim] [--policy FILE]
@@ -144,11 +144,14 @@ def episode(c: RecedingHorizonController, step_fn, start: np.ndarray, goal: np.n
     cost.set_context("goal", torch.as_tensor(goal, dtype=torch.float32))
     state, total, success, closest = start.copy(), 0.0, False, np.inf
     policy_warm = 0  # with a prior: plans warm-started from the policy's rollout
+    step_ms = []  # the controller's step (plan or policy) per cycle
     for _ in range(steps):
         if still:
             action = c.stop_command(state)
         else:
+            begun = time.perf_counter()
             out = c.step(state, deadline_s=np.inf)
+            step_ms.append((time.perf_counter() - begun) * 1e3)
             action = out.action
             info = out.plan.info if out.plan is not None else {}
             if info.get("warm_start") == "policy":
@@ -162,7 +165,14 @@ def episode(c: RecedingHorizonController, step_fn, start: np.ndarray, goal: np.n
         if done:
             break
     return {"cost": total, "final": float(np.hypot(*(state[:2] - goal[:2]))), "closest": closest,
-            "parked": success, "policy_warm": policy_warm}
+            "parked": success, "policy_warm": policy_warm, "step_ms": step_ms}
+
+
+def latency(step_ms: list[float]) -> str:
+    """The controller's step time, p50 / p99, or nothing (standing still plans nothing)."""
+    if not step_ms:
+        return ""
+    return f"step p50 {np.percentile(step_ms, 50):.2f} / p99 {np.percentile(step_ms, 99):.2f} ms "
 
 
 def check_prior(args, ctrl: dict, model, cost, actor, pairs) -> None:
@@ -337,7 +347,8 @@ def main() -> None:
                   f"mean episode cost {np.mean([r['cost'] for r in rows]):7.2f}, "
                   f"final distance {np.mean([r['final'] for r in rows]):5.1f} m, "
                   f"closest {np.mean([r['closest'] for r in rows]):5.1f} m "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+                  + latency([ms for r in rows for ms in r["step_ms"]])
+                  + f"({time.perf_counter() - started:.0f} s)", flush=True)
     print(f"load average {os.getloadavg()}", flush=True)
 
 
