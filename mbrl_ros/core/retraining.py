@@ -16,7 +16,13 @@ The trainer node calls these; they only need the core.
   score both with the same open-loop multi-step error, and that decides
   (``decide``). Scored on its own selection episodes a candidate is flattered:
   they chose it. A candidate with non-finite weights or predictions
-  (``non_finite_problem``) is rejected whatever its score.
+  (``non_finite_problem``) is rejected whatever its score. ``recent_from``:
+  the transitions recorded since the last round (rows from there on) are
+  held out of fitting and selection too and join the gate, so the gate
+  also scores where the controller drives now: a fifth of the episodes by
+  hash are mostly the random exploration's, and on the race a candidate
+  could win there by a few per cent while it predicted the controller's
+  fast laps far worse.
 - ``PerBagTransitions``: the transitions of each closed bag, read once. A
   closed bag (one with metadata.yaml) never changes, so each training round
   only reads the bags that are new since the last look.
@@ -187,6 +193,7 @@ class TrainingRound:
     val_transitions: int  # the gate's
     val_episodes: list[int] = field(default_factory=list)  # the gate's
     selection_transitions: int = 0
+    recent_transitions: int = 0  # of the gate's: rows recorded since the last round (``recent_from``)
 
     def metrics(self) -> dict[str, float]:
         """The candidate's metrics as a ModelUpdate carries them."""
@@ -195,6 +202,7 @@ class TrainingRound:
         metrics["train_transitions"] = float(self.train_transitions)
         metrics["selection_transitions"] = float(self.selection_transitions)
         metrics["val_transitions"] = float(self.val_transitions)
+        metrics["recent_transitions"] = float(self.recent_transitions)
         return metrics
 
     def current_metrics(self) -> dict[str, float]:
@@ -219,13 +227,31 @@ def train_candidate(
     source: str = "trainer",
     physics: Physics | None = None,
     progress: Callable[[int, dict], bool | None] | None = None,
+    recent_from: int | None = None,
 ) -> TrainingRound:
     """Fit a candidate on the training episodes, early-stopped and its elites chosen on the selection
     episodes (``val_fraction`` of them), and judge it against ``current`` on the gate episodes
     (``gate_fraction``), which neither model has seen. ``physics``: the robot's, for the model kinds
     built on its physics prior. ``progress``: called after every training epoch (``fit_model``); True
-    stops training there."""
+    stops training there.
+
+    ``recent_from``: the number of transitions the last round saw (None: none before, or no hold-out).
+    The rows recorded since are neither fitted nor used for selection; they join the gate, which the
+    deployed model (fitted on at most those older rows) has not seen either. Where that would leave the
+    training or selection set empty, nothing is held out beyond the gate episodes."""
     train, selection, gate = split_episodes(dataset, [val_fraction, gate_fraction], split_seed)
+    recent_rows = 0
+    if recent_from is not None and recent_from < len(dataset):
+        older = torch.arange(len(dataset)) < recent_from
+        in_gate = torch.isin(dataset.episode_ids, torch.as_tensor([e for e, _, _ in gate.episodes()], dtype=torch.long))
+        fit_rows = {name: torch.isin(dataset.episode_ids, torch.as_tensor([e for e, _, _ in part.episodes()],
+                                                                          dtype=torch.long)) & older
+                    for name, part in (("train", train), ("selection", selection))}
+        if all(bool(rows.any()) for rows in fit_rows.values()):
+            recent = ~older & ~in_gate
+            recent_rows = int(recent.sum())
+            train, selection = (dataset._subset(fit_rows[name]) for name in ("train", "selection"))
+            gate = dataset._subset(in_gate | recent)
     fit = fit_model(model_config, train, selection, score_on=gate, training=training, horizons=horizons,
                     angle_dims=angle_dims, error_scale=error_scale, source=source, physics=physics, progress=progress)
     current_error = None
@@ -241,10 +267,13 @@ def train_candidate(
     if problem:  # never deployed, whatever its score says
         decision = Decision(False, f"candidate not deployable: {problem}", decision.candidate_score,
                             decision.current_score)
+    if recent_rows:
+        note = (f"; gate: {len(gate)} transitions, {recent_rows} of them recorded since the last round (held out of "
+                f"fitting)") + note
     if note:
         decision = Decision(decision.accept, decision.reason + note, decision.candidate_score, decision.current_score)
     gate_ids = [episode for episode, _, _ in gate.episodes()]
-    return TrainingRound(fit, current_error, decision, len(train), len(gate), gate_ids, len(selection))
+    return TrainingRound(fit, current_error, decision, len(train), len(gate), gate_ids, len(selection), recent_rows)
 
 
 class PerBagTransitions:

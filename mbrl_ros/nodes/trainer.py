@@ -17,7 +17,10 @@ called. A round fits the ``model_kind`` model with ``fit_model`` on the training
 episodes (early stopping and elites on the selection episodes, ``val_fraction``),
 scores it and the deployed model (the latest on ``dynamics/model``) by multi-step
 error on the same gate episodes (``gate_fraction``, seen by neither: see
-``core.retraining.train_candidate``), and, only if the candidate is better (or nothing is
+``core.retraining.train_candidate``) and, with ``hold_out_recent``, on the transitions recorded since the
+last round, which the candidate is not fitted on either (the gate episodes alone, a fifth of the episodes by
+hash, are mostly random exploration: on the race they scored models on slow driving while the controller
+lapped at 20 m/s), and, only if the candidate is better (or nothing is
 deployed), saves it as ``<checkpoint_dir>/model_v<N>.pt`` and publishes it on
 ``dynamics/candidate`` for the dynamics_server. A candidate with non-finite
 weights or predictions is rejected whatever its score.
@@ -119,6 +122,9 @@ PARAMS = [
     Param("gate_fraction", 0.2, "fraction of the episodes held out from fitting and selection: the candidate and "
           "the deployed model are scored on them, and that decides", (0.01, 0.99)),
     Param("horizons", [1, 5, 10, 20], "horizons (steps) of the multi-step validation error"),
+    Param("hold_out_recent", True, "hold the transitions recorded since the last round out of fitting and score the "
+          "candidate and the deployed model on them too (with the gate episodes): the gate then covers where the "
+          "controller drives now, not only the hash-chosen episodes, mostly random exploration"),
     Param("min_improvement", 0.0, "relative improvement of the validation score a candidate needs", (0.0, 0.99)),
     Param("split_seed", 0, "seed of the episode-stable validation split", (0, 2**31 - 1)),
     Param("checkpoint_dir", "checkpoints", "where accepted models are saved as model_v<N>.pt"),
@@ -468,6 +474,8 @@ class TrainerNode(Node):
             self.training_now = True
             self.round_epochs = 0
             deployed = self.deployed
+            # The rows the last round saw: the deployed model was fitted on at most those.
+            recent_from = self.trained_at if self.p["hold_out_recent"] and deployed else None
             self.trained_at = len(dataset)
             round_number = self.rounds + 1
         started = time.perf_counter()
@@ -479,7 +487,7 @@ class TrainerNode(Node):
                 angle_dims=self.angle_dims, error_scale=self.error_scale,
                 min_improvement=self.p["min_improvement"], split_seed=self.p["split_seed"],
                 source=f"trainer '{self.p['model_kind']}'", physics=self.robot,
-                progress=self.on_epoch,
+                progress=self.on_epoch, recent_from=recent_from,
             )
         except (ValueError, RuntimeError, ArithmeticError) as err:
             # Too few episodes, identification did not converge, training diverged (FloatingPointError), ...

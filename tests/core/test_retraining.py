@@ -176,6 +176,51 @@ def test_a_candidate_that_wins_only_on_its_own_selection_episodes_is_rejected():
     assert round_.decision.candidate_score > round_.decision.current_score
 
 
+def test_the_gate_also_scores_the_transitions_since_the_last_round_which_no_fit_sees():
+    """The race's failure: the gate's hash-chosen episodes were random exploration, and a candidate that won
+    there by a few per cent predicted the controller's recent (fast) driving far worse than the deployed model.
+
+    Older rows: the true car (what exploration drove); rows since the last round (``recent_from``): the car in
+    another regime (the other car's parameters, as slip changes a fast car). The deployed model knows that
+    regime; the candidate, fitted on the older rows only, does not: it wins on the hash gate and loses on the
+    recent rows, and with them in the gate it is rejected. The recent rows are neither fitted nor selected on.
+    """
+    older = driving(episodes=20, steps=30, seed=3)
+    recent = driving(episodes=12, steps=30, seed=4, true=OTHER_CAR)
+    data = TransitionDataset(5, 2)
+    data.append(older.states, older.actions, older.next_states, older.episode_ids)
+    data.append(recent.states, recent.actions, recent.next_states, recent.episode_ids + 100)
+    fractions, seed = [0.2, 0.2], 0
+    # The hash gate of the true car's episodes only (an episode's set follows from its first transition).
+    _, _, hash_gate = split_episodes(data, fractions, seed)
+    data = data.select_episodes([e for e, _, _ in data.episodes() if e < 100 or e not in hash_gate.episode_ids])
+    _, _, hash_gate = split_episodes(data, fractions, seed)
+    assert int(hash_gate.episode_ids.max()) < 100
+    deployed = build_model(OTHER_CAR)
+    options = dict(val_fraction=fractions[0], gate_fraction=fractions[1], split_seed=seed, physics=CAR,
+                   horizons=(1, 5, 10), angle_dims=(2,), error_scale=SCALE)
+    round_ = train_candidate(data, START, deployed, recent_from=len(older), **options)
+    # Fitted on the older rows alone: the true car's parameters, not the other car's.
+    assert round_.fit.config["params"]["steer_gain"] == pytest.approx(TRUE_CAR["params"]["steer_gain"], rel=0.1)
+    in_hash_gate = torch.isin(data.episode_ids, torch.tensor([e for e, _, _ in hash_gate.episodes()]))
+    newer = torch.arange(len(data)) >= len(older)
+    assert round_.recent_transitions == int((newer & ~in_hash_gate).sum()) > 0
+    assert round_.train_transitions + round_.selection_transitions == int((~newer & ~in_hash_gate).sum())
+    assert round_.val_transitions == int((newer | in_hash_gate).sum())
+    # On the hash gate alone the candidate wins; on the gate with the recent rows it loses.
+    on_hash_gate = [error_score(multistep_error(m, hash_gate, (1, 5, 10), angle_dims=(2,), scale=SCALE))
+                    for m in (round_.fit.model, deployed)]
+    assert on_hash_gate[0] < on_hash_gate[1], on_hash_gate
+    assert not round_.decision.accept, round_.decision.reason
+    assert "recorded since the last round" in round_.decision.reason
+    assert round_.metrics()["recent_transitions"] == round_.recent_transitions
+
+    # Without a last round (or past the data's end) only the hash gate is held out, as before.
+    for recent_from in (None, len(data)):
+        plain = train_candidate(data, START, deployed, recent_from=recent_from, **options)
+        assert plain.recent_transitions == 0 and plain.val_transitions == len(hash_gate)
+
+
 def test_train_candidate_does_not_score_a_current_model_of_other_dims():
     other = build_model({"type": "ensemble", "state_dim": 4, "action_dim": 2, "ensemble_size": 1, "hidden_sizes": [4]})
     round_ = train_candidate(driving(episodes=6, steps=30), START, other, physics=CAR, val_fraction=0.3, horizons=(1,))

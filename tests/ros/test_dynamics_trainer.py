@@ -485,6 +485,14 @@ def test_trainer_train_service_accepts_rejects_a_worse_candidate_and_rollback_re
         (1, "accepted", 1, "no deployed model"), (2, "rejected", None, "deployed v2")]
     assert decisions[1]["reason"] == values["last_reason"] and set(decisions[1]["deployed"]) == {
         "val_rmse_h1", "val_rmse_h5", "val_rmse_h10"}
+    # The second bag came after round 1: its transitions (those outside the hash-chosen gate episodes) are held
+    # out of round 2's fit and scored with the gate (hold_out_recent), which the deployed model did not see either.
+    second = decisions[1]["candidate"]
+    assert 0 < second["recent_transitions"] <= episodes * steps, second
+    assert second["train_transitions"] + second["selection_transitions"] <= episodes * steps
+    assert second["train_transitions"] + second["selection_transitions"] + second["val_transitions"] == 2 * episodes * steps
+    assert "recorded since the last round" in values["last_reason"]
+    assert decisions[0]["candidate"]["recent_transitions"] == 0  # round 1: no model deployed, nothing held out
 
     # Rollback (the dynamics_server's service) restores the trainer's model as v3, for every subscriber.
     rollback = peer.do("trigger", service="dynamics/rollback")
