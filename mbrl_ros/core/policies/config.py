@@ -9,7 +9,7 @@
       actor: {hidden_sizes: [64, 64], activation: relu, angle_dims: [2], relative_dims: [[0, 0], [1, 1], [2, 2]]}
       shac: {horizon: 16, iterations: 300, ...}
       mbpo: {rollout_length: 5, total_steps: 200, ...}
-      validation: {steps: 50, min_improvement: 0.0, prior_starts: 16, prior_alone_ratio: 1.1}
+      validation: {steps: 50, min_improvement: 0.0, prior_starts: 16, prior_alone_ratio: 1.0}
 
 The cost is not here: it is the controller's ``cost:`` section, built by
 ``build_cost``, so the policy and the planners optimise the same named terms.
@@ -186,7 +186,7 @@ class ValidationConfig(_Section):
     # which the planner does worse is not deployed (``decide_prior``). 0: no such check.
     prior_starts: int = 16
     # ... and the candidate alone may cost at most this many times what that planner alone costs there.
-    prior_alone_ratio: float = 1.1
+    prior_alone_ratio: float = 1.0
 
     _limits = {"steps": (1, None, False), "max_starts": (1, None, False), "min_improvement": (0.0, 1.0, False),
                "prior_starts": (0, None, False), "prior_alone_ratio": (0.0, None, True)}

@@ -179,7 +179,7 @@ def planner_closed_loop_costs(make_planner: Callable[[DynamicsModel], object], p
 def decide_prior(candidate: PolicyFn, reference: PolicyFn | None, make_planner: Callable[[DynamicsModel], object],
                  model: DynamicsModel, cost: TaskCost, held_out: HeldOutStates, steps: int,
                  planner_name: str = "the planner", reference_name: str = "deployed policy",
-                 alone_ratio: float = 1.1) -> PolicyDecision:
+                 alone_ratio: float = 1.0) -> PolicyDecision:
     """Accept ``candidate`` as the prior of the planner ``make_planner`` builds only if, from the held-out states
     on the model (episode costs, ``planner_closed_loop_costs``):
 
@@ -188,10 +188,10 @@ def decide_prior(candidate: PolicyFn, reference: PolicyFn | None, make_planner: 
        than the planner it would guide is a lottery as its prior (through the stack a round's policy that parked
        0/50 alone took MPPI at 100 samples from 47/50 to 37/50; in process one that parks 6/50 alone, at 1.9 times
        MPPI's episode cost, took it from 47/50 to 41/50, while on 16 starts the planner's cost with it was within
-       noise of its cost without it; one that parks 48/50 costs 0.85 times MPPI's). On 16 starts x 50 steps the
-       one that parks 6/50 cost 1.28 and 1.48 times MPPI 100 alone, the one that parks 48/50 0.83 and 0.92:
-       1.1 lies between (two in-process policies of scripts/policy_parking_diagnosis.py, trained 400 and 2,000
-       iterations).
+       noise of its cost without it; one that parks 48/50 costs 0.85 times MPPI's). The default, 1.0 (no worse
+       than the planner alone), separated the four policies of stop 22's stack runs on the trainer's own held-out
+       starts: 0.88 and 0.85 (as priors they raised MPPI 100 and 500 to 49/50), 1.045 and 1.22 (they lowered MPPI
+       100 to 42/50 and 500 to 46/50, against 47/50 for each alone).
 
     The costs are reported under ``planner`` and ``alone`` (candidate) and ``planner`` and ``planner_alone``
     (reference)."""
