@@ -102,6 +102,53 @@ def test_rate_limited_steering_tracks_the_race_cars_steering_actuator():
     assert max(errors["lag_only"]) > 0.1  # the lag alone is visibly wrong: the limit matters
 
 
+@pytest.mark.parametrize("report", ["before", "after", "none"])
+def test_a_simulated_episode_restart_starts_the_steering_straight(report):
+    """The race simulator restarts each episode with straight steering; the estimate, from commands alone,
+    would carry the last episode's angle, and under a sampling planner's alternating commands the rate-limited
+    servo keeps that offset (both ramp alike). ``episode_ended`` (the sim/episodes report; before or after
+    the new episode's first odometry: DDS does not order topics) starts it straight."""
+    from mbrl_ros_hardware.car.race import RaceSim
+
+    sim = RaceSim()
+    dt_ns = int(round(sim.dt * 1e9))
+    est = CarStateEstimator(EstimatorConfig(steer_gain=0.4, steer_lag=0.1, steer_rate_limit=0.4, dt=sim.dt))
+    state = sim.reset(seed=3, speed=8.0)
+    est.update(0, *state[:2], quat(state[2]), state[3])
+    k = 0
+    for _ in range(40):  # steer hard left: the episode ends at about 0.4 rad
+        state = sim.step(np.array([0.0, 1.0])).state
+        est.command(k * dt_ns, 1.0)
+        k += 1
+        last = est.update(k * dt_ns, *state[:2], quat(state[2]), state[3])
+    assert last.values[4] == pytest.approx(state[4], abs=0.01) and state[4] > 0.3
+    # The episode ends: the next one's first state is stamped k + 1 steps (the final pose is never published).
+    end_ns = (k + 1) * dt_ns
+    est.command(k * dt_ns, 1.0)
+    state = sim.reset(seed=4, speed=5.0)
+    if report == "before":
+        est.episode_ended(end_ns)
+    first = est.update(end_ns, *state[:2], quat(state[2]), state[3])
+    if report == "after":
+        est.episode_ended(end_ns)
+    k += 1
+    rng = np.random.default_rng(0)
+    errors = []
+    for _ in range(60):  # a planner's alternating commands: the servo ramps nearly all the time
+        u = float(rng.choice([-1.0, 1.0]))
+        state = sim.step(np.array([0.0, u])).state
+        est.command(k * dt_ns, u)
+        k += 1
+        errors.append(abs(est.update(k * dt_ns, *state[:2], quat(state[2]), state[3]).values[4] - state[4]))
+    if report == "none":  # what the race controller planned from: a lasting offset
+        assert np.mean(errors) > 0.1, errors
+    else:
+        assert max(errors) < 0.01, errors
+        assert est.counters()["episode_restarts"] == 1
+        if report == "before":
+            assert first.values[4] == 0.0
+
+
 def test_command_stamped_before_the_last_sample_acts_from_that_sample():
     lag = 1.0
     est = CarStateEstimator(EstimatorConfig(steer_gain=1.0, steer_lag=lag, dt=0.2))
@@ -275,4 +322,4 @@ def test_lockstep_holds_an_odometry_that_comes_before_the_command_it_followed():
     est.command(5 * DT_NS, 0.0)
     assert isinstance(est.update(6 * DT_NS, math.nan, 0.0, quat(0.0), 0.0), Rejection)
     assert est.counters() == {"accepted": est.accepted, "repeats": est.repeats, "resyncs": est.resyncs,
-                              "held_for_command": 4, "released_without_command": 2}
+                              "held_for_command": 4, "released_without_command": 2, "episode_restarts": 0}

@@ -29,3 +29,18 @@ def test_the_race_state_carries_the_odometrys_lateral_velocity_and_yaw_rate(spaw
         longitudinal, lateral, yaw_rate = row["twist"]
         assert row["names"] == ["x", "y", "yaw", "v", "steer", "v_y", "yaw_rate"]
         assert row["values"][3] == longitudinal and row["values"][5:] == [lateral, yaw_rate], row
+
+
+def test_each_race_episode_starts_with_straight_steering_as_the_simulator_restarts_it(spawn):
+    """The estimator takes sim/episodes in: the simulator restarts the car with straight steering, and the
+    estimate, from the commands alone, once began each episode at the last one's angle (0.1-0.2 rad off on
+    the race for seconds: the rate-limited servo keeps an offset)."""
+    sim = spawn(*node("mbrl_ros_hardware.car.sim", "-p", "task:=race", "-p", "lockstep:=false",
+                      "-p", "max_episode_steps:=40"))
+    estimator = spawn(*node("mbrl_ros.nodes.estimator"))
+    controller = spawn(str(PEERS), "restarts", "2")
+    got = json.loads(wait_for_line(controller, "result ", timeout=120, others=(sim, estimator)))
+    assert len(got["restarts"]) >= 2, got
+    for restart in got["restarts"]:
+        assert restart["last_steer"] > 0.3, restart  # 2 s of hard left: the servo near its 0.4 rad
+        assert abs(restart["first_steer"]) < 0.03, restart  # the new episode starts straight

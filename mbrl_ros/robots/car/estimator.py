@@ -113,13 +113,14 @@ class CarStateEstimator(TimeLineEstimator):
                              f"{[list(layout) for layout in STATE_LAYOUTS]}")
         self.dropped_commands = 0  # folded away while odometry was missing (MAX_PENDING_COMMANDS)
         self.held_for_command = self.released_without_command = 0
+        self.episode_restarts = 0  # simulated episode ends taken in (episode_ended)
         self._held: tuple | None = None  # wait_for_command: the update() arguments of a held sample
         TimeLineEstimator.__init__(self, self.config.resync_after)
 
     def counters(self) -> dict[str, int]:
         """The time line's counters and the samples held for a command and released without (lockstep)."""
         return {**super().counters(), "held_for_command": self.held_for_command,
-                "released_without_command": self.released_without_command}
+                "released_without_command": self.released_without_command, "episode_restarts": self.episode_restarts}
 
     def reset(self) -> None:
         """Forget the filter state and the time line (counters are kept)."""
@@ -129,6 +130,28 @@ class CarStateEstimator(TimeLineEstimator):
         self._u_steer = 0.0  # the command in effect since the last accepted sample
         self._pending: list[_Command] = []  # commands received since then
         self._latest_command_ns = -1  # the latest stamp of the commands received on this time line
+        self._restart_ns: int | None = None  # a simulated episode's restart not yet taken in (``episode_ended``)
+
+    def episode_ended(self, end_stamp_ns: int) -> None:
+        """A simulated episode ended at ``end_stamp_ns`` (its ``sim/episodes`` report): the simulator restarts
+        the car with its steering straight, and the next episode's states are stamped from there on.
+
+        The steering is estimated from the commands alone, so without this the new episode would start
+        from the old one's last steering angle; with a rate-limited servo and a sampling planner's
+        alternating commands that offset lasts (both ramp alike): on the race it was 0.1-0.2 rad for
+        seconds, a 20 m/s car the controller believed to turn left went right and left the track. The first
+        sample stamped at or after ``end_stamp_ns`` starts from straight steering; a report that comes
+        after that sample (DDS does not order topics) sets the steering straight at once."""
+        if not finite(end_stamp_ns):
+            return
+        end_stamp_ns = int(end_stamp_ns)
+        last = self._last
+        self.episode_restarts += 1
+        if last is not None and last.stamp_ns >= end_stamp_ns:  # late: its first sample was taken in
+            self._steer, self._u_steer = 0.0, 0.0
+            self._pending = [c for c in self._pending if c.stamp_ns >= end_stamp_ns]
+            return
+        self._restart_ns = end_stamp_ns
 
     def resync(self) -> None:
         """A new time line keeps the commands received: they answer its samples."""
@@ -213,8 +236,16 @@ class CarStateEstimator(TimeLineEstimator):
         if rejection is not None:
             return rejection
         last = self._last  # None on a new time line
+        from_ns = None if last is None else last.stamp_ns
+        if self._restart_ns is not None and stamp_ns >= self._restart_ns:
+            # The first sample of a new simulated episode: straight steering from its start, the old
+            # episode's commands (stamped before it) spent.
+            self._steer, self._u_steer = 0.0, 0.0
+            self._pending = [c for c in self._pending if c.stamp_ns >= self._restart_ns]
+            from_ns = self._restart_ns
+            self._restart_ns = None
 
-        steer = self._propagate_steer(None if last is None else last.stamp_ns, stamp_ns)
+        steer = self._propagate_steer(from_ns, stamp_ns)
         alpha = self.config.speed_filter_alpha
         speed = float(speed) if last is None else alpha * float(speed) + (1.0 - alpha) * self._speed
         yaw = yaw_from_quaternion(qx, qy, qz, qw)

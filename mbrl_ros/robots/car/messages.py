@@ -1,7 +1,9 @@
 """The car's ROS side: its topics for the generic nodes, and its message <-> vector conversions.
 
 Estimator inputs: ``hw/command`` (mbrl_interfaces/CommandVector, for the
-steering the odometry does not carry) and ``hw/odom`` (nav_msgs/Odometry).
+steering the odometry does not carry), ``hw/odom`` (nav_msgs/Odometry) and, from a
+simulated car only, ``sim/episodes`` (diagnostic_msgs/DiagnosticArray: where an episode
+ends the simulator restarts the car with straight steering, ``CarStateEstimator.episode_ended``).
 Controller inputs: ``goal_pose`` (geometry_msgs/PoseStamped -> the cost's
 ``goal`` state) and ``reference_path`` (nav_msgs/Path -> the cost's ``path``).
 The drivers (sim_car, real_car, car_emulator) build their messages with
@@ -11,6 +13,7 @@ The drivers (sim_car, real_car, car_emulator) build their messages with
 from __future__ import annotations
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 
@@ -62,9 +65,25 @@ class CarMessages(RobotMessages):
             return estimator.update(stamp_to_ns(msg.header.stamp), pose.x, pose.y, (q.x, q.y, q.z, q.w),
                                     twist.linear.x, twist.linear.y, twist.angular.z)
 
-        # Commands first: when both are waiting, the executor takes them in creation order, and a
-        # command received before an odometry was (nearly always) sent before it was measured.
-        return [SensorInput("hw/command", CommandVector, COMMAND, command, measures=False),
+        def episodes(msg: DiagnosticArray) -> Rejection | None:
+            for status in msg.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if "end_stamp_ns" in values:
+                    try:
+                        end = int(values["end_stamp_ns"])
+                    except ValueError:
+                        return Rejection(f"sim/episodes: '{status.name}' has a malformed end_stamp_ns "
+                                         f"{values['end_stamp_ns']!r}")
+                    estimator.episode_ended(end)
+            return None
+
+        # Episode reports and commands first: when several are waiting, the executor takes them in creation
+        # order; the simulator reports an episode's end before it publishes the next one's first odometry,
+        # and a command received before an odometry was (nearly always) sent before it was measured.
+        # sim/episodes: volatile (reliable) here, so the latched last report of a running simulator is not
+        # taken as a new episode end.
+        return [SensorInput("sim/episodes", DiagnosticArray, COMMAND, episodes, measures=False),
+                SensorInput("hw/command", CommandVector, COMMAND, command, measures=False),
                 SensorInput("hw/odom", Odometry, SENSOR, odom)]
 
     def context_inputs(self) -> list[ContextInput]:
