@@ -103,8 +103,9 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
         def exploring() -> None:
             explored = sum(t[1] == "explore" for t in watcher.timings)
             bar.update(min(explored, budget or explored) - bar.n)
-            bar.set_postfix_str(f"waiting for the trainer's first {waiting_for}" if budget and explored >= budget
-                                else "random driving", refresh=False)
+            text = f"waiting for the trainer's first {waiting_for}" if budget and explored >= budget else "random driving"
+            if text != getattr(bar, "postfix", None):  # redrawn when it changes: update() does not redraw a full bar
+                bar.set_postfix_str(text)
 
         run.wait_for(lambda: watcher.model_version() >= 1, timeout_s, "the first model to reach the controller",
                      tick=exploring)
