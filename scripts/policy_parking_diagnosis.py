@@ -217,6 +217,8 @@ def main() -> None:
                         help="instead of driving: the trainer's check of the policy as MPPI's prior (decide_prior) "
                         "from the first STARTS evaluation starts (MPPI at --samples, share --prior or 0.5)")
     parser.add_argument("--check-steps", type=int, default=50, help="steps per start for --check-prior")
+    parser.add_argument("--random-transitions", type=int, default=0,
+                        help="random exploration to train on (default: the config's random_transitions)")
     parser.add_argument("--per-seed", action="store_true", help="print each episode's result")
     parser.add_argument("--save-policy", default=None, help="write the trained policy here (for --policy)")
     parser.add_argument("--each-candidate", action="store_true",
@@ -264,7 +266,7 @@ def main() -> None:
         print(f"policy from {args.policy}")
     else:
         started = time.perf_counter()
-        data, goals = explore(sim, ctrl, int(ctrl["random_transitions"]), args.split_every)
+        data, goals = explore(sim, ctrl, args.random_transitions or int(ctrl["random_transitions"]), args.split_every)
         section = copy.deepcopy(trainer["policy"])
         flat = section["actor"]["relative_dims"]
         section["actor"]["relative_dims"] = [flat[i:i + 2] for i in range(0, len(flat), 2)]
