@@ -91,9 +91,10 @@ def summary(run) -> dict:
         "selection_transitions": run.totals["selection"],
         "val_transitions": len(run.val),
         "val_episodes": [e for e, _, _ in run.val.episodes()],
-        # Counts only: not the names, nor each episode's first state (one entry per episode).
+        # Counts only: not the names, nor each episode's first state, stamps or resets (one entry per episode).
         "read": {k: v for k, v in run.read_report.items() if k not in ("state_names", "action_names",
-                                                                       "episode_starts")},
+                                                                       "episode_starts", "episode_spans",
+                                                                       "reset_stamps")},
         "models": models,
     }
 
