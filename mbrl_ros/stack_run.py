@@ -112,6 +112,8 @@ class StackWatcher:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
+        from mbrl_ros.ros.qos import EPISODE_REPORTS
+
         self.rclpy = rclpy
         ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
         # Discovery on this host only, like the stack's processes (ros_env.workspace_env(domain_id=...)).
@@ -131,9 +133,9 @@ class StackWatcher:
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
-        episodes = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                              durability=DurabilityPolicy.TRANSIENT_LOCAL)  # one message per episode: keep them all
-        self.node.create_subscription(DiagnosticArray, f"{ns}/sim/episodes", self._on_episodes, episodes)
+        # One message per episode, latched with its history: this node joins after the stack has started, and
+        # gets the episodes that ended before it matched too.
+        self.node.create_subscription(DiagnosticArray, f"{ns}/sim/episodes", self._on_episodes, EPISODE_REPORTS)
         self.node.create_subscription(Odometry, f"{ns}/hw/odom", self._on_odometry, qos_profile_sensor_data)
         self.node.create_subscription(PoseStamped, f"{ns}/goal_pose", self._on_goal, latched)
         if timing:
@@ -159,6 +161,10 @@ class StackWatcher:
             report = {kv.key: kv.value for kv in status.values}
             self._reports[int(report.get("episode", len(self._reports)))] = report
         self.reports = [self._reports[k] for k in sorted(self._reports)]
+
+    def reports_of(self, first: int, count: int) -> list[dict[str, str]]:
+        """The reports of episodes ``first`` .. ``first + count - 1`` (by number) received so far."""
+        return [self._reports[k] for k in range(first, first + count) if k in self._reports]
 
     def _on_odometry(self, msg) -> None:
         q = msg.pose.pose.orientation

@@ -50,7 +50,7 @@ from std_srvs.srv import Trigger
 from mbrl_interfaces.msg import CommandVector
 from mbrl_ros.ros.commands import is_stop
 from mbrl_ros.ros.params import Param, declare_all
-from mbrl_ros.ros.qos import COMMAND, LATCHED
+from mbrl_ros.ros.qos import COMMAND, EPISODE_REPORTS, LATCHED
 from mbrl_ros.ros.run import NodeFatalError
 from mbrl_ros.ros.stamps import ns_to_stamp, stamp_to_ns
 
@@ -95,7 +95,7 @@ class SimDriverNode(Node):
                              f"config's control period) is not the simulator's step ({self.dt} s)")
         self.max_steps = self.p["max_episode_steps"] or self.default_episode_steps()
         self.lockstep = bool(self.p["lockstep"])
-        self.episode_pub = self.create_publisher(DiagnosticArray, "sim/episodes", LATCHED)
+        self.episode_pub = self.create_publisher(DiagnosticArray, "sim/episodes", EPISODE_REPORTS)
         self.create_subscription(CommandVector, "hw/command", self.on_command, COMMAND)
         if self.lockstep:
             self.clock_pub = self.create_publisher(Clock, "/clock", 10)

@@ -133,14 +133,14 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
             bar = progress(total=count, desc=desc, unit="episode")
 
             def tick() -> None:
-                done = watcher.reports[begin:begin + count]
+                done = watcher.reports_of(begin, count)
                 bar.update(len(done) - bar.n)
                 wins = sum(r.get("success") == "True" for r in done)
                 plans = [t[2] for t in watcher.timings if t[1] in ("plan", "policy")][-500:] if latency else []
                 bar.set_postfix_str(f"success {wins}/{len(done)} | model v{watcher.model_version()}"
                                     + (f" | plan p50 {np.median(plans):.0f} ms" if plans else ""), refresh=False)
 
-            run.wait_for(lambda: len(watcher.reports) >= begin + count, timeout_s, what, tick=tick)
+            run.wait_for(lambda: len(watcher.reports_of(begin, count)) == count, timeout_s, what, tick=tick)
             bar.close()
 
         if learning_episodes:
@@ -156,14 +156,15 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
             bar.close()
         run.stop()
 
-    traces = watcher.episodes()
-    evaluated = traces[first:first + episodes]
+    # By episode number (the simulator's), not by position among the reports received.
+    traces = [trace for trace in watcher.episodes() if int(trace.report["episode"]) < first + episodes]
+    evaluated = [trace for trace in traces if int(trace.report["episode"]) >= first]
     last_stamp = int(evaluated[-1].report["end_stamp_ns"])
     first_stamp = int(evaluated[0].report["start_stamp_ns"])
     # The controller's answers: the planner's plans, or the policy's actions under controller:=policy.
     timings = [t for t in watcher.timings if first_stamp <= t[0] < last_stamp and t[1] in ("plan", "policy")]
     scene = demo.scene(task, config)
-    summary = summarise(task, evaluated, traces[:first + episodes], timings,
+    summary = summarise(task, evaluated, traces, timings,
                         random=int(explored) if explored.isdigit() else sum(t[1] == "explore" for t in watcher.timings),
                         distance_key=scene.distance_key, summary_key=scene.summary_key)
     summary["model"] = model_kind
@@ -176,7 +177,7 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     tracking = params["controller"].get("cost", {}).get("path_tracking")
     if tracking and "target_speed" in tracking:
         summary["target_speed"] = float(tracking["target_speed"])
-    write_report(out, task, scene, evaluated, traces[:first + episodes], timings, summary, watcher)
+    write_report(out, task, scene, evaluated, traces, timings, summary, watcher)
     print(f"[demo] {summary['episodes']} episodes: success rate {summary['success_rate']:.0%}"
           + (f", mean final distance to the goal {summary['mean_final_distance_m']:.4f} m"
              if "mean_final_distance_m" in summary else "")

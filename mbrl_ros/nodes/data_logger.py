@@ -46,7 +46,7 @@ from mbrl_ros.io.recording import BagSequence, bag_qos
 from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
 from mbrl_ros.ros.run import run_node
 from mbrl_ros.ros.params import Param, declare_all
-from mbrl_ros.ros.qos import COMMAND, LATCHED, SENSOR
+from mbrl_ros.ros.qos import COMMAND, EPISODE_REPORTS, LATCHED, SENSOR
 
 # The stack's topics (relative to the robot namespace): type and the publisher's QoS.
 STACK_TOPICS: dict[str, tuple[str, QoSProfile]] = {
@@ -56,7 +56,7 @@ STACK_TOPICS: dict[str, tuple[str, QoSProfile]] = {
     "state": ("mbrl_interfaces/msg/StateVector", SENSOR),
     "goal_pose": ("geometry_msgs/msg/PoseStamped", LATCHED),
     "reference_path": ("nav_msgs/msg/Path", LATCHED),
-    "sim/episodes": ("diagnostic_msgs/msg/DiagnosticArray", LATCHED),
+    "sim/episodes": ("diagnostic_msgs/msg/DiagnosticArray", EPISODE_REPORTS),
     "dynamics/model": ("mbrl_interfaces/msg/ModelUpdate", LATCHED),
 }
 

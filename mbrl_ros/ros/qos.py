@@ -28,3 +28,13 @@ LATCHED = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+# Episode reports (the simulators' sim/episodes): latched with their whole history, so a node that joins late
+# (the demo's watcher starts after the stack; discovery under load takes seconds) gets every episode, not
+# only the last: short episodes (a random car leaving the race track) end seconds apart, and the demo that
+# missed episode 0 evaluated the wrong one.
+EPISODE_REPORTS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1000,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)

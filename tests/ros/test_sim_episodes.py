@@ -39,6 +39,29 @@ def test_each_episode_is_reported_once(spawn, ros_env):
         watcher.close()
 
 
+def test_a_watcher_that_joins_late_gets_every_episode_that_ended_before(spawn, ros_env):
+    """The demo's watcher starts after the stack (and matches seconds later under load): with the reports latched
+    one deep it got only the last episode that had ended, and the CI's race demo, whose random episodes leave the
+    track seconds apart, evaluated episode 5 for 4. The reports are latched with their history."""
+    sim = spawn(*SIM_CAR)  # real time at dt 0.2 s: an episode every 0.4 s
+    ended = 0
+    while ended < 5:  # the simulator logs each episode's end on stderr
+        line = sim.stderr.readline()
+        assert line or sim.poll() is None, sim.poll()
+        if " done: " in line:
+            ended = int(line.split("episode ")[1].split()[0]) + 1
+    watcher = StackWatcher(int(ros_env["ROS_DOMAIN_ID"]), "car", timing=False)
+    try:
+        deadline = time.monotonic() + 30
+        while len(watcher.reports) < ended and time.monotonic() < deadline:
+            watcher.spin(0.2)
+        numbers = [int(r["episode"]) for r in watcher.reports]
+        assert numbers[:ended] == list(range(ended)), numbers
+        assert watcher.reports_of(1, 3) == watcher.reports[1:4]
+    finally:
+        watcher.close()
+
+
 def test_lockstep_without_its_recorder_holds_then_gives_up_naming_it(spawn):
     """wait_for_recorder (the launch files' lockstep): no data_logger within recorder_timeout ends the simulator
     with exit 1 and the reason, rather than a simulation that runs unrecorded or waits for ever."""
