@@ -123,6 +123,26 @@ def test_the_warm_start_is_the_policys_rollout_only_when_it_beats_the_shifted_pl
     assert off.prior_actions(state) is None and off.plan(state).info["warm_start"] == "shifted"
 
 
+def test_the_priors_rollout_takes_each_action_within_the_rate_limit_and_is_scored_as_driven(task):
+    """The prior's closed-loop rollout runs beside the shifted plan in one batch; each of its actions is limited
+    (bounds, then the rate window around the action before) as it is taken, so the states it is scored on are those
+    of the actions it proposes."""
+    model, cost, _, starts = task
+    planner = build_planner("mppi", model, cost, {**MPPI, "num_samples": 16, "policy_prior_fraction": 0.25,
+                                                  "max_rate": [0.1, 0.2]})
+    planner.set_prior(ConstantPolicy([1.0, -1.0]))  # full throttle, full lock: the rate limit ramps towards it
+    planner.previous_action = torch.tensor([0.3, 0.0])
+    states, both = planner._prior_rollout(starts[0], planner.nominal)
+    prior = both[1]
+    steps = torch.arange(1, 16, dtype=prior.dtype)
+    expected = torch.stack([torch.clamp(0.3 + 0.1 * steps, max=1.0), torch.clamp(-0.2 * steps, min=-1.0)], dim=1)
+    assert torch.allclose(prior, expected), prior
+    with torch.no_grad():
+        driven = torch.stack([torch.stack(rollout(model, starts[0], actions)) for actions in both])
+    assert torch.allclose(states, driven, atol=1e-5)  # both rows: the shifted plan open loop, the prior's actions
+    assert torch.equal(planner.prior_actions(starts[0]), prior)
+
+
 def test_a_policy_the_planner_does_better_without_is_rejected_as_its_prior(task):
     """decide_prior (the trainer's check before a policy is deployed for a planner that samples around it): the
     planner driven on the model from held-out starts with the candidate as prior, with the deployed one (or none)

@@ -338,15 +338,33 @@ class Planner:
     def prior_actions(self, state: torch.Tensor) -> torch.Tensor | None:
         """The prior policy's closed-loop actions ``[H, nu]`` from ``state`` through the model, within the
         limits (None without a prior, with ``policy_prior_fraction`` 0, or when its actions are not finite)."""
+        rolled = self._prior_rollout(state, self.initial_actions())
+        return None if rolled is None else rolled[1][1]
+
+    def _prior_rollout(self, state: torch.Tensor, plan: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One rollout of batch two from ``state``: ``plan`` open loop beside the prior policy in closed loop,
+        each of its actions limited as it is taken; -> (states ``[2, H+1, nx]``, actions ``[2, H, nu]``), or
+        None where ``prior_actions`` gives None. (The model's step costs the same for two states as for one: one
+        rollout for both took the prior's share of a plan from two rollouts to one.)"""
         if self.prior is None or getattr(self.config, "policy_prior_fraction", 0.0) <= 0:
             return None
+        previous, has_previous = self._previous()
+        rate = self.max_rate
+        first_rate = None if rate is None else torch.where(has_previous > 0, rate, torch.full_like(rate, math.inf))
         with torch.no_grad():
-            x, actions = state[None], []
-            for _ in range(self.horizon):
-                actions.append(self.prior(x).to(self.dtype))
-                x = self.model(x, actions[-1])
-            actions = self.limit(torch.cat(actions))
-        return actions if bool(torch.isfinite(actions).all()) else None
+            x, actions, before = torch.stack([state, state]), [], previous
+            states = [x]
+            for t in range(self.horizon):
+                before = _limit_step(self.prior(x[1:])[0].to(self.dtype), before,
+                                     first_rate if t == 0 else rate, self.action_low, self.action_high)
+                actions.append(before)
+                x = self.model(x, torch.stack([plan[t], before]))
+                states.append(x)
+            prior = torch.stack(actions)
+        if not bool(torch.isfinite(prior).all()):
+            return None
+        return torch.stack(states, dim=1), torch.stack([plan, prior])
 
     def warm_start_from_prior(self, state: torch.Tensor, warm_start: torch.Tensor
                               ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
@@ -356,12 +374,13 @@ class Planner:
         plan instead: both stay sampled, and the weights decide. (Drawing every sample around a policy whose
         rollout only looks better over the horizon threw the planner's own plan away: through the stack a poor
         parking policy took MPPI at 100 samples from 19/20 to 13/20; with both kept, 19/20.)"""
-        prior = self.prior_actions(state)
-        if prior is None:
+        rolled = self._prior_rollout(state, warm_start)
+        if rolled is None:
             return warm_start, None, "shifted"
-        both = torch.stack([warm_start, prior])
+        states, both = rolled
         with torch.no_grad():
-            costs = self.cost(rollout(self.model, state, both), both)
+            costs = self.cost(states, both)
+        prior = both[1]
         return (prior, warm_start, "policy") if bool(costs[1] < costs[0]) else (warm_start, prior, "shifted")
 
     def reset(self) -> None:
