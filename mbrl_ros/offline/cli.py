@@ -73,7 +73,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("--by-stamp", action="store_true",
                         help="time messages by their header stamps instead of when they were logged (a loaded "
                         "recorder logs bunched: several steps at one instant); messages without a header keep "
-                        "their log time; messages of one stamp go in the order of --topics")
+                        "their log time; messages of one stamp go latched topics first (an episode's report "
+                        "and goal before the odometry stamped with them), then in the order of --topics")
     replay.add_argument("--min-gap", type=float, default=0.0, metavar="S",
                         help="wall seconds at least between two messages, also of one instant, for subscribers "
                         "whose result depends on the order they handle messages in (default 0)")

@@ -195,7 +195,8 @@ def by_header_stamp(messages: Iterator[tuple[str, int, bytes]], stamped: set[str
     they were sent; the header stamps are when the data was taken. Messages are
     held back until the log time is ``window_ns`` past their stamp, so any message
     received up to that much later than stamped is put in its place. Messages of
-    one stamp go in ``tie_order`` of their topics (e.g. odometry before the command
+    one stamp go in ``tie_order`` of their topics (``replay_tie_order``: an episode's
+    report before the first odometry of the next, odometry before the command
     stamped with it, which answers it), then in log order.
     """
     rank = tie_order or {}
@@ -209,6 +210,23 @@ def by_header_stamp(messages: Iterator[tuple[str, int, bytes]], stamped: set[str
     while held:
         time_ns, _, _, ready, ready_data = heapq.heappop(held)
         yield ready, time_ns, ready_data
+
+
+def replay_tie_order(plans: dict[str, TopicPlan], given: bool) -> dict[str, int]:
+    """The order of ``by_header_stamp`` for messages of one stamp: latched (transient-local) topics first,
+    then the others; within each, in the order of ``plans`` where the topics were ``given`` (``--topics``),
+    else as logged.
+
+    A latched message stamped T holds from T on (an episode's end and the next one's start, its goal), and
+    a live publisher sends it before the data stamped T: the lockstep simulator publishes an episode's
+    ``sim/episodes`` report (``end_stamp_ns`` T) and the next goal, then that episode's first odometry,
+    stamped T too. The car estimator restarts the steering straight at the first sample stamped at or after
+    a report's end; a report replayed after that sample came too late for it, and the replay then differed
+    from the live run in every episode's first state. The recorder's log order is no guide at one stamp:
+    a loaded lockstep logger receives a step's messages bunched, in the order of its subscriptions."""
+    position = {topic: k for k, topic in enumerate(plans)} if given else {}
+    return {topic: (0 if plan.transient_local else len(plans)) + position.get(topic, 0)
+            for topic, plan in plans.items()}
 
 
 def replay(bags: list[Path], plans: dict[str, TopicPlan], *, rate: float = 1.0, loop: bool = False,
@@ -384,7 +402,7 @@ def main(args: argparse.Namespace) -> int:
         counts = replay(bags, plans, rate=args.rate, loop=args.loop, clock=not args.no_clock,
                         clock_rate=args.clock_rate, delay=args.delay, wait_for_subscribers=args.wait_for_subscribers,
                         by_stamp=args.by_stamp, min_gap=args.min_gap,
-                        tie_order={topic: rank for rank, topic in enumerate(plans)} if args.topics else None)
+                        tie_order=replay_tie_order(plans, given=bool(args.topics)))
     except (ReplayError, BagError) as error:
         print(f"mbrl-ros replay: error: {error}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ until its closed bags hold 600 transitions. Then:
 
 - ``mbrl-ros fit`` on those bags gives a checkpoint; a second stack whose
   dynamics_server loads it through its ``checkpoint`` parameter parks the car;
-- ``mbrl-ros replay`` of the raw topics (hw/odom, hw/command, goal_pose) of the
+- ``mbrl-ros replay`` of the raw topics (hw/odom, hw/command, goal_pose, sim/episodes) of the
   first bags into a fresh estimator and data_logger gives bags with the same
   transitions.
 """
@@ -157,17 +157,11 @@ def test_replaying_the_raw_topics_reproduces_the_recorded_transitions(recording,
     lost, original, again = aligned_at_the_start(original, again, MAX_LOST_AT_START)
     assert len(again["states"]) == len(original["states"]) > 250, (lost, reports,
                                                                     logs["data_logger"].read_text()[-2000:])
-    # Known, not reproduced by a replay: the estimator restarts the steering straight at the first state after the
-    # simulator's sim/episodes report (7fc551c); replayed, that report reaches it after the new episode's first
-    # odometry, so that one state keeps the old estimate. Every other value must be the same.
-    starts = np.cumsum([0] + list(again["episode_lengths"][:-1])).astype(int)
-    again["states"][starts, STEER] = original["states"][starts, STEER]
+    # Every value, each episode's first state too: its steering starts straight only if the episode's sim/episodes
+    # report reaches the estimator before that state's odometry (both stamped with the episode's end), as live.
     for field in ("states", "actions", "next_states"):
         np.testing.assert_allclose(again[field], original[field], atol=1e-6, err_msg=f"{field} ({lost})")
     assert again["episode_lengths"] == original["episode_lengths"], lost
-
-
-STEER = 4  # the car's state [x, y, yaw, v, steer]
 
 
 MAX_LOST_AT_START = 10  # steps of the first episode (2 s at 5 Hz)

@@ -201,3 +201,36 @@ def test_by_stamp_orders_bunched_messages_by_their_header_stamps():
     assert [t for t, _, _ in by_header_stamp(iter(bunched), {"/odom", "/command"}, 0)] == ["/command", "/odom"]
     ordered = by_header_stamp(iter(bunched), {"/odom", "/command"}, 0, {"/odom": 0, "/command": 1})
     assert [t for t, _, _ in ordered] == ["/odom", "/command"]
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_by_stamp_replays_an_episodes_report_before_the_odometry_stamped_with_it(given):
+    """The lockstep simulator sends an episode's report (latched, stamped with its end T) and the next goal,
+    then the next episode's first odometry, stamped T too; the car estimator restarts the steering at the
+    first sample at or after T, so the report must come first however --topics lists the topics (it once
+    came last, after the odometry: the replay's first state of every episode differed from the live one)."""
+    from mbrl_ros.offline.replay import TopicPlan, by_header_stamp, replay_tie_order
+
+    def stamped(stamp_ns: int) -> bytes:
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(stamp_ns, 10**9)
+        return serialize_message(msg)
+
+    plans = {"/car/hw/odom": TopicPlan("/car/hw/odom", "nav_msgs/msg/Odometry", False, False, 5),
+             "/car/hw/command": TopicPlan("/car/hw/command", "mbrl_interfaces/msg/CommandVector", True, False, 10),
+             "/car/goal_pose": TopicPlan("/car/goal_pose", "geometry_msgs/msg/PoseStamped", True, True, 1),
+             "/car/sim/episodes": TopicPlan("/car/sim/episodes", "diagnostic_msgs/msg/DiagnosticArray",
+                                            True, True, 1)}
+    end = 7_400_000_000
+    # A loaded logger, bunched: one log time, in the order of its subscriptions.
+    logged = [("/car/hw/odom", end, stamped(end - 200_000_000)), ("/car/hw/command", end, stamped(end - 200_000_000)),
+              ("/car/hw/odom", end, stamped(end)), ("/car/hw/command", end, stamped(end)),
+              ("/car/goal_pose", end, stamped(end)), ("/car/sim/episodes", end, stamped(end))]
+    order = replay_tie_order(plans, given)
+    out = [(t.removeprefix("/car/"), s) for t, s, _ in by_header_stamp(iter(logged), set(plans), 0, order)]
+    before = [("hw/odom", end - 200_000_000), ("hw/command", end - 200_000_000)]
+    if given:  # in the order of --topics among the latched topics, and among the others
+        assert out == before + [("goal_pose", end), ("sim/episodes", end), ("hw/odom", end), ("hw/command", end)]
+    else:  # as logged within each
+        assert out[:2] == before and out[2:4] == [("goal_pose", end), ("sim/episodes", end)], out
+        assert out[4:] == [("hw/odom", end), ("hw/command", end)], out

@@ -131,6 +131,7 @@ class CarStateEstimator(TimeLineEstimator):
         self._pending: list[_Command] = []  # commands received since then
         self._latest_command_ns = -1  # the latest stamp of the commands received on this time line
         self._restart_ns: int | None = None  # a simulated episode's restart not yet taken in (``episode_ended``)
+        self._episode_end_ns = -1  # the latest episode end taken in on this time line (``episode_ended``)
 
     def episode_ended(self, end_stamp_ns: int) -> None:
         """A simulated episode ended at ``end_stamp_ns`` (its ``sim/episodes`` report): the simulator restarts
@@ -141,10 +142,17 @@ class CarStateEstimator(TimeLineEstimator):
         alternating commands that offset lasts (both ramp alike): on the race it was 0.1-0.2 rad for
         seconds, a 20 m/s car the controller believed to turn left went right and left the track. The first
         sample stamped at or after ``end_stamp_ns`` starts from straight steering; a report that comes
-        after that sample (DDS does not order topics) sets the steering straight at once."""
+        after that sample (DDS does not order topics) sets the steering straight at once.
+
+        A report of an end already taken in (or of an earlier one) changes nothing: the same report again
+        (the data_logger repeats a latched topic's last message at the start of every bag it splits to, and
+        a replay of those bags publishes it again, seconds into the next episode) is no second restart."""
         if not finite(end_stamp_ns):
             return
         end_stamp_ns = int(end_stamp_ns)
+        if end_stamp_ns <= self._episode_end_ns:
+            return
+        self._episode_end_ns = end_stamp_ns
         last = self._last
         self.episode_restarts += 1
         if last is not None and last.stamp_ns >= end_stamp_ns:  # late: its first sample was taken in
