@@ -272,8 +272,6 @@ def test_an_ensemble_with_ts1_compiles_and_a_hot_swap_needs_no_recompile(backend
     """The ensemble's TS1 rollout traces into one graph (its member assignment is counter-based, not a
     torch.Generator, which dynamo cannot trace), plans as the eager step does, and after the weights change in
     place (an optimiser step, a hot swap) the same compiled graph plans with the new weights: no recompile."""
-    import torch._dynamo
-
     from mbrl_ros.core.models.ensemble import EnsembleDynamics
 
     monkeypatch.setattr(MppiPlanner, "COMPILE_BACKEND", backend)
@@ -287,6 +285,14 @@ def test_an_ensemble_with_ts1_compiles_and_a_hot_swap_needs_no_recompile(backend
     for model in models:  # the same draws from here (building the planner checked the fast path with some)
         model.seed(1)
     state = torch.tensor([0.0, 1.0, 0.2, 2.0, 0.0])
+    same_plans_before_and_after_new_weights(eager, compiled, state, [model.layer_weights[1] for model in models])
+
+
+def same_plans_before_and_after_new_weights(eager: MppiPlanner, compiled: MppiPlanner, state: torch.Tensor,
+                                            weights: list[torch.Tensor]) -> None:
+    """The compiled planner plans as the eager one, again without a recompile, and after ``weights`` (both
+    models') change in place, with the new weights and still without a recompile."""
+    import torch._dynamo
 
     def same_plans() -> None:
         a, b = eager.plan(state), compiled.plan(state)
@@ -298,8 +304,8 @@ def test_an_ensemble_with_ts1_compiles_and_a_hot_swap_needs_no_recompile(backend
     with torch._dynamo.config.patch(error_on_recompile=True):  # caches filled while tracing would change guards
         same_plans()
     with torch.no_grad():
-        for model in models:
-            model.layer_weights[1].mul_(-0.5)
+        for weight in weights:
+            weight.mul_(-0.5)
     with torch._dynamo.config.patch(error_on_recompile=True):
         same_plans()
 
@@ -330,3 +336,38 @@ def test_counter_noise_is_reproducible_and_standard_normal():
     b = counter_gaussian(torch.tensor(8), (40, 2, 1000))
     assert abs(float(torch.corrcoef(torch.stack((a.flatten(), b.flatten())))[0, 1])) < 0.02
     assert float(a.mean()) == pytest.approx(0.0, abs=0.02) and float(a.std()) == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager"])
+def test_a_semiparametric_model_compiles_and_a_hot_swap_needs_no_recompile(backend, monkeypatch):
+    """The race's semi-parametric model (the lateral-state bicycle with a steering rate limit, plus a TS1
+    residual ensemble) traces into one graph: its residual plans through the ensemble's own time-major form,
+    whose weights are checked outside the graph (the model's forward checks them by data pointer, which dynamo
+    cannot trace: "Data pointer comparison"). It plans as the eager step does, and after the residual's weights
+    change in place the same compiled graph plans with the new weights."""
+    from mbrl_ros.core.models.base import TimeMajorDynamics
+    from mbrl_ros.core.models.semiparametric import SemiparametricDynamics
+
+    monkeypatch.setattr(MppiPlanner, "COMPILE_BACKEND", backend)
+
+    def race_model() -> SemiparametricDynamics:
+        prior = KinematicBicycle(BicycleParams(wheelbase=2.58, rear_axle_to_cg=1.42, speed_gain=6.0, steer_gain=0.4,
+                                               lag=0.1), dt=0.05, substeps=2, lateral_states=True,
+                                 steer_rate_limit=0.4)
+        return SemiparametricDynamics(prior, ensemble_size=3, hidden_sizes=(16, 16), angle_dims=[2],
+                                      ignored_input_dims=[0, 1], propagation="ts1", seed=1).eval()
+
+    models = [race_model() for _ in range(2)]
+    # The reference plans through the model's forward (the residual's own weight cache, rebuilt on every change).
+    monkeypatch.setattr(models[0], "time_major", lambda: TimeMajorDynamics(models[0]))
+    cost = build_cost({"goal_pose": {"position_weight": 1.0, "yaw_weight": 30.0}}, 7, 2, source="test: cost")
+    cost.set_context("goal", torch.tensor([5.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    settings = MppiConfig(horizon=3, num_samples=16, sigma=0.5, seed=2, compile=False)
+    eager = MppiPlanner(models[0], cost, settings)
+    compiled = MppiPlanner(models[1], cost, MppiConfig(**{**settings.__dict__, "compile": True}))
+    for model in models:  # the same draws from here (building the planner checked the fast path with some)
+        model.residual.seed(1)
+    state = torch.tensor([0.0, 1.0, 0.2, 8.0, 0.05, 0.1, 0.3])
+    assert type(compiled._dynamics).__name__ == "SemiparametricTimeMajor"
+    same_plans_before_and_after_new_weights(eager, compiled, state,
+                                            [model.residual.layer_weights[1] for model in models])

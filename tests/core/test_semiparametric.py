@@ -107,3 +107,36 @@ def test_construction_errors_are_clear():
         SemiparametricDynamics(torch.nn.Linear(5, 5))
     with pytest.raises(ValueError, match=r"residual: state/action dims \(4, 2\) differ from the prior's \(5, 2\)"):
         SemiparametricDynamics(KinematicBicycle(), EnsembleDynamics(4, 2))
+
+
+@pytest.mark.parametrize("prior", [KinematicBicycle(),  # its own time-major form (BicycleTimeMajor)
+                                   KinematicBicycle(dt=0.05, substeps=2, lateral_states=True, steer_rate_limit=0.4)])
+@pytest.mark.parametrize("propagation", ["ts1", "tsinf", "mean"])
+def test_the_time_major_form_is_the_prior_plus_the_residuals_own_and_follows_new_weights(prior, propagation):
+    """The sampling planners' form: the prior's time-major form plus the residual ensemble's (which checks its
+    weights outside a compiled step); the planners' check against ``forward`` accepts it (no warning), and after
+    the residual's weights change in place ``still_valid`` takes them and it still matches ``forward``."""
+    import warnings
+
+    from mbrl_ros.core.models.semiparametric import SemiparametricTimeMajor
+    from mbrl_ros.core.planners.base import time_major_dynamics
+    from mbrl_ros.core.models.base import TimeMajorDynamics
+
+    model = SemiparametricDynamics(prior, ensemble_size=3, hidden_sizes=(16, 16), angle_dims=[2],
+                                   propagation=propagation, seed=3).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = time_major_dynamics(model)
+    assert type(fast) is SemiparametricTimeMajor
+    nx = model.state_dim
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(nx, 6, generator=g)
+    actions = torch.rand(4, 2, 6, generator=g) * 2 - 1
+    with torch.no_grad():
+        model.residual.layer_weights[0].mul_(1.5)
+        assert fast.still_valid()
+        model.residual.seed(5)
+        got = fast.rollout(states, actions)
+        model.residual.seed(5)
+        expected = TimeMajorDynamics(model).rollout(states, actions)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from mbrl_ros.core.models.base import DynamicsModel, Prediction
+from mbrl_ros.core.models.base import DynamicsModel, Prediction, TimeMajorDynamics
 from mbrl_ros.core.models.ensemble import EnsembleDynamics, EnsembleMean
 from mbrl_ros.core.validation import check_state_action_batch
 
@@ -66,6 +66,10 @@ class SemiparametricDynamics(DynamicsModel):
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.prior(states, actions) + (self.residual(states, actions) - states)
 
+    def time_major(self) -> TimeMajorDynamics:
+        """The prior's and the residual's own time-major forms, added (``SemiparametricTimeMajor``)."""
+        return SemiparametricTimeMajor(self)
+
     def deterministic(self, member: int | None = None) -> "SemiparametricMean":
         """The prior plus the residual's ``EnsembleMean`` (the elites' mean, or elite slot ``member``)."""
         return SemiparametricMean(self.prior, self.residual.deterministic(member))
@@ -87,6 +91,26 @@ class SemiparametricDynamics(DynamicsModel):
 
     def check_finite(self) -> None:
         self.residual.check_finite()
+
+
+class SemiparametricTimeMajor(TimeMajorDynamics):
+    """``SemiparametricDynamics.forward`` in the sampling planners' layout: the prior's ``time_major()`` plus
+    the residual's. The residual's form (``EnsembleTimeMajor``) holds the elites' folded weights and checks
+    them in ``still_valid``, outside a compiled step; ``forward`` would check them inside it, by the
+    tensors' data pointers and versions, which ``torch.compile`` cannot trace (the MPPI step fell back to
+    eager with "Data pointer comparison")."""
+
+    def __init__(self, model: SemiparametricDynamics) -> None:
+        super().__init__(model)
+        self.prior = model.prior.time_major()
+        self.residual = model.residual.time_major()
+
+    def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.prior.step(states, actions) + (self.residual.step(states, actions) - states)
+
+    def still_valid(self) -> bool:
+        prior_valid = self.prior.still_valid()
+        return self.residual.still_valid() and prior_valid  # both run: the residual copies new weights in
 
 
 class SemiparametricMean(DynamicsModel):
