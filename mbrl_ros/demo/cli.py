@@ -40,6 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="the planner's samples (mppi num_samples, cem population; default: from config)")
     parser.add_argument("--random-transitions", type=int, default=None,
                         help="random exploration before the first model (default: from config)")
+    parser.add_argument("--policy-rounds", type=int, default=1, metavar="N",
+                        help="with a learned policy (controller policy or --policy-prior): evaluate after the "
+                        "trainer's N-th policy round (later rounds learn on the controller's episodes; needs "
+                        "trainer.policy_retrain_every; default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode and of exploration")
     parser.add_argument("--real-time", action="store_true",
                         help="run the simulator in real time instead of lockstep (slower; latency as on a robot)")
@@ -61,6 +65,8 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit("mbrl-ros demo: --episodes must be >= 1")
     if args.learning_episodes < 0:
         raise SystemExit("mbrl-ros demo: --learning-episodes must be >= 0")
+    if args.policy_rounds < 1:
+        raise SystemExit("mbrl-ros demo: --policy-rounds must be >= 1")
     if args.random_transitions is not None and args.random_transitions < 1:
         raise SystemExit("mbrl-ros demo: --random-transitions must be >= 1")
     if args.policy_prior is not None and (args.controller not in ("mppi", "cem") or not 0 < args.policy_prior <= 1):
@@ -83,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
             config_dir=args.config_dir, out_dir=args.out, json_path=args.json, lockstep=not args.real_time,
             domain_id=args.domain_id, timeout_s=args.timeout, show_logs=args.show_logs,
             overrides=planner_overrides(args.controller, args.samples, args.policy_prior),
-            learning_episodes=args.learning_episodes,
+            learning_episodes=args.learning_episodes, policy_rounds=args.policy_rounds,
         )
     except (ValueError, LaunchError, RuntimeError) as error:  # config, launch file, a node that died
         print(f"mbrl-ros demo: error: {error}", file=sys.stderr)

@@ -29,15 +29,21 @@ from mbrl_ros.plots import plot_car_trajectories, plot_error_vs_horizon, plot_la
 from mbrl_ros.ros_env import REPO_ROOT
 
 
-def first_policy_settled(watcher: StackWatcher, controller: str) -> bool:
-    """Whether the demo can evaluate: the first policy reached the controller, or, for a planner that samples around
-    the policy (its prior), the trainer's first policy round ended without deploying one (the planner plans without
-    a prior until a policy passes the trainer's checks; the policy alone has nothing to drive with)."""
-    if watcher.policy_version() >= 1:
-        return True
+def policy_settled(watcher: StackWatcher, controller: str, rounds: int = 1) -> bool:
+    """Whether the demo can evaluate: the trainer's first ``rounds`` policy rounds have ended and what the last one
+    deployed has reached the controller. A planner that samples around the policy (its prior) also starts when
+    that round deployed none (it plans without a prior, or with the policy before, until one passes the trainer's
+    checks); the policy alone waits for a policy: it has nothing to drive with."""
     trainer = watcher.node_status("trainer")
-    rounds = int(trainer.get("policy_rounds", "0") or 0)
-    return controller != "policy" and rounds >= 1 and trainer.get("policy_last_decision") in ("rejected", "failed")
+    done = int(trainer.get("policy_rounds", "0") or 0)
+    if rounds <= 1 and watcher.policy_version() >= 1:  # the first policy came (before the trainer's diagnostics)
+        return True
+    if done < rounds or (controller == "policy" and watcher.policy_version() < 1):
+        return False
+    if trainer.get("policy_last_decision") == "accepted":  # on its way (the dynamics_server checks and latches it)
+        version = trainer.get("policy_last_candidate_version", "")
+        return version.isdigit() and watcher.policy_version() >= int(version)
+    return trainer.get("policy_last_decision") in ("rejected", "failed")
 
 
 def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, model_kind: str | None = None,
@@ -45,11 +51,12 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
              random_transitions: int | None = None, seed: int = 0, config_dir: str | None = None,
              out_dir: str | None = None, json_path: str | None = None, lockstep: bool = True,
              domain_id: int | None = None, timeout_s: float = 3600.0, show_logs: bool = False,
-             overrides: dict[str, dict] | None = None, learning_episodes: int = 0) -> int:
+             overrides: dict[str, dict] | None = None, learning_episodes: int = 0, policy_rounds: int = 1) -> int:
     """``overrides``: {node: {parameter: value}} merged into the task's parameter file (as the run's own).
     ``learning_episodes``: episodes driven under the learned model, retrained online as their data come in,
     before the ``episodes`` evaluated ones (model-based RL's data from its own controller: random driving
-    rarely reaches the slip a fast lap has)."""
+    rarely reaches the slip a fast lap has). ``policy_rounds``: with a learned policy, evaluate after the trainer's
+    that many policy rounds (a later round learns on the controller's episodes, see ``policy_retrain_every``)."""
     demo = demo_module(robot)
     if demo is None:
         raise ValueError(f"robot '{robot}' has no demo (no mbrl_ros_hardware.{robot}.demo)")
@@ -75,10 +82,14 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     learn_policy = controller == "policy" or prior > 0
     model_kind = model_kind or params["trainer"].get("model_kind", "parametric")
     budget = int(params["controller"].get("random_transitions", 0))
+    if learn_policy and policy_rounds > 1 and not int(params["trainer"].get("policy_retrain_every", 0)):
+        raise ValueError(f"{policy_rounds} policy rounds: the trainer learns its policy again only on a new model; "
+                         f"set trainer.policy_retrain_every (transitions) in {config}/{robot}_{task}.yaml")
     domain = default_domain_id("demo") if domain_id is None else domain_id
     print(f"[demo] {robot}/{task}: the stack in ROS domain {domain}, {'lockstep' if lockstep else 'real-time'} "
           f"simulation; {budget or 'unlimited'} random transitions, model '{model_kind}', planner "
           f"'{controller}', " + (f"{learning_episodes} learning then " if learning_episodes else "")
+          + (f"after {policy_rounds} policy rounds " if learn_policy and policy_rounds > 1 else "")
           + f"{episodes} evaluated episodes -> {out}/", flush=True)
 
     run = StackRun(out, {"robot": robot, "hardware": "sim", "task": task, "controller": controller,
@@ -110,9 +121,10 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
         run.wait_for(lambda: watcher.model_version() >= 1, timeout_s, "the first model to reach the controller",
                      tick=exploring)
         if learn_policy:  # the policy alone stands still, and a prior is absent, until the first policy arrives
-            waiting_for = "policy"
-            run.wait_for(lambda: first_policy_settled(watcher, controller), timeout_s,
-                         "the first policy to reach the controller", tick=exploring)
+            waiting_for = "policy" if policy_rounds == 1 else f"{policy_rounds} policy rounds"
+            run.wait_for(lambda: policy_settled(watcher, controller, policy_rounds), timeout_s,
+                         "the first policy to reach the controller" if policy_rounds == 1 else
+                         f"the trainer's {policy_rounds} policy rounds", tick=exploring)
         bar.close()
         # The episode running now started without a model; then the learning episodes, then the evaluated ones.
         # From the first evaluated one on the simulator takes its fixed evaluation seeds (sim/start_evaluation,
@@ -174,6 +186,7 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
         summary["policy_prior_fraction"] = prior
     if learn_policy:
         summary["policy_version"] = watcher.policy_version()
+        summary["policy_rounds"] = int(watcher.node_status("trainer").get("policy_rounds", "0") or 0)
     tracking = params["controller"].get("cost", {}).get("path_tracking")
     if tracking and "target_speed" in tracking:
         summary["target_speed"] = float(tracking["target_speed"])
@@ -215,7 +228,8 @@ def start_evaluation(watcher) -> int:
 JSON_KEYS = ("task", "episodes", "success_rate", "transitions", "controller_latency_ms", "deadline_miss_rate",
              "mean_cross_track_error_m", "mean_final_distance_m", "mean_final_rotation_error_rad", "blocks_dropped",
              "random_transitions", "model", "controller", "policy_prior_fraction", "policy_version",
-             "laps", "mean_lap_time_s", "best_lap_time_s", "track_exits", "target_speed", "learning_episodes", "seeds")
+             "laps", "mean_lap_time_s", "best_lap_time_s", "track_exits", "target_speed", "learning_episodes", "seeds",
+             "policy_rounds")
 
 
 def summarise(task: str, evaluated: list[EpisodeTrace], all_episodes: list[EpisodeTrace],

@@ -116,6 +116,9 @@ PARAMS = [
           "it; '' : the robot plug-in's input of that context (the car's goal_pose); 'none': every episode's final "
           "state (hindsight). Episodes without a logged goal take their final state", read_only=True),
     Param("retrain_every", 1000, "new transitions between training rounds", (1, 100_000_000)),
+    Param("policy_retrain_every", 0, "with a policy (learn_policy): new transitions after which the policy is learned "
+          "again on the same deployed model (0: only on a new model or a train_policy request); the first policy "
+          "is learned on the exploration's data, a later one on the controller's episodes", (0, 100_000_000)),
     Param("poll_period", 5.0, "seconds between looks at bag_dir", (0.05, 3600.0)),
     Param("val_fraction", 0.2, "fraction of the episodes that stop training early and choose the elites "
           "(selection)", (0.01, 0.99)),
@@ -202,6 +205,7 @@ class TrainerNode(Node):
         self.decision_log = Path(self.p["checkpoint_dir"]) / "decisions.jsonl"
         self.deployed_policy = None  # (version, actor) from policy/model
         self.policy_requested = ""  # why a policy round is due ('' if none)
+        self.policy_trained_at: int | None = None  # transitions the last policy round learned from
         self.policy_rounds = self.policy_accepted = self.policy_rejected = self.policy_failed = 0
         self.last_policy_round: dict[str, str] = {}
 
@@ -425,7 +429,8 @@ class TrainerNode(Node):
                 elif requested:
                     self.get_logger().warn(f"training requested but there is no data: {self.data_error or 'no bags'}")
                 with self.lock:
-                    policy_due = self.policy_requested if self.deployed and self.dataset is not None else ""
+                    policy_due = self.policy_requested or self.policy_grown()
+                    policy_due = policy_due if self.deployed and self.dataset is not None else ""
                     if policy_due:
                         self.policy_requested = ""
                 if policy_due and not self.stopping.is_set():
@@ -519,6 +524,14 @@ class TrainerNode(Node):
             self.round_epochs = epoch
         return self.stopping.is_set()
 
+    def policy_grown(self) -> str:
+        """Why a policy round is due because the data grew (policy_retrain_every), or ''; under the lock."""
+        every, since = self.p["policy_retrain_every"], self.policy_trained_at
+        if not every or since is None or self.policy is None or self.dataset is None:
+            return ""
+        grown = len(self.dataset) - since
+        return f"{grown} transitions since the last policy round" if grown >= every else ""
+
     def policy_round(self, dataset: TransitionDataset, why: str) -> None:
         """Train a policy through the deployed model; publish it on policy/candidate only if it beats the deployed one."""
         from mbrl_ros.core.policies.learning import PolicyData, logged_or_final_goals
@@ -530,6 +543,7 @@ class TrainerNode(Node):
             round_number = self.policy_rounds + 1
         started = time.perf_counter()
         against = f"deployed policy v{deployed[0]}" if deployed else "the robot's stop (no deployed policy)"
+        self.policy_trained_at = len(dataset)
         record = {"kind": "policy", "round": round_number, "why": why, "method": config.method,
                   "model_version": model_version, "compared_with": against, "transitions": len(dataset)}
         try:

@@ -4,7 +4,7 @@ one passes the trainer's checks, decide_prior)."""
 
 from __future__ import annotations
 
-from mbrl_ros.demo.run import first_policy_settled
+from mbrl_ros.demo.run import policy_settled
 
 
 class Seen:
@@ -21,13 +21,28 @@ class Seen:
 
 
 def test_a_planner_with_a_prior_starts_without_one_once_the_first_round_rejected_it():
-    assert not first_policy_settled(Seen(0, {}), "mppi")  # no round yet
-    assert not first_policy_settled(Seen(0, {"policy_rounds": "0"}), "mppi")
+    assert not policy_settled(Seen(0, {}), "mppi")  # no round yet
+    assert not policy_settled(Seen(0, {"policy_rounds": "0"}), "mppi")
     # accepted: on its way to the controller (the dynamics_server checks and latches it): wait for it
-    assert not first_policy_settled(Seen(0, {"policy_rounds": "1", "policy_last_decision": "accepted"}), "mppi")
-    assert first_policy_settled(Seen(1, {"policy_rounds": "1", "policy_last_decision": "accepted"}), "mppi")
+    assert not policy_settled(Seen(0, {"policy_rounds": "1", "policy_last_decision": "accepted"}), "mppi")
+    assert policy_settled(Seen(1, {"policy_rounds": "1", "policy_last_decision": "accepted"}), "mppi")
     for decision in ("rejected", "failed"):
-        assert first_policy_settled(Seen(0, {"policy_rounds": "1", "policy_last_decision": decision}), "cem")
+        assert policy_settled(Seen(0, {"policy_rounds": "1", "policy_last_decision": decision}), "cem")
         # the policy alone has nothing to drive with until a policy arrives
-        assert not first_policy_settled(Seen(0, {"policy_rounds": "1", "policy_last_decision": decision}), "policy")
-    assert first_policy_settled(Seen(1, {}), "policy")
+        assert not policy_settled(Seen(0, {"policy_rounds": "1", "policy_last_decision": decision}), "policy")
+    assert policy_settled(Seen(1, {}), "policy")
+
+
+def test_after_n_policy_rounds_the_demo_waits_for_the_last_rounds_policy_to_reach_the_controller():
+    """--policy-rounds N: evaluation starts after the trainer's N-th policy round (learned on the controller's
+    episodes too), once what it deployed has reached the controller."""
+    assert not policy_settled(Seen(1, {"policy_rounds": "1", "policy_last_decision": "accepted",
+                                       "policy_last_candidate_version": "1"}), "mppi", 2)  # v1 came: not enough
+    second = {"policy_rounds": "2", "policy_last_decision": "accepted", "policy_last_candidate_version": "2"}
+    assert not policy_settled(Seen(1, second), "mppi", 2)  # v2 on its way
+    assert policy_settled(Seen(2, second), "mppi", 2)
+    for decision in ("rejected", "failed"):  # the planner goes on with v1 (or none)
+        assert policy_settled(Seen(1, {"policy_rounds": "2", "policy_last_decision": decision}), "mppi", 2)
+        assert policy_settled(Seen(0, {"policy_rounds": "2", "policy_last_decision": decision}), "mppi", 2)
+        assert not policy_settled(Seen(0, {"policy_rounds": "2", "policy_last_decision": decision}), "policy", 2)
+        assert policy_settled(Seen(1, {"policy_rounds": "3", "policy_last_decision": decision}), "policy", 2)
