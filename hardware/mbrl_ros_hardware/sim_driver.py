@@ -19,6 +19,8 @@ way for every robot:
 - ``lockstep: false``: a wall-clock timer steps at ``1/dt`` with the latest
   command held (zero-order hold), like a real robot; when that command is the
   controller's stop, the robot's ``hold_stop`` instead (the car brakes on to a standstill).
+  In lockstep a step answered by the stop takes the robot's ``lockstep_stop`` of it (the car's brakes
+  from its own speed, as the real car's bridge commands speed zero on the stop).
 - Each finished episode is reported once on ``sim/episodes`` (diagnostic_msgs/
   DiagnosticArray with one status, named ``episode <k>``; latched, so a late
   subscriber gets the latest; the data_logger records them all) with the stamps it spans
@@ -250,7 +252,7 @@ class SimDriverNode(Node):
             return  # answers an older state; the controller will answer the current one
         if not self.recorder_ready:
             return  # held (check_recorder): the re-published state brings this answer again
-        self.advance(values)
+        self.advance(self.lockstep_stop(values) if self.holding_stop else values)
 
     def step_real_time(self) -> None:
         if not self.finished:
@@ -261,6 +263,12 @@ class SimDriverNode(Node):
         """Real time, the last command was the controller's stop (``mbrl_ros.ros.commands``) and nothing
         followed (deactivated, ended): the action of each step meanwhile. Default: that command (the hand
         holds its joints); a robot whose stop depends on its motion (the car brakes) overrides it."""
+        return stop
+
+    def lockstep_stop(self, stop: np.ndarray) -> np.ndarray:
+        """Lockstep, the step a command marked as the controller's stop answers: its action. Default: the stop
+        as sent, computed from the state it answers; a robot whose stop can need the simulator's own measurement
+        (the car: braking from a speed the controller may never have had) overrides it."""
         return stop
 
     def advance(self, action: np.ndarray) -> None:

@@ -64,6 +64,13 @@ class SimCarNode(SimDriverNode):
     def hold_stop(self, stop: np.ndarray) -> np.ndarray:
         return held_stop(float(self.state[3]), stop, self.sim.accel_per_unit, self.sim.dt)
 
+    def lockstep_stop(self, stop: np.ndarray) -> np.ndarray:
+        """Braking from the simulated car's own speed, as in real time. The controller's stop brakes from the
+        speed it measured, the same step when it has a state; one sent before any state (a controller started
+        or respawned while the car moves, its estimator not up) has no speed and says zero acceleration, on
+        which the car coasted for as long as those stops came (tests/ros/test_car_stop_before_any_state.py)."""
+        return self.hold_stop(stop)
+
     def default_episode_steps(self) -> int:
         return TASK_EPISODE_STEPS[self.p["task"]]
 

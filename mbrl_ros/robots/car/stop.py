@@ -56,7 +56,9 @@ class CarStop:
     def command(self, state: np.ndarray | None, last: np.ndarray | None) -> np.ndarray:
         if state is not None:
             self.speed = float(state[self.speed_index])
-        speed = self.speed or 0.0  # never measured: nothing to brake from
+        # Never measured (no state yet): zero acceleration, which every car driver brakes on from its own speed
+        # as it is marked as the stop (real_car: speed zero; sim_car: held_stop, real time and lockstep).
+        speed = self.speed or 0.0
         accel = braking_acceleration(speed, self.deceleration, self.dt)
         self.speed = speed + accel * self.dt
         action = np.zeros(self.action_dim)
