@@ -26,6 +26,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import datetime
+import functools
 import os
 import selectors
 import signal
@@ -81,12 +82,16 @@ _PRCTL = _load_prctl()  # resolved here, so the forked child only makes the call
 _PR_SET_PDEATHSIG = 1
 
 
-def _terminate_with_parent() -> None:
+def _terminate_with_parent(parent_pid: int) -> None:
     # Runs in the child between fork and exec: if the launcher dies without
     # cleaning up (SIGKILL, crash), the kernel sends the node SIGTERM. The
     # "parent" is the forking thread, so all spawns happen in the loop's thread.
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    # A launcher that died between the fork and the call above sends no signal: the child, already
+    # re-parented (to init or a subreaper), would run its node on for ever. Not started then.
+    if os.getppid() != parent_pid:
+        os._exit(128 + signal.SIGTERM)
 
 
 class _Process:
@@ -273,7 +278,7 @@ class LaunchRunner:
             popen = subprocess.Popen(
                 action.command, env=action.environment, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                preexec_fn=_terminate_with_parent if _PRCTL is not None else None)
+                preexec_fn=functools.partial(_terminate_with_parent, os.getpid()) if _PRCTL is not None else None)
         except OSError as err:
             process.failed = True
             self._event("ERROR", process.label, f"failed to start {action.command[0]!r}: {err}")

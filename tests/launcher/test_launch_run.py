@@ -3,8 +3,10 @@ them with nothing left behind."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 
 from launcher_helpers import process_gone, read_pids, start_launcher, wait_for, write
@@ -182,6 +184,43 @@ def test_nodes_die_with_a_killed_launcher(tmp_path, ament_prefix):
     process.kill()  # no chance to clean up: the kernel's parent-death signal does it
     process.communicate(timeout=10)
     wait_for(lambda: all(process_gone(pid) for pid in pids), timeout=10)
+
+
+def test_a_node_forked_just_before_its_launcher_is_killed_is_not_started(tmp_path, ament_prefix):
+    """The parent-death signal is set in the child after the fork: a launcher killed in between (a SIGKILLed
+    demo) leaves a child that no signal reaches, re-parented, and its node ran on for ever. The child checks
+    its parent after setting the signal. The window is widened here: the child waits 1 s before setting it."""
+    pid_file, forked = tmp_path / "pids", tmp_path / "forked"
+    path = write(tmp_path / "race.launch.yaml", f"""
+        launch:
+        - node: {{pkg: test_pkg, exec: sleeper, name: a, args: "--silent --pid-file {pid_file}"}}
+        """)
+    late = f"""
+import os, runpy, sys, time
+from mbrl_ros.launcher import runner
+real = runner._PRCTL
+def late_prctl(*args):  # the child, between fork and exec: the launcher goes on (and is killed) first
+    with open({str(forked)!r}, "w") as handle:
+        handle.write(str(os.getpid()))
+    time.sleep(1.0)
+    return real(*args)
+runner._PRCTL = late_prctl
+sys.argv = ["mbrl_ros.launcher", {str(path)!r}]
+runpy.run_module("mbrl_ros.launcher", run_name="__main__", alter_sys=True)
+"""
+    process = subprocess.Popen([sys.executable, "-c", late], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    child = None
+    try:
+        wait_for(lambda: forked.exists() and forked.read_text(), timeout=30)
+        child = int(forked.read_text())
+        process.kill()
+        process.communicate(timeout=10)
+        wait_for(lambda: process_gone(child), timeout=10)
+        assert not pid_file.exists(), "the node started"
+    finally:
+        if child is not None and not process_gone(child):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_a_second_stop_request_skips_the_wait(tmp_path, ament_prefix, captured):

@@ -19,6 +19,8 @@ def main() -> int:
     parser.add_argument("--child", action="store_true", help="start a child process too")
     parser.add_argument("--pid-file")
     parser.add_argument("--print-env", action="append", default=[])
+    parser.add_argument("--silent", action="store_true",
+                        help="print nothing (a busy node: its launcher's closed pipes do not end it)")
     options, extra = parser.parse_known_args(argv[:len(argv) - len(ros_args)])
 
     pids = [os.getpid()]
@@ -29,10 +31,11 @@ def main() -> int:
     for name in ("SIGINT", "SIGTERM"):
         if name not in options.ignore:
             signal.signal(getattr(signal, name), _exit_on(name))
-    print(f"started {os.path.basename(sys.argv[0])} extra={extra} ros_args={ros_args}")
-    print("a line on stderr", file=sys.stderr)
-    for name in options.print_env:
-        print(f"env {name}={os.environ.get(name)}")
+    if not options.silent:
+        print(f"started {os.path.basename(sys.argv[0])} extra={extra} ros_args={ros_args}")
+        print("a line on stderr", file=sys.stderr)
+        for name in options.print_env:
+            print(f"env {name}={os.environ.get(name)}")
     if options.pid_file:
         with open(options.pid_file, "a") as handle:
             handle.write("".join(f"{pid}\n" for pid in pids))
