@@ -134,40 +134,47 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     bound.set_defaults(func=_run_hand_reach_bound)
 
     sb3 = which.add_parser(
-        "sb3-parking", help="model-free baseline: stable-baselines3 SAC+HER on parking-v0, success against transitions",
-        description="Trains SB3's SAC with HerReplayBuffer on highway-env parking-v0 as sim_car configures it "
-        "(100-step episodes, walls, the env's is_success) and evaluates the deterministic policy on the demo's seeds at "
-        "checkpoints of the budget of real transitions. Prints a table, writes JSON and a plot (OUT/sb3_parking.*).")
+        "sb3-baseline", aliases=["sb3-parking"],
+        help="model-free baseline: stable-baselines3 SAC+HER on parking-v0 or HandReach-v3, success against transitions",
+        description="Trains SB3's SAC with HerReplayBuffer on the task's simulator as the stack's driver builds it "
+        "(parking: highway-env parking-v0, 100-step episodes, walls; hand-reach: gymnasium-robotics HandReach-v3, "
+        "50-step episodes; success the env's is_success) and evaluates the deterministic policy on the demo's seeds at "
+        "checkpoints of the budget of real transitions. Prints a table, writes JSON and a plot "
+        "(OUT/sb3_<task>.*). `sb3-parking` is `sb3-baseline --task parking`.")
+    sb3.add_argument("--task", choices=["parking", "hand-reach"], default="parking", help="default: parking")
     sb3.add_argument("--max-steps", type=int, default=50_000, help="environment transitions in all (default 50000)")
     sb3.add_argument("--checkpoints", type=int, nargs="+", metavar="N",
                      help="evaluate after these many transitions (default: 1000, 2000, the reference budget, "
                      "5000, 10000, ... below --max-steps, and --max-steps)")
-    sb3.add_argument("--episodes", type=int, default=20, help="evaluation episodes per checkpoint (default 20)")
+    sb3.add_argument("--episodes", type=int, default=None,
+                     help="evaluation episodes per checkpoint (default: parking 20, hand-reach 50)")
     sb3.add_argument("--first-seed", type=int, default=None,
-                     help="seed of the first evaluation episode (default 44: the 95%% parking demo's evaluated 44-63)")
+                     help="seed of the first evaluation episode (default: parking 44, the 95%% parking demo's "
+                     "evaluated 44-63; hand-reach 1000, the hand demo's evaluation seeds)")
     sb3.add_argument("--train-seed", type=int, default=0,
-                     help="training episode k uses seed train-seed + k, as sim_car's episode k")
+                     help="training episode k uses seed train-seed + k, as the simulator's episode k")
     sb3.add_argument("--seed", type=int, default=0, help="SB3's seed (networks, exploration)")
     sb3.add_argument("--preset", choices=["zoo", "highway-env"], default="zoo",
                      help="hyperparameters: the RL Zoo's (default) or highway-env's notebook (about 9x the compute)")
     sb3.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    sb3.add_argument("--budget", type=int, default=None, help="reference transitions (default 2766: the 95%% demo's)")
-    sb3.add_argument("--target", type=float, default=None, help="reference success (default 0.95: the demo's)")
+    sb3.add_argument("--budget", type=int, default=None,
+                     help="reference transitions (default: parking 2766, the 95%% demo's; hand-reach 20000, the issue's)")
+    sb3.add_argument("--target", type=float, default=None,
+                     help="reference success (default: parking 0.95, the demo's; hand-reach 0.9, the issue's)")
     sb3.add_argument("--reference", metavar="DEMO_JSON",
-                     help="take --budget and --target from a `mbrl-ros demo car --json` file")
-    sb3.add_argument("--out", default="runs/sb3_parking", help="folder of the plot and JSON (default runs/sb3_parking)")
+                     help="take --budget and --target from a `mbrl-ros demo ... --json` file")
+    sb3.add_argument("--out", default=None, help="folder of the plot and JSON (default runs/sb3_<task>)")
     sb3.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    sb3.set_defaults(func=_run_sb3_parking)
+    sb3.set_defaults(func=_run_sb3_baseline)
 
 
-def _run_sb3_parking(args: argparse.Namespace) -> int:
-    from mbrl_ros.bench.sb3_parking import run
+def _run_sb3_baseline(args: argparse.Namespace) -> int:
+    from mbrl_ros.bench.sb3_baseline import run
 
-    demo = {k: v for k, v in (("first_seed", args.first_seed), ("budget", args.budget), ("target", args.target))
-            if v is not None}  # else the module's: the 95 % demo's
-    run(max_steps=args.max_steps, checkpoints=args.checkpoints, episodes=args.episodes, train_seed=args.train_seed,
-        seed=args.seed, preset=args.preset, threads=args.threads, reference=args.reference, out=args.out,
-        json_path=args.json, **demo)
+    run(task=args.task, max_steps=args.max_steps, checkpoints=args.checkpoints, episodes=args.episodes,
+        first_seed=args.first_seed, train_seed=args.train_seed, seed=args.seed, preset=args.preset,
+        threads=args.threads, budget=args.budget, target=args.target, reference=args.reference, out=args.out,
+        json_path=args.json)
     return 0
 
 

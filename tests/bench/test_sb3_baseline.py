@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from mbrl_ros.bench.sb3_parking import summarise
+from mbrl_ros.bench.sb3_baseline import summarise
 
 SEEDS = [5, 6, 7]
 
@@ -73,3 +73,28 @@ def test_the_summary_reads_the_reference_budget_and_the_first_checkpoint_at_the_
         "best": {"transitions": 10_000, "success_rate": 1.0}}
     assert summarise(results, budget=3000, target=1.01)["transitions_to_reference_success"] is None
     assert summarise(results, budget=500, target=0.95)["success_at_reference_budget"] is None
+
+
+def test_the_hand_reach_baseline_trains_on_its_budget_and_scores_the_hand_demos_seeds_by_the_envs_success(tmp_path):
+    """`--task hand-reach`: HandReach-v3 as sim_hand builds it (50-step episodes), the demo's evaluation seeds by
+    default (1000, ...), success the env's is_success: the fingertips within its 1 cm threshold at the end."""
+    out = tmp_path / "hand.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "mbrl_ros.cli", "bench", "sb3-baseline", "--task", "hand-reach", "--max-steps", "120",
+         "--checkpoints", "60", "--episodes", "2", "--out", str(tmp_path), "--json", str(out)],
+        capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert (tmp_path / "sb3_hand_reach.png").stat().st_size > 0 and result["task"] == "hand-reach"
+    assert [c["transitions"] for c in result["checkpoints"]] == [60, 120]
+    assert [c["env_transitions"] for c in result["checkpoints"]] == [60, 120]
+    assert result["reference"]["transitions"] == 20_000 and result["reference"]["success_rate"] == 0.9
+    conditions = result["conditions"]
+    assert conditions["eval_seeds"] == [1000, 1001] and conditions["env"]["id"] == "HandReach-v3"
+    assert conditions["env"]["max_episode_steps"] == 50 and "mujoco" in conditions["versions"]
+    threshold = conditions["env"]["distance_threshold"]
+    for checkpoint in result["checkpoints"]:
+        assert [e["seed"] for e in checkpoint["episodes"]] == [1000, 1001]
+        for episode in checkpoint["episodes"]:
+            assert episode["steps"] == 50
+            assert episode["success"] == (episode["final_distance_m"] < threshold), episode
