@@ -114,7 +114,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="episodes under each learned model (retrained online) before the evaluated ones "
                            "(default 0)")
     race.add_argument("--random-transitions", type=int, default=None, help="random budget (default: config)")
-    race.add_argument("--seed", type=int, default=0)
+    race.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0], metavar="SEED",
+                      help="one run per seed at each speed and kind (random data, training, planner); a speed counts "
+                           "as sustained where every seed's run drove its laps clean (default 0)")
     race.add_argument("--out", default="runs/race_sweep", help="run folder (default: runs/race_sweep)")
     race.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     race.set_defaults(func=_run_race_sweep)
@@ -193,7 +195,7 @@ def _run_race_sweep(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.race_sweep import run
 
     run(speeds=args.speeds, models=args.models, episodes=args.episodes, random_transitions=args.random_transitions,
-        seed=args.seed, out=args.out, json_path=args.json, learning_episodes=args.learning_episodes)
+        seeds=args.seeds, out=args.out, json_path=args.json, learning_episodes=args.learning_episodes)
     return 0
 
 

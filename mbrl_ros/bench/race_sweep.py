@@ -31,30 +31,42 @@ MODEL_KINDS = ("parametric", "semiparametric", "ensemble")
 LOCKSTEP = {"overrun_fallback": False, "state_timeout": 30.0}
 
 
+def _by_speed(runs: list[dict]) -> dict[float, list[dict]]:
+    speeds: dict[float, list[dict]] = {}
+    for r in runs:
+        speeds.setdefault(float(r["target_speed"]), []).append(r)
+    return speeds
+
+
 def sustained(runs: list[dict]) -> float | None:
-    """The highest target speed whose run succeeded in every evaluated episode (None: none did)."""
-    speeds = [r["target_speed"] for r in runs if r.get("success_rate") == 1.0]
+    """The highest target speed at which every run (every seed) succeeded in every evaluated episode (None:
+    none did)."""
+    speeds = [speed for speed, at in _by_speed(runs).items() if all(r.get("success_rate") == 1.0 for r in at)]
     return max(speeds) if speeds else None
+
+
+def _clean_laps(runs: list[dict]) -> dict[float, float]:
+    """Per target speed that every run sustained: the runs' mean lap time, averaged over the runs (seeds)."""
+    return {speed: float(np.mean([r["mean_lap_time_s"] for r in at])) for speed, at in _by_speed(runs).items()
+            if all(r.get("success_rate") == 1.0 for r in at)}
 
 
 def analyse(results: dict[str, list[dict]]) -> dict:
     """Per model kind its highest sustained speed; each learned kind's lap-time gain over the prior at the
-    prior's best speed (same target speed), and of its own fastest clean run over the prior's."""
+    prior's best speed (same target speed), and of its own fastest clean speed over the prior's. With several
+    runs (seeds) at a speed, a speed counts only where all of them drove their laps clean, and lap times are
+    their mean."""
     best = {kind: sustained(runs) for kind, runs in results.items()}
     prior_speed = best.get("parametric")
     at_prior_speed: dict[str, float | None] = {}
     fastest: dict[str, float | None] = {}
     if prior_speed is not None:
-        def clean_lap(runs: list[dict], speed: float | None = None) -> float | None:
-            laps = [r["mean_lap_time_s"] for r in runs if r.get("success_rate") == 1.0
-                    and (speed is None or r["target_speed"] == speed)]
-            return min(laps) if laps else None
-
-        prior_lap = clean_lap(results["parametric"], prior_speed)
+        prior_lap = _clean_laps(results["parametric"])[prior_speed]
         for kind, runs in results.items():
             if kind == "parametric":
                 continue
-            same, own = clean_lap(runs, prior_speed), clean_lap(runs)
+            laps = _clean_laps(runs)
+            same, own = laps.get(prior_speed), min(laps.values(), default=None)
             at_prior_speed[kind] = None if same is None else float((prior_lap - same) / prior_lap)
             fastest[kind] = None if own is None else float((prior_lap - own) / prior_lap)
     return {"highest_sustained_speed": best, "prior_best_speed": prior_speed,
@@ -62,17 +74,23 @@ def analyse(results: dict[str, list[dict]]) -> dict:
 
 
 def plot_sweep(path: Path, results: dict[str, list[dict]], title: str = "") -> Path:
-    """Mean lap time and track exits against target speed, one line per model kind."""
+    """Mean lap time and track exits against target speed, one line per model kind: each run's mean lap time
+    (o: its laps clean, x: it left the track) and their mean over the runs (seeds) at a speed; the exits
+    summed over them."""
     plt = _pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
     for kind, runs in results.items():
-        runs = sorted(runs, key=lambda r: r["target_speed"])
-        speeds = [r["target_speed"] for r in runs]
-        laps = [np.nan if r.get("mean_lap_time_s") is None else r["mean_lap_time_s"] for r in runs]
-        line, = top.plot(speeds, laps, "o-", label=kind)
-        bottom.plot(speeds, [r.get("track_exits", np.nan) for r in runs], "o-", color=line.get_color(), label=kind)
+        at = dict(sorted(_by_speed(runs).items()))
+        laps = {speed: [r["mean_lap_time_s"] for r in group if r.get("mean_lap_time_s") is not None]
+                for speed, group in at.items()}
+        line, = top.plot(list(at), [np.mean(lap) if lap else np.nan for lap in laps.values()], "-", label=kind)
+        for r in (r for group in at.values() for r in group if r.get("mean_lap_time_s") is not None):
+            top.plot(r["target_speed"], r["mean_lap_time_s"], "o" if r.get("success_rate") == 1.0 else "x",
+                     color=line.get_color())
+        bottom.plot(list(at), [sum(r.get("track_exits", 0) for r in group) for group in at.values()], "o-",
+                    color=line.get_color(), label=kind)
     top.set_ylabel("mean lap time (s)")
-    bottom.set_ylabel("track exits")
+    bottom.set_ylabel("track exits (all runs)")
     bottom.set_xlabel("target speed (m/s)")
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
@@ -85,27 +103,30 @@ def plot_sweep(path: Path, results: dict[str, list[dict]], title: str = "") -> P
 
 
 def run(speeds: list[float], models: list[str], episodes: int = 1, random_transitions: int | None = None,
-        seed: int = 0, out: str = "runs/race_sweep", json_path: str | None = None, learning_episodes: int = 0) -> dict:
+        seeds: int | list[int] = 0, out: str = "runs/race_sweep", json_path: str | None = None,
+        learning_episodes: int = 0) -> dict:
     from mbrl_ros.demo.run import run_demo
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     results: dict[str, list[dict]] = {kind: [] for kind in models}
-    # Fastest first, each kind in turn: the runs that tell the models apart come first, and the JSON
-    # written after every run keeps what a sweep cut short measured.
-    for speed in sorted(speeds, reverse=True):
-        for kind in models:
-            name = f"{kind}_{speed:g}"
-            summary_path = folder / f"{name}.json"
-            overrides = {"controller": {"cost": {"path_tracking": {"target_speed": float(speed)}}, **LOCKSTEP}}
-            rc = run_demo("car", "race", episodes=episodes, model_kind=kind, random_transitions=random_transitions,
-                          seed=seed, out_dir=str(folder / name), json_path=str(summary_path), overrides=overrides,
-                          learning_episodes=learning_episodes)
-            if rc != 0 or not summary_path.is_file():
-                raise RuntimeError(f"race sweep: the demo for {name} failed (exit {rc}); see {folder / name}/")
-            results[kind].append(json.loads(summary_path.read_text()))
-            (folder / "race_sweep_partial.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = {"speeds": list(map(float, speeds)), "episodes": episodes, "learning_episodes": learning_episodes,
+    # One run per speed, kind and seed (the seed of the random data, the training and the planner). Fastest
+    # first, each kind in turn: the runs that tell the models apart come first, and the JSON written after
+    # every run keeps what a sweep cut short measured.
+    for speed, kind, seed in ((v, k, s) for v in sorted(speeds, reverse=True) for k in models for s in seeds):
+        name = f"{kind}_{speed:g}" if len(seeds) == 1 else f"{kind}_{speed:g}_s{seed}"
+        summary_path = folder / f"{name}.json"
+        overrides = {"controller": {"cost": {"path_tracking": {"target_speed": float(speed)}}, **LOCKSTEP}}
+        rc = run_demo("car", "race", episodes=episodes, model_kind=kind, random_transitions=random_transitions,
+                      seed=seed, out_dir=str(folder / name), json_path=str(summary_path), overrides=overrides,
+                      learning_episodes=learning_episodes)
+        if rc != 0 or not summary_path.is_file():
+            raise RuntimeError(f"race sweep: the demo for {name} failed (exit {rc}); see {folder / name}/")
+        results[kind].append({**json.loads(summary_path.read_text()), "sweep_seed": seed})
+        (folder / "race_sweep_partial.json").write_text(json.dumps(results, indent=2) + "\n")
+    report = {"speeds": list(map(float, speeds)), "seeds": seeds, "episodes": episodes,
+              "learning_episodes": learning_episodes,
               "random_transitions": random_transitions, "controller": LOCKSTEP, "runs": results,
               **analyse(results)}
     plot_sweep(folder / "race_sweep.png", results)
