@@ -46,3 +46,15 @@ def test_after_n_policy_rounds_the_demo_waits_for_the_last_rounds_policy_to_reac
         assert policy_settled(Seen(0, {"policy_rounds": "2", "policy_last_decision": decision}), "mppi", 2)
         assert not policy_settled(Seen(0, {"policy_rounds": "2", "policy_last_decision": decision}), "policy", 2)
         assert policy_settled(Seen(1, {"policy_rounds": "3", "policy_last_decision": decision}), "policy", 2)
+
+
+def test_more_policy_rounds_than_the_trainer_runs_on_its_own_is_refused_before_the_stack_starts(tmp_path):
+    """Without trainer.policy_retrain_every the trainer learns the policy again only on a new model: a demo
+    waiting for a second round could wait for ever; it says what to set instead, before starting anything."""
+    import pytest
+
+    from mbrl_ros.demo.run import run_demo
+
+    with pytest.raises(ValueError, match=r"2 policy rounds: .* set trainer.policy_retrain_every .*car_race.yaml"):
+        run_demo("car", "race", controller="policy", policy_rounds=2, out_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "stack.log").exists()
