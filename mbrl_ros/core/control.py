@@ -141,6 +141,7 @@ class RecedingHorizonController:
         self.pending_policy = None
         self.policy_context = policy_context
         self.context_values: dict[str, Any] = {}  # the latest value of each context (the policy reads one)
+        self._planned = False  # whether this cycle called the planner
 
     @classmethod
     def from_config(cls, params: Mapping[str, Any], *, term_kinds: Mapping[str, type[CostTerm]] = TERM_KINDS,
@@ -294,6 +295,15 @@ class RecedingHorizonController:
         if it is fine). ``has_model``: False to explore even with a planner (default: whether there
         is one). ``now``: time.monotonic() (for ``failure_tolerance``). ``deadline_s``: the control
         period; a plan that takes longer is an overrun."""
+        self._planned = False
+        out = self._step(state, problem, has_model, now, deadline_s)
+        if not self._planned and self.planner is not None:
+            # The planner's next state will not follow its last one by the action sent since (its bias estimate).
+            self.planner.forget_transition()
+        return out
+
+    def _step(self, state: np.ndarray | None, problem: str, has_model: bool | None, now: float | None,
+              deadline_s: float) -> ControlOutput:
         started = time.perf_counter()
         now = time.monotonic() if now is None else now
         self._swap_model()
@@ -366,6 +376,7 @@ class RecedingHorizonController:
         try:
             if self.cost is not None:
                 self.cost.check_ready()
+            self._planned = True
             plan = self.planner.plan(torch.as_tensor(state, dtype=torch.float32), previous_action=previous)
             if self.first_plan_ms is None:
                 self.first_plan_ms = (time.perf_counter() - started) * 1e3

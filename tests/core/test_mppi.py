@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -243,6 +244,12 @@ def test_bad_input_and_config_errors_name_what_is_wrong():
         build_planner("mppi", car, cost, {"sigma": [0.1, 0.2, 0.3]})
     with pytest.raises(ValueError, match="action_high must exceed action_low"):
         build_planner("mppi", car, cost, {"action_low": 1.0, "action_high": 0.0})
+    with pytest.raises(ValueError, match="mppi: iterations: expected an integer >= 1"):
+        build_planner("mppi", car, cost, {"iterations": 0})
+    with pytest.raises(ValueError, match="mppi: bias_correction: expected a finite number >= 0.0 and <= 1"):
+        build_planner("mppi", car, cost, {"bias_correction": 1.5})
+    with pytest.raises(ValueError, match="bias_correction and disagreement_weight: not together"):
+        build_planner("mppi", car, cost, {"bias_correction": 0.3, "disagreement_weight": 1.0})
     unset = build_cost({"goal_pose": {}}, 5, 2)
     with pytest.raises(RuntimeError, match="goal"):
         MppiPlanner(car, unset, MppiConfig(horizon=4, num_samples=8, compile=False)).plan(torch.zeros(5))
@@ -371,3 +378,107 @@ def test_a_semiparametric_model_compiles_and_a_hot_swap_needs_no_recompile(backe
     assert type(compiled._dynamics).__name__ == "SemiparametricTimeMajor"
     same_plans_before_and_after_new_weights(eager, compiled, state,
                                             [model.residual.layer_weights[1] for model in models])
+
+
+class _Lag(DynamicsModel):
+    """Two position-controlled joints: ``x' = x + 0.3 (u - x) + sag`` (a first-order lag toward the target ``u``;
+    ``sag``: a constant pull the model may not know, which moves the steady state to ``u + sag / 0.3``)."""
+
+    def __init__(self, sag: float = 0.0) -> None:
+        super().__init__(2, 2)
+        self.sag = sag
+
+    def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return states + 0.3 * (actions - states) + self.sag
+
+
+TARGET = torch.tensor([0.4, -0.3])
+
+
+def lag_planner(**overrides) -> MppiPlanner:
+    cost = build_cost({"joints": {"type": "joint_target", "indices": [0, 1], "stage_weight": 1.0,
+                                  "terminal_weight": 5.0}}, 2, 2, source="test: cost")
+    cost.set_context("joint_target", TARGET)
+    config = dict(horizon=5, num_samples=128, sigma=0.3, temperature=0.001, noise_smoothing="beta", beta=0.9,
+                  zero_noise_fraction=0.01, compile=False, seed=3)
+    config.update(overrides)
+    return MppiPlanner(_Lag(), cost, MppiConfig(**config))
+
+
+def closed_loop(planner: MppiPlanner, plant: DynamicsModel, steps: int = 40) -> torch.Tensor:
+    state = torch.zeros(2)
+    for _ in range(steps):
+        action = planner.plan(state).action
+        state = plant(state[None], action[None])[0]
+    return state
+
+
+def test_bias_correction_removes_the_steady_state_error_of_a_model_that_misses_a_constant_pull():
+    """The model misses the plant's sag (0.02 a step: a steady state 0.067 below the target it holds, 0.094 over
+    both joints). Without correction the loop settles off the target (less than that: each plan's first actions
+    overshoot to close the gap the model expects to close, a proportional feedback); with it the estimate takes
+    the sag up and the loop settles on the target (offset-free MPC's constant output disturbance)."""
+    plant = _Lag(sag=-0.02)
+    settings = dict(sigma=0.1, temperature=1e-5, iterations=3, iteration_decay=0.3)  # on the exact model: 0.001 off
+    plain = float((closed_loop(lag_planner(**settings), plant) - TARGET).norm())
+    corrected_planner = lag_planner(bias_correction=0.3, **settings)
+    corrected = float((closed_loop(corrected_planner, plant) - TARGET).norm())
+    assert plain > 0.025, f"without correction the loop should settle a few hundredths off, got {plain:.4f}"
+    assert corrected < 0.005, f"with correction the loop should settle on the target, got {corrected:.4f} (without: {plain:.4f})"
+    assert torch.allclose(corrected_planner.bias, torch.tensor([-0.02, -0.02]), atol=2e-3), corrected_planner.bias
+
+
+def test_bias_estimate_is_cleared_by_reset_and_skips_a_gap_in_the_cycles():
+    planner, plant = lag_planner(bias_correction=0.5), _Lag(sag=-0.02)
+    state = torch.zeros(2)
+    for _ in range(3):
+        state = plant(state[None], planner.plan(state).action[None])[0]
+    planner.plan(state)
+    assert torch.allclose(planner.bias, torch.full((2,), -0.02 * (1 - 0.5 ** 3)), atol=1e-5), planner.bias
+    before = planner.bias.clone()
+    planner.forget_transition()
+    planner.plan(torch.tensor([0.9, 0.9]))  # not one step from the last state: no update
+    assert torch.equal(planner.bias, before)
+    planner.reset()
+    assert torch.equal(planner.bias, torch.zeros(2))
+
+
+def test_the_controller_tells_the_planner_of_a_cycle_without_a_plan():
+    """A stop between two plans (an unusable state) breaks the pair of states the bias learns from."""
+    from mbrl_ros.core.control import RecedingHorizonController
+
+    controller = RecedingHorizonController([-1.0, -1.0], [1.0, 1.0], [0.0, 0.0], explore=False)
+    controller.attach_planner(lag_planner(bias_correction=0.5))
+    controller.step(np.zeros(2))
+    controller.step(None, problem="stale state")  # the stop: no plan
+    controller.step(np.array([0.5, 0.5]))  # far from where the last plan's action leads: must not count
+    assert torch.equal(controller.planner.bias, torch.zeros(2)), controller.planner.bias
+    controller.step(np.array([0.5, 0.5]))  # one cycle after a plan: counts
+    assert float(controller.planner.bias.abs().sum()) > 0
+
+
+def test_more_iterations_get_a_cheaper_plan_from_a_cold_start():
+    """Each iteration samples around the last one's plan: three in one plan go further than one."""
+    state = torch.tensor([-0.8, 0.8])
+    costs = {n: lag_planner(iterations=n, temperature=0.01, sigma=0.1).plan(state).cost for n in (1, 3)}
+    assert costs[3] < 0.8 * costs[1], costs
+
+
+@pytest.mark.parametrize("backend", ["aot_eager"])
+def test_compiled_iterations_and_bias_match_the_eager_ones(backend, monkeypatch):
+    """The iterations' noise scales and the bias estimate reach the compiled step as inputs: same plans as eager,
+    the bias changing between plans without a recompile."""
+    import torch._dynamo
+
+    monkeypatch.setattr(MppiPlanner, "COMPILE_BACKEND", backend)
+    settings = dict(iterations=2, iteration_decay=0.5, bias_correction=0.5)
+    eager, compiled = lag_planner(**settings), lag_planner(compile=True, **settings)
+    plant, state = _Lag(sag=-0.05), torch.zeros(2)
+    for k in range(3):
+        with torch._dynamo.config.patch(error_on_recompile=k > 0):
+            a, b = eager.plan(state), compiled.plan(state)
+        assert compiled.compiled, "torch.compile fell back to eager"
+        assert torch.allclose(a.nominal_actions, b.nominal_actions, atol=1e-5)
+        assert torch.allclose(a.predicted_states, b.predicted_states, atol=1e-5)
+        state = plant(state[None], a.action[None])[0]
+    assert float(compiled.bias.abs().sum()) > 0

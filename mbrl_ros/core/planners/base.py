@@ -434,6 +434,11 @@ class Planner:
         self.previous_action = None
         self._reset()
 
+    def forget_transition(self) -> None:
+        """The next ``plan``'s state does not follow the last one's by the action applied since (the controller
+        sent something else between them). Planners that learn from consecutive states (MPPI's bias correction)
+        drop the last state; the others ignore it."""
+
     def set_model(self, model: DynamicsModel) -> None:
         """Swap in a new model (between cycles, never during one); keeps the warm start."""
         if model.state_dim != self.state_dim or model.action_dim != self.action_dim:

@@ -37,6 +37,25 @@ adds ``weight * sum_t mean_j std_e(x[e, t, j])`` over the members' predictions f
 ``model.predict_members(states, actions) -> [E, B, nx]``, which steers an ensemble
 controller away from where its members disagree.
 
+Iterations (``iterations`` N, ``iteration_decay``): each plan runs N MPPI updates,
+each sampling around the previous one's plan (unshifted), iteration i with noise
+``sigma * iteration_decay**i``; the same compiled step serves every iteration (its
+noise scale is an input), so N costs N steps' time and no more compiling. One update
+per control period moves the plan only as far as its samples reach: where the goal
+is far (the hand's fingertips start centimetres away), several per period get there
+within the episode.
+
+Online bias correction (``bias_correction`` = g in (0, 1], offset-free MPC's constant
+output disturbance): each plan compares the state it is given with the model's
+prediction from the previous plan's state and the action applied since
+(``previous_action``, the controller's last command), and keeps an exponential average
+``d = (1 - g) d + g (x_measured - f(x_prev, u_prev))``; every rollout step then
+predicts ``f(x, u) + d``. A model whose steady state is off (a physics prior's hold
+error) thus settles where the system does near the operating point, and the plan
+closes the remaining gap. ``reset`` (a new episode) clears ``d``; ``forget_transition``
+(the controller, after a cycle that did not plan) drops the previous state, so a gap
+in the cycles is never taken for one step.
+
 A learned policy as prior (``set_prior``, with ``policy_prior_fraction`` > 0; the
 policy prior of TD-MPC and POLO): each plan first rolls the policy out in closed loop
 through the model from the current state, and ``policy_prior_fraction`` of the
@@ -57,7 +76,7 @@ from dataclasses import dataclass
 import torch
 
 from mbrl_ros.core.costs import TrajectoryCost
-from mbrl_ros.core.models.base import DynamicsModel
+from mbrl_ros.core.models.base import DynamicsModel, TimeMajorDynamics
 from mbrl_ros.core.planners.base import (
     Planner,
     PlannerConfig,
@@ -87,6 +106,9 @@ class MppiConfig(PlannerConfig):
     beta: float = 0.7  # for noise_smoothing: beta
     control_cost_weight: float = 0.0  # gamma of the u^T Sigma^-1 eps term
     zero_noise_fraction: float = 0.0  # share of samples evaluated without noise
+    iterations: int = 1  # MPPI updates per plan, each sampling around the last (the step compiled once)
+    iteration_decay: float = 1.0  # sigma's factor from one iteration to the next (annealing)
+    bias_correction: float = 0.0  # gain of the online output-bias estimate (0: none); see the module docstring
     disagreement_weight: float = 0.0  # needs model.predict_members
     num_rollouts_returned: int = 0  # sampled trajectories in PlanResult.rollouts, for visualisation
     policy_prior_fraction: float = 0.0  # share of samples drawn around the prior policy's rollout (set_prior)
@@ -103,12 +125,33 @@ class MppiConfig(PlannerConfig):
         _real(source, "zero_noise_fraction", self.zero_noise_fraction, low=0.0, high=1.0)
         _real(source, "disagreement_weight", self.disagreement_weight, low=0.0)
         _real(source, "policy_prior_fraction", self.policy_prior_fraction, low=0.0, high=1.0)
+        _real(source, "bias_correction", self.bias_correction, low=0.0, high=1.0)
+        _positive_int(source, "iterations", self.iterations)
+        _real(source, "iteration_decay", self.iteration_decay, low=0.0, high=1.0, open_low=True)
+        if self.bias_correction > 0 and self.disagreement_weight > 0:
+            raise ValueError(f"{source}: bias_correction and disagreement_weight: not together (the disagreement's "
+                             "rollout runs the model's members, without the bias)")
         _positive_int(source, "num_rollouts_returned", self.num_rollouts_returned, minimum=0)
         if self.num_rollouts_returned > self.num_samples:
             raise ValueError(f"{source}: num_rollouts_returned: at most num_samples ({self.num_samples}), "
                              f"got {self.num_rollouts_returned}")
         if self.compile not in (None, True, False):
             raise ValueError(f"{source}: compile: expected true, false or null (auto), got {self.compile!r}")
+
+
+class BiasedDynamics(TimeMajorDynamics):
+    """``inner``'s steps plus a constant output bias ``bias[nx]`` (a tensor the planner updates in place, so a
+    compiled step reads its current value)."""
+
+    def __init__(self, inner: TimeMajorDynamics, bias: torch.Tensor) -> None:
+        super().__init__(inner.model)
+        self.inner, self.bias = inner, bias
+
+    def step(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.inner.step(states, actions) + self.bias[:, None]
+
+    def still_valid(self) -> bool:
+        return self.inner.still_valid()
 
 
 class MppiPlanner(Planner):
@@ -144,6 +187,9 @@ class MppiPlanner(Planner):
         self._prior_mask = torch.zeros(c.num_samples, dtype=self.dtype, device=self.device)
         self._prior_mask[c.num_samples - num_prior:] = 1.0
         self._check_disagreement(model)
+        # Iteration i's noise is sigma * iteration_decay**i (0-d tensors: inputs of the compiled step, one graph).
+        self._noise_scales = [torch.tensor(c.iteration_decay ** i, dtype=self.dtype, device=self.device)
+                              for i in range(c.iterations)]
         self._build_step()
 
     # Public -------------------------------------------------------------------
@@ -176,8 +222,34 @@ class MppiPlanner(Planner):
                 f"predict_members(states, actions) -> [E, B, nx]; {type(model).__name__} has none"
             )
 
+    @property
+    def bias(self) -> torch.Tensor:
+        """The online output-bias estimate ``d[nx]`` added to each predicted step (zero without
+        ``bias_correction``)."""
+        return self._bias
+
+    def forget_transition(self) -> None:
+        """The next plan's state does not follow the last plan's by one applied action (a cycle without a plan
+        came between): it does not update the bias estimate."""
+        self._bias_state = None
+
+    def _update_bias(self, state: torch.Tensor) -> None:
+        gain = self.config.bias_correction
+        if gain > 0 and self._bias_state is not None and self.previous_action is not None:
+            with torch.no_grad():
+                predicted = self._inner_dynamics.step(self._bias_state[:, None], self.previous_action[:, None])[:, 0]
+                residual = state - predicted
+                if bool(torch.isfinite(residual).all()):
+                    self._bias.mul_(1.0 - gain).add_(gain * residual)
+        self._bias_state = state.detach().clone() if gain > 0 else None
+
     def _build_step(self) -> None:
-        self._dynamics = time_major_dynamics(self.model)
+        self._inner_dynamics = time_major_dynamics(self.model)
+        if not hasattr(self, "_bias"):
+            self._bias = torch.zeros(self.state_dim, dtype=self.dtype, device=self.device)
+            self._bias_state = None
+        self._dynamics = (BiasedDynamics(self._inner_dynamics, self._bias) if self.config.bias_correction > 0
+                          else self._inner_dynamics)
         use_compile = self.config.compile
         if use_compile is None:
             use_compile = bool(getattr(self.model, "supports_compile", True))
@@ -191,19 +263,26 @@ class MppiPlanner(Planner):
     def _reset(self) -> None:
         self._nominal = self.initial_actions()
         self._steps = 0
+        if hasattr(self, "_bias"):  # the base's __init__ resets before _build_step made it
+            self._bias.zero_()
+        self._bias_state = None
 
     def _plan(self, state: torch.Tensor) -> PlanResult:
-        if not self._dynamics.still_valid():
+        if not self._inner_dynamics.still_valid():
             self._build_step()
+        self._update_bias(state)
         previous, has_previous = self._previous()
         self._nominal, prior, warm_start = self.warm_start_from_prior(state, self._nominal)
         if prior is None:
             prior = self._nominal
-        # Each step's noise is a pure function of (seed, step count): reproducible, no generator state.
-        key = torch.tensor(self.config.seed * 1_000_003 + self._steps, dtype=torch.int64, device=self.device)
-        self._steps += 1
-        out = self._call_step(state, self._nominal, prior, previous, has_previous, key)
-        plan, next_nominal, predicted, plan_cost, best_cost, ess, rollouts = out
+        nominal = self._nominal
+        for iteration in range(self.config.iterations):
+            # Each step's noise is a pure function of (seed, step count): reproducible, no generator state.
+            key = torch.tensor(self.config.seed * 1_000_003 + self._steps, dtype=torch.int64, device=self.device)
+            self._steps += 1
+            out = self._call_step(state, nominal, prior, previous, has_previous, key, self._noise_scales[iteration])
+            plan, next_nominal, predicted, plan_cost, best_cost, ess, rollouts = out
+            nominal = prior = plan  # the next iteration samples around this one's plan, unshifted
         self._nominal = next_nominal
         return PlanResult(
             action=plan[0],
@@ -211,7 +290,8 @@ class MppiPlanner(Planner):
             predicted_states=predicted,
             cost=float(plan_cost),
             rollouts=rollouts,
-            info={"best_sample_cost": float(best_cost), "effective_samples": float(ess), "warm_start": warm_start},
+            info={"best_sample_cost": float(best_cost), "effective_samples": float(ess), "warm_start": warm_start,
+                  **({"bias_norm": float(torch.linalg.vector_norm(self._bias))} if self.config.bias_correction else {})},
         )
 
     def _call_step(self, *args: torch.Tensor) -> tuple:
@@ -269,11 +349,12 @@ class MppiPlanner(Planner):
         previous: torch.Tensor,
         has_previous: torch.Tensor,
         key: torch.Tensor,
+        noise_scale: torch.Tensor,
     ) -> tuple:
         """One MPPI iteration, time-major ([H, nu, K] actions); pure tensor code that compiles into one graph."""
         c = self.config
         eps = counter_gaussian(key, (self.horizon, self.action_dim, c.num_samples), self.dtype)
-        noise = self._smooth(eps) * self.sigma[:, None]
+        noise = self._smooth(eps) * (self.sigma * noise_scale)[:, None]
         if self._noise_mask is not None:
             noise = noise * self._noise_mask
         centres = nominal[:, :, None] + (prior - nominal)[:, :, None] * self._prior_mask  # [H, nu, K]
