@@ -154,11 +154,14 @@ def rollout(model: DynamicsModel, state: torch.Tensor, actions: torch.Tensor) ->
 
 
 def _limit_step(
-    u: torch.Tensor, before: torch.Tensor, rate: torch.Tensor | None, low: torch.Tensor, high: torch.Tensor
+    u: torch.Tensor, before: torch.Tensor, rate: torch.Tensor | None, low: torch.Tensor, high: torch.Tensor,
+    ops=torch,
 ) -> torch.Tensor:
+    """One action within the rate window around ``before`` (where ``rate`` is given), then the bounds; torch
+    tensors, or NumPy arrays with ``ops=numpy``."""
     if rate is not None:
-        u = torch.maximum(torch.minimum(u, before + rate), before - rate)
-    return torch.maximum(torch.minimum(u, high), low)
+        u = ops.maximum(ops.minimum(u, before + rate), before - rate)
+    return ops.maximum(ops.minimum(u, high), low)
 
 
 def limit_actions(
@@ -400,10 +403,8 @@ class Planner:
         states[0] = x
         try:
             for t in range(self.horizon):
-                u = self.prior.act(x[:, 1])
-                if rate is not None and (t > 0 or has_previous > 0):
-                    u = np.minimum(np.maximum(u, before - rate), before + rate)
-                before = actions[t] = np.minimum(np.maximum(u, low), high)
+                before = actions[t] = _limit_step(self.prior.act(x[:, 1]), before,
+                                                  rate if t > 0 or has_previous > 0 else None, low, high, ops=np)
                 x = states[t + 1] = fast.step(x, np.stack((planned[t], before), axis=1))
         except ValueError:  # the actor refuses a state that is not finite
             return None
