@@ -164,6 +164,52 @@ def test_the_priors_rollout_in_numpy_is_the_torch_one(task):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
 
 
+class _TurnsNonFinite:
+    """A model's numpy form whose steps give NaN from its ``first_bad``-th call on: a model that blows up part way
+    through the prior's rollout."""
+
+    def __init__(self, inner, first_bad: int) -> None:
+        self.inner, self.first_bad, self.calls = inner, first_bad, 0
+
+    def step(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        out = self.inner.step(states, actions)
+        return out if self.calls < self.first_bad else np.full_like(out, np.nan)
+
+    def jacobians(self, states: np.ndarray, actions: np.ndarray):
+        return self.inner.jacobians(states, actions)
+
+
+@pytest.mark.parametrize("first_bad", [6, 15])  # mid-horizon (the actor then refuses the state); the last step
+def test_the_numpy_priors_rollout_turning_non_finite_leaves_the_plan_without_the_prior(task, monkeypatch, first_bad):
+    """Where the model's numpy rollout turns non-finite part way through the horizon, the prior is dropped for that
+    plan: no prior actions, the shifted plan stays the warm start, and the plan is the one the same planner makes
+    without a prior (the same noise), finite. At the last step the actor never sees the bad state; its actions are
+    finite, but the states they are scored on are not, so it is dropped too."""
+    model, cost, actor, starts = task
+    settings = {**MPPI, "num_samples": 16, "max_rate": [0.1, 0.2], "seed": 3}
+    planner = build_planner("mppi", model, cost, {**settings, "policy_prior_fraction": 0.5})
+    planner.set_prior(actor)
+    fast = planner._numpy_prior_dynamics()
+    assert fast is not None  # the bicycle's numpy form, checked once against forward
+    state = starts[1]
+    assert planner._prior_rollout(state, planner.nominal) is not None  # the same rollout with a sound model
+    broken = _TurnsNonFinite(fast, first_bad)
+    monkeypatch.setattr(planner, "_numpy_prior_dynamics", lambda: broken)
+    assert planner._prior_rollout(state, planner.nominal) is None and broken.calls == first_bad
+    broken.calls = 0
+    assert planner.prior_actions(state) is None
+    without = build_planner("mppi", model, cost, settings)  # policy_prior_fraction 0: never asks for the prior
+    for _ in range(3):  # a plan, and the warm starts it leaves
+        broken.calls = 0
+        result, expected = planner.plan(state), without.plan(state)
+        assert result.info["warm_start"] == "shifted"
+        assert torch.isfinite(result.nominal_actions).all() and torch.isfinite(result.predicted_states).all()
+        assert math.isfinite(result.cost)
+        assert torch.equal(result.nominal_actions, expected.nominal_actions)
+        state = model(state[None], result.action[None])[0]
+
+
 def test_a_policy_the_planner_does_better_without_is_rejected_as_its_prior(task):
     """decide_prior (the trainer's check before a policy is deployed for a planner that samples around it): the
     planner driven on the model from held-out starts with the candidate as prior, with the deployed one (or none)

@@ -350,12 +350,21 @@ class Planner:
         """One rollout of batch two from ``state``: ``plan`` open loop beside the prior policy in closed loop,
         each of its actions limited as it is taken; -> (states ``[2, H+1, nx]``, actions ``[2, H, nu]``), or
         None where ``prior_actions`` gives None. (The model's step costs the same for two states as for one: one
-        rollout for both took the prior's share of a plan from two rollouts to one.)"""
+        rollout for both took the prior's share of a plan from two rollouts to one.) None too where the prior's
+        states are not finite (a model that blows up part way: its actions may all be finite, the states they are
+        scored on are not)."""
         if self.prior is None or getattr(self.config, "policy_prior_fraction", 0.0) <= 0:
             return None
         fast = self._numpy_prior_dynamics()
-        if fast is not None:
-            return self._prior_rollout_numpy(fast, state, plan)
+        rolled = (self._prior_rollout_numpy(fast, state, plan) if fast is not None
+                  else self._prior_rollout_torch(state, plan))
+        if rolled is None or not bool(torch.isfinite(rolled[0][1]).all()):
+            return None
+        return rolled
+
+    def _prior_rollout_torch(self, state: torch.Tensor, plan: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``_prior_rollout`` through the model's ``forward`` and the prior's torch call."""
         previous, has_previous = self._previous()
         rate = self.max_rate
         first_rate = None if rate is None else torch.where(has_previous > 0, rate, torch.full_like(rate, math.inf))
