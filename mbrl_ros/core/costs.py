@@ -334,13 +334,19 @@ class PathTrackingTerm(CostTerm):
 
     Per state: ``distance_weight * d^2`` (d: distance to the nearest segment),
     ``heading_weight * (1 - cos(yaw - heading of that segment))`` and
-    ``speed_weight * (v - target_speed)^2`` and, where the path is the centre line
+    ``speed_weight * (v - target_speed)^2`` (``speed_form: set_point``) or
+    ``speed_weight * max(0, v - target_speed)^2`` (``cap``: the target speed is a limit,
+    and the progress part sets the pace, as a contouring racing cost does) and, where the path is the centre line
     of a track ``half_width`` wide each side, ``edge_weight * max(0, d - (half_width
     - edge_margin))^2``: nothing within the margin of the edges, steep towards and
     beyond them, so leaving the track costs more than any loss of speed (the
     distance and speed parts alone trade an exit for a few m/s); per trajectory,
     ``-progress_weight * (s(x_H) - s(x_0))`` with ``s`` the arc length of the
     nearest point on the path (the path should not cross itself near the car).
+    ``closed: true``: the path is a loop (a race track's centre line): its last point
+    joins its first, the window wraps round the join and progress counts across it
+    (an open path ends there: a car crossing the start line would see its
+    predictions leave the path and brake for it).
 
     All K*(H+1) points are measured against all segments in one fused batched
     computation, the term that dominates a path-following planner's cost. Two
@@ -355,12 +361,15 @@ class PathTrackingTerm(CostTerm):
     """
 
     kind = "path_tracking"
+    speed_forms: ClassVar[tuple[str, ...]] = ("set_point", "cap")
     defaults = {
         "distance_weight": 1.0,
         "heading_weight": 0.0,
         "progress_weight": 0.0,
         "speed_weight": 0.0,
         "target_speed": 0.0,
+        "speed_form": "set_point",  # set_point | cap
+        "closed": False,         # the path is a loop
         "half_width": 0.0,       # m each side of the path; 0: no edges
         "edge_margin": 0.0,      # m inside the edges where the edge part starts
         "edge_weight": 0.0,
@@ -381,6 +390,10 @@ class PathTrackingTerm(CostTerm):
         self.progress_weight = parse_number("progress_weight", c["progress_weight"], low=0)
         self.speed_weight = parse_number("speed_weight", c["speed_weight"], low=0)
         self.target_speed = parse_number("target_speed", c["target_speed"])
+        self.speed_form = parse_choice("speed_form", c["speed_form"], self.speed_forms)
+        if not isinstance(c["closed"], bool):
+            raise ValueError(f"closed: expected true or false, got {c['closed']!r}")
+        self.closed = c["closed"]
         self.half_width = parse_number("half_width", c["half_width"], low=0)
         self.edge_margin = parse_number("edge_margin", c["edge_margin"], low=0)
         self.edge_weight = parse_number("edge_weight", c["edge_weight"], low=0)
@@ -405,11 +418,14 @@ class PathTrackingTerm(CostTerm):
         window = self.window_segments if 0 < self.window_segments < capacity else capacity
         self.register_buffer("active", table.new_zeros(window, 9))
         self.num_segments = 0
+        self.path_length = 0.0
 
     def set_path(self, path: torch.Tensor) -> None:
         path = check_tensor("path", as_tensor("path", path, self.segments), (None, 2))
         if path.shape[0] < 2:
             raise ValueError(f"path: expected at least 2 points, got {path.shape[0]}")
+        if self.closed and bool((path[-1] != path[0]).any()):
+            path = torch.cat((path, path[:1]))
         start, end = path[:-1], path[1:]
         direction = end - start
         length = direction.norm(dim=-1)
@@ -430,15 +446,19 @@ class PathTrackingTerm(CostTerm):
         self.segments[:count] = table
         self.segments[count:] = pad
         self.num_segments = count
+        self.path_length = float(arc[-1] + length[-1])
         self._select_window(path[0])
         self._context_set.add("path")
 
     def prepare(self, state: torch.Tensor) -> None:
-        if "path" in self._context_set and self.active.shape[0] < self.segments.shape[0]:
+        if "path" in self._context_set and (self.closed or self.active.shape[0] < self.segments.shape[0]):
             self._select_window(state[[self.ix, self.iy]])
 
     def _select_window(self, position: torch.Tensor) -> None:
         window = self.active.shape[0]
+        if self.closed:
+            self._select_loop_window(position, window)
+            return
         if window == self.segments.shape[0]:
             self.active.copy_(self.segments)
             return
@@ -446,6 +466,25 @@ class PathTrackingTerm(CostTerm):
         nearest = int(d2.argmin())
         first = min(max(nearest - window // 4, 0), self.segments.shape[0] - window)
         self.active.copy_(self.segments[first : first + window])
+
+    def _select_loop_window(self, position: torch.Tensor, window: int) -> None:
+        """A closed path's window: the segments from a quarter window behind the nearest one, taken round the
+        loop, their arc lengths continued across the join (so progress there is the distance gained, not minus
+        a lap); rows beyond one lap are zero-length segments at the last one's end."""
+        count = self.num_segments
+        d2, _ = _segment_distances2(position[0], position[1], self.segments[:count])
+        rows = min(window, count)
+        along = int(d2.argmin()) - rows // 4 + torch.arange(rows, device=self.segments.device)
+        table = self.segments[along % count].clone()
+        table[:, 7] += torch.div(along, count, rounding_mode="floor").to(table.dtype) * self.path_length
+        self.active[:rows] = table
+        if rows < window:
+            pad = table[-1:].clone()
+            pad[:, 0:2] = table[-1, 0:2] + table[-1, 2:4]
+            pad[:, 2:5] = 0.0
+            pad[:, 7] = table[-1, 7] + table[-1, 8]
+            pad[:, 8] = 0.0
+            self.active[rows:] = pad
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         segments = self.active
@@ -477,6 +516,8 @@ class PathTrackingTerm(CostTerm):
             per_state = per_state + self.edge_weight * beyond * beyond
         if self.speed_weight:
             dv = states[..., self.iv] - self.target_speed
+            if self.speed_form == "cap":
+                dv = torch.relu(dv)
             per_state = per_state + self.speed_weight * dv * dv
         return per_state
 

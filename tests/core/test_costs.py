@@ -132,6 +132,53 @@ def test_path_edges_cost_nothing_inside_the_margin_and_steeply_beyond():
         build_cost({"path_tracking": {"half_width": 2.0, "edge_margin": 2.0, "edge_weight": 1.0}}, NX, NU)
 
 
+def test_closed_path_wraps_round_its_start_for_distance_window_and_progress():
+    """Issue 10 §2: a race track's centre line is a loop. Open, a path ends at its last point, so a car just
+    before the start line saw its predictions beyond it as off the path (and braked for it every lap); closed,
+    the cost beyond the join is the cost along the path's start, and progress counts across the join."""
+    angles = torch.arange(0, 64) * (2 * math.pi / 64)
+    loop = torch.stack((10 * torch.cos(angles), 10 * torch.sin(angles)), 1)  # counter-clockwise, 62.8 m
+    unrolled = torch.cat((loop[32:], loop[:33]))  # the loop from half way round, open: the reference
+    # Trajectories from just before the join (the last point) across it, 2 m off the line.
+    phase = -0.3 + torch.linspace(0, 0.6, 7)
+    states = torch.zeros(1, 7, NX)
+    states[0, :, 0], states[0, :, 1] = 12 * torch.cos(phase), 12 * torch.sin(phase)
+    actions = torch.zeros(1, 6, NU)
+    reference = PathTrackingTerm(NX, NU, progress_weight=1.0)
+    reference.set_path(unrolled)
+    for window in (0, 16):
+        closed = PathTrackingTerm(NX, NU, progress_weight=1.0, closed=True, window_segments=window)
+        closed.set_path(loop)
+        closed.prepare(states[0, 0])
+        assert closed(states, actions).item() == pytest.approx(reference(states, actions).item(), rel=1e-4)
+        # About 2 m off the line at each of 6 predicted states, and progress the arc gained (~0.6 rad * 10 m).
+        gained = -(closed(states, actions).item() - 6 * 4.0)
+        assert gained == pytest.approx(10 * 0.6, rel=0.03)
+    open_path = PathTrackingTerm(NX, NU, progress_weight=1.0)
+    open_path.set_path(loop)
+    assert open_path(states, actions).item() > closed(states, actions).item() + 20  # the open path's end
+    # A loop given with its first point repeated at the end is the same loop.
+    repeated = PathTrackingTerm(NX, NU, progress_weight=1.0, closed=True)
+    repeated.set_path(torch.cat((loop, loop[:1])))
+    repeated.prepare(states[0, 0])
+    assert repeated.num_segments == 64
+    assert repeated(states, actions).item() == pytest.approx(closed(states, actions).item(), rel=1e-4)
+    with pytest.raises(ValueError, match="closed: expected true or false"):
+        build_cost({"path_tracking": {"closed": "yes"}}, NX, NU)
+
+
+def test_speed_cap_costs_only_above_the_target_speed():
+    """``speed_form: cap``: the target speed is a limit (a racing cost's progress part sets the pace)."""
+    term = PathTrackingTerm(NX, NU, distance_weight=0.0, speed_weight=2.0, target_speed=10.0, speed_form="cap")
+    term.set_path(torch.tensor([[0.0, 0.0], [100.0, 0.0]]))
+    speeds = torch.tensor([0.0, 5.0, 10.0, 12.0])
+    states = torch.zeros(4, 2, NX)
+    states[:, 1, 3] = speeds
+    assert term(states, torch.zeros(4, 1, NU)).tolist() == pytest.approx([0.0, 0.0, 0.0, 8.0])
+    with pytest.raises(ValueError, match="speed_form.*set_point.*cap"):
+        build_cost({"path_tracking": {"speed_form": "limit"}}, NX, NU)
+
+
 # --------------------------------------------------------------------------- obstacles
 def test_obstacles_circle_rectangle_boundary_soft_and_collision():
     term = ObstaclesTerm(NX, NU, margin=3.0, collision_cost=1000.0, circles=[[0, 0, 1]])
