@@ -394,7 +394,7 @@ def test_a_learner_carries_its_actor_and_critic_over_rounds_and_starts_from_the_
     assert first.actor is not actor and second.actor is not actor  # candidates are copies
 
 
-def candidate_round(candidates: int, seed: int):
+def candidate_round(candidates: int, seed: int, validation: dict | None = None):
     """One round on a small goal-reaching bicycle task: (learner, result)."""
     from mbrl_ros.core.policies.learning import PolicyLearner
 
@@ -409,9 +409,41 @@ def candidate_round(candidates: int, seed: int):
     config = PolicyConfig.from_dict({"context": "goal", "candidates": candidates,
                                      "actor": {"hidden_sizes": [16], "angle_dims": [2]},
                                      "shac": {"iterations": 4, "horizon": 4, "batch_size": 8, "seed": seed},
-                                     "validation": {"steps": 8}})
+                                     "validation": {"steps": 8, **(validation or {})}})
     learner = PolicyLearner(config, [-1.0, -1.0], [1.0, 1.0])
     return learner, learner.round(model, build_cost(GOAL_COST, NX, NU), split)
+
+
+def test_held_out_starts_crossed_with_every_held_out_goal(monkeypatch):
+    """validation.cross_contexts (a task whose start and goal are drawn independently, as parking-v0's): every
+    held-out start paired with every distinct held-out goal, each pair once, so a first round's few held-out
+    episodes still give the candidates' selection and the prior's check many held-out tasks."""
+    from mbrl_ros.core.policies import learning
+
+    starts = torch.arange(3.0)[:, None] * torch.ones(1, NX)
+    goals = torch.tensor([[5.0, 0, 0, 0, 0], [7.0, 0, 0, 0, 0], [5.0, 0, 0, 0, 0]])  # two distinct goals
+    crossed = HeldOutStates("starts", starts, goals).crossed()
+    pairs = {(float(s[0]), float(g[0])) for s, g in zip(crossed.states, crossed.contexts)}
+    assert crossed.name == "starts" and crossed.states.shape[0] == 6
+    assert pairs == {(s, g) for s in (0.0, 1.0, 2.0) for g in (5.0, 7.0)}
+    alone = HeldOutStates("starts", starts)
+    assert alone.crossed() is alone  # nothing to cross without contexts
+    # A round scores its candidates (and checks a prior) on the crossed starts, and only there.
+    sizes = []
+    scored = learning.closed_loop_costs
+
+    def recording(policy, model, cost, held_out, steps, *args, **kwargs):
+        sizes.append((held_out.name, (held_out.states.shape[0], torch.unique(held_out.contexts, dim=0).shape[0])))
+        return scored(policy, model, cost, held_out, steps, *args, **kwargs)
+
+    monkeypatch.setattr(learning, "closed_loop_costs", recording)
+    candidate_round(1, seed=7)
+    plain = dict(sizes)
+    sizes.clear()
+    candidate_round(1, seed=7, validation={"cross_contexts": True})
+    (episodes, goals), crossed_sizes = plain["starts"], dict(sizes)
+    assert crossed_sizes["visited"] == plain["visited"] and episodes > goals > 1  # held-out episodes sharing goals
+    assert crossed_sizes["starts"] == (episodes * goals, goals)
 
 
 def test_a_round_keeps_the_candidate_with_the_lowest_held_out_cost_deterministically():

@@ -302,7 +302,10 @@ class PolicyLearner:
                              f"{'has no' if data.train_contexts is None else 'has'} contexts")
         task = TaskCost(cost, config.context)
         v = config.validation
-        held_out = [h.subset(v.max_starts) for h in data.held_out]
+        # The first set (the held-out starts) selects among candidates and checks the prior: crossed with every
+        # held-out context where the config says the task's starts and goals are independent.
+        held_out = [(h.crossed() if v.cross_contexts and i == 0 else h).subset(v.max_starts)
+                    for i, h in enumerate(data.held_out)]
         if not held_out or any(h.states.shape[0] == 0 for h in held_out):
             raise ValueError("policy validation needs at least one non-empty set of held-out states")
         # SHAC's episodes start where the task's episodes start; MBPO branches from every logged state.

@@ -61,6 +61,18 @@ class HeldOutStates:
         if self.contexts is not None:
             check_tensor(f"held-out {self.name}: contexts", self.contexts, (self.states.shape[0], None))
 
+    def crossed(self) -> "HeldOutStates":
+        """Every state paired with every distinct context of the set, state-major (``validation.cross_contexts``).
+        Valid where the task draws its start and its goal independently (parking-v0: the car at the lot's centre
+        with a random heading, the goal a random free spot): N held-out episodes then give up to N x N held-out
+        tasks instead of N. Without contexts: the set itself."""
+        if self.contexts is None:
+            return self
+        contexts = torch.unique(self.contexts, dim=0)
+        count = contexts.shape[0]
+        return HeldOutStates(self.name, self.states.repeat_interleave(count, dim=0),
+                             contexts.repeat(self.states.shape[0], 1))
+
     def subset(self, most: int) -> "HeldOutStates":
         index = evenly_spaced(self.states.shape[0], most)
         return HeldOutStates(self.name, self.states[index], None if self.contexts is None else self.contexts[index])
