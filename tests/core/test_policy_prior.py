@@ -164,6 +164,35 @@ def test_the_priors_rollout_in_numpy_is_the_torch_one(task):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
 
 
+def test_the_priors_share_of_samples_follows_the_weight_they_earn(task):
+    """policy_prior_adaptation: after each plan the share of samples around the prior's other centre moves towards
+    the softmax weight they earned, between one sample and policy_prior_fraction, reset with each episode. A prior
+    that circles (full throttle, full lock) earns nothing and is soon one sample of 16; the learned one at narrow
+    noise, where its rollout helps, keeps more of its share; without adaptation the share stays."""
+    model, cost, actor, starts = task
+
+    def shares(prior, adaptation: float, plans: int = 12, sigma: float = 0.5) -> list[float]:
+        planner = build_planner("mppi", model, cost, {**MPPI, "num_samples": 16, "sigma": [sigma, sigma],
+                                                      "policy_prior_fraction": 0.5,
+                                                      "policy_prior_adaptation": adaptation})
+        planner.set_prior(prior)
+        seen, x = [], starts[2]
+        for _ in range(plans):
+            result = planner.plan(x)
+            seen.append(result.info["prior_share"])
+            x = model(x[None], result.action[None])[0]
+        assert 1 / 16 <= planner.prior_share <= 0.5
+        planner.reset()
+        assert planner.prior_share == 0.5
+        return seen + [planner.prior_share]
+
+    circling = shares(ConstantPolicy([1.0, 1.0]), 0.5)
+    assert circling[0] == 0.5 and circling[-2] == pytest.approx(1 / 16), circling
+    assert shares(ConstantPolicy([1.0, 1.0]), 0.0) == [0.5] * 13  # no adaptation: the configured share
+    learned = shares(actor, 0.5, sigma=0.05)
+    assert max(learned[1:-1]) > 2 / 16 and sum(learned[:-1]) > sum(circling[:-1]), (learned, circling)
+
+
 class _TurnsNonFinite:
     """A model's numpy form whose steps give NaN from its ``first_bad``-th call on: a model that blows up part way
     through the prior's rollout."""

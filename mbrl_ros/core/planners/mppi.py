@@ -65,6 +65,15 @@ beats the shifted previous plan's, the two swap roles: the policy's rollout beco
 the warm start and the prior's share goes around the shifted plan, so a policy whose
 rollout only looks better over the horizon cannot take every sample from the
 planner's own plan (``Planner.warm_start_from_prior``).
+
+The prior's share can adapt (``policy_prior_adaptation`` g > 0, population Monte Carlo's
+mixture weights): after each plan it moves towards the softmax weight that the samples
+around the other centre earned, ``share <- (1 - g) share + g mass``, kept between one
+sample and ``policy_prior_fraction`` and reset to the latter each episode. Samples that
+lose give their share back to the warm start: a policy whose proposals are poor where
+the car is (near the spot, for a policy that only approaches it) is scored as one
+candidate, and the planner keeps nearly all its samples for its own plan; where they
+win, the share grows back.
 """
 
 from __future__ import annotations
@@ -112,6 +121,8 @@ class MppiConfig(PlannerConfig):
     disagreement_weight: float = 0.0  # needs model.predict_members
     num_rollouts_returned: int = 0  # sampled trajectories in PlanResult.rollouts, for visualisation
     policy_prior_fraction: float = 0.0  # share of samples drawn around the prior policy's rollout (set_prior)
+    # Gain g of the prior's adaptive share (0: the share stays policy_prior_fraction): see the module docstring.
+    policy_prior_adaptation: float = 0.0
     compile: bool | None = None  # None: compile when the model allows it
 
     def validate(self, source: str = "mppi") -> None:
@@ -125,6 +136,7 @@ class MppiConfig(PlannerConfig):
         _real(source, "zero_noise_fraction", self.zero_noise_fraction, low=0.0, high=1.0)
         _real(source, "disagreement_weight", self.disagreement_weight, low=0.0)
         _real(source, "policy_prior_fraction", self.policy_prior_fraction, low=0.0, high=1.0)
+        _real(source, "policy_prior_adaptation", self.policy_prior_adaptation, low=0.0, high=1.0)
         _real(source, "bias_correction", self.bias_correction, low=0.0, high=1.0)
         _positive_int(source, "iterations", self.iterations)
         _real(source, "iteration_decay", self.iteration_decay, low=0.0, high=1.0, open_low=True)
@@ -182,10 +194,10 @@ class MppiPlanner(Planner):
             mask = torch.ones(c.num_samples, dtype=self.dtype, device=self.device)
             mask[:num_zero] = 0.0
             self._noise_mask = mask
-        # Samples around the prior: the last ones (the zero-noise ones, first, stay on the warm start).
-        num_prior = int(math.ceil(c.policy_prior_fraction * c.num_samples))
-        self._prior_mask = torch.zeros(c.num_samples, dtype=self.dtype, device=self.device)
-        self._prior_mask[c.num_samples - num_prior:] = 1.0
+        # Samples around the prior: the last ones (the zero-noise ones, first, stay on the warm start); how many is
+        # an input of the step (a mask), so an adaptive share needs no recompiling.
+        self._sample_index = torch.arange(c.num_samples, device=self.device)
+        self._prior_share = c.policy_prior_fraction
         self._check_disagreement(model)
         # Iteration i's noise is sigma * iteration_decay**i (0-d tensors: inputs of the compiled step, one graph).
         self._noise_scales = [torch.tensor(c.iteration_decay ** i, dtype=self.dtype, device=self.device)
@@ -260,8 +272,28 @@ class MppiPlanner(Planner):
             self._step_fn = self.compile(self._step, fullgraph=True, dynamic=False, backend=self.COMPILE_BACKEND,
                                           options=self.COMPILE_OPTIONS if inductor else None)
 
+    @property
+    def prior_share(self) -> float:
+        """The share of the next plan's samples drawn around the other centre of the prior (see the module
+        docstring): ``policy_prior_fraction``, or where ``policy_prior_adaptation`` > 0 what it has adapted to."""
+        return self._prior_share
+
+    def _prior_mask(self, share: float) -> torch.Tensor:
+        """[K]: 1 for the last ``ceil(share * K)`` samples (those drawn around the prior's centre), else 0."""
+        count = self.config.num_samples
+        return (self._sample_index >= count - int(math.ceil(share * count - 1e-9))).to(self.dtype)
+
+    def _adapt_prior_share(self, mass: float) -> None:
+        """The prior's share moves towards the softmax weight its samples earned: ``share <- (1 - g) share + g mass``,
+        between one sample and ``policy_prior_fraction``."""
+        c = self.config
+        if c.policy_prior_adaptation > 0 and math.isfinite(mass):
+            share = (1.0 - c.policy_prior_adaptation) * self._prior_share + c.policy_prior_adaptation * mass
+            self._prior_share = min(c.policy_prior_fraction, max(1.0 / c.num_samples, share))
+
     def _reset(self) -> None:
         self._nominal = self.initial_actions()
+        self._prior_share = self.config.policy_prior_fraction
         self._steps = 0
         if hasattr(self, "_bias"):  # the base's __init__ resets before _build_step made it
             self._bias.zero_()
@@ -273,15 +305,21 @@ class MppiPlanner(Planner):
         self._update_bias(state)
         previous, has_previous = self._previous()
         self._nominal, prior, warm_start = self.warm_start_from_prior(state, self._nominal)
+        share = self._prior_share
+        with_prior = prior is not None
         if prior is None:
             prior = self._nominal
         nominal = self._nominal
+        prior_mask = self._prior_mask(share)
         for iteration in range(self.config.iterations):
             # Each step's noise is a pure function of (seed, step count): reproducible, no generator state.
             key = torch.tensor(self.config.seed * 1_000_003 + self._steps, dtype=torch.int64, device=self.device)
             self._steps += 1
-            out = self._call_step(state, nominal, prior, previous, has_previous, key, self._noise_scales[iteration])
-            plan, next_nominal, predicted, plan_cost, best_cost, ess, rollouts = out
+            out = self._call_step(state, nominal, prior, prior_mask, previous, has_previous, key,
+                                  self._noise_scales[iteration])
+            plan, next_nominal, predicted, plan_cost, best_cost, ess, rollouts, prior_mass = out
+            if iteration == 0 and with_prior:
+                self._adapt_prior_share(float(prior_mass))
             nominal = prior = plan  # the next iteration samples around this one's plan, unshifted
         self._nominal = next_nominal
         return PlanResult(
@@ -291,6 +329,7 @@ class MppiPlanner(Planner):
             cost=float(plan_cost),
             rollouts=rollouts,
             info={"best_sample_cost": float(best_cost), "effective_samples": float(ess), "warm_start": warm_start,
+                  **({"prior_share": share} if with_prior else {}),
                   **({"bias_norm": float(torch.linalg.vector_norm(self._bias))} if self.config.bias_correction else {})},
         )
 
@@ -346,6 +385,7 @@ class MppiPlanner(Planner):
         state: torch.Tensor,
         nominal: torch.Tensor,
         prior: torch.Tensor,
+        prior_mask: torch.Tensor,
         previous: torch.Tensor,
         has_previous: torch.Tensor,
         key: torch.Tensor,
@@ -357,7 +397,7 @@ class MppiPlanner(Planner):
         noise = self._smooth(eps) * (self.sigma * noise_scale)[:, None]
         if self._noise_mask is not None:
             noise = noise * self._noise_mask
-        centres = nominal[:, :, None] + (prior - nominal)[:, :, None] * self._prior_mask  # [H, nu, K]
+        centres = nominal[:, :, None] + (prior - nominal)[:, :, None] * prior_mask  # [H, nu, K]
         samples = limit_actions(
             centres + noise, self.action_low, self.action_high, self.max_rate, previous, has_previous,
             time_major=True,
@@ -383,4 +423,5 @@ class MppiPlanner(Planner):
         next_nominal = shift_sequence(plan, c.shift_fill, self.action_low, self.action_high)
         effective_samples = 1.0 / (weights * weights).sum()
         rollouts = batch_states[: c.num_rollouts_returned] if c.num_rollouts_returned else None
-        return plan, next_nominal, predicted, plan_cost, costs.min(), effective_samples, rollouts
+        prior_mass = (weights * prior_mask).sum()  # the weight the prior's centre's samples earned
+        return plan, next_nominal, predicted, plan_cost, costs.min(), effective_samples, rollouts, prior_mass
