@@ -54,6 +54,18 @@ Stop 22, a poor policy as prior (seeds 1000-1049, load 2-3; --iterations 400: it
 MPPI 100 47/50, with it as prior 0.5 41/50, the same never replacing the warm start 42/50, MPPI 50 alone 44/50.
 --check-prior 16 runs the trainer's new check (decide_prior) on a policy: this one's planner cost is within noise of
 no prior's, its cost alone 1.28-1.48 times MPPI 100's (rejected); a policy that parks 48/50 0.83-0.92 times (accepted).
+
+Stop 24, why MPPI 100 + prior misses (seeds 1000-1049, on the model, load 4-12): a round trained here on seed 0's
+exploration (43 episodes; candidates park 13, 39 and 36 of 50 alone, the kept one 36): MPPI 100 alone 47/50, with
+it as prior at 0.5 45/50 (0.2: 45, 0.01: 47, the adaptive share 47). Every miss, with or without the prior, ends
+2-5 m from the spot with its heading (--per-seed; --trace 1007,1023: each step in the goal's frame): beside it,
+sideways, a local minimum neither the policy nor MPPI's 100 samples leave (a sideways shift needs a back-and-forth
+manoeuvre). The policy alone misses the same way. With the prior, MPPI reaches that basin where alone it does not:
+on 1007 the policy's samples (not its warm start: that first wins at step 22, already 3.6 m beside the spot) pull
+the approach wide (8.7 m sideways) and it ends 3.8 m beside the spot, where MPPI alone drives in straight and parks
+at step 29. The prior's samples win MPPI's weights there because they get closer sooner: the episode cost is lower
+with the prior (96.0 against 101.6) while fewer park. The trainer's check on its own held-out starts (crossed, 32)
+rejects this policy (MPPI's episode cost 80.7 with it against 87.2 without, but the policy alone 94.7 against 87.2).
 """
 
 from __future__ import annotations
@@ -138,14 +150,21 @@ def controller(params: dict, name: str, model, policy=None, samples: int | None 
     return c
 
 
+def goal_frame(state: np.ndarray, goal: np.ndarray) -> tuple[float, float]:
+    """The car's offset from the spot along the spot's heading and beside it (m)."""
+    dx, dy = state[0] - goal[0], state[1] - goal[1]
+    return (float(dx * np.cos(goal[2]) + dy * np.sin(goal[2])), float(-dx * np.sin(goal[2]) + dy * np.cos(goal[2])))
+
+
 def episode(c: RecedingHorizonController, step_fn, start: np.ndarray, goal: np.ndarray, steps: int,
-            cost, still: bool) -> dict:
+            cost, still: bool, trace: bool = False) -> dict:
     c.set_context("goal", goal.tolist(), goal=True)
     cost.set_context("goal", torch.as_tensor(goal, dtype=torch.float32))
     state, total, success, closest = start.copy(), 0.0, False, np.inf
     policy_warm = 0  # with a prior: plans warm-started from the policy's rollout
     step_ms = []  # the controller's step (plan or policy) per cycle
-    for _ in range(steps):
+    path = []  # with trace: "step:along,beside" per step, P where the plan was warm-started from the policy
+    for t in range(steps):
         if still:
             action = c.stop_command(state)
         else:
@@ -156,6 +175,10 @@ def episode(c: RecedingHorizonController, step_fn, start: np.ndarray, goal: np.n
             info = out.plan.info if out.plan is not None else {}
             if info.get("warm_start") == "policy":
                 policy_warm += 1
+        if trace:
+            along, beside = goal_frame(state, goal)
+            path.append(f"{t}:{along:+.1f},{beside:+.1f}" + ("P" if not still and info.get("warm_start") == "policy"
+                                                             else ""))
         state, done = step_fn(state, action)
         with torch.no_grad():
             total += float(cost(torch.as_tensor(state, dtype=torch.float32)[None, None],
@@ -165,7 +188,7 @@ def episode(c: RecedingHorizonController, step_fn, start: np.ndarray, goal: np.n
         if done:
             break
     return {"cost": total, "final": float(np.hypot(*(state[:2] - goal[:2]))), "closest": closest,
-            "parked": success, "policy_warm": policy_warm, "step_ms": step_ms}
+            "parked": success, "policy_warm": policy_warm, "step_ms": step_ms, "path": " ".join(path)}
 
 
 def latency(step_ms: list[float]) -> str:
@@ -220,6 +243,9 @@ def main() -> None:
     parser.add_argument("--random-transitions", type=int, default=0,
                         help="random exploration to train on (default: the config's random_transitions)")
     parser.add_argument("--per-seed", action="store_true", help="print each episode's result")
+    parser.add_argument("--trace", default="", metavar="SEEDS",
+                        help="comma-separated seeds: also print each step of their episodes in the goal's frame "
+                        "(along and beside the spot, m; P: the plan was warm-started from the policy)")
     parser.add_argument("--save-policy", default=None, help="write the trained policy here (for --policy)")
     parser.add_argument("--each-candidate", action="store_true",
                         help="with --set candidates=N: also drive each candidate alone (policy: the one kept)")
@@ -339,11 +365,15 @@ def main() -> None:
             for seed, start, goal in pairs:
                 if world == "sim":
                     start = sim.reset(seed=seed)
-                rows.append(episode(c, step_fn, start, goal, args.steps, cost, name == "still"))
+                rows.append(episode(c, step_fn, start, goal, args.steps, cost, name == "still",
+                                    trace=str(seed) in args.trace.split(",")))
             if args.per_seed:
                 for (seed, _, _), r in zip(pairs, rows):
                     print(f"  {name} seed {seed}: parked {r['parked']}, final {r['final']:.2f} m, cost {r['cost']:.1f}, "
                           f"plans warm-started from the policy {r['policy_warm']}")
+            for (seed, _, _), r in zip(pairs, rows):
+                if r["path"]:
+                    print(f"  {name} seed {seed} trace: {r['path']}")
             label = {"mppi": f"mppi{args.samples}", "prior": f"mppi{args.samples}+prior{args.prior:g}"}.get(name, name)
             print(f"{world:5s} {label:9s}: parked {sum(r['parked'] for r in rows):2d}/{len(rows)}, "
                   f"mean episode cost {np.mean([r['cost'] for r in rows]):7.2f}, "
