@@ -18,6 +18,9 @@ a miss that also misses with ``plant=model`` is the planner's.
     .venv/bin/python scripts/hand_reach_misses.py plant=sim first=1000 evals=50
     .venv/bin/python scripts/hand_reach_misses.py plant=model first=1000 evals=50
 
+The controller's ``proposal`` (config/hand_reach.yaml, the held targets' solve through the prior) is MPPI's prior
+as in the controller (``proposal=0``: without it; ``r_KEY=VALUE`` sets its keys).
+
 More: ``p_KEY=VALUE`` sets any MPPI key (``p_sigma=0.05``, ``p_num_samples=600``), ``c_KEY=VALUE`` the fingertip
 term (``c_terminal_weight=20``), ``bias=1`` the prior's online bias correction (``bias_gain`` its smoothing),
 ``compile=1`` compiles the planner (eager by default: no minutes of codegen per setting), ``json=F`` writes the
@@ -117,6 +120,9 @@ def main() -> None:
     if isinstance(planner_config.get("sigma"), (int, float)):
         planner_config["sigma"] = [planner_config["sigma"]] * 20
     planner = build_planner("mppi", model, cost, planner_config)
+    if a.get("proposal", "1") != "0":  # the held targets' solve through the prior, MPPI's prior as in the controller
+        section = {**REACH.get("proposal", {}), **{k[2:]: value(t) for k, t in a.items() if k.startswith("r_")}}
+        planner.set_prior(get_robot("hand").planner_proposal(section, "proposal"))
     plant_is_model = a.get("plant", "sim") == "model"
     plant = copy.deepcopy(model)
     first, count = int(a.get("first", 1000)), int(a.get("evals", 50))

@@ -124,13 +124,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     bound = which.add_parser(
         "hand-reach-bound", help="HandReach: the goals out of the hand's reach, the most any controller can succeed on",
         description="For each evaluation seed the closest the hand's exact kinematics brings the fingertips to "
-        "HandReach's goal with every joint within its range (random restarts, Adam): the goals farther than the "
+        "HandReach's goal with every joint within its range (random restarts, Levenberg-Marquardt): the goals farther than the "
         "env's 1 cm threshold fail whatever the controller. Prints per seed, writes JSON and a plot.")
     bound.add_argument("--first-seed", type=int, default=1000,
                        help="first seed (default 1000: the first episode `mbrl-ros demo hand` evaluates)")
     bound.add_argument("--episodes", type=int, default=50, help="seeds (default 50)")
     bound.add_argument("--restarts", type=int, default=128, help="random starts per goal (default 128)")
-    bound.add_argument("--steps", type=int, default=400, help="Adam steps per start (default 400)")
+    bound.add_argument("--steps", type=int, default=100, help="Levenberg-Marquardt steps per start (default 100)")
     bound.add_argument("--out", default="runs/hand_reach_bound", help="folder of the plot and JSON")
     bound.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     bound.set_defaults(func=_run_hand_reach_bound)

@@ -93,13 +93,14 @@ class RecedingHorizonController:
                  cost: TrajectoryCost | None = None, planner: str = "mppi",
                  planner_config: Mapping[str, Any] | None = None, needs_goal: bool = False,
                  stop: Stop | None = None, failure_tolerance: float = 0.5, state_dim: int | None = None,
-                 policy_context: str = "goal", source: str = "controller") -> None:
+                 policy_context: str = "goal", proposal=None, source: str = "controller") -> None:
         """``exploration_steps``: most random actions sent before the first model (0: no limit).
         A bounded budget keeps 'N random transitions, then learn' honest while training runs.
         ``cost``, ``planner`` and ``planner_config``: what ``set_model`` builds the planner from.
         ``needs_goal``: plan only once a goal context was set. ``stop``: the robot's stop (default: hold
         ``safe_action``). ``failure_tolerance``: seconds of failed cycles before ``error``. ``state_dim``:
-        the state's size (a state of another size is unusable; None: not checked)."""
+        the state's size (a state of another size is unusable; None: not checked). ``proposal``: the robot's
+        per-goal solution (``Robot.planner_proposal``), the planner's prior while no learned policy is deployed."""
         self.low = np.asarray(action_low, dtype=float)
         self.high = np.asarray(action_high, dtype=float)
         self.safe_action = np.asarray(safe_action, dtype=float)
@@ -140,12 +141,13 @@ class RecedingHorizonController:
         self.policy = None  # the learned policy (an Actor): controller:=policy, and the fallback before the stop
         self.pending_policy = None
         self.policy_context = policy_context
+        self.proposal = proposal
         self.context_values: dict[str, Any] = {}  # the latest value of each context (the policy reads one)
         self._planned = False  # whether this cycle called the planner
 
     @classmethod
     def from_config(cls, params: Mapping[str, Any], *, term_kinds: Mapping[str, type[CostTerm]] = TERM_KINDS,
-                    stop: Stop | None = None, source: str = "controller") -> "RecedingHorizonController":
+                    stop: Stop | None = None, proposal=None, source: str = "controller") -> "RecedingHorizonController":
         """From the controller's parameters: ``action_low``, ``action_high``, ``safe_action``,
         ``max_rate`` ([0.0]: none), ``explore_without_model``, ``exploration_smoothing``, ``seed``,
         ``exploration_steps``, ``needs_goal``, ``failure_tolerance``, ``state_names`` (the state's size), ``cost`` (its
@@ -163,7 +165,7 @@ class RecedingHorizonController:
                    params["exploration_steps"], cost=cost, planner=planner,
                    planner_config=planner_config, needs_goal=params["needs_goal"], stop=stop,
                    failure_tolerance=params.get("failure_tolerance", 0.5), state_dim=len(params["state_names"]),
-                   policy_context=params.get("policy_context", "goal"), source=source)
+                   policy_context=params.get("policy_context", "goal"), proposal=proposal, source=source)
 
     # --- between cycles -----------------------------------------------------------
     def attach_planner(self, planner: Planner) -> None:
@@ -200,9 +202,10 @@ class RecedingHorizonController:
         self._give_prior()
 
     def _give_prior(self) -> None:
-        """The policy as the planner's sampling prior and warm start, where the planner takes one (MPPI)."""
+        """The policy (else the robot's proposal) as the planner's sampling prior and warm start, where the planner
+        takes one (MPPI, CEM)."""
         if self.planner is not None and hasattr(self.planner, "set_prior"):
-            self.planner.set_prior(self.policy)
+            self.planner.set_prior(self.policy if self.policy is not None else self.proposal)
 
     def _give_policy_context(self) -> None:
         value = self.context_values.get(self.policy_context)

@@ -77,9 +77,10 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     config = prepare_config(Path(config_dir) if config_dir else REPO_ROOT / "config", out / "config", robot,
                             task, overrides)
     params = {node: launch_parameters(config, robot, task, node) for node in ("controller", "trainer")}
-    # The trainer learns a policy for the policy alone, or for a planner that samples around it.
+    # The trainer learns a policy for the policy alone, or for a planner that samples around it; where the task
+    # has a robot's proposal (the controller's 'proposal' section), that is what the planner samples around.
     prior = float(params["controller"].get(controller, {}).get("policy_prior_fraction", 0.0))
-    learn_policy = controller == "policy" or prior > 0
+    learn_policy = controller == "policy" or (prior > 0 and not params["controller"].get("proposal"))
     model_kind = model_kind or params["trainer"].get("model_kind", "parametric")
     budget = int(params["controller"].get("random_transitions", 0))
     if learn_policy and policy_rounds > 1 and not int(params["trainer"].get("policy_retrain_every", 0)):

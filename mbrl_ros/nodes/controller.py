@@ -173,7 +173,8 @@ class ControllerNode(LifecycleNode):
         declare_all(self, self.param_rows)
         from mbrl_ros.core.planners import PLANNERS  # torch: imported once the node is made, not at import
 
-        declare_sections(self, ["cost", *PLANNERS], "a section the core validates (cost terms, planner settings)")
+        declare_sections(self, ["cost", "proposal", *PLANNERS],
+                         "a section the core validates (cost terms, planner settings, the robot's proposal)")
         self.add_on_set_parameters_callback(self.on_set_parameters)
         self.add_post_set_parameters_callback(self.on_parameters_set)
         # Topics live as long as the node: messages that arrive while unconfigured are kept
@@ -228,7 +229,7 @@ class ControllerNode(LifecycleNode):
         if p["planner"] not in PLANNERS and p["planner"] != POLICY_CONTROLLER:
             raise ValueError(f"{source}: parameter 'planner': unknown planner {p['planner']!r}; planners: "
                              f"{sorted(PLANNERS)} or {POLICY_CONTROLLER!r}")
-        for prefix in ("cost", p["planner"]):
+        for prefix in ("cost", p["planner"], "proposal"):
             p[prefix] = unflatten({k[len(prefix) + 1:]: v for k, v in flat.items() if k.startswith(prefix + ".")})
         return p
 
@@ -237,8 +238,9 @@ class ControllerNode(LifecycleNode):
         from mbrl_ros.core.control import RecedingHorizonController
 
         source = self.get_fully_qualified_name()
-        return RecedingHorizonController.from_config(p, term_kinds=self.robot.term_kinds(),
-                                                     stop=self.robot.stop(p, source), source=source)
+        return RecedingHorizonController.from_config(
+            p, term_kinds=self.robot.term_kinds(), stop=self.robot.stop(p, source),
+            proposal=self.robot.planner_proposal(p.get("proposal"), f"{source}: parameter 'proposal'"), source=source)
 
     def on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """A change at run time (``ros2 param set``) is checked as configure checks it, and refused with the

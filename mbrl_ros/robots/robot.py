@@ -106,6 +106,15 @@ class Robot:
 
         return build_cost(section, state_dim, action_dim, source=source, kinds=self.term_kinds())
 
+    # --- planning -----------------------------------------------------------------------------
+    def planner_proposal(self, section: Mapping[str, Any] | None, source: str = "config: proposal"):
+        """The planner's proposal from the controller's ``proposal`` section (its ``type``; empty: None): a
+        robot's per-goal solution the planner rolls out beside its shifted plan (``Planner.set_prior``), with
+        ``context`` (the cost context it reads) and ``set_context``. The base robot has none."""
+        if not section:
+            return None
+        raise ValueError(f"{source}: robot '{self.name}' has no proposal of type {section.get('type')!r}")
+
     # --- estimation ---------------------------------------------------------------------------
     def estimator(self, params: Mapping[str, Any], source: str) -> StateEstimator:
         """The estimator core from the estimator node's parameters (the generic ones: ``state_names``,

@@ -7,6 +7,7 @@ import torch
 from mbrl_ros.core.control import ExplorationPolicy, RecedingHorizonController
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.planners import build_planner
+from mbrl_ros.core.policies import ConstantPolicy
 from mbrl_ros.core.stop import HoldCommand
 from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
 
@@ -320,6 +321,21 @@ def test_the_policy_becomes_mppis_prior_whether_it_arrives_before_or_after_the_m
     out = late_model.step(np.array([0.0, 0.0, 0.0, 1.0, 0.0]))
     assert out.mode == "plan" and out.plan.info["warm_start"] in ("policy", "shifted")
     controller = mppi_with_goal()
+    controller.set_policy(policy)
+    controller.step(np.zeros(5))
+    assert controller.planner.prior is policy
+
+
+def test_a_robots_proposal_is_mppis_prior_until_a_learned_policy_takes_its_place():
+    proposal = ConstantPolicy([0.3, 0.0])
+    controller = make_controller(cost=build_cost({"goal_pose": {"form": "quadratic"}}, 5, 2), planner="mppi",
+                                 planner_config={"horizon": 10, "num_samples": 64, "compile": False,
+                                                 "policy_prior_fraction": 0.5}, proposal=proposal)
+    controller.set_model(KinematicBicycle())
+    controller.set_context("goal", GOAL, goal=True)
+    assert controller.planner.prior is proposal
+    assert controller.step(np.array([0.0, 0.0, 0.0, 1.0, 0.0])).mode == "plan"
+    policy = goal_policy()
     controller.set_policy(policy)
     controller.step(np.zeros(5))
     assert controller.planner.prior is policy

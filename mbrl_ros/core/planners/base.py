@@ -336,7 +336,10 @@ class Planner:
 
     def set_prior(self, policy) -> None:
         """A learned policy (``policy(states[B, nx]) -> actions[B, nu]``, its context set; None: none) as the
-        sampling prior and warm start of planners with ``policy_prior_fraction`` (MPPI, CEM) > 0."""
+        sampling prior and warm start of planners with ``policy_prior_fraction`` (MPPI, CEM) > 0. Any proposal
+        of that form serves (a robot's per-goal solution, say the hand's ``ReachProposal``); one with
+        ``prepare(state, planner) -> bool`` is called once per plan first (its per-cycle work, on the planner's
+        model, cost and ``output_bias``; False: it has nothing this cycle), and one with ``act(state) -> numpy action`` rolls out in float64 numpy."""
         self.prior = policy
 
     def prior_actions(self, state: torch.Tensor) -> torch.Tensor | None:
@@ -352,17 +355,21 @@ class Planner:
         None where ``prior_actions`` gives None. (The model's step costs the same for two states as for one: one
         rollout for both took the prior's share of a plan from two rollouts to one.) None too where the prior's
         states are not finite (a model that blows up part way: its actions may all be finite, the states they are
-        scored on are not)."""
+        scored on are not). Each step adds the planner's ``output_bias``, as the planner's own rollouts do."""
         if self.prior is None or getattr(self.config, "policy_prior_fraction", 0.0) <= 0:
             return None
+        prepare = getattr(self.prior, "prepare", None)
+        if callable(prepare) and not prepare(state, self):
+            return None
+        bias = self.output_bias()
         fast = self._numpy_prior_dynamics()
-        rolled = (self._prior_rollout_numpy(fast, state, plan) if fast is not None
-                  else self._prior_rollout_torch(state, plan))
+        rolled = (self._prior_rollout_numpy(fast, state, plan, bias) if fast is not None
+                  else self._prior_rollout_torch(state, plan, bias))
         if rolled is None or not bool(torch.isfinite(rolled[0][1]).all()):
             return None
         return rolled
 
-    def _prior_rollout_torch(self, state: torch.Tensor, plan: torch.Tensor
+    def _prior_rollout_torch(self, state: torch.Tensor, plan: torch.Tensor, bias: torch.Tensor | None = None
                              ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``_prior_rollout`` through the model's ``forward`` and the prior's torch call."""
         previous, has_previous = self._previous()
@@ -376,6 +383,8 @@ class Planner:
                                      first_rate if t == 0 else rate, self.action_low, self.action_high)
                 actions.append(before)
                 x = self.model(x, torch.stack([plan[t], before]))
+                if bias is not None:
+                    x = x + bias
                 states.append(x)
             prior = torch.stack(actions)
         if not bool(torch.isfinite(prior).all()):
@@ -398,8 +407,8 @@ class Planner:
         return (as_numpy(self.action_low), as_numpy(self.action_high),
                 None if self.max_rate is None else as_numpy(self.max_rate))
 
-    def _prior_rollout_numpy(self, fast: NumpyDynamics, state: torch.Tensor, plan: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _prior_rollout_numpy(self, fast: NumpyDynamics, state: torch.Tensor, plan: torch.Tensor,
+                             bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``_prior_rollout`` in float64 numpy (the actor's ``act`` and the model's numpy form): torch's overhead
         per operation is most of the time of 30 steps of two states (the car: 13 ms in torch, ~1 ms here)."""
         low, high, rate = self._numpy_limits
@@ -407,6 +416,7 @@ class Planner:
         before = previous
         planned = plan.detach().double().cpu().numpy()
         x = np.repeat(state.detach().double().cpu().numpy()[:, None], 2, axis=1)  # [nx, 2]: the plan, the prior
+        offset = 0.0 if bias is None else bias.detach().double().cpu().numpy()[:, None]
         states = np.empty((self.horizon + 1, *x.shape))
         actions = np.empty((self.horizon, self.action_dim))
         states[0] = x
@@ -414,7 +424,7 @@ class Planner:
             for t in range(self.horizon):
                 before = actions[t] = _limit_step(self.prior.act(x[:, 1]), before,
                                                   rate if t > 0 or has_previous > 0 else None, low, high, ops=np)
-                x = states[t + 1] = fast.step(x, np.stack((planned[t], before), axis=1))
+                x = states[t + 1] = fast.step(x, np.stack((planned[t], before), axis=1)) + offset
         except ValueError:  # the actor refuses a state that is not finite
             return None
         if not np.isfinite(actions).all():
@@ -438,6 +448,11 @@ class Planner:
             costs = self.cost(states, both)
         prior = both[1]
         return (prior, warm_start, "policy") if bool(costs[1] < costs[0]) else (warm_start, prior, "shifted")
+
+    def output_bias(self) -> torch.Tensor | None:
+        """A constant ``[nx]`` the planner adds to every predicted step (MPPI's ``bias_correction``), else None;
+        the prior's rollout adds it too, and a prior with ``prepare`` is given it."""
+        return None
 
     def reset(self) -> None:
         """Forget the warm start and the previously applied action."""

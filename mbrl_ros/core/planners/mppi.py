@@ -240,6 +240,9 @@ class MppiPlanner(Planner):
         ``bias_correction``)."""
         return self._bias
 
+    def output_bias(self) -> torch.Tensor | None:
+        return self._bias if self.config.bias_correction > 0 else None
+
     def forget_transition(self) -> None:
         """The next plan's state does not follow the last plan's by one applied action (a cycle without a plan
         came between): it does not update the bias estimate."""

@@ -74,6 +74,16 @@ class Hand(Robot):
 
         return {term.kind: term for term in (FingertipTargetTerm, BlockOrientationTerm, BlockPositionTerm)}
 
+    def planner_proposal(self, section, source: str = "config: proposal"):
+        """``type: reach``: the held targets whose steady state through the prior is the goal (``proposal``)."""
+        if not section:
+            return None
+        if section.get("type") != "reach":
+            raise ValueError(f"{source}: type: the hand's proposal is 'reach', got {section.get('type')!r}")
+        from mbrl_ros.robots.hand.proposal import ReachProposal
+
+        return ReachProposal.from_config(section, source)
+
     def stop(self, params: Mapping[str, Any], source: str):
         """Hold the joints at their last measured positions (``stop.HoldJoints``)."""
         from mbrl_ros.robots.hand.stop import CTRL_RANGE, HoldJoints

@@ -20,24 +20,49 @@ class FingertipTargetTerm(CostTerm):
 
     ``form: norm`` is HandReach's goal distance, the Euclidean norm of the whole
     difference vector; ``form: squared`` is its square (smoother, better for iLQR).
+
+    Integral action (``integral_gain`` k > 0): where the hand settles off where the model predicts (the hand's
+    prior: gravity, tendons, contacts; 0.4-2 cm), the plan aims at ``target = goal - c`` instead of the goal,
+    ``c += k (measured - goal)`` each cycle (``prepare``, the measured fingertips), only while the fingertips
+    are within ``integral_radius`` (m) of the goal (the approach from centimetres away would wind it up), and
+    ``|c|`` at most ``integral_limit`` (m; a finger that cannot get there, say blocked by another, must not
+    pull the rest away). A new goal clears ``c``. ``goal`` is the goal, ``target`` what the plan aims at.
     """
 
     kind = "fingertip_target"
-    defaults = {"indices": REQUIRED, "form": "norm", "stage_weight": 1.0, "terminal_weight": 1.0}
+    defaults = {"indices": REQUIRED, "form": "norm", "stage_weight": 1.0, "terminal_weight": 1.0,
+                "integral_gain": 0.0, "integral_radius": 0.02, "integral_limit": 0.02}
     context = ("fingertip_target",)
 
     def configure(self, c: dict[str, Any]) -> None:
         indices = parse_indices("indices", c["indices"], self.state_dim, multiple_of=3)
         self.register_buffer("indices", torch.tensor(indices))
         self.register_buffer("target", torch.zeros(len(indices)))
+        self.register_buffer("goal", torch.zeros(len(indices)))
         self.form = parse_choice("form", c["form"], ("norm", "squared"))
         self.stage_weight = parse_number("stage_weight", c["stage_weight"], low=0)
         self.terminal_weight = parse_number("terminal_weight", c["terminal_weight"], low=0)
+        self.integral_gain = parse_number("integral_gain", c["integral_gain"], low=0)
+        self.integral_radius = parse_number("integral_radius", c["integral_radius"], low=0)
+        self.integral_limit = parse_number("integral_limit", c["integral_limit"], low=0)
 
     def set_fingertip_target(self, target: torch.Tensor) -> None:
         target = as_tensor("fingertip_target", target, self.target)
-        self.target.copy_(check_tensor("fingertip_target", target, (self.target.shape[0],)))
+        self.goal.copy_(check_tensor("fingertip_target", target, (self.target.shape[0],)))
+        self.target.copy_(self.goal)  # in place: a compiled planner reads this buffer
         self._context_set.add("fingertip_target")
+
+    def prepare(self, state: torch.Tensor) -> None:
+        if not self.integral_gain or "fingertip_target" not in self._context_set:
+            return
+        error = state.index_select(-1, self.indices).to(self.goal.dtype) - self.goal
+        if not bool(torch.isfinite(error).all()) or float(torch.linalg.vector_norm(error)) >= self.integral_radius:
+            return
+        correction = self.goal - self.target + self.integral_gain * error
+        size = float(torch.linalg.vector_norm(correction))
+        if size > self.integral_limit:
+            correction = correction * (self.integral_limit / size)
+        self.target.copy_(self.goal - correction)
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         error = states.index_select(-1, self.indices) - self.target

@@ -173,6 +173,38 @@ class LaggedJointsNumpy(NumpyDynamics):
         self.distal, self.middle = (np.array(p) for p in zip(*DISTAL_PAIRS))
         self.kinematics = model.kinematics.numpy()
 
+    def held(self, actions: np.ndarray, bias: np.ndarray | None = None, jacobian: bool = True
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Where the prior settles with ``actions[B, 20]`` held: the fingertips ``[B, 15]`` and their Jacobian
+        ``d tips / d actions`` ``[B, 15, 20]`` (None without ``jacobian``). Each joint's lag is linear, so its steady state is its target
+        less a constant gap (``q = q' = q + gain * gap + carry * v + offset``, ``v = v'``: two linear equations
+        per joint). ``bias[63]``: a constant added to every predicted step (MPPI's output-bias estimate), whose
+        steady state this is then; its joint rows shift the gap, its fingertip rows the fingertips. Each joint
+        is held within its range, its actuator's control range (the distal joints: J1's, ``DISTAL_RANGE``), where
+        the hand's joint limits stop it and the lag alone would not: a target past a joint's limit moves nothing
+        (its Jacobian column is zero there), so a bias cannot wind the targets up against a limit."""
+        if self.distal_tendon:
+            raise ValueError("joint lag prior: held() has no unique steady state for the distal joints with "
+                             "distal_tendon (J0 rests anywhere in its tendon's band)")
+        n = NUM_JOINTS
+        bias = np.zeros(2 * n + 15) if bias is None else np.asarray(bias, float)
+        gain, carry, offset, vel_gain, vel_carry, vel_offset = self.theta.T
+        matrix = np.stack([np.stack([gain, carry], -1), np.stack([-vel_gain, 1.0 - vel_carry], -1)], -2)
+        rhs = np.stack([-offset - bias[:n], vel_offset + bias[n:2 * n]], -1)
+        gap, velocity = np.linalg.solve(matrix, rhs[..., None])[..., 0].T
+        actions = np.atleast_2d(actions)
+        free = self.centre + np.clip(actions, -1.0, 1.0)[:, self.actuator] * self.half - gap
+        q = np.clip(free, self.centre - self.half, self.centre + self.half)
+        # The step computes the fingertips from its joints before the bias is added to them.
+        measured = q - bias[:n] - self.fingertip_lag * (velocity - bias[n:2 * n])
+        if not jacobian:
+            return self.kinematics.tips(measured) + bias[2 * n:], None
+        tips, jac_q = self.kinematics.tips_and_jacobian(measured)
+        dq_du = np.zeros((len(actions), n, actions.shape[1]))
+        moving = (np.abs(actions) < 1.0)[:, self.actuator] & (q == free)
+        dq_du[:, np.arange(n), self.actuator] = moving * self.half
+        return tips + bias[2 * n:], jac_q @ dq_du
+
     def _next_joints(self, q, v, actions):
         gap = self.centre + np.clip(actions, -1.0, 1.0)[..., self.actuator] * self.half - q
         gain, carry, offset, vel_gain, vel_carry, vel_offset = self.theta.T

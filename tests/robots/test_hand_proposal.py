@@ -1,0 +1,148 @@
+"""HandReach's proposal for the planner (mbrl_ros/robots/hand/proposal.py): the held action whose steady state
+through the prior is the cost's fingertip target; the prior's steady state (``LaggedJointsNumpy.held``); the
+fingertip term's integral correction (costs.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mbrl_ros.core.costs import build_cost
+from mbrl_ros.core.planners import build_planner
+from mbrl_ros.robots import get_robot
+from mbrl_ros.robots.hand.joint_lag import JointLagParams, LaggedJoints
+from mbrl_ros.robots.hand.proposal import ReachProposal
+
+HAND = get_robot("hand")
+TIPS = list(range(48, 63))
+
+
+def identified_like() -> LaggedJoints:
+    """A prior with per-joint lags, a pull (offset) and a little velocity carry, as identification gives."""
+    rng = np.random.default_rng(3)
+    params = JointLagParams.from_dict({"gain": list(rng.uniform(0.2, 0.35, 24)), "carry": list(rng.uniform(0, 0.01, 24)),
+                                       "offset": list(rng.normal(0, 0.005, 24)), "vel_gain": list(rng.uniform(4, 6, 24)),
+                                       "vel_carry": list(rng.uniform(0.0, 0.2, 24)), "vel_offset": list(rng.normal(0, 0.02, 24))})
+    return LaggedJoints(params, dt=0.04, fingertip_lag=0.002)
+
+
+def reach_cost(**fingertips):
+    section = {"fingertips": {"type": "fingertip_target", "indices": TIPS, "terminal_weight": 5.0, **fingertips},
+               "effort": {"weight": 0.001}}
+    return build_cost(section, 63, 20, kinds=HAND.term_kinds())
+
+
+def test_held_is_where_the_prior_settles_with_a_bias_and_its_jacobian_is_the_derivative():
+    model = identified_like()
+    numpy_form = model.numpy_dynamics()
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-0.9, 0.9, (3, 20))
+    bias = rng.normal(0.0, 0.002, 63)
+    tips, jacobian = numpy_form.held(actions, bias)
+    x = np.zeros((63, 3))
+    for _ in range(600):
+        x = numpy_form.step(x, actions.T) + bias[:, None]
+    inside = np.all(np.abs(x[:24].T - model.target_centre.numpy()) < model.target_half.numpy(), axis=1)
+    assert inside.any()
+    np.testing.assert_allclose(x[48:].T[inside], tips[inside], atol=1e-9)  # in range, the prior's own steady state
+    eps = 1e-6
+    for k in (0, 7, 19):
+        step = np.zeros(20)
+        step[k] = eps
+        numeric = (numpy_form.held(actions + step, bias)[0] - numpy_form.held(actions - step, bias)[0]) / (2 * eps)
+        np.testing.assert_allclose(jacobian[:, :, k], numeric, atol=1e-6)
+
+
+def test_held_keeps_each_joint_within_its_range_and_a_target_past_it_moves_nothing():
+    numpy_form = identified_like().numpy_dynamics()
+    beyond = np.zeros((1, 20))
+    beyond[0, 4] = 0.99  # FFJ1's target near the top of its range: the gap takes the joint past it, or not
+    offset = np.zeros(63)
+    offset[4] = -1.0  # a bias that pushes FFJ1 far past its upper limit (1.571 rad)
+    _, jacobian = numpy_form.held(beyond, offset)
+    assert np.all(jacobian[0, :, 4] == 0.0)
+    with pytest.raises(ValueError, match="distal_tendon"):
+        LaggedJoints(dt=0.04, distal_tendon=True).numpy_dynamics().held(beyond)
+
+
+def plan_episode(planner, proposal, goal, state, plans: int):
+    planner.reset()
+    planner.cost.set_context("fingertip_target", torch.tensor(goal, dtype=torch.float32))
+    for _ in range(plans):
+        result = planner.plan(state)
+        state = planner.model(state[None], result.action[None])[0]
+    return state, result
+
+
+def test_mppi_with_the_proposal_reaches_a_reachable_goal_that_mppi_alone_misses():
+    """On the prior as its own plant: a goal the prior reaches by holding an action, from the open hand. MPPI
+    alone ends short of it (as on HandReach's goals); with the proposal the planner holds it within 1 mm."""
+    torch.manual_seed(0)
+    model = identified_like()
+    rng = np.random.default_rng(1)
+    goal_action = rng.uniform(-0.6, 0.6, (1, 20))
+    goal = model.numpy_dynamics().held(goal_action)[0][0]
+    start = torch.zeros(63)
+    with torch.no_grad():
+        for _ in range(40):
+            start = model(start[None], torch.zeros(1, 20))[0]
+    settings = {"horizon": 5, "num_samples": 64, "temperature": 0.005, "sigma": 0.15, "noise_smoothing": "beta",
+                "beta": 0.98, "zero_noise_fraction": 0.01, "compile": False, "policy_prior_fraction": 0.5}
+    alone = build_planner("mppi", model, reach_cost(), settings)
+    end, _ = plan_episode(alone, None, goal, start, 20)
+    alone_cm = 100 * float(np.linalg.norm(end[48:].numpy() - goal))
+    planner = build_planner("mppi", model, reach_cost(), settings)
+    proposal = ReachProposal(restarts=8, iterations_per_plan=3, narrow_after=9)
+    planner.set_prior(proposal)
+    end, result = plan_episode(planner, proposal, goal, start, 20)
+    with_cm = 100 * float(np.linalg.norm(end[48:].numpy() - goal))
+    assert alone_cm > 1.0, alone_cm
+    assert with_cm < 0.1, with_cm
+    assert proposal.distance < 1e-4 and len(proposal._solver.x) == 1  # narrowed to its best start
+    assert result.info["warm_start"] in ("policy", "shifted")
+
+
+def test_the_proposal_has_nothing_without_a_goal_or_the_hands_prior_and_restarts_on_a_new_goal():
+    model = identified_like()
+    planner = build_planner("mppi", model, reach_cost(), {"horizon": 4, "num_samples": 8, "compile": False,
+                                                          "policy_prior_fraction": 0.5})
+    proposal = ReachProposal(restarts=4)
+    assert not proposal.prepare(torch.zeros(63), planner)  # no goal set
+    planner.cost.set_context("fingertip_target", torch.full((15,), 1.0))
+    assert proposal.prepare(torch.zeros(63), planner)
+    first = proposal._solver
+    assert proposal.prepare(torch.zeros(63), planner) and proposal._solver is first  # same goal: goes on
+    planner.cost.set_context("fingertip_target", torch.full((15,), 1.1))
+    assert proposal.prepare(torch.zeros(63), planner) and proposal._solver is not first  # a new goal: again
+    other = build_planner("mppi", LaggedJoints(dt=0.04, distal_tendon=True), reach_cost(),
+                          {"horizon": 4, "num_samples": 8, "compile": False})
+    other.cost.set_context("fingertip_target", torch.full((15,), 1.0))
+    assert not proposal.prepare(torch.zeros(63), other)
+    with pytest.raises(ValueError, match="restarts"):
+        HAND.planner_proposal({"type": "reach", "restarts": 0}, "proposal")
+    with pytest.raises(ValueError, match="unknown key"):
+        HAND.planner_proposal({"type": "reach", "restart": 3}, "proposal")
+    with pytest.raises(ValueError, match="'reach'"):
+        HAND.planner_proposal({"type": "ik"}, "proposal")
+    assert HAND.planner_proposal({}, "proposal") is None
+
+
+def test_the_integral_correction_moves_the_target_against_the_settled_error_within_its_limits():
+    cost = reach_cost(integral_gain=0.5, integral_radius=0.02, integral_limit=0.004)
+    term = cost.terms["fingertips"]
+    goal = torch.linspace(0.9, 1.1, 15, dtype=torch.float64)
+    cost.set_context("fingertip_target", goal)
+    state = torch.zeros(63, dtype=torch.float64)
+    state[48:] = goal + 0.05 / np.sqrt(15)  # 5 cm away: outside the radius, no change
+    cost.prepare(state)
+    torch.testing.assert_close(term.target, goal.to(term.target.dtype))
+    error = torch.full((15,), 0.004 / np.sqrt(15), dtype=torch.float64)  # 4 mm away, settled
+    state[48:] = goal + error
+    cost.prepare(state)
+    torch.testing.assert_close(term.target, (goal - 0.5 * error).to(term.target.dtype))
+    for _ in range(10):
+        cost.prepare(state)
+    assert float(torch.linalg.vector_norm(term.goal - term.target)) == pytest.approx(0.004, rel=1e-4)  # the limit
+    cost.set_context("fingertip_target", goal)  # a new goal clears it
+    torch.testing.assert_close(term.target, goal.to(term.target.dtype))
