@@ -569,6 +569,10 @@ def test_an_episode_the_log_only_cut_is_no_start():
     started = split.episode_start_contexts[:, 0].tolist()  # each begun episode's own goal, once
     assert len(set(started)) == len(started) == split.episode_starts.shape[0]
     assert all(g % 2 == 0 and g in split.train_contexts[:, 0].tolist() for g in started)
+    held_starts = split.held_out[0]  # the held-out starts too: only where held-out episodes began
+    assert held_starts.states.shape[0] >= 1 and bool((held_starts.states[:, 0] == 0).all())
+    assert all(g % 2 == 0 for g in held_starts.contexts[:, 0].tolist())
+    assert split.held_out[1].states.shape[0] > held_starts.states.shape[0]  # visited: every held-out state
 
 
 def test_a_first_policy_must_beat_the_robots_stop_not_the_centre_action():

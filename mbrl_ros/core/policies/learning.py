@@ -140,15 +140,22 @@ class PolicyData:
         # Where the task's episodes began: not where the log merely cut one (a bag split, a dropped
         # transition), which goes on under the goal of the episode before it.
         continued = continued_episodes(dataset, episode_contexts)
-        began = torch.tensor([episode not in continued for episode, _, _ in train.episodes()])
-        if not bool(began.any()):
-            began[:] = True
+
+        def began_in(part: TransitionDataset) -> torch.Tensor:
+            began = torch.tensor([episode not in continued for episode, _, _ in part.episodes()], dtype=torch.bool)
+            return began if bool(began.any()) else torch.ones_like(began)
+
+        began, held_began = began_in(train), began_in(val)
         start_contexts = _episode_contexts(train, episode_contexts, rows=False)
+        held_contexts = _episode_contexts(val, episode_contexts, rows=False)
         return cls(
             train_states=train.states,
             train_contexts=_episode_contexts(train, episode_contexts, rows=True),
             held_out=[
-                HeldOutStates("starts", val.states[_first_rows(val)], _episode_contexts(val, episode_contexts, rows=False)),
+                # The held-out starts are where held-out episodes began too: a piece the log only cut starts
+                # mid-drive (crossed with every held-out goal, a third of the demo's held-out tasks were such).
+                HeldOutStates("starts", val.states[_first_rows(val)[held_began]],
+                              None if held_contexts is None else held_contexts[held_began]),
                 HeldOutStates("visited", val.states, _episode_contexts(val, episode_contexts, rows=True)),
             ],
             episode_starts=train.states[_first_rows(train)[began]],
