@@ -106,7 +106,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="One `mbrl-ros demo car --task race` per model kind and target speed; per kind the highest "
         "target speed it sustains for its laps without leaving the track, and the learned kinds' lap-time gain "
         "over the prior at the prior's best speed. Writes JSON and a plot (lap time, exits against speed).")
-    race.add_argument("--speeds", type=float, nargs="+", default=[8.0, 11.0, 14.0, 17.0], help="target speeds (m/s)")
+    race.add_argument("--speeds", type=float, nargs="+", default=[8.0, 11.0, 14.0, 17.0],
+                      help="target speeds (m/s): the race cost's path_tracking target_speed, a cap in the shipped "
+                           "racing cost")
     race.add_argument("--models", nargs="+", choices=["parametric", "semiparametric", "ensemble"],
                       default=["parametric", "semiparametric", "ensemble"])
     race.add_argument("--episodes", type=int, default=1, help="evaluated episodes (of 3 laps) per run (default 1)")

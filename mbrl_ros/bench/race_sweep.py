@@ -1,7 +1,8 @@
 """The race against target speed, per model kind: which model sustains which speed for its laps.
 
-For each model kind and target speed (the race cost's ``path_tracking.target_speed``) one
-``mbrl-ros demo car --task race`` run through the whole stack: random driving, the trainer's
+For each model kind and target speed (the race cost's ``path_tracking.target_speed``: with the shipped
+racing cost a cap, which progress along the track drives the car up to; with ``speed_form: set_point``
+the speed it tracks) one ``mbrl-ros demo car --task race`` run through the whole stack: random driving, the trainer's
 model, ``learning_episodes`` under it (retrained online as their data come in), then ``episodes``
 evaluated episodes of ``race_laps`` (3) laps each. Per run: laps,
 mean and best lap time, track exits, mean cross-track error, success (all laps, no exit).

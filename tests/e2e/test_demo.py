@@ -146,7 +146,7 @@ def test_demo_rejects_bad_arguments_before_starting_anything(tmp_path):
 
 def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
     """Issue 10 §2: `mbrl-ros demo car --task race` through the stack: sim_car counts the lap the identified
-    prior drives at 8 m/s (one lap per episode here, the shipped three take minutes), and the summary gives
+    prior drives under an 8 m/s cap (one lap per episode here, the shipped three take minutes), and the summary gives
     laps, lap time and exits as JSON numbers, and evaluates only after --learning-episodes. Lockstep without the
     overrun fallback, as the race sweep runs.
     Eager: the shipped config compiles the planning step, which takes minutes on a clean machine (the compiled
@@ -163,10 +163,11 @@ def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
     summary = json.loads(summary_file.read_text())
     assert summary["task"] == "race" and summary["target_speed"] == 8.0
     assert summary["laps"] == 1 and summary["track_exits"] == 0 and summary["success_rate"] == 1.0, summary
-    # One 245.7 m lap from a 5 m/s start toward 8 m/s: at least as long as at 8 m/s throughout (measured
-    # under load: 32.45 s, 0.08 m mean cross-track error).
-    assert 245.7 / 8.0 <= summary["mean_lap_time_s"] <= 1.15 * 245.7 / 8.0, summary
-    assert summary["mean_cross_track_error_m"] < 0.3, summary
+    # One lap of the 245.7 m centre line from a 5 m/s start under the racing cost's 8 m/s cap: the line it
+    # takes through the turns' insides is shorter (about 220 m), so the lap is quicker than the centre line's
+    # at 8 m/s but not by more than the shortcut, and the car stays inside the edges' margin (4.5 m).
+    assert 0.85 * 245.7 / 8.0 <= summary["mean_lap_time_s"] <= 1.05 * 245.7 / 8.0, summary
+    assert 0.3 < summary["mean_cross_track_error_m"] < 4.5, summary
     assert summary["best_lap_time_s"] == summary["mean_lap_time_s"]
     detail = json.loads((out / "summary.json").read_text())["episodes_detail"][0]
     # The learning episode (under the model, retrained online) comes first and is not evaluated.
