@@ -75,20 +75,26 @@ def episode_costs(model, cost, starts, samples: int, seed: int, prior=None, frac
     return float(np.mean(totals))
 
 
-@pytest.mark.parametrize("planner,seed", [("mppi", 0), ("mppi", 1), ("cem", 0)])
-def test_the_policy_prior_at_16_samples_and_narrow_noise_does_better_than_without_on_the_same_seeds(
-        task, planner, seed):
+@pytest.mark.parametrize("planner", ["mppi", "cem"])
+def test_the_policy_prior_at_16_samples_and_narrow_noise_does_better_than_without_on_the_same_seeds(task, planner):
     """With noise of 0.05 (sigma, CEM's initial_std) the planner alone barely leaves its warm start in 16 samples;
-    drawing half of them around the policy's rollout reaches further: 3-7 % lower episode cost (mppi 0.93 and 0.97,
-    cem 0.95). With the usual 0.5 this mediocre policy costs 3-6 % more than no prior (1.04, 1.06, 1.03)."""
+    drawing half of them around the policy's rollout reaches further, on each of four planner seeds: MPPI 0.94,
+    0.98, 0.95, 0.96 of the episode cost without the prior (mean 0.957), CEM 0.96, 0.96, 0.98, 0.97 (mean 0.967;
+    2026-12-07). The actor is trained here, so its weights, and these ratios, move with the CPU's floating point:
+    MPPI's seed 1 went from 0.97 on one machine to 0.98 on another, which failed the single-seed check this
+    replaced (< 0.98 per seed); hence every seed must improve, and their mean by 2 %. With the usual noise of 0.5
+    this mediocre policy costs 3-6 % more than no prior (1.04, 1.06, 1.03)."""
     model, cost, actor, starts = task
     narrow = {"sigma": [0.05, 0.05]} if planner == "mppi" else {"initial_std": 0.05}
-    without = episode_costs(model, cost, starts, 16, seed, planner=planner, extra=narrow)
-    with_prior = episode_costs(model, cost, starts, 16, seed, prior=actor, fraction=0.5, planner=planner,
-                               extra=narrow)
-    print(f"{planner} at 16 samples, seed {seed}: mean episode cost {without:.3f} without the prior, "
-          f"{with_prior:.3f} with it")  # pytest -s shows the numbers
-    assert with_prior < 0.98 * without, (with_prior, without)
+    ratios = []
+    for seed in range(4):
+        without = episode_costs(model, cost, starts, 16, seed, planner=planner, extra=narrow)
+        with_prior = episode_costs(model, cost, starts, 16, seed, prior=actor, fraction=0.5, planner=planner,
+                                   extra=narrow)
+        print(f"{planner} at 16 samples, seed {seed}: mean episode cost {without:.3f} without the prior, "
+              f"{with_prior:.3f} with it")  # pytest -s shows the numbers
+        ratios.append(with_prior / without)
+    assert max(ratios) < 1.0 and float(np.mean(ratios)) < 0.98, ratios
 
 
 def test_the_warm_start_is_the_policys_rollout_only_when_it_beats_the_shifted_plan(task):
