@@ -57,10 +57,12 @@ no prior's, its cost alone 1.28-1.48 times MPPI 100's (rejected); a policy that 
 
 Stop 24, why MPPI 100 + prior misses (seeds 1000-1049, on the model, load 4-12): a round trained here on seed 0's
 exploration (43 episodes; candidates park 13, 39 and 36 of 50 alone, the kept one 36): MPPI 100 alone 47/50, with
-it as prior at 0.5 45/50 (0.2: 45, 0.01: 47, the adaptive share 47). Every miss, with or without the prior, ends
-2-5 m from the spot with its heading (--per-seed; --trace 1007,1023: each step in the goal's frame): beside it,
+it as prior at 0.5 45/50 (0.2: 45, 0.01: 47, the adaptive share 47). Every miss with the prior ends 2-5 m
+from the spot with its heading (--per-seed; --trace 1007,1023: each step in the goal's frame): beside it,
 sideways, a local minimum neither the policy nor MPPI's 100 samples leave (a sideways shift needs a back-and-forth
-manoeuvre). The policy alone misses the same way. With the prior, MPPI reaches that basin where alone it does not:
+manoeuvre). MPPI alone's misses 1045 and 1049 are nose-out instead (in the spot, heading flipped: in the
+stack MPPI 500 misses 1030, 1045 and 1049 so); with the prior 1030 and 1049 park. With the prior, MPPI
+reaches the sideways basin where alone it does not:
 on 1007 the policy's samples (not its warm start: that first wins at step 22, already 3.6 m beside the spot) pull
 the approach wide (8.7 m sideways) and it ends 3.8 m beside the spot, where MPPI alone drives in straight and parks
 at step 29. The prior's samples win MPPI's weights there because they get closer sooner: the episode cost is lower
