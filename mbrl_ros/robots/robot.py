@@ -109,8 +109,9 @@ class Robot:
     # --- planning -----------------------------------------------------------------------------
     def planner_proposal(self, section: Mapping[str, Any] | None, source: str = "config: proposal"):
         """The planner's proposal from the controller's ``proposal`` section (its ``type``; empty: None): a
-        robot's per-goal solution the planner rolls out beside its shifted plan (``Planner.set_prior``), with
-        ``context`` (the cost context it reads) and ``set_context``. The base robot has none."""
+        robot's per-goal solution the planner rolls out beside its shifted plan (``Planner.set_prior``: called on
+        states, with ``prepare(state, planner)`` once per plan to read the planner's model, cost and output bias, and
+        ``act(state)`` for the NumPy rollout). The base robot has none."""
         if not section:
             return None
         raise ValueError(f"{source}: robot '{self.name}' has no proposal of type {section.get('type')!r}")
