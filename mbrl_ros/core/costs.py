@@ -389,7 +389,12 @@ class PathTrackingTerm(CostTerm):
         self.heading_weight = parse_number("heading_weight", c["heading_weight"], low=0)
         self.progress_weight = parse_number("progress_weight", c["progress_weight"], low=0)
         self.speed_weight = parse_number("speed_weight", c["speed_weight"], low=0)
-        self.target_speed = parse_number("target_speed", c["target_speed"])
+        # A buffer, not a float: a compiled planning step reads it as an input, so a new target speed (a race's
+        # cap) changes the plan without a recompile, and the compile cache's graph does not depend on it.
+        speed = parse_number("target_speed", c["target_speed"])
+        old = getattr(self, "_target_speed", None)
+        self.register_buffer("_target_speed", torch.tensor(speed) if old is None else old.new_tensor(speed),
+                             persistent=False)
         self.speed_form = parse_choice("speed_form", c["speed_form"], self.speed_forms)
         if not isinstance(c["closed"], bool):
             raise ValueError(f"closed: expected true or false, got {c['closed']!r}")
@@ -408,6 +413,16 @@ class PathTrackingTerm(CostTerm):
             parse_index(k, c[k], self.state_dim) for k in ("x_index", "y_index", "yaw_index", "speed_index")
         )
         self._allocate(_capacity(self.window_segments or 1))
+
+    @property
+    def target_speed(self) -> float:
+        return float(self._target_speed)
+
+    @target_speed.setter
+    def target_speed(self, value: float) -> None:
+        """Set in place: a compiled planner keeps its graph."""
+        self._target_speed.fill_(parse_number("target_speed", value))
+        self.config["target_speed"] = float(value)
 
     def _allocate(self, capacity: int) -> None:
         # Segment table: start (2), direction (2), 1/|d|^2, unit heading (2), arc length at start, length.
@@ -515,7 +530,7 @@ class PathTrackingTerm(CostTerm):
             beyond = torch.relu(torch.sqrt(d2 + SQRT_EPS) - (self.half_width - self.edge_margin))
             per_state = per_state + self.edge_weight * beyond * beyond
         if self.speed_weight:
-            dv = states[..., self.iv] - self.target_speed
+            dv = states[..., self.iv] - self._target_speed
             if self.speed_form == "cap":
                 dv = torch.relu(dv)
             per_state = per_state + self.speed_weight * dv * dv
