@@ -38,6 +38,10 @@ PARAMS = [
           (0.001, 10.0)),
     Param("resync_after", 10, "consecutive out-of-order stamps after which the time line is taken as restarted "
           "(a restarted simulator, a replayed bag); 0: never", (0, 1_000_000)),
+    Param("wait_for_command", False, "lockstep simulation (launch/robot.launch.yaml sets it there): the simulator "
+          "steps only on the command answering a state; an estimator whose state holds that command (the car's "
+          "steering) holds a sample that comes first until the command comes (CarStateEstimator), so the state "
+          "is never one command stale; the other robots' states hold no command", read_only=True),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.05, 60.0)),
     Param("log_throttle", 5.0, "wall seconds between repeated warnings about rejected input", (0.0, 3600.0)),
 ]

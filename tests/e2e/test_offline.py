@@ -115,7 +115,7 @@ def test_replaying_the_raw_topics_reproduces_the_recorded_transitions(recording,
     node_args = ["--ros-args", "-r", "__ns:=/car", "--params-file", str(config / "car.yaml"),
                  "--params-file", str(config / "car_parking.yaml"), "-p", "use_sim_time:=true"]
     replayed = tmp_path / "bags"
-    # The estimator as car.launch.yaml runs it in lockstep, the recording's mode: an odometry sample waits for
+    # The estimator as robot.launch.yaml runs it in lockstep, the recording's mode: an odometry sample waits for
     # the command answering the last state, whichever of the two DDS delivers first on a loaded machine.
     commands = {"estimator": [*node_args, "-p", "wait_for_command:=true"],
                 "data_logger": [*node_args, "-p", f"output_dir:={replayed}"]}

@@ -1,4 +1,5 @@
-"""Every robot's launch file takes every bringup argument (none is dropped silently for one robot)."""
+"""The robots' launch file (launch/robot.launch.yaml, one for every robot) takes every bringup argument, and
+starts every robot's nodes as each role asks."""
 
 from __future__ import annotations
 
@@ -14,34 +15,33 @@ def _args(entries: list[dict]) -> dict[str, dict]:
     return {e["arg"]["name"]: e["arg"] for e in entries if "arg" in e}
 
 
-def test_every_robot_launch_file_takes_every_argument_bringup_passes():
+def test_the_robot_launch_file_takes_every_argument_bringup_passes():
     bringup = yaml.safe_load((LAUNCH / "bringup.launch.yaml").read_text())["launch"]
     group = next(e["group"] for e in bringup if "group" in e)
     include = next(e["include"] for e in group if "include" in e)
+    assert include["file"] == "$(dirname)/robot.launch.yaml"
     passed = {a["name"] for a in include["arg"]}
     robots = [c["value"] for c in _args(bringup)["robot"]["choice"]]
     assert sorted(robots) == available_robots()
-    for robot in robots:
-        declared = set(_args(yaml.safe_load((LAUNCH / f"{robot}.launch.yaml").read_text())["launch"]))
-        assert passed <= declared, f"launch/{robot}.launch.yaml drops {sorted(passed - declared)}"
+    declared = set(_args(yaml.safe_load((LAUNCH / "robot.launch.yaml").read_text())["launch"]))
+    assert passed == declared, f"launch/robot.launch.yaml: passed {sorted(passed)}, declared {sorted(declared)}"
 
 
-def test_every_node_but_the_hardware_driver_respawns_in_every_robot_launch_file():
+def test_every_node_but_the_hardware_driver_respawns():
     """Issue 9 §3: the stack restarts around the controller; the hardware driver (sim_* or real_*, which
     owns the device) does not respawn, so a dead driver is seen, not hidden."""
-    for robot in available_robots():
-        nodes = [e["node"] for e in yaml.safe_load((LAUNCH / f"{robot}.launch.yaml").read_text())["launch"]
-                 if "node" in e]
-        for node in nodes:
-            driver = node["exec"] in (f"sim_{robot}", f"real_{robot}")
-            where = f"launch/{robot}.launch.yaml node {node['exec']}"
-            if driver:
-                assert "respawn" not in node, where
-            else:
-                assert node.get("respawn") == "true" and isinstance(node.get("respawn_delay"), float), where
-                # A lasting failure (a configuration error) is not restarted for ever; an unquoted integer, the
-                # only form upstream Jazzy's YAML front end handles (ros2/launch#968).
-                assert type(node.get("respawn_max_retries")) is int and node["respawn_max_retries"] > 0, where
+    nodes = [e["node"] for e in yaml.safe_load((LAUNCH / "robot.launch.yaml").read_text())["launch"] if "node" in e]
+    drivers = [node["exec"] for node in nodes if node["exec"] in ("sim_$(var robot)", "real_$(var robot)")]
+    assert sorted(drivers) == ["real_$(var robot)", "sim_$(var robot)"]
+    for node in nodes:
+        where = f"launch/robot.launch.yaml node {node['exec']}"
+        if node["exec"] in drivers:
+            assert "respawn" not in node, where
+        else:
+            assert node.get("respawn") == "true" and isinstance(node.get("respawn_delay"), float), where
+            # A lasting failure (a configuration error) is not restarted for ever; an unquoted integer, the
+            # only form upstream Jazzy's YAML front end handles (ros2/launch#968).
+            assert type(node.get("respawn_max_retries")) is int and node["respawn_max_retries"] > 0, where
 
 
 def test_roles_split_every_robots_stack_between_the_robot_and_the_workstation():

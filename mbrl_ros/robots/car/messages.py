@@ -37,9 +37,6 @@ class CarMessages(RobotMessages):
         Param("steer_rate_limit", 0.0, "largest steering rate (rad/s) of the actuator; 0: no limit", (0.0, 100.0)),
         Param("max_steer", 0.0, "the real car's steering angle (rad) at u_steer = 1 (config/car_real.yaml, "
               "the bridge's gain); when set, steer_gain must equal it (0: not on a real car)", (0.0, 10.0)),
-        Param("wait_for_command", False, "lockstep simulation (the launch files set it there): hold an odometry "
-              "sample that comes before the command answering the last state until that command comes, so the "
-              "steering is never one command stale (CarStateEstimator)", read_only=True),
         Param("speed_filter_alpha", 1.0, "weight of the newest speed sample in a low-pass (1.0: no filter)",
               (0.001, 1.0)),
     ]
