@@ -116,6 +116,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="episodes under each learned model (retrained online) before the evaluated ones "
                            "(default 0)")
     race.add_argument("--random-transitions", type=int, default=None, help="random budget (default: config)")
+    race.add_argument("--retrain-every", type=int, default=None, metavar="N",
+                      help="the trainer's new transitions between rounds (default: config)")
+    race.add_argument("--sim", choices=["st", "std"], default=None,
+                      help="the simulated car: commonroad's single-track model (st, no friction limit) or its drift "
+                           "model (std, tyres that saturate) (default: config, sim_car's race_model)")
     race.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0], metavar="SEED",
                       help="one run per seed at each speed and kind (random data, training, planner); a speed counts "
                            "as sustained where every seed's run drove its laps clean (default 0)")
@@ -197,7 +202,8 @@ def _run_race_sweep(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.race_sweep import run
 
     run(speeds=args.speeds, models=args.models, episodes=args.episodes, random_transitions=args.random_transitions,
-        seeds=args.seeds, out=args.out, json_path=args.json, learning_episodes=args.learning_episodes)
+        seeds=args.seeds, out=args.out, json_path=args.json, learning_episodes=args.learning_episodes,
+        retrain_every=args.retrain_every, sim=args.sim)
     return 0
 
 

@@ -84,3 +84,32 @@ def test_the_race_costs_edges_are_where_the_race_sim_decides_an_exit():
     path_tracking = config["/**"]["ros__parameters"]["cost"]["path_tracking"]
     assert path_tracking["half_width"] == RaceSim().track_half_width
     assert 0 < path_tracking["edge_margin"] < path_tracking["half_width"] and path_tracking["edge_weight"] > 0
+
+
+def test_the_drift_models_tyres_hold_the_car_to_the_roads_grip_and_its_odometry_keeps_the_layout():
+    """``model: std`` (commonroad's single-track drift model, Pacejka tyres): at full lock the lateral
+    acceleration (speed times yaw rate) stays near 1 g whatever the speed, where ``st``'s linear tyres give
+    the 20 m/s car 6 g; so a turn has a top speed. The state and twist keep the layout the stack reads
+    (x, y, yaw, longitudinal v, steer; v, v_y, yaw rate), the wheels' speeds inside the simulator."""
+    peaks = {}
+    for model in ("st", "std"):
+        sim = RaceSim(model=model)
+        state = sim.reset(seed=0, speed=20.0)
+        assert state.shape == (5,) and state[3] == pytest.approx(20.0)
+        peak = 0.0
+        for _ in range(30):  # 1.5 s at full lock
+            step = sim.step(np.array([0.0, 1.0]))
+            v, v_y, yaw_rate = sim.twist
+            assert step.state[3] == pytest.approx(v) and step.state.shape == (5,)
+            peak = max(peak, np.hypot(v, v_y) * abs(yaw_rate))
+        peaks[model] = peak
+        assert abs(sim.twist[1]) > 0.1  # it slips sideways: v_y is there to measure
+    assert peaks["st"] > 50.0 and 7.0 < peaks["std"] < 16.0, peaks
+    assert RaceSim(model="std")._x.shape == (9,)
+    with pytest.raises(ValueError, match="model must be one of"):
+        RaceSim(model="ks")
+
+
+def test_the_race_config_drives_the_friction_limited_car():
+    config = yaml.safe_load((Path(__file__).parents[2] / "config" / "car_race.yaml").read_text())
+    assert config["/**/sim_car"]["ros__parameters"]["race_model"] == "std"

@@ -1,10 +1,20 @@
-"""A race track driven by commonroad-vehicle-models' single-track model with tyre slip.
+"""A race track driven by one of commonroad-vehicle-models' single-track models with tyre slip.
 
-The car the controller drives is dynamic (7 states: position, steering angle,
-speed, yaw, yaw rate, slip angle; linear tyres saturating with friction, a
-steering-rate limit), while the controller's prior is the kinematic bicycle: at
-speed the real car understeers and lags, so a kinematic prior alone tracks the
-line visibly worse and learning matters.
+The car the controller drives is dynamic, while the controller's prior is the kinematic bicycle: at speed
+the real car slips and lags, so a kinematic prior alone drives the line worse and learning matters.
+``model`` picks the car:
+
+- ``st``: the single-track model (7 states: position, steering angle, speed, yaw, yaw rate, slip angle).
+  Its tyres are linear (cornering stiffness times the friction coefficient, no saturation): the lateral
+  force grows with the slip angle without a limit, so any turn can be driven at any speed, and a
+  kinematic prior that ignores grip loses little.
+- ``std``: the single-track drift model (9 states: the seven plus the front and rear wheels' angular
+  speeds; Pacejka magic-formula tyres with combined slip, the acceleration as engine or brake torque on
+  the wheels, load transfer): the tyres' forces saturate at the road's friction (about 1 g), so a turn of
+  radius r has a top speed near sqrt(mu g r) (14 m/s on the track's 20 m turns), and a car that enters
+  it faster slides off. Its wheel dynamics are stiff at low speed: integrated in 1 ms steps.
+
+Both with the vehicle's steering-rate limit; the steering actuator a first-order lag on the command.
 
 ROS-free, like ``parking``; same state convention ``[x, y, yaw, v, steer]``,
 action ``[u_accel, u_steer]`` in [-1, 1]; ``twist`` is what odometry measures:
@@ -123,6 +133,12 @@ class RaceStep:
     laps: int  # completed so far this episode
 
 
+MODELS = ("st", "std")
+# Explicit Euler steps (s) per model: ST's are stable at 5 ms; the drift model's wheel speeds relax at a rate
+# ~ R_w^2 K_x / (I_y_w v) (2,000 /s at 5 m/s), unstable at 5 ms and 2 ms at 2 m/s; converged at 1 ms.
+INTEGRATION_STEPS = {"st": 0.005, "std": 0.001}
+
+
 class RaceSim:
     """The single-track car on a stadium track; an episode is ``laps`` laps, an exit or ``episode_steps``."""
 
@@ -132,7 +148,7 @@ class RaceSim:
     def __init__(
         self,
         dt: float = 0.05,
-        integration_step: float = 0.005,
+        integration_step: float | None = None,
         accel_gain: float = 6.0,
         steer_gain: float = 0.4,
         steer_lag: float = 0.1,
@@ -140,14 +156,21 @@ class RaceSim:
         speed_range: tuple[float, float] = (2.0, 25.0),
         track_half_width: float = 6.0,
         laps: int = 3,
+        model: str = "st",
     ) -> None:
         from vehiclemodels.parameters_vehicle2 import parameters_vehicle2
-        from vehiclemodels.vehicle_dynamics_st import vehicle_dynamics_st
 
-        self._dynamics = vehicle_dynamics_st
+        if model not in MODELS:
+            raise ValueError(f"RaceSim: model must be one of {MODELS}, got {model!r}")
+        self.model = model
+        if model == "st":
+            from vehiclemodels.vehicle_dynamics_st import vehicle_dynamics_st as dynamics
+        else:
+            from vehiclemodels.vehicle_dynamics_std import vehicle_dynamics_std as dynamics
+        self._dynamics = dynamics
         self.params = parameters_vehicle2()  # a BMW 320i
         self.dt = dt
-        self.substeps = max(1, int(round(dt / integration_step)))
+        self.substeps = max(1, int(round(dt / (integration_step or INTEGRATION_STEPS[model]))))
         self.accel_gain = self.accel_per_unit = accel_gain
         self.steer_gain = steer_gain
         self.steer_lag = steer_lag
@@ -159,7 +182,7 @@ class RaceSim:
         self.laps = laps
         self.lap_counter = LapCounter(self.path, dt)
         self.wheelbase = self.params.a + self.params.b
-        self._x = np.zeros(7)
+        self._x = np.zeros(7 if model == "st" else 9)
         self._steps = 0
 
     @property
@@ -177,7 +200,10 @@ class RaceSim:
     def reset(self, seed: int | None = None, speed: float = 5.0) -> np.ndarray:
         rng = np.random.default_rng(seed)
         # Start on the bottom straight heading +x, a little off the line.
-        self._x = np.array([rng.uniform(-5.0, 5.0), -20.0 + rng.uniform(-0.5, 0.5), 0.0, speed, 0.0, 0.0, 0.0])
+        x = [rng.uniform(-5.0, 5.0), -20.0 + rng.uniform(-0.5, 0.5), 0.0, speed, 0.0, 0.0, 0.0]
+        if self.model == "std":  # the wheels rolling at the car's speed
+            x += [speed / self.params.R_w] * 2
+        self._x = np.array(x)
         self._steps = 0
         self.lap_counter.reset(self._x[:2])
         return self.state
@@ -195,6 +221,8 @@ class RaceSim:
                 accel = 0.0
             f = self._dynamics(list(self._x), [steer_rate, accel], self.params)
             self._x = self._x + h * np.asarray(f)
+            if self.model == "std":  # the drift model forbids the wheels to spin backwards
+                np.maximum(self._x[7:], 0.0, out=self._x[7:])
         self._steps += 1
         state = self.state
         error = cross_track_error(state[:2], self.path)

@@ -34,6 +34,8 @@ from mbrl_ros_hardware.sim_driver import SimDriverNode
 PARAMS = [
     Param("task", "parking", "simulated task: 'parking' (highway-env parking-v0) or 'race' (single-track car on a track)", read_only=True),
     Param("race_laps", 3, "race: laps that end an episode with success", (1, 1000), read_only=True),
+    Param("race_model", "st", "race: the car's dynamics, commonroad's single-track model 'st' (linear tyres, no "
+          "friction limit) or its drift model 'std' (Pacejka tyres that saturate at the road's grip)", read_only=True),
 ]
 # The time limit of an episode when max_episode_steps is 0: parking 20 s, race 120 s (3 laps of the
 # 246 m track at a mean 6.1 m/s).
@@ -59,7 +61,11 @@ class SimCarNode(SimDriverNode):
             return ParkingSim(max_episode_steps=steps)
         from mbrl_ros_hardware.car.race import RaceSim
 
-        return RaceSim(episode_steps=steps, laps=self.p["race_laps"])
+        from mbrl_ros_hardware.car.race import MODELS
+
+        if self.p["race_model"] not in MODELS:
+            raise ValueError(f"sim_car: parameter 'race_model' must be one of {MODELS}, got {self.p['race_model']!r}")
+        return RaceSim(episode_steps=steps, laps=self.p["race_laps"], model=self.p["race_model"])
 
     def hold_stop(self, stop: np.ndarray) -> np.ndarray:
         return held_stop(float(self.state[3]), stop, self.sim.accel_per_unit, self.sim.dt)
