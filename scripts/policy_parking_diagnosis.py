@@ -88,19 +88,13 @@ from mbrl_ros.core.policies.learning import PolicyData, PolicyLearner
 from mbrl_ros.io.config import launch_parameters
 from mbrl_ros.robots import get_robot
 from mbrl_ros.robots.car.bicycle import BicycleParams
+from mbrl_ros.robots.car.costs import parked as car_parked
 from mbrl_ros.ros_env import REPO_ROOT
 
-HIGHWAY_WEIGHTS = np.array([1.0, 0.3, 0.0, 0.0, 0.02, 0.02])
-HIGHWAY_SCALES = np.array([100.0, 100.0, 5.0, 5.0, 1.0, 1.0])
-
-
 def parked(state: np.ndarray, goal: np.ndarray) -> bool:
-    """highway-env's is_success: its reward (weighted L1 of the scaled observations, power 0.5) > -0.12."""
-    def features(s):
-        return np.array([s[0], s[1], s[3] * np.cos(s[2]), s[3] * np.sin(s[2]), np.cos(s[2]), np.sin(s[2])])
-    g = features(goal)
-    g[2:4] = 0.0
-    return float(np.sum(np.abs(features(state) - g) / HIGHWAY_SCALES * HIGHWAY_WEIGHTS) ** 0.5) < 0.12
+    """highway-env's is_success (the car's ``parked``: its reward, weighted L1 of the scaled observations to the
+    power 0.5, > -0.12)."""
+    return bool(car_parked(torch.as_tensor(state, dtype=torch.float64), torch.as_tensor(goal, dtype=torch.float64)))
 
 
 def explore(sim, controller_params: dict, transitions: int, split_every: int = 0
@@ -214,7 +208,8 @@ def check_prior(args, ctrl: dict, model, cost, actor, pairs) -> None:
                 "action_low": ctrl["action_low"], "action_high": ctrl["action_high"], "compile": False}
     started = time.perf_counter()
     decision = decide_prior(actor.eval(), None, lambda m: build_planner("mppi", m, copy.deepcopy(cost), settings),
-                            model, TaskCost(cost, "goal"), held_out, args.check_steps, f"mppi{args.samples}")
+                            model, TaskCost(cost, "goal"), held_out, args.check_steps, f"mppi{args.samples}",
+                            success=get_robot("car").task_success("parked", "--check-prior"))
     print(f"{'accepted' if decision.accept else 'rejected'}: {decision.reason} "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
 

@@ -321,8 +321,10 @@ class TrainerNode(Node):
                              "section) is needed with the 'policy' section: the policy learns the planners' cost")
         dims = self.robot.build_model(self.model_config, where="trainer").state_dim, len(bounds[0])
         cost = self.robot.build_cost(cost_section, *dims, source="trainer parameter 'cost'")
+        success = config.validation.success and self.robot.task_success(
+            config.validation.success, "trainer parameter 'policy.validation.success'")
         return config, cost, PolicyLearner(config, *bounds, first_reference=self.stop_reference(bounds),
-                                           prior_planner=self.prior_planner(cost, bounds))
+                                           prior_planner=self.prior_planner(cost, bounds), success=success or None)
 
     def prior_planner(self, cost, bounds) -> tuple | None:
         """(make_planner(model), name): the controller's planner where it samples around the policy (its section

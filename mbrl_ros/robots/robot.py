@@ -116,6 +116,22 @@ class Robot:
             return None
         raise ValueError(f"{source}: robot '{self.name}' has no proposal of type {section.get('type')!r}")
 
+    # --- tasks --------------------------------------------------------------------------------
+    def success_criteria(self) -> dict[str, Callable]:
+        """The robot's tasks' success, by name, as the task's simulator scores an episode:
+        ``success(states [B, T+1, nx], contexts [B, C] or None) -> [B] bool``, one per episode (its states from
+        the start). The trainer checks a policy as the planner's prior by it (``policy.validation.success``).
+        The base robot has none."""
+        return {}
+
+    def task_success(self, name: str, where: str) -> Callable:
+        """``success_criteria()[name]``, or a ValueError naming ``where`` and the criteria there are."""
+        criteria = self.success_criteria()
+        if name not in criteria:
+            raise ValueError(f"{where}: robot '{self.name}' has no task success {name!r} (it has: "
+                             f"{sorted(criteria) or 'none'})")
+        return criteria[name]
+
     # --- estimation ---------------------------------------------------------------------------
     def estimator(self, params: Mapping[str, Any], source: str) -> StateEstimator:
         """The estimator core from the estimator node's parameters (the generic ones: ``state_names``,

@@ -326,3 +326,72 @@ def test_a_round_checks_the_candidate_as_the_planners_prior_after_it_beats_the_r
     made.clear()
     off = round_with({"steps": 20, "prior_starts": 0})
     assert not made and off.decision.accept and "mppi" not in off.decision.reason, off.decision.reason
+
+
+# The car's parking cost (config/car_parking.yaml) and MPPI at 64 samples, the task's success highway-env's.
+PARKING_COST = {
+    "goal_pose": {"form": "parking_reward", "parking_weights": [1.0, 0.3, 0.0, 0.0, 0.1, 0.1], "stage_weight": 1.0,
+                  "terminal_weight": 5.0},
+    "walls": {"type": "obstacles", "boundary": [-34.5, -20.5, 34.5, 20.5], "robot_radius": 2.6, "margin": 1.0,
+              "collision_cost": 100.0},
+    "effort": {"weight": 0.001},
+}
+PARKING_MPPI = {"horizon": 30, "num_samples": 64, "temperature": 0.05, "sigma": [0.5, 0.5], "noise_smoothing": "beta",
+                "beta": 0.5, "compile": False, "seed": 0, "policy_prior_fraction": 0.5, "policy_prior_adaptation": 0.0}
+
+
+def toward_the_spot(states, contexts):
+    """A crude prior: head for the spot's centre at up to 4 m/s, whatever the spot's heading."""
+    dx, dy = contexts[:, 0] - states[:, 0], contexts[:, 1] - states[:, 1]
+    error = torch.atan2(dy, dx) - states[:, 2]
+    error = torch.atan2(torch.sin(error), torch.cos(error))
+    speed = torch.clamp(0.6 * torch.hypot(dx, dy), max=4.0)
+    return torch.stack([torch.clamp(0.5 * (speed - states[:, 3]), -1, 1), torch.clamp(2.0 * error, -1, 1)], -1)
+
+
+def test_the_prior_is_judged_by_the_episodes_that_succeed_and_only_then_by_cost():
+    """decide_prior with the task's success (the car's ``parked``, highway-env's is_success: what the stack's
+    episodes are scored by), on the known bicycle: from the lot's centre to spots 8 m away, 60 steps, MPPI at
+    64 samples with the car's parking cost, ``toward_the_spot`` as prior. From starts A, B, D it lowers MPPI's
+    summed episode cost (about 133 against 144) but MPPI parks 0 with it where it parks 1 alone (D): the old rule
+    (the cost alone, ``success`` None) deploys it; judged by parks, it is rejected. From A, B, C it lowers the cost
+    and MPPI parks 1 with it (C) against 0 alone: it is deployed."""
+    from mbrl_ros.core.policies.rollouts import TaskCost
+    from mbrl_ros.core.policies.validation import HeldOutStates, decide_prior
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = KinematicBicycle(BicycleParams(), dt=0.2)
+        car = get_robot("car")
+        cost = car.build_cost(PARKING_COST, 5, 2)
+        success = car.task_success("parked", "test")
+        yaws = {"A": 1.6853, "B": 0.8424, "C": -2.3120, "D": 0.8313}
+        spots = {"A": [-0.0599, -8.0, -math.pi / 2], "B": [-3.0812, -8.0, -math.pi / 2],
+                 "C": [-6.5844, 8.0, math.pi / 2], "D": [-0.7100, -8.0, -math.pi / 2]}
+
+        def held_out(names: str) -> HeldOutStates:
+            return HeldOutStates("starts", torch.tensor([[0.0, 0.0, yaws[n], 0.0, 0.0] for n in names]),
+                                 torch.tensor([[*spots[n], 0.0, 0.0] for n in names]))
+
+        settings = {**PARKING_MPPI, "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0]}
+
+        def check(names: str, with_success: bool):
+            return decide_prior(toward_the_spot, None, lambda m: build_planner("mppi", m, cost, settings), model,
+                                TaskCost(cost, "goal"), held_out(names), 60, "mppi", alone_ratio=10.0,
+                                success=success if with_success else None)
+
+        fewer = check("ABD", True)
+        print(fewer.reason)  # -s shows the costs and parks
+        assert fewer.candidate["planner"] < 0.95 * fewer.reference["planner"], fewer.reason  # a lower summed cost
+        assert fewer.candidate["planner_successes"] < fewer.reference["planner_successes"], fewer.reason
+        assert not fewer.accept and "mppi succeeds in fewer episodes with it" in fewer.reason, fewer.reason
+        assert "(0/3 succeed) with it" in fewer.reason and "(1/3 succeed) with no prior" in fewer.reason
+        by_cost = check("ABD", False)
+        assert by_cost.accept and "succeed" not in by_cost.reason, by_cost.reason  # the cost alone passed it
+        more = check("ABC", True)
+        print(more.reason)
+        assert more.accept and "it helps mppi as a prior" in more.reason, more.reason
+        assert more.candidate["planner_successes"] > more.reference["planner_successes"], more.reason
+    finally:
+        torch.set_num_threads(threads)

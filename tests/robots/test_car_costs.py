@@ -51,3 +51,39 @@ def test_a_bad_goal_pose_form_names_the_cars_forms():
         build_cost({"goal_pose": {"form": "l2"}}, NX, NU, source="car.yaml: cost", kinds=get_robot("car").term_kinds())
     for word in ["goal_pose", "form", "parking_reward"]:
         assert word in str(info.value)
+
+
+def test_parked_is_highway_envs_is_success():
+    """The parking task's success (``parked``, the trainer's check of a prior counts it) is parking-v0's own
+    ``is_success`` on the same car and spot: states around the threshold, on both sides of it."""
+    import os
+
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    import gymnasium as gym
+    import highway_env  # noqa: F401
+    from mbrl_ros.robots.car.costs import parked
+
+    env = gym.make("parking-v0").unwrapped
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    goals, states, want = [], [], []
+    for _ in range(400):
+        gx, gy, gyaw = rng.uniform(-30, 30), rng.uniform(-15, 15), rng.uniform(-math.pi, math.pi)
+        scale = rng.choice([0.3, 1.0, 3.0])
+        x, y = gx + scale * rng.normal(), gy + scale * rng.normal()
+        yaw, v = gyaw + rng.choice([0.0, math.pi]) + 0.3 * scale * rng.normal(), scale * rng.normal()
+        goals.append([gx, gy, gyaw, 0.0, 0.0])
+        states.append([x, y, yaw, v, 0.1])
+        want.append(bool(env._is_success(highway_env_observation(x, y, yaw, v),
+                                         highway_env_observation(gx, gy, gyaw, 0.0))))
+    got = parked(torch.tensor(states, dtype=torch.float64), torch.tensor(goals, dtype=torch.float64))
+    assert 50 < sum(want) < 350  # both sides of the threshold
+    assert got.tolist() == want
+    # The episode's success, as parking-v0 ends an episode: some state parked.
+    episodes = get_robot("car").task_success("parked", "test")
+    trajectories = torch.tensor(states, dtype=torch.float32).reshape(100, 4, NX)
+    contexts = torch.tensor(goals, dtype=torch.float32).reshape(100, 4, NX)[:, 0]
+    expected = parked(trajectories, contexts[:, None]).any(-1)
+    assert episodes(trajectories, contexts).tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="no task success 'reach'"):
+        get_robot("car").task_success("reach", "test")

@@ -9,7 +9,8 @@
       actor: {hidden_sizes: [64, 64], activation: relu, angle_dims: [2], relative_dims: [[0, 0], [1, 1], [2, 2]]}
       shac: {horizon: 16, iterations: 300, ...}
       mbpo: {rollout_length: 5, total_steps: 200, ...}
-      validation: {steps: 50, min_improvement: 0.0, prior_starts: 16, prior_alone_ratio: 1.0, cross_contexts: false}
+      validation: {steps: 50, min_improvement: 0.0, prior_starts: 16, prior_alone_ratio: 1.0, prior_steps: 0,
+                   success: "", cross_contexts: false}
 
 The cost is not here: it is the controller's ``cost:`` section, built by
 ``build_cost``, so the policy and the planners optimise the same named terms.
@@ -187,13 +188,21 @@ class ValidationConfig(_Section):
     prior_starts: int = 16
     # ... and the candidate alone may cost at most this many times what that planner alone costs there.
     prior_alone_ratio: float = 1.0
+    # Steps of each of those episodes (0: ``steps``): the task's whole episode, so that its success is judged as the
+    # simulator judges it (parking: sim_car's 100 steps).
+    prior_steps: int = 0
+    # The task's success criterion (a name in the robot's ``success_criteria``: the car's ``parked``; empty: none):
+    # with it the planner must succeed in as many of those episodes with the candidate as without, and the cost
+    # only breaks ties.
+    success: str = ""
     # Score on every held-out start paired with every held-out episode's context (goal), not only its own
     # (``HeldOutStates.crossed``): for a task whose start and goal are drawn independently, N held-out episodes
     # give N x N held-out tasks, so a first round's 10-13 held-out episodes still fill max_starts and prior_starts.
     cross_contexts: bool = False
 
     _limits = {"steps": (1, None, False), "max_starts": (1, None, False), "min_improvement": (0.0, 1.0, False),
-               "prior_starts": (0, None, False), "prior_alone_ratio": (0.0, None, True)}
+               "prior_starts": (0, None, False), "prior_alone_ratio": (0.0, None, True),
+               "prior_steps": (0, None, False)}
 
     def validate(self, where: str) -> None:
         if self.min_improvement >= 1.0:

@@ -19,8 +19,10 @@ logged data and the deployed policy (``train_policy``: one round of a new learne
    at the centre of the bounds) in closed loop on the same
    model from the held-out states; only a better, finite candidate is accepted;
 5. with ``prior_planner`` (the controller's planner, where it samples around the policy) and
-   ``validation.prior_starts`` > 0, ``decide_prior`` then drives that planner on the model with the
-   candidate as prior and with the deployed policy (or none): a candidate it does worse with is rejected.
+   ``validation.prior_starts`` > 0, ``decide_prior`` then drives that planner on the model for
+   ``validation.prior_steps`` with the candidate as prior and with the deployed policy (or none): a candidate
+   it does worse with is rejected (with ``success``, the task's criterion: it succeeds in fewer episodes, or in
+   as many at a higher cost).
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ from mbrl_ros.core.policies.actor import Actor, ConstantPolicy
 from mbrl_ros.core.policies.config import PolicyConfig
 from mbrl_ros.core.policies.rollouts import PolicyFn, StartSampler, TaskCost
 from mbrl_ros.core.policies.shac import ShacLearner
-from mbrl_ros.core.policies.validation import (HeldOutStates, PolicyDecision, closed_loop_costs, decide_policy,
-                                                 decide_prior, worse_sets)
+from mbrl_ros.core.policies.validation import (HeldOutStates, PolicyDecision, Success, closed_loop_costs,
+                                                 decide_policy, decide_prior, worse_sets)
 from mbrl_ros.core.retraining import validation_split
 
 __all__ = ["CandidateScore", "PolicyData", "PolicyLearner", "PolicyRound", "best_candidate", "continued_episodes", "final_state_goals",
@@ -255,12 +257,18 @@ class PolicyLearner:
 
     def __init__(self, config: PolicyConfig, action_low, action_high,
                  first_reference: tuple[PolicyFn, str] | None = None,
-                 prior_planner: tuple[Callable[[DynamicsModel], object], str] | None = None) -> None:
+                 prior_planner: tuple[Callable[[DynamicsModel], object], str] | None = None,
+                 success: Success | None = None) -> None:
         """``first_reference``: (policy, name) a first policy must beat where none is deployed: the robot's stop
         (``StopPolicy``) in the trainer; default, the constant action at the centre of the bounds.
         ``prior_planner``: (make_planner(model) -> a planner, its name) where the controller's planner samples
-        around the policy: a candidate must not leave it worse off (``decide_prior``)."""
+        around the policy: a candidate must not leave it worse off (``decide_prior``). ``success``: the task's
+        success criterion that check counts (the robot's ``success_criteria()[validation.success]``)."""
+        if config.validation.success and success is None and prior_planner is not None:
+            raise ValueError(f"policy.validation.success is {config.validation.success!r} but no success criterion "
+                             "was given to check the prior by")
         self.config = config
+        self.success = success
         self.prior_planner = prior_planner
         self.action_low, self.action_high = action_low, action_high
         self.first_reference = first_reference
@@ -364,8 +372,8 @@ class PolicyLearner:
             if decision.accept and self.prior_planner is not None and v.prior_starts > 0:
                 make_planner, planner_name = self.prior_planner
                 as_prior = decide_prior(candidate, deployed, make_planner, model, task,
-                                        held_out[0].subset(v.prior_starts), v.steps, planner_name,
-                                        alone_ratio=v.prior_alone_ratio)
+                                        held_out[0].subset(v.prior_starts), v.prior_steps or v.steps,
+                                        planner_name, alone_ratio=v.prior_alone_ratio, success=self.success)
                 decision = PolicyDecision(as_prior.accept, f"{decision.reason}; {as_prior.reason}",
                                           {**decision.candidate, **as_prior.candidate},
                                           {**decision.reference, **as_prior.reference})

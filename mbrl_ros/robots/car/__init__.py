@@ -58,6 +58,17 @@ class Car(Robot):
 
         return {CarGoalPoseTerm.kind: CarGoalPoseTerm}
 
+    def success_criteria(self) -> dict:
+        """``parked``: the parking task's, highway-env's ``is_success`` (``costs.parked``) at some state of the
+        episode, the goal its ``goal`` context: parking-v0 ends an episode when it holds, so an episode that
+        reaches it succeeds whatever would follow."""
+        from mbrl_ros.robots.car.costs import parked
+
+        def episode_parked(states, contexts):
+            return parked(states, None if contexts is None else contexts[:, None]).any(-1)
+
+        return {"parked": episode_parked}
+
     def stop(self, params: Mapping[str, Any], source: str):
         """Brake to a standstill at ``stop_deceleration`` and hold it (``stop.CarStop``)."""
         from mbrl_ros.robots.car.stop import CarStop

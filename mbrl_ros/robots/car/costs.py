@@ -5,6 +5,11 @@ parking_reward``: the classic highway-env parking reward, negated into a cost,
 ``(sum_i w_i |f_i(s) - f_i(g)|) ** parking_power`` with
 ``f = (x/100, y/100, vx/5, vy/5, cos yaw, sin yaw)``, ``vx = v cos yaw``,
 ``vy = v sin yaw`` (highway-env's velocity points along the heading).
+
+``parked``: the parking task's success, highway-env's ``is_success`` (the
+episode's end in sim_car: parking-v0 terminates on it) computed from car states
+and the goal state: its reward, with its default weights, above
+``-PARKING_SUCCESS_REWARD``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ import torch
 
 from mbrl_ros.core.costs import SQRT_EPS, GoalPoseTerm, parse_number, parse_vector
 
-__all__ = ["CarGoalPoseTerm", "parking_reward"]
+__all__ = ["CarGoalPoseTerm", "PARKING_SCALES", "PARKING_SUCCESS_REWARD", "PARKING_WEIGHTS", "parked",
+           "parking_reward"]
+
+# highway-env's ParkingEnv defaults, as sim_car runs parking-v0: the reward's weights on its observation
+# (x, y, vx, vy, cos yaw, sin yaw), the observation's scales, and is_success's threshold (success_goal_reward).
+PARKING_WEIGHTS = (1.0, 0.3, 0.0, 0.0, 0.02, 0.02)
+PARKING_SCALES = (100.0, 100.0, 5.0, 5.0, 1.0, 1.0)
+PARKING_SUCCESS_REWARD = 0.12
 
 class CarGoalPoseTerm(GoalPoseTerm):
     """``goal_pose`` with the ``parking_reward`` form besides ``quadratic``."""
@@ -23,8 +35,8 @@ class CarGoalPoseTerm(GoalPoseTerm):
     forms = ("quadratic", "parking_reward")
     defaults = {
         **GoalPoseTerm.defaults,
-        "parking_weights": [1.0, 0.3, 0.0, 0.0, 0.02, 0.02],
-        "parking_scales": [100.0, 100.0, 5.0, 5.0, 1.0, 1.0],
+        "parking_weights": list(PARKING_WEIGHTS),
+        "parking_scales": list(PARKING_SCALES),
         "parking_power": 0.5,
     }
 
@@ -57,9 +69,23 @@ def _parking_features(x, y, yaw, v) -> torch.Tensor:
 def parking_reward(
     achieved: torch.Tensor,
     desired: torch.Tensor,
-    weights: Sequence[float] = (1.0, 0.3, 0.0, 0.0, 0.02, 0.02),
+    weights: Sequence[float] = PARKING_WEIGHTS,
     power: float = 0.5,
 ) -> torch.Tensor:
     """highway-env's ``ParkingEnv.compute_reward`` on its scaled 6-vector observations."""
     w = torch.as_tensor(weights, dtype=achieved.dtype)
     return -(((achieved - desired).abs() * w).sum(-1) ** power)
+
+
+def parked(states: torch.Tensor, goals: torch.Tensor | None) -> torch.Tensor:
+    """[...] bool: highway-env's ``is_success`` for car states ``[..., nx]`` (x, y, yaw, v first) and goal states
+    ``[..., >= 3]`` (x, y, yaw: the ``goal`` context), broadcast: its reward between the scaled observations of the
+    car and of the spot (whose velocity highway-env gives as 0) above ``-PARKING_SUCCESS_REWARD``."""
+    if goals is None:
+        raise ValueError("parked: the parking task's success needs the goal (the cost's 'goal' context)")
+    scales = torch.as_tensor(PARKING_SCALES, dtype=states.dtype)
+    x, y, yaw, v = (states[..., i] for i in range(4))
+    achieved = _parking_features(x, y, yaw, v) / scales
+    gx, gy, gyaw = (goals[..., i].to(states.dtype) for i in range(3))
+    desired = _parking_features(gx, gy, gyaw, torch.zeros_like(gx)) / scales
+    return parking_reward(achieved, desired) > -PARKING_SUCCESS_REWARD
