@@ -24,7 +24,9 @@ as in the controller (``proposal=0``: without it; ``r_KEY=VALUE`` sets its keys)
 More: ``p_KEY=VALUE`` sets any MPPI key (``p_sigma=0.05``, ``p_num_samples=600``), ``c_KEY=VALUE`` the fingertip
 term (``c_terminal_weight=20``), ``bias=1`` the prior's online bias correction (``bias_gain`` its smoothing),
 ``compile=1`` compiles the planner (eager by default: no minutes of codegen per setting), ``json=F`` writes the
-per-episode numbers.
+per-episode numbers. ``trace=1`` adds, per episode, each fingertip's final distance to its goal (ff, mf, rf, lf,
+th), the closest thumb-finger pair's distance in the goal and at the end, the fingertip term's integral
+correction, and the bodies in contact at the end (MuJoCo's contacts).
 """
 
 import copy
@@ -73,6 +75,21 @@ def random_data(sim: HandSim, transitions: int) -> TransitionDataset:
     """The controller's exploration (seed 0) on episodes seeded 0, 1, ...: ``transitions`` // 50 of them."""
     policy = ExplorationPolicy(-np.ones(20), np.ones(20), 0.8, 0)
     return episodes(sim, policy, range(transitions // sim.max_episode_steps))
+
+
+def trace(sim: HandSim, goal: np.ndarray, tips: np.ndarray, cost) -> dict:
+    """Where a reach ended: per-fingertip errors, the thumb-finger separation asked and reached, the integral, contacts."""
+    import mujoco
+
+    env, (goal, tips) = sim.unwrapped, (np.reshape(v, (5, 3)) for v in (goal, tips))
+    closest = lambda t: min(float(np.linalg.norm(t[i] - t[4])) for i in range(4))  # noqa: E731
+    term = next(t for t in cost.terms.values() if hasattr(t, "integral_gain"))
+    body = lambda geom: mujoco.mj_id2name(env.model, mujoco.mjtObj.mjOBJ_BODY, env.model.geom_bodyid[geom])  # noqa: E731
+    contacts = sorted({f"{body(c.geom1).split(':')[-1]}-{body(c.geom2).split(':')[-1]}"
+                       for c in env.data.contact[:env.data.ncon]})
+    return {"per_tip_cm": [round(100 * float(e), 2) for e in np.linalg.norm(tips - goal, axis=1)],
+            "goal_pair_cm": 100 * closest(goal), "final_pair_cm": 100 * closest(tips),
+            "integral_cm": 100 * float(torch.linalg.vector_norm(term.aim - term.target)), "contacts": contacts}
 
 
 @torch.no_grad()
@@ -147,6 +164,8 @@ def main() -> None:
         final = float(np.linalg.norm(x[48:].numpy() - goal))
         predicted = float(np.linalg.norm(plan.predicted_states[-1][48:].numpy() - goal))
         row = {"seed": seed, "final_cm": 100 * final, "plan_end_cm": 100 * predicted}
+        if not plant_is_model and a.get("trace") == "1":
+            row.update(trace(sim, goal, x[48:].numpy(), cost))
         if not plant_is_model:
             gap, held = hold_error(sim, model, action)
             row.update(hold_error_cm=100 * gap, held_cm=100 * held)

@@ -11,6 +11,7 @@ import torch
 from mbrl_ros.core.costs import build_cost
 from mbrl_ros.core.planners import build_planner
 from mbrl_ros.robots import get_robot
+from mbrl_ros.robots.hand.costs import separated
 from mbrl_ros.robots.hand.joint_lag import JointLagParams, LaggedJoints
 from mbrl_ros.robots.hand.proposal import ReachProposal
 
@@ -146,3 +147,25 @@ def test_the_integral_correction_moves_the_target_against_the_settled_error_with
     assert float(torch.linalg.vector_norm(term.goal - term.target)) == pytest.approx(0.004, rel=1e-4)  # the limit
     cost.set_context("fingertip_target", goal)  # a new goal clears it
     torch.testing.assert_close(term.target, goal.to(term.target.dtype))
+
+
+def test_min_separation_moves_goal_fingertips_apart_symmetrically_and_the_integral_aims_from_there():
+    thumb, finger = np.array([1.0, 0.9, 0.2]), np.array([1.004, 0.9, 0.2])  # 4 mm apart, as HandReach's pairs
+    goal = np.concatenate([finger, [0.9, 0.8, 0.2], [0.9, 0.85, 0.2], [0.9, 0.9, 0.2], thumb])  # ff, mf, rf, lf, th
+    aim = separated(torch.tensor(goal), 0.014).numpy().reshape(5, 3)
+    np.testing.assert_allclose(aim[0], [1.009, 0.9, 0.2])  # each half the 1 cm shortfall, along their line
+    np.testing.assert_allclose(aim[4], [0.995, 0.9, 0.2])
+    np.testing.assert_allclose(aim[1:4], goal.reshape(5, 3)[1:4])  # pairs >= 1.4 cm apart stay
+    assert float(np.linalg.norm(aim.ravel() - goal)) == pytest.approx(0.01 / np.sqrt(2))
+    cost = reach_cost(min_separation=0.014, integral_gain=0.5, integral_radius=0.02, integral_limit=0.004)
+    term = cost.terms["fingertips"]
+    cost.set_context("fingertip_target", torch.tensor(goal))
+    torch.testing.assert_close(term.goal, torch.tensor(goal, dtype=term.goal.dtype))  # the goal as given
+    torch.testing.assert_close(term.target, torch.tensor(aim.ravel(), dtype=term.target.dtype))
+    state = torch.zeros(63, dtype=torch.float64)
+    state[48:] = torch.tensor(aim.ravel()) + 0.001  # settled 1.7 mm off the aim (9 mm off the goal)
+    cost.prepare(state)
+    torch.testing.assert_close(term.target, torch.tensor(aim.ravel() - 0.0005, dtype=term.target.dtype))
+    assert torch.equal(separated(torch.tensor(goal), 0.0), torch.tensor(goal))
+    with pytest.raises(ValueError, match="min_separation"):
+        reach_cost(min_separation=-0.01)

@@ -12,7 +12,7 @@ from mbrl_ros.core.costs import (REQUIRED, SQRT_EPS, CostTerm, as_tensor, parse_
                                  stage_and_terminal)
 from mbrl_ros.core.validation import check_tensor
 
-__all__ = ["BlockOrientationTerm", "BlockPositionTerm", "FingertipTargetTerm", "block_yaw_error"]
+__all__ = ["BlockOrientationTerm", "BlockPositionTerm", "FingertipTargetTerm", "block_yaw_error", "separated"]
 
 
 class FingertipTargetTerm(CostTerm):
@@ -27,11 +27,18 @@ class FingertipTargetTerm(CostTerm):
     are within ``integral_radius`` (m) of the goal (the approach from centimetres away would wind it up), and
     ``|c|`` at most ``integral_limit`` (m; a finger that cannot get there, say blocked by another, must not
     pull the rest away). A new goal clears ``c``. ``goal`` is the goal, ``target`` what the plan aims at.
+
+    Fingertips are bodies: ``min_separation`` s > 0 moves any two goal fingertips closer than s apart, each
+    half the shortfall along the line between them, to s (``aim``, the goal the plan and the integral use; the
+    closest point with that pair s apart). HandReach puts the thumb and one finger 0.3-0.7 cm apart, where their
+    distal capsules (radii 0.705 and 0.918 cm around the tip sites' axes) stop the sites ~1.25-1.45 cm apart:
+    aimed at the goal itself, the contact pushes the finger's passive distal joint back and the finger carries
+    most of the gap (1.0 cm against the thumb's 0.2-0.4, a miss), where the gap split evenly costs gap / sqrt(2).
     """
 
     kind = "fingertip_target"
     defaults = {"indices": REQUIRED, "form": "norm", "stage_weight": 1.0, "terminal_weight": 1.0,
-                "integral_gain": 0.0, "integral_radius": 0.02, "integral_limit": 0.02}
+                "integral_gain": 0.0, "integral_radius": 0.02, "integral_limit": 0.02, "min_separation": 0.0}
     context = ("fingertip_target",)
 
     def configure(self, c: dict[str, Any]) -> None:
@@ -39,36 +46,54 @@ class FingertipTargetTerm(CostTerm):
         self.register_buffer("indices", torch.tensor(indices))
         self.register_buffer("target", torch.zeros(len(indices)))
         self.register_buffer("goal", torch.zeros(len(indices)))
+        self.register_buffer("aim", torch.zeros(len(indices)))
         self.form = parse_choice("form", c["form"], ("norm", "squared"))
         self.stage_weight = parse_number("stage_weight", c["stage_weight"], low=0)
         self.terminal_weight = parse_number("terminal_weight", c["terminal_weight"], low=0)
         self.integral_gain = parse_number("integral_gain", c["integral_gain"], low=0)
         self.integral_radius = parse_number("integral_radius", c["integral_radius"], low=0)
         self.integral_limit = parse_number("integral_limit", c["integral_limit"], low=0)
+        self.min_separation = parse_number("min_separation", c["min_separation"], low=0)
 
     def set_fingertip_target(self, target: torch.Tensor) -> None:
         target = as_tensor("fingertip_target", target, self.target)
         self.goal.copy_(check_tensor("fingertip_target", target, (self.target.shape[0],)))
-        self.target.copy_(self.goal)  # in place: a compiled planner reads this buffer
+        self.aim.copy_(separated(self.goal, self.min_separation))
+        self.target.copy_(self.aim)  # in place: a compiled planner reads this buffer
         self._context_set.add("fingertip_target")
 
     def prepare(self, state: torch.Tensor) -> None:
         if not self.integral_gain or "fingertip_target" not in self._context_set:
             return
-        error = state.index_select(-1, self.indices).to(self.goal.dtype) - self.goal
+        error = state.index_select(-1, self.indices).to(self.aim.dtype) - self.aim
         if not bool(torch.isfinite(error).all()) or float(torch.linalg.vector_norm(error)) >= self.integral_radius:
             return
-        correction = self.goal - self.target + self.integral_gain * error
+        correction = self.aim - self.target + self.integral_gain * error
         size = float(torch.linalg.vector_norm(correction))
         if size > self.integral_limit:
             correction = correction * (self.integral_limit / size)
-        self.target.copy_(self.goal - correction)
+        self.target.copy_(self.aim - correction)
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         error = states.index_select(-1, self.indices) - self.target
         squared = (error * error).sum(-1)
         per_state = squared if self.form == "squared" else torch.sqrt(torch.clamp(squared, min=SQRT_EPS))
         return stage_and_terminal(per_state, self.stage_weight, self.terminal_weight)
+
+
+def separated(points: torch.Tensor, distance: float) -> torch.Tensor:
+    """``points`` (x, y, z each) with every pair closer than ``distance`` moved apart, each half the shortfall along
+    the line between them, in turn (a pair that coincides stays: no line)."""
+    out = points.detach().clone().reshape(-1, 3)
+    if distance > 0:
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                gap = out[i] - out[j]
+                norm = float(torch.linalg.vector_norm(gap))
+                if 0 < norm < distance:
+                    shift = gap * ((distance - norm) / (2 * norm))
+                    out[i], out[j] = out[i] + shift, out[j] - shift
+    return out.reshape(points.shape)
 
 
 class BlockGoalTerm(CostTerm):
