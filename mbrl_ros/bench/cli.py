@@ -118,6 +118,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     race.add_argument("--random-transitions", type=int, default=None, help="random budget (default: config)")
     race.add_argument("--retrain-every", type=int, default=None, metavar="N",
                       help="the trainer's new transitions between rounds (default: config)")
+    race.add_argument("--speed-cap-margin", type=float, default=None, metavar="M",
+                      help="m/s: the cap follows the speeds seen (the controller's speed_cap_margin: each model "
+                           "caps at the fastest speed so far plus M, at most the target speed) (default: config)")
     race.add_argument("--sim", choices=["st", "std"], default=None,
                       help="the simulated car: commonroad's single-track model (st, no friction limit) or its drift "
                            "model (std, tyres that saturate) (default: config, sim_car's race_model)")
@@ -203,7 +206,7 @@ def _run_race_sweep(args: argparse.Namespace) -> int:
 
     run(speeds=args.speeds, models=args.models, episodes=args.episodes, random_transitions=args.random_transitions,
         seeds=args.seeds, out=args.out, json_path=args.json, learning_episodes=args.learning_episodes,
-        retrain_every=args.retrain_every, sim=args.sim)
+        retrain_every=args.retrain_every, sim=args.sim, speed_cap_margin=args.speed_cap_margin)
     return 0
 
 

@@ -105,7 +105,8 @@ def plot_sweep(path: Path, results: dict[str, list[dict]], title: str = "") -> P
 
 def run(speeds: list[float], models: list[str], episodes: int = 1, random_transitions: int | None = None,
         seeds: int | list[int] = 0, out: str = "runs/race_sweep", json_path: str | None = None,
-        learning_episodes: int = 0, retrain_every: int | None = None, sim: str | None = None) -> dict:
+        learning_episodes: int = 0, retrain_every: int | None = None, sim: str | None = None,
+        speed_cap_margin: float | None = None) -> dict:
     from mbrl_ros.demo.run import run_demo
 
     folder = Path(out)
@@ -119,6 +120,8 @@ def run(speeds: list[float], models: list[str], episodes: int = 1, random_transi
         name = f"{kind}_{speed:g}" if len(seeds) == 1 else f"{kind}_{speed:g}_s{seed}"
         summary_path = folder / f"{name}.json"
         overrides = {"controller": {"cost": {"path_tracking": {"target_speed": float(speed)}}, **LOCKSTEP}}
+        if speed_cap_margin is not None:
+            overrides["controller"]["speed_cap_margin"] = float(speed_cap_margin)
         if retrain_every is not None:
             overrides["trainer"] = {"retrain_every": int(retrain_every)}
         if sim is not None:
@@ -132,6 +135,7 @@ def run(speeds: list[float], models: list[str], episodes: int = 1, random_transi
         (folder / "race_sweep_partial.json").write_text(json.dumps(results, indent=2) + "\n")
     report = {"speeds": list(map(float, speeds)), "seeds": seeds, "episodes": episodes,
               "learning_episodes": learning_episodes, "retrain_every": retrain_every, "sim": sim,
+              "speed_cap_margin": speed_cap_margin,
               "random_transitions": random_transitions, "controller": LOCKSTEP, "runs": results,
               **analyse(results)}
     plot_sweep(folder / "race_sweep.png", results)

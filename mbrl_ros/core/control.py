@@ -93,14 +93,19 @@ class RecedingHorizonController:
                  cost: TrajectoryCost | None = None, planner: str = "mppi",
                  planner_config: Mapping[str, Any] | None = None, needs_goal: bool = False,
                  stop: Stop | None = None, failure_tolerance: float = 0.5, state_dim: int | None = None,
-                 policy_context: str = "goal", proposal=None, source: str = "controller") -> None:
+                 policy_context: str = "goal", proposal=None, source: str = "controller",
+                 speed_cap_margin: float = 0.0) -> None:
         """``exploration_steps``: most random actions sent before the first model (0: no limit).
         A bounded budget keeps 'N random transitions, then learn' honest while training runs.
         ``cost``, ``planner`` and ``planner_config``: what ``set_model`` builds the planner from.
         ``needs_goal``: plan only once a goal context was set. ``stop``: the robot's stop (default: hold
         ``safe_action``). ``failure_tolerance``: seconds of failed cycles before ``error``. ``state_dim``:
         the state's size (a state of another size is unusable; None: not checked). ``proposal``: the robot's
-        per-goal solution (``Robot.planner_proposal``), the planner's prior while no learned policy is deployed."""
+        per-goal solution (``Robot.planner_proposal``), the planner's prior while no learned policy is deployed.
+        ``speed_cap_margin`` > 0: the cost's speed caps (``path_tracking`` with ``speed_form: cap``) follow the
+        speeds seen: each model that arrives sets them to the fastest speed of the states this controller has had
+        so far (its random driving included: about the model's data) plus the margin, at most the configured
+        cap, so a learned model is not asked to plan far beyond what its data hold (see ``speed_caps``)."""
         self.low = np.asarray(action_low, dtype=float)
         self.high = np.asarray(action_high, dtype=float)
         self.safe_action = np.asarray(safe_action, dtype=float)
@@ -144,6 +149,14 @@ class RecedingHorizonController:
         self.proposal = proposal
         self.context_values: dict[str, Any] = {}  # the latest value of each context (the policy reads one)
         self._planned = False  # whether this cycle called the planner
+        if not speed_cap_margin >= 0:
+            raise ValueError(f"{source}: speed_cap_margin must be >= 0 m/s, got {speed_cap_margin}")
+        self.speed_cap_margin = float(speed_cap_margin)
+        # The capped terms and their configured caps; the fastest speed (their speed index) of the states so far.
+        self._caps = {} if cost is None or not speed_cap_margin else {
+            name: (term, term.target_speed) for name, term in cost.terms.items()
+            if getattr(term, "speed_form", None) == "cap" and getattr(term, "speed_weight", 0)}
+        self.fastest_seen: float | None = None
 
     @classmethod
     def from_config(cls, params: Mapping[str, Any], *, term_kinds: Mapping[str, type[CostTerm]] = TERM_KINDS,
@@ -165,17 +178,31 @@ class RecedingHorizonController:
                    params["exploration_steps"], cost=cost, planner=planner,
                    planner_config=planner_config, needs_goal=params["needs_goal"], stop=stop,
                    failure_tolerance=params.get("failure_tolerance", 0.5), state_dim=len(params["state_names"]),
-                   policy_context=params.get("policy_context", "goal"), proposal=proposal, source=source)
+                   policy_context=params.get("policy_context", "goal"), proposal=proposal, source=source,
+                   speed_cap_margin=params.get("speed_cap_margin", 0.0))
 
     # --- between cycles -----------------------------------------------------------
     def attach_planner(self, planner: Planner) -> None:
         self.planner = planner
+
+    @property
+    def speed_caps(self) -> dict[str, float]:
+        """The speed caps in use where they follow the speeds seen (``speed_cap_margin``), by cost term."""
+        return {name: term.target_speed for name, (term, _) in self._caps.items()}
+
+    def _follow_speeds(self) -> None:
+        """Each followed cap: the fastest speed seen plus the margin, at most its configured value (none seen
+        yet: the margin alone). The cap is an input of a compiled planning step, so no recompile."""
+        for term, configured in self._caps.values():
+            fastest = max(0.0, self.fastest_seen or 0.0)
+            term.target_speed = min(configured, fastest + self.speed_cap_margin)
 
     def set_model(self, model: DynamicsModel) -> None:
         """The first model builds the planner (from the cost and the planner settings); a later one
         replaces the current one at the start of the next cycle (``offer_model``)."""
         if self.planner_name == POLICY_CONTROLLER:
             return  # the policy alone: no planner to build (the model serves the trainer and the prior)
+        self._follow_speeds()
         if self.planner is None:
             if self.cost is None:
                 raise ValueError(f"{self.source}: no cost to plan with (build with from_config, or attach_planner)")
@@ -323,6 +350,9 @@ class RecedingHorizonController:
                 state, problem = None, problem or "state has non-finite values"
         if state is not None:
             self.last_state = state
+            for term, _ in self._caps.values():
+                speed = float(state[term.iv])
+                self.fastest_seen = speed if self.fastest_seen is None else max(self.fastest_seen, speed)
         failed = bool(problem)  # the state is unusable: a failed cycle
         if self.e_stopped:
             problem = "e-stop engaged"

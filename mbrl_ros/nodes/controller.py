@@ -109,6 +109,9 @@ PARAMS = [
           "(filling the data with the stop) while the trainer fits the first model"),
     Param("exploration_smoothing", 0.8, "low-pass factor of the exploration noise", (0.0, 0.99)),
     Param("needs_goal", True, "require a goal (the robot's goal topic) before planning; false for path tracking"),
+    Param("speed_cap_margin", 0.0, "m/s; > 0: the cost's speed caps (path_tracking, speed_form cap) follow the "
+          "speeds seen: each model that arrives sets them to the fastest state speed so far plus this margin, at "
+          "most the configured cap (0: the configured cap always)", (0.0, 1000.0)),
     Param("seed", 0, "seed of exploration and planner sampling", (0, 2**31 - 1)),
     Param("threads", 1, "torch and BLAS threads for planning (more threads than free cores makes latency "
           "jitter)", (1, 256)),
@@ -489,7 +492,9 @@ class ControllerNode(LifecycleNode):
             self.get_logger().error(f"model v{msg.version} refused, keeping v{self.model_version}: {err}")
             return
         self.model_version, self.model_kind, self.model_checksum = msg.version, msg.model_kind, msg.checksum
-        self.get_logger().info(f"model v{msg.version} ({msg.model_kind}) received, checksum {msg.checksum[:12]}")
+        caps = "".join(f"; {name} speed cap {cap:.2f} m/s (fastest seen {self.core.fastest_seen or 0.0:.2f})"
+                       for name, cap in self.core.speed_caps.items())
+        self.get_logger().info(f"model v{msg.version} ({msg.model_kind}) received, checksum {msg.checksum[:12]}{caps}")
 
     # --- the loop ----------------------------------------------------------------------------
     def on_timer(self) -> None:

@@ -79,3 +79,30 @@ def test_the_sweep_runs_each_seed_at_each_speed_and_kind(tmp_path, monkeypatch):
     assert [r["sweep_seed"] for r in report["runs"]["parametric"]] == [0, 1, 0, 1]
     assert report["seeds"] == [0, 1] and report["highest_sustained_speed"] == {"parametric": 16.0}
     assert (tmp_path / "race_sweep.png").stat().st_size > 10_000
+
+
+def test_the_sweep_passes_the_simulated_car_the_retraining_interval_and_the_cap_margin_to_each_demo(tmp_path, monkeypatch):
+    """``--sim`` sets sim_car's race_model, ``--retrain-every`` the trainer's, ``--speed-cap-margin`` the
+    controller's; left out, the config decides."""
+    import json
+
+    import mbrl_ros.demo.run as demo
+    from mbrl_ros.bench import race_sweep
+
+    seen = []
+
+    def fake_demo(robot, task, *, json_path, overrides, **_):
+        seen.append(overrides)
+        with open(json_path, "w") as f:
+            json.dump({"target_speed": 12.0, "success_rate": 1.0, "laps": 3, "mean_lap_time_s": 19.0,
+                       "track_exits": 0}, f)
+        return 0
+
+    monkeypatch.setattr(demo, "run_demo", fake_demo)
+    report = race_sweep.run([12.0], ["parametric"], out=str(tmp_path / "a"), retrain_every=100, sim="st",
+                            speed_cap_margin=2.0)
+    assert seen[0]["sim_car"] == {"race_model": "st"} and seen[0]["trainer"] == {"retrain_every": 100}
+    assert seen[0]["controller"]["speed_cap_margin"] == 2.0 and report["speed_cap_margin"] == 2.0
+    assert report["sim"] == "st" and report["retrain_every"] == 100
+    race_sweep.run([12.0], ["parametric"], out=str(tmp_path / "b"))
+    assert "sim_car" not in seen[1] and "trainer" not in seen[1] and "speed_cap_margin" not in seen[1]["controller"]

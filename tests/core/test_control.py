@@ -339,3 +339,36 @@ def test_a_robots_proposal_is_mppis_prior_until_a_learned_policy_takes_its_place
     controller.set_policy(policy)
     controller.step(np.zeros(5))
     assert controller.planner.prior is policy
+
+
+def test_speed_caps_follow_the_speeds_seen_at_each_model_and_stay_under_the_configured_cap():
+    """``speed_cap_margin``: each model that arrives sets the racing cost's cap to the fastest speed of the states
+    so far plus the margin (at most the configured cap), so a model is not asked to plan far beyond its data;
+    without it, the configured cap."""
+    def controller(margin):
+        cost = build_cost({"path_tracking": {"speed_form": "cap", "speed_weight": 5.0, "target_speed": 20.0,
+                                             "progress_weight": 1.0}}, 5, 2)
+        cost.set_context("path", torch.tensor([[0.0, 0.0], [100.0, 0.0]]))
+        return RecedingHorizonController([-1.0, -1.0], [1.0, 1.0], [0.0, 0.0], cost=cost, planner="mppi",
+                                         planner_config={"horizon": 5, "num_samples": 16, "compile": False},
+                                         speed_cap_margin=margin), cost.terms["path_tracking"]
+
+    following, term = controller(2.0)
+    for v in (3.0, 11.5, 9.0):  # random driving reached 11.5 m/s
+        following.step(np.array([0.0, 0.0, 0.0, v, 0.0]), has_model=False)
+    following.set_model(KinematicBicycle())
+    assert term.target_speed == pytest.approx(13.5) and following.speed_caps == {"path_tracking": 13.5}
+    following.step(np.array([0.0, 0.0, 0.0, 13.4, 0.0]))
+    assert term.target_speed == pytest.approx(13.5)  # a cap moves with a model only
+    following.set_model(KinematicBicycle())
+    following.step(np.zeros(5))
+    assert term.target_speed == pytest.approx(15.4)
+    following.step(np.array([0.0, 0.0, 0.0, 19.5, 0.0]))
+    following.set_model(KinematicBicycle())
+    assert term.target_speed == 20.0  # never above the configured cap
+    fixed, term = controller(0.0)
+    fixed.step(np.array([0.0, 0.0, 0.0, 3.0, 0.0]), has_model=False)
+    fixed.set_model(KinematicBicycle())
+    assert term.target_speed == 20.0 and fixed.speed_caps == {}
+    with pytest.raises(ValueError, match="speed_cap_margin"):
+        RecedingHorizonController([-1.0], [1.0], [0.0], speed_cap_margin=-1.0)
