@@ -355,7 +355,7 @@ def test_the_prior_is_judged_by_the_episodes_that_succeed_and_only_then_by_cost(
     64 samples with the car's parking cost, ``toward_the_spot`` as prior. From starts A, B, D it lowers MPPI's
     summed episode cost (about 133 against 144) but MPPI parks 0 with it where it parks 1 alone (D): the old rule
     (the cost alone, ``success`` None) deploys it; judged by parks, it is rejected. From A, B, C it lowers the cost
-    and MPPI parks 1 with it (C) against 0 alone: it is deployed."""
+    and MPPI parks 1 with it (C) against 0 alone (and alone it parks 1/3): it is deployed."""
     from mbrl_ros.core.policies.rollouts import TaskCost
     from mbrl_ros.core.policies.validation import HeldOutStates, decide_prior
 
@@ -376,9 +376,9 @@ def test_the_prior_is_judged_by_the_episodes_that_succeed_and_only_then_by_cost(
 
         settings = {**PARKING_MPPI, "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0]}
 
-        def check(names: str, with_success: bool):
-            return decide_prior(toward_the_spot, None, lambda m: build_planner("mppi", m, cost, settings), model,
-                                TaskCost(cost, "goal"), held_out(names), 60, "mppi", alone_ratio=10.0,
+        def check(names: str, with_success: bool, reference=None):
+            return decide_prior(toward_the_spot, reference, lambda m: build_planner("mppi", m, cost, settings),
+                                model, TaskCost(cost, "goal"), held_out(names), 60, "mppi", alone_ratio=10.0,
                                 success=success if with_success else None)
 
         fewer = check("ABD", True)
@@ -389,6 +389,10 @@ def test_the_prior_is_judged_by_the_episodes_that_succeed_and_only_then_by_cost(
         assert "(0/3 succeed) with it" in fewer.reason and "(1/3 succeed) with no prior" in fewer.reason
         by_cost = check("ABD", False)
         assert by_cost.accept and "succeed" not in by_cost.reason, by_cost.reason  # the cost alone passed it
+        # With the task's success, the policy alone is judged by it too (prior_alone_success, 0.9 of the planner
+        # alone's): against itself deployed the prior ties, and alone it parks 0/3 where MPPI alone parks 1/3.
+        alone = check("ABD", True, reference=toward_the_spot)
+        assert not alone.accept and "alone it succeeds in fewer than 0.9 times" in alone.reason, alone.reason
         more = check("ABC", True)
         print(more.reason)
         assert more.accept and "it helps mppi as a prior" in more.reason, more.reason

@@ -10,7 +10,7 @@
       shac: {horizon: 16, iterations: 300, ...}
       mbpo: {rollout_length: 5, total_steps: 200, ...}
       validation: {steps: 50, min_improvement: 0.0, prior_starts: 16, prior_alone_ratio: 1.0, prior_steps: 0,
-                   success: "", cross_contexts: false}
+                   success: "", prior_alone_success: 0.9, cross_contexts: false}
 
 The cost is not here: it is the controller's ``cost:`` section, built by
 ``build_cost``, so the policy and the planners optimise the same named terms.
@@ -186,8 +186,11 @@ class ValidationConfig(_Section):
     # is driven on the model with the candidate as prior and with the deployed one (or none); a candidate with
     # which the planner does worse is not deployed (``decide_prior``). 0: no such check.
     prior_starts: int = 16
-    # ... and the candidate alone may cost at most this many times what that planner alone costs there.
+    # ... and the candidate alone may cost at most this many times what that planner alone costs there (without
+    # ``success``), or with ``success`` must succeed in at least this share of the episodes that planner alone
+    # succeeds in (``prior_alone_success``).
     prior_alone_ratio: float = 1.0
+    prior_alone_success: float = 0.9
     # Steps of each of those episodes (0: ``steps``): the task's whole episode, so that its success is judged as the
     # simulator judges it (parking: sim_car's 100 steps).
     prior_steps: int = 0
@@ -202,7 +205,7 @@ class ValidationConfig(_Section):
 
     _limits = {"steps": (1, None, False), "max_starts": (1, None, False), "min_improvement": (0.0, 1.0, False),
                "prior_starts": (0, None, False), "prior_alone_ratio": (0.0, None, True),
-               "prior_steps": (0, None, False)}
+               "prior_steps": (0, None, False), "prior_alone_success": (0.0, 1.0, False)}
 
     def validate(self, where: str) -> None:
         if self.min_improvement >= 1.0:

@@ -373,7 +373,8 @@ class PolicyLearner:
                 make_planner, planner_name = self.prior_planner
                 as_prior = decide_prior(candidate, deployed, make_planner, model, task,
                                         held_out[0].subset(v.prior_starts), v.prior_steps or v.steps,
-                                        planner_name, alone_ratio=v.prior_alone_ratio, success=self.success)
+                                        planner_name, alone_ratio=v.prior_alone_ratio, success=self.success,
+                                        alone_success=v.prior_alone_success)
                 decision = PolicyDecision(as_prior.accept, f"{decision.reason}; {as_prior.reason}",
                                           {**decision.candidate, **as_prior.candidate},
                                           {**decision.reference, **as_prior.reference})

@@ -229,7 +229,8 @@ def planner_episodes(make_planner: Callable[[DynamicsModel], object], prior: Pol
 def decide_prior(candidate: PolicyFn, reference: PolicyFn | None, make_planner: Callable[[DynamicsModel], object],
                  model: DynamicsModel, cost: TaskCost, held_out: HeldOutStates, steps: int,
                  planner_name: str = "the planner", reference_name: str = "deployed policy",
-                 alone_ratio: float = 1.0, success: Success | None = None) -> PolicyDecision:
+                 alone_ratio: float = 1.0, success: Success | None = None,
+                 alone_success: float = 0.9) -> PolicyDecision:
     """Accept ``candidate`` as the prior of the planner ``make_planner`` builds only if, from the held-out states
     on the model over ``steps`` steps (``planner_episodes``; ``steps``: a whole episode of the task):
 
@@ -239,7 +240,12 @@ def decide_prior(candidate: PolicyFn, reference: PolicyFn | None, make_planner: 
        episode cost alone passed priors that bring the car near the spot sooner and leave it beside it (through
        the stack seed 2's: 70.8 with it against 86.0 without, then 40/50 parked against 47/50; in process one
        that lowered it from 101.6 to 96.0 while MPPI 100 parked 45/50 against 47/50);
-    2. the candidate alone costs at most ``alone_ratio`` times what the planner alone costs: a policy far worse
+    2. with ``success``, the candidate alone succeeds in at least ``alone_success`` times as many episodes as the
+       planner alone (through the stack seed 0's round-1 policy, 31/32 alone against MPPI 100's 32/32 and 32/32
+       with it at a lower cost, was rejected by the cost ratio below at 1.005, while the cost ratio passed the
+       policies that then cost parks: seed 2's at 0.94, 10/32 alone on the evaluation starts, 40/50 in the stack;
+       seed 1's at 0.85, 42/50 alone; 0.9 passes the first and rejects those); without ``success``,
+       the candidate alone costs at most ``alone_ratio`` times what the planner alone costs: a policy far worse
        than the planner it would guide is a lottery as its prior (through the stack a round's policy that parked
        0/50 alone took MPPI at 100 samples from 47/50 to 37/50; in process one that parks 6/50 alone, at 1.9 times
        MPPI's episode cost, took it from 47/50 to 41/50, while on 16 starts the planner's cost with it was within
@@ -280,7 +286,12 @@ def decide_prior(candidate: PolicyFn, reference: PolicyFn | None, make_planner: 
     if tied and math.isfinite(theirs.mean) and ours.mean > theirs.mean:
         more = "" if success is None else " (in as many episodes)"
         return PolicyDecision(False, f"{planner_name} does better without it{more}: {scores}", *metrics)
-    if math.isfinite(alone.mean) and not policy.mean <= alone_ratio * alone.mean:
+    if success is not None:
+        if not policy.successes >= alone_success * alone.successes:
+            return PolicyDecision(False, f"alone it succeeds in fewer than {alone_success:g} times the episodes "
+                                         f"{planner_name} alone succeeds in, so it is no prior for it: {scores}",
+                                  *metrics)
+    elif math.isfinite(alone.mean) and not policy.mean <= alone_ratio * alone.mean:
         return PolicyDecision(False, f"alone it costs more than {alone_ratio:g} times what {planner_name} alone "
                                      f"costs, so it is no prior for it: {scores}", *metrics)
     return PolicyDecision(True, f"it helps {planner_name} as a prior: {scores}", *metrics)
