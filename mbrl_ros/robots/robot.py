@@ -109,9 +109,10 @@ class Robot:
     # --- planning -----------------------------------------------------------------------------
     def planner_proposal(self, section: Mapping[str, Any] | None, source: str = "config: proposal"):
         """The planner's proposal from the controller's ``proposal`` section (its ``type``; empty: None): a
-        robot's per-goal solution the planner rolls out beside its shifted plan (``Planner.set_prior``: called on
-        states, with ``prepare(state, planner)`` once per plan to read the planner's model, cost and output bias, and
-        ``act(state)`` for the NumPy rollout). The base robot has none."""
+        robot's per-goal solution the planner samples around beside its shifted plan (``Planner.set_prior``: called
+        on states, with ``prepare(state, planner)`` once per plan to read the planner's model, cost and output bias,
+        ``act(state)`` for the NumPy rollout, and ``open_loop`` where its action does not depend on the state: then
+        no rollout, MPPI scores it as a sample). The base robot has none."""
         if not section:
             return None
         raise ValueError(f"{source}: robot '{self.name}' has no proposal of type {section.get('type')!r}")

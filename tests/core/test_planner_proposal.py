@@ -73,3 +73,43 @@ def test_the_priors_rollout_adds_the_planners_output_bias_as_its_own_rollouts_do
                             + biased.output_bias() for t in range(6)], dim=1)
     torch.testing.assert_close(shifted[:, 1:], expected, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(shifted, states)
+
+
+class OpenLoop(NumpyConstant):
+    """A held action (the hand's ReachProposal's kind): ``open_loop``, so the planner does not roll it out."""
+
+    open_loop = True
+
+    def __init__(self, action) -> None:
+        super().__init__(action)
+        self.prepared = 0
+
+    def prepare(self, state, planner) -> bool:
+        self.prepared += 1
+        return True
+
+
+def test_an_open_loop_proposal_is_not_rolled_out_but_scored_as_one_noise_free_sample(monkeypatch):
+    state = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0])
+    mppi = planner(temperature=1e-6, sigma=[2.0, 0.5], zero_noise_fraction=0.0, max_rate=[0.1, 0.1])
+    assert mppi._noise_mask is None
+    proposal = OpenLoop([0.8, 0.1])
+    mppi.set_prior(proposal)
+    assert mppi._noise_mask is not None and float(mppi._noise_mask[-1]) == 0.0 and float(mppi._noise_mask[:-1].min()) == 1.0
+    monkeypatch.setattr(mppi, "_prior_rollout", lambda *args: pytest.fail("an open-loop prior was rolled out"))
+    mppi.previous_action = torch.tensor([0.5, 0.0])
+    # Its actions: held, within the rate window from the previous action (0.1 a step) and the bounds.
+    expected = torch.tensor([[0.6, 0.1], [0.7, 0.1]] + [[0.8, 0.1]] * 4)
+    torch.testing.assert_close(mppi.prior_actions(state), expected)
+    result = mppi.plan(state)
+    assert proposal.prepared == 2 and result.info["warm_start"] == "shifted"
+    # The noise-free sample on it is among the scored ones: at a near-zero temperature the plan costs no more.
+    with torch.no_grad():
+        x, states = state, [state]
+        for u in expected:
+            x = mppi.model(x[None], u[None])[0]
+            states.append(x)
+        proposal_cost = float(mppi.cost(torch.stack(states)[None], expected[None])[0])
+    assert result.cost <= proposal_cost + 1e-4
+    mppi.set_prior(ConstantPolicy([0.8, 0.1]))  # a closed-loop prior again: rolled out, no noise-free sample on it
+    assert mppi._noise_mask is None

@@ -339,14 +339,41 @@ class Planner:
         sampling prior and warm start of planners with ``policy_prior_fraction`` (MPPI, CEM) > 0. Any proposal
         of that form serves (a robot's per-goal solution, say the hand's ``ReachProposal``); one with
         ``prepare(state, planner) -> bool`` is called once per plan first (its per-cycle work, on the planner's
-        model, cost and ``output_bias``; False: it has nothing this cycle), and one with ``act(state) -> numpy action`` rolls out in float64 numpy."""
+        model, cost and ``output_bias``; False: it has nothing this cycle), and one with ``act(state) -> numpy action`` rolls out in float64 numpy.
+        One with ``open_loop`` true acts the same whatever the state (a held action): its actions need no rollout, so
+        ``warm_start_from_prior`` gives them as the prior's centre without one, and the planner scores them among
+        its own samples (MPPI: one noise-free sample on that centre)."""
         self.prior = policy
 
     def prior_actions(self, state: torch.Tensor) -> torch.Tensor | None:
         """The prior policy's closed-loop actions ``[H, nu]`` from ``state`` through the model, within the
         limits (None without a prior, with ``policy_prior_fraction`` 0, or when its actions are not finite)."""
+        if self._open_loop_prior():
+            return self._open_loop_prior_actions(state)
         rolled = self._prior_rollout(state, self.initial_actions())
         return None if rolled is None else rolled[1][1]
+
+    def _open_loop_prior(self) -> bool:
+        return bool(getattr(self.prior, "open_loop", False)) and getattr(self.config, "policy_prior_fraction", 0.0) > 0
+
+    def _open_loop_prior_actions(self, state: torch.Tensor) -> torch.Tensor | None:
+        """An ``open_loop`` prior's actions ``[H, nu]``: its action each step, within the rate window and the bounds
+        as a rollout limits it (None where its ``prepare`` has nothing or its action is not finite)."""
+        prepare = getattr(self.prior, "prepare", None)
+        if callable(prepare) and not prepare(state, self):
+            return None
+        act = getattr(self.prior, "act", None)
+        action = (np.asarray(act(None), dtype=float) if callable(act)
+                  else self.prior(state[None])[0].detach().double().cpu().numpy())
+        if not np.isfinite(action).all():
+            return None
+        low, high, rate = self._numpy_limits
+        before, has_previous = (t.detach().double().cpu().numpy() for t in self._previous())
+        actions = np.empty((self.horizon, self.action_dim))
+        for t in range(self.horizon):
+            before = actions[t] = _limit_step(action, before, rate if t > 0 or has_previous > 0 else None, low, high,
+                                              ops=np)
+        return torch.from_numpy(actions).to(dtype=self.dtype, device=self.device)
 
     def _prior_rollout(self, state: torch.Tensor, plan: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -439,7 +466,12 @@ class Planner:
         their cost through the model is lower, and the prior's share of samples is then drawn around the shifted
         plan instead: both stay sampled, and the weights decide. (Drawing every sample around a policy whose
         rollout only looks better over the horizon threw the planner's own plan away: through the stack a poor
-        parking policy took MPPI at 100 samples from 19/20 to 13/20; with both kept, 19/20.)"""
+        parking policy took MPPI at 100 samples from 19/20 to 13/20; with both kept, 19/20.) An ``open_loop``
+        prior is not rolled out: its actions are the prior's centre beside the warm start, scored by the planner
+        among its samples (the hand's held proposal: its separate rollout was most of a plan's time)."""
+        if self._open_loop_prior():
+            actions = self._open_loop_prior_actions(state)
+            return warm_start, actions, "shifted"
         rolled = self._prior_rollout(state, warm_start)
         if rolled is None:
             return warm_start, None, "shifted"

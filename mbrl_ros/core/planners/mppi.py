@@ -188,12 +188,7 @@ class MppiPlanner(Planner):
             self.sigma = per_dim("sigma", c.sigma, self.action_dim, self.action_low)
         except ValueError as exc:
             raise ValueError(f"{self.name}: {exc}") from None
-        num_zero = int(math.ceil(c.zero_noise_fraction * c.num_samples))
-        self._noise_mask = None
-        if num_zero:
-            mask = torch.ones(c.num_samples, dtype=self.dtype, device=self.device)
-            mask[:num_zero] = 0.0
-            self._noise_mask = mask
+        self._noise_mask = self._make_noise_mask(open_loop_prior=False)
         # Samples around the prior: the last ones (the zero-noise ones, first, stay on the warm start); how many is
         # an input of the step (a mask), so an adaptive share needs no recompiling.
         self._sample_index = torch.arange(c.num_samples, device=self.device)
@@ -226,7 +221,26 @@ class MppiPlanner(Planner):
         eps = counter_gaussian(torch.tensor(key), (self.horizon, self.action_dim, count), self.dtype)
         return (self._smooth(eps) * self.sigma[:, None]).permute(2, 0, 1)
 
+    def set_prior(self, policy) -> None:
+        """As ``Planner.set_prior``; an ``open_loop`` prior's centre is also one noise-free sample (the last), so
+        its exact actions are scored in the planning step (a change of kind builds the step again)."""
+        before = self._open_loop_prior()
+        super().set_prior(policy)
+        if self._open_loop_prior() != before:
+            self._noise_mask = self._make_noise_mask(self._open_loop_prior())
+            self._build_step()
+
     # Internals ----------------------------------------------------------------
+    def _make_noise_mask(self, open_loop_prior: bool) -> torch.Tensor | None:
+        """[K]: 0 for the samples without noise (the first ``zero_noise_fraction``, on the warm start, and with an
+        open-loop prior the last, on the prior's centre), else 1; None where every sample has noise."""
+        c = self.config
+        mask = torch.ones(c.num_samples, dtype=self.dtype, device=self.device)
+        mask[:int(math.ceil(c.zero_noise_fraction * c.num_samples))] = 0.0
+        if open_loop_prior:
+            mask[-1] = 0.0
+        return None if bool((mask == 1.0).all()) else mask
+
     def _check_disagreement(self, model: DynamicsModel) -> None:
         if self.config.disagreement_weight > 0 and not callable(getattr(model, "predict_members", None)):
             raise ValueError(

@@ -8,8 +8,10 @@ action held has a closed form (``LaggedJointsNumpy.held``: each joint its target
 fingertips by kinematics), and the action that settles on the goal is a 20-unknown least-squares problem:
 ``BoxLevenbergMarquardt`` from ``restarts`` starts (zero, the last goal's solution, random), a few steps per
 control cycle (``iterations_per_plan``) so each cycle stays within its period, the best start kept after
-``narrow_after`` steps. The planner rolls the held action out beside its shifted plan, takes the cheaper as its
-warm start and samples around the other (``Planner.warm_start_from_prior``).
+``narrow_after`` steps. The proposal is ``open_loop`` (the held action whatever the state), so the planner does not
+roll it out on its own: MPPI draws its prior share of samples around it and scores the held action itself as one
+noise-free sample in its (compiled) planning step (``Planner.warm_start_from_prior``). Its separate float64 rollout
+beside the shifted plan had been most of a plan's time.
 
 The proposal aims where the cost's fingertip term aims (``FingertipTargetTerm.target``: the goal, less the
 term's integral correction of the hand's hold error where that is on), through the model and output bias the
@@ -33,6 +35,7 @@ class ReachProposal:
     """``prepare(state, planner)`` once per plan, then ``act(state)`` / ``__call__(states)``: the held action."""
 
     defaults = {"restarts": 16, "iterations_per_plan": 3, "narrow_after": 12, "seed": 0}
+    open_loop = True  # the same action whatever the state: no rollout needed to know its actions
 
     def __init__(self, restarts: int = 16, iterations_per_plan: int = 3, narrow_after: int = 12, seed: int = 0) -> None:
         for name, value, low in (("restarts", restarts, 1), ("iterations_per_plan", iterations_per_plan, 1),
