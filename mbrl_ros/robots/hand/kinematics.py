@@ -138,6 +138,11 @@ class NumpyKinematics:
                 body = kinematics._parents[body]
             chains.append(chain)
         self.chains = chains
+        # The Jacobian in one batch: each joint's body (in joint order), and which joints each tip's chain holds.
+        self._joint_bodies = [kinematics._joints.index(j) for j in range(len(kinematics._joints)) if j in kinematics._joints]
+        self._on_chain = np.zeros((len(chains), len(self._joint_bodies)))
+        for k, chain in enumerate(chains):
+            self._on_chain[k, [kinematics._joints[b] for b in chain]] = 1.0
 
     def tips(self, joints: np.ndarray) -> np.ndarray:
         frames = _frames(self.structure, self.tables, joints, np.sin, np.cos)
@@ -147,12 +152,17 @@ class NumpyKinematics:
         """``[B, 15]`` and ``d tips / d joints [B, 15, 24]``."""
         frames = _frames(self.structure, self.tables, joints, np.sin, np.cos)
         tips = _tips(self.structure, self.tables, frames)
-        jacobian = np.zeros((*joints.shape[:-1], 3 * len(tips), joints.shape[-1]))
-        for k, (tip, chain) in enumerate(zip(tips, self.chains)):
-            for body in chain:
-                origin, cols = frames[body]
-                axis = sum(cols[r] * self.axes[body][r] for r in range(3) if self.axes[body][r] != 0.0)
-                jacobian[..., 3 * k:3 * k + 3, self.structure._joints[body]] = np.cross(axis, tip - origin)
+        # All tips against all joints at once (a loop of small np.cross calls was most of a solve's time), zero
+        # off each tip's chain.
+        axes = np.stack([sum(frames[b][1][r] * self.axes[b][r] for r in range(3) if self.axes[b][r] != 0.0)
+                         for b in self._joint_bodies], axis=-2)  # [..., 24, 3]
+        origins = np.stack([frames[b][0] for b in self._joint_bodies], axis=-2)
+        arms = np.stack(tips, axis=-2)[..., :, None, :] - origins[..., None, :, :]  # [..., 5, 24, 3]
+        a = axes[..., None, :, :]
+        cross = np.stack([a[..., 1] * arms[..., 2] - a[..., 2] * arms[..., 1],
+                          a[..., 2] * arms[..., 0] - a[..., 0] * arms[..., 2],
+                          a[..., 0] * arms[..., 1] - a[..., 1] * arms[..., 0]], axis=-2)  # [..., 5, 3, 24]
+        jacobian = (cross * self._on_chain[:, None, :]).reshape(*joints.shape[:-1], 3 * len(tips), joints.shape[-1])
         return np.concatenate(tips, axis=-1), jacobian
 
 
