@@ -684,7 +684,7 @@ def test_trainer_learns_the_policy_for_each_episodes_logged_goal_else_its_final_
     write_driving_bag(tmp_path / "bags" / "run_0000", states, actions, goals=goals)
     trainer = parking_trainer(tmp_path)
     trainer.update(policy={**trainer["policy"], "shac": {"iterations": 3, "batch_size": 16, "horizon": 8},
-                           "validation": {"steps": 10, "max_starts": 8, "prior_starts": 2}},
+                           "validation": {"steps": 10, "max_starts": 8, "prior_starts": 2, "success": "parked"}},
                    # The controller's planner samples around the policy (the launch files give prior_planner from
                    # controller:=..., the planner's section is in the shared '/**' one): each policy that beats the
                    # stop is then checked as its prior.
@@ -715,6 +715,10 @@ def test_trainer_learns_the_policy_for_each_episodes_logged_goal_else_its_final_
     beat_the_stop = all(costs[f"candidate_cost_{h}"] < costs[f"reference_cost_{h}"] for h in ("starts", "visited"))
     assert ("mppi's episode cost from 2 held-out starts" in record["reason"]) == beat_the_stop, record
     assert ("candidate_cost_planner" in costs) == beat_the_stop, record
+    # validation.success names the car's parked (resolved on the trainer's robot at start): where the candidate beats
+    # the stop, the prior check counts the parked episodes (with 3 SHAC iterations it usually does not).
+    assert ("candidate_cost_planner_successes" in costs) == beat_the_stop, record
+    assert ("/2 succeed) with it" in record["reason"]) == beat_the_stop, record
     # The two malformed goals, with the bag's other dropped messages, naming topic and field (or what is wrong).
     assert values["dropped_messages"] == "2", values
     dropped = values["dropped_by_topic"]
