@@ -8,7 +8,8 @@ Prints one JSON line prefixed ``result ``: for each stamp with both messages whe
 tyres slip (``|yaw rate| > 0.2 rad/s``, ``|lateral velocity| > 0.01 m/s``), the twist
 ``[linear.x, linear.y, angular.z]`` and the state's names and values; it stops after MIN_TURNING of them
 or 90 s. ``restarts``: for each of the first RESTARTS episode ends on ``sim/episodes``, the estimated steering
-of the last state before it and of the first state at or after it (the next episode's first). Run with the environment of ``mbrl_ros.ros_env.workspace_env()`` (it imports mbrl_interfaces).
+of the last state before it and of the first state at or after it (the next episode's first, or a later one
+where states were lost: ``first_after_s`` after the end). Run with the environment of ``mbrl_ros.ros_env.workspace_env()`` (it imports mbrl_interfaces).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def restarts(count: str) -> None:
             before = [s for s in states if s < end]
             after = [s for s in states if s >= end]
             if before and after:
-                out.append({"end_stamp_ns": end, "last_steer": states[max(before)], "first_steer": states[min(after)]})
+                out.append({"end_stamp_ns": end, "last_steer": states[max(before)], "first_steer": states[min(after)],
+                            "first_after_s": (min(after) - end) / 1e9})
         return out
 
     deadline = time.monotonic() + 90

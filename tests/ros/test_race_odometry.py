@@ -43,4 +43,10 @@ def test_each_race_episode_starts_with_straight_steering_as_the_simulator_restar
     assert len(got["restarts"]) >= 2, got
     for restart in got["restarts"]:
         assert restart["last_steer"] > 0.3, restart  # 2 s of hard left: the servo near its 0.4 rad
-        assert abs(restart["first_steer"]) < 0.03, restart  # the new episode starts straight
+        # The new episode starts straight, and the servo turns left from there at its rate limit (0.4 rad/s,
+        # config/car_race.yaml; hard left all the time). The first state received may be some steps in (best-effort
+        # sensor QoS on a loaded machine: 0.13-0.41 s in at load 6-9), so the estimate is checked against that
+        # turn: 0.4 rad/s x the time since the episode's end. An estimate begun at the last episode's angle (> 0.3
+        # rad, the failure this guards) is > 0.1 rad off it while the first state is within 0.5 s.
+        assert restart["first_after_s"] <= 0.5, restart
+        assert abs(restart["first_steer"] - 0.4 * restart["first_after_s"]) < 0.03, restart
