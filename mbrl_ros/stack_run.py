@@ -295,8 +295,10 @@ class StackRun:
         failed.update({name: p.returncode for name, p in self.processes.items() if p.poll() is not None})
         return failed
 
-    def wait_for(self, condition: Callable[[], object], timeout: float, what: str, tick: Callable[[], None] = None):
-        """Spin until ``condition()`` is truthy; a node exiting or the timeout is a RuntimeError."""
+    def wait_for(self, condition: Callable[[], object], timeout: float, what: str, tick: Callable[[], None] = None,
+                 required: bool = True):
+        """Spin until ``condition()`` is truthy; a node exiting is a RuntimeError, and so is the timeout where
+        ``required`` (else it returns None)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.watcher.spin(0.2)
@@ -309,6 +311,8 @@ class StackRun:
             result = condition()
             if result:
                 return result
+        if not required:
+            return None
         raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}; see {self.out / 'stack.log'}:\n"
                            + "\n".join(list(self.lines)[-30:]))
 

@@ -34,6 +34,13 @@ way for every robot:
   a run's evaluated episodes have the same starts and goals whenever its model arrived (the demo calls it
   once the first model, and policy, reached the controller; before, episode k took seed + k, and the
   evaluated seeds moved with the trainer's wall time).
+- ``hold_learning_episodes`` (lockstep): after that call, each episode from the next one up to the first
+  evaluated one (the learning episodes and the first evaluated episode) holds its first step, its state
+  published and re-published as under ``wait_for_recorder``, until ``sim/release`` (std_srvs/Trigger) is
+  called or ``hold_timeout`` wall seconds pass. The demo releases it once the trainer has retrained on the
+  episodes before and the controller has the model (``mbrl_ros.demo.run``): each learning episode drives the
+  latest model. Without it a race's learning episodes ended in the first turn, 3-7 s of simulated time, and
+  the next one started before the trainer had read them.
 """
 
 from __future__ import annotations
@@ -77,6 +84,11 @@ SIM_PARAMS = [
     Param("recorder", "data_logger", "the recorder's node name (relative: in this node's namespace)", read_only=True),
     Param("recorder_timeout", 120.0, "wait_for_recorder: wall seconds the simulation may be held for the recorder "
           "before the node gives up (exit 1)", (1.0, 86400.0), read_only=True),
+    Param("hold_learning_episodes", False, "lockstep, after sim/start_evaluation: hold the first step of each "
+          "episode up to the first evaluated one until sim/release (the demo releases it once the trainer has "
+          "retrained on the episodes before); real time: ignored", read_only=True),
+    Param("hold_timeout", 600.0, "hold_learning_episodes: wall seconds a held episode waits for sim/release "
+          "before it starts anyway (with a warning)", (0.1, 86400.0), read_only=True),
 ]
 
 RECORDER_CHECK_PERIOD = 0.1  # wall seconds between looks at the recorder (its report also counts on arrival)
@@ -102,6 +114,8 @@ class SimDriverNode(Node):
         if self.lockstep:
             self.clock_pub = self.create_publisher(Clock, "/clock", 10)
         self.create_service(Trigger, "sim/start_evaluation", self.on_start_evaluation)
+        self.create_service(Trigger, "sim/release", self.on_release)
+        self.held: float | None = None  # hold_learning_episodes: when (monotonic) the held episode was held
         self.recorder_ready = True  # no recorder to wait for: step on every command
         if self.lockstep and self.p["wait_for_recorder"]:
             self.recorder_ready = False
@@ -159,6 +173,12 @@ class SimDriverNode(Node):
         self.state = self.sim.reset(seed=self.seed)
         self.steps = 0
         self.episode_start_ns = self.stamp_ns()
+        if self.lockstep and self.p["hold_learning_episodes"] and self.evaluation_from is not None \
+                and self.evaluation_from - self.p["evaluation_delay"] <= self.episode <= self.evaluation_from:
+            self.held = time.monotonic()
+            self.get_logger().info(f"episode {self.episode}: held until sim/release")
+            self.hold_timer = self.create_timer(self.p["hold_timeout"], self.on_hold_timeout,
+                                                clock=WallClock(clock_type=ClockType.STEADY_TIME))
         self.publish_task(self.stamp())
         self.publish_current()
 
@@ -192,6 +212,28 @@ class SimDriverNode(Node):
                             f"{self.p['evaluation_seed'] + 1}, ...")
         self.get_logger().info(f"sim/start_evaluation: {response.message}")
         return response
+
+    def on_release(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success = self.release()
+        response.message = (f"released episode {self.episode}" if response.success else
+                            f"episode {self.episode} is not held")
+        return response
+
+    def on_hold_timeout(self) -> None:
+        if self.held is not None:
+            self.get_logger().warning(f"episode {self.episode}: held {self.p['hold_timeout']:.0f} s (hold_timeout) "
+                                      "without sim/release: starting it")
+        self.release()
+
+    def release(self) -> bool:
+        """Let the held episode step (False: none is held)."""
+        if self.held is None:
+            return False
+        self.get_logger().info(f"episode {self.episode}: released after {time.monotonic() - self.held:.1f} s")
+        self.held = None
+        self.destroy_timer(self.hold_timer)
+        self.publish_current()  # its answer is the first step
+        return True
 
     # --- the recorder (wait_for_recorder) ------------------------------------
     def on_recording(self, msg: DiagnosticArray) -> None:
@@ -250,8 +292,8 @@ class SimDriverNode(Node):
             return
         if stamp_to_ns(msg.header.stamp) < self.sim_time_ns:
             return  # answers an older state; the controller will answer the current one
-        if not self.recorder_ready:
-            return  # held (check_recorder): the re-published state brings this answer again
+        if not self.recorder_ready or self.held is not None:
+            return  # held (check_recorder, sim/release): the re-published state brings this answer again
         self.advance(self.lockstep_stop(values) if self.holding_stop else values)
 
     def step_real_time(self) -> None:

@@ -72,11 +72,13 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
             overrides.setdefault(node, {})["random_transitions"] = random_transitions
     if learning_episodes:
         # The learning episodes keep the simulator's ordinary seeds: every run, whatever its learning episodes,
-        # evaluates on the same fixed seeds (evaluation_seed, + 1, ...).
-        overrides.setdefault(f"sim_{robot}", {})["evaluation_delay"] = learning_episodes
+        # evaluates on the same fixed seeds (evaluation_seed, + 1, ...). Each of them, and the first evaluated
+        # one, is held at its start until the trainer has retrained on the episodes before (learn_between).
+        overrides.setdefault(f"sim_{robot}", {}).update(evaluation_delay=learning_episodes,
+                                                         hold_learning_episodes=lockstep)
     config = prepare_config(Path(config_dir) if config_dir else REPO_ROOT / "config", out / "config", robot,
                             task, overrides)
-    params = {node: launch_parameters(config, robot, task, node) for node in ("controller", "trainer")}
+    params = {node: launch_parameters(config, robot, task, node) for node in ("controller", "trainer", f"sim_{robot}")}
     # The trainer learns a policy for the policy alone, or for a planner that samples around it; where the task
     # has a robot's proposal (the controller's 'proposal' section), that is what the planner samples around.
     prior = float(params["controller"].get(controller, {}).get("policy_prior_fraction", 0.0))
@@ -156,7 +158,23 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
             run.wait_for(lambda: len(watcher.reports_of(begin, count)) == count, timeout_s, what, tick=tick)
             bar.close()
 
-        if learning_episodes:
+        holds: list[dict] = []
+        if learning_episodes and lockstep:
+            # Each learning episode, and the first evaluated one, starts on the model retrained on every episode
+            # before it: the simulator holds it (hold_learning_episodes) until learn_between releases it.
+            hold_timeout = float(params[f"sim_{robot}"].get("hold_timeout", 600.0))
+            bar = progress(total=learning_episodes, desc="learning", unit="episode")
+            for episode in range(first - learning_episodes, first + 1):
+                run.wait_for(lambda: watcher.reports_of(episode - 1, 1), timeout_s, f"episode {episode - 1} to end")
+                bar.update(episode - (first - learning_episodes) - bar.n)
+                bar.set_postfix_str(f"retraining before episode {episode}")
+                holds.append(learn_between(run, watcher, episode, hold_timeout))
+                bar.set_postfix_str(f"episode {episode} on model v{holds[-1]['model_version']}")
+            bar.close()
+            for hold in holds:
+                print(f"[demo] before episode {hold['episode']}: trainer round {hold['decision']}, model "
+                      f"v{hold['model_version']}, held {hold['held_s']:.0f} s", flush=True)
+        elif learning_episodes:
             follow(first - learning_episodes, learning_episodes, "learning", f"{learning_episodes} learning episodes",
                    latency=False)
         # 2. Episodes under the learned model (retrained online as data comes in).
@@ -176,12 +194,16 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     first_stamp = int(evaluated[0].report["start_stamp_ns"])
     # The controller's answers: the planner's plans, or the policy's actions under controller:=policy.
     timings = [t for t in watcher.timings if first_stamp <= t[0] < last_stamp and t[1] in ("plan", "policy")]
+    if holds:  # the held first state is planned again at every re-publication: the cycle that stepped counts
+        timings = list({t[0]: t for t in timings}.values())
     scene = demo.scene(task, config)
     summary = summarise(task, evaluated, traces, timings,
                         random=int(explored) if explored.isdigit() else sum(t[1] == "explore" for t in watcher.timings),
                         distance_key=scene.distance_key, summary_key=scene.summary_key)
     summary["model"] = model_kind
     summary["learning_episodes"] = learning_episodes
+    if holds:
+        summary["learning_holds"] = holds
     summary["controller"] = controller
     if prior > 0:
         summary["policy_prior_fraction"] = prior
@@ -212,6 +234,39 @@ def run_demo(robot: str = "car", task: str | None = None, episodes: int = 20, mo
     return 0
 
 
+def learn_between(run: StackRun, watcher: StackWatcher, episode: int, timeout: float) -> dict:
+    """Before ``episode``, which the simulator holds (``hold_learning_episodes``): close the data_logger's bag
+    (the stopped clock would keep it open), ask the trainer for a round on every bag closed so far, wait for the
+    round and, if it deployed a model, for the controller to have it (at most ``timeout`` seconds in all, the
+    simulator's ``hold_timeout``), then release the episode. -> the episode, the round's decision ("timed
+    out": none came), the controller's model version and the seconds held."""
+    from std_srvs.srv import Trigger
+
+    started = time.monotonic()
+
+    def left() -> float:
+        return max(0.0, timeout - (time.monotonic() - started))
+
+    def trainer_round() -> int:
+        return int(watcher.node_status("trainer").get("last_round_number", "0") or 0)
+
+    watcher.call(Trigger, f"{watcher.namespace}/data_logger/split", Trigger.Request())
+    before = trainer_round()
+    watcher.call(Trigger, f"{watcher.namespace}/trainer/train", Trigger.Request())
+    # The requested round, not a scheduled one that was running when it was asked for (it may predate the bag).
+    done = run.wait_for(lambda: trainer_round() > before and watcher.node_status("trainer").get("last_round")
+                        == "requested" and watcher.node_status("trainer"), left(),
+                        f"the trainer's round before episode {episode}", required=False)
+    decision = done.get("last_decision", "") if done else "timed out"
+    version = done.get("last_candidate_version", "") if done else ""
+    if decision == "accepted" and version.isdigit():
+        run.wait_for(lambda: watcher.model_version() >= int(version), left(),
+                     f"model v{version} to reach the controller", required=False)
+    watcher.call(Trigger, f"{watcher.namespace}/sim/release", Trigger.Request())
+    return {"episode": episode, "decision": decision, "model_version": watcher.model_version(),
+            "held_s": round(time.monotonic() - started, 1)}
+
+
 def start_evaluation(watcher) -> int:
     """Call the simulator's ``sim/start_evaluation``: -> the number of the first episode on its fixed seeds."""
     import re
@@ -230,7 +285,7 @@ JSON_KEYS = ("task", "episodes", "success_rate", "transitions", "controller_late
              "mean_cross_track_error_m", "mean_final_distance_m", "mean_final_rotation_error_rad", "blocks_dropped",
              "random_transitions", "model", "controller", "policy_prior_fraction", "policy_version",
              "laps", "mean_lap_time_s", "best_lap_time_s", "track_exits", "target_speed", "learning_episodes", "seeds",
-             "policy_rounds")
+             "policy_rounds", "learning_holds")
 
 
 def summarise(task: str, evaluated: list[EpisodeTrace], all_episodes: list[EpisodeTrace],

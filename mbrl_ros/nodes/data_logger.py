@@ -5,8 +5,9 @@ subscriptions) and written as they are, with their receive time on the node's
 clock (sim time under ``use_sim_time``), through ``mbrl_ros.io.recording.BagSequence``:
 ``<output_dir>/<prefix>_<NNNN>/``, each bag closed after ``split_duration``
 seconds of that clock (or ``split_size`` MB of messages) so the trainer can read
-closed bags while logging goes on. The open bag is closed on shutdown (SIGINT,
-SIGTERM).
+closed bags while logging goes on, and whenever ``~/split`` (std_srvs/Trigger) is called: a held lockstep
+simulation stops the clock, and the demo closes the bag of the episode it wants the trainer to learn from
+(``mbrl_ros.demo.run``). The open bag is closed on shutdown (SIGINT, SIGTERM).
 
 Crash safety: every ``flush_period`` wall seconds what was written is flushed
 (MCAP: a closed chunk in the file; sqlite3: a committed transaction), so a
@@ -35,11 +36,13 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_srvs.srv import Trigger
 
 from mbrl_ros.io.bags import STORAGES, BagError
 from mbrl_ros.io.recording import BagSequence, bag_qos
@@ -130,6 +133,7 @@ class DataLoggerNode(Node):
             self.discovery_timer = self.create_timer(self.p["discovery_period"], self.discover, clock=wall)
         # On the node's clock: a bag closes when its ROS time is up even if no message arrives.
         self.create_timer(min(1.0, self.p["split_duration"] / 4), self.on_tick)
+        self.create_service(Trigger, "~/split", self.on_split)
 
     # --- subscriptions -------------------------------------------------------------------------
     def record(self, topic: str, msgtype: str, publisher_qos: QoSProfile) -> None:
@@ -199,14 +203,26 @@ class DataLoggerNode(Node):
             self.get_logger().error(str(error), throttle_duration_sec=5.0)
 
     def on_tick(self) -> None:
+        self.close_bag(lambda: self.bags.tick(self.get_clock().now().nanoseconds))
+
+    def on_split(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Close the open bag now (the next message opens the next one): what was recorded is the trainer's."""
+        closed = self.close_bag(self.bags.close)
+        response.success = closed is not None
+        response.message = f"closed {closed}" if closed is not None else "no open bag"
+        return response
+
+    def close_bag(self, close) -> Path | None:
+        """``close()`` (the bag sequence's tick or close): the closed bag's path, logged, or None."""
         try:
-            closed = self.bags.tick(self.get_clock().now().nanoseconds)
+            closed = close()
         except (BagError, OSError) as error:
             self.stats.reject(str(error))
             self.get_logger().error(str(error), throttle_duration_sec=5.0)
-            return
+            return None
         if closed is not None:
             self.get_logger().info(f"closed {closed}")
+        return closed
 
     def close(self) -> None:
         closed = self.bags.close()

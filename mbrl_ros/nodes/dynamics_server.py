@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -109,8 +110,11 @@ class DynamicsServerNode(Node):
             self.create_service(Trigger, f"{deployments.name}/rollback",
                                 lambda request, response, d=deployments: self.on_rollback(d, request, response))
         self.create_service(PredictBatch, "dynamics/predict", self.on_predict)
-        self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics)
-        self.create_timer(max(self.p["min_update_interval"], 0.05), self.on_throttle_timer)
+        # Wall time, as the throttle counts it: a held lockstep simulation stops the ROS clock, and the candidate
+        # it waits for must still be deployed.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics, clock=steady)
+        self.create_timer(max(self.p["min_update_interval"], 0.05), self.on_throttle_timer, clock=steady)
         self.restore(self.models)
         self.restore(self.policies)
         if self.p["checkpoint"]:

@@ -74,6 +74,7 @@ from pathlib import Path
 
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
@@ -217,7 +218,9 @@ class TrainerNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(ModelUpdate, "dynamics/model", self.on_model, LATCHED)
         self.create_service(Trigger, "trainer/train", self.on_train)
-        self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics)
+        # Wall time: a held lockstep simulation stops the ROS clock while the demo waits on these diagnostics.
+        self.create_timer(self.p["diagnostics_period"], self.publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.worker: threading.Thread | None = None  # started by start(), once run_node has checked everything
@@ -421,9 +424,12 @@ class TrainerNode(Node):
     def work(self) -> None:
         while not self.stopping.is_set():
             try:
-                self.look_at_bags()
+                # The request first, then the bags: a round requested after a bag was closed learns from it
+                # (the demo closes the logger's bag of a held episode, then asks for this round).
                 with self.lock:
                     requested, self.train_requested = self.train_requested, False
+                self.look_at_bags()
+                with self.lock:
                     transitions = len(self.dataset) if self.dataset is not None else 0
                     due = requested or self.schedule.due(transitions, self.trained_at)
                 if due and self.dataset is not None:

@@ -180,6 +180,16 @@ def test_demo_car_race_counts_a_lap_through_the_stack(tmp_path):
     learning = re.search(rf"episode {first - 1} done: .*'seed': (\d+)", (out / "stack.log").read_text())
     assert learning and int(learning.group(1)) < 1000, learning
     assert detail["laps"] == 1 and detail["crashed"] is False and isinstance(detail["mean_cross_track_error_m"], float)
+    # The learning episode and the evaluated one each started on a model retrained on every episode before it:
+    # the simulator held them until the trainer's requested round had ended (and its model, if any, had reached
+    # the controller), and the controller planned the evaluated episode on that model.
+    holds = summary["learning_holds"]
+    assert [h["episode"] for h in holds] == [first - 1, first], holds
+    assert all(h["decision"] in ("accepted", "rejected", "failed") for h in holds), holds
+    log = (out / "stack.log").read_text()
+    assert all(f"episode {h['episode']}: released after" in log for h in holds), log[-3000:]
+    assert len(re.findall(r"round \d+ \(requested, ", log)) >= 2, log[-3000:]
+    assert "hold_timeout" not in log
     assert (out / "trajectories.png").stat().st_size > 10_000
 
 

@@ -12,6 +12,7 @@ import math
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,35 @@ def test_the_car_stop_refuses_an_acceleration_gain_other_than_the_real_cars():
     with pytest.raises(ValueError, match=r"'accel_per_unit' is 5.0, but it follows from 'max_accel' \(3.0\)"):
         get_robot("car").stop(params, "controller")
     assert get_robot("car").stop({**params, "accel_per_unit": 3.0}, "controller") is not None
+
+
+def test_data_logger_split_closes_the_open_bag_for_the_trainer(spawn, tmp_path, ros_env):
+    """~/split (issue 10 §2): a held lockstep simulation stops the clock, so no bag would close by its duration;
+    the demo closes the bag of the episode it wants the trainer to learn from."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_srvs.srv import Trigger
+
+    from mbrl_ros.ros.qos import EPISODE_REPORTS
+    from mbrl_ros.stack_run import StackWatcher
+
+    out_dir = tmp_path / "bags"
+    logger = spawn(*node("data_logger", "-p", f"output_dir:={out_dir}", "-p", "topics:=['sim/episodes']",
+                         "-p", "use_sim_time:=false", "-p", "split_duration:=3600.0"))
+    watcher = StackWatcher(int(ros_env["ROS_DOMAIN_ID"]), "car", timing=False)
+    split = "/car/data_logger/split"
+    try:
+        answer = watcher.call(Trigger, split, Trigger.Request(), timeout=60.0)
+        assert not answer.success and answer.message == "no open bag", answer.message
+        publisher = watcher.node.create_publisher(DiagnosticArray, "/car/sim/episodes", EPISODE_REPORTS)
+        deadline = time.monotonic() + 60
+        while watcher.node_status("data_logger").get("written /car/sim/episodes", "0") == "0":
+            assert time.monotonic() < deadline and logger.poll() is None, logger.poll()
+            publisher.publish(DiagnosticArray())
+            watcher.spin(0.2)
+        assert list_bags(out_dir) == []  # open: the trainer does not read it yet
+        answer = watcher.call(Trigger, split, Trigger.Request())
+        assert answer.success and answer.message == f"closed {out_dir / 'bag_0000'}", answer.message
+        assert list_bags(out_dir) == [out_dir / "bag_0000"]
+        assert not watcher.call(Trigger, split, Trigger.Request()).success
+    finally:
+        watcher.close()

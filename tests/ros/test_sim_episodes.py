@@ -7,6 +7,7 @@ one, so the traffic (and the data_logger's bag) grew with the square of the run'
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -90,3 +91,49 @@ def test_real_time_ignores_wait_for_recorder(spawn, ros_env):
         assert len(watcher.reports) >= 6 and sim.poll() is None, (watcher.reports, sim.poll())
     finally:
         watcher.close()
+
+
+def test_learning_episodes_are_held_until_released_or_the_hold_timeout(spawn, ros_env):
+    """hold_learning_episodes (issue 10 §2): after sim/start_evaluation the learning episodes (evaluation_delay 1
+    here) and the first evaluated one hold their first step until sim/release, so the demo can have the trainer
+    retrain on the episodes before; a hold not released ends after hold_timeout wall seconds; the episodes
+    before and after are not held."""
+    from std_srvs.srv import Trigger
+
+    watcher = StackWatcher(int(ros_env["ROS_DOMAIN_ID"]), "car", timing=False)
+    sim = spawn(*SIM_CAR[:-4], "-p", "lockstep:=true", "-p", "max_episode_steps:=2", "-p", "evaluation_delay:=1",
+                "-p", "hold_learning_episodes:=true", "-p", "hold_timeout:=4.0")
+    spawn(str(Path(__file__).with_name("car_stop_peers.py")), "1000000")  # answers every state
+
+    def wait_for(condition, seconds: float = 60.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline and sim.poll() is None:
+            watcher.spin(0.1)
+        assert condition(), (watcher.reports[-3:], sim.poll())
+
+    release = "/car/sim/release"
+    try:
+        wait_for(lambda: len(watcher.reports) >= 2)  # not held before sim/start_evaluation
+        assert not watcher.call(Trigger, release, Trigger.Request()).success
+        first = int(watcher.call(Trigger, "/car/sim/start_evaluation", Trigger.Request()).message.split()[1])
+        learning = first - 1
+        wait_for(lambda: watcher.reports_of(learning - 1, 1))
+        held_at = len(watcher.odometry)
+        watcher.spin(2.0)
+        assert not watcher.reports_of(learning, 1), watcher.reports[-2:]  # held: 2 steps would take no time
+        tail = [stamp for stamp, *_ in watcher.odometry[held_at:]]
+        assert len(tail) > 3 and len(set(tail[-3:])) == 1, tail  # its state re-published (answered), not stepped
+        released = watcher.call(Trigger, release, Trigger.Request())
+        assert released.success and released.message == f"released episode {learning}", released.message
+        wait_for(lambda: watcher.reports_of(learning, 1))
+        assert watcher.reports_of(learning, 1)[0]["steps"] == "2"
+        # The first evaluated episode is held too; not released, it starts after hold_timeout (4 s).
+        wait_for(lambda: watcher.reports_of(first, 1))
+        assert int(watcher.reports_of(first, 1)[0]["seed"]) == 1000
+        wait_for(lambda: watcher.reports_of(first + 2, 1), 20.0)  # the evaluated ones after it are not held
+        assert not watcher.call(Trigger, release, Trigger.Request()).success
+    finally:
+        watcher.close()
+        sim.terminate()
+        err = sim.communicate(timeout=30)[1]
+    assert f"episode {first}: held 4 s (hold_timeout) without sim/release: starting it" in err, err[-3000:]
