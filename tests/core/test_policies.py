@@ -394,7 +394,8 @@ def test_a_learner_carries_its_actor_and_critic_over_rounds_and_starts_from_the_
     assert first.actor is not actor and second.actor is not actor  # candidates are copies
 
 
-def candidate_round(candidates: int, seed: int, validation: dict | None = None):
+def candidate_round(candidates: int, seed: int, validation: dict | None = None, attempts: int = 1,
+                    first_reference=None):
     """One round on a small goal-reaching bicycle task: (learner, result)."""
     from mbrl_ros.core.policies.learning import PolicyLearner
 
@@ -406,11 +407,11 @@ def candidate_round(candidates: int, seed: int, validation: dict | None = None):
         data.append(states, torch.zeros(6, NU), states, episode)
     goals = {e: [float(e % 4), 1.0, 0.0, 0.0, 0.0] for e in range(10)}
     split = PolicyData.from_dataset(data, 0.3, 0, goals)
-    config = PolicyConfig.from_dict({"context": "goal", "candidates": candidates,
+    config = PolicyConfig.from_dict({"context": "goal", "candidates": candidates, "attempts": attempts,
                                      "actor": {"hidden_sizes": [16], "angle_dims": [2]},
                                      "shac": {"iterations": 4, "horizon": 4, "batch_size": 8, "seed": seed},
                                      "validation": {"steps": 8, **(validation or {})}})
-    learner = PolicyLearner(config, [-1.0, -1.0], [1.0, 1.0])
+    learner = PolicyLearner(config, [-1.0, -1.0], [1.0, 1.0], first_reference=first_reference)
     return learner, learner.round(model, build_cost(GOAL_COST, NX, NU), split)
 
 
@@ -489,10 +490,76 @@ def test_the_cheapest_candidate_on_the_starts_is_kept_only_if_it_beats_the_refer
     assert best_candidate(scores, "starts", stop) == 0
 
 
+    from mbrl_ros.core.policies.learning import ranked_candidates
+
+    scores[1].cost["visited"] = 68.55
+    scores[0].cost["visited"] = 123.43
+    assert ranked_candidates(scores, "starts", stop) == [1, 0]  # both that beat the stop, the cheaper first
+    assert ranked_candidates(scores, "starts", {"starts": 10.0, "visited": 1000.0}) == [2]
+
+
+class Decisions:
+    """``decide_policy`` in a round, recording each candidate decided on and accepting the ``accept``-th (1-based;
+    0: none)."""
+
+    def __init__(self, monkeypatch, accept: int) -> None:
+        from mbrl_ros.core.policies import learning
+        from mbrl_ros.core.policies.validation import PolicyDecision
+
+        self.decided, self.accept = [], accept
+        real = learning.decide_policy
+
+        def decide(candidate, *args, **kwargs):
+            self.decided.append(float(real(candidate, *args, **kwargs).candidate["starts"]))
+            accepted = len(self.decided) == self.accept
+            return PolicyDecision(accepted, f"decision {len(self.decided)}", {"starts": self.decided[-1]})
+
+        monkeypatch.setattr(learning, "decide_policy", decide)
+
+
+# Full throttle at full lock: circles, far worse than any candidate, so every candidate beats it.
+SPINNING = (ConstantPolicy([1.0, 1.0]), "spinning")
+
+
+def test_a_round_decides_on_the_next_candidate_when_the_cheapest_is_rejected(monkeypatch):
+    """Issue 12: a round decided only on its cheapest candidate on the held-out starts, and where the prior's check
+    rejected that one the round deployed nothing, though another candidate might have passed. Every candidate
+    that beats the reference is decided on, cheapest on the starts first, until one is accepted; the reason
+    names the ones rejected before."""
+    decisions = Decisions(monkeypatch, accept=2)
+    learner, result = candidate_round(3, seed=7, first_reference=SPINNING)
+    costs = [c.cost["starts"] for c in result.candidates]
+    assert decisions.decided == sorted(costs)[:2]  # the cheapest, then the next
+    assert result.decision.accept and result.chosen == costs.index(sorted(costs)[1])
+    assert learner.actor is learner.lineages[result.chosen].actor
+    assert "decision 2" in result.decision.reason and "rejected before: candidate" in result.decision.reason
+    assert result.attempts == 1 and learner.rounds == 1
+    decisions = Decisions(monkeypatch, accept=0)  # none accepted: each decided once, the round trains once
+    learner, result = candidate_round(3, seed=7, first_reference=SPINNING)
+    assert len(decisions.decided) == 3 and not result.decision.accept and learner.rounds == 1
+
+
+@pytest.mark.parametrize("accept, attempts", [(0, 3), (4, 2), (1, 1)])
+def test_a_rejected_round_trains_its_candidates_on_and_decides_again_up_to_its_attempts(monkeypatch, accept,
+                                                                                          attempts):
+    """``policy.attempts``: where no candidate of a round is accepted, every lineage trains on (from its weights,
+    its critic, the next start sampling) and its candidates are decided on again, up to ``attempts`` times in all;
+    the round ends at the first accepted. (2 candidates: 2 decisions per attempt; accept: the n-th decision.)"""
+    decisions = Decisions(monkeypatch, accept=accept)
+    learner, result = candidate_round(2, seed=7, first_reference=SPINNING, attempts=3)
+    assert result.attempts == attempts == learner.rounds and result.metrics()["attempts"] == attempts
+    assert len(decisions.decided) == (accept or 2 * attempts) and result.decision.accept == bool(accept)
+    assert result.decision.reason.startswith(f"attempt {attempts} of at most 3: candidate ")
+    assert f"decision {accept or 2 * attempts}" in result.decision.reason.split("rejected before")[0]
+    if attempts > 1:  # trained on: the second attempt's candidates are not the first's
+        assert set(decisions.decided[:2]).isdisjoint(decisions.decided[2:4])
+
+
+@pytest.mark.parametrize("key", ["candidates", "attempts"])
 @pytest.mark.parametrize("value", [0, 2.5, True, "3"])
-def test_policy_candidates_must_be_a_count_and_its_error_names_the_key(value):
-    with pytest.raises(ValueError, match=r"policy\.candidates: expected an integer >= 1"):
-        PolicyConfig.from_dict({"candidates": value})
+def test_policy_candidates_and_attempts_must_be_counts_and_the_error_names_the_key(key, value):
+    with pytest.raises(ValueError, match=rf"policy\.{key}: expected an integer >= 1"):
+        PolicyConfig.from_dict({key: value})
 
 
 class RecordingBicycle(KinematicBicycle):

@@ -340,6 +340,16 @@ PARKING_MPPI = {"horizon": 30, "num_samples": 64, "temperature": 0.05, "sigma": 
                 "beta": 0.5, "compile": False, "seed": 0, "policy_prior_fraction": 0.5, "policy_prior_adaptation": 0.0}
 
 
+@pytest.fixture
+def parking():
+    """The known bicycle, the car and its parking cost, planned on one torch thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    car = get_robot("car")
+    yield KinematicBicycle(BicycleParams(), dt=0.2), car, car.build_cost(PARKING_COST, 5, 2)
+    torch.set_num_threads(threads)
+
+
 def toward_the_spot(states, contexts):
     """A crude prior: head for the spot's centre at up to 4 m/s, whatever the spot's heading."""
     dx, dy = contexts[:, 0] - states[:, 0], contexts[:, 1] - states[:, 1]
@@ -349,7 +359,7 @@ def toward_the_spot(states, contexts):
     return torch.stack([torch.clamp(0.5 * (speed - states[:, 3]), -1, 1), torch.clamp(2.0 * error, -1, 1)], -1)
 
 
-def test_the_prior_is_judged_by_the_episodes_that_succeed_and_only_then_by_cost():
+def test_the_prior_is_judged_by_the_episodes_that_succeed_and_only_then_by_cost(parking):
     """decide_prior with the task's success (the car's ``parked``, highway-env's is_success: what the stack's
     episodes are scored by), on the known bicycle: from the lot's centre to spots 8 m away, 60 steps, MPPI at
     64 samples with the car's parking cost, ``toward_the_spot`` as prior. From starts A, B, D it lowers MPPI's
@@ -359,43 +369,69 @@ def test_the_prior_is_judged_by_the_episodes_that_succeed_and_only_then_by_cost(
     from mbrl_ros.core.policies.rollouts import TaskCost
     from mbrl_ros.core.policies.validation import HeldOutStates, decide_prior
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = KinematicBicycle(BicycleParams(), dt=0.2)
-        car = get_robot("car")
-        cost = car.build_cost(PARKING_COST, 5, 2)
-        success = car.task_success("parked", "test")
-        yaws = {"A": 1.6853, "B": 0.8424, "C": -2.3120, "D": 0.8313}
-        spots = {"A": [-0.0599, -8.0, -math.pi / 2], "B": [-3.0812, -8.0, -math.pi / 2],
-                 "C": [-6.5844, 8.0, math.pi / 2], "D": [-0.7100, -8.0, -math.pi / 2]}
+    model, car, cost = parking
+    success = car.task_success("parked", "test")
+    yaws = {"A": 1.6853, "B": 0.8424, "C": -2.3120, "D": 0.8313}
+    spots = {"A": [-0.0599, -8.0, -math.pi / 2], "B": [-3.0812, -8.0, -math.pi / 2],
+             "C": [-6.5844, 8.0, math.pi / 2], "D": [-0.7100, -8.0, -math.pi / 2]}
 
-        def held_out(names: str) -> HeldOutStates:
-            return HeldOutStates("starts", torch.tensor([[0.0, 0.0, yaws[n], 0.0, 0.0] for n in names]),
-                                 torch.tensor([[*spots[n], 0.0, 0.0] for n in names]))
+    def held_out(names: str) -> HeldOutStates:
+        return HeldOutStates("starts", torch.tensor([[0.0, 0.0, yaws[n], 0.0, 0.0] for n in names]),
+                             torch.tensor([[*spots[n], 0.0, 0.0] for n in names]))
 
-        settings = {**PARKING_MPPI, "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0]}
+    settings = {**PARKING_MPPI, "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0]}
 
-        def check(names: str, with_success: bool, reference=None):
-            return decide_prior(toward_the_spot, reference, lambda m: build_planner("mppi", m, cost, settings),
-                                model, TaskCost(cost, "goal"), held_out(names), 60, "mppi", alone_ratio=10.0,
-                                success=success if with_success else None)
+    def check(names: str, with_success: bool, reference=None):
+        return decide_prior(toward_the_spot, reference, lambda m: build_planner("mppi", m, cost, settings),
+                            model, TaskCost(cost, "goal"), held_out(names), 60, "mppi", alone_ratio=10.0,
+                            success=success if with_success else None)
 
-        fewer = check("ABD", True)
-        print(fewer.reason)  # -s shows the costs and parks
-        assert fewer.candidate["planner"] < 0.95 * fewer.reference["planner"], fewer.reason  # a lower summed cost
-        assert fewer.candidate["planner_successes"] < fewer.reference["planner_successes"], fewer.reason
-        assert not fewer.accept and "mppi succeeds in fewer episodes with it" in fewer.reason, fewer.reason
-        assert "(0/3 succeed) with it" in fewer.reason and "(1/3 succeed) with no prior" in fewer.reason
-        by_cost = check("ABD", False)
-        assert by_cost.accept and "succeed" not in by_cost.reason, by_cost.reason  # the cost alone passed it
-        # With the task's success, the policy alone is judged by it too (prior_alone_success, 0.9 of the planner
-        # alone's): against itself deployed the prior ties, and alone it parks 0/3 where MPPI alone parks 1/3.
-        alone = check("ABD", True, reference=toward_the_spot)
-        assert not alone.accept and "alone it succeeds in fewer than 0.9 times" in alone.reason, alone.reason
-        more = check("ABC", True)
-        print(more.reason)
-        assert more.accept and "it helps mppi as a prior" in more.reason, more.reason
-        assert more.candidate["planner_successes"] > more.reference["planner_successes"], more.reason
-    finally:
-        torch.set_num_threads(threads)
+    fewer = check("ABD", True)
+    print(fewer.reason)  # -s shows the costs and parks
+    assert fewer.candidate["planner"] < 0.95 * fewer.reference["planner"], fewer.reason  # a lower summed cost
+    assert fewer.candidate["planner_successes"] < fewer.reference["planner_successes"], fewer.reason
+    assert not fewer.accept and "mppi succeeds in fewer episodes with it" in fewer.reason, fewer.reason
+    assert "(0/3 succeed) with it" in fewer.reason and "(1/3 succeed) with no prior" in fewer.reason
+    by_cost = check("ABD", False)
+    assert by_cost.accept and "succeed" not in by_cost.reason, by_cost.reason  # the cost alone passed it
+    # With the task's success, the policy alone is judged by it too (prior_alone_success, 0.9 of the planner
+    # alone's): against itself deployed the prior ties, and alone it parks 0/3 where MPPI alone parks 1/3.
+    alone = check("ABD", True, reference=toward_the_spot)
+    assert not alone.accept and "alone it succeeds in fewer than 0.9 times" in alone.reason, alone.reason
+    more = check("ABC", True)
+    print(more.reason)
+    assert more.accept and "it helps mppi as a prior" in more.reason, more.reason
+    assert more.candidate["planner_successes"] > more.reference["planner_successes"], more.reason
+
+
+def test_the_planner_without_the_candidate_drives_once_for_every_candidate_of_a_round(parking):
+    """decide_prior's ``baseline``: a round decides on several candidates (policy.candidates, policy.attempts) on
+    the same model and held-out starts, so the planner's episodes alone and with the deployed policy are driven
+    at the first candidate only; the later ones drive only their own, and are decided exactly as without it."""
+    from mbrl_ros.core.policies.rollouts import TaskCost
+    from mbrl_ros.core.policies.validation import HeldOutStates, decide_prior
+
+    model, car, cost = parking
+    held_out = HeldOutStates("starts", torch.tensor([[0.0, 0.0, 1.6853, 0.0, 0.0], [0.0, 0.0, -2.3120, 0.0, 0.0]]),
+                             torch.tensor([[-0.0599, -8.0, -math.pi / 2, 0.0, 0.0],
+                                           [-6.5844, 8.0, math.pi / 2, 0.0, 0.0]]))
+    settings = {**PARKING_MPPI, "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0]}
+    built = []
+
+    def make_planner(m):
+        built.append(1)
+        return build_planner("mppi", m, cost, settings)
+
+    def check(prior, baseline=None):
+        return decide_prior(prior, None, make_planner, model, TaskCost(cost, "goal"), held_out, 30, "mppi",
+                            success=car.task_success("parked", "test"), baseline=baseline)
+
+    def braking(states, contexts):
+        return torch.stack([-torch.ones(states.shape[0]), torch.zeros(states.shape[0])], -1)
+
+    baseline = {}
+    first, second = check(toward_the_spot, baseline), check(braking, baseline)
+    assert len(built) == 2 + 2 + 2  # alone, the first candidate, the second: one planner per start each
+    built.clear()
+    assert check(braking).reason == second.reason and len(built) == 4  # without the memo: alone again
+    assert first.reference == second.reference and first.candidate != second.candidate

@@ -79,11 +79,61 @@ def test_parked_is_highway_envs_is_success():
     got = parked(torch.tensor(states, dtype=torch.float64), torch.tensor(goals, dtype=torch.float64))
     assert 50 < sum(want) < 350  # both sides of the threshold
     assert got.tolist() == want
-    # The episode's success, as parking-v0 ends an episode: some state parked.
+    # The episode's success, as parking-v0 ends an episode: some state parked (none of these reaches a wall: see
+    # test_an_episode_that_reaches_a_wall_before_it_parks_does_not_succeed).
+    from mbrl_ros.robots.car.costs import crashed
+
     episodes = get_robot("car").task_success("parked", "test")
     trajectories = torch.tensor(states, dtype=torch.float32).reshape(100, 4, NX)
+    assert not crashed(trajectories).any()
     contexts = torch.tensor(goals, dtype=torch.float32).reshape(100, 4, NX)[:, 0]
     expected = parked(trajectories, contexts[:, None]).any(-1)
     assert episodes(trajectories, contexts).tolist() == expected.tolist()
     with pytest.raises(ValueError, match="no task success 'reach'"):
         get_robot("car").task_success("reach", "test")
+
+
+def test_crashed_is_where_the_simulator_stops_the_car_at_a_wall():
+    """``crashed`` (the car's body at one of parking-v0's walls) on the model's states is where the simulator ends
+    the episode crashed: from the lot's centre, full throttle straight ahead at several headings (into the side
+    walls and the end walls), the same commands through the kinematic bicycle with highway-env's parameters (the
+    deployed model: it knows no walls and drives on): its first crashed state is the simulator's crash step or the
+    next (the simulator stops the car when a wall is less than one of its 15 Hz substeps ahead), none before."""
+    from mbrl_ros.robots.car.bicycle import BicycleParams, KinematicBicycle
+    from mbrl_ros.robots.car.costs import crashed
+    from mbrl_ros_hardware.car.parking import ParkingSim
+
+    sim, model = ParkingSim(max_episode_steps=100), KinematicBicycle(BicycleParams(), dt=0.2)
+    walls = set()
+    for seed in range(6):
+        state = sim.reset(seed=seed)
+        x, states, crash_step = torch.tensor(state, dtype=torch.float32), [], None
+        for k in range(1, 60):
+            step = sim.step(np.array([1.0, 0.0]))
+            with torch.no_grad():
+                x = model(x[None], torch.tensor([[1.0, 0.0]]))[0]
+            states.append(x)
+            if step.crashed:
+                crash_step = k
+                break
+        assert crash_step is not None, f"seed {seed}: the simulator's car never reached a wall"
+        on_model = crashed(torch.stack(states + [model(x[None], torch.tensor([[1.0, 0.0]]))[0]]))
+        first = int(on_model.nonzero()[0]) + 1
+        assert first in (crash_step, crash_step + 1), (seed, first, crash_step)
+        walls.add("end" if abs(float(x[0])) > 30 else "side")
+    assert walls == {"end", "side"}
+    # A car parked in a spot (the spots are 10-18 m from the lot's centre line, the walls' faces 20.5 m) is clear.
+    assert not crashed(torch.tensor([[10.0, 14.0, math.pi / 2, 0.0, 0.0], [-30.0, -14.0, -math.pi / 2, 0.0, 0.0]])).any()
+    assert crashed(torch.tensor([[0.0, 18.1, math.pi / 2, 0.0, 0.0], [32.1, 0.0, 0.0, 0.0, 0.0],
+                                 [33.6, 0.0, math.pi / 2, 0.0, 0.0]])).all()
+
+
+def test_an_episode_that_reaches_a_wall_before_it_parks_does_not_succeed():
+    """The car's ``parked`` episode success as parking-v0 scores an episode: success at the first parked state
+    unless the car touched a wall before (the episode ended crashed there); parked before the wall, it succeeded."""
+    goal = [0.0, 14.0, math.pi / 2, 0.0, 0.0]
+    at_spot, at_wall, driving = [0.0, 14.0, math.pi / 2, 0.0, 0.0], [0.0, 19.0, math.pi / 2, 3.0, 0.0], \
+        [0.0, 5.0, math.pi / 2, 3.0, 0.0]
+    episodes = torch.tensor([[driving, at_wall, at_spot], [driving, at_spot, at_wall], [driving, driving, driving]])
+    success = get_robot("car").task_success("parked", "test")
+    assert success(episodes, torch.tensor([goal] * 3)).tolist() == [False, True, False]

@@ -4,7 +4,8 @@
 
     policy:
       method: shac                 # shac | mbpo
-      candidates: 1                # actors trained per round, candidate i from the method's seed + i; the cheapest on the held-out starts of those beating the reference kept
+      candidates: 1                # actors trained per round, candidate i from the method's seed + i; those beating the reference decided on, cheapest on the held-out starts first
+      attempts: 1                  # times a round trains every candidate on while none is accepted
       context: goal                # the cost's run-time input the policy sees (goal, fingertip_target, ...); omit for none
       actor: {hidden_sizes: [64, 64], activation: relu, angle_dims: [2], relative_dims: [[0, 0], [1, 1], [2, 2]]}
       shac: {horizon: 16, iterations: 300, ...}
@@ -218,10 +219,15 @@ class PolicyConfig:
     context: str | None = None
     # Actors trained per round, one after another in the caller's thread (so a round takes ``candidates`` times
     # as long and no more CPU at once): candidate i from the method's seed + i (its first weights, its critic or
-    # SAC, its start sampling), the one with the lowest closed-loop cost on the held-out starts kept, of those that
-    # beat the reference (deployed policy or stop) on every held-out set (``best_candidate``). One round's
+    # SAC, its start sampling); those that beat the reference (deployed policy or stop) on every held-out set are
+    # decided on (``decide_policy``, ``decide_prior``), the lowest closed-loop cost on the held-out starts first,
+    # until one is accepted (``ranked_candidates``). One round's
     # policy is a lottery over seeds (issue 12: the same data gave a policy parking 19/20 with seed 0, 11/20 with 1).
     candidates: int = 1
+    # Times a round trains its lineages (each on from where it stopped) while none of their candidates is accepted:
+    # a rejected round tries again at once instead of waiting for a new model or policy_retrain_every new data; a
+    # round that deploys nothing takes that many times as long.
+    attempts: int = 1
     actor: ActorSettings = field(default_factory=ActorSettings)
     shac: ShacConfig = field(default_factory=ShacConfig)
     mbpo: MbpoConfig = field(default_factory=MbpoConfig)
@@ -237,8 +243,9 @@ class PolicyConfig:
         if context is not None and (not isinstance(context, str) or not context.isidentifier()):
             raise ValueError(f"{where}.context: expected the name of a cost context (e.g. goal), got {context!r}")
         candidates = _check(where, "candidates", values.get("candidates", cls.candidates), cls.candidates, 1, None, False)
+        attempts = _check(where, "attempts", values.get("attempts", cls.attempts), cls.attempts, 1, None, False)
         return cls(
-            method=method, context=context, candidates=candidates,
+            method=method, context=context, candidates=candidates, attempts=attempts,
             actor=ActorSettings.from_dict(values.get("actor"), f"{where}.actor"),
             shac=ShacConfig.from_dict(values.get("shac"), f"{where}.shac"),
             mbpo=MbpoConfig.from_dict(values.get("mbpo"), f"{where}.mbpo"),

@@ -12,8 +12,10 @@ logged data and the deployed policy (``train_policy``: one round of a new learne
    carry over between rounds;
 3. ``shac`` or ``mbpo`` improves it on rollouts from the training states, and a
    copy of it is the candidate; with ``policy.candidates: N``, N actors (each its
-   own seed) are trained in turn and the one with the lowest closed-loop cost on the
-   held-out starts, of those better than the reference on every held-out set, is the candidate (every candidate's costs are in ``PolicyRound.candidates``);
+   own seed) are trained in turn and those better than the reference on every held-out
+   set are decided on (4, 5), the lowest closed-loop cost on the held-out starts first,
+   until one is accepted (every candidate's costs are in ``PolicyRound.candidates``); where
+   none is, every actor trains on and is decided on again, up to ``policy.attempts`` times;
 4. ``decide_policy`` scores candidate and deployed policy (for the first policy:
    ``first_reference``, the robot's stop in the trainer, else the constant action
    at the centre of the bounds) in closed loop on the same
@@ -46,7 +48,7 @@ from mbrl_ros.core.policies.validation import (HeldOutStates, PolicyDecision, Su
                                                  decide_policy, decide_prior, worse_sets)
 from mbrl_ros.core.retraining import validation_split
 
-__all__ = ["CandidateScore", "PolicyData", "PolicyLearner", "PolicyRound", "best_candidate", "continued_episodes", "final_state_goals",
+__all__ = ["CandidateScore", "PolicyData", "PolicyLearner", "PolicyRound", "best_candidate", "ranked_candidates", "continued_episodes", "final_state_goals",
            "logged_or_final_goals", "new_actor", "train_policy"]
 
 
@@ -205,29 +207,37 @@ class PolicyRound:
     method: str
     history: object  # ShacHistory or MbpoHistory of the kept candidate
     seconds: float
-    candidates: list[CandidateScore] = field(default_factory=list)
+    candidates: list[CandidateScore] = field(default_factory=list)  # of the round's last attempt
     chosen: int = 0  # index of the kept candidate in ``candidates``
+    attempts: int = 1  # times the lineages were trained this round (``policy.attempts``)
 
     def metrics(self) -> dict[str, float]:
         out = self.decision.metrics()
         out["train_seconds"] = self.seconds
+        out["attempts"] = float(self.attempts)
         if len(self.candidates) > 1:
             out["candidates"] = float(len(self.candidates))
             out["chosen_candidate"] = float(self.chosen)
         return out
 
 
-def best_candidate(scores: Sequence[CandidateScore], selection: str, reference: Mapping[str, float] | None = None,
-                   min_improvement: float = 0.0) -> int:
-    """The index of the candidate with the lowest cost on the held-out set ``selection`` among those that beat
-    ``reference`` (the reference policy's cost per held-out set) on every set, as the decision needs; where none
-    does (or no reference is given), among all. A non-finite cost is never preferred; a tie: the lower index."""
+def ranked_candidates(scores: Sequence[CandidateScore], selection: str, reference: Mapping[str, float] | None = None,
+                      min_improvement: float = 0.0) -> list[int]:
+    """The indices of the candidates that beat ``reference`` (the reference policy's cost per held-out set) on every
+    set, as the decision needs, cheapest on the held-out set ``selection`` first; where none does (or no reference
+    is given), the cheapest of all alone. A non-finite cost is never preferred; a tie: the lower index."""
     def key(k: int) -> tuple[float, int]:
         value = scores[k].cost[selection]
         return (value if math.isfinite(value) else math.inf, k)
     passing = [k for k, s in enumerate(scores) if reference is not None and all(map(math.isfinite, s.cost.values()))
                and not worse_sets(s.cost, reference, min_improvement)]
-    return min(passing or range(len(scores)), key=key)
+    return sorted(passing, key=key) or [min(range(len(scores)), key=key)]
+
+
+def best_candidate(scores: Sequence[CandidateScore], selection: str, reference: Mapping[str, float] | None = None,
+                   min_improvement: float = 0.0) -> int:
+    """The first of ``ranked_candidates``: the cheapest on ``selection`` of those that beat ``reference``."""
+    return ranked_candidates(scores, selection, reference, min_improvement)[0]
 
 
 class _Lineage:
@@ -247,10 +257,11 @@ class PolicyLearner:
     over from round to round whether or not a round's candidate was deployed: learning a policy takes
     more updates than one round, and a rejected candidate is not wasted work. Each round trains every lineage
     in turn (in the caller's thread: the round takes that many times as long, at the same CPU share), scores
-    each one's actor in closed loop on every held-out set, and keeps the one with the lowest cost on the first
-    set (``PolicyData.from_dataset``'s ``starts``: the task's start distribution) among those that beat the
-    reference (the deployed policy, else the first reference) on every set (``best_candidate``); only that one
-    is then decided on. The first round starts each lineage from the deployed actor if its
+    each one's actor in closed loop on every held-out set, and decides on those that beat the reference (the
+    deployed policy, else the first reference) on every set, the lowest cost on the first set
+    (``PolicyData.from_dataset``'s ``starts``: the task's start distribution) first, until one is accepted
+    (``ranked_candidates``; the prior's check rejected a round's cheapest where another candidate may pass); none
+    accepted, it trains every lineage on and decides again, up to ``policy.attempts`` times. The first round starts each lineage from the deployed actor if its
     settings match, else from a fresh one whose normaliser is fitted on that round's training states (and
     kept after). A lineage whose actor becomes non-finite starts afresh at the next round.
     """
@@ -307,9 +318,10 @@ class PolicyLearner:
 
     def round(self, model: DynamicsModel, cost: TrajectoryCost, data: PolicyData,
               deployed: Actor | None = None, stop: Callable[[], bool] | None = None) -> PolicyRound:
-        """Train every lineage on ``model`` from ``data``'s training states; keep the best on the held-out starts;
-        validate a copy of it against ``deployed``. ``stop()`` true (a shutdown) cuts the training short; the
-        caller then discards the round."""
+        """Train every lineage on ``model`` from ``data``'s training states and decide on their candidates against
+        ``deployed``, the cheapest on the held-out starts first, until one is accepted; where none is, train every
+        lineage on and decide again, up to ``policy.attempts`` times in all. ``stop()`` true (a shutdown) cuts the
+        training short; the caller then discards the round."""
         started = time.perf_counter()
         config = self.config
         if (config.context is None) != (data.train_contexts is None):
@@ -323,6 +335,50 @@ class PolicyLearner:
                     for i, h in enumerate(data.held_out)]
         if not held_out or any(h.states.shape[0] == 0 for h in held_out):
             raise ValueError("policy validation needs at least one non-empty set of held-out states")
+        reference, name = deployed, "deployed policy"
+        if reference is None and self.first_reference is not None:
+            reference, name = self.first_reference
+        elif reference is None:
+            reference = ConstantPolicy(((torch.as_tensor(self.action_low, dtype=torch.float32)
+                                         + torch.as_tensor(self.action_high, dtype=torch.float32)) / 2).tolist())
+            name = "constant action at the centre of the bounds"
+        # Among several, those the decision would accept, the cheapest on the held-out starts first: the cheapest
+        # there can still lose to the reference elsewhere (a stack run: 12.46 on the starts, 330.8 against the
+        # stop's 300.4 on visited states, where the other two beat the stop on both).
+        reference_costs = None if config.candidates == 1 else {
+            h.name: float(closed_loop_costs(reference, model, task, h, v.steps).mean()) for h in held_out}
+        baseline: dict = {}  # the prior's planner without the candidate: the same for every candidate of the round
+        rejected: list[str] = []
+        for attempt in range(1, config.attempts + 1):
+            trained, scores, broken = self._train(model, task, data, held_out, deployed, stop)
+            for chosen in ranked_candidates(scores, held_out[0].name, reference_costs, v.min_improvement):
+                candidate, history = trained[chosen]
+                if scores[chosen].cost[held_out[0].name] == math.inf and broken:
+                    decision = PolicyDecision(False, "; ".join(broken))
+                else:
+                    self.chosen = scores[chosen].index
+                    decision = self._decide(candidate, reference, name, deployed, model, task, held_out, baseline)
+                    if len(scores) > 1:
+                        decision.reason = (f"candidate {chosen} of {len(scores)} (seed {scores[chosen].seed}; "
+                                           f"{held_out[0].name} costs {candidate_costs(scores, held_out[0].name)}) "
+                                           f"{decision.reason}")
+                if decision.accept:
+                    break
+                rejected.append(f"attempt {attempt}: {decision.reason}" if config.attempts > 1 else decision.reason)
+            if decision.accept or attempt == config.attempts or (stop is not None and stop()):
+                break
+        # Every candidate decided on before the last decision, and why it was rejected.
+        earlier = rejected if decision.accept else rejected[:-1]
+        decision.reason = ((f"attempt {attempt} of at most {config.attempts}: " if config.attempts > 1 else "")
+                           + decision.reason + (f" (rejected before: {'; '.join(earlier)})" if earlier else ""))
+        return PolicyRound(candidate, decision, config.method, history, time.perf_counter() - started,
+                           scores, chosen, attempt)
+
+    def _train(self, model: DynamicsModel, task: TaskCost, data: PolicyData, held_out: list[HeldOutStates],
+               deployed: Actor | None, stop: Callable[[], bool] | None) -> tuple[list[tuple[Actor, object]], list[CandidateScore], list[str]]:
+        """Train every lineage once more (``stop()``: cut short after the first), each candidate scored in closed
+        loop on every held-out set. -> (candidate actor and training history, its score, what broke) per lineage."""
+        config, v = self.config, self.config.validation
         # SHAC's episodes start where the task's episodes start; MBPO branches from every logged state.
         starts, contexts = data.start_states(config.shac.starts if config.method == "shac" else "logged_states")
         trained: list[tuple[Actor, object]] = []
@@ -349,41 +405,23 @@ class PolicyLearner:
             trained.append((candidate, history))
             scores.append(CandidateScore(lineage.index, lineage.seed, cost_by_set))
         self.rounds += 1
-        reference, name = deployed, "deployed policy"
-        if reference is None and self.first_reference is not None:
-            reference, name = self.first_reference
-        elif reference is None:
-            reference = ConstantPolicy(((torch.as_tensor(self.action_low, dtype=torch.float32)
-                                         + torch.as_tensor(self.action_high, dtype=torch.float32)) / 2).tolist())
-            name = "constant action at the centre of the bounds"
-        # Among several, the cheapest on the held-out starts of those the decision would accept: the cheapest
-        # there can still lose to the reference elsewhere (a stack run: 12.46 on the starts, 330.8 against the
-        # stop's 300.4 on visited states, where the other two beat the stop on both).
-        reference_costs = None if len(scores) == 1 else {
-            h.name: float(closed_loop_costs(reference, model, task, h, v.steps).mean()) for h in held_out}
-        chosen = best_candidate(scores, held_out[0].name, reference_costs, v.min_improvement)
-        candidate, history = trained[chosen]
-        if scores[chosen].cost[held_out[0].name] == math.inf and broken:
-            decision = PolicyDecision(False, "; ".join(broken))
-        else:
-            self.chosen = scores[chosen].index
-            decision = decide_policy(candidate, reference, model, task, held_out, v.steps, v.min_improvement,
-                                     reference_name=name)
-            if decision.accept and self.prior_planner is not None and v.prior_starts > 0:
-                make_planner, planner_name = self.prior_planner
-                as_prior = decide_prior(candidate, deployed, make_planner, model, task,
-                                        held_out[0].subset(v.prior_starts), v.prior_steps or v.steps,
-                                        planner_name, alone_ratio=v.prior_alone_ratio, success=self.success,
-                                        alone_success=v.prior_alone_success)
-                decision = PolicyDecision(as_prior.accept, f"{decision.reason}; {as_prior.reason}",
-                                          {**decision.candidate, **as_prior.candidate},
-                                          {**decision.reference, **as_prior.reference})
-            if len(scores) > 1:
-                decision.reason = (f"candidate {chosen} of {len(scores)} (seed {scores[chosen].seed}; "
-                                   f"{held_out[0].name} costs {candidate_costs(scores, held_out[0].name)}) "
-                                   f"{decision.reason}")
-        return PolicyRound(candidate, decision, config.method, history, time.perf_counter() - started,
-                           scores, chosen)
+        return trained, scores, broken
+
+    def _decide(self, candidate: Actor, reference: PolicyFn, name: str, deployed: Actor | None,
+                model: DynamicsModel, task: TaskCost, held_out: list[HeldOutStates], baseline: dict) -> PolicyDecision:
+        """``decide_policy`` against ``reference``, then, where the controller's planner samples around the policy,
+        ``decide_prior`` (``baseline``: its memo of the planner's episodes without the candidate)."""
+        v = self.config.validation
+        decision = decide_policy(candidate, reference, model, task, held_out, v.steps, v.min_improvement,
+                                 reference_name=name)
+        if not decision.accept or self.prior_planner is None or v.prior_starts <= 0:
+            return decision
+        make_planner, planner_name = self.prior_planner
+        as_prior = decide_prior(candidate, deployed, make_planner, model, task, held_out[0].subset(v.prior_starts),
+                                v.prior_steps or v.steps, planner_name, alone_ratio=v.prior_alone_ratio,
+                                success=self.success, alone_success=v.prior_alone_success, baseline=baseline)
+        return PolicyDecision(as_prior.accept, f"{decision.reason}; {as_prior.reason}",
+                              {**decision.candidate, **as_prior.candidate}, {**decision.reference, **as_prior.reference})
 
 
 def candidate_costs(scores: Sequence[CandidateScore], selection: str) -> str:

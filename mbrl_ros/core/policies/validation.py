@@ -230,7 +230,7 @@ def decide_prior(candidate: PolicyFn, reference: PolicyFn | None, make_planner: 
                  model: DynamicsModel, cost: TaskCost, held_out: HeldOutStates, steps: int,
                  planner_name: str = "the planner", reference_name: str = "deployed policy",
                  alone_ratio: float = 1.0, success: Success | None = None,
-                 alone_success: float = 0.9) -> PolicyDecision:
+                 alone_success: float = 0.9, baseline: dict | None = None) -> PolicyDecision:
     """Accept ``candidate`` as the prior of the planner ``make_planner`` builds only if, from the held-out states
     on the model over ``steps`` steps (``planner_episodes``; ``steps``: a whole episode of the task):
 
@@ -255,13 +255,19 @@ def decide_prior(candidate: PolicyFn, reference: PolicyFn | None, make_planner: 
        100 to 42/50 and 500 to 46/50, against 47/50 for each alone).
 
     The costs are reported under ``planner`` and ``alone`` (candidate) and ``planner`` and ``planner_alone``
-    (reference), with ``success``, the successes under the same names with ``_successes`` appended."""
+    (reference), with ``success``, the successes under the same names with ``_successes`` appended.
+
+    ``baseline``: a dict the caller keeps while it decides on several candidates with the same arguments but the
+    candidate: the planner's episodes alone and with ``reference`` are driven once, at the first call."""
     if held_out.states.shape[0] == 0:
         raise ValueError("the prior's validation needs at least one held-out start state")
-    alone = planner_episodes(make_planner, None, model, cost, held_out, steps, success)
+    baseline = {} if baseline is None else baseline
+    if not baseline:
+        baseline["alone"] = planner_episodes(make_planner, None, model, cost, held_out, steps, success)
+        baseline["reference"] = baseline["alone"] if reference is None else planner_episodes(
+            make_planner, reference, model, cost, held_out, steps, success)
+    alone, theirs = baseline["alone"], baseline["reference"]
     ours = planner_episodes(make_planner, candidate, model, cost, held_out, steps, success)
-    theirs = alone if reference is None else planner_episodes(make_planner, reference, model, cost, held_out, steps,
-                                                              success)
     policy = closed_loop_episodes(candidate, model, cost, held_out, steps, "episode", success)
     other = f"the {reference_name} as its prior" if reference is not None else "no prior"
     count = held_out.states.shape[0]

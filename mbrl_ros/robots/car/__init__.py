@@ -60,12 +60,15 @@ class Car(Robot):
 
     def success_criteria(self) -> dict:
         """``parked``: the parking task's, highway-env's ``is_success`` (``costs.parked``) at some state of the
-        episode, the goal its ``goal`` context: parking-v0 ends an episode when it holds, so an episode that
-        reaches it succeeds whatever would follow."""
-        from mbrl_ros.robots.car.costs import parked
+        episode before the car first touches a wall (``costs.crashed``), the goal its ``goal`` context:
+        parking-v0 ends an episode at the first of either, so an episode that parks first succeeds whatever
+        would follow, and one that crashes first fails (on a model, which knows no walls, the car would drive
+        on through the wall and could still park)."""
+        from mbrl_ros.robots.car.costs import crashed, parked
 
         def episode_parked(states, contexts):
-            return parked(states, None if contexts is None else contexts[:, None]).any(-1)
+            hit = crashed(states).cumsum(-1) > 0  # at or after the first state at a wall
+            return (parked(states, None if contexts is None else contexts[:, None]) & ~hit).any(-1)
 
         return {"parked": episode_parked}
 

@@ -9,7 +9,8 @@ parking_reward``: the classic highway-env parking reward, negated into a cost,
 ``parked``: the parking task's success, highway-env's ``is_success`` (the
 episode's end in sim_car: parking-v0 terminates on it) computed from car states
 and the goal state: its reward, with its default weights, above
-``-PARKING_SUCCESS_REWARD``.
+``-PARKING_SUCCESS_REWARD``. ``crashed``: the car's body reaches one of the
+lot's walls (parking-v0 ends the episode there too, unparked).
 """
 
 from __future__ import annotations
@@ -20,14 +21,18 @@ import torch
 
 from mbrl_ros.core.costs import SQRT_EPS, GoalPoseTerm, parse_number, parse_vector
 
-__all__ = ["CarGoalPoseTerm", "PARKING_SCALES", "PARKING_SUCCESS_REWARD", "PARKING_WEIGHTS", "parked",
-           "parking_reward"]
+__all__ = ["CAR_LENGTH", "CAR_WIDTH", "CarGoalPoseTerm", "PARKING_LOT", "PARKING_SCALES", "PARKING_SUCCESS_REWARD",
+           "PARKING_WEIGHTS", "crashed", "parked", "parking_reward"]
 
 # highway-env's ParkingEnv defaults, as sim_car runs parking-v0: the reward's weights on its observation
 # (x, y, vx, vy, cos yaw, sin yaw), the observation's scales, and is_success's threshold (success_goal_reward).
 PARKING_WEIGHTS = (1.0, 0.3, 0.0, 0.0, 0.02, 0.02)
 PARKING_SCALES = (100.0, 100.0, 5.0, 5.0, 1.0, 1.0)
 PARKING_SUCCESS_REWARD = 0.12
+# Its lot: walls 1 m thick centred on x = +-35 m and y = +-21 m (ParkingEnv's add_walls, 70 m x 42 m), so their inner
+# faces at +-34.5 and +-20.5 m; its car's body (Vehicle.LENGTH, WIDTH) a rectangle about its position along its heading.
+PARKING_LOT = (34.5, 20.5)
+CAR_LENGTH, CAR_WIDTH = 5.0, 2.0
 
 class CarGoalPoseTerm(GoalPoseTerm):
     """``goal_pose`` with the ``parking_reward`` form besides ``quadratic``."""
@@ -89,3 +94,17 @@ def parked(states: torch.Tensor, goals: torch.Tensor | None) -> torch.Tensor:
     gx, gy, gyaw = (goals[..., i].to(states.dtype) for i in range(3))
     desired = _parking_features(gx, gy, gyaw, torch.zeros_like(gx)) / scales
     return parking_reward(achieved, desired) > -PARKING_SUCCESS_REWARD
+
+
+def crashed(states: torch.Tensor) -> torch.Tensor:
+    """[...] bool: the car's body at states ``[..., nx]`` (x, y, yaw first) touches or crosses a wall of parking-v0's
+    lot (a corner at or beyond a wall's inner face). highway-env stops its car at the wall and ends the episode
+    (crashed, its step checks the body against the walls 15 times a second); a model knows no walls, so a
+    model's car drives through them and is caught at the first state past the face."""
+    x, y, yaw = (states[..., i] for i in range(3))
+    cos, sin = torch.cos(yaw), torch.sin(yaw)
+    # The corners' largest offset from the centre along x and along y, whatever the heading.
+    reach_x = (CAR_LENGTH * cos.abs() + CAR_WIDTH * sin.abs()) / 2
+    reach_y = (CAR_LENGTH * sin.abs() + CAR_WIDTH * cos.abs()) / 2
+    return (x.abs() + reach_x >= PARKING_LOT[0]) | (y.abs() + reach_y >= PARKING_LOT[1])
+
