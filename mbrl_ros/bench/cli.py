@@ -54,6 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     latency.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     latency.add_argument("--executor", choices=["single", "events"], default=None,
                          help="every node's rclpy executor (default: the config's; the race sets events)")
+    latency.add_argument("--no-settle-heap", dest="settle_heap", action="store_false",
+                         help="every node's settle_heap false: CPython's cyclic collector as it comes, for comparison "
+                         "(default: the heap settled, mbrl_ros/ros/gc_pauses.py)")
     latency.set_defaults(func=_run_latency)
 
     curve = which.add_parser(
@@ -223,7 +226,8 @@ def _run_latency(args: argparse.Namespace) -> int:
     restart_in_workspace_if_needed(args.argv)  # it watches mbrl_interfaces topics
     from mbrl_ros.bench.latency import run
 
-    run(duration_s=args.duration, task=args.task, out=args.out, json_path=args.json, executor=args.executor)
+    run(duration_s=args.duration, task=args.task, out=args.out, json_path=args.json, executor=args.executor,
+        settle_heap=args.settle_heap)
     return 0
 
 

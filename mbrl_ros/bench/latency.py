@@ -57,7 +57,7 @@ def start_real_time_car(folder: Path, task: str, config: Path, label: str) -> St
 
 
 def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out: str | None = None,
-        json_path: str | None = None, executor: str | None = None) -> dict:
+        json_path: str | None = None, executor: str | None = None, settle_heap: bool = True) -> dict:
     folder = Path(out) if out else Path(tempfile.mkdtemp(prefix="mbrl_latency_"))
     folder.mkdir(parents=True, exist_ok=True)
     # The trainer stays idle (its first round needs more data than the run collects): this
@@ -65,6 +65,8 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
     overrides: dict[str, dict] = {"trainer": {"random_transitions": 100_000_000}}
     if executor is not None:  # every node's (the config's, if not given)
         overrides["/**"] = {"executor": executor}
+    if not settle_heap:
+        overrides.setdefault("/**", {})["settle_heap"] = False
     config, rate_hz = real_time_car(folder, task, overrides)
     executor = launch_parameters(config, "car", task, "controller").get("executor", "single")
     print(f"[latency] car/{task} in real time at {rate_hz:g} Hz, {duration_s:g} s after {warmup_s:g} s warm-up, "
@@ -79,13 +81,17 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
         started = time.monotonic()
         run.wait_for(lambda: time.monotonic() - started >= duration_s, duration_s + 60, "the measurement")
         breakdown = path_breakdown(run.watcher.node_status("estimator"), run.watcher.node_status("controller"))
+        collector = {node: {k: v for k, v in run.watcher.node_status(node).items() if k.startswith("gc_")}
+                     for node in ("estimator", "controller")}
     finally:
         run.stop()
 
     result = analyse(watcher.timings, watcher.commands, rate_hz, duration_s)
     result["breakdown_ms"] = breakdown
+    result["gc"] = collector  # each node's cyclic collector passes and longest pause (ros/gc_pauses.py)
     result["task"] = task
     result["executor"] = executor
+    result["settle_heap"] = settle_heap
     print(f"[latency] {result['cycles']} planning cycles: planning p50 {result['planning_ms']['p50']:.2f} / p99 "
           f"{result['planning_ms']['p99']:.2f} ms; end-to-end p50 {result['end_to_end_ms']['p50']:.2f} / p99 "
           f"{result['end_to_end_ms']['p99']:.2f} ms; overhead p50 {result['overhead_ms']['p50']:.2f} / p99 "

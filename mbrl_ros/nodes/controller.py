@@ -70,7 +70,8 @@ from mbrl_ros.robots import available_robots, get_robot
 from mbrl_ros.robots.robot import ContextInput
 from mbrl_ros.ros.commands import STOP_FRAME_ID
 from mbrl_ros.ros.diagnostics import LoopStats, diagnostic_array
-from mbrl_ros.ros.run import EXECUTOR, run_node
+from mbrl_ros.ros.gc_pauses import PAUSES, settle_heap
+from mbrl_ros.ros.run import EXECUTOR, SETTLE_HEAP, run_node
 from mbrl_ros.ros.params import Param, declare_all, declare_sections, unflatten
 from mbrl_ros.ros.qos import COMMAND, LATCHED, LATEST_STATE
 from mbrl_ros.ros.stamps import stamp_to_ns
@@ -132,8 +133,8 @@ RUNTIME = {
     "exploration_steps": "refused: it follows from random_transitions (set that; applied at the next configure)",
 }
 # Parameters the controller does not read: rclpy's use_sim_time (its time source applies it) and run_node's
-# executor (declared once the node is built, read-only).
-NOT_OURS = {"use_sim_time", EXECUTOR.name}
+# executor and settle_heap (declared once the node is built, read-only; the cycle reads settle_heap).
+NOT_OURS = {"use_sim_time", EXECUTOR.name, SETTLE_HEAP.name}
 
 
 def limit_blas_threads(threads: int) -> int:
@@ -162,6 +163,7 @@ class ControllerNode(LifecycleNode):
         self.last_command: CommandVector | None = None  # re-sent when lockstep re-publishes the state it answered
         self.resent = 0  # such re-sends
         self.paced_state: StateVector | None = None  # a state whose answer waits for on_pace
+        self.settle_after_plan = False  # a new model's first plan (it builds or compiles the step) is still to come
         fixed = declare_all(self, [
             Param("autostart", True, "configure and activate on start (false: wait for lifecycle transitions)",
                   read_only=True),
@@ -492,6 +494,7 @@ class ControllerNode(LifecycleNode):
             self.get_logger().error(f"model v{msg.version} refused, keeping v{self.model_version}: {err}")
             return
         self.model_version, self.model_kind, self.model_checksum = msg.version, msg.model_kind, msg.checksum
+        self.settle_after_plan = True
         caps = "".join(f"; {name} speed cap {cap:.2f} m/s (fastest seen {self.core.fastest_seen or 0.0:.2f})"
                        for name, cap in self.core.speed_caps.items())
         self.get_logger().info(f"model v{msg.version} ({msg.model_kind}) received, checksum {msg.checksum[:12]}{caps}")
@@ -568,6 +571,13 @@ class ControllerNode(LifecycleNode):
                                             model_version=int(self.model_version)))
         if out.plan is not None:
             self.publish_plan(out.plan, stamp)
+            if self.settle_after_plan:  # the command is out; what building the step left is frozen (gc_pauses)
+                self.settle_after_plan = False
+                if self.get_parameter(SETTLE_HEAP.name).value:
+                    self.get_logger().info(f"model v{self.model_version}'s first plan: heap settled in "
+                                           f"{settle_heap():.0f} ms")
+                else:
+                    PAUSES.reset()  # counted from the same point either way (bench latency --no-settle-heap)
 
     def answered_stamp(self):
         """The stamp a command carries: the latest state's, so a lockstep simulator never takes

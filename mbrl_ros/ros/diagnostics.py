@@ -12,6 +12,8 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from mbrl_ros.ros.gc_pauses import PAUSES
+
 
 class LoopStats:
     """Sliding-window latency and rate statistics of one loop."""
@@ -65,6 +67,8 @@ def diagnostic_array(node, name: str, values: dict[str, str], level: int = Diagn
     array = DiagnosticArray()
     array.header.stamp = node.get_clock().now().to_msg()
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=node.get_namespace())
+    if PAUSES.started:  # the process's cyclic collector (run_node): every node reports it
+        values = {**values, **PAUSES.as_key_values()}
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     array.status = [status]
     return array

@@ -12,7 +12,9 @@ file that the node does not have (``check_params_files``: a typo, not a default)
 and a ``NodeFatalError`` raised in a callback (a node that decided it cannot go on).
 Every node has the parameter ``executor``: rclpy's SingleThreadedExecutor
 (``single``, the default) or its experimental EventsExecutor (``events``), which
-took half the time per message hop here (README, "Executors").
+took half the time per message hop here (README, "Executors"), and ``settle_heap``:
+what building the node left alive is frozen out of the cyclic collector's walk before
+it starts (``ros/gc_pauses.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
+from mbrl_ros.ros.gc_pauses import PAUSES, settle_heap
 from mbrl_ros.ros.params import Param, check_params_files, declare_all
 
 class NodeFatalError(RuntimeError):
@@ -41,6 +44,11 @@ EXECUTOR = Param(
     "the rclpy executor that spins this node: 'single' (SingleThreadedExecutor) or 'events' (rclpy's "
     "experimental EventsExecutor: about half the time from a message's arrival to its callback)", read_only=True)
 EXECUTORS = ("single", "events")
+SETTLE_HEAP = Param(
+    "settle_heap", True,
+    "freeze what building the node left alive out of the cyclic garbage collector's walk before it starts (the "
+    "controller: again after each new model's first plan); false: CPython's collector as it comes, whose full "
+    "passes over a torch process's objects take 80-95 ms (ros/gc_pauses.py)", read_only=True)
 
 
 def make_executor(node: Node):
@@ -69,7 +77,13 @@ def run_node(make_node: Callable[[], Node], name: str, args: list[str] | None = 
     try:
         node = make_node()
         executor = make_executor(node)
+        settle = declare_all(node, [SETTLE_HEAP])["settle_heap"]
         check_params_files(node, args if args is not None else sys.argv)
+        # What building the node left alive is out of the collector's walk; its passes from now on are timed
+        # for /diagnostics (ros/gc_pauses.py). Before start(): the timers it makes are due from the spin on.
+        PAUSES.start()
+        if settle:
+            settle_heap()
         if hasattr(node, "start"):
             node.start()
         executor.add_node(node)

@@ -415,3 +415,20 @@ def test_in_lockstep_a_re_published_state_gets_the_same_command_again(running):
     # numpy's and scipy's OpenBLAS held to the controller's `threads` (1 by default), as torch is: left alone,
     # OpenBLAS starts one thread per core (2 here) and iLQR's numpy solves took 3.5x as long on 2 busy cores.
     assert peer.status()["blas_threads"] == "1", peer.status()
+
+
+def test_the_controller_settles_its_heap_at_start_and_after_a_new_models_first_plan(running):
+    """Issue 11 §4's p99: the cyclic collector's full passes (80-95 ms over what a torch process holds) kept out of
+    the loop (mbrl_ros/ros/gc_pauses.py). What the imports left is frozen before the first cycle; what the first
+    plan with the model built is frozen after it; the diagnostics count every pass and its longest pause."""
+    peer = running()
+    peer.wait(lambda: peer.status().get("gc_frozen_objects"), 30, "diagnostics with the collector's numbers")
+    at_start = int(peer.status()["gc_frozen_objects"])
+    assert at_start > 50_000, peer.status()  # torch, rclpy and the stack's modules
+    peer.send(model="car")
+    peer.send(goal=[5.0, 0.0, 0.0])
+    peer.send(state=CRUISING)
+    peer.wait(lambda: peer.status().get("first_plan_ms"), 60, "the first plan with the model")
+    peer.wait(lambda: int(peer.status()["gc_frozen_objects"]) > at_start, 10, "the heap settled again")
+    status = peer.status()
+    assert {f"gc_gen{g}_{key}" for g in range(3) for key in ("passes", "longest_ms")} <= status.keys(), status
