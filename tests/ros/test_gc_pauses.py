@@ -36,6 +36,17 @@ def test_settling_frees_garbage_cycles_and_freezes_what_is_alive(unfrozen):
     del alive
 
 
+def test_what_was_frozen_and_dropped_since_is_freed_at_the_next_settling(unfrozen):
+    old_model = Node()  # alive at one settling (a model in use), then replaced: garbage in a cycle
+    old_ref = weakref.ref(old_model)
+    settle_heap()
+    del old_model
+    gc.collect()
+    assert old_ref() is not None  # frozen: the collector's passes do not walk it
+    settle_heap()
+    assert old_ref() is None
+
+
 def test_every_pass_is_counted_per_generation_with_its_longest_pause(unfrozen):
     pauses = GcPauses().start()
     try:
