@@ -152,6 +152,10 @@ class SimDriverNode(Node):
     def publish_state(self, stamp: Time) -> None:
         raise NotImplementedError
 
+    def reset_sim(self, evaluated: bool):
+        """Start the episode on ``self.seed`` (``evaluated``: on the evaluation seeds); -> its first state."""
+        return self.sim.reset(seed=self.seed)
+
     def publish_task(self, stamp: Time) -> None:
         """The goal of the episode (latched topics); called at each episode start."""
 
@@ -170,7 +174,7 @@ class SimDriverNode(Node):
             self.seed = self.p["evaluation_seed"] + self.episode - self.evaluation_from
         else:
             self.seed = self.p["seed"] + self.episode
-        self.state = self.sim.reset(seed=self.seed)
+        self.state = self.reset_sim(evaluated=self.evaluation_from is not None and self.episode >= self.evaluation_from)
         self.steps = 0
         self.episode_start_ns = self.stamp_ns()
         if self.lockstep and self.p["hold_learning_episodes"] and self.evaluation_from is not None \

@@ -50,3 +50,32 @@ def test_each_race_episode_starts_with_straight_steering_as_the_simulator_restar
         # rad, the failure this guards) is > 0.1 rad off it while the first state is within 0.5 s.
         assert restart["first_after_s"] <= 0.5, restart
         assert abs(restart["first_steer"] - 0.4 * restart["first_after_s"]) < 0.03, restart
+
+
+def test_episodes_before_the_evaluated_ones_start_at_a_speed_drawn_from_race_start_speeds(spawn, ros_env):
+    """Issue 10 §2: random driving from 5 m/s never reached the grip limit (11.6 m/s at most); sim_car's
+    race_start_speeds starts the exploration and learning episodes faster, each at a speed drawn by its seed,
+    while the evaluated episodes (from sim/start_evaluation on) keep the 5 m/s start every run compares."""
+    from std_srvs.srv import Trigger
+
+    from mbrl_ros.stack_run import StackWatcher
+
+    sim = spawn(*node("mbrl_ros_hardware.car.sim", "-p", "task:=race", "-p", "lockstep:=true",
+                      "-p", "wait_for_recorder:=false", "-p", "max_episode_steps:=1",
+                      "-p", "race_start_speeds:=[15.0, 16.0]"))
+    peer = spawn(str(Path(__file__).with_name("car_stop_peers.py")), "1000000")  # answers each state
+
+    def next_speed() -> float:  # each new stamp is an episode's first state (one step per episode)
+        return json.loads(wait_for_line(peer, "odom ", timeout=120, others=(sim,)))["v"]
+
+    before = [next_speed() for _ in range(4)]
+    assert all(15.0 <= v <= 16.0 for v in before) and len(set(before)) == 4, before
+    watcher = StackWatcher(int(ros_env["ROS_DOMAIN_ID"]), "car", timing=False)
+    try:
+        assert watcher.call(Trigger, "/car/sim/start_evaluation", Trigger.Request(), timeout=60.0).success
+    finally:
+        watcher.close()
+    speeds = [next_speed() for _ in range(40)]
+    evaluated = speeds.index(5.0)
+    assert all(15.0 <= v <= 16.0 for v in speeds[:evaluated]), speeds
+    assert speeds[evaluated:] == [5.0] * (40 - evaluated), speeds
