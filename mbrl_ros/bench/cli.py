@@ -57,6 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     latency.add_argument("--no-settle-heap", dest="settle_heap", action="store_false",
                          help="every node's settle_heap false: CPython's cyclic collector as it comes, for comparison "
                          "(default: the heap settled, mbrl_ros/ros/gc_pauses.py)")
+    latency.add_argument("--logger-niceness", type=int, default=None, metavar="N",
+                         help="the data_logger's niceness (default: the config's, 5), for comparison")
     latency.set_defaults(func=_run_latency)
 
     curve = which.add_parser(
@@ -227,7 +229,7 @@ def _run_latency(args: argparse.Namespace) -> int:
     from mbrl_ros.bench.latency import run
 
     run(duration_s=args.duration, task=args.task, out=args.out, json_path=args.json, executor=args.executor,
-        settle_heap=args.settle_heap)
+        settle_heap=args.settle_heap, logger_niceness=args.logger_niceness)
     return 0
 
 

@@ -57,7 +57,8 @@ def start_real_time_car(folder: Path, task: str, config: Path, label: str) -> St
 
 
 def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out: str | None = None,
-        json_path: str | None = None, executor: str | None = None, settle_heap: bool = True) -> dict:
+        json_path: str | None = None, executor: str | None = None, settle_heap: bool = True,
+        logger_niceness: int | None = None) -> dict:
     folder = Path(out) if out else Path(tempfile.mkdtemp(prefix="mbrl_latency_"))
     folder.mkdir(parents=True, exist_ok=True)
     # The trainer stays idle (its first round needs more data than the run collects): this
@@ -67,6 +68,8 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
         overrides["/**"] = {"executor": executor}
     if not settle_heap:
         overrides.setdefault("/**", {})["settle_heap"] = False
+    if logger_niceness is not None:
+        overrides["data_logger"] = {"niceness": logger_niceness}
     config, rate_hz = real_time_car(folder, task, overrides)
     executor = launch_parameters(config, "car", task, "controller").get("executor", "single")
     print(f"[latency] car/{task} in real time at {rate_hz:g} Hz, {duration_s:g} s after {warmup_s:g} s warm-up, "
@@ -92,6 +95,7 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
     result["task"] = task
     result["executor"] = executor
     result["settle_heap"] = settle_heap
+    result["logger_niceness"] = launch_parameters(config, "car", task, "data_logger").get("niceness", 5)
     print(f"[latency] {result['cycles']} planning cycles: planning p50 {result['planning_ms']['p50']:.2f} / p99 "
           f"{result['planning_ms']['p99']:.2f} ms; end-to-end p50 {result['end_to_end_ms']['p50']:.2f} / p99 "
           f"{result['end_to_end_ms']['p99']:.2f} ms; overhead p50 {result['overhead_ms']['p50']:.2f} / p99 "

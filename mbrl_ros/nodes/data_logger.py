@@ -34,6 +34,7 @@ matched ``hw/command``, so nothing of it was recorded and every training round f
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -82,6 +83,9 @@ PARAMS = [
     Param("discovery_period", 1.0, "wall seconds between looks for the types of topics not yet known",
           (0.05, 60.0), read_only=True),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.05, 60.0)),
+    Param("niceness", 5, "added to the process's nice value at start (os.nice): the recorder wakes on the same "
+          "messages as the estimator and the controller, and yields a core to them when they compete (its queue, "
+          "queue_depth, holds what arrives meanwhile); the trainer runs at 10", (0, 19), read_only=True),
     Param("recording_period", 0.1, "wall seconds between looks at the subscriptions' matched publishers for "
           "~/recording (what a lockstep simulator waits for)", (0.01, 10.0), read_only=True),
 ]
@@ -93,6 +97,7 @@ class DataLoggerNode(Node):
     def __init__(self) -> None:
         super().__init__("data_logger")
         self.p = declare_all(self, PARAMS)
+        os.nice(self.p["niceness"])
         if self.p["storage"] not in STORAGES:
             raise ValueError(f"{self.get_fully_qualified_name()}: parameter 'storage' must be one of "
                              f"{sorted(STORAGES)}, got {self.p['storage']!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -59,6 +60,9 @@ def test_estimator_states_and_logged_transitions(spawn, tmp_path):
                          "-p", "split_duration:=1.0"))
     driver = spawn(str(PEERS), "drive", str(STEPS), str(NAN_STEP), str(JUMP_STEP))
     wait_for_line(driver, "ready", timeout=90, others=(estimator, logger))
+    # The recorder yields a core to the control path (its niceness, 5 by default, on top of ours).
+    assert os.getpriority(os.PRIO_PROCESS, logger.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
+    assert os.getpriority(os.PRIO_PROCESS, estimator.pid) == os.getpriority(os.PRIO_PROCESS, 0)
     got = json.loads(wait_for_line(driver, "result ", timeout=90, others=(estimator, logger)))
     assert "error" not in got, got
     assert got["missing"] == [], f"states never came for steps {got['missing']}"
