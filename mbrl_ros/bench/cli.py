@@ -58,7 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                          help="every node's settle_heap false: CPython's cyclic collector as it comes, for comparison "
                          "(default: the heap settled, mbrl_ros/ros/gc_pauses.py)")
     latency.add_argument("--logger-niceness", type=int, default=None, metavar="N",
-                         help="the data_logger's niceness (default: the config's, 5), for comparison")
+                         help="the data_logger's niceness (default: the config's, 0), for comparison")
     latency.set_defaults(func=_run_latency)
 
     curve = which.add_parser(

@@ -95,7 +95,7 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
     result["task"] = task
     result["executor"] = executor
     result["settle_heap"] = settle_heap
-    result["logger_niceness"] = launch_parameters(config, "car", task, "data_logger").get("niceness", 5)
+    result["logger_niceness"] = launch_parameters(config, "car", task, "data_logger").get("niceness", 0)
     print(f"[latency] {result['cycles']} planning cycles: planning p50 {result['planning_ms']['p50']:.2f} / p99 "
           f"{result['planning_ms']['p99']:.2f} ms; end-to-end p50 {result['end_to_end_ms']['p50']:.2f} / p99 "
           f"{result['end_to_end_ms']['p99']:.2f} ms; overhead p50 {result['overhead_ms']['p50']:.2f} / p99 "

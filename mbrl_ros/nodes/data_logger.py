@@ -83,9 +83,10 @@ PARAMS = [
     Param("discovery_period", 1.0, "wall seconds between looks for the types of topics not yet known",
           (0.05, 60.0), read_only=True),
     Param("diagnostics_period", 1.0, "wall seconds between /diagnostics messages", (0.05, 60.0)),
-    Param("niceness", 5, "added to the process's nice value at start (os.nice): the recorder wakes on the same "
-          "messages as the estimator and the controller, and yields a core to them when they compete (its queue, "
-          "queue_depth, holds what arrives meanwhile); the trainer runs at 10", (0, 19), read_only=True),
+    Param("niceness", 0, "added to the process's nice value at start (os.nice): > 0, the recorder, which wakes on "
+          "the same messages as the estimator and the controller, yields a core to them when they compete; its "
+          "queue (queue_depth) holds what arrives meanwhile, and a lockstep simulation that outruns it for "
+          "longer drops the oldest (the trainer runs at 10)", (0, 19), read_only=True),
     Param("recording_period", 0.1, "wall seconds between looks at the subscriptions' matched publishers for "
           "~/recording (what a lockstep simulator waits for)", (0.01, 10.0), read_only=True),
 ]

@@ -57,10 +57,10 @@ def test_estimator_states_and_logged_transitions(spawn, tmp_path):
     out_dir = tmp_path / "bags"
     estimator = spawn(*node("estimator", "-p", "log_throttle:=0.0"))
     logger = spawn(*node("data_logger", "-p", f"output_dir:={out_dir}", "-p", "prefix:=log",
-                         "-p", "split_duration:=1.0"))
+                         "-p", "split_duration:=1.0", "-p", "niceness:=5"))
     driver = spawn(str(PEERS), "drive", str(STEPS), str(NAN_STEP), str(JUMP_STEP))
     wait_for_line(driver, "ready", timeout=90, others=(estimator, logger))
-    # The recorder yields a core to the control path (its niceness, 5 by default, on top of ours).
+    # The recorder yields a core to the control path (its niceness on top of ours), the estimator does not.
     assert os.getpriority(os.PRIO_PROCESS, logger.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
     assert os.getpriority(os.PRIO_PROCESS, estimator.pid) == os.getpriority(os.PRIO_PROCESS, 0)
     got = json.loads(wait_for_line(driver, "result ", timeout=90, others=(estimator, logger)))
