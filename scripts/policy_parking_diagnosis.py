@@ -97,16 +97,17 @@ def parked(state: np.ndarray, goal: np.ndarray) -> bool:
     return bool(car_parked(torch.as_tensor(state, dtype=torch.float64), torch.as_tensor(goal, dtype=torch.float64)))
 
 
-def explore(sim, controller_params: dict, transitions: int, split_every: int = 0
+def explore(sim, controller_params: dict, transitions: int, split_every: int = 0, first_seed: int = 0
             ) -> tuple[TransitionDataset, dict[int, list[float]]]:
-    """The demo's random transitions: the controller's exploration noise on the simulator, one goal per episode.
+    """The demo's random transitions: the controller's exploration noise on the simulator, one goal per episode,
+    episode k from ``reset(seed=first_seed + k)`` (sim_car's episodes under the demo's ``--seed``).
     ``split_every``: also cut an episode every that many steps of the whole run (0: never), as the data_logger's
     bags (split_duration) cut the trainer's episodes."""
     noise = ExplorationPolicy(np.array(controller_params["action_low"]), np.array(controller_params["action_high"]),
                               controller_params.get("exploration_smoothing", 0.8), controller_params.get("seed", 0))
     data, goals, episode, resets = TransitionDataset(5, 2), {}, 0, 0
     while len(data) < transitions:
-        state, states, actions = sim.reset(seed=resets), [], []
+        state, states, actions = sim.reset(seed=first_seed + resets), [], []
         goal = sim.goal.tolist()
         resets += 1
         noise.reset()
@@ -237,6 +238,8 @@ def main() -> None:
                         help="instead of driving: the trainer's check of the policy as MPPI's prior (decide_prior) "
                         "from the first STARTS evaluation starts (MPPI at --samples, share --prior or 0.5)")
     parser.add_argument("--check-steps", type=int, default=50, help="steps per start for --check-prior")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the demo's --seed: exploration's seed and the first logged episode's (default 0)")
     parser.add_argument("--random-transitions", type=int, default=0,
                         help="random exploration to train on (default: the config's random_transitions)")
     parser.add_argument("--per-seed", action="store_true", help="print each episode's result")
@@ -270,6 +273,7 @@ def main() -> None:
 
     config = REPO_ROOT / "config"
     ctrl = launch_parameters(config, "car", "parking", "controller")
+    ctrl["seed"] = args.seed
     for item in args.mppi:
         key, value = item.split("=", 1)
         ctrl["mppi"][key] = yaml.safe_load(value)
@@ -289,7 +293,8 @@ def main() -> None:
         print(f"policy from {args.policy}")
     else:
         started = time.perf_counter()
-        data, goals = explore(sim, ctrl, args.random_transitions or int(ctrl["random_transitions"]), args.split_every)
+        data, goals = explore(sim, ctrl, args.random_transitions or int(ctrl["random_transitions"]), args.split_every,
+                              args.seed)
         section = copy.deepcopy(trainer["policy"])
         flat = section["actor"]["relative_dims"]
         section["actor"]["relative_dims"] = [flat[i:i + 2] for i in range(0, len(flat), 2)]
