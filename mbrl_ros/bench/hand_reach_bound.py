@@ -7,14 +7,17 @@ points lie beyond what the chosen finger and the thumb can reach together. Such 
 the model and the planner: its goal is out of the hand's workspace.
 
 For each evaluation seed this finds the closest the fingertips can come to the goal with every one of the
-24 joints anywhere within its joint range (``jnt_range`` of the simulator's MuJoCo model), through the
+24 joints anywhere within its joint range (``joint_ranges``: the MuJoCo model's, less its limit margin), through the
 hand's exact kinematics (``robots/hand/kinematics.py``, tested against ``mj_kinematics``): ``restarts``
 random starts, each improved by ``steps`` Levenberg-Marquardt steps on the Euclidean distance (HandReach's own,
 over the 15 coordinates). The bound is optimistic, so the success it gives is an upper bound: it
 ignores the tendons that couple each finger's distal joints to the next (limited tendons of the model),
 contacts, the actuators' reach and time. A local search with random restarts finds the workspace's
 closest point in practice, not provably (Adam before it, 128 x 400 and 512 x 1000, gave the same five
-seeds out of reach on 1000-1049; Levenberg-Marquardt, 128 x 100, the same five, 1.12-1.40 cm, in 64 s).
+seeds out of reach on 1000-1049 within the model's ranges; Levenberg-Marquardt, 128 x 100, the same five,
+1.12-1.40 cm, in 64 s). Within the ranges the hand holds (less the 0.01 rad margin), 128 x 100: seven, adding
+1014 and 1048 (1.03 and 1.04 cm; 512 x 300: 1.024 and 1.032; they were 0.95 and 0.96 within the model's
+ranges), so at most 43 of those 50 (86 %), in 50 s.
 
     mbrl-ros bench hand-reach-bound --first-seed 1000 --episodes 50 --json F
 
@@ -37,14 +40,18 @@ from mbrl_ros.plots import _pyplot
 
 
 def joint_ranges(sim) -> tuple[np.ndarray, np.ndarray]:
-    """The 24 joints' ranges (rad, in ``sim.joint_names`` order, the kinematics' order) from the MuJoCo model."""
+    """The 24 joints' ranges (rad, in ``sim.joint_names`` order, the kinematics' order) the simulated hand can
+    hold: the MuJoCo model's ``jnt_range`` less its ``jnt_margin`` at each end. A limit's constraint acts from
+    ``margin`` inside the range (0.01 rad on every joint of the hand), so an actuator pushing a joint at its
+    limit holds it there: 0.0092-0.0099 rad inside on every joint, driven to each end for 4 s."""
     import mujoco
 
     model = sim.unwrapped.model
     ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"robot0:{name}") for name in sim.joint_names]
     if not all(model.jnt_limited[ids]):
         raise ValueError("hand_reach_bound: every hand joint must be limited in the MuJoCo model")
-    return model.jnt_range[ids, 0].copy(), model.jnt_range[ids, 1].copy()
+    margin = model.jnt_margin[ids]
+    return model.jnt_range[ids, 0] + margin, model.jnt_range[ids, 1] - margin
 
 
 def closest_reach(goal: np.ndarray, low: np.ndarray, high: np.ndarray, restarts: int = 128, steps: int = 100,
