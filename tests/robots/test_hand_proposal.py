@@ -149,6 +149,46 @@ def test_the_integral_correction_moves_the_target_against_the_settled_error_with
     torch.testing.assert_close(term.target, goal.to(term.target.dtype))
 
 
+def test_with_an_expected_hold_the_correction_estimates_the_hold_error_and_does_not_wind_up():
+    """A goal out of reach: whatever the target, the model says the plan settles 3 mm short of the goal
+    (``expected``: the fingers at their limits), and the hand settles 2 mm off that. The correction converges to
+    the 2 mm hold error, where the integral (no ``expected``) winds up to its limit pulling at a target no action
+    reaches."""
+    goal = torch.linspace(0.9, 1.1, 15, dtype=torch.float64)
+    short, hold = (torch.full((15,), d / np.sqrt(15), dtype=torch.float64) for d in (0.003, 0.002))
+    corrections = {}
+    for observed in (True, False):
+        cost = reach_cost(integral_gain=0.5, integral_radius=0.02, integral_limit=0.008)
+        term = cost.terms["fingertips"]
+        cost.set_context("fingertip_target", goal)
+        assert not bool(torch.isfinite(term.expected).any())  # nothing expected before a plan
+        state = torch.zeros(63, dtype=torch.float64)
+        for _ in range(30):
+            expected = goal + short  # where the plan settles, per the model, wherever it aims
+            if observed:
+                term.expected.copy_(expected)
+            state[48:] = expected + hold
+            cost.prepare(state)
+        corrections[observed] = (term.goal - term.target).to(torch.float64)
+    torch.testing.assert_close(corrections[True], hold, atol=1e-6, rtol=0)  # float32 buffers
+    assert float(torch.linalg.vector_norm(corrections[False])) == pytest.approx(0.008, rel=1e-4)  # wound up
+    cost.set_context("fingertip_target", goal + 0.01)  # a new goal: nothing expected yet
+    assert not bool(torch.isfinite(cost.terms["fingertips"].expected).any())
+
+
+def test_the_proposal_tells_the_term_where_its_action_settles():
+    model = identified_like()
+    planner = build_planner("mppi", model, reach_cost(), {"horizon": 4, "num_samples": 8, "compile": False,
+                                                          "policy_prior_fraction": 0.5})
+    planner.cost.set_context("fingertip_target", torch.tensor(model.numpy_dynamics().held(np.full((1, 20), 0.2))[0][0]))
+    proposal = ReachProposal(restarts=4)
+    assert proposal.prepare(torch.zeros(63), planner)
+    settles = model.numpy_dynamics().held(proposal.action[None], None, False)[0][0]
+    term = planner.cost.terms["fingertips"]
+    np.testing.assert_allclose(term.expected.double().numpy(), settles, atol=1e-6)
+    assert float(np.linalg.norm(settles - term.target.double().numpy())) == pytest.approx(proposal.distance, abs=1e-6)
+
+
 def test_min_separation_moves_goal_fingertips_apart_symmetrically_and_the_integral_aims_from_there():
     thumb, finger = np.array([1.0, 0.9, 0.2]), np.array([1.004, 0.9, 0.2])  # 4 mm apart, as HandReach's pairs
     goal = np.concatenate([finger, [0.9, 0.8, 0.2], [0.9, 0.85, 0.2], [0.9, 0.9, 0.2], thumb])  # ff, mf, rf, lf, th
@@ -169,3 +209,30 @@ def test_min_separation_moves_goal_fingertips_apart_symmetrically_and_the_integr
     assert torch.equal(separated(torch.tensor(goal), 0.0), torch.tensor(goal))
     with pytest.raises(ValueError, match="min_separation"):
         reach_cost(min_separation=-0.01)
+
+
+def test_the_proposal_keeps_apart_only_the_pairs_its_solution_for_the_goal_brings_within_the_separation():
+    """The term separates every pair the goal puts too close until the proposal has solved for the goal itself
+    (``narrow_after`` steps); then only the pairs that solution brings within ``min_separation``: a reachable pose
+    keeps its two pairs closer than 2.5 cm apart; a little-finger-thumb pair 4 mm apart 10 cm beyond the hand
+    (the solution holds them >= 3.9 cm apart) is aimed at the goal itself."""
+    model = identified_like()
+    pose = model.numpy_dynamics().held(np.full((1, 20), 0.2))[0][0].reshape(5, 3)  # ff-mf, mf-rf 2.2 cm apart
+    far = pose.copy()
+    far[3] += [0.1, 0.0, 0.0]
+    far[4] = far[3] + [0.004, 0.0, 0.0]
+    for goal, separation, kept in ((pose, 0.025, {(0, 1), (1, 2)}), (far, 0.014, set())):
+        planner = build_planner("mppi", model, reach_cost(min_separation=separation),
+                                {"horizon": 4, "num_samples": 8, "compile": False, "policy_prior_fraction": 0.5})
+        term = planner.cost.terms["fingertips"]
+        term.set_fingertip_target(torch.tensor(goal.ravel()))
+        assert term.apart is None  # every pair, until the proposal knows
+        torch.testing.assert_close(term.aim, separated(term.goal, separation))
+        proposal = ReachProposal(restarts=8, iterations_per_plan=3, narrow_after=12)
+        for _ in range(3):
+            proposal.prepare(torch.zeros(63), planner)
+        assert term.apart is None
+        proposal.prepare(torch.zeros(63), planner)  # the 12th step: decided
+        assert term.apart == kept
+        torch.testing.assert_close(term.aim, separated(term.goal, separation, kept))
+        torch.testing.assert_close(term.target, term.aim)

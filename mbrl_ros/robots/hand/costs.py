@@ -28,12 +28,20 @@ class FingertipTargetTerm(CostTerm):
     ``|c|`` at most ``integral_limit`` (m; a finger that cannot get there, say blocked by another, must not
     pull the rest away). A new goal clears ``c``. ``goal`` is the goal, ``target`` what the plan aims at.
 
+    ``expected``: where the model says the plan's action holds the fingertips (a proposal's steady state, set by
+    it each cycle; NaN: the target itself). ``c`` then estimates the hold error at that action,
+    ``c += k (measured - expected - c)``: the same update where the plan reaches its target (``expected`` =
+    ``goal - c``), but where it cannot (a finger at its joint limits), ``c`` does not wind up in directions no
+    action reaches, which would only pull the other fingertips off (a disturbance observer, not an integral).
+
     Fingertips are bodies: ``min_separation`` s > 0 moves any two goal fingertips closer than s apart, each
     half the shortfall along the line between them, to s (``aim``, the goal the plan and the integral use; the
     closest point with that pair s apart). HandReach puts the thumb and one finger 0.3-0.7 cm apart, where their
     distal capsules (radii 0.705 and 0.918 cm around the tip sites' axes) stop the sites ~1.25-1.45 cm apart:
     aimed at the goal itself, the contact pushes the finger's passive distal joint back and the finger carries
     most of the gap (1.0 cm against the thumb's 0.2-0.4, a miss), where the gap split evenly costs gap / sqrt(2).
+    A pair the hand cannot bring that close anyway (a ring-finger goal at the edge of its reach) only loses by it:
+    ``keep_apart(pairs)`` (a proposal that knows where the hand can go) limits the separation to those pairs.
     """
 
     kind = "fingertip_target"
@@ -47,6 +55,7 @@ class FingertipTargetTerm(CostTerm):
         self.register_buffer("target", torch.zeros(len(indices)))
         self.register_buffer("goal", torch.zeros(len(indices)))
         self.register_buffer("aim", torch.zeros(len(indices)))
+        self.register_buffer("expected", torch.full((len(indices),), float("nan")))
         self.form = parse_choice("form", c["form"], ("norm", "squared"))
         self.stage_weight = parse_number("stage_weight", c["stage_weight"], low=0)
         self.terminal_weight = parse_number("terminal_weight", c["terminal_weight"], low=0)
@@ -54,21 +63,35 @@ class FingertipTargetTerm(CostTerm):
         self.integral_radius = parse_number("integral_radius", c["integral_radius"], low=0)
         self.integral_limit = parse_number("integral_limit", c["integral_limit"], low=0)
         self.min_separation = parse_number("min_separation", c["min_separation"], low=0)
+        self.apart = None  # the pairs min_separation applies to (fingertip indices); None: every pair
 
     def set_fingertip_target(self, target: torch.Tensor) -> None:
         target = as_tensor("fingertip_target", target, self.target)
         self.goal.copy_(check_tensor("fingertip_target", target, (self.target.shape[0],)))
+        self.apart = None
         self.aim.copy_(separated(self.goal, self.min_separation))
         self.target.copy_(self.aim)  # in place: a compiled planner reads this buffer
+        self.expected.fill_(float("nan"))
         self._context_set.add("fingertip_target")
+
+    def keep_apart(self, pairs) -> None:
+        """Separate only these fingertip pairs (``(i, j)``, ``FINGERTIPS`` indices) from now on, keeping the
+        correction: the aim moves, the target with it."""
+        self.apart = {tuple(sorted(p)) for p in pairs}
+        correction = self.aim - self.target
+        self.aim.copy_(separated(self.goal, self.min_separation, self.apart))
+        self.target.copy_(self.aim - correction)
 
     def prepare(self, state: torch.Tensor) -> None:
         if not self.integral_gain or "fingertip_target" not in self._context_set:
             return
-        error = state.index_select(-1, self.indices).to(self.aim.dtype) - self.aim
+        measured = state.index_select(-1, self.indices).to(self.aim.dtype)
+        error = measured - self.aim
         if not bool(torch.isfinite(error).all()) or float(torch.linalg.vector_norm(error)) >= self.integral_radius:
             return
-        correction = self.aim - self.target + self.integral_gain * error
+        correction = self.aim - self.target
+        reference = self.expected if bool(torch.isfinite(self.expected).all()) else self.target
+        correction = correction + self.integral_gain * (measured - reference - correction)
         size = float(torch.linalg.vector_norm(correction))
         if size > self.integral_limit:
             correction = correction * (self.integral_limit / size)
@@ -81,13 +104,16 @@ class FingertipTargetTerm(CostTerm):
         return stage_and_terminal(per_state, self.stage_weight, self.terminal_weight)
 
 
-def separated(points: torch.Tensor, distance: float) -> torch.Tensor:
-    """``points`` (x, y, z each) with every pair closer than ``distance`` moved apart, each half the shortfall along
-    the line between them, in turn (a pair that coincides stays: no line)."""
+def separated(points: torch.Tensor, distance: float, pairs=None) -> torch.Tensor:
+    """``points`` (x, y, z each) with every pair (or those of ``pairs``, ``(i, j)`` with i < j) closer than
+    ``distance`` moved apart, each half the shortfall along the line between them, in turn (a pair that coincides
+    stays: no line)."""
     out = points.detach().clone().reshape(-1, 3)
     if distance > 0:
         for i in range(len(out)):
             for j in range(i + 1, len(out)):
+                if pairs is not None and (i, j) not in pairs:
+                    continue
                 gap = out[i] - out[j]
                 norm = float(torch.linalg.vector_norm(gap))
                 if 0 < norm < distance:

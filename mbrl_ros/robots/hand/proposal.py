@@ -16,7 +16,10 @@ beside the shifted plan had been most of a plan's time.
 The proposal aims where the cost's fingertip term aims (``FingertipTargetTerm.target``: the goal, less the
 term's integral correction of the hand's hold error where that is on), through the model and output bias the
 planner predicts with (``Planner.output_bias``), so the planner scores it as it plans. A new goal (the term's
-``goal`` changed) restarts the solve.
+``goal`` changed) restarts the solve. It tells the term where its action settles (``expected``), so the term's
+correction estimates the hand's hold error at that action rather than winding up where the target is out of reach.
+With the term's ``min_separation``, the first ``narrow_after`` steps solve for the goal itself; the pairs that
+solution brings closer than the separation are the ones the term keeps apart (``keep_apart``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class ReachProposal:
         self._bias: np.ndarray | None = None
         self._model: tuple[Any, torch.Tensor] | None = None  # the model and the weights its numpy form was built from
         self._held = None
+        self._deciding = False  # solving for the goal itself, to tell which fingertip pairs to keep apart
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any], source: str = "proposal") -> "ReachProposal":
@@ -76,18 +80,24 @@ class ReachProposal:
         self._bias = None if bias is None else bias.detach().double().cpu().numpy()
         if self._solver is None or self.goal is None or not np.array_equal(goal, self.goal):
             self.goal = goal
+            self._deciding = term.min_separation > 0
             self._solver = BoxLevenbergMarquardt(self._residuals, -np.ones(20), np.ones(20))
             starts = [np.zeros(20)] + ([self.action] if self.action is not None else [])
             starts += list(self.rng.uniform(-1.0, 1.0, (max(self.restarts - len(starts), 0), 20)))
             self._solver.start(np.array(starts[:self.restarts]))
             self._steps = 0
+        if self._deciding:
+            self.target = goal
         # The restarts' share first; once narrowed to the best, one step a cycle follows the moving target.
         steps = self.iterations_per_plan if len(self._solver.x) > 1 else 1
         self._solver.iterate(steps)
         self._steps += steps
         if self._steps >= self.narrow_after and len(self._solver.x) > 1:
             self._solver.keep([int(np.argmin(self._solver.norms))])
+        if self._deciding and self._steps >= self.narrow_after:
+            self._keep_apart(term)
         self.action, self.distance = self._solver.best()
+        term.expected.copy_(torch.as_tensor(self._held.held(self.action[None], self._bias, False)[0][0]))
         return True
 
     def act(self, state: np.ndarray) -> np.ndarray:
@@ -99,6 +109,17 @@ class ReachProposal:
         return torch.as_tensor(self.act(None), dtype=states.dtype, device=states.device).expand(states.shape[0], -1)
 
     # Internals --------------------------------------------------------------------------
+    def _keep_apart(self, term) -> None:
+        """Solved so far for the goal itself: the term's ``min_separation`` then applies only to the pairs this
+        solution brings within it (the others the hand cannot bring that close: separating them only aims them
+        farther from the goal), and the solve goes on to the term's target."""
+        tips = self._held.held(self._solver.best()[0][None], self._bias, False)[0][0].reshape(-1, 3)
+        term.keep_apart([(i, j) for i in range(len(tips)) for j in range(i + 1, len(tips))
+                         if np.linalg.norm(tips[i] - tips[j]) < term.min_separation])
+        self.target = term.target.detach().double().cpu().numpy()
+        self._solver.refresh()
+        self._deciding = False
+
     def _residuals(self, actions: np.ndarray, jacobian: bool) -> tuple[np.ndarray, np.ndarray | None]:
         tips, derivative = self._held.held(actions, self._bias, jacobian)
         return tips - self.target, derivative
