@@ -3,7 +3,8 @@
 For each model kind and target speed (the race cost's ``path_tracking.target_speed``: with the shipped
 racing cost a cap, which progress along the track drives the car up to; with ``speed_form: set_point``
 the speed it tracks) one ``mbrl-ros demo car --task race`` run through the whole stack: random driving, the trainer's
-model, ``learning_episodes`` under it (retrained online as their data come in), then ``episodes``
+model, ``learning_episodes`` under it (each, in lockstep, held at its start until the model retrained on the
+episodes before has reached the controller: ``mbrl_ros.demo.run.learn_between``), then ``episodes``
 evaluated episodes of ``race_laps`` (3) laps each. Per run: laps,
 mean and best lap time, track exits, mean cross-track error, success (all laps, no exit).
 Per model kind: the highest target speed at which every evaluated episode drove its laps
