@@ -54,9 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     latency.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     latency.add_argument("--executor", choices=["single", "events"], default=None,
                          help="every node's rclpy executor (default: the config's; the race sets events)")
-    latency.add_argument("--no-settle-heap", dest="settle_heap", action="store_false",
-                         help="every node's settle_heap false: CPython's cyclic collector as it comes, for comparison "
-                         "(default: the heap settled, mbrl_ros/ros/gc_pauses.py)")
+    latency.add_argument("--settle-heap", action="store_true",
+                         help="every node's settle_heap true (mbrl_ros/ros/gc_pauses.py), for comparison (default: "
+                         "the config's, off)")
     latency.add_argument("--logger-niceness", type=int, default=None, metavar="N",
                          help="the data_logger's niceness (default: the config's, 0), for comparison")
     latency.set_defaults(func=_run_latency)

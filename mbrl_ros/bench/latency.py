@@ -57,7 +57,7 @@ def start_real_time_car(folder: Path, task: str, config: Path, label: str) -> St
 
 
 def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out: str | None = None,
-        json_path: str | None = None, executor: str | None = None, settle_heap: bool = True,
+        json_path: str | None = None, executor: str | None = None, settle_heap: bool = False,
         logger_niceness: int | None = None) -> dict:
     folder = Path(out) if out else Path(tempfile.mkdtemp(prefix="mbrl_latency_"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,8 +66,8 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
     overrides: dict[str, dict] = {"trainer": {"random_transitions": 100_000_000}}
     if executor is not None:  # every node's (the config's, if not given)
         overrides["/**"] = {"executor": executor}
-    if not settle_heap:
-        overrides.setdefault("/**", {})["settle_heap"] = False
+    if settle_heap:
+        overrides.setdefault("/**", {})["settle_heap"] = True
     if logger_niceness is not None:
         overrides["data_logger"] = {"niceness": logger_niceness}
     config, rate_hz = real_time_car(folder, task, overrides)

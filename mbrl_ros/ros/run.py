@@ -12,9 +12,9 @@ file that the node does not have (``check_params_files``: a typo, not a default)
 and a ``NodeFatalError`` raised in a callback (a node that decided it cannot go on).
 Every node has the parameter ``executor``: rclpy's SingleThreadedExecutor
 (``single``, the default) or its experimental EventsExecutor (``events``), which
-took half the time per message hop here (README, "Executors"), and ``settle_heap``:
-what building the node left alive is frozen out of the cyclic collector's walk before
-it starts (``ros/gc_pauses.py``).
+took half the time per message hop here (README, "Executors"), and ``settle_heap``
+(off by default): what building the node left alive is frozen out of the cyclic
+collector's walk before it starts (``ros/gc_pauses.py``).
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ EXECUTOR = Param(
     "experimental EventsExecutor: about half the time from a message's arrival to its callback)", read_only=True)
 EXECUTORS = ("single", "events")
 SETTLE_HEAP = Param(
-    "settle_heap", True,
-    "freeze what building the node left alive out of the cyclic garbage collector's walk before it starts (the "
-    "controller: again after each new model's first plan); false: CPython's collector as it comes, whose full "
-    "passes over a torch process's objects take 80-95 ms (ros/gc_pauses.py)", read_only=True)
+    "settle_heap", False,
+    "true: freeze what building the node left alive out of the cyclic garbage collector's walk before it starts "
+    "(the controller: again after each new model's first plan; ros/gc_pauses.py). Off by default: with it on for "
+    "every node the race's end-to-end p99 rose from 14.5-14.9 to 30-46 ms, cause not found (README)", read_only=True)
 
 
 def make_executor(node: Node):

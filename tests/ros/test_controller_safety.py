@@ -420,8 +420,9 @@ def test_in_lockstep_a_re_published_state_gets_the_same_command_again(running):
 def test_the_controller_settles_its_heap_at_start_and_after_a_new_models_first_plan(running):
     """Issue 11 §4's p99: the cyclic collector's full passes (80-95 ms over what a torch process holds) kept out of
     the loop (mbrl_ros/ros/gc_pauses.py). What the imports left is frozen before the first cycle; what the first
-    plan with the model built is frozen after it; the diagnostics count every pass and its longest pause."""
-    peer = running()
+    plan with the model built is frozen after it; the diagnostics count every pass and its longest pause.
+    settle_heap is off by default (README, "The garbage collector")."""
+    peer = running("-p", "settle_heap:=true")
     peer.wait(lambda: peer.status().get("gc_frozen_objects"), 30, "diagnostics with the collector's numbers")
     at_start = int(peer.status()["gc_frozen_objects"])
     assert at_start > 50_000, peer.status()  # torch, rclpy and the stack's modules
