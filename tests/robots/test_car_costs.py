@@ -79,16 +79,17 @@ def test_parked_is_highway_envs_is_success():
     got = parked(torch.tensor(states, dtype=torch.float64), torch.tensor(goals, dtype=torch.float64))
     assert 50 < sum(want) < 350  # both sides of the threshold
     assert got.tolist() == want
-    # The episode's success, as parking-v0 ends an episode: some state parked (none of these reaches a wall: see
-    # test_an_episode_that_reaches_a_wall_before_it_parks_does_not_succeed).
+    # The episode's success, as parking-v0 ends an episode: some state parked, on the episodes that reach no wall
+    # (those that do: test_an_episode_that_reaches_a_wall_before_it_parks_does_not_succeed).
     from mbrl_ros.robots.car.costs import crashed
 
     episodes = get_robot("car").task_success("parked", "test")
     trajectories = torch.tensor(states, dtype=torch.float32).reshape(100, 4, NX)
-    assert not crashed(trajectories).any()
+    clean = ~crashed(trajectories).any(-1)
+    assert clean.sum() >= 80, int(clean.sum())
     contexts = torch.tensor(goals, dtype=torch.float32).reshape(100, 4, NX)[:, 0]
     expected = parked(trajectories, contexts[:, None]).any(-1)
-    assert episodes(trajectories, contexts).tolist() == expected.tolist()
+    assert episodes(trajectories, contexts)[clean].tolist() == expected[clean].tolist()
     with pytest.raises(ValueError, match="no task success 'reach'"):
         get_robot("car").task_success("reach", "test")
 

@@ -52,7 +52,7 @@ def test_each_race_episode_starts_with_straight_steering_as_the_simulator_restar
         assert abs(restart["first_steer"] - 0.4 * restart["first_after_s"]) < 0.03, restart
 
 
-def test_episodes_before_the_evaluated_ones_start_at_a_speed_drawn_from_race_start_speeds(spawn, ros_env):
+def test_episodes_before_the_evaluated_ones_start_at_a_speed_drawn_from_race_start_speeds(spawn, ros_env, tmp_path):
     """Issue 10 §2: random driving from 5 m/s never reached the grip limit (11.6 m/s at most); sim_car's
     race_start_speeds starts the exploration and learning episodes faster, each at a speed drawn by its seed,
     while the evaluated episodes (from sim/start_evaluation on) keep the 5 m/s start every run compares."""
@@ -60,9 +60,12 @@ def test_episodes_before_the_evaluated_ones_start_at_a_speed_drawn_from_race_sta
 
     from mbrl_ros.stack_run import StackWatcher
 
+    # A later params file, not -p: rcl lets car_race.yaml's sim_car section ([8, 16]) win over a -p override.
+    speeds = tmp_path / "speeds.yaml"
+    speeds.write_text("/**/sim_car:\n  ros__parameters:\n    race_start_speeds: [15.0, 16.0]\n")
     sim = spawn(*node("mbrl_ros_hardware.car.sim", "-p", "task:=race", "-p", "lockstep:=true",
                       "-p", "wait_for_recorder:=false", "-p", "max_episode_steps:=1",
-                      "-p", "race_start_speeds:=[15.0, 16.0]"))
+                      "--params-file", str(speeds)))
     peer = spawn(str(Path(__file__).with_name("car_stop_peers.py")), "1000000")  # answers each state
 
     def next_speed() -> float:  # each new stamp is an episode's first state (one step per episode)
