@@ -83,9 +83,9 @@ def run(duration_s: float = 60.0, warmup_s: float = 5.0, task: str = "race", out
         watcher.commands.clear()
         started = time.monotonic()
         run.wait_for(lambda: time.monotonic() - started >= duration_s, duration_s + 60, "the measurement")
-        breakdown = path_breakdown(run.watcher.node_status("estimator"), run.watcher.node_status("controller"))
-        collector = {node: {k: v for k, v in run.watcher.node_status(node).items() if k.startswith("gc_")}
-                     for node in ("estimator", "controller")}
+        status = {node: run.watcher.node_status(node) for node in ("estimator", "controller")}
+        breakdown = path_breakdown(status["estimator"], status["controller"])
+        collector = {node: {k: v for k, v in values.items() if k.startswith("gc_")} for node, values in status.items()}
     finally:
         run.stop()
 

@@ -577,7 +577,7 @@ class ControllerNode(LifecycleNode):
                     self.get_logger().info(f"model v{self.model_version}'s first plan: heap settled in "
                                            f"{settle_heap():.0f} ms")
                 else:
-                    PAUSES.reset()  # counted from the same point either way (bench latency --no-settle-heap)
+                    PAUSES.reset()  # counted from the same point either way (bench latency --settle-heap compares)
 
     def answered_stamp(self):
         """The stamp a command carries: the latest state's, so a lockstep simulator never takes

@@ -8,10 +8,11 @@ that compiles leaves hundreds of thousands more, so the full passes CPython star
 longer than the race's 50 ms period, at moments nobody chose.
 
 ``settle_heap`` collects once and freezes what is alive (``gc.freeze``: later passes never walk
-it again), so the passes that remain walk only what was allocated since. ``run_node`` settles
-each node once it is built; the controller settles again after the first plan with each new
-model (the plan that builds or compiles its step), once its command is out.
-``GcPauses`` times every pass (``gc.callbacks``) for the node's diagnostics.
+it again), so the passes that remain walk only what was allocated since. With a node's
+``settle_heap`` parameter true (off by default: through the stack it made the race's end-to-end
+p99 worse, README "The garbage collector"), ``run_node`` settles the node once it is built and
+the controller again after the first plan with each new model, once its command is out.
+``GcPauses`` times every pass (``gc.callbacks``) for every node's diagnostics.
 """
 
 from __future__ import annotations
